@@ -1,0 +1,222 @@
+"""The two AlexNets and a small model registry.
+
+- ``AlexNet``: torchvision's single-tower network (Krizhevsky 2014, "One weird trick"): 64-192-384-256-256
+  channels, adaptive 6x6 average pool, dropout classifier. Its ``state_dict`` is key-for-key and shape-for-shape
+  torchvision's, so torchvision's ImageNet weights file loads unchanged.
+- ``AlexNet2012``: the network of Krizhevsky, Sutskever & Hinton (NeurIPS 2012): 96-256-384-384-256 channels, the
+  two-GPU split as ``groups=2`` in conv2/conv4/conv5, local response normalisation after conv1 and conv2, and the
+  paper's initialisation.
+
+Both share one layout (``features`` -> ``avgpool`` -> ``classifier``) so feature extraction, weight loading and
+export treat them alike. Input size: any square or rectangular image of at least 63 px per side.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+MIN_INPUT_SIZE = 63  # px: the smallest side for which the three 3x3/2 max-pools still leave one pixel
+
+FEATURE_LAYERS = ("conv5", "fc6", "fc7", "logits")
+
+
+class _AlexNetBase(nn.Module):
+    """Shared forward pass and feature extraction. Subclasses build ``features`` and ``classifier``."""
+
+    features: nn.Sequential
+    avgpool: nn.AdaptiveAvgPool2d
+    classifier: nn.Sequential
+    # Index in ``classifier`` after which each named activation is available (post-ReLU for fc6/fc7).
+    _classifier_taps = {"fc6": 3, "fc7": 6, "logits": 7}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.features(x)  # (B, 256, 6, 6) at 224 px
+        x = self.avgpool(x)  # (B, 256, 6, 6) whatever the input size
+        x = torch.flatten(x, 1)  # (B, 9216)
+        return self.classifier(x)  # (B, num_classes)
+
+    def extract(self, x: torch.Tensor, layer: str = "fc7") -> torch.Tensor:
+        """Activations of a named layer, computed with the network's own modules (no copy).
+
+        ``conv5``: the pooled conv5 maps, (B, 256, 6, 6); ``fc6`` / ``fc7``: the 4096-d hidden layers after their
+        ReLU (the paper's Figure 4 uses fc7); ``logits``: the final scores. Dropout follows the module's mode, so
+        call ``model.eval()`` first for deterministic features.
+        """
+        if layer not in FEATURE_LAYERS:
+            raise ValueError(f"unknown feature layer {layer!r}; choose from {', '.join(FEATURE_LAYERS)}")
+        x = self.avgpool(self.features(x))
+        if layer == "conv5":
+            return x
+        x = torch.flatten(x, 1)
+        return self.classifier[: self._classifier_taps[layer]](x)
+
+    @property
+    def head(self) -> nn.Linear:
+        """The last linear layer (fc8): what fine-tuning replaces."""
+        return self.classifier[-1]
+
+    def reset_head(self, num_classes: int) -> None:
+        """Replace fc8 with a freshly initialised layer for ``num_classes`` classes."""
+        old = self.head
+        new = nn.Linear(old.in_features, num_classes, device=old.weight.device, dtype=old.weight.dtype)
+        self.classifier[-1] = new
+
+
+def _classifier(num_classes: int, dropout: float, in_features: int = 256 * 6 * 6) -> nn.Sequential:
+    # Same order as torchvision (dropout before each hidden linear), so the state_dict indices match: 1, 4, 6.
+    return nn.Sequential(
+        nn.Dropout(p=dropout),
+        nn.Linear(in_features, 4096),  # fc6
+        nn.ReLU(inplace=True),
+        nn.Dropout(p=dropout),
+        nn.Linear(4096, 4096),  # fc7
+        nn.ReLU(inplace=True),
+        nn.Linear(4096, num_classes),  # fc8
+    )
+
+
+class AlexNet(_AlexNetBase):
+    """torchvision's AlexNet: identical module tree, parameter names and shapes (61,100,840 params at 1000 classes).
+
+    ``init``: ``"torchvision"`` keeps PyTorch's default layer init (what ``torchvision.models.alexnet()`` does);
+    ``"kaiming"`` uses He-normal conv/linear weights and zero biases, which starts learning much sooner on small
+    data without normalisation layers (see the ``fast`` recipe).
+    """
+
+    def __init__(self, num_classes: int = 1000, dropout: float = 0.5, init: str = "torchvision") -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 64, kernel_size=11, stride=4, padding=2),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(kernel_size=3, stride=2),
+            nn.Conv2d(64, 192, kernel_size=5, padding=2),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(kernel_size=3, stride=2),
+            nn.Conv2d(192, 384, kernel_size=3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(384, 256, kernel_size=3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(256, 256, kernel_size=3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(kernel_size=3, stride=2),
+        )
+        self.avgpool = nn.AdaptiveAvgPool2d((6, 6))
+        self.classifier = _classifier(num_classes, dropout)
+        _apply_init(self, init)
+
+
+class AlexNet2012(_AlexNetBase):
+    """The 2012 paper's AlexNet (paper §3, Figure 2), on one device.
+
+    The paper's two GPUs become ``groups=2`` in the layers whose kernels only see their own GPU's maps (conv2, conv4,
+    conv5); conv3 and the fully connected layers see both halves. 60,965,224 parameters at 1000 classes.
+
+    Input size: the paper says 224 px, but 224 with conv1's 11x11/4 and no padding gives a 54x54 map, not the paper's
+    55x55 (that needs 227). We pad conv1 by 2, as torchvision does, so 224 px gives the paper's 55-27-13-13-13-6 maps
+    exactly; 227 px gives 56 after conv1 and then the same 27-13-13-13-6, so both sizes are correct and the classifier
+    always sees 256x6x6.
+    """
+
+    def __init__(self, num_classes: int = 1000, dropout: float = 0.5, init: str = "paper") -> None:
+        super().__init__()
+        # paper §3.3: LRN with k=2, n=5, α=1e-4, β=0.75. nn.LocalResponseNorm divides alpha by size, so α·n = 5e-4.
+        def lrn() -> nn.LocalResponseNorm:
+            return nn.LocalResponseNorm(size=5, alpha=5e-4, beta=0.75, k=2.0)
+
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 96, kernel_size=11, stride=4, padding=2),  # conv1 -> (B, 96, 55, 55)
+            nn.ReLU(inplace=True),
+            lrn(),
+            nn.MaxPool2d(kernel_size=3, stride=2),  # paper §3.4: overlapping pooling, z=3, s=2 -> 27x27
+            nn.Conv2d(96, 256, kernel_size=5, padding=2, groups=2),  # conv2 -> (B, 256, 27, 27)
+            nn.ReLU(inplace=True),
+            lrn(),
+            nn.MaxPool2d(kernel_size=3, stride=2),  # -> 13x13
+            nn.Conv2d(256, 384, kernel_size=3, padding=1),  # conv3: connected to both halves
+            nn.ReLU(inplace=True),
+            nn.Conv2d(384, 384, kernel_size=3, padding=1, groups=2),  # conv4
+            nn.ReLU(inplace=True),
+            nn.Conv2d(384, 256, kernel_size=3, padding=1, groups=2),  # conv5
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(kernel_size=3, stride=2),  # -> (B, 256, 6, 6)
+        )
+        self.avgpool = nn.AdaptiveAvgPool2d((6, 6))
+        self.classifier = _classifier(num_classes, dropout)
+        _apply_init(self, init)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# initialisation
+
+
+def _layers(model: nn.Module) -> list[nn.Conv2d | nn.Linear]:
+    return [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+
+
+def paper_init_(model: nn.Module) -> None:
+    """paper §5: weights ~ N(0, 0.01); biases 1 in conv2, conv4, conv5 and the hidden fc layers, 0 elsewhere."""
+    layers = _layers(model)  # conv1..conv5, fc6, fc7, fc8
+    ones = {1, 3, 4, 5, 6}  # conv2, conv4, conv5, fc6, fc7 ("initialize the neuron biases ... with the constant 1")
+    for i, m in enumerate(layers):
+        nn.init.normal_(m.weight, mean=0.0, std=0.01)
+        nn.init.constant_(m.bias, 1.0 if i in ones else 0.0)
+
+
+def kaiming_init_(model: nn.Module) -> None:
+    """He-normal (fan-out for convs, fan-in for linears) weights and zero biases; the last layer gets std 0.01."""
+    layers = _layers(model)
+    for m in layers:
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        else:
+            nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
+        nn.init.zeros_(m.bias)
+    nn.init.normal_(layers[-1].weight, std=0.01)
+
+
+_INITS: dict[str, Callable[[nn.Module], None] | None] = {
+    "torchvision": None,  # keep PyTorch's default init, as torchvision does
+    "paper": paper_init_,
+    "kaiming": kaiming_init_,
+}
+
+
+def _apply_init(model: nn.Module, init: str) -> None:
+    if init not in _INITS:
+        raise ValueError(f"unknown init {init!r}; choose from {', '.join(_INITS)}")
+    fn = _INITS[init]
+    if fn is not None:
+        fn(model)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# registry
+
+_MODELS: dict[str, type[_AlexNetBase]] = {"alexnet": AlexNet, "alexnet2012": AlexNet2012}
+
+
+def list_models() -> list[str]:
+    return sorted(_MODELS)
+
+
+def create_model(name: str, num_classes: int = 1000, **kwargs) -> _AlexNetBase:
+    """Build a model by registry name (``alexnet`` or ``alexnet2012``); extra kwargs go to its constructor."""
+    if name not in _MODELS:
+        raise ValueError(f"unknown model {name!r}; available: {', '.join(list_models())}")
+    return _MODELS[name](num_classes=num_classes, **kwargs)
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def output_size(size: int) -> int:
+    """Spatial size after ``features`` for an input side of ``size`` px (both architectures)."""
+    s = math.floor((size + 2 * 2 - 11) / 4) + 1
+    for _ in range(3):  # three 3x3/2 max-pools; the convs in between keep the size
+        s = (s - 3) // 2 + 1
+    return s

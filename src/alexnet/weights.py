@@ -1,0 +1,224 @@
+"""Reading and writing weights and checkpoints. Every file is untrusted input: safe loading only.
+
+Formats read:
+- a torchvision ``.pth`` state dict (e.g. ``alexnet-owt-7be5be79.pth``), loaded with ``weights_only=True``;
+- our checkpoints (``RUN_DIR/checkpoints/*.pt``): a dict with ``format == "alexnet-checkpoint"`` and ``model``;
+- ``.safetensors`` weights, optionally with a JSON sidecar (``NAME.json``) written by ``alexnet export``.
+
+Checkpoint layout (version 1), all plain tensors / numbers / strings so ``weights_only=True`` can read it::
+
+    format, version, arch, num_classes, model_kwargs, model (state_dict), classes, preprocess,
+    config (resolved run config), epoch, step, best_top1, optimizer, scheduler, scaler, rng, init_from, ...
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .errors import WeightsError
+
+CHECKPOINT_FORMAT = "alexnet-checkpoint"
+CHECKPOINT_VERSION = 1
+_PREFIXES = ("module.", "_orig_mod.")  # added by DistributedDataParallel and torch.compile
+
+# ImageNet preprocessing used by torchvision's AlexNet weights (resize 256, centre crop 224).
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+IMAGENET_PREPROCESS = {"resize": 256, "crop": 224, "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}
+
+
+def imagenet_classes() -> list[str]:
+    """The 1000 ImageNet class names in torchvision's order, from the metadata torchvision ships (no download)."""
+    from torchvision.models import AlexNet_Weights
+
+    return list(AlexNet_Weights.IMAGENET1K_V1.meta["categories"])
+
+
+def strip_prefixes(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Remove ``module.`` / ``_orig_mod.`` prefixes (in any order, any number) from every key."""
+    out = {}
+    for key, value in state_dict.items():
+        changed = True
+        while changed:
+            changed = False
+            for p in _PREFIXES:
+                if key.startswith(p):
+                    key, changed = key[len(p) :], True
+        out[key] = value
+    return out
+
+
+def _torch_load(path: Path) -> Any:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise WeightsError(
+            f"{path}: refused to load: it is not a plain weights file (safe loading rejected it: {first})"
+        ) from None
+    except (RuntimeError, EOFError, ValueError, OSError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise WeightsError(f"{path}: not a readable weights file ({first})") from None
+
+
+def read_file(path: str | os.PathLike) -> dict[str, Any]:
+    """Read any supported weights file into a dict with at least ``model`` (a state dict without prefixes).
+
+    Our checkpoints come back whole (with ``classes``, ``preprocess``, ``config``...); torchvision files and bare
+    safetensors come back as ``{"model": state_dict}`` plus whatever a JSON sidecar adds.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"{path}: no such weights file")
+    if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            sd = load_file(str(path))
+        except (SafetensorError, OSError, ValueError) as e:
+            raise WeightsError(f"{path}: not a readable safetensors file ({e})") from None
+        meta: dict[str, Any] = {}
+        sidecar = path.with_suffix(".json")
+        if sidecar.is_file():
+            meta = json.loads(sidecar.read_text())
+        return {**meta, "model": strip_prefixes(sd)}
+    obj = _torch_load(path)
+    if isinstance(obj, dict) and obj.get("format") == CHECKPOINT_FORMAT:
+        if obj.get("version", 0) > CHECKPOINT_VERSION:
+            raise WeightsError(f"{path}: checkpoint version {obj['version']} is newer than this alexnet can read")
+        return {**obj, "model": strip_prefixes(obj["model"])}
+    if isinstance(obj, dict) and obj and all(isinstance(k, str) and torch.is_tensor(v) for k, v in obj.items()):
+        return {"model": strip_prefixes(obj)}
+    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):  # a common third-party layout
+        return {"model": strip_prefixes(obj["state_dict"])}
+    raise WeightsError(f"{path}: holds a {type(obj).__name__}, not a state dict or an alexnet checkpoint")
+
+
+def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Just the model weights of any supported file, prefixes stripped."""
+    return read_file(path)["model"]
+
+
+def check_state_dict(model: nn.Module, state_dict: dict[str, torch.Tensor], source: str = "weights") -> None:
+    """Raise ``WeightsError`` naming the missing, unexpected and mis-shaped keys when ``state_dict`` does not fit."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in own]
+    misshaped = [
+        f"{k}: file {tuple(state_dict[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in own
+        if k in state_dict and state_dict[k].shape != own[k].shape
+    ]
+    if missing or unexpected or misshaped:
+        parts = []
+        if missing:
+            parts.append(f"missing keys: {', '.join(missing)}")
+        if unexpected:
+            parts.append(f"unexpected keys: {', '.join(unexpected)}")
+        if misshaped:
+            parts.append(f"mis-shaped: {'; '.join(misshaped)}")
+        raise WeightsError(f"{source} does not fit {type(model).__name__}: " + " | ".join(parts))
+
+
+def load_weights(model: nn.Module, path: str | os.PathLike, *, skip: tuple[str, ...] = ()) -> nn.Module:
+    """Load a torchvision ``.pth``, an alexnet checkpoint or a ``.safetensors`` file into ``model`` (in place).
+
+    ``skip``: key prefixes to leave as they are in ``model`` (fine-tuning skips the head, ``classifier.6.``).
+    """
+    sd = read_state_dict(path)
+    if skip:
+        sd = {k: v for k, v in sd.items() if not k.startswith(skip)}
+        own = model.state_dict()
+        sd.update({k: v for k, v in own.items() if k.startswith(skip)})
+    check_state_dict(model, sd, source=str(path))
+    model.load_state_dict(sd)
+    return model
+
+
+def model_from_file(path: str | os.PathLike) -> tuple[nn.Module, dict[str, Any]]:
+    """Build the right model for a weights file and load it. Returns ``(model in eval mode, metadata)``.
+
+    Metadata always has ``arch``, ``num_classes``, ``classes`` and ``preprocess``; a torchvision weights file is
+    recognised by its keys and gets the ImageNet class names and preprocessing.
+    """
+    from .model import create_model
+
+    info = read_file(path)
+    sd = info["model"]
+    if "classifier.6.weight" not in sd:
+        raise WeightsError(f"{path}: not AlexNet weights (no classifier.6.weight among its keys)")
+    num_classes = int(sd["classifier.6.weight"].shape[0])
+    arch = info.get("arch") or ("alexnet2012" if sd["features.0.weight"].shape[0] == 96 else "alexnet")
+    model = create_model(arch, num_classes=num_classes, **info.get("model_kwargs", {}))
+    check_state_dict(model, sd, source=str(path))
+    model.load_state_dict(sd)
+    model.eval()
+    classes = info.get("classes")
+    preprocess = info.get("preprocess")
+    if classes is None:
+        classes = imagenet_classes() if num_classes == 1000 else [str(i) for i in range(num_classes)]
+    if preprocess is None:
+        preprocess = dict(IMAGENET_PREPROCESS)
+    meta = {k: v for k, v in info.items() if k not in ("model", "optimizer", "scheduler", "scaler", "rng")}
+    meta.update(arch=arch, num_classes=num_classes, classes=list(classes), preprocess=preprocess)
+    return model, meta
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# checkpoints
+
+
+def save_checkpoint(payload: dict[str, Any], path: str | os.PathLike) -> Path:
+    """Write a checkpoint atomically: temp file in the same folder, fsync, rename, fsync the folder.
+
+    A kill at any moment leaves either the previous file or the new one, never a torn file. ``payload["model"]``
+    must already be free of ``module.`` / ``_orig_mod.`` prefixes (use ``unwrap``).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, **payload}
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(payload, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Read one of our checkpoints (safe loading). Raises ``WeightsError`` for anything else."""
+    info = read_file(path)
+    if info.get("format") != CHECKPOINT_FORMAT:
+        raise WeightsError(f"{path}: a bare weights file, not an alexnet checkpoint (it has no training state)")
+    return info
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The plain module inside DDP and/or torch.compile wrappers."""
+    while True:
+        if hasattr(model, "_orig_mod"):
+            model = model._orig_mod
+        elif hasattr(model, "module") and isinstance(model.module, nn.Module):
+            model = model.module
+        else:
+            return model
