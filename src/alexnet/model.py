@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -31,7 +32,7 @@ class _AlexNetBase(nn.Module):
     avgpool: nn.AdaptiveAvgPool2d
     classifier: nn.Sequential
     # Index in ``classifier`` after which each named activation is available (post-ReLU for fc6/fc7).
-    _classifier_taps = {"fc6": 3, "fc7": 6, "logits": 7}
+    _classifier_taps: ClassVar[dict[str, int]] = {"fc6": 3, "fc7": 6, "logits": 7}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.features(x)  # (B, 256, 6, 6) at 224 px
@@ -123,6 +124,7 @@ class AlexNet2012(_AlexNetBase):
 
     def __init__(self, num_classes: int = 1000, dropout: float = 0.5, init: str = "paper") -> None:
         super().__init__()
+
         # paper §3.3: LRN with k=2, n=5, α=1e-4, β=0.75. nn.LocalResponseNorm divides alpha by size, so α·n = 5e-4.
         def lrn() -> nn.LocalResponseNorm:
             return nn.LocalResponseNorm(size=5, alpha=5e-4, beta=0.75, k=2.0)

@@ -64,7 +64,7 @@ def _torch_load(path: Path) -> Any:
         raise WeightsError(
             f"{path}: refused to load: it is not a plain weights file (safe loading rejected it: {first})"
         ) from None
-    except (RuntimeError, EOFError, ValueError, OSError) as e:
+    except Exception as e:  # a torn or foreign file fails in many ways inside the unpickler
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise WeightsError(f"{path}: not a readable weights file ({first})") from None
 

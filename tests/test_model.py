@@ -1,0 +1,149 @@
+"""Both AlexNets against independent references: torchvision's model, the paper's numbers, hand computation."""
+
+import math
+
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+from alexnet import AlexNet, AlexNet2012, create_model, list_models
+from alexnet.model import MIN_INPUT_SIZE, count_params
+from alexnet.summary import layer_table
+
+
+def test_state_dict_matches_torchvision_keys_and_shapes():
+    ours = AlexNet().state_dict()
+    ref = torchvision.models.alexnet(weights=None).state_dict()
+    assert list(ours) == list(ref)
+    assert {k: v.shape for k, v in ours.items()} == {k: v.shape for k, v in ref.items()}
+
+
+@pytest.mark.parametrize("size", [224, 63, 100])
+def test_outputs_match_torchvision_with_same_weights(size):
+    torch.manual_seed(0)
+    ref = torchvision.models.alexnet(weights=None).eval()
+    ours = AlexNet().eval()
+    ours.load_state_dict(ref.state_dict())
+    x = torch.randn(2, 3, size, size)
+    with torch.no_grad():
+        diff = (ours(x) - ref(x)).abs().max().item()
+    assert diff <= 1e-5
+
+
+def test_parameter_counts():
+    assert count_params(AlexNet()) == 61_100_840  # torchvision's documented num_params
+    # The paper's network by hand: conv weights (out * in/groups * k * k) + biases, then the three fc layers.
+    convs = [(96, 3, 11, 1), (256, 96, 5, 2), (384, 256, 3, 1), (384, 384, 3, 2), (256, 384, 3, 2)]
+    expected = sum(o * (i // g) * k * k + o for o, i, k, g in convs)
+    expected += 9216 * 4096 + 4096 + 4096 * 4096 + 4096 + 4096 * 1000 + 1000
+    assert count_params(AlexNet2012()) == expected == 60_965_224  # "60 million parameters" (paper abstract)
+    assert count_params(AlexNet(num_classes=10)) == 61_100_840 - 4096 * 990 - 990
+
+
+@pytest.mark.parametrize("size", [224, 227])
+def test_paper_network_feature_map_sizes(size):
+    """paper Figure 2: 55 (56 at 227 with our padding) -> 27 -> 13 -> 13 -> 13 -> 6."""
+    rows = {r.name: r.out_shape for r in layer_table(AlexNet2012(num_classes=10), size)}
+    assert rows["features.0"] == (96, 55 if size == 224 else 56, 55 if size == 224 else 56)
+    assert rows["features.3"] == (96, 27, 27)
+    assert rows["features.4"] == (256, 27, 27)
+    assert rows["features.7"] == (256, 13, 13)
+    assert rows["features.8"] == (384, 13, 13)
+    assert rows["features.10"] == (384, 13, 13)
+    assert rows["features.12"] == (256, 13, 13)
+    assert rows["features.14"] == (256, 6, 6)
+    assert rows["classifier.6"] == (10,)
+
+
+def test_paper_network_groups_and_layers():
+    m = AlexNet2012()
+    convs = [mod for mod in m.features if isinstance(mod, nn.Conv2d)]
+    assert [c.groups for c in convs] == [1, 2, 1, 2, 2]
+    assert [c.out_channels for c in convs] == [96, 256, 384, 384, 256]
+    lrns = [i for i, mod in enumerate(m.features) if isinstance(mod, nn.LocalResponseNorm)]
+    assert lrns == [2, 6]  # after the ReLUs of conv1 and conv2, before pooling
+    assert isinstance(m.features[lrns[0] - 1], nn.ReLU) and isinstance(m.features[lrns[0] + 1], nn.MaxPool2d)
+
+
+def test_lrn_matches_the_papers_formula_by_hand():
+    """paper §3.3: b = a / (k + α Σ_{j=max(0,i-n/2)}^{min(N-1,i+n/2)} a_j²)^β, k=2, n=5, α=1e-4, β=0.75."""
+    lrn = AlexNet2012().features[2]
+    torch.manual_seed(0)
+    a = torch.rand(1, 8, 3, 3) * 50  # large activations so the α term matters
+    k, n, alpha, beta = 2.0, 5, 1e-4, 0.75
+    expected = torch.empty_like(a)
+    channels = a.shape[1]
+    for i in range(channels):
+        lo, hi = max(0, i - n // 2), min(channels - 1, i + n // 2)
+        s = sum(a[0, j] ** 2 for j in range(lo, hi + 1))
+        expected[0, i] = a[0, i] / (k + alpha * s) ** beta
+    assert torch.allclose(lrn(a), expected, rtol=1e-5, atol=1e-6)
+    # and the effect is not negligible at these magnitudes: the test can tell α from α/n
+    assert (lrn(a) - a / k**beta).abs().max() > 1e-2
+
+
+def test_paper_init_statistics():
+    torch.manual_seed(0)
+    m = AlexNet2012()
+    layers = [mod for mod in m.modules() if isinstance(mod, (nn.Conv2d, nn.Linear))]
+    assert len(layers) == 8
+    for i, layer in enumerate(layers):
+        w = layer.weight
+        assert abs(w.mean().item()) < 2e-3
+        assert math.isclose(w.std().item(), 0.01, rel_tol=0.05)
+        bias = 1.0 if i in (1, 3, 4, 5, 6) else 0.0  # conv2, conv4, conv5, fc6, fc7 (paper §5)
+        assert torch.all(layer.bias == bias), f"layer {i}"
+
+
+def test_min_input_size_and_rectangular_inputs():
+    for m in (AlexNet(num_classes=3), AlexNet2012(num_classes=3)):
+        m.eval()
+        assert m(torch.randn(1, 3, MIN_INPUT_SIZE, MIN_INPUT_SIZE)).shape == (1, 3)
+        assert m(torch.randn(1, 3, 64, 96)).shape == (1, 3)
+        with pytest.raises(RuntimeError):
+            m(torch.randn(1, 3, MIN_INPUT_SIZE - 1, MIN_INPUT_SIZE - 1))
+
+
+def test_channels_last_gives_same_output():
+    m = AlexNet2012(num_classes=5).eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        ref = m(x)
+        m = m.to(memory_format=torch.channels_last)
+        out = m(x.to(memory_format=torch.channels_last))
+    assert torch.allclose(ref, out, atol=1e-5)
+
+
+def test_registry():
+    assert list_models() == ["alexnet", "alexnet2012"]
+    assert isinstance(create_model("alexnet2012", num_classes=7, dropout=0.3), AlexNet2012)
+    assert create_model("alexnet", num_classes=7).classifier[0].p == 0.5
+    with pytest.raises(ValueError, match="available: alexnet, alexnet2012"):
+        create_model("vgg16")
+
+
+@pytest.mark.parametrize("arch", ["alexnet", "alexnet2012"])
+def test_extract_features_uses_the_same_modules(arch):
+    m = create_model(arch, num_classes=4).eval()
+    x = torch.randn(3, 3, 64, 64)
+    with torch.no_grad():
+        assert m.extract(x, "conv5").shape == (3, 256, 6, 6)
+        fc6, fc7 = m.extract(x, "fc6"), m.extract(x, "fc7")
+        assert fc6.shape == fc7.shape == (3, 4096)
+        assert (fc7 >= 0).all()  # post-ReLU
+        # fc7 fed through fc8 by hand gives the logits
+        assert torch.allclose(m.classifier[6](fc7), m(x), atol=1e-5)
+        assert torch.allclose(m.extract(x, "logits"), m(x))
+    with pytest.raises(ValueError, match="fc7"):
+        m.extract(x, "fc9")
+
+
+def test_flops_match_the_known_total():
+    """torchvision AlexNet at 224 px: 0.714 GMAC = 1.43 GFLOP forward (torchvision's docs: 0.71 GFLOPS)."""
+    rows = layer_table(AlexNet(), 224)
+    total = sum(r.flops for r in rows)
+    assert abs(total / 2e9 - 0.714) < 0.001
+    conv1 = rows[0]
+    assert conv1.flops == 2 * 64 * 55 * 55 * 3 * 11 * 11  # by hand: 2 * out elements * MACs per output
+    assert sum(r.params for r in rows) == 61_100_840

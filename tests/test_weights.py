@@ -1,0 +1,104 @@
+"""Weights loading: torchvision files, our checkpoints, safetensors, prefixes, errors, and refused pickles."""
+
+import os
+import pickle
+
+import pytest
+import torch
+import torchvision
+from safetensors.torch import save_file
+
+from alexnet import AlexNet, AlexNet2012, WeightsError, load_weights, model_from_file
+from alexnet.weights import load_checkpoint, save_checkpoint
+
+
+@pytest.fixture(scope="module")
+def tv_weights(tmp_path_factory):
+    torch.manual_seed(1)
+    ref = torchvision.models.alexnet(weights=None, num_classes=10)
+    path = tmp_path_factory.mktemp("w") / "alexnet-tv.pth"
+    torch.save(ref.state_dict(), path)
+    return ref, path
+
+
+def _same(model, ref):
+    return all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), ref.state_dict().values()))
+
+
+def test_loads_a_torchvision_state_dict_unchanged(tv_weights):
+    ref, path = tv_weights
+    m = load_weights(AlexNet(num_classes=10), path)
+    assert _same(m, ref)
+
+
+def test_strips_ddp_and_compile_prefixes(tmp_path, tv_weights):
+    ref, _ = tv_weights
+    sd = {f"module._orig_mod.{k}": v for k, v in ref.state_dict().items()}
+    torch.save(sd, tmp_path / "wrapped.pth")
+    assert _same(load_weights(AlexNet(num_classes=10), tmp_path / "wrapped.pth"), ref)
+
+
+def test_safetensors_and_checkpoint(tmp_path, tv_weights):
+    ref, _ = tv_weights
+    save_file(ref.state_dict(), str(tmp_path / "w.safetensors"))
+    assert _same(load_weights(AlexNet(num_classes=10), tmp_path / "w.safetensors"), ref)
+    save_checkpoint({"arch": "alexnet", "model": ref.state_dict(), "classes": list("abcdefghij")}, tmp_path / "c.pt")
+    assert _same(load_weights(AlexNet(num_classes=10), tmp_path / "c.pt"), ref)
+    model, meta = model_from_file(tmp_path / "c.pt")
+    assert meta["classes"] == list("abcdefghij") and not model.training
+    assert load_checkpoint(tmp_path / "c.pt")["format"] == "alexnet-checkpoint"
+
+
+def test_torchvision_file_gets_imagenet_metadata(tmp_path):
+    torch.save(torchvision.models.alexnet(weights=None).state_dict(), tmp_path / "tv.pth")
+    _, meta = model_from_file(tmp_path / "tv.pth")
+    assert meta["arch"] == "alexnet" and len(meta["classes"]) == 1000
+    assert meta["classes"][0] == "tench" and meta["preprocess"]["crop"] == 224
+
+
+def test_mismatch_names_missing_unexpected_and_misshaped_keys(tv_weights):
+    _, path = tv_weights
+    with pytest.raises(WeightsError) as e:
+        load_weights(AlexNet(num_classes=1000), path)
+    assert "classifier.6.weight: file (10, 4096) vs model (1000, 4096)" in str(e.value)
+    with pytest.raises(WeightsError) as e:
+        load_weights(AlexNet2012(num_classes=10), path)
+    assert "mis-shaped" in str(e.value) and "features.0.weight" in str(e.value)
+    sd = torch.load(path, weights_only=True)
+    sd["extra.weight"] = torch.zeros(1)
+    del sd["features.0.bias"]
+    torch.save(sd, path.parent / "odd.pth")
+    with pytest.raises(WeightsError) as e:
+        load_weights(AlexNet(num_classes=10), path.parent / "odd.pth")
+    assert "missing keys: features.0.bias" in str(e.value) and "unexpected keys: extra.weight" in str(e.value)
+
+
+def test_not_a_weights_file_is_a_one_line_error(tmp_path):
+    (tmp_path / "notes.pth").write_text("hello, not a checkpoint")
+    with pytest.raises(WeightsError, match=r"notes\.pth"):
+        load_weights(AlexNet(num_classes=10), tmp_path / "notes.pth")
+    with pytest.raises(WeightsError, match="no such weights file"):
+        load_weights(AlexNet(), tmp_path / "missing.pth")
+
+
+class _Exploit:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_pickle_carrying_code_is_refused_and_never_runs(tmp_path):
+    marker = tmp_path / "pwned"
+    bad = tmp_path / "evil.pth"
+    torch.save({"features.0.weight": _Exploit(marker)}, bad)
+    # sanity: the payload is real — plain unpickling would run it
+    with open(tmp_path / "evil.pkl", "wb") as f:
+        pickle.dump(_Exploit(tmp_path / "proof"), f)
+    with open(tmp_path / "evil.pkl", "rb") as f:
+        pickle.load(f)
+    assert (tmp_path / "proof").exists()
+    with pytest.raises(WeightsError, match="refused"):
+        load_weights(AlexNet(), bad)
+    assert not marker.exists()
