@@ -13,7 +13,7 @@ import sys
 from ..errors import UserError
 
 # Command modules, in the order `alexnet --help` lists them.
-COMMANDS = ["info"]
+COMMANDS = ["info", "train", "evaluate"]
 
 
 def build_parser() -> argparse.ArgumentParser:

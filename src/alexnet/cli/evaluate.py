@@ -1,0 +1,41 @@
+"""``alexnet evaluate``: top-1/top-5, per-class accuracy and the confusion matrix of a model on a data set."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("evaluate", help="evaluate a checkpoint or weights file on a data set")
+    p.add_argument("model", help="one of our checkpoints, a torchvision weights file or .safetensors")
+    p.add_argument("data", nargs="?", help="data set (default: the one the checkpoint was trained on)")
+    p.add_argument("--split", default="val", choices=["train", "val"], help="which split")
+    p.add_argument("--ten-crop", action="store_true", help="average softmax over ten crops (paper §4.1)")
+    p.add_argument("--batch-size", type=int, default=100)
+    p.add_argument("--workers", type=int, default=None, help="data loader processes (default: cores - 1)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
+    p.add_argument("--out", help="write the JSON report here")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..evaluate import evaluate_file, format_report
+
+    report = evaluate_file(
+        args.model,
+        args.data,
+        split=args.split,
+        ten_crop=args.ten_crop,
+        batch_size=args.batch_size,
+        workers=args.workers,
+        device=args.device,
+        precision=args.precision,
+    )
+    print(format_report(report))
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(report, f, indent=1)
+        print(f"report: {args.out}")
+    return 0

@@ -1,0 +1,187 @@
+"""The folder pipeline: decode + crop + flip in DataLoader workers (uint8), colour noise + normalise on the device.
+
+Workers hand over uint8 batches (4x less to copy than float32); the float conversion, the paper's PCA colour noise
+and the normalisation run as whole-batch tensor ops on the training device. Every random choice is a pure function
+of ``(seed, epoch, sample index)`` (see ``sampling.py``), so the stream of batches is the same whatever the number of
+workers, after a resume in the middle of an epoch, and across DDP ranks.
+
+Files that fail to decode are skipped (the batch gets smaller), named in a warning, counted in ``bad_files``, and
+above ``max_bad_fraction`` of the split the epoch stops with a ``UserError`` that lists examples.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator, Sequence
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from ..errors import UserError
+from .decode import DecodeError
+from .device_ops import normalize, to_unit
+from .sampling import generator, rank_batches
+from .sources import Split
+from .transforms import EvalTransform, TenCrop, TrainTransform
+
+
+class _Samples(Dataset):
+    """Split item i -> (uint8 image, label, colour-noise alphas, error). Never raises for a bad file."""
+
+    def __init__(self, split: Split, transform, *, train: bool, seed: int, with_alpha: bool) -> None:
+        self.split, self.transform, self.train, self.seed, self.with_alpha = split, transform, train, seed, with_alpha
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def __getitem__(self, i: int):
+        label = int(self.split.labels[i])
+        try:
+            img = self.split.load(i)
+        except DecodeError as e:
+            return None, label, None, (self.split.describe(i), str(e))
+        if not self.train:
+            return self.transform(img), label, None, None
+        g = generator(self.seed, self.epoch, i)
+        x = self.transform(img, g)
+        # paper §4.1: one α ~ N(0, 1) triple per image (scaled by pca_std on the device), drawn per sample so the
+        # colour noise does not depend on how samples are grouped into batches or ranks.
+        alpha = torch.randn(3, generator=g) if self.with_alpha else None
+        return x, label, alpha, None
+
+
+def _collate(items):
+    good = [it for it in items if it[3] is None]
+    bad = [it[3] for it in items if it[3] is not None]
+    if not good:
+        return None, None, None, bad
+    x = torch.stack([it[0] for it in good])
+    y = torch.tensor([it[1] for it in good], dtype=torch.int64)
+    alpha = torch.stack([it[2] for it in good]) if good[0][2] is not None else None
+    return x, y, alpha, bad
+
+
+class FolderLoader:
+    """Batches of one ``Split`` for one rank, as normalised float tensors on ``device``.
+
+    Yields ``(x, y)``: ``x`` float32 (B, 3, crop, crop) — or (B, 10, 3, crop, crop) with ``ten_crop`` — normalised,
+    channels-last if asked; ``y`` int64 (B,). ``pca``: ``{"eigvals": [3], "eigvecs": [[3]x3]}`` in [0, 1] pixel
+    scale enables the paper's colour noise with standard deviation ``pca_std`` (train only).
+    """
+
+    def __init__(
+        self,
+        split: Split,
+        *,
+        batch_size: int,
+        train: bool,
+        preset: str = "paper",
+        crop_size: int = 224,
+        resize_size: int = 256,
+        mean: Sequence[float],
+        std: Sequence[float],
+        pca: dict | None = None,
+        pca_std: float = 0.1,
+        seed: int = 0,
+        device: torch.device | str = "cpu",
+        rank: int = 0,
+        world_size: int = 1,
+        drop_last: bool | None = None,
+        channels_last: bool = False,
+        ten_crop: bool = False,
+        workers: int = 0,
+        max_bad_fraction: float = 0.01,
+    ) -> None:
+        self.split, self.batch_size, self.train = split, batch_size, train
+        self.classes = list(split.classes)
+        self.num_samples = len(split)
+        self.seed, self.rank, self.world_size = seed, rank, world_size
+        self.drop_last = train if drop_last is None else drop_last
+        self.device = torch.device(device)
+        self.channels_last, self.ten_crop = channels_last, ten_crop
+        self.workers, self.max_bad_fraction = workers, max_bad_fraction
+        self.mean, self.std = list(mean), list(std)
+        use_pca = train and pca is not None and pca_std > 0
+        self.pca = None
+        if use_pca:
+            eigvals = torch.as_tensor(pca["eigvals"], dtype=torch.float32, device=self.device)
+            eigvecs = torch.as_tensor(pca["eigvecs"], dtype=torch.float32, device=self.device)
+            self.pca = (eigvals * pca_std, eigvecs)
+        if train:
+            transform = TrainTransform(preset=preset, crop_size=crop_size, resize_size=resize_size)
+        elif ten_crop:
+            transform = TenCrop(crop_size=crop_size, resize_size=resize_size)
+        else:
+            transform = EvalTransform(crop_size=crop_size, resize_size=resize_size)
+        self._samples = _Samples(split, transform, train=train, seed=seed, with_alpha=use_pca)
+        self.bad_files: list[tuple[str, str]] = []
+        self.epoch, self.start_batch = 0, 0
+
+    def _batches(self) -> list[torch.Tensor]:
+        if self.train or self.world_size == 1:
+            return rank_batches(
+                self.num_samples,
+                batch_size=self.batch_size,
+                seed=self.seed,
+                epoch=self.epoch,
+                shuffle=self.train,
+                drop_last=self.drop_last,
+                rank=self.rank,
+                world_size=self.world_size,
+            )
+        # evaluation across ranks: every sample exactly once (no padding), so summed metrics are exact
+        mine = torch.arange(self.rank, self.num_samples, self.world_size)
+        return list(mine.split(self.batch_size))
+
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        """Select the epoch (its shuffle and augmentation) and skip its first ``start_batch`` batches."""
+        self.epoch, self.start_batch = epoch, start_batch
+        self._samples.epoch = epoch
+        self.bad_files = []
+
+    def __len__(self) -> int:
+        return len(self._batches())
+
+    def state(self) -> dict:
+        return {"epoch": self.epoch, "start_batch": self.start_batch}
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        batches = [b.tolist() for b in self._batches()[self.start_batch :]]
+        if not batches:
+            return
+        loader = DataLoader(
+            self._samples,
+            batch_sampler=batches,
+            collate_fn=_collate,
+            num_workers=self.workers,
+            pin_memory=self.device.type == "cuda",
+            prefetch_factor=4 if self.workers > 0 else None,
+        )
+        limit = self.max_bad_fraction * self.num_samples
+        for x, y, alpha, bad in loader:
+            for path, reason in bad:
+                self.bad_files.append((path, reason))
+                print(f"warning: skipped {path}: {reason}", file=sys.stderr)
+            if len(self.bad_files) > limit:
+                examples = "\n  ".join(f"{p}: {r}" for p, r in self.bad_files[:5])
+                raise UserError(
+                    f"{len(self.bad_files)} unreadable images in {self.split.root} ({self.split.name}), more than "
+                    f"{self.max_bad_fraction:.1%} of its {self.num_samples}; fix or remove them (see "
+                    f"`alexnet data check`), or raise --max-bad-fraction. Examples:\n  {examples}"
+                )
+            if x is None:
+                continue
+            yield self._to_device(x, y, alpha)
+
+    def _to_device(self, x: torch.Tensor, y: torch.Tensor, alpha: torch.Tensor | None):
+        x = to_unit(x.to(self.device, non_blocking=True))  # (B, 3, S, S) float in [0, 1]
+        y = y.to(self.device, non_blocking=True)
+        if self.pca is not None and alpha is not None:
+            eigvals, eigvecs = self.pca
+            shift = (alpha.to(self.device, non_blocking=True) * eigvals) @ eigvecs.T  # (B, 3) RGB shift per image
+            x = x + shift[:, :, None, None]
+        x = normalize(x, self.mean, self.std)
+        if self.channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x, y

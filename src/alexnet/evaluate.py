@@ -1,0 +1,164 @@
+"""Metrics: loss, top-1/top-5, per-class accuracy, confusion matrix, and the paper's ten-crop averaging.
+
+The pure functions work on whole batches on any device; ``evaluate`` runs a model over a loader, keeps the running
+sums on the device (no per-batch sync) and, under DDP, all-reduces them so every rank gets the global report.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+from .device import autocast
+
+
+def topk_correct(logits: torch.Tensor, labels: torch.Tensor, ks: Sequence[int] = (1, 5)) -> torch.Tensor:
+    """Number of samples whose label is among the top-k scores, for each k: an int64 tensor of len(ks)."""
+    kmax = min(max(ks), logits.shape[1])
+    top = logits.topk(kmax, dim=1).indices  # (B, kmax)
+    hit = top == labels[:, None]  # (B, kmax), at most one True per row
+    return torch.stack([hit[:, : min(k, kmax)].any(dim=1).sum() for k in ks])
+
+
+def confusion_matrix(preds: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """(num_classes, num_classes) counts; rows are true classes, columns predicted ones."""
+    idx = labels * num_classes + preds
+    return torch.bincount(idx, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
+
+
+def ten_crop_probs(logits: torch.Tensor) -> torch.Tensor:
+    """paper §4.1: average the softmax over the ten views. ``logits`` (B, 10, C) -> probabilities (B, C)."""
+    return logits.float().softmax(dim=-1).mean(dim=1)
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    *,
+    num_classes: int,
+    classes: Sequence[str] | None = None,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+    distributed: bool = False,
+) -> dict:
+    """Run ``model`` in eval mode over ``(x, y)`` batches; x is (B, 3, H, W) or (B, 10, 3, H, W) for ten crops.
+
+    Returns ``{"count", "loss", "top1", "top5", "per_class": {name: acc}, "confusion": [[int]], "classes"}``; loss is
+    the mean cross-entropy (of the averaged ten-crop probabilities when ten crops are given).
+    """
+    device = torch.device(device)
+    was_training = model.training
+    model.eval()
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    correct = torch.zeros(2, dtype=torch.int64, device=device)
+    confusion = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=device)
+    count = torch.zeros((), dtype=torch.int64, device=device)
+    for x, y in batches:
+        with autocast(device, dtype):
+            if x.dim() == 5:  # (B, 10, 3, H, W): ten views per image
+                b, v = x.shape[:2]
+                logits = model(x.flatten(0, 1)).float().view(b, v, -1)
+                probs = ten_crop_probs(logits)
+                scores = probs
+                loss_sum += F.nll_loss(probs.clamp_min(1e-12).log(), y, reduction="sum").double()
+            else:
+                scores = model(x).float()
+                loss_sum += F.cross_entropy(scores, y, reduction="sum").double()
+        correct += topk_correct(scores, y, (1, 5))
+        confusion += confusion_matrix(scores.argmax(dim=1), y, num_classes)
+        count += y.numel()
+    if distributed:
+        for t in (loss_sum, correct, confusion, count):
+            dist.all_reduce(t)
+    model.train(was_training)
+    n = max(int(count.item()), 1)  # .item() syncs once, at the end
+    conf = confusion.cpu()
+    names = list(classes) if classes is not None else [str(i) for i in range(num_classes)]
+    per_class_total = conf.sum(dim=1).clamp_min(1)
+    per_class = (conf.diag().double() / per_class_total).tolist()
+    return {
+        "count": int(count.item()),
+        "loss": loss_sum.item() / n,
+        "top1": correct[0].item() / n,
+        "top5": correct[1].item() / n,
+        "per_class": dict(zip(names, per_class)),
+        "confusion": conf.tolist(),
+        "classes": names,
+    }
+
+
+def format_report(report: dict, max_classes: int = 20) -> str:
+    """A short human summary: totals, then the worst classes."""
+    lines = [
+        f"images: {report['count']}  loss: {report['loss']:.4f}  "
+        f"top-1: {100 * report['top1']:.2f}%  top-5: {100 * report['top5']:.2f}%"
+    ]
+    per_class = sorted(report["per_class"].items(), key=lambda kv: kv[1])
+    if per_class:
+        shown = per_class[:max_classes]
+        lines.append("lowest per-class top-1: " + ", ".join(f"{name} {100 * acc:.1f}%" for name, acc in shown))
+    return "\n".join(lines)
+
+
+def evaluate_file(
+    model_path: str,
+    data: str | None = None,
+    *,
+    split: str = "val",
+    ten_crop: bool = False,
+    batch_size: int = 100,
+    workers: int | None = None,
+    device: str = "auto",
+    precision: str = "auto",
+) -> dict:
+    """Evaluate a checkpoint / weights file on ``data`` (default: the data set recorded in the checkpoint).
+
+    Preprocessing (resize, crop, mean, std) comes from the file; a torchvision weights file uses ImageNet's. The data
+    set's class order must be the model's (true for ImageNet folders named by wnid, sorted, as torchvision's).
+    """
+    from .data.loader import FolderLoader
+    from .data.pipeline import default_workers
+    from .data.sources import open_splits
+    from .device import resolve_device, resolve_precision
+    from .errors import UserError
+    from .weights import model_from_file
+
+    model, meta = model_from_file(model_path)
+    config = meta.get("config") or {}
+    if data is None and not config:
+        raise UserError(f"{model_path} records no data set: give DATA")
+    data = data if data is not None else config.get("data")
+    train_split, val_split = open_splits(data, train_dir=None if data else config.get("train_dir"),
+                                         val_dir=None if data else config.get("val_dir"))  # fmt: skip
+    chosen = train_split if split == "train" else val_split
+    if chosen is None:
+        raise UserError(f"{data}: has no {split} split")
+    if len(chosen.classes) != meta["num_classes"]:
+        raise UserError(
+            f"{data} has {len(chosen.classes)} classes but {model_path} predicts {meta['num_classes']}; "
+            "evaluate on a data set with the model's classes"
+        )
+    dev = resolve_device(device)
+    dtype = resolve_precision(precision, dev)
+    pre = meta["preprocess"]
+    loader = FolderLoader(
+        chosen,
+        batch_size=max(1, batch_size // 10) if ten_crop else batch_size,
+        train=False,
+        crop_size=pre["crop"],
+        resize_size=pre["resize"],
+        mean=pre["mean"],
+        std=pre["std"],
+        device=dev,
+        ten_crop=ten_crop,
+        workers=default_workers() if workers is None else workers,
+    )
+    model.to(dev)
+    report = evaluate(model, loader, num_classes=meta["num_classes"], classes=meta["classes"], device=dev, dtype=dtype)
+    report.update(model=str(model_path), data=str(data), split=split, ten_crop=ten_crop, bad_files=loader.bad_files)
+    return report
