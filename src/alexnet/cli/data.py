@@ -1,0 +1,94 @@
+"""``alexnet data synth|stats|check``: make the built-in data set, compute colour statistics, check a data set.
+
+Each subcommand has a ``register_<name>(sub)`` below; add one to ``SUBCOMMANDS`` to add a subcommand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+_FMT = argparse.ArgumentDefaultsHelpFormatter
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("data", help="make, inspect and check data sets", formatter_class=_FMT)
+    sub = p.add_subparsers(dest="data_command", metavar="SUBCOMMAND", required=True)
+    for reg in SUBCOMMANDS:
+        reg(sub)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def register_synth(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("synth", help="write the synthetic shapes data set as image folders", formatter_class=_FMT)
+    p.add_argument("out", metavar="OUT", help="output folder (gets train/ and val/)")
+    p.add_argument("--classes", type=int, default=10, help="number of classes (2 to 10)")
+    p.add_argument("--per-class", type=int, default=300, help="train images per class")
+    p.add_argument("--val-per-class", type=int, default=50, help="val images per class")
+    p.add_argument("--size", type=int, default=64, help="image side in px")
+    p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same files)")
+    p.set_defaults(func=run_synth)
+
+
+def run_synth(args: argparse.Namespace) -> int:
+    from ..data.synthetic import make_synthetic
+
+    out = make_synthetic(
+        args.out,
+        classes=args.classes,
+        per_class=args.per_class,
+        val_per_class=args.val_per_class,
+        size=args.size,
+        seed=args.seed,
+    )
+    n = args.classes * (args.per_class + args.val_per_class)
+    print(f"wrote {n} images ({args.classes} classes, {args.size} px) to {out}")
+    return 0
+
+
+def register_stats(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "stats", help="per-channel mean/std and RGB eigenvectors of the train split", formatter_class=_FMT
+    )
+    p.add_argument("data", metavar="DATA", help="data set folder or archive")
+    p.add_argument("--out", default=None, help="JSON path (default: alexnet-stats.json next to the data)")
+    p.add_argument("--max-images", type=int, default=None, help="use this many evenly spaced images (default: all)")
+    p.add_argument("--workers", type=int, default=2, help="decoding threads")
+    p.set_defaults(func=run_stats)
+
+
+def run_stats(args: argparse.Namespace) -> int:
+    from ..data.sources import open_splits
+    from ..data.stats import compute_stats, default_stats_path, save_json
+
+    train, _ = open_splits(args.data)
+    stats = compute_stats(train, max_images=args.max_images, workers=args.workers)
+    path = save_json(stats, args.out or default_stats_path(train))
+    fmt = lambda v: "[" + ", ".join(f"{x:.4f}" for x in v) + "]"  # noqa: E731
+    print(f"{stats['images']} images ({stats['skipped']} skipped): mean {fmt(stats['mean'])} std {fmt(stats['std'])}")
+    print(f"eigvals {fmt(stats['eigvals'])}; written to {path}")
+    return 0
+
+
+def register_check(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("check", help="check a data set; exit 0 if it would train, 1 if not", formatter_class=_FMT)
+    p.add_argument("data", metavar="DATA", help="data set folder or archive")
+    p.add_argument("--json", default=None, metavar="OUT", help="also write the report as JSON here")
+    p.add_argument("--workers", type=int, default=None, help="threads (default: all cores)")
+    p.set_defaults(func=run_check)
+
+
+def run_check(args: argparse.Namespace) -> int:
+    from ..data.check import check_dataset, format_report
+
+    report = check_dataset(args.data, workers=args.workers)
+    print(format_report(report))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(report, f, indent=2)
+    return 0 if report["ok"] else 1
+
+
+SUBCOMMANDS = [register_synth, register_stats, register_check]

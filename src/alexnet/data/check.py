@@ -1,0 +1,197 @@
+"""The data-set doctor: what would go wrong if you trained on this folder, before you spend hours finding out.
+
+``check_dataset`` opens the data as training would, then reads every file (in a thread pool, all cores): decodes
+it, hashes its bytes, and notes its format, colour mode and size. The report lists errors (the data would not train)
+and warnings (it would, but look).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections import Counter, defaultdict
+from multiprocessing.pool import ThreadPool
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import UserError
+from .decode import DecodeError, decode_image, read_header
+from .sources import UnlabelledValError, class_folders, open_splits
+
+# The trainer stops when more than this fraction of a split cannot be decoded.
+MAX_BAD_FRACTION = 0.01
+_EXT_FORMATS = {
+    ".jpg": "JPEG",
+    ".jpeg": "JPEG",
+    ".png": "PNG",
+    ".bmp": "BMP",
+    ".gif": "GIF",
+    ".webp": "WEBP",
+    ".tif": "TIFF",
+    ".tiff": "TIFF",
+}
+
+
+def inspect_file(path: str) -> dict:
+    """One file's facts: ``{"path", "hash", "format", "mode", "size", "error"}``."""
+    out = {"path": path, "hash": None, "format": None, "mode": None, "size": None, "error": None}
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+        out["hash"] = hashlib.blake2b(data, digest_size=16).hexdigest()
+        img = read_header(data, path)
+        out["format"], out["mode"] = img.format, img.mode
+        t = decode_image(data, name=path)
+        out["size"] = [int(t.shape[2]), int(t.shape[1])]  # (W, H)
+    except DecodeError as e:
+        out["error"] = str(e)
+    except OSError as e:
+        out["error"] = f"{path}: cannot read ({e.strerror or e})"
+    return out
+
+
+def check_dataset(
+    data: str | None,
+    *,
+    train_dir: str | None = None,
+    val_dir: str | None = None,
+    workers: int | None = None,
+    progress: bool = True,
+    imbalance_ratio: float = 10.0,
+    max_bad_fraction: float = MAX_BAD_FRACTION,
+) -> dict:
+    """Check a data set; returns a JSON-able report with ``ok`` (would it train), ``errors``, ``warnings``, ...."""
+    from tqdm import tqdm
+
+    report: dict = {"data": data, "ok": True, "errors": [], "warnings": [], "splits": {}}
+    err, warn = report["errors"].append, report["warnings"].append
+
+    # classes on disk, compared before opening (opening refuses val classes that train lacks)
+    root = Path(train_dir).parent if train_dir else Path(data) if data else None
+    tdir = Path(train_dir) if train_dir else (root / "train" if root else None)
+    vdir = Path(val_dir) if val_dir else (root / "val" if root else None)
+    if tdir and vdir and tdir.is_dir() and vdir.is_dir() and class_folders(vdir):
+        t_classes, v_classes = set(class_folders(tdir)), set(class_folders(vdir))
+        if v_classes - t_classes:
+            err(f"classes in val but not in train: {', '.join(sorted(v_classes - t_classes))}")
+        if t_classes - v_classes:
+            warn(f"classes in train but not in val (not evaluated): {', '.join(sorted(t_classes - v_classes))}")
+        if v_classes - t_classes:
+            report["ok"] = False
+            return report
+
+    try:
+        train, val = open_splits(data, train_dir=train_dir, val_dir=val_dir)
+    except UnlabelledValError as e:
+        err(str(e))
+        train, val = e.train, None
+    except UserError as e:
+        err(str(e))
+        report["ok"] = False
+        return report
+
+    hashes: dict[str, list[str]] = defaultdict(list)
+    workers = workers or os.cpu_count() or 1
+    for split in (train, val):
+        if split is None:
+            continue
+        counts = Counter(split.labels)
+        info: dict = {
+            "root": split.root,
+            "images": len(split),
+            "classes": len(split.classes),
+            "per_class": {c: counts.get(i, 0) for i, c in enumerate(split.classes)},
+        }
+        report["splits"][split.name] = info
+        present = [n for n in info["per_class"].values() if n > 0]
+        if split.name == "train":
+            empty = [c for c, n in info["per_class"].items() if n == 0]
+            if empty:
+                err(f"train classes without images: {', '.join(empty[:20])}")
+            if len(present) < 2:
+                err(f"train has {len(present)} class(es) with images; classification needs at least 2")
+        if present and max(present) > imbalance_ratio * min(present):
+            warn(f"{split.name}: class imbalance: {min(present)} to {max(present)} images per class")
+        if isinstance(split.items, np.ndarray):  # CIFAR: pixels already decoded
+            info["sizes"] = {"min": [32, 32], "median": [32, 32], "max": [32, 32]}
+            continue
+
+        files = [str(p) for p in split.items]
+        with ThreadPool(workers) as pool:
+            it = pool.imap_unordered(inspect_file, files, chunksize=32)
+            results = list(tqdm(it, total=len(files), desc=f"check {split.name}", unit="img", disable=not progress))
+        results.sort(key=lambda r: r["path"])
+        bad = [r for r in results if r["error"]]
+        info["undecodable"] = [r["error"] for r in bad]
+        info["cmyk"] = [r["path"] for r in results if r["mode"] == "CMYK"]
+        info["grayscale"] = [r["path"] for r in results if r["mode"] in ("L", "LA", "1", "I", "I;16", "I;16B")]
+        info["wrong_extension"] = [
+            f"{r['path']} is {r['format']}"
+            for r in results
+            if r["format"] and _EXT_FORMATS.get(Path(r["path"]).suffix.lower(), r["format"]) != r["format"]
+        ]
+        for r in results:
+            if r["hash"]:
+                hashes[r["hash"]].append(r["path"])
+        sizes = np.array([r["size"] for r in results if r["size"]] or [[0, 0]])
+        info["sizes"] = {
+            "min": sizes.min(0).tolist(),
+            "median": np.median(sizes, 0).astype(int).tolist(),
+            "max": sizes.max(0).tolist(),
+        }
+        if bad:
+            frac = len(bad) / len(files)
+            msg = f"{split.name}: {len(bad)} undecodable file(s) ({frac:.1%}), e.g. {bad[0]['error']}"
+            (err if frac > max_bad_fraction else warn)(
+                msg + (f" -- above the {max_bad_fraction:.0%} a run tolerates" if frac > max_bad_fraction else "")
+            )
+        if info["cmyk"]:
+            warn(f"{split.name}: {len(info['cmyk'])} CMYK image(s) (converted to RGB), e.g. {info['cmyk'][0]}")
+        if info["grayscale"]:
+            warn(f"{split.name}: {len(info['grayscale'])} grayscale image(s), e.g. {info['grayscale'][0]}")
+        if info["wrong_extension"]:
+            warn(
+                f"{split.name}: {len(info['wrong_extension'])} file(s) whose content is another format than the "
+                f"extension says (they still load), e.g. {info['wrong_extension'][0]}"
+            )
+    dups = [paths for paths in hashes.values() if len(paths) > 1]
+    report["duplicates"] = dups
+    if dups:
+        warn(f"{len(dups)} group(s) of identical files (same bytes), e.g. {' = '.join(dups[0][:3])}")
+    report["ok"] = not report["errors"]
+    return report
+
+
+def format_report(report: dict) -> str:
+    """The report as text for a terminal."""
+    lines = [f"data: {report['data'] or '(built-in synthetic)'}"]
+    for name, s in report["splits"].items():
+        lines.append(f"\n{name}: {s['images']} images, {s['classes']} classes  ({s['root']})")
+        counts = s["per_class"]
+        if counts:
+            shown = list(counts.items())
+            body = ", ".join(f"{c}={n}" for c, n in shown[:20]) + (" ..." if len(shown) > 20 else "")
+            lines.append(f"  per class: {body}")
+            lines.append(f"  per class min/max: {min(counts.values())}/{max(counts.values())}")
+        if "sizes" in s:
+            z = s["sizes"]
+            lines.append(
+                f"  image size (WxH) min {z['min'][0]}x{z['min'][1]}, median {z['median'][0]}x"
+                f"{z['median'][1]}, max {z['max'][0]}x{z['max'][1]}"
+            )
+        for key in ("undecodable", "cmyk", "grayscale", "wrong_extension"):
+            if s.get(key):
+                lines.append(f"  {key.replace('_', ' ')}: {len(s[key])}")
+                lines += [f"    {x}" for x in s[key][:10]]
+                if len(s[key]) > 10:
+                    lines.append(f"    ... and {len(s[key]) - 10} more")
+    if report.get("duplicates"):
+        lines.append(f"\nduplicates: {len(report['duplicates'])} group(s)")
+        lines += [f"  {' = '.join(g[:4])}" for g in report["duplicates"][:10]]
+    lines.append("")
+    lines += [f"ERROR: {e}" for e in report["errors"]]
+    lines += [f"warning: {w}" for w in report["warnings"]]
+    verdict = "OK: this data set would train" if report["ok"] else "NOT OK: this data set would not train"
+    lines.append(verdict)
+    return "\n".join(lines)

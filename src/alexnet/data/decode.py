@@ -1,0 +1,123 @@
+"""Decode any image file a user may have into a ``uint8 (3, H, W)`` RGB tensor, or fail with a message naming it.
+
+Plain RGB / grayscale JPEGs (the bulk of every photo data set) go through ``torchvision.io.decode_jpeg``
+(libjpeg-turbo); everything else through Pillow, which handles palette, CMYK, RGBA, 16-bit and EXIF rotation.
+The header is read first, so a decompression bomb is refused before a single pixel is decoded.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+
+import numpy as np
+import torch
+
+from ..errors import UserError
+
+# Pillow's own hard limit (2 x Image.MAX_IMAGE_PIXELS): about 13k x 13k. ImageNet's largest image is ~ 20 MP.
+MAX_PIXELS = 178_956_970
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+_EXIF_ORIENTATION = 0x0112
+
+
+class DecodeError(UserError):
+    """A file that is not a readable image: truncated, empty, not an image, or absurdly large."""
+
+
+def read_header(data: bytes, name: str, *, max_pixels: int = MAX_PIXELS):
+    """Open ``data`` with Pillow without decoding pixels; refuse empty files and images over ``max_pixels``."""
+    from PIL import Image
+
+    if len(data) == 0:
+        raise DecodeError(f"{name}: empty file (0 bytes); delete it or replace it with the real image")
+    try:
+        with warnings.catch_warnings():
+            # Pillow warns above 89 MP and raises above 179 MP; we apply our own limit below instead.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError as e:
+        raise DecodeError(f"{name}: refused to decode: {e}") from None
+    except Exception as e:  # PIL raises UnidentifiedImageError, OSError, SyntaxError, ValueError...
+        raise DecodeError(f"{name}: not an image Pillow can read ({type(e).__name__}: {e})") from None
+    w, h = img.size
+    if w * h > max_pixels:
+        raise DecodeError(
+            f"{name}: refused to decode a {w}x{h} image ({w * h:,} pixels > limit {max_pixels:,}); "
+            "it is probably a decompression bomb, or raise max_pixels if it is genuine"
+        )
+    return img
+
+
+def decode_image(
+    src: str | os.PathLike | bytes, *, max_pixels: int = MAX_PIXELS, name: str | None = None
+) -> torch.Tensor:
+    """Decode a file path or encoded bytes to a ``uint8 (3, H, W)`` RGB tensor.
+
+    Grayscale, palette, CMYK, 16-bit and EXIF-rotated images become upright RGB; transparent pixels are composited
+    on white. The file's content decides the format, not its extension. Raises ``DecodeError`` naming ``name``
+    (default: the path) for empty, truncated, non-image or over-``max_pixels`` files.
+    """
+    if isinstance(src, (bytes, bytearray, memoryview)):
+        data, name = bytes(src), name or "<bytes>"
+    else:
+        name = name or os.fspath(src)
+        try:
+            with open(src, "rb") as f:
+                data = f.read()
+        except OSError as e:
+            raise DecodeError(f"{name}: cannot read file ({e.strerror or e})") from None
+    img = read_header(data, name, max_pixels=max_pixels)
+    if _fast_jpeg(img, data):
+        try:
+            from torchvision.io import ImageReadMode, decode_jpeg
+
+            buf = torch.frombuffer(bytearray(data), dtype=torch.uint8)
+            return decode_jpeg(buf, mode=ImageReadMode.RGB)
+        except Exception:  # odd JPEG flavours libjpeg-turbo rejects: let Pillow try
+            pass
+    try:
+        return _pillow_to_tensor(img)
+    except DecodeError:
+        raise
+    except Exception as e:
+        raise DecodeError(f"{name}: cannot decode image ({type(e).__name__}: {e})") from None
+
+
+def _fast_jpeg(img, data: bytes) -> bool:
+    """True for an 8-bit RGB/gray, upright, complete JPEG: those decode faster with libjpeg-turbo."""
+    if img.format != "JPEG" or img.mode not in ("RGB", "L"):
+        return False
+    # libjpeg-turbo only warns on a missing end-of-image marker and returns grey pixels; Pillow raises. Let it.
+    if b"\xff\xd9" not in data[-4096:]:
+        return False
+    try:
+        orientation = img.getexif().get(_EXIF_ORIENTATION, 1)
+    except Exception:
+        return False
+    return orientation in (None, 1)
+
+
+def _pillow_to_tensor(img) -> torch.Tensor:
+    from PIL import Image, ImageOps
+
+    img.load()  # raises OSError on truncated data (LOAD_TRUNCATED_IMAGES is off)
+    img = ImageOps.exif_transpose(img)
+    mode = img.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        # 16-bit grayscale: Pillow's convert("RGB") would clip at 255 instead of scaling.
+        a = np.asarray(img).astype(np.int64)
+        a = np.clip(a, 0, 65535) // 257
+        a = np.repeat(a.astype(np.uint8)[:, :, None], 3, axis=2)
+    elif mode == "F":
+        a = np.clip(np.asarray(img), 0, 255).astype(np.uint8)
+        a = np.repeat(a[:, :, None], 3, axis=2)
+    elif mode in ("RGBA", "LA", "PA", "La", "RGBa") or (mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        a = np.asarray(Image.alpha_composite(white, rgba).convert("RGB"))
+    else:  # RGB, L, 1, P, CMYK, YCbCr, LAB, HSV
+        a = np.asarray(img if mode == "RGB" else img.convert("RGB"))
+    return torch.from_numpy(np.ascontiguousarray(a)).permute(2, 0, 1).contiguous()

@@ -1,0 +1,46 @@
+"""Batched input operations on the training device: uint8 -> float, fancy-PCA colour noise, normalisation.
+
+All work on whole batches and never read a value back to the host (no hidden syncs).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+
+def to_unit(x: torch.Tensor) -> torch.Tensor:
+    """``uint8 (..., 3, H, W)`` -> ``float32`` in [0, 1]."""
+    return x.to(torch.float32).div_(255.0)
+
+
+def pca_noise(
+    x: torch.Tensor,
+    eigvals: torch.Tensor,
+    eigvecs: torch.Tensor,
+    *,
+    alpha_std: float = 0.1,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Paper §4.1 "fancy PCA": add ``eigvecs @ (alpha * eigvals)`` to every pixel of each image, alpha ~ N(0, std).
+
+    ``x``: float ``(B, 3, H, W)`` in [0, 1]; ``eigvals`` (3,) and ``eigvecs`` (3, 3) (one eigenvector per column)
+    of the RGB covariance on the same [0, 1] scale. One alpha triple per image, drawn on the generator's device.
+    Not clamped, as in the paper.
+    """
+    b = x.shape[0]
+    gen_device = generator.device if generator is not None else x.device
+    alpha = torch.randn(b, 3, generator=generator, device=gen_device, dtype=torch.float32) * alpha_std
+    alpha = alpha.to(x.device, non_blocking=True)
+    vals = torch.as_tensor(eigvals, dtype=x.dtype, device=x.device)
+    vecs = torch.as_tensor(eigvecs, dtype=x.dtype, device=x.device)
+    delta = (alpha.to(x.dtype) * vals) @ vecs.T  # (B, 3): row b is eigvecs @ (alpha_b * eigvals)
+    return x + delta[:, :, None, None]
+
+
+def normalize(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """``(x - mean) / std`` per channel of ``(..., 3, H, W)``."""
+    m = torch.as_tensor(mean, dtype=x.dtype, device=x.device).view(3, 1, 1)
+    s = torch.as_tensor(std, dtype=x.dtype, device=x.device).view(3, 1, 1)
+    return (x - m) / s

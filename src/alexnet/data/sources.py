@@ -1,0 +1,331 @@
+"""Where images come from: image folders, ImageNet's official layout, CIFAR archives, or the built-in data set.
+
+``open_splits(data)`` looks at what is on disk and returns ``(train, val)`` as ``Split`` objects: a list of items
+(file paths, or a CIFAR pixel array), integer labels and class names. Val labels always use the train class order.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import pickle
+import re
+import tarfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import UserError
+from .decode import IMAGE_EXTENSIONS, decode_image
+
+WNID = re.compile(r"^n\d{8}$")
+VAL_INDEX = re.compile(r"ILSVRC2012_val_(\d+)")
+DEVKIT = "ILSVRC2012_devkit_t12"
+LOC_CSV = "LOC_val_solution.csv"
+CIFAR = {  # archive name -> (folder inside, train files, val file, meta file, labels key, names key)
+    "cifar-10-python.tar.gz": (
+        "cifar-10-batches-py",
+        [f"data_batch_{i}" for i in range(1, 6)],
+        "test_batch",
+        "batches.meta",
+        b"labels",
+        b"label_names",
+    ),
+    "cifar-100-python.tar.gz": ("cifar-100-python", ["train"], "test", "meta", b"fine_labels", b"fine_label_names"),
+}
+
+
+@dataclass
+class Split:
+    """One split of a data set: ``items[i]`` has label ``labels[i]``, whose name is ``classes[labels[i]]``."""
+
+    name: str  # "train" | "val"
+    items: Sequence  # file paths (str), or for CIFAR an (N, 32, 32, 3) uint8 numpy array
+    labels: Sequence[int]
+    classes: list[str]  # class names, index = label
+    root: str  # where it came from (messages, stats cache)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def load(self, i: int) -> torch.Tensor:
+        """Item ``i`` as ``uint8 (3, H, W)`` RGB; raises ``DecodeError`` naming the file."""
+        item = self.items[i]
+        if isinstance(item, np.ndarray):  # (32, 32, 3)
+            return torch.from_numpy(np.ascontiguousarray(item)).permute(2, 0, 1).contiguous()
+        return decode_image(item)
+
+    def describe(self, i: int) -> str:
+        """The file path of item ``i``, or e.g. ``cifar-10 train #12``."""
+        if isinstance(self.items, np.ndarray):
+            return f"{Path(self.root).name.split('-python')[0].split('-batches')[0]} {self.name} #{i}"
+        return str(self.items[i])
+
+
+class UnlabelledValError(UserError):
+    """A flat ImageNet val/ folder with no label file next to it. ``train`` holds the (fine) train split."""
+
+    def __init__(self, message: str, train: Split):
+        super().__init__(message)
+        self.train = train
+
+
+def open_splits(
+    data: str | None,
+    *,
+    train_dir: str | None = None,
+    val_dir: str | None = None,
+    cache_dir: str | None = None,
+) -> tuple[Split, Split | None]:
+    """Detect the data set layout at ``data`` and return ``(train, val)`` (``val`` is None when there is none).
+
+    Layouts: ``ROOT/train/<class>/*`` + ``ROOT/val/<class>/*`` (or explicit ``train_dir`` / ``val_dir``);
+    ImageNet's flat ``val/`` labelled by ``LOC_val_solution.csv`` or the devkit (tar.gz or extracted);
+    CIFAR-10/100 python archives or their extracted folders. ``data=None`` uses the built-in synthetic data set.
+    """
+    if train_dir is not None:
+        train = _folder_split("train", Path(train_dir))
+        val = _val_split(Path(val_dir), train, search=[Path(val_dir).parent]) if val_dir else None
+        return train, val
+    if data is None:
+        from .synthetic import default_synthetic
+
+        data = str(default_synthetic(cache_dir))
+    root = Path(data)
+    if not root.exists():
+        raise UserError(f"{root}: no such file or folder")
+    cifar = _find_cifar(root)
+    if cifar is not None:
+        return _cifar_splits(*cifar)
+    if not root.is_dir():
+        raise UserError(f"{root}: not a folder, nor a CIFAR archive ({', '.join(CIFAR)})")
+    if not (root / "train").is_dir():
+        raise UserError(
+            f"{root}: no train/ folder. Expected ROOT/train/<class>/<images> (and ROOT/val/<class>/ or ImageNet's "
+            f"flat val/), a CIFAR archive ({', '.join(CIFAR)}) or its extracted folder; or pass train_dir/val_dir"
+        )
+    train = _folder_split("train", root / "train")
+    val = _val_split(root / "val", train, search=[root, root.parent]) if (root / "val").is_dir() else None
+    return train, val
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# image folders and ImageNet
+
+
+def is_image(name: str) -> bool:
+    return name.lower().endswith(IMAGE_EXTENSIONS)
+
+
+def list_images(folder: Path) -> list[str]:
+    """Image files directly in ``folder`` (recursively in sub-folders), sorted."""
+    out = []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames.sort()
+        out.extend(os.path.join(dirpath, f) for f in sorted(filenames) if is_image(f) and not f.startswith("."))
+    return out
+
+
+def class_folders(folder: Path) -> list[str]:
+    """Sorted names of the sub-folders of ``folder`` (the classes), hidden ones excluded."""
+    return sorted(e.name for e in os.scandir(folder) if e.is_dir() and not e.name.startswith("."))
+
+
+def _folder_split(name: str, folder: Path, classes: list[str] | None = None) -> Split:
+    if not folder.is_dir():
+        raise UserError(f"{folder}: no such folder")
+    found = class_folders(folder)
+    if not found:
+        raise UserError(f"{folder}: no class sub-folders; expected {folder}/<class>/<images>")
+    if classes is None:
+        classes = found
+    else:
+        extra = sorted(set(found) - set(classes))
+        if extra:
+            raise UserError(
+                f"{folder}: classes not in train: {', '.join(extra[:10])}{' ...' if len(extra) > 10 else ''}; "
+                "val must use the train classes"
+            )
+    items, labels = [], []
+    for label, c in enumerate(classes):
+        if c in found:
+            files = list_images(folder / c)
+            items += files
+            labels += [label] * len(files)
+    if not items:
+        raise UserError(f"{folder}: no images ({'/'.join(IMAGE_EXTENSIONS)}) in its class folders")
+    return Split(name, items, labels, _readable(classes), str(folder))
+
+
+def _readable(classes: list[str]) -> list[str]:
+    """ImageNet's 1000 wnids become torchvision's category names (their order is the sorted wnids)."""
+    if len(classes) == 1000 and all(WNID.match(c) for c in classes):
+        from ..weights import imagenet_classes
+
+        return imagenet_classes()
+    return list(classes)
+
+
+def _wnids(train: Split) -> list[str]:
+    return class_folders(Path(train.root))
+
+
+def _val_split(folder: Path, train: Split, search: list[Path]) -> Split:
+    if class_folders(folder):
+        split = _folder_split("val", folder, classes=_wnids(train))
+        split.classes = train.classes
+        return split
+    files = list_images(folder)
+    if not files:
+        raise UserError(f"{folder}: empty val folder (no class sub-folders, no images)")
+    wnid_of = _imagenet_val_labels(folder, [folder, *search], train)
+    index = {w: i for i, w in enumerate(_wnids(train))}
+    labels, missing = [], []
+    for f in files:
+        w = wnid_of.get(Path(f).stem)
+        if w is None:
+            missing.append(f)
+        elif w not in index:
+            raise UserError(f"{f}: its label {w} is not a train class folder")
+        else:
+            labels.append(index[w])
+    if missing:
+        raise UserError(f"{len(missing)} val images have no label in the label file, e.g. {missing[0]}")
+    return Split("val", files, labels, train.classes, str(folder))
+
+
+def _imagenet_val_labels(folder: Path, search: list[Path], train: Split) -> dict[str, str]:
+    """``{image stem: wnid}`` for a flat ImageNet val folder, from LOC_val_solution.csv or the devkit."""
+    for d in search:
+        if (d / LOC_CSV).is_file():
+            return _read_loc_csv(d / LOC_CSV)
+    for d in search:
+        for candidate in (d / f"{DEVKIT}.tar.gz", d / DEVKIT / "data", d / "data", d):
+            if candidate.is_file() or (candidate / "meta.mat").is_file():
+                meta, truth = _devkit_files(candidate)
+                return _devkit_labels(meta, truth, candidate)
+    raise UnlabelledValError(
+        f"{folder}: flat val folder (images, no class sub-folders) and no labels for it. Put one of these next "
+        f"to it (in {search[1] if len(search) > 1 else folder}): {LOC_CSV} (from Kaggle's ImageNet download), "
+        f"{DEVKIT}.tar.gz (from image-net.org), or its extracted {DEVKIT}/data/ with meta.mat and "
+        "ILSVRC2012_validation_ground_truth.txt; or sort val/ into <wnid>/ folders. Training on unlabelled val "
+        "would report ~0.1% accuracy.",
+        train,
+    )
+
+
+def _read_loc_csv(path: Path) -> dict[str, str]:
+    out = {}
+    with open(path, newline="") as f:
+        for row in csv.DictReader(f):
+            try:
+                out[row["ImageId"]] = row["PredictionString"].split()[0]
+            except (KeyError, IndexError, AttributeError):
+                raise UserError(f"{path}: expected columns ImageId,PredictionString (e.g. 'n01751748 ...')") from None
+    return out
+
+
+def _devkit_files(where: Path) -> tuple[bytes, bytes]:
+    """(meta.mat bytes, ground-truth text bytes) from the devkit tar.gz or an extracted data/ folder."""
+    names = ("meta.mat", "ILSVRC2012_validation_ground_truth.txt")
+    if where.is_file():
+        try:
+            with tarfile.open(where) as tar:
+                found = {Path(m.name).name: m for m in tar.getmembers() if Path(m.name).name in names}
+                if len(found) < 2:
+                    raise UserError(f"{where}: missing data/{' or data/'.join(names)} inside; re-download it")
+                return tuple(tar.extractfile(found[n]).read() for n in names)  # type: ignore[return-value]
+        except (tarfile.TarError, OSError) as e:
+            raise UserError(f"{where}: cannot read the devkit archive ({e})") from None
+    if not (where / names[1]).is_file():
+        raise UserError(f"{where}: has meta.mat but no {names[1]}")
+    return (where / names[0]).read_bytes(), (where / names[1]).read_bytes()
+
+
+def _devkit_labels(meta: bytes, truth: bytes, where: Path) -> dict[str, str]:
+    try:
+        import scipy.io
+    except ImportError:
+        raise UserError(
+            f"reading the ImageNet devkit's meta.mat ({where}) needs scipy: pip install scipy; "
+            f"or put {LOC_CSV} next to val/ instead"
+        ) from None
+    synsets = scipy.io.loadmat(io.BytesIO(meta), squeeze_me=True)["synsets"]
+    wnid_of_id = {int(s["ILSVRC2012_ID"]): str(s["WNID"]) for s in np.atleast_1d(synsets)}
+    ids = [int(x) for x in truth.decode().split()]
+    return {f"ILSVRC2012_val_{i + 1:08d}": wnid_of_id[gt] for i, gt in enumerate(ids)}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# CIFAR
+
+
+def _find_cifar(root: Path) -> tuple[Path, str] | None:
+    """(archive or extracted folder, archive name) when ``root`` is or holds a CIFAR python data set."""
+    for archive, (inner, *_rest) in CIFAR.items():
+        if root.is_file() and root.name == archive:
+            return root, archive
+        if root.is_dir():
+            if root.name == inner and (root / _rest[2]).is_file():
+                return root, archive
+            if (root / inner).is_dir():
+                return root / inner, archive
+            if (root / archive).is_file():
+                return root / archive, archive
+    return None
+
+
+class _NumpyOnly(pickle.Unpickler):
+    """CIFAR batches are pickles: allow numpy arrays and nothing else (no arbitrary code from a downloaded file)."""
+
+    def find_class(self, module: str, name: str):
+        if module in ("numpy.core.multiarray", "numpy._core.multiarray", "numpy") and name in (
+            "_reconstruct",
+            "ndarray",
+            "dtype",
+            "scalar",
+        ):
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
+
+
+def _unpickle(data: bytes, where: str) -> dict:
+    try:
+        return _NumpyOnly(io.BytesIO(data), encoding="bytes").load()
+    except Exception as e:
+        raise UserError(f"{where}: not a CIFAR python batch ({type(e).__name__}: {e})") from None
+
+
+def _cifar_splits(src: Path, archive: str) -> tuple[Split, Split]:
+    _inner, train_files, val_file, meta_file, labels_key, names_key = CIFAR[archive]
+    wanted = [*train_files, val_file, meta_file]
+    if src.is_file():
+        try:
+            with tarfile.open(src) as tar:
+                members = {Path(m.name).name: m for m in tar.getmembers() if m.isfile()}
+                missing = [w for w in wanted if w not in members]
+                if missing:
+                    raise UserError(f"{src}: missing {', '.join(missing)} inside; re-download {archive}")
+                blobs = {w: tar.extractfile(members[w]).read() for w in wanted}
+        except (tarfile.TarError, OSError) as e:
+            raise UserError(f"{src}: cannot read the archive ({e}); re-download {archive}") from None
+    else:
+        missing = [w for w in wanted if not (src / w).is_file()]
+        if missing:
+            raise UserError(f"{src}: missing {', '.join(missing)}; re-extract {archive}")
+        blobs = {w: (src / w).read_bytes() for w in wanted}
+    meta = _unpickle(blobs[meta_file], f"{src}/{meta_file}")
+    classes = [n.decode() if isinstance(n, bytes) else str(n) for n in meta[names_key]]
+
+    def split(name: str, files: list[str]) -> Split:
+        batches = [_unpickle(blobs[f], f"{src}/{f}") for f in files]
+        data = np.concatenate([np.asarray(b[b"data"], dtype=np.uint8) for b in batches])
+        labels = [int(x) for b in batches for x in b[labels_key]]
+        pixels = np.ascontiguousarray(data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))  # (N, 32, 32, 3)
+        return Split(name, pixels, labels, classes, str(src))
+
+    return split("train", train_files), split("val", [val_file])
