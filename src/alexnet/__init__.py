@@ -7,6 +7,7 @@
 
 from .errors import UserError, WeightsError
 from .model import AlexNet, AlexNet2012, create_model, list_models
+from .predict import Predictor, load
 from .weights import load_weights, model_from_file
 
 __version__ = "0.1.0"
@@ -14,10 +15,12 @@ __version__ = "0.1.0"
 __all__ = [
     "AlexNet",
     "AlexNet2012",
+    "Predictor",
     "UserError",
     "WeightsError",
     "create_model",
     "list_models",
+    "load",
     "load_weights",
     "model_from_file",
 ]

@@ -1,0 +1,47 @@
+"""``alexnet features MODEL DATA --layer fc7 --out FILE``: activations of one layer for every image of a split.
+
+``FILE.npy`` gets the float32 array and ``FILE.json`` the layer, class names, labels and paths;
+``FILE.safetensors`` holds ``features`` and ``labels`` with the rest in its metadata.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "features",
+        help="write conv5/fc6/fc7 features with labels and paths (npy or safetensors)",
+        description=__doc__,
+    )
+    p.add_argument("model", help="our checkpoint (.pt), a torchvision AlexNet .pth, or .safetensors + .json")
+    p.add_argument("data", help="data set: ROOT with train/<class>/ (and val/), or a CIFAR archive")
+    p.add_argument("--layer", choices=("conv5", "fc6", "fc7"), default="fc7", help="layer (default fc7)")
+    p.add_argument("--split", choices=("train", "val"), default="train", help="which split (default train)")
+    p.add_argument("--out", required=True, help="output file, .npy or .safetensors")
+    p.add_argument("--batch-size", type=int, default=64, help="images per forward pass (default 64)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps (default auto)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..data.sources import open_splits
+    from ..errors import UserError
+    from ..predict import load, save_features
+
+    if not args.out.endswith((".npy", ".safetensors")):
+        raise UserError(f"--out {args.out}: the file name must end in .npy or .safetensors")
+    predictor = load(args.model, device=args.device)
+    train, val = open_splits(args.data)
+    split = train if args.split == "train" else val
+    if split is None:
+        raise UserError(f"{args.data}: has no val split")
+    feats = predictor.features(split, layer=args.layer, batch_size=args.batch_size)
+    paths = [split.describe(i) for i in range(len(split))]
+    for path in save_features(
+        args.out, feats, labels=list(split.labels), paths=paths, classes=split.classes, layer=args.layer
+    ):
+        print(f"wrote {path}")
+    print(f"{args.layer} features: {tuple(feats.shape)} from {len(split)} {args.split} images")
+    return 0

@@ -1,0 +1,26 @@
+"""``alexnet plot RUN_DIR``: training curves, conv1 filters, confusion matrix, fc7 neighbours, sample predictions."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "plot",
+        help="draw a run's PNGs (curves, conv1 filters, confusion, fc7 neighbours, predictions)",
+        description=__doc__,
+    )
+    p.add_argument("run_dir", help="a run directory (checkpoints/, metrics.jsonl, eval.json)")
+    p.add_argument("--out", default=None, help="output folder (default: RUN_DIR/plots)")
+    p.add_argument("--data", default=None, help="data set for the image figures (default: the one the run used)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps (default auto)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..plots import make_plots
+
+    for path in make_plots(args.run_dir, args.out, data=args.data, device=args.device):
+        print(f"wrote {path}")
+    return 0

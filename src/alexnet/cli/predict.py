@@ -1,0 +1,120 @@
+"""``alexnet predict MODEL INPUT...``: top-k classes for image files, folders (recursive) and videos.
+
+Output formats, one record per image or sampled video frame, in input order:
+
+- ``table``: the input (``NAME`` or ``NAME @ 1.50s`` for a frame), then one ``  91.23%  class`` line per class;
+- ``json``: one JSON object per line, ``{"input": NAME, "time": seconds or null, "top": [{"class", "probability"}]}``;
+- ``csv``: a header ``input,time,rank,class,probability``, then one row per class (``time`` empty for images).
+
+A bad input prints one error line naming it on stderr and the rest still run; the exit code is 1 if any failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from collections import deque
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, TextIO
+
+from ..errors import UserError
+
+FORMATS = ("table", "json", "csv")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "predict",
+        help="classify images, folders of images and videos",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("model", help="our checkpoint (.pt), a torchvision AlexNet .pth, or .safetensors + .json")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders (searched recursively), videos")
+    p.add_argument("--topk", type=int, default=5, help="classes to show per image (default 5)")
+    p.add_argument("--format", choices=FORMATS, default="table", help="output format (default table)")
+    p.add_argument("--ten-crop", action="store_true", help="average the 10 crops of paper §4.1 (10x the compute)")
+    p.add_argument("--batch-size", type=int, default=64, help="images per forward pass (default 64)")
+    p.add_argument("--every", type=float, default=1.0, help="video: seconds between sampled frames (default 1.0)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps (default auto)")
+    p.set_defaults(func=run)
+
+
+def expand_inputs(inputs: list[str], *, every: float) -> Iterator[tuple[str, float | None, Any]]:
+    """``(name, time or None, image source or UserError)`` per image / video frame, in order; folders recursively."""
+    from ..data.decode import IMAGE_EXTENSIONS
+    from ..predict import VIDEO_EXTENSIONS, video_frames
+
+    for raw in inputs:
+        path = Path(raw)
+        if path.is_dir():
+            files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+            if not files:
+                yield raw, None, UserError(f"{raw}: no image files in this folder ({', '.join(IMAGE_EXTENSIONS)})")
+            for f in files:
+                yield str(f), None, str(f)
+        elif not path.exists():
+            yield raw, None, UserError(f"{raw}: no such file or folder")
+        elif path.suffix.lower() in VIDEO_EXTENSIONS:
+            try:
+                for t, frame in video_frames(path, every=every):
+                    yield raw, t, frame
+            except UserError as e:
+                yield raw, None, e
+        else:
+            yield raw, None, raw
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..predict import load
+
+    predictor = load(args.model, device=args.device)
+    if args.every <= 0:
+        raise UserError(f"--every {args.every}: must be a positive number of seconds")
+    names: deque[tuple[str, float | None]] = deque()
+
+    def sources() -> Iterator[Any]:
+        for name, t, src in expand_inputs(args.inputs, every=args.every):
+            names.append((name, t))
+            yield src
+
+    out = sys.stdout
+    writer = _Writer(args.format, out)
+    failed = 0
+    results = predictor.iter_predict(sources(), topk=args.topk, ten_crop=args.ten_crop, batch_size=args.batch_size)
+    for _src, top, err in results:
+        name, t = names.popleft()
+        if err is not None:
+            failed += 1
+            out.flush()
+            print(f"alexnet predict: error: {err}", file=sys.stderr)
+            continue
+        writer.write(name, t, top)
+    out.flush()
+    return 1 if failed else 0
+
+
+class _Writer:
+    """Formats one record at a time, so results stream out as batches finish."""
+
+    def __init__(self, fmt: str, out: TextIO) -> None:
+        self.fmt, self.out = fmt, out
+        if fmt == "csv":
+            self.csv = csv.writer(out, lineterminator="\n")
+            self.csv.writerow(["input", "time", "rank", "class", "probability"])
+
+    def write(self, name: str, t: float | None, top: list[tuple[str, float]]) -> None:
+        if self.fmt == "table":
+            self.out.write(f"{name}\n" if t is None else f"{name} @ {t:.2f}s\n")
+            for cls, p in top:
+                self.out.write(f"  {p * 100:6.2f}%  {cls}\n")
+        elif self.fmt == "json":
+            record = {"input": name, "time": t, "top": [{"class": c, "probability": round(p, 6)} for c, p in top]}
+            self.out.write(json.dumps(record) + "\n")
+        else:
+            time = "" if t is None else f"{t:.3f}"
+            for rank, (cls, p) in enumerate(top, 1):
+                self.csv.writerow([name, time, rank, cls, f"{p:.6f}"])

@@ -1,0 +1,167 @@
+"""Shipping a model: ONNX, ``torch.export`` programs and safetensors, each checked against PyTorch after writing.
+
+- ``onnx``: the dynamo exporter (``torch.onnx.export(..., dynamo=True)``; the legacy TorchScript exporter cannot
+  export ``adaptive_avg_pool2d`` when the feature map is smaller than 6x6), a dynamic batch axis, a fixed
+  ``crop x crop`` input, and ``classes`` / ``preprocess`` / ``arch`` as JSON strings in ``metadata_props``. Then
+  onnxruntime runs random inputs and the outputs must match PyTorch's to ``atol`` (1e-4 in fp32) or it fails loudly.
+- ``torchscript``: ``torch.export`` (``torch.jit.trace`` is deprecated from torch 2.10 on) saved as a ``.pt2``
+  archive with ``alexnet.json`` (classes, preprocessing) inside; load it with ``torch.export.load(path).module()``.
+- ``safetensors``: the weights plus a JSON sidecar (arch, num_classes, classes, preprocess, config, model_kwargs),
+  which ``alexnet.load`` and ``weights.model_from_file`` read back.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .errors import UserError
+
+FORMATS = ("onnx", "torchscript", "safetensors")
+SUFFIXES = {"onnx": ".onnx", "torchscript": ".pt2", "safetensors": ".safetensors"}
+PARITY_ATOL = 1e-4  # max abs difference of logits, fp32
+_META_KEYS = ("arch", "num_classes", "classes", "preprocess", "model_kwargs", "config", "epoch", "step", "best_top1")
+
+
+class ParityError(UserError):
+    """An exported model whose outputs differ from PyTorch's by more than the tolerance."""
+
+
+def export(
+    model_path: str | os.PathLike, fmt: str, out: str | os.PathLike | None = None, *, check: bool = True
+) -> tuple[Path, float | None]:
+    """Export a weights file to ``fmt``. Returns ``(path written, max abs diff of the parity check or None)``.
+
+    ``out`` defaults to the model path with the format's suffix (``.onnx``, ``.pt2``, ``.safetensors``).
+    """
+    from .weights import model_from_file
+
+    if fmt not in FORMATS:
+        raise UserError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
+    model, meta = model_from_file(model_path)
+    out = Path(out) if out is not None else Path(model_path).with_suffix(SUFFIXES[fmt])
+    if out.resolve() == Path(model_path).resolve():
+        raise UserError(f"--out {out}: would overwrite the model file itself; choose another path")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if fmt == "onnx":
+        return out, export_onnx(model, meta, out, check=check)
+    if fmt == "torchscript":
+        return out, export_program(model, meta, out, check=check)
+    export_safetensors(model, meta, out)
+    return out, None
+
+
+def _metadata(meta: dict[str, Any]) -> dict[str, Any]:
+    return {k: meta[k] for k in _META_KEYS if k in meta}
+
+
+def _example(meta: dict[str, Any], batch: int, seed: int = 0) -> torch.Tensor:
+    crop = int(meta["preprocess"]["crop"])
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(batch, 3, crop, crop, generator=g)  # (B, 3, crop, crop): normalised images look ~N(0, 1)
+
+
+def _check(name: str, path: Path, expected: torch.Tensor, got: torch.Tensor, atol: float) -> float:
+    diff = (expected - got).abs().max().item()
+    if not diff <= atol:  # also catches NaN
+        raise ParityError(
+            f"{path}: {name} outputs differ from PyTorch's by {diff:.3g} (tolerance {atol:g}); "
+            "the exported file is wrong, do not ship it"
+        )
+    return diff
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# ONNX
+
+
+def export_onnx(
+    model: nn.Module, meta: dict[str, Any], out: Path, *, check: bool = True, atol: float = PARITY_ATOL
+) -> float | None:
+    """Write ``out`` (.onnx) with a dynamic batch axis and metadata; return the parity max abs diff (or None)."""
+    try:
+        import onnx
+    except ImportError:
+        raise UserError("ONNX export needs onnx and onnxruntime: pip install 'alexnet[onnx]'") from None
+    model = model.float().eval()
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    torch.onnx.export(
+        model,
+        (_example(meta, 2),),
+        str(out),
+        input_names=["input"],
+        output_names=["logits"],
+        dynamo=True,
+        dynamic_shapes=({0: batch},),
+        verbose=False,
+    )
+    proto = onnx.load(str(out))
+    info = _metadata(meta)
+    info["input"] = "float32 (B, 3, crop, crop) RGB, scaled to 0..1 then (x - mean) / std; output: logits"
+    for key, value in info.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value if isinstance(value, str) else json.dumps(value)
+    onnx.save(proto, str(out))
+    return check_onnx(model, meta, out, atol=atol) if check else None
+
+
+def check_onnx(model: nn.Module, meta: dict[str, Any], path: Path, *, atol: float = PARITY_ATOL) -> float:
+    """Run onnxruntime on random batches (sizes 1 and 3) and compare with PyTorch; raise ``ParityError`` if off."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise UserError("the ONNX parity check needs onnxruntime: pip install 'alexnet[onnx]'") from None
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    worst = 0.0
+    for batch in (1, 3):  # not the export batch (2): proves the batch axis is dynamic
+        x = _example(meta, batch, seed=batch)
+        with torch.inference_mode():
+            expected = model.cpu()(x)
+        got = torch.from_numpy(session.run(None, {"input": x.numpy()})[0])
+        worst = max(worst, _check("onnxruntime", path, expected, got, atol))
+    return worst
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# torch.export
+
+
+def export_program(
+    model: nn.Module, meta: dict[str, Any], out: Path, *, check: bool = True, atol: float = PARITY_ATOL
+) -> float | None:
+    """Write a ``torch.export`` archive (.pt2) with a dynamic batch axis and ``alexnet.json`` metadata inside."""
+    model = model.float().eval().cpu()
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    program = torch.export.export(model, (_example(meta, 2),), dynamic_shapes=({0: batch},))
+    torch.export.save(program, str(out), extra_files={"alexnet.json": json.dumps(_metadata(meta))})
+    if not check:
+        return None
+    loaded = torch.export.load(str(out)).module()
+    worst = 0.0
+    for batch_size in (1, 3):
+        x = _example(meta, batch_size, seed=batch_size)
+        with torch.inference_mode():
+            worst = max(worst, _check("torch.export", out, model(x), loaded(x), atol))
+    return worst
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# safetensors
+
+
+def export_safetensors(model: nn.Module, meta: dict[str, Any], out: Path) -> list[Path]:
+    """Write the weights to ``out`` and the metadata to ``out`` with suffix ``.json``. Returns both paths."""
+    from safetensors.torch import save_file
+
+    if out.suffix != ".safetensors":
+        raise UserError(f"--out {out}: a safetensors file name must end in .safetensors")
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(out), metadata={"format": "alexnet-safetensors"})
+    sidecar = out.with_suffix(".json")
+    sidecar.write_text(json.dumps(_metadata(meta), indent=2, default=str) + "\n")
+    return [out, sidecar]

@@ -1,0 +1,327 @@
+"""Pictures of a run (matplotlib, optional extra ``[plots]``), written as PNGs to ``RUN_DIR/plots/``.
+
+- ``curves.png``: train/val loss, val top-1/top-5, learning rate and img/s per epoch (from ``metrics.jsonl``);
+- ``conv1_filters.png``: every first-layer kernel as a contrast-normalised RGB image (paper Figure 3); for
+  ``alexnet2012`` the two 48-kernel groups ("GPU 1" and "GPU 2") side by side;
+- ``confusion.png``: the row-normalised confusion matrix from ``eval.json`` with class names up to 100 classes;
+  beyond that, the matrix without names and the most frequent confusions listed beside it;
+- ``neighbours.png``: for a few val images, the six training images closest in fc7 space (paper Figure 4, right);
+- ``predictions.png``: a grid of val images with their true and predicted labels.
+
+Every figure has a fixed size in pixels (``SIZES``), whatever the data.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .errors import UserError
+
+DPI = 100
+SIZES = {  # px (width, height) of each PNG
+    "curves": (1400, 900),
+    "conv1_filters": (1400, 700),
+    "confusion": (1400, 1200),
+    "neighbours": (1050, 750),
+    "predictions": (1000, 1060),
+}
+NUM_QUERIES = 5  # val images in the neighbours figure
+NUM_NEIGHBOURS = 6  # as in the paper's Figure 4
+NEIGHBOUR_POOL = 5000  # training images searched (a random subset when there are more): bounds the plot's cost
+NAMED_CLASSES_MAX = 100  # above this the confusion matrix drops the names and lists top confusions instead
+
+
+def nearest_neighbours(
+    queries: torch.Tensor, keys: torch.Tensor, k: int, *, chunk_size: int = 8192
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``k`` rows of ``keys`` (N, D) closest to each row of ``queries`` (Q, D) in Euclidean distance.
+
+    Returns ``(distances, indices)``, both (Q, k), nearest first. Keys are scanned in chunks of ``chunk_size`` so
+    memory stays at Q x chunk_size distances; runs on whatever device the tensors are on.
+    """
+    if k > len(keys):
+        raise ValueError(f"k={k} neighbours requested but only {len(keys)} keys")
+    best_d = queries.new_full((len(queries), 0), float("inf"))
+    best_i = torch.empty((len(queries), 0), dtype=torch.long, device=queries.device)
+    for start in range(0, len(keys), chunk_size):
+        chunk = keys[start : start + chunk_size]
+        # exact differences (not the |a|^2 + |b|^2 - 2ab matmul trick, which loses precision for close points)
+        d = torch.cdist(queries, chunk, compute_mode="donot_use_mm_for_euclid_dist")  # (Q, chunk)
+        idx = torch.arange(start, start + len(chunk), device=queries.device).expand(len(queries), -1)
+        d, idx = torch.cat([best_d, d], 1), torch.cat([best_i, idx], 1)
+        best_d, order = d.topk(min(k, d.shape[1]), dim=1, largest=False, sorted=True)
+        best_i = idx.gather(1, order)
+    return best_d, best_i
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# reading a run
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """The records of ``metrics.jsonl``; a torn last line (a killed run) is skipped."""
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records
+
+
+def _checkpoint(run_dir: Path) -> Path:
+    for name in ("best.pt", "last.pt"):
+        if (run_dir / "checkpoints" / name).is_file():
+            return run_dir / "checkpoints" / name
+    raise UserError(f"{run_dir}: no checkpoints/best.pt or checkpoints/last.pt; is this a run directory?")
+
+
+def _plt():
+    try:
+        import matplotlib
+    except ImportError:
+        raise UserError("plots need matplotlib: pip install 'alexnet[plots]'") from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _figure(name: str):
+    w, h = SIZES[name]
+    return _plt().figure(figsize=(w / DPI, h / DPI), dpi=DPI)
+
+
+def _save(fig, out: Path) -> Path:
+    fig.savefig(out, dpi=DPI)  # no bbox_inches="tight": it would change the pixel size
+    _plt().close(fig)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the figures
+
+
+def plot_curves(metrics: list[dict[str, Any]], out: Path) -> Path:
+    """Train/val loss, val top-1/top-5, lr and img/s per epoch, from the ``kind == "epoch"`` records."""
+    epochs = [r for r in metrics if r.get("kind") == "epoch"]
+    fig = _figure("curves")
+    axes = fig.subplots(2, 2)
+
+    def series(rows: list[dict[str, Any]], key: str) -> tuple[list[float], list[float]]:
+        pts = [(r["epoch"], r[key]) for r in rows if r.get(key) is not None]
+        return [p[0] for p in pts], [p[1] for p in pts]
+
+    ax = axes[0, 0]
+    for key, style in (("train_loss", "-o"), ("val_loss", "-s")):
+        ax.plot(*series(epochs, key), style, ms=3, label=key.replace("_", " "))
+    ax.set(title="loss", xlabel="epoch", ylabel="cross-entropy")
+    ax.legend()
+    ax = axes[0, 1]
+    for key in ("val_top1", "val_top5"):
+        x, y = series(epochs, key)
+        ax.plot(x, [100 * v for v in y], "-o", ms=3, label=key.replace("_", " "))
+    ax.set(title="validation accuracy", xlabel="epoch", ylabel="%")
+    ax.legend()
+    ax = axes[1, 0]
+    ax.plot(*series(epochs, "lr"), "-o", ms=3)
+    ax.set(title="learning rate", xlabel="epoch", ylabel="lr")
+    ax = axes[1, 1]
+    ax.plot(*series(epochs, "img_per_s"), "-o", ms=3)
+    ax.set(title="throughput", xlabel="epoch", ylabel="images / s")
+    fig.tight_layout()
+    return _save(fig, out)
+
+
+def filter_grid(weight: torch.Tensor, cols: int = 8, pad: int = 1) -> np.ndarray:
+    """conv1 weights (K, 3, h, w) -> an RGB mosaic (rows*(h+pad)+pad, cols*(w+pad)+pad, 3), each kernel min-max
+    scaled to 0..1 on its own (the paper's Figure 3 contrast normalisation), white between kernels."""
+    w = weight.detach().float().cpu()
+    k, _, h, wd = w.shape
+    lo = w.flatten(1).min(1).values.view(k, 1, 1, 1)
+    hi = w.flatten(1).max(1).values.view(k, 1, 1, 1)
+    w = ((w - lo) / (hi - lo).clamp_min(1e-12)).permute(0, 2, 3, 1).numpy()  # (K, h, w, 3)
+    rows = -(-k // cols)
+    grid = np.ones((rows * (h + pad) + pad, cols * (wd + pad) + pad, 3), dtype=np.float32)
+    for i in range(k):
+        r, c = divmod(i, cols)
+        grid[pad + r * (h + pad) : pad + r * (h + pad) + h, pad + c * (wd + pad) : pad + c * (wd + pad) + wd] = w[i]
+    return grid
+
+
+def plot_filters(weight: torch.Tensor, arch: str, out: Path) -> Path:
+    """The conv1 kernels; for ``alexnet2012`` the two groups that fed the two GPUs' conv2 halves, side by side."""
+    fig = _figure("conv1_filters")
+    k = weight.shape[0]
+    if arch == "alexnet2012":
+        halves = [("GPU 1 (kernels 1-48)", weight[: k // 2]), ("GPU 2 (kernels 49-96)", weight[k // 2 :])]
+        for i, (title, w) in enumerate(halves):
+            ax = fig.add_subplot(1, 2, i + 1)
+            ax.imshow(filter_grid(w, cols=8), interpolation="nearest")
+            ax.set_title(title)
+            ax.axis("off")
+    else:
+        ax = fig.add_subplot(1, 1, 1)
+        ax.imshow(filter_grid(weight, cols=16 if k > 64 else 8), interpolation="nearest")
+        ax.axis("off")
+    size = "x".join(str(s) for s in weight.shape[1:])
+    fig.suptitle(f"conv1: {k} kernels of {size}, each contrast-normalised")
+    fig.tight_layout()
+    return _save(fig, out)
+
+
+def top_confusions(confusion: np.ndarray, classes: list[str], n: int = 30) -> list[tuple[str, str, int]]:
+    """The ``n`` largest off-diagonal counts as ``(true, predicted, count)``, largest first."""
+    off = confusion.copy()
+    np.fill_diagonal(off, 0)
+    flat = np.argsort(off, axis=None)[::-1][:n]
+    pairs = [np.unravel_index(i, off.shape) for i in flat]
+    return [(classes[t], classes[p], int(off[t, p])) for t, p in pairs if off[t, p] > 0]
+
+
+def plot_confusion(report: dict[str, Any], out: Path) -> Path:
+    """Row-normalised confusion matrix (rows: true class, columns: predicted)."""
+    cm = np.asarray(report["confusion"], dtype=np.int64)
+    classes = list(report["classes"])
+    n = len(classes)
+    norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
+    fig = _figure("confusion")
+    named = n <= NAMED_CLASSES_MAX
+    ax = fig.add_axes([0.2, 0.2, 0.75, 0.72] if named else [0.05, 0.08, 0.55, 0.84])
+    im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1, interpolation="nearest")
+    fig.colorbar(im, ax=ax, fraction=0.04, pad=0.02)
+    top1 = report.get("top1")
+    ax.set_title(f"confusion matrix, {n} classes" + (f", top-1 {100 * top1:.1f}%" if top1 is not None else ""))
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    if named:
+        fs = max(4.0, min(10.0, 600 / max(n, 1) / 1.2))  # ~ 8 px per label at 100 classes
+        ax.set_xticks(range(n), classes, rotation=90, fontsize=fs)
+        ax.set_yticks(range(n), classes, fontsize=fs)
+        if n <= 20:  # counts in the cells
+            for t in range(n):
+                for p in range(n):
+                    if cm[t, p]:
+                        color = "white" if norm[t, p] > 0.5 else "black"
+                        ax.text(p, t, str(cm[t, p]), ha="center", va="center", fontsize=8, color=color)
+    else:
+        lines = [f"{c:>5}  {t[:22]} -> {p[:22]}" for t, p, c in top_confusions(cm, classes)]
+        fig.text(0.66, 0.92, "most frequent confusions\n(count  true -> predicted)\n\n" + "\n".join(lines),
+                 va="top", family="monospace", fontsize=8)  # fmt: skip
+    return _save(fig, out)
+
+
+def _show(ax, img: torch.Tensor, title: str, color: str = "black") -> None:
+    ax.imshow(img.permute(1, 2, 0).numpy())
+    ax.set_title(title, fontsize=7, color=color)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def plot_neighbours(predictor, train, val, out: Path, *, pool: int = NEIGHBOUR_POOL, seed: int = 0) -> Path:
+    """Paper Figure 4 (right): each row a val image, then its six nearest training images in fc7 space."""
+    g = torch.Generator().manual_seed(seed)
+    keys_idx = torch.randperm(len(train), generator=g)[:pool].sort().values.tolist()
+    query_idx = torch.randperm(len(val), generator=g)[:NUM_QUERIES].tolist()
+    subset = _Subset(train, keys_idx)
+    keys = predictor.features(subset, layer="fc7").to(predictor.device)  # (N, 4096)
+    queries = predictor.features(_Subset(val, query_idx), layer="fc7").to(predictor.device)  # (Q, 4096)
+    dist, nn_idx = nearest_neighbours(queries, keys, min(NUM_NEIGHBOURS, len(keys)))
+    dist, nn_idx = dist.cpu(), nn_idx.cpu()
+    fig = _figure("neighbours")
+    cols = 1 + NUM_NEIGHBOURS
+    axes = fig.subplots(len(query_idx), cols, squeeze=False)
+    for r, q in enumerate(query_idx):
+        _show(axes[r, 0], predictor.transform(val.load(q)), f"val: {val.classes[val.labels[q]]}", "C0")
+        for c in range(cols - 1):
+            ax = axes[r, c + 1]
+            if c >= nn_idx.shape[1]:
+                ax.axis("off")
+                continue
+            j = keys_idx[int(nn_idx[r, c])]
+            _show(ax, predictor.transform(train.load(j)), f"{train.classes[train.labels[j]]} d={dist[r, c]:.1f}")
+    fig.suptitle(f"nearest training images in fc7 space (Euclidean, among {len(keys_idx)} training images)")
+    fig.tight_layout()
+    return _save(fig, out)
+
+
+def plot_predictions(predictor, val, out: Path, *, n: int = 16, seed: int = 0) -> Path:
+    """A grid of val images titled ``true / predicted (probability)``; wrong predictions in red."""
+    g = torch.Generator().manual_seed(seed + 1)
+    idx = torch.randperm(len(val), generator=g)[:n].tolist()
+    crops = [predictor.transform(val.load(i)) for i in idx]
+    probs = predictor.probabilities(torch.stack(crops)).cpu()
+    p, pred = probs.max(1)
+    fig = _figure("predictions")
+    side = int(np.ceil(np.sqrt(n)))
+    axes = fig.subplots(side, side, squeeze=False).ravel()
+    for ax in axes[len(idx) :]:
+        ax.axis("off")
+    for ax, i, crop, pi, pr in zip(axes, idx, crops, p.tolist(), pred.tolist()):
+        true = val.classes[val.labels[i]]
+        guess = predictor.classes[pr]
+        _show(ax, crop, f"true: {true}\npred: {guess} ({100 * pi:.0f}%)", "green" if guess == true else "red")
+    fig.suptitle("val predictions (green: right, red: wrong)")
+    fig.tight_layout()
+    return _save(fig, out)
+
+
+class _Subset:
+    """``split`` restricted to ``indices``, with the ``len`` / ``load(i)`` that ``Predictor.features`` reads."""
+
+    def __init__(self, split, indices: list[int]) -> None:
+        self.split, self.indices = split, indices
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def load(self, i: int) -> torch.Tensor:
+        return self.split.load(self.indices[i])
+
+
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def make_plots(
+    run_dir: str | os.PathLike,
+    out_dir: str | os.PathLike | None = None,
+    *,
+    data: str | None = None,
+    device: str = "auto",
+) -> list[Path]:
+    """Write every figure the run has the inputs for into ``out_dir`` (default ``RUN_DIR/plots``); return the paths.
+
+    ``data`` overrides the data set recorded in the checkpoint's config (for the neighbour and prediction figures).
+    """
+    from .predict import load
+
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise UserError(f"{run_dir}: no such run directory")
+    _plt()  # fail early, with the extra's name, if matplotlib is missing
+    out = Path(out_dir) if out_dir is not None else run_dir / "plots"
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    if (run_dir / "metrics.jsonl").is_file():
+        written.append(plot_curves(read_metrics(run_dir / "metrics.jsonl"), out / "curves.png"))
+    predictor = load(_checkpoint(run_dir), device=device)
+    conv1 = predictor.model.features[0].weight
+    written.append(plot_filters(conv1, predictor.meta["arch"], out / "conv1_filters.png"))
+    if (run_dir / "eval.json").is_file():
+        written.append(plot_confusion(json.loads((run_dir / "eval.json").read_text()), out / "confusion.png"))
+    if data is None:
+        data = (predictor.meta.get("config") or {}).get("data")
+    from .data.sources import open_splits
+
+    train, val = open_splits(data)
+    if val is None or len(val) == 0:
+        raise UserError(f"{data}: no val split; the neighbour and prediction figures need val images")
+    written.append(plot_neighbours(predictor, train, val, out / "neighbours.png"))
+    written.append(plot_predictions(predictor, val, out / "predictions.png"))
+    return written

@@ -1,0 +1,286 @@
+"""Using a trained model: ``alexnet.load(path)`` gives a ``Predictor`` that classifies images and extracts features.
+
+The preprocessing (resize, crop, mean, std) comes from the weights file, so callers never retype it::
+
+    >>> import alexnet
+    >>> p = alexnet.load("run/checkpoints/best.pt")
+    >>> p.predict(["cat.jpg", "dog.png"], topk=3)
+    [[('cat', 0.91), ('dog', 0.05), ('fox', 0.01)], [...]]
+
+Inputs may be file paths, PIL images, numpy ``(H, W, 3)`` / ``(H, W)`` uint8 arrays, or ``(3, H, W)`` /
+``(B, 3, H, W)`` tensors (uint8 0..255, or float 0..1). Decoding and cropping run per image on the CPU; the
+network runs on whole batches on the device.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .device import resolve_device
+from .errors import UserError
+from .model import FEATURE_LAYERS
+
+Prediction = list[tuple[str, float]]  # top-k (class name, probability), most likely first
+
+
+def load(model_path: str | os.PathLike, *, device: str = "auto") -> Predictor:
+    """Load any supported weights file (our checkpoint, torchvision ``.pth``, ``.safetensors`` + sidecar)."""
+    from .weights import model_from_file
+
+    model, meta = model_from_file(model_path)
+    return Predictor(model, meta, device=resolve_device(device))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# turning any image-like input into uint8 (3, H, W) tensors
+
+
+def as_uint8_images(image: Any) -> list[torch.Tensor]:
+    """One input -> a list of ``uint8 (3, H, W)`` RGB tensors (a ``(B, 3, H, W)`` tensor gives B of them)."""
+    if isinstance(image, (str, os.PathLike)):
+        from .data.decode import decode_image
+
+        return [decode_image(image)]
+    if isinstance(image, np.ndarray):
+        return [_from_numpy(image)]
+    if isinstance(image, torch.Tensor):
+        return _from_tensor(image)
+    if type(image).__module__.startswith("PIL."):
+        return [torch.from_numpy(np.array(image.convert("RGB"))).permute(2, 0, 1).contiguous()]
+    raise UserError(
+        f"cannot read an image from a {type(image).__name__}; pass a path, a PIL image, a numpy (H, W, 3) uint8 array "
+        "or a (3, H, W) / (B, 3, H, W) tensor"
+    )
+
+
+def _from_numpy(a: np.ndarray) -> torch.Tensor:
+    if a.ndim == 2:
+        a = np.repeat(a[:, :, None], 3, axis=2)
+    if a.ndim != 3 or a.shape[2] not in (3, 4):
+        raise UserError(f"numpy image of shape {a.shape}: expected (H, W, 3) RGB, (H, W, 4) RGBA or (H, W) gray")
+    if a.dtype != np.uint8:
+        raise UserError(f"numpy image of dtype {a.dtype}: expected uint8 0..255 (convert with .astype(np.uint8))")
+    return torch.from_numpy(np.ascontiguousarray(a[:, :, :3])).permute(2, 0, 1).contiguous()
+
+
+def _from_tensor(t: torch.Tensor) -> list[torch.Tensor]:
+    t = t.detach().cpu()
+    if t.ndim == 3:
+        t = t.unsqueeze(0)
+    if t.ndim != 4 or t.shape[1] != 3:
+        raise UserError(f"tensor of shape {tuple(t.shape)}: expected (3, H, W) or (B, 3, H, W) RGB")
+    if t.is_floating_point():  # 0..1 floats, as torchvision's to_tensor gives
+        t = (t.clamp(0, 1) * 255).round().to(torch.uint8)
+    elif t.dtype != torch.uint8:
+        raise UserError(f"tensor of dtype {t.dtype}: expected uint8 0..255 or float 0..1")
+    return list(t.unbind(0))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the predictor
+
+
+class Predictor:
+    """A model in eval mode plus its class names and preprocessing; batches images through it."""
+
+    def __init__(self, model: nn.Module, meta: dict[str, Any], *, device: torch.device | None = None) -> None:
+        self.device = device or torch.device("cpu")
+        self.model = model.to(self.device).eval()
+        self.meta = meta
+        self.classes: list[str] = list(meta["classes"])
+        self.preprocess: dict[str, Any] = dict(meta["preprocess"])
+        p = self.preprocess
+        self._mean = torch.tensor(p["mean"], dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
+        self._std = torch.tensor(p["std"], dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
+
+    def transform(self, img: torch.Tensor, *, ten_crop: bool = False) -> torch.Tensor:
+        """``uint8 (3, H, W)`` -> ``uint8 (3, crop, crop)``, or ``(10, 3, crop, crop)`` with ``ten_crop``."""
+        from .data.transforms import EvalTransform, TenCrop
+
+        kind = TenCrop if ten_crop else EvalTransform
+        return kind(crop_size=self.preprocess["crop"], resize_size=self.preprocess["resize"])(img)
+
+    def _forward(self, batch: torch.Tensor, layer: str = "logits") -> torch.Tensor:
+        """``uint8 (B, 3, c, c)`` on the CPU -> float32 activations of ``layer`` on the device."""
+        x = batch.to(self.device, non_blocking=True).float().div_(255)
+        x = (x - self._mean) / self._std
+        with torch.inference_mode():
+            return self.model(x) if layer == "logits" else self.model.extract(x, layer)
+
+    def probabilities(self, crops: torch.Tensor) -> torch.Tensor:
+        """``uint8 (B, 3, c, c)`` or ten-crop ``(B, 10, 3, c, c)`` -> softmax ``(B, num_classes)`` on the device.
+
+        Ten-crop averages the ten softmax outputs (paper §4.1: "averaging the predictions ... on the ten patches").
+        """
+        if crops.ndim == 5:
+            b, n = crops.shape[:2]
+            return self._forward(crops.flatten(0, 1)).softmax(-1).view(b, n, -1).mean(1)
+        return self._forward(crops).softmax(-1)
+
+    def iter_predict(
+        self, images: Iterable[Any], *, topk: int = 5, ten_crop: bool = False, batch_size: int = 64
+    ) -> Iterator[tuple[Any, Prediction | None, UserError | None]]:
+        """Yield ``(input, top-k, None)`` or ``(input, None, error)`` per image, in order; bad inputs don't stop it.
+
+        A ``(B, 3, H, W)`` tensor input yields B results, each paired with the whole tensor as its input. A
+        ``UserError`` instance among the inputs (e.g. from a folder scan) comes back as that input's error, in order.
+        """
+        if topk < 1:
+            raise UserError(f"--topk {topk}: must be at least 1")
+        if batch_size < 1:
+            raise UserError(f"--batch-size {batch_size}: must be at least 1")
+        k = min(topk, len(self.classes))
+        pending: list[tuple[Any, torch.Tensor | None, UserError | None]] = []
+
+        def flush() -> Iterator[tuple[Any, Prediction | None, UserError | None]]:
+            good = [c for _, c, _ in pending if c is not None]
+            results: list[Prediction] = []
+            if good:
+                probs, idx = self.probabilities(torch.stack(good)).topk(k, dim=-1)
+                probs, idx = probs.cpu().tolist(), idx.cpu().tolist()  # one device->host copy per batch
+                results = [[(self.classes[i], p) for i, p in zip(ii, pp)] for ii, pp in zip(idx, probs)]
+            it = iter(results)
+            for src, crop, err in pending:
+                yield (src, None, err) if crop is None else (src, next(it), None)
+            pending.clear()
+
+        for image in images:
+            try:
+                if isinstance(image, UserError):
+                    raise image
+                decoded = as_uint8_images(image)
+                crops = [self.transform(img, ten_crop=ten_crop) for img in decoded]
+            except UserError as e:
+                pending.append((image, None, e))
+            else:
+                pending.extend((image, c, None) for c in crops)
+            if len(pending) >= batch_size:
+                yield from flush()
+        yield from flush()
+
+    def predict(self, images: Any, *, topk: int = 5, ten_crop: bool = False, batch_size: int = 64) -> list[Prediction]:
+        """Top-k ``(class name, probability)`` per image. ``images``: one image or a list (see module docstring).
+
+        Raises ``UserError`` naming the first input that cannot be read.
+        """
+        if not isinstance(images, (list, tuple)):
+            images = [images]
+        out = []
+        for _, result, err in self.iter_predict(images, topk=topk, ten_crop=ten_crop, batch_size=batch_size):
+            if err is not None:
+                raise err
+            out.append(result)
+        return out
+
+    def features(self, images: Sequence[Any] | Any, *, layer: str = "fc7", batch_size: int = 64) -> torch.Tensor:
+        """Activations of ``layer`` (conv5 ``(N, 256, 6, 6)``, fc6/fc7 ``(N, 4096)``) for the centre crops, on CPU.
+
+        ``images``: a list of inputs as for ``predict``, or a data split (anything with ``len`` and ``load(i)``).
+        """
+        if layer not in FEATURE_LAYERS:
+            raise UserError(f"--layer {layer!r}: choose one of {', '.join(FEATURE_LAYERS)}")
+        if hasattr(images, "load") and hasattr(images, "__len__"):
+            loader = images.load
+            n = len(images)
+        else:
+            if not isinstance(images, (list, tuple)):
+                images = [images]
+            flat = [img for src in images for img in as_uint8_images(src)]
+            loader, n = flat.__getitem__, len(flat)
+        out = []
+        for start in range(0, n, batch_size):
+            crops = torch.stack([self.transform(loader(i)) for i in range(start, min(start + batch_size, n))])
+            out.append(self._forward(crops, layer).float().cpu())
+        if not out:
+            raise UserError("no images to extract features from")
+        return torch.cat(out)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# saving features for users who fit their own classifier
+
+
+def save_features(
+    path: str | os.PathLike,
+    features: torch.Tensor,
+    *,
+    labels: Sequence[int],
+    paths: Sequence[str],
+    classes: Sequence[str],
+    layer: str,
+) -> list[Path]:
+    """Write features with labels and source paths. Returns the files written.
+
+    ``.npy``: the float32 array, plus ``NAME.json`` with ``layer``, ``classes``, ``labels`` and ``paths``.
+    ``.safetensors``: tensors ``features`` (float32) and ``labels`` (int64); ``layer``, ``classes`` and ``paths``
+    (JSON strings) in the file's metadata.
+    """
+    path = Path(path)
+    if len(labels) != len(features) or len(paths) != len(features):
+        raise ValueError(f"{len(features)} feature rows but {len(labels)} labels and {len(paths)} paths")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    feats = features.detach().float().cpu().contiguous()
+    if path.suffix == ".npy":
+        np.save(path, feats.numpy())
+        sidecar = path.with_suffix(".json")
+        info = {"layer": layer, "shape": list(feats.shape), "classes": list(classes)}
+        sidecar.write_text(json.dumps({**info, "labels": [int(x) for x in labels], "paths": list(paths)}) + "\n")
+        return [path, sidecar]
+    if path.suffix == ".safetensors":
+        from safetensors.torch import save_file
+
+        tensors = {"features": feats, "labels": torch.as_tensor(list(labels), dtype=torch.int64)}
+        metadata = {"layer": layer, "classes": json.dumps(list(classes)), "paths": json.dumps(list(paths))}
+        save_file(tensors, str(path), metadata=metadata)
+        return [path]
+    raise UserError(f"--out {path}: the file name must end in .npy or .safetensors")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# video
+
+
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
+
+
+def video_frames(path: str | os.PathLike, *, every: float = 1.0) -> Iterator[tuple[float, torch.Tensor]]:
+    """Yield ``(time in s, uint8 (3, H, W) RGB frame)`` every ``every`` seconds of a video (OpenCV, optional extra).
+
+    Frames in between are grabbed but not decoded to pixels, so sparse sampling costs little more than demuxing.
+    """
+    if every <= 0:
+        raise UserError(f"--every {every}: must be a positive number of seconds")
+    try:
+        import cv2
+    except ImportError:
+        raise UserError(f"{path}: reading video needs OpenCV: pip install 'alexnet[video]'") from None
+    cap = cv2.VideoCapture(os.fspath(path))
+    if not cap.isOpened():
+        raise UserError(f"{path}: OpenCV cannot open this video (unsupported codec or not a video file)")
+    try:
+        fps = cap.get(cv2.CAP_PROP_FPS)
+        i, next_t, any_frame = 0, 0.0, False
+        while cap.grab():
+            t = i / fps if fps > 0 else cap.get(cv2.CAP_PROP_POS_MSEC) / 1000
+            i += 1
+            if t + 1e-6 < next_t:
+                continue
+            ok, bgr = cap.retrieve()
+            if not ok:
+                break
+            any_frame = True
+            next_t += every * (1 + int((t + 1e-6 - next_t) // every))  # the next multiple of `every` after t
+            rgb = np.ascontiguousarray(bgr[:, :, ::-1])
+            yield t, torch.from_numpy(rgb).permute(2, 0, 1).contiguous()
+        if not any_frame:
+            raise UserError(f"{path}: no frame could be decoded from this video")
+    finally:
+        cap.release()

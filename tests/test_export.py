@@ -1,0 +1,87 @@
+"""Exports: ONNX and torch.export parity with PyTorch, safetensors round trips, and a parity check that can fail."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import alexnet
+from alexnet.cli import main
+from alexnet.export import ParityError, check_onnx, export
+from alexnet.model import create_model
+from alexnet.weights import model_from_file, save_checkpoint
+
+CLASSES = ["ant", "bee", "cow", "dog"]
+PREPROCESS = {"resize": 73, "crop": 64, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    """A tiny alexnet2012 (grouped convs, LRN) checkpoint at 64 px."""
+    torch.manual_seed(0)
+    model = create_model("alexnet2012", num_classes=4, init="kaiming").eval()
+    path = tmp_path_factory.mktemp("export") / "best.pt"
+    save_checkpoint({"arch": "alexnet2012", "num_classes": 4, "model": model.state_dict(), "classes": CLASSES,
+                     "preprocess": PREPROCESS, "config": {"data": None, "epochs": 3}}, path)  # fmt: skip
+    return path, model
+
+
+def test_onnx_parity_dynamic_batch_and_metadata(ckpt, tmp_path, capsys):
+    onnx = pytest.importorskip("onnx", reason="ONNX export needs onnx: pip install 'alexnet[onnx]'")
+    ort = pytest.importorskip("onnxruntime", reason="the ONNX parity check needs pip install 'alexnet[onnx]'")
+    path, model = ckpt
+    out = tmp_path / "m.onnx"
+    assert main(["export", str(path), "--format", "onnx", "--out", str(out)]) == 0
+    assert capsys.readouterr().out.startswith(f"wrote {out} (parity with PyTorch: max abs diff")
+    meta = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
+    assert json.loads(meta["classes"]) == CLASSES and json.loads(meta["preprocess"]) == PREPROCESS
+    assert meta["arch"] == "alexnet2012"
+    # independent of the built-in check: a batch of 5 (export used 2) against the original module
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    x = torch.randn(5, 3, 64, 64)
+    with torch.no_grad():
+        expected = model(x)
+    got = torch.from_numpy(session.run(None, {"input": x.numpy()})[0])
+    assert (got - expected).abs().max().item() <= 1e-4
+
+    # the check fails loudly when the file does not match the model
+    wrong = create_model("alexnet2012", num_classes=4, init="kaiming").eval()
+    with pytest.raises(ParityError, match="differ from PyTorch"):
+        check_onnx(wrong, {"preprocess": PREPROCESS}, out)
+
+
+def test_torch_export_program_parity(ckpt, tmp_path):
+    path, model = ckpt
+    out, diff = export(path, "torchscript", tmp_path / "m.pt2")
+    assert out.is_file() and diff <= 1e-4
+    extra = {"alexnet.json": ""}
+    loaded = torch.export.load(str(out), extra_files=extra).module()
+    assert json.loads(extra["alexnet.json"])["classes"] == CLASSES
+    x = torch.randn(7, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), model(x), atol=1e-4, rtol=0)
+
+
+def test_safetensors_round_trip_through_load(ckpt, tmp_path):
+    path, model = ckpt
+    out, diff = export(path, "safetensors", tmp_path / "m.safetensors")
+    assert diff is None and out.with_suffix(".json").is_file()
+    loaded, meta = model_from_file(out)
+    assert type(loaded).__name__ == "AlexNet2012"
+    assert meta["classes"] == CLASSES and meta["preprocess"] == PREPROCESS and meta["config"]["epochs"] == 3
+    for k, v in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[k], v), k
+    img = torch.randint(0, 256, (3, 80, 90), dtype=torch.uint8)
+    assert alexnet.load(out, device="cpu").predict(img, topk=4) == alexnet.load(path, device="cpu").predict(img, topk=4)
+
+
+def test_export_errors_name_the_value(ckpt, tmp_path):
+    path, _ = ckpt
+    with pytest.raises(alexnet.UserError, match="--format 'tflite'"):
+        export(path, "tflite")
+    with pytest.raises(alexnet.UserError, match="overwrite"):
+        export(path, "safetensors", path)
+    with pytest.raises(alexnet.UserError, match=r"nope\.pt"):
+        export(tmp_path / "nope.pt", "onnx")

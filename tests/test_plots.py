@@ -1,0 +1,120 @@
+"""fc7 neighbour search against brute force, and every PNG of ``alexnet plot`` at its expected pixel size."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from alexnet.errors import UserError
+from alexnet.plots import SIZES, filter_grid, nearest_neighbours, top_confusions
+
+
+def test_nearest_neighbours_on_a_hand_made_case():
+    # points on a line: distances from 2.1 are 2.1, 1.1, 0.9, 3.9, 7.9 -> order 2, 1, 0, 3, 4
+    keys = torch.tensor([[0.0, 0.0], [1.0, 0.0], [3.0, 0.0], [6.0, 0.0], [10.0, 0.0]])
+    queries = torch.tensor([[2.1, 0.0], [9.0, 1.0]])
+    for chunk in (1, 2, 3, 100):  # results must not depend on how the keys are chunked
+        d, i = nearest_neighbours(queries, keys, 3, chunk_size=chunk)
+        assert i.tolist() == [[2, 1, 0], [4, 3, 2]]
+        torch.testing.assert_close(d[0], torch.tensor([0.9, 1.1, 2.1]))
+        torch.testing.assert_close(d[1], torch.tensor([2**0.5, 10**0.5, 37**0.5]))
+
+
+def test_nearest_neighbours_matches_brute_force():
+    g = torch.Generator().manual_seed(0)
+    keys, queries = torch.randn(300, 32, generator=g), torch.randn(9, 32, generator=g)
+    full = ((queries[:, None, :] - keys[None, :, :]) ** 2).sum(-1).sqrt()  # (9, 300) brute force
+    expected_d, expected_i = full.sort(dim=1)
+    d, i = nearest_neighbours(queries, keys, 6, chunk_size=37)
+    assert torch.equal(i, expected_i[:, :6])
+    torch.testing.assert_close(d, expected_d[:, :6])
+    with pytest.raises(ValueError):
+        nearest_neighbours(queries, keys[:3], 6)
+
+
+def test_filter_grid_normalises_each_kernel():
+    w = torch.zeros(3, 3, 2, 2)
+    w[0, 0, 0, 0], w[1] = 5.0, -1.0  # kernel 1 is constant: no division by zero
+    w[2] = torch.arange(12.0).view(3, 2, 2)
+    grid = filter_grid(w, cols=2, pad=1)
+    assert grid.shape == (2 * 3 + 1, 2 * 3 + 1, 3)
+    k0 = grid[1:3, 1:3]  # kernel 0: one 5 among zeros -> one 1.0, the rest 0.0
+    assert k0.max() == 1.0 and (k0 == 0).sum() == 11
+    k2 = grid[4:6, 1:3]  # kernel 2: min 0 -> 0, max 11 -> 1
+    np.testing.assert_allclose(k2[..., 0], np.array([[0, 1], [2, 3]]) / 11)
+    assert np.all(grid[0] == 1.0)  # white padding
+
+
+def test_top_confusions():
+    cm = np.array([[5, 2, 0], [7, 1, 1], [0, 3, 9]])
+    assert top_confusions(cm, ["a", "b", "c"], n=2) == [("b", "a", 7), ("c", "b", 3)]
+
+
+def make_run(run_dir, data, arch: str, classes: list[str]) -> None:
+    """A run directory by hand: checkpoint, metrics.jsonl with step and epoch lines, eval.json."""
+    from alexnet.model import create_model
+    from alexnet.weights import save_checkpoint
+
+    torch.manual_seed(0)
+    model = create_model(arch, num_classes=len(classes), init="kaiming")
+    pre = {"resize": 64, "crop": 64, "mean": [0.5] * 3, "std": [0.25] * 3}
+    payload = {"arch": arch, "num_classes": len(classes), "model": model.state_dict(), "classes": classes,
+               "preprocess": pre, "config": {"data": str(data)}}  # fmt: skip
+    save_checkpoint(payload, run_dir / "checkpoints" / "best.pt")
+    lines = []
+    for e in range(1, 4):
+        lines.append({"kind": "step", "epoch": e, "step": 10 * e - 5, "train_loss": 2.0 / e, "lr": 0.01,
+                      "img_per_s": 100.0, "time": e})  # fmt: skip
+        lines.append({"kind": "epoch", "epoch": e, "step": 10 * e, "train_loss": 2.0 / e, "val_loss": 2.2 / e,
+                      "val_top1": 0.2 * e, "val_top5": 0.3 * e, "lr": 0.01 / e, "img_per_s": 100.0 + e,
+                      "time": 2.0 * e})  # fmt: skip
+    (run_dir / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in lines) + "\n{torn")
+    n = len(classes)
+    cm = (np.eye(n, dtype=int) * 5 + 1).tolist()
+    report = {"top1": 0.5, "top5": 0.9, "loss": 1.0, "classes": classes, "per_class": dict.fromkeys(classes, 0.5),
+              "confusion": cm}  # fmt: skip
+    (run_dir / "eval.json").write_text(json.dumps(report))
+
+
+@pytest.mark.parametrize("arch", ["alexnet2012", "alexnet"])
+def test_plot_writes_every_png_at_its_size(tmp_path, arch, capsys):
+    pytest.importorskip("matplotlib", reason="plots need matplotlib: pip install 'alexnet[plots]'")
+    from PIL import Image
+
+    from alexnet.cli import main
+    from alexnet.data.synthetic import make_synthetic
+
+    data = tmp_path / "data"
+    make_synthetic(data, classes=3, per_class=4, val_per_class=2, size=64, seed=0)
+    run = tmp_path / "run"
+    classes = sorted(p.name for p in (data / "train").iterdir())
+    make_run(run, data, arch, classes)
+    assert main(["plot", str(run), "--device", "cpu"]) == 0
+    written = [line.removeprefix("wrote ") for line in capsys.readouterr().out.splitlines()]
+    names = {name: run / "plots" / f"{name}.png" for name in SIZES}
+    assert sorted(written) == sorted(str(p) for p in names.values())
+    for name, path in names.items():
+        with Image.open(path) as im:
+            assert im.size == SIZES[name], name
+
+
+def test_confusion_with_many_classes_and_missing_run(tmp_path):
+    pytest.importorskip("matplotlib", reason="plots need matplotlib: pip install 'alexnet[plots]'")
+    from PIL import Image
+
+    from alexnet.plots import make_plots, plot_confusion
+
+    n = 150  # above NAMED_CLASSES_MAX: names dropped, top confusions listed
+    cm = np.eye(n, dtype=int) * 10
+    cm[3, 7] = 4
+    report = {"classes": [f"class{i}" for i in range(n)], "confusion": cm.tolist(), "top1": 0.9}
+    out = plot_confusion(report, tmp_path / "c.png")
+    with Image.open(out) as im:
+        assert im.size == SIZES["confusion"]
+    with pytest.raises(UserError, match="no such run directory"):
+        make_plots(tmp_path / "nope")
+    with pytest.raises(UserError, match="checkpoints"):
+        make_plots(tmp_path)

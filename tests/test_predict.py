@@ -1,0 +1,242 @@
+"""Predictor API on every input type, the predict/features CLIs with exact output formats, bad inputs, video."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import alexnet
+from alexnet.cli import main
+from alexnet.model import create_model
+from alexnet.predict import save_features
+from alexnet.weights import save_checkpoint
+
+CLASSES = ["cat", "dog", "fox"]
+MEAN, STD = [0.5, 0.4, 0.3], [0.2, 0.25, 0.3]
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    """A tiny 3-class checkpoint whose preprocessing is the identity on 64x64 images (resize 64, crop 64)."""
+    torch.manual_seed(0)
+    model = create_model("alexnet", num_classes=3, init="kaiming").eval()
+    path = tmp_path_factory.mktemp("ckpt") / "model.pt"
+    preprocess = {"resize": 64, "crop": 64, "mean": MEAN, "std": STD}
+    save_checkpoint({"arch": "alexnet", "num_classes": 3, "model": model.state_dict(), "classes": CLASSES,
+                     "preprocess": preprocess, "config": {"data": None}}, path)  # fmt: skip
+    return path, model
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    """Three 64x64 RGB PNGs (lossless, so the decoded pixels are exactly these arrays) and one broken file."""
+    root = tmp_path_factory.mktemp("imgs")
+    rng = np.random.default_rng(0)
+    arrays = [rng.integers(0, 256, (64, 64, 3), dtype=np.uint8) for _ in range(3)]
+    (root / "sub").mkdir()
+    paths = [root / "a.png", root / "sub" / "b.png", root / "sub" / "c.png"]
+    for a, p in zip(arrays, paths):
+        Image.fromarray(a).save(p)
+    bad = root / "broken.jpg"
+    bad.write_bytes(b"this is not a jpeg")
+    return root, paths, arrays, bad
+
+
+def reference_probs(model: torch.nn.Module, arrays: list[np.ndarray]) -> torch.Tensor:
+    """Softmax of the plain PyTorch model on (x/255 - mean)/std: what predict must reproduce on 64x64 inputs."""
+    x = torch.stack([torch.from_numpy(a).permute(2, 0, 1) for a in arrays]).float() / 255
+    x = (x - torch.tensor(MEAN).view(1, 3, 1, 1)) / torch.tensor(STD).view(1, 3, 1, 1)
+    with torch.no_grad():
+        return model(x).softmax(-1)
+
+
+def as_dict(result: list[tuple[str, float]]) -> dict[str, float]:
+    return dict(result)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Python API
+
+
+def test_every_input_type_gives_the_pytorch_probabilities(ckpt, images):
+    path, model = ckpt
+    _, paths, arrays, _ = images
+    p = alexnet.load(path, device="cpu")
+    ref = reference_probs(model, arrays)
+    chw = [torch.from_numpy(a).permute(2, 0, 1).contiguous() for a in arrays]
+    inputs = {
+        "path": [str(x) for x in paths],
+        "pathlib": paths,
+        "pil": [Image.fromarray(a) for a in arrays],
+        "numpy": arrays,
+        "chw uint8": chw,
+        "chw float": [c.float() / 255 for c in chw],
+    }
+    for kind, imgs in inputs.items():
+        results = p.predict(imgs, topk=3)
+        assert len(results) == 3, kind
+        for r, expected in zip(results, ref):
+            assert [c for c, _ in r] == [CLASSES[i] for i in expected.argsort(descending=True)], kind
+            got = torch.tensor([as_dict(r)[c] for c in CLASSES])
+            torch.testing.assert_close(got, expected, atol=1e-5, rtol=0, msg=kind)
+    # a (B, 3, H, W) batch tensor counts as B images; a single image needs no list
+    batch = p.predict(torch.stack(chw), topk=1)
+    assert [r[0][0] for r in batch] == [CLASSES[i] for i in ref.argmax(1)]
+    assert len(p.predict(arrays[0], topk=2)[0]) == 2
+
+
+def test_batch_size_and_ten_crop(ckpt, images):
+    path, model = ckpt
+    _, paths, arrays, _ = images
+    p = alexnet.load(path, device="cpu")
+    one = p.predict(paths, topk=3, batch_size=1)
+    many = p.predict(paths, topk=3, batch_size=64)
+    for a, b in zip(one, many):
+        assert [c for c, _ in a] == [c for c, _ in b]
+        np.testing.assert_allclose([v for _, v in a], [v for _, v in b], atol=1e-6)
+    # at resize == crop == image size, the ten crops are 5x the image and 5x its mirror: paper §4.1 averaging
+    ref = (reference_probs(model, arrays) + reference_probs(model, [a[:, ::-1].copy() for a in arrays])) / 2
+    for r, expected in zip(p.predict(paths, topk=3, ten_crop=True, batch_size=2), ref):
+        torch.testing.assert_close(torch.tensor([as_dict(r)[c] for c in CLASSES]), expected, atol=1e-5, rtol=0)
+
+
+def test_bad_inputs_are_named_and_the_rest_still_run(ckpt, images):
+    path, _ = ckpt
+    _, paths, _, bad = images
+    p = alexnet.load(path, device="cpu")
+    with pytest.raises(alexnet.UserError, match=r"broken\.jpg"):
+        p.predict([paths[0], bad])
+    out = list(p.iter_predict([paths[0], bad, paths[1]], topk=2, batch_size=2))
+    assert [src for src, _, _ in out] == [paths[0], bad, paths[1]]
+    assert out[0][1] is not None and out[2][1] is not None and out[1][1] is None
+    assert "broken.jpg" in str(out[1][2])
+    with pytest.raises(alexnet.UserError, match="float64"):
+        p.predict(np.zeros((64, 64, 3)))
+    with pytest.raises(alexnet.UserError, match="shape"):
+        p.predict(torch.zeros(4, 64, 64, dtype=torch.uint8))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# CLI
+
+
+def expected_top(ckpt_path, paths, k):
+    return alexnet.load(ckpt_path, device="cpu").predict(paths, topk=k)
+
+
+def test_cli_table_json_csv_with_a_folder_and_a_bad_file(ckpt, images, capsys):
+    path, _ = ckpt
+    root, paths, _, bad = images
+    sub = root / "sub"  # folder: b.png and c.png, recursive and sorted
+    inputs = [str(paths[0]), str(bad), str(sub), str(root / "missing.png")]
+    order = [paths[0], paths[1], paths[2]]
+    top = expected_top(path, order, 2)
+
+    rc = main(["predict", str(path), *inputs, "--topk", "2", "--device", "cpu"])
+    captured = capsys.readouterr()
+    assert rc == 1
+    lines = []
+    for p_, t in zip(order, top):
+        lines.append(str(p_))
+        lines += [f"  {v * 100:6.2f}%  {c}" for c, v in t]
+    assert captured.out == "\n".join(lines) + "\n"
+    err = captured.err.strip().splitlines()
+    assert len(err) == 2
+    assert err[0].startswith("alexnet predict: error: ") and str(bad) in err[0]
+    assert "missing.png: no such file or folder" in err[1]
+
+    rc = main(["predict", str(path), *inputs, "--topk", "2", "--format", "json", "--batch-size", "1"])
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert rc == 1
+    assert records == [
+        {"input": str(p_), "time": None, "top": [{"class": c, "probability": round(v, 6)} for c, v in t]}
+        for p_, t in zip(order, top)
+    ]
+
+    rc = main(["predict", str(path), str(paths[0]), str(sub), "--topk", "2", "--format", "csv"])
+    out = capsys.readouterr().out
+    assert rc == 0
+    rows = list(csv.reader(io.StringIO(out)))
+    assert rows[0] == ["input", "time", "rank", "class", "probability"]
+    assert rows[1:] == [[str(p_), "", str(r), c, f"{v:.6f}"] for p_, t in zip(order, top) for r, (c, v) in
+                        enumerate(t, 1)]  # fmt: skip
+
+
+def test_cli_video_frames_every_seconds(ckpt, tmp_path, capsys):
+    cv2 = pytest.importorskip("cv2", reason="video input needs OpenCV: pip install 'alexnet[video]'")
+    path, _ = ckpt
+    video = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 5.0, (64, 64))
+    rng = np.random.default_rng(1)
+    for _ in range(10):  # 10 frames at 5 fps: t = 0.0, 0.2, ..., 1.8 s
+        writer.write(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8))
+    writer.release()
+    rc = main(["predict", str(path), str(video), "--every", "0.4", "--format", "json", "--topk", "1"])
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert rc == 0
+    assert [r["time"] for r in records] == pytest.approx([0.0, 0.4, 0.8, 1.2, 1.6])
+    assert all(r["input"] == str(video) and r["top"][0]["class"] in CLASSES for r in records)
+    rc = main(["predict", str(path), str(video), "--every", "1", "--topk", "1"])
+    assert rc == 0
+    assert capsys.readouterr().out.splitlines()[::2] == [f"{video} @ 0.00s", f"{video} @ 1.00s"]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# features
+
+
+def test_features_match_model_extract_and_round_trip(ckpt, images, tmp_path):
+    from safetensors import safe_open
+
+    path, model = ckpt
+    _, paths, arrays, _ = images
+    p = alexnet.load(path, device="cpu")
+    x = torch.stack([torch.from_numpy(a).permute(2, 0, 1) for a in arrays]).float() / 255
+    x = (x - torch.tensor(MEAN).view(1, 3, 1, 1)) / torch.tensor(STD).view(1, 3, 1, 1)
+    for layer, shape in (("fc7", (3, 4096)), ("conv5", (3, 256, 6, 6))):
+        feats = p.features(paths, layer=layer, batch_size=2)
+        assert feats.shape == shape
+        with torch.no_grad():
+            torch.testing.assert_close(feats, model.extract(x, layer), atol=1e-5, rtol=1e-5)
+    feats = p.features(paths, layer="fc6")
+    names = [str(q) for q in paths]
+    npy, sidecar = save_features(tmp_path / "f.npy", feats, labels=[0, 2, 1], paths=names, classes=CLASSES,
+                                 layer="fc6")  # fmt: skip
+    np.testing.assert_array_equal(np.load(npy), feats.numpy())
+    info = json.loads(sidecar.read_text())
+    assert info["labels"] == [0, 2, 1] and info["paths"] == names and info["classes"] == CLASSES
+    (st,) = save_features(tmp_path / "f.safetensors", feats, labels=[0, 2, 1], paths=names, classes=CLASSES,
+                          layer="fc6")  # fmt: skip
+    with safe_open(str(st), "pt") as f:
+        torch.testing.assert_close(f.get_tensor("features"), feats, atol=0, rtol=0)
+        assert f.get_tensor("labels").tolist() == [0, 2, 1]
+        assert json.loads(f.metadata()["paths"]) == names and f.metadata()["layer"] == "fc6"
+    with pytest.raises(alexnet.UserError, match=r"npy or \.safetensors"):
+        save_features(tmp_path / "f.txt", feats, labels=[0, 2, 1], paths=names, classes=CLASSES, layer="fc6")
+
+
+def test_features_cli_on_a_folder_data_set(ckpt, images, tmp_path, capsys):
+    path, _ = ckpt
+    _, _, arrays, _ = images
+    data = tmp_path / "data"
+    for cls, a in zip(("b_class", "a_class", "a_class"), arrays):
+        (data / "train" / cls).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(a).save(data / "train" / cls / f"{len(list((data / 'train' / cls).iterdir()))}.png")
+    out = tmp_path / "feats.npy"
+    assert main(["features", str(path), str(data), "--layer", "fc7", "--out", str(out), "--device", "cpu"]) == 0
+    info = json.loads(out.with_suffix(".json").read_text())
+    feats = np.load(out)
+    assert feats.shape == (3, 4096)
+    assert info["classes"] == ["a_class", "b_class"] and sorted(info["labels"]) == [0, 0, 1]
+    # each row is the fc7 vector of the file named at the same position
+    direct = alexnet.load(path, device="cpu").features(info["paths"], layer="fc7")
+    np.testing.assert_allclose(feats, direct.numpy(), atol=1e-5)
+    assert all(info["classes"][lab] in p_ for lab, p_ in zip(info["labels"], info["paths"]))
+    assert main(["features", str(path), str(data), "--out", str(tmp_path / "x.txt")]) == 2
+    assert "x.txt" in capsys.readouterr().err
