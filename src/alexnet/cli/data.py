@@ -91,4 +91,24 @@ def run_check(args: argparse.Namespace) -> int:
     return 0 if report["ok"] else 1
 
 
-SUBCOMMANDS = [register_synth, register_stats, register_check]
+def register_pack(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "pack", help="decode + resize once into a memory-mappable pack for fast loading", formatter_class=_FMT
+    )
+    p.add_argument("src", metavar="SRC", help="image folder, ImageNet layout or CIFAR archive ('synthetic': built-in)")
+    p.add_argument("out", metavar="OUT", help="output pack directory (new or empty, or an earlier pack to redo)")
+    p.add_argument("--size", type=int, default=256, help="stored image side in px")
+    p.add_argument("--resize", default="shorter-centre", choices=["shorter-centre", "squash"], help="how to get SxS")
+    p.add_argument("--workers", type=int, default=None, help="decoding processes (default: all cores)")
+    p.set_defaults(func=run_pack)
+
+
+def run_pack(args: argparse.Namespace) -> int:
+    from ..data.packed import describe_pack, pack_dataset
+
+    src = None if args.src == "synthetic" else args.src
+    print(describe_pack(pack_dataset(src, args.out, size=args.size, resize=args.resize, workers=args.workers)))
+    return 0
+
+
+SUBCOMMANDS = [register_synth, register_stats, register_check, register_pack]

@@ -120,4 +120,4 @@ def _pillow_to_tensor(img) -> torch.Tensor:
         a = np.asarray(Image.alpha_composite(white, rgba).convert("RGB"))
     else:  # RGB, L, 1, P, CMYK, YCbCr, LAB, HSV
         a = np.asarray(img if mode == "RGB" else img.convert("RGB"))
-    return torch.from_numpy(np.ascontiguousarray(a)).permute(2, 0, 1).contiguous()
+    return torch.from_numpy(np.array(a)).permute(2, 0, 1).contiguous()  # copy: Pillow arrays are read-only

@@ -1,0 +1,88 @@
+"""The data-set doctor: findings and exit codes on folders with every kind of problem."""
+
+import io
+import json
+import shutil
+
+import numpy as np
+from PIL import Image
+
+from alexnet.cli import main
+from alexnet.data.check import check_dataset, format_report
+
+
+def png(path, seed, size=(12, 10), mode="RGB"):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    a = np.random.default_rng(seed).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+    img = Image.fromarray(a)
+    img = img.convert(mode) if mode != "RGB" else img
+    img.save(path, format="PNG" if path.suffix == ".png" or mode == "L" else "JPEG")
+
+
+def bad_dataset(root):
+    for i in range(4):
+        png(root / f"train/a/{i}.png", i)
+        png(root / f"train/b/{i}.png", 10 + i)
+    png(root / "val/a/v.png", 20)
+    buf = io.BytesIO()
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8) + 90).save(buf, format="JPEG")
+    (root / "train/a/truncated.jpg").write_bytes(buf.getvalue()[:200])
+    (root / "train/a/empty.jpg").write_bytes(b"")
+    (root / "train/a/text.jpg").write_text("hello")
+    png(root / "train/a/png_named.jpg", 30, mode="RGB")  # JPEG content: fine, ...
+    Image.new("RGB", (9, 9), (1, 2, 3)).save(root / "train/b/disguised.jpg", format="PNG")  # ... PNG named .jpg
+    Image.new("CMYK", (8, 8), (0, 50, 100, 0)).save(root / "train/b/cmyk.jpg", format="JPEG")
+    png(root / "train/b/gray.png", 40, mode="L")
+    shutil.copy(root / "train/a/1.png", root / "train/b/copy_of_a1.png")
+    return root
+
+
+def test_findings(tmp_path):
+    root = bad_dataset(tmp_path)
+    r = check_dataset(str(root), workers=2, progress=False)
+    t = r["splits"]["train"]
+    assert not r["ok"]
+    assert t["per_class"] == {"a": 8, "b": 8} and r["splits"]["val"]["per_class"] == {"a": 1, "b": 0}
+    bad = "\n".join(t["undecodable"])
+    assert len(t["undecodable"]) == 3 and all(n in bad for n in ("truncated.jpg", "empty.jpg", "text.jpg"))
+    assert [p.split("/")[-1] for p in t["cmyk"]] == ["cmyk.jpg"]
+    assert [p.split("/")[-1] for p in t["grayscale"]] == ["gray.png"]
+    assert len(t["wrong_extension"]) == 1 and "disguised.jpg is PNG" in t["wrong_extension"][0]
+    assert [sorted(p.split("/")[-1] for p in g) for g in r["duplicates"]] == [["1.png", "copy_of_a1.png"]]
+    assert t["sizes"]["min"] == [8, 8]  # (W, H) and t["sizes"]["max"] == [12, 10]
+    text = format_report(r)
+    assert "undecodable file(s) (18.8%)" in text and "NOT OK" in text
+    assert "classes in train but not in val" in text and ": b" in text
+
+
+def test_threshold_decides(tmp_path):
+    root = bad_dataset(tmp_path)
+    r = check_dataset(str(root), workers=1, progress=False, max_bad_fraction=0.5)
+    assert r["ok"] and any("undecodable" in w for w in r["warnings"])
+
+
+def test_exit_codes(tmp_path, capsys):
+    good = tmp_path / "good"
+    for i in range(3):
+        png(good / f"train/x/{i}.png", i)
+        png(good / f"train/y/{i}.png", 5 + i)
+        png(good / f"val/x/{i}.png", 9 + i)
+    out = tmp_path / "report.json"
+    assert main(["data", "check", str(good), "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["ok"] is True and "OK: this data set would train" in capsys.readouterr().out
+
+    assert main(["data", "check", str(bad_dataset(tmp_path / "bad"))]) == 1
+
+    png(good / "val/z/0.png", 99)  # a val class train does not have
+    assert main(["data", "check", str(good)]) == 1
+    assert "classes in val but not in train: z" in capsys.readouterr().out
+
+
+def test_imbalance_and_unlabelled_flat_val(tmp_path, capsys):
+    for i in range(12):
+        png(tmp_path / f"train/n01440764/{i}.JPEG", i)
+    png(tmp_path / "train/n01443537/0.JPEG", 50)
+    png(tmp_path / "val/ILSVRC2012_val_00000001.JPEG", 60)
+    assert main(["data", "check", str(tmp_path)]) == 1
+    text = capsys.readouterr().out
+    assert "class imbalance: 1 to 12" in text and "LOC_val_solution.csv" in text

@@ -1,0 +1,73 @@
+"""Colour statistics against numpy on the very same pixels."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from alexnet.cli import main
+from alexnet.data import stats as stats_mod
+from alexnet.data.sources import open_splits
+from alexnet.data.stats import compute_stats, load_or_compute_stats
+
+
+@pytest.fixture
+def data(tmp_path):
+    rng = np.random.default_rng(0)
+    arrays = []
+    for k, (h, w) in enumerate([(8, 12), (10, 10), (5, 7)]):
+        a = rng.integers(0, 256, (h, w, 3)).astype(np.uint8)
+        a[..., 1] = a[..., 0] // 2 + a[..., 1] // 4  # correlated channels: a non-trivial covariance
+        d = tmp_path / "train" / f"c{k % 2}"
+        d.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(a).save(d / f"{k}.png")
+        arrays.append(a)
+    return tmp_path, arrays
+
+
+def reference(arrays):
+    px = np.concatenate([a.reshape(-1, 3) for a in arrays]).astype(np.float64) / 255
+    cov = np.cov(px.T, bias=True)
+    vals, vecs = np.linalg.eigh(cov)
+    return px.mean(0), px.std(0), vals[::-1], vecs[:, ::-1]
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_stats_match_numpy(data, workers):
+    root, arrays = data
+    train, _ = open_splits(str(root))
+    s = compute_stats(train, workers=workers, progress=False)
+    mean, std, vals, vecs = reference(arrays)
+    assert s["images"] == 3 and s["skipped"] == 0
+    np.testing.assert_allclose(s["mean"], mean, atol=1e-10)
+    np.testing.assert_allclose(s["std"], std, atol=1e-10)
+    np.testing.assert_allclose(s["eigvals"], vals, atol=1e-10)
+    np.testing.assert_allclose(np.abs((np.array(s["eigvecs"]) * vecs).sum(0)), 1, atol=1e-8)  # same up to sign
+
+
+def test_skips_bad_files_and_max_images(data):
+    root, arrays = data
+    (root / "train/c0/bad.jpg").write_bytes(b"garbage")
+    train, _ = open_splits(str(root))
+    s = compute_stats(train, progress=False)
+    assert s["images"] == 3 and s["skipped"] == 1
+    np.testing.assert_allclose(s["mean"], reference(arrays)[0], atol=1e-10)
+    assert compute_stats(train, max_images=2, progress=False)["images"] + 0 <= 2
+
+
+def test_cached_next_to_the_data(data, monkeypatch):
+    root, _ = data
+    train, _ = open_splits(str(root))
+    first = load_or_compute_stats(train, progress=False)
+    assert json.loads((root / "alexnet-stats.json").read_text())["mean"] == first["mean"]
+    monkeypatch.setattr(stats_mod, "compute_stats", lambda *a, **k: pytest.fail("recomputed"))
+    assert load_or_compute_stats(train, progress=False) == first
+
+
+def test_cli_stats(data, tmp_path, capsys):
+    root, arrays = data
+    out = tmp_path / "s.json"
+    assert main(["data", "stats", str(root), "--out", str(out)]) == 0
+    np.testing.assert_allclose(json.loads(out.read_text())["std"], reference(arrays)[1], atol=1e-10)
+    assert str(out) in capsys.readouterr().out

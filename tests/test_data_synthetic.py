@@ -1,0 +1,46 @@
+"""The built-in data set: layout, determinism, and no shortcut through the mean colour."""
+
+import numpy as np
+
+from alexnet.cli import main
+from alexnet.data.decode import decode_image
+from alexnet.data.sources import open_splits
+from alexnet.data.synthetic import CLASSES, make_synthetic
+
+
+def test_layout_and_determinism(tmp_path):
+    a = make_synthetic(tmp_path / "a", classes=4, per_class=3, val_per_class=2, size=32, seed=7)
+    b = make_synthetic(tmp_path / "b", classes=4, per_class=3, val_per_class=2, size=32, seed=7)
+    c = make_synthetic(tmp_path / "c", classes=4, per_class=3, val_per_class=2, size=32, seed=8)
+    files = sorted(p.relative_to(a) for p in a.rglob("*.jpg"))
+    assert len(files) == 4 * 5
+    assert {p.parts[1] for p in files} == set(CLASSES[:4])
+    assert all((a / f).read_bytes() == (b / f).read_bytes() for f in files)  # same seed, same bytes
+    assert sum((a / f).read_bytes() != (c / f).read_bytes() for f in files) == len(files)
+    assert decode_image(a / files[0]).shape == (3, 32, 32)
+    assert (a / files[0]).read_bytes()[:2] == b"\xff\xd8"  # JPEG
+
+
+def test_mean_colour_is_no_shortcut(tmp_path):
+    root = make_synthetic(tmp_path, classes=10, per_class=40, val_per_class=30, size=32, seed=1)
+    train, val = open_splits(str(root))
+
+    def means(split):
+        return np.stack([split.load(i).float().mean(dim=(1, 2)).numpy() for i in range(len(split))])
+
+    xt, yt, xv, yv = means(train), np.array(train.labels), means(val), np.array(val.labels)
+    centroids = np.stack([xt[yt == c].mean(0) for c in range(10)])
+    pred = np.argmin(((xv[:, None] - centroids[None]) ** 2).sum(-1), axis=1)
+    acc = (pred == yv).mean()
+    assert acc < 0.3, f"nearest centroid on mean RGB gets {acc:.0%}: colours give the class away"
+    # the images are not blank: foreground and background differ visibly in every image
+    assert min(float(train.load(i).float().std()) for i in range(0, len(train), 37)) > 10
+
+
+def test_cli_synth(tmp_path, capsys):
+    out = tmp_path / "s"
+    argv = ["data", "synth", str(out), "--classes", "3", "--per-class", "2", "--val-per-class", "1", "--size", "24"]
+    assert main(argv) == 0
+    assert len(list(out.rglob("*.jpg"))) == 9 and "wrote 9 images" in capsys.readouterr().out
+    assert main(["data", "synth", str(out), "--classes", "11"]) == 2
+    assert "2 to 10 classes" in capsys.readouterr().err
