@@ -49,7 +49,7 @@ def test_exact_resume_is_bitwise_identical(tiny_data, tmp_path):
     assert ckpt["classes"] == ["circle", "ring", "square"]
     assert set(ckpt["preprocess"]) == {"resize", "crop", "mean", "std"}
     assert not any(k.startswith(("module.", "_orig_mod.")) for k in ckpt["model"])
-    epochs = [json.loads(line) for line in open(resumed / "metrics.jsonl") if '"epoch"' in line]
+    epochs = [json.loads(line) for line in (resumed / "metrics.jsonl").read_text().splitlines()]
     assert [e["epoch"] for e in epochs if e["kind"] == "epoch"] == [1, 2, 3, 4]
     assert (resumed / "config.json").exists() and (resumed / "eval.json").exists()
 
@@ -96,8 +96,8 @@ def test_checkpoint_survives_sigkill_during_saving(tmp_path):
 
 def test_sigterm_saves_and_resumes(tiny_data, tmp_path):
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "alexnet", "train", tiny_data, "--out", str(out), "--epochs", "200",
-           "--batch-size", "6", "--image-size", "64", "--workers", "0", "--log-every", "1", "--device", "cpu"]  # fmt: skip
+    cmd = [sys.executable, "-m", "alexnet", "train", tiny_data, "--out", str(out), "--epochs", "200"]
+    cmd += ["--batch-size", "6", "--image-size", "64", "--workers", "0", "--log-every", "1", "--device", "cpu"]
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while time.time() < deadline and not (out / "metrics.jsonl").exists():
@@ -110,7 +110,7 @@ def test_sigterm_saves_and_resumes(tiny_data, tmp_path):
     assert "resume with: alexnet train" in err
     ckpt = load_checkpoint(out / "checkpoints" / "last.pt")
     assert ckpt["step"] >= 1
-    resumed = subprocess.run(cmd[:7] + ["--epochs", str(ckpt["epoch"] + 1), "--resume", "auto"] + cmd[9:],
+    resumed = subprocess.run([*cmd[:7], "--epochs", str(ckpt["epoch"] + 1), "--resume", "auto", *cmd[9:]],
                              capture_output=True, text=True, timeout=300)  # fmt: skip
     assert resumed.returncode == 0, resumed.stderr
     assert f"resumed from {out / 'checkpoints' / 'last.pt'}" in resumed.stderr
@@ -149,7 +149,7 @@ def test_a_short_run_learns(tmp_path):
     data = make_synthetic(tmp_path / "data", classes=3, per_class=100, val_per_class=30, size=64)
     run = train(tiny_config(str(data), tmp_path / "run", epochs=6, batch_size=16, max_steps_per_epoch=None,
                             log_every=10, lr=0.01))  # fmt: skip
-    epochs = [json.loads(line) for line in open(run / "metrics.jsonl")]
+    epochs = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     epochs = [e for e in epochs if e["kind"] == "epoch"]
     assert epochs[-1]["train_loss"] < epochs[0]["train_loss"]
     report = json.loads((run / "eval.json").read_text())
