@@ -44,3 +44,10 @@ def test_cli_synth(tmp_path, capsys):
     assert len(list(out.rglob("*.jpg"))) == 9 and "wrote 9 images" in capsys.readouterr().out
     assert main(["data", "synth", str(out), "--classes", "11"]) == 2
     assert "2 to 10 classes" in capsys.readouterr().err
+
+
+def test_no_val_split(tmp_path):
+    root = make_synthetic(tmp_path, classes=2, per_class=1, val_per_class=0, size=16)
+    assert not (root / "val").exists()
+    train, val = open_splits(str(root))
+    assert len(train) == 2 and val is None

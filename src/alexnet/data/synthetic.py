@@ -58,7 +58,7 @@ def make_synthetic(
     out = Path(out)
     grid = _grid(2 * size)
     for split_code, (split, n) in enumerate((("train", per_class), ("val", val_per_class))):
-        for c in range(classes):
+        for c in range(classes if n > 0 else 0):  # no val/ at all rather than empty class folders
             folder = out / split / CLASSES[c]
             folder.mkdir(parents=True, exist_ok=True)
             for i in range(n):
