@@ -86,8 +86,11 @@ def export_onnx(
     """Write ``out`` (.onnx) with a dynamic batch axis and metadata; return the parity max abs diff (or None)."""
     try:
         import onnx
-    except ImportError:
-        raise UserError("ONNX export needs onnx and onnxruntime: pip install 'alexnet[onnx]'") from None
+        import onnxscript  # noqa: F401 - the dynamo exporter needs it
+    except ImportError as e:
+        raise UserError(
+            f"ONNX export needs {e.name}: pip install 'alexnet[onnx]' (onnx, onnxscript, onnxruntime)"
+        ) from None
     model = model.float().eval()
     batch = torch.export.Dim("batch", min=1, max=4096)
     torch.onnx.export(
