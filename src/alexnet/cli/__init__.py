@@ -13,7 +13,7 @@ import sys
 from ..errors import UserError
 
 # Command modules, in the order `alexnet --help` lists them.
-COMMANDS = ["info", "data", "train", "evaluate", "predict", "features", "export", "plot"]
+COMMANDS = ["info", "data", "train", "evaluate", "predict", "features", "export", "plot", "bench"]
 
 
 def build_parser() -> argparse.ArgumentParser:

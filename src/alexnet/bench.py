@@ -1,0 +1,354 @@
+"""Throughput, measured side by side in one run: the model alone, the input pipelines alone, and both together.
+
+1. model: training steps on random tensors already on the device -> img/s and MFU (counted FLOPs / peak FLOPs).
+2. loaders: (a) the reference pipeline of pytorch/examples (PIL + RandomResizedCrop + ToTensor + Normalize in
+   DataLoader workers), (b) our folder pipeline (``FolderLoader``), (c) the packed loader (``PackedLoader``).
+3. end to end: training steps fed by (b) and by (c), and their ratio to (1).
+
+Every number is the median over ``repeats`` windows of ``steps`` batches each, after warm-up. Timing uses CUDA events
+on the GPU and ``perf_counter`` on the CPU (where every op is synchronous). All loaders use the same augmentation
+(RandomResizedCrop + flip) so their speeds compare like for like.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import statistics
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from .device import autocast, resolve_device, resolve_precision
+from .errors import UserError
+
+# Dense peak tensor-core FLOP/s (bf16/fp16, no sparsity), from the vendors' data sheets.
+PEAK_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12}
+IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
+
+
+@dataclass
+class BenchConfig:
+    data: str | None = None  # image folder / ImageNet / CIFAR / pack dir; None = generated synthetic data
+    arch: str = "alexnet"
+    batch_size: int = 256
+    image_size: int = 224  # px, the training crop
+    precision: str = "auto"
+    channels_last: bool = False
+    compile: bool = False
+    steps: int = 20  # batches per timed window
+    repeats: int = 3  # timed windows; medians are reported
+    warmup: int = 3  # untimed batches before the windows
+    workers: int = 4  # DataLoader workers (reference and folder pipelines) and packing processes
+    device: str = "auto"
+    synthetic_images: int = 2000  # generated train images when data is None
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# timing
+
+
+def _timed(device: torch.device, fn: Callable[[], None]) -> float:
+    """Seconds that ``fn`` takes, including all device work it queued."""
+    if device.type == "cuda":
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end) / 1000
+    t0 = time.perf_counter()
+    fn()
+    if device.type == "mps":
+        torch.mps.synchronize()
+    return time.perf_counter() - t0
+
+
+def _measure(device: torch.device, cfg: BenchConfig, run: Callable[[int], None], images_per_batch: int) -> dict:
+    """img/s over ``repeats`` windows of ``steps`` batches after ``warmup`` batches."""
+    run(cfg.warmup)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    rates = [images_per_batch * cfg.steps / _timed(device, lambda: run(cfg.steps)) for _ in range(cfg.repeats)]
+    return {"img_s": statistics.median(rates), "runs": rates}
+
+
+def _endless(loader) -> Iterator:
+    """Batches forever, moving to the next epoch (``set_epoch``) when one ends."""
+    epoch = 0
+    while True:
+        if hasattr(loader, "set_epoch"):
+            loader.set_epoch(epoch)
+        yield from loader
+        epoch += 1
+
+
+def _consume(it: Iterator, device: torch.device, step: Callable | None = None) -> Callable[[int], None]:
+    def run(n: int) -> None:
+        for _ in range(n):
+            x, y = next(it)
+            if step is not None:
+                step(x, y)
+            elif x.device != device:  # the reference loader yields CPU tensors: count the copy as its work
+                x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+
+    return run
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# the pieces
+
+
+def _train_step(model: torch.nn.Module, device: torch.device, dtype: torch.dtype, channels_last: bool) -> Callable:
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, weight_decay=5e-4)
+    scaler = torch.amp.GradScaler(device.type) if dtype == torch.float16 else None
+
+    def step(x: torch.Tensor, y: torch.Tensor) -> None:
+        if x.device != device:
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with autocast(device, dtype):
+            loss = F.cross_entropy(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        if scaler is None:
+            loss.backward()
+            opt.step()
+        else:
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+
+    return step
+
+
+def _flops_per_image(model: torch.nn.Module, image_size: int, num_classes: int) -> int:
+    """Training FLOPs per image (forward + backward), counted by PyTorch on a batch of 2 on the CPU."""
+    import copy
+
+    from .summary import count_flops
+
+    m = copy.deepcopy(model).float().cpu()
+    x, y = torch.randn(2, 3, image_size, image_size), torch.randint(0, num_classes, (2,))
+    return count_flops(lambda: F.cross_entropy(m(x), y).backward()) // 2
+
+
+def peak_flops(device: torch.device, dtype: torch.dtype) -> float | None:
+    """Dense bf16/fp16 peak FLOP/s of a known GPU; None elsewhere (CPU, fp32, unknown cards)."""
+    if device.type != "cuda" or dtype == torch.float32:
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((v for k, v in PEAK_FLOPS.items() if k in name), None)
+
+
+def _prepare_data(cfg: BenchConfig, tmp: Path) -> tuple[str | None, Path]:
+    """(image folder or None, pack dir): generated, or packed from ``cfg.data``, or ``cfg.data`` if it is a pack."""
+    from .data.packed import is_packed, pack_dataset
+
+    resize = round(cfg.image_size * 256 / 224)  # the paper's 256:224 ratio
+    if cfg.data is not None and is_packed(cfg.data):
+        return None, Path(cfg.data)
+    folder = cfg.data
+    if folder is None:
+        from .data.synthetic import make_synthetic
+
+        per_class = max(1, cfg.synthetic_images // 10)
+        folder = str(make_synthetic(tmp / "synthetic", classes=10, per_class=per_class, val_per_class=1, size=resize))
+    pack = tmp / "packed"
+    pack_dataset(folder, pack, size=resize, workers=cfg.workers, progress=False)
+    return folder, pack
+
+
+def _reference_loader(folder: str, cfg: BenchConfig, device: torch.device):
+    """pytorch/examples imagenet: ImageFolder + PIL transforms in DataLoader workers."""
+    import torchvision.datasets as D
+    import torchvision.transforms as T
+
+    from .data.sources import open_splits
+
+    train, _ = open_splits(folder)
+    tf = T.Compose(
+        [
+            T.RandomResizedCrop(cfg.image_size),
+            T.RandomHorizontalFlip(),
+            T.ToTensor(),
+            T.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+        ]
+    )
+    ds = D.ImageFolder(str(Path(train.root)), tf)
+    return torch.utils.data.DataLoader(
+        ds,
+        batch_size=cfg.batch_size,
+        shuffle=True,
+        num_workers=cfg.workers,
+        pin_memory=device.type == "cuda",
+        drop_last=True,
+        persistent_workers=cfg.workers > 0,
+    )
+
+
+def _folder_loader(folder: str, cfg: BenchConfig, device: torch.device):
+    from .data.loader import FolderLoader
+    from .data.sources import open_splits
+
+    train, _ = open_splits(folder)
+    return FolderLoader(
+        train,
+        batch_size=cfg.batch_size,
+        train=True,
+        preset="torchvision",
+        crop_size=cfg.image_size,
+        resize_size=round(cfg.image_size * 256 / 224),
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
+        device=device,
+        channels_last=cfg.channels_last,
+        workers=cfg.workers,
+    )
+
+
+def _packed_loader(pack: Path, cfg: BenchConfig, device: torch.device):
+    from .data.packed_loader import PackedLoader
+
+    return PackedLoader(
+        pack,
+        "train",
+        batch_size=cfg.batch_size,
+        train=True,
+        preset="torchvision",
+        crop_size=cfg.image_size,
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
+        device=device,
+        channels_last=cfg.channels_last,
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# the run
+
+
+def run_bench(cfg: BenchConfig, log: Callable[[str], None] = print) -> dict:
+    """Run all measurements on one device and return the results (see ``format_results``)."""
+    from .model import create_model
+
+    if cfg.batch_size < 1 or cfg.steps < 1 or cfg.repeats < 1:
+        raise UserError("--batch-size, --steps and --repeats must be at least 1")
+    device = resolve_device(cfg.device)
+    dtype = resolve_precision(cfg.precision, device)
+    results: dict[str, dict] = {}
+    with tempfile.TemporaryDirectory(prefix="alexnet-bench-") as tmp:
+        log("preparing data ...")
+        folder, pack = _prepare_data(cfg, Path(tmp))
+        from .data.packed import read_manifest
+
+        num_classes = len(read_manifest(pack)["classes"])
+        n_images = read_manifest(pack)["splits"]["train"]["count"]
+        if n_images < cfg.batch_size:
+            raise UserError(f"--batch-size {cfg.batch_size} is larger than the {n_images} training images")
+
+        model = create_model(cfg.arch, num_classes=num_classes).to(device)
+        if cfg.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        flops = _flops_per_image(model, cfg.image_size, num_classes)
+        runner = torch.compile(model) if cfg.compile else model
+        step = _train_step(runner, device, dtype, cfg.channels_last)
+
+        log("1. model only ...")
+        x = torch.randn(cfg.batch_size, 3, cfg.image_size, cfg.image_size, device=device)
+        y = torch.randint(0, num_classes, (cfg.batch_size,), device=device)
+        results["model"] = _measure(device, cfg, lambda n: [step(x, y) for _ in range(n)], cfg.batch_size)
+
+        loaders: dict[str, Callable[[], object]] = {}
+        if folder is not None:
+            loaders["reference"] = lambda: _reference_loader(folder, cfg, device)
+            loaders["folder"] = lambda: _folder_loader(folder, cfg, device)
+        loaders["packed"] = lambda: _packed_loader(pack, cfg, device)
+        for name, make in loaders.items():
+            log(f"2. loader only: {name} ...")
+            with contextlib.closing(_endless(make())) as it:
+                results[f"loader_{name}"] = _measure(device, cfg, _consume(it, device), cfg.batch_size)
+        for name in ("folder", "packed"):
+            if name in loaders:
+                log(f"3. end to end: {name} ...")
+                with contextlib.closing(_endless(loaders[name]())) as it:
+                    results[f"train_{name}"] = _measure(device, cfg, _consume(it, device, step), cfg.batch_size)
+
+    model_rate = results["model"]["img_s"]
+    peak = peak_flops(device, dtype)
+    results["model"]["mfu"] = None if peak is None else model_rate * flops / peak
+    ratios = {}
+    if "loader_reference" in results:
+        ref = results["loader_reference"]["img_s"]
+        for name in ("folder", "packed"):
+            if f"loader_{name}" in results:
+                ratios[f"loader_{name}_vs_reference"] = results[f"loader_{name}"]["img_s"] / ref
+    for name in ("folder", "packed"):
+        if f"train_{name}" in results:
+            ratios[f"train_{name}_vs_model"] = results[f"train_{name}"]["img_s"] / model_rate
+    return {
+        "device": _device_name(device),
+        "torch": torch.__version__,
+        "precision": str(dtype).replace("torch.", ""),
+        "train_gflop_per_image": flops / 1e9,
+        "peak_flops": peak,
+        "settings": asdict(cfg),
+        "results": results,
+        "ratios": ratios,
+        "date": time.strftime("%Y-%m-%d", time.gmtime()),
+    }
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    if device.type == "cpu":
+        return f"cpu ({torch.get_num_threads()} threads)"
+    return device.type
+
+
+LABELS = {
+    "model": "1. model only (synthetic tensors on device)",
+    "loader_reference": "2a. loader: reference (PIL + DataLoader)",
+    "loader_folder": "2b. loader: folder pipeline",
+    "loader_packed": "2c. loader: packed",
+    "train_folder": "3b. end to end: folder pipeline",
+    "train_packed": "3c. end to end: packed",
+}
+
+
+def format_results(r: dict) -> str:
+    """The results as a fixed-width table with the device, versions and settings above it."""
+    s = r["settings"]
+    lines = [
+        f"device: {r['device']}, torch {r['torch']}, precision {r['precision']}",
+        f"arch {s['arch']}, batch {s['batch_size']}, {s['image_size']} px, channels_last {s['channels_last']}, "
+        f"compile {s['compile']}, {s['steps']} steps x {s['repeats']} repeats (median), {s['workers']} workers",
+        f"{'measurement':<46}{'img/s':>12}{'min':>10}{'max':>10}{'ratio':>16}",
+        "-" * 94,
+    ]
+    ratio_of = {
+        "loader_folder": ("loader_folder_vs_reference", "x ref"),
+        "loader_packed": ("loader_packed_vs_reference", "x ref"),
+        "train_folder": ("train_folder_vs_model", "x model"),
+        "train_packed": ("train_packed_vs_model", "x model"),
+    }
+    for key, label in LABELS.items():
+        if key not in r["results"]:
+            continue
+        m = r["results"][key]
+        ratio = ""
+        if key in ratio_of and ratio_of[key][0] in r["ratios"]:
+            ratio = f"{r['ratios'][ratio_of[key][0]]:.2f} {ratio_of[key][1]}"
+        lines.append(f"{label:<46}{m['img_s']:>12,.0f}{min(m['runs']):>10,.0f}{max(m['runs']):>10,.0f}{ratio:>16}")
+    mfu = r["results"]["model"].get("mfu")
+    lines.append(
+        f"model FLOPs: {r['train_gflop_per_image']:.3f} GFLOP per training image; "
+        f"MFU: {'n/a' if mfu is None else f'{mfu:.1%}'}"
+        + ("" if r["peak_flops"] is None else f" of {r['peak_flops'] / 1e12:.0f} TFLOP/s")
+    )
+    return "\n".join(lines)

@@ -1,0 +1,436 @@
+"""Packed data sets: every image decoded once, resized to S x S and stored raw, so training only copies bytes.
+
+Layout of a pack directory ``OUT`` (format ``alexnet-packed``, version 1)::
+
+    OUT/manifest.json          written LAST, atomically (tmp file + rename): its presence marks a complete pack
+    OUT/.packing               present while ``pack_dataset`` runs; a directory with it and no manifest is half-written
+    OUT/<split>/images.u8      raw uint8, N x S x S x 3 (NHWC, RGB), C order: np.memmap(..., shape=(N, S, S, 3))
+    OUT/<split>/labels.npy     int64 (N,), class indices into manifest["classes"]
+
+``manifest.json`` holds: ``format``, ``version``, ``size`` (S, px), ``resize`` (``shorter-centre``: shorter side to S
+then centre crop, as the paper; ``squash``: both sides to S), ``classes``, ``stats`` (the train split's per-channel
+``mean``/``std`` and RGB covariance ``eigvals``/``eigvecs`` for the paper's PCA colour noise, all in [0, 1] scale;
+``eigvecs[:, k]`` is the k-th eigenvector), and per split: ``count``, ``images_bytes``, ``labels_blake2b``,
+``chunk_rows`` and ``chunk_blake2b`` (one BLAKE2b-128 digest per ``chunk_rows`` images, so a check can be partial or
+parallel) and ``skipped`` (files that failed to decode, with the reason). Opening a pack always checks the manifest,
+the file sizes and the labels digest (cheap); ``verify_pack`` also re-hashes every image chunk.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import resource
+import shutil
+import sys
+import time
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from ..errors import UserError
+
+FORMAT = "alexnet-packed"
+VERSION = 1
+MANIFEST = "manifest.json"
+IN_PROGRESS = ".packing"
+RESIZE_MODES = ("shorter-centre", "squash")
+CHUNK_BYTES = 16 << 20  # rows per checksum chunk = this // bytes per image
+TASK_IMAGES = 32  # images per worker task
+
+
+class SplitLike(Protocol):
+    """What packing needs from a source split (``alexnet.data.sources.Split`` fits)."""
+
+    name: str
+    classes: list[str]
+    labels: Any
+
+    def __len__(self) -> int: ...
+    def load(self, i: int) -> torch.Tensor: ...  # uint8 (3, H, W)
+    def describe(self, i: int) -> str: ...
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# reading
+
+
+@dataclass
+class PackedSplit:
+    """One split of a pack, memory-mapped: ``images[i]`` is an (S, S, 3) uint8 view, ``labels[i]`` its class."""
+
+    root: Path
+    name: str
+    images: np.ndarray  # np.memmap (N, S, S, 3) uint8, read-only
+    labels: np.ndarray  # (N,) int64
+    classes: list[str]
+    size: int
+    manifest: dict
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def _rerun_hint(root: Path, manifest: dict | None = None) -> str:
+    size = f" --size {manifest['size']}" if manifest else ""
+    return f"re-run `alexnet data pack SRC {root}{size}` to rebuild it"
+
+
+def is_packed(path: str | Path | None) -> bool:
+    """True if ``path`` is a pack directory: complete (manifest) or half-written (so opening it explains why not)."""
+    if path is None:
+        return False
+    p = Path(path)
+    return p.is_dir() and ((p / MANIFEST).is_file() or (p / IN_PROGRESS).exists())
+
+
+def read_manifest(root: str | Path) -> dict:
+    """The validated manifest of a complete pack; ``UserError`` for half-written, foreign or inconsistent ones."""
+    root = Path(root)
+    path = root / MANIFEST
+    if not path.is_file():
+        if (root / IN_PROGRESS).exists():
+            raise UserError(f"{root} is a half-written pack (packing was interrupted); {_rerun_hint(root)}")
+        raise UserError(f"{root} is not a packed data set (no {MANIFEST}); create one with `alexnet data pack`")
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise UserError(f"{path} is not readable JSON ({e}); {_rerun_hint(root)}") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise UserError(f"{path} is not an {FORMAT} manifest")
+    if manifest.get("version") != VERSION:
+        raise UserError(
+            f"{path}: pack format version {manifest.get('version')} is not supported (this code reads "
+            f"version {VERSION}); {_rerun_hint(root)}"
+        )
+    if (root / IN_PROGRESS).exists():
+        raise UserError(f"{root} is being re-packed or the re-pack was interrupted; {_rerun_hint(root, manifest)}")
+    size = manifest["size"]
+    for name, info in manifest["splits"].items():
+        images, labels = root / name / "images.u8", root / name / "labels.npy"
+        expected = info["count"] * size * size * 3
+        if not images.is_file() or images.stat().st_size != expected:
+            got = images.stat().st_size if images.is_file() else "missing"
+            raise UserError(
+                f"{images}: {got} bytes, manifest says {expected} (half-written or corrupt pack); "
+                f"{_rerun_hint(root, manifest)}"
+            )
+        if not labels.is_file() or _file_digest(labels) != info["labels_blake2b"]:
+            raise UserError(f"{labels}: missing or checksum mismatch (corrupt pack); {_rerun_hint(root, manifest)}")
+    return manifest
+
+
+def open_packed(root: str | Path, split: str, *, verify: bool = False) -> PackedSplit:
+    """Memory-map one split of a pack (``verify=True`` re-hashes every image chunk first)."""
+    root = Path(root)
+    manifest = read_manifest(root)
+    if split not in manifest["splits"]:
+        raise UserError(f"{root} has no split {split!r} (it has: {', '.join(manifest['splits'])})")
+    if verify:
+        verify_pack(root, splits=[split], manifest=manifest)
+    size, n = manifest["size"], manifest["splits"][split]["count"]
+    d = root / split
+    if n:
+        images = np.memmap(d / "images.u8", dtype=np.uint8, mode="r", shape=(n, size, size, 3))
+    else:
+        images = np.zeros((0, size, size, 3), np.uint8)
+    labels = np.load(d / "labels.npy")
+    return PackedSplit(root, split, images, labels, list(manifest["classes"]), size, manifest)
+
+
+def verify_pack(root: str | Path, *, splits: list[str] | None = None, manifest: dict | None = None) -> None:
+    """Re-hash every image chunk against the manifest; ``UserError`` naming the first bad chunk."""
+    root = Path(root)
+    manifest = manifest or read_manifest(root)
+    row_bytes = manifest["size"] ** 2 * 3
+    for name in splits or list(manifest["splits"]):
+        info = manifest["splits"][name]
+        step = info["chunk_rows"] * row_bytes
+        with open(root / name / "images.u8", "rb") as f:
+            for k, want in enumerate(info["chunk_blake2b"]):
+                if hashlib.blake2b(f.read(step), digest_size=16).hexdigest() != want:
+                    first = k * info["chunk_rows"]
+                    raise UserError(
+                        f"{root / name / 'images.u8'}: checksum mismatch in images {first}.."
+                        f"{first + info['chunk_rows'] - 1} (corrupt pack); {_rerun_hint(root, manifest)}"
+                    )
+
+
+def _file_digest(path: Path) -> str:
+    h = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# writing: workers decode + resize, the parent writes rows in order
+
+
+def resize_for_pack(img: torch.Tensor, size: int, resize: str) -> torch.Tensor:
+    """uint8 (3, H, W) -> uint8 (3, size, size): the preset resize (shorter side + centre crop) or a squash."""
+    from .transforms import center_crop, resize_shorter
+
+    if resize == "shorter-centre":
+        return center_crop(resize_shorter(img, size), size)
+    if resize == "squash":
+        from torchvision.transforms.functional import resize as F_resize
+
+        return F_resize(img, [size, size], antialias=True)
+    raise UserError(f"--resize {resize!r} is not one of {', '.join(RESIZE_MODES)}")
+
+
+_WORKER: dict[str, Any] = {}
+
+
+def _init_worker(split: SplitLike, size: int, resize: str, pool: bool = False) -> None:
+    if pool:
+        torch.set_num_threads(1)  # one process per core already
+    _WORKER.update(split=split, size=size, resize=resize)
+
+
+def _decode_range(start: int, stop: int) -> tuple[np.ndarray, np.ndarray, list[tuple[str, str]], np.ndarray]:
+    """Decode images [start, stop): (good images (k,S,S,3), their positions, bad (describe, reason), pixel sums)."""
+    from .decode import DecodeError
+
+    split, size, resize = _WORKER["split"], _WORKER["size"], _WORKER["resize"]
+    out = np.empty((stop - start, size, size, 3), np.uint8)
+    good, bad = [], []
+    sums = np.zeros(3 + 9 + 1)  # sum x (3), sum x x^T (9), pixel count, in [0, 1] scale
+    for i in range(start, stop):
+        try:
+            img = split.load(i)
+        except DecodeError as e:
+            bad.append((split.describe(i), str(e)))
+            continue
+        img = resize_for_pack(img, size, resize)  # (3, S, S)
+        row = out[len(good)]
+        row[...] = img.permute(1, 2, 0).numpy()
+        px = row.reshape(-1, 3).astype(np.float64) / 255.0
+        sums[:3] += px.sum(0)
+        sums[3:12] += (px.T @ px).ravel()
+        sums[12] += len(px)
+        good.append(i)
+    return out[: len(good)], np.asarray(good, np.int64), bad, sums
+
+
+def _stats(sums: np.ndarray) -> dict:
+    n = max(sums[12], 1.0)
+    mean = sums[:3] / n
+    cov = sums[3:12].reshape(3, 3) / n - np.outer(mean, mean)
+    eigvals, eigvecs = np.linalg.eigh(cov)
+    order = eigvals.argsort()[::-1]  # largest first, as usually listed
+    return {
+        "mean": mean.tolist(),
+        "std": np.sqrt(np.clip(np.diag(cov), 0, None)).tolist(),
+        "eigvals": np.clip(eigvals[order], 0, None).tolist(),
+        "eigvecs": eigvecs[:, order].tolist(),
+    }
+
+
+def _peak_rss_mib() -> dict[str, float]:
+    """Peak resident memory so far (MiB) of this process and of the largest finished child (Linux: KiB units)."""
+    scale = 1 / 1024 if sys.platform != "darwin" else 1 / 2**20
+    return {
+        "parent": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale,
+        "largest_worker": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * scale,
+    }
+
+
+def _prepare_out(out: Path) -> None:
+    """Make ``out`` ready for a fresh pack; refuse to clobber a directory that is not (or not yet) a pack."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out} exists and is not a directory")
+    if out.is_dir() and any(out.iterdir()) and not is_packed(out):
+        raise UserError(f"{out} is a non-empty directory that is not a pack; choose an empty or new directory")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / IN_PROGRESS).write_text("packing started; a complete pack has manifest.json and no .packing file\n")
+    (out / MANIFEST).unlink(missing_ok=True)  # from here on, the directory never looks complete until the end
+    for child in out.iterdir():
+        if child.is_dir():
+            shutil.rmtree(child)
+        elif child.name not in (IN_PROGRESS,):
+            child.unlink()
+
+
+def _pack_split(
+    split: SplitLike, d: Path, size: int, resize: str, workers: int, progress: bool
+) -> tuple[dict, np.ndarray]:
+    """Write one split; returns its manifest entry and its pixel sums."""
+    d.mkdir(parents=True)
+    n, row_bytes = len(split), size * size * 3
+    chunk_rows = max(1, CHUNK_BYTES // row_bytes)
+    images_path = d / "images.u8"
+    labels_all = np.asarray(split.labels, dtype=np.int64)
+    labels: list[np.ndarray] = []
+    skipped: list[tuple[str, str]] = []
+    sums = np.zeros(13)
+    digests: list[str] = []
+    hasher, rows_in_chunk, written = hashlib.blake2b(digest_size=16), 0, 0
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=n, desc=f"pack {split.name}", unit="img", file=sys.stderr)
+
+    def consume(result: tuple[np.ndarray, np.ndarray, list[tuple[str, str]], np.ndarray], f) -> None:
+        nonlocal hasher, rows_in_chunk, written
+        imgs, good, bad, s = result
+        f.write(memoryview(np.ascontiguousarray(imgs)).cast("B"))
+        for row in imgs:  # chunked digests, updated in write order
+            hasher.update(memoryview(row).cast("B"))
+            rows_in_chunk += 1
+            if rows_in_chunk == chunk_rows:
+                digests.append(hasher.hexdigest())
+                hasher, rows_in_chunk = hashlib.blake2b(digest_size=16), 0
+        written += len(imgs)
+        labels.append(labels_all[good])
+        skipped.extend(bad)
+        sums[:] += s
+        if bar is not None:
+            bar.update(len(good) + len(bad))
+
+    ranges = [(a, min(a + TASK_IMAGES, n)) for a in range(0, n, TASK_IMAGES)]
+    with open(images_path, "wb") as f:
+        if workers <= 1:
+            _init_worker(split, size, resize)
+            for a, b in ranges:
+                consume(_decode_range(a, b), f)
+        else:
+            # Bounded window of tasks in flight: memory stays ~2 x workers x TASK_IMAGES images whatever N is.
+            # fork, as DataLoader workers on Linux: no re-import of torch per worker (spawn costs seconds each)
+            ctx = get_context("fork" if sys.platform.startswith("linux") else "spawn")
+            with ProcessPoolExecutor(
+                workers, mp_context=ctx, initializer=_init_worker, initargs=(split, size, resize, True)
+            ) as pool:
+                pending: list[Future] = []
+                todo = iter(ranges)
+                for a, b in todo:
+                    pending.append(pool.submit(_decode_range, a, b))
+                    if len(pending) >= 2 * workers:
+                        break
+                while pending:
+                    consume(pending.pop(0).result(), f)
+                    nxt = next(todo, None)
+                    if nxt is not None:
+                        pending.append(pool.submit(_decode_range, *nxt))
+    if bar is not None:
+        bar.close()
+    if rows_in_chunk:
+        digests.append(hasher.hexdigest())
+    np.save(d / "labels.npy", np.concatenate(labels) if labels else np.zeros(0, np.int64))
+    entry = {
+        "count": written,
+        "images_bytes": written * row_bytes,
+        "labels_blake2b": _file_digest(d / "labels.npy"),
+        "chunk_rows": chunk_rows,
+        "chunk_blake2b": digests,
+        "skipped": [list(s) for s in skipped],
+    }
+    return entry, sums
+
+
+def pack_splits(
+    splits: dict[str, SplitLike],
+    out: str | Path,
+    *,
+    size: int = 256,
+    resize: str = "shorter-centre",
+    workers: int | None = None,
+    progress: bool = True,
+    source: str = "",
+) -> dict:
+    """Pack already-opened splits (``{"train": Split, "val": Split}``) into ``out``; returns the manifest.
+
+    Statistics (mean/std/PCA) come from the ``train`` split (or the first one). ``workers``: decoding processes
+    (default: all cores; 0 or 1 decodes in this process). Bad files are skipped and listed in ``manifest["skipped"]``.
+    """
+    if resize not in RESIZE_MODES:
+        raise UserError(f"--resize {resize!r} is not one of {', '.join(RESIZE_MODES)}")
+    if size < 1:
+        raise UserError(f"--size {size} must be a positive number of pixels")
+    if not splits:
+        raise UserError("nothing to pack: no splits")
+    classes = list(next(iter(splits.values())).classes)
+    workers = (os.cpu_count() or 1) if workers is None else workers
+    out = Path(out)
+    t0 = time.perf_counter()
+    _prepare_out(out)
+    entries, stats_sums = {}, None
+    for name, split in splits.items():
+        entries[name], sums = _pack_split(split, out / name, size, resize, workers, progress)
+        if stats_sums is None or name == "train":
+            stats_sums = sums
+    manifest = {
+        "format": FORMAT,
+        "version": VERSION,
+        "size": size,
+        "resize": resize,
+        "layout": "NHWC uint8 RGB",
+        "classes": classes,
+        "stats": _stats(stats_sums),
+        "splits": entries,
+        "source": source,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "seconds": round(time.perf_counter() - t0, 3),
+        "peak_rss_mib": _peak_rss_mib(),
+    }
+    tmp = out / (MANIFEST + ".tmp")
+    tmp.write_text(json.dumps(manifest, indent=1))
+    os.replace(tmp, out / MANIFEST)  # atomic: the pack is complete exactly when this name exists ...
+    (out / IN_PROGRESS).unlink()  # ... and no longer marked in progress
+    return manifest
+
+
+def pack_dataset(
+    src: str | Path | None,
+    out: str | Path,
+    *,
+    size: int = 256,
+    resize: str = "shorter-centre",
+    workers: int | None = None,
+    progress: bool = True,
+    train_dir: str | None = None,
+    val_dir: str | None = None,
+    cache_dir: str | None = None,
+) -> dict:
+    """Pack any supported source (image folders, ImageNet layout, CIFAR; None = built-in synthetic) into ``out``."""
+    from .sources import open_splits
+
+    train, val = open_splits(
+        None if src is None else str(src), train_dir=train_dir, val_dir=val_dir, cache_dir=cache_dir
+    )
+    splits = {"train": train} if val is None else {"train": train, "val": val}
+    return pack_splits(
+        splits,
+        out,
+        size=size,
+        resize=resize,
+        workers=workers,
+        progress=progress,
+        source=str(src) if src is not None else "synthetic",
+    )
+
+
+def describe_pack(manifest: dict) -> str:
+    """A few human lines about a finished pack (counts, skipped files, peak memory, time)."""
+    lines = [
+        f"pack: {manifest['size']} px ({manifest['resize']}), {len(manifest['classes'])} classes, "
+        f"{manifest['seconds']:.1f} s"
+    ]
+    for name, info in manifest["splits"].items():
+        lines.append(
+            f"  {name}: {info['count']} images, {info['images_bytes'] / 2**20:.1f} MiB, {len(info['skipped'])} skipped"
+        )
+        for desc, reason in info["skipped"][:10]:
+            lines.append(f"    skipped {desc}: {reason}")
+    rss = manifest["peak_rss_mib"]
+    lines.append(f"  peak RSS: {rss['parent']:.0f} MiB (writer), {rss['largest_worker']:.0f} MiB (largest worker)")
+    return "\n".join(lines)

@@ -1,0 +1,230 @@
+"""The packed loader: shuffled uint8 batches gathered from a memory map, augmented on the device in whole batches.
+
+Per step: a background thread gathers the batch's rows from the memory map (indices sorted for locality, written
+back in batch order) into a pinned staging buffer with a few threads, draws the batch's random parameters from
+``generator(seed, epoch, step, rank)`` and, on CUDA, starts the copy to the device on a side stream. The main thread
+waits only for that copy's event and runs the augmentation (``batch_aug``). ``prefetch`` batches are in flight.
+The same code runs on CPU tensors (the "copy" is then the staging buffer itself).
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import UserError
+from . import batch_aug as A
+from .packed import open_packed
+from .sampling import generator, rank_batches
+
+_DONE = object()
+
+
+class PackedLoader:
+    """Batches of one split of a pack for one rank, as normalised float tensors on ``device`` (loader protocol).
+
+    Yields ``(x, y)``: ``x`` float32 (B, 3, crop, crop) — (B, 10, 3, crop, crop) with ``ten_crop`` — normalised and
+    channels-last if asked; ``y`` int64 (B,). Train: reshuffled per epoch, ``preset`` ``paper`` (random crop + flip +
+    PCA noise if ``pca``) or ``torchvision`` (RandomResizedCrop + flip). Eval: centre crop (or ten crops), in order.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        split: str,
+        *,
+        batch_size: int,
+        train: bool,
+        preset: str = "paper",
+        crop_size: int = 224,
+        mean: Sequence[float],
+        std: Sequence[float],
+        pca: dict | None = None,
+        pca_std: float = 0.1,
+        seed: int = 0,
+        device: torch.device | str = "cpu",
+        rank: int = 0,
+        world_size: int = 1,
+        drop_last: bool | None = None,
+        channels_last: bool = False,
+        ten_crop: bool = False,
+        prefetch: int = 2,
+        gather_threads: int = 4,
+    ) -> None:
+        self.data = open_packed(root, split)
+        if preset not in A.PRESETS:
+            raise UserError(f"--preset {preset!r} is not one of {', '.join(A.PRESETS)}")
+        if crop_size > self.data.size:
+            raise UserError(
+                f"crop size {crop_size} px is larger than the packed images ({self.data.size} px in "
+                f"{self.data.root}); re-pack with a larger --size or crop smaller"
+            )
+        if batch_size < 1:
+            raise UserError(f"batch size {batch_size} must be at least 1")
+        self.classes = self.data.classes
+        self.num_samples = len(self.data)
+        self.batch_size, self.train, self.preset, self.crop_size = batch_size, train, preset, crop_size
+        self.seed, self.rank, self.world_size = seed, rank, world_size
+        self.drop_last = train if drop_last is None else drop_last
+        self.device = torch.device(device)
+        self.channels_last, self.ten_crop = channels_last, ten_crop
+        self.prefetch, self.gather_threads = max(1, prefetch), max(1, gather_threads)
+        self.mean, self.std = A.as_tensor3(mean, self.device), A.as_tensor3(std, self.device)
+        self.pca_std = pca_std if (train and pca is not None and pca_std > 0 and preset == "paper") else None
+        if self.pca_std is not None:
+            self.eigvals, self.eigvecs = (
+                A.as_tensor3(pca["eigvals"], self.device),
+                A.as_tensor3(pca["eigvecs"], self.device),
+            )
+        self.labels = torch.from_numpy(np.asarray(self.data.labels, dtype=np.int64))
+        self.bad_files: list[tuple[str, str]] = []  # bad files were skipped when packing
+        self.epoch, self.start_batch, self.next_batch = 0, 0, 0
+
+    # -- protocol -----------------------------------------------------------------------------------------------------
+
+    def _batches(self) -> list[torch.Tensor]:
+        if self.train or self.world_size == 1:
+            return rank_batches(
+                self.num_samples,
+                batch_size=self.batch_size,
+                seed=self.seed,
+                epoch=self.epoch,
+                shuffle=self.train,
+                drop_last=self.drop_last,
+                rank=self.rank,
+                world_size=self.world_size,
+            )
+        # evaluation across ranks: every sample exactly once (no padding), so summed metrics are exact
+        return list(torch.arange(self.rank, self.num_samples, self.world_size).split(self.batch_size))
+
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        """Select the epoch (its order and augmentation) and skip its first ``start_batch`` batches."""
+        self.epoch, self.start_batch, self.next_batch = epoch, start_batch, start_batch
+
+    def __len__(self) -> int:
+        return len(self._batches())
+
+    def state(self) -> dict:
+        """Where to resume: ``set_epoch(state["epoch"], state["start_batch"])``."""
+        return {"epoch": self.epoch, "start_batch": self.next_batch}
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        steps = list(enumerate(self._batches()))[self.start_batch :]
+        if not steps:
+            return
+        cuda = self.device.type == "cuda"
+        size = self.data.size
+        nbuf = self.prefetch + 2  # queue (prefetch) + one being filled + one in use by the consumer
+        shape = (self.batch_size, size, size, 3)
+        bufs = [torch.empty(shape, dtype=torch.uint8, pin_memory=cuda) for _ in range(nbuf)]
+        copied = [None] * nbuf  # CUDA event per buffer: its last host-to-device copy finished
+        side = torch.cuda.Stream(self.device) if cuda else None
+        q: queue.Queue = queue.Queue(maxsize=self.prefetch)
+        stop = threading.Event()
+
+        def produce() -> None:
+            try:
+                with ThreadPoolExecutor(self.gather_threads) as pool:
+                    for k, (step, idx) in enumerate(steps):
+                        if stop.is_set():
+                            return
+                        slot = k % nbuf
+                        if copied[slot] is not None:
+                            copied[slot].synchronize()  # the device copy of this buffer's previous batch is done
+                        buf = bufs[slot][: len(idx)]
+                        self._gather(idx.numpy(), buf.numpy(), pool)
+                        y = self.labels[idx]
+                        params = self._params(len(idx), step)
+                        if cuda:
+                            y = y.pin_memory()
+                            params = None if params is None else params.pin_memory()
+                            with torch.cuda.stream(side):
+                                x = buf.to(self.device, non_blocking=True)
+                                y = y.to(self.device, non_blocking=True)
+                                params = None if params is None else params.to(self.device, non_blocking=True)
+                                ev = torch.cuda.Event()
+                                ev.record(side)
+                            copied[slot] = ev
+                        else:
+                            x, ev = buf, None
+                        while not stop.is_set():
+                            try:
+                                q.put((step, x, y, params, ev), timeout=0.1)
+                                break
+                            except queue.Full:
+                                continue
+            except BaseException as e:  # hand errors to the consumer
+                q.put(e)
+                return
+            q.put(_DONE)
+
+        thread = threading.Thread(target=produce, name="packed-loader", daemon=True)
+        thread.start()
+        try:
+            while True:
+                item = q.get()
+                if item is _DONE:
+                    break
+                if isinstance(item, BaseException):
+                    raise item
+                step, x, y, params, ev = item
+                if ev is not None:
+                    stream = torch.cuda.current_stream(self.device)
+                    stream.wait_event(ev)  # no host sync: the compute stream waits for the copy
+                    for t in (x, y):
+                        t.record_stream(stream)
+                out = self._augment(x, params)
+                self.next_batch = step + 1
+                yield out, y
+        finally:
+            stop.set()
+            thread.join()
+        self.start_batch = self.next_batch = 0  # a finished epoch resumes at the start of the next one
+
+    # -- internals ----------------------------------------------------------------------------------------------------
+
+    def _gather(self, idx: np.ndarray, out: np.ndarray, pool: ThreadPoolExecutor) -> None:
+        """out[j] = images[idx[j]], reading rows in sorted order (page-cache/disk locality), split over threads."""
+        order = np.argsort(idx, kind="stable")
+        images = self.data.images
+
+        def copy(part: np.ndarray) -> None:
+            for j in part:  # numpy row copies release the GIL
+                out[j] = images[idx[j]]
+
+        parts = np.array_split(order, min(len(order), self.gather_threads))
+        list(pool.map(copy, parts))
+
+    def _params(self, n: int, step: int) -> A.AugParams | None:
+        """Random parameters of batch ``step``: a pure function of (seed, epoch, step, rank)."""
+        if not self.train:
+            return None
+        g = generator(self.seed, self.epoch, step, self.rank)
+        if self.preset == "paper":
+            return A.sample_paper(n, self.data.size, self.crop_size, g, pca_std=self.pca_std)
+        return A.sample_resized_crop(n, self.data.size, g, pca_std=self.pca_std)
+
+    def _augment(self, x: torch.Tensor, params: A.AugParams | None) -> torch.Tensor:
+        """uint8 (B, S, S, 3) on the device -> normalised float32 batch."""
+        crop, shift = self.crop_size, None
+        if params is None and self.ten_crop:
+            out = A.ten_crop(x, crop)  # (B, 10, 3, crop, crop)
+            b = out.shape[0]
+            return A.normalize(out.reshape(b * 10, 3, crop, crop), self.mean, self.std).reshape(out.shape).contiguous()
+        if params is None:
+            out = A.center_crop(x, crop)
+        elif self.preset == "paper":
+            out = A.crop_flip(x, params.top, params.left, params.flip, crop)
+        else:
+            out = A.resized_crop_flip(x, params.boxes, params.flip, crop)
+        if params is not None and params.alpha is not None:
+            shift = A.pca_shift(params.alpha, self.eigvals, self.eigvecs)
+        out = A.normalize(out, self.mean, self.std, shift)  # a new tensor: the staging buffer is free again
+        fmt = torch.channels_last if self.channels_last else torch.contiguous_format
+        return out.contiguous(memory_format=fmt)

@@ -1,0 +1,43 @@
+"""`alexnet bench` runs end to end on a tiny setting (its numbers are printed, not asserted)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from alexnet.bench import peak_flops
+from alexnet.cli import main
+from alexnet.model import create_model
+from alexnet.summary import layer_table
+
+
+def test_bench_runs_and_writes_table_and_json(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "bench.json"
+    argv = ["bench", "--device", "cpu", "--precision", "fp32", "--image-size", "64", "--batch-size", "8"]
+    argv += ["--steps", "2", "--repeats", "2", "--warmup", "1", "--workers", "0", "--synthetic-images", "40"]
+    assert main([*argv, "--json", str(out)]) == 0
+    table = capsys.readouterr().out
+    print(table)
+    r = json.loads(out.read_text())
+    keys = ["model", "loader_reference", "loader_folder", "loader_packed", "train_folder", "train_packed"]
+    assert list(r["results"]) == keys
+    for k in keys:
+        assert r["results"][k]["img_s"] > 0 and len(r["results"][k]["runs"]) == 2
+        assert f"{r['results'][k]['img_s']:,.0f}" in table
+    assert set(r["ratios"]) == {
+        "loader_folder_vs_reference",
+        "loader_packed_vs_reference",
+        "train_folder_vs_model",
+        "train_packed_vs_model",
+    }
+    assert r["results"]["model"]["mfu"] is None and "MFU: n/a" in table  # no peak FLOPs for a CPU
+    # a training step is ~3x the forward FLOPs (less: conv1 needs no input gradient)
+    forward = sum(row.flops for row in layer_table(create_model("alexnet", num_classes=10), 64)) / 1e9
+    assert 2.8 * forward < r["train_gflop_per_image"] < 3.0 * forward
+    assert r["settings"]["image_size"] == 64 and r["torch"] == torch.__version__
+
+
+def test_peak_flops_table() -> None:
+    assert peak_flops(torch.device("cpu"), torch.bfloat16) is None

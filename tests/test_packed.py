@@ -1,0 +1,401 @@
+"""Packed data sets and the packed loader: round trip, refusal of broken packs, sharding, resume, augmentation."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torchvision.transforms.functional as TF
+
+from alexnet.data import batch_aug as A
+from alexnet.data import packed as P
+from alexnet.data.decode import DecodeError, decode_image
+from alexnet.data.packed_loader import PackedLoader
+from alexnet.data.transforms import TrainTransform, center_crop, resize_shorter
+from alexnet.errors import UserError
+
+IDENTITY = {"mean": [0.0, 0.0, 0.0], "std": [1 / 255] * 3}  # loader output == uint8 pixel values
+
+
+class ArraySplit:
+    """A source split from an in-memory uint8 (N, S, S, 3) array; indices in ``bad`` fail to decode."""
+
+    def __init__(self, images: np.ndarray, labels, classes, name="train", bad=()):
+        self.images, self.labels, self.classes, self.name, self.bad = images, list(labels), classes, name, set(bad)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def load(self, i: int) -> torch.Tensor:
+        if i in self.bad:
+            raise DecodeError(f"item {i}: broken")
+        return torch.from_numpy(self.images[i]).permute(2, 0, 1).contiguous()
+
+    def describe(self, i: int) -> str:
+        return f"item {i}"
+
+
+def id_images(n: int, size: int) -> np.ndarray:
+    """Image i: channel 0 = column, channel 1 = row, channel 2 = i (so crops, flips and identity can be read back)."""
+    img = np.zeros((n, size, size, 3), np.uint8)
+    img[..., 0] = np.arange(size)[None, None, :]
+    img[..., 1] = np.arange(size)[None, :, None]
+    img[..., 2] = (np.arange(n) % 256)[:, None, None]
+    return img
+
+
+def make_id_pack(tmp_path: Path, n: int = 100, size: int = 40, name: str = "pack") -> Path:
+    out = tmp_path / name
+    split = ArraySplit(id_images(n, size), [i % 4 for i in range(n)], ["a", "b", "c", "d"])
+    P.pack_splits({"train": split}, out, size=size, workers=0, progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory) -> Path:
+    """An image folder with non-square PNG/JPEG images of several sizes and one corrupt file."""
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("folder")
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 8), ("val", 3)):
+        for c in ("cat", "dog"):
+            d = root / split / c
+            d.mkdir(parents=True)
+            for i in range(n):
+                h, w = int(rng.integers(30, 70)), int(rng.integers(30, 70))
+                ext = "png" if i % 2 else "jpg"
+                Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(d / f"{i}.{ext}")
+    (root / "train" / "dog" / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    return root
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# pack format
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_round_trip_pixels_equal_the_preset_resize(folder: Path, tmp_path: Path, workers: int) -> None:
+    out = tmp_path / "pack"
+    manifest = P.pack_dataset(folder, out, size=32, workers=workers, progress=False)
+    assert P.is_packed(out) and not (out / P.IN_PROGRESS).exists()
+    assert [Path(p).name for p, _ in manifest["splits"]["train"]["skipped"]] == ["broken.jpg"]
+    train = P.open_packed(out, "train", verify=True)
+    files = sorted((folder / "train").glob("*/*.*"))
+    good = [f for f in files if f.name != "broken.jpg"]
+    assert len(train) == len(good) == 16 and train.classes == ["cat", "dog"]
+    for i, f in enumerate(good):
+        want = center_crop(resize_shorter(decode_image(str(f)), 32), 32).permute(1, 2, 0).numpy()
+        assert np.array_equal(train.images[i], want), f
+        assert train.labels[i] == ["cat", "dog"].index(f.parent.name)
+    assert len(P.open_packed(out, "val")) == 6
+    # stats of the train split, against numpy over the stored pixels
+    px = np.asarray(train.images).reshape(-1, 3).astype(np.float64) / 255
+    np.testing.assert_allclose(manifest["stats"]["mean"], px.mean(0), atol=1e-9)
+    np.testing.assert_allclose(manifest["stats"]["std"], px.std(0), atol=1e-9)
+    v, lam = np.array(manifest["stats"]["eigvecs"]), np.array(manifest["stats"]["eigvals"])
+    np.testing.assert_allclose(v @ np.diag(lam) @ v.T, np.cov(px.T, bias=True), atol=1e-9)
+
+
+def test_squash_resize(tmp_path: Path) -> None:
+    img = np.random.default_rng(1).integers(0, 256, (1, 20, 20, 3), dtype=np.uint8)
+    P.pack_splits(
+        {"train": ArraySplit(img, [0], ["x"])}, tmp_path / "p", size=10, resize="squash", workers=0, progress=False
+    )
+    want = TF.resize(torch.from_numpy(img[0]).permute(2, 0, 1), [10, 10], antialias=True).permute(1, 2, 0).numpy()
+    assert np.array_equal(P.open_packed(tmp_path / "p", "train").images[0], want)
+    with pytest.raises(UserError, match="resize"):
+        P.pack_splits({"train": ArraySplit(img, [0], ["x"])}, tmp_path / "q", resize="stretch", progress=False)
+
+
+def test_interrupted_pack_is_refused_and_rerun_restarts(tmp_path: Path, monkeypatch) -> None:
+    out = make_id_pack(tmp_path)
+    calls = []
+    real = P._decode_range
+
+    def dies_second_time(a: int, b: int):
+        calls.append(a)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(a, b)
+
+    monkeypatch.setattr(P, "_decode_range", dies_second_time)
+    with pytest.raises(KeyboardInterrupt):
+        make_id_pack(tmp_path)  # re-pack over the complete one, interrupted half-way
+    monkeypatch.setattr(P, "_decode_range", real)
+    assert P.is_packed(out)  # routed to the packed loader, which explains:
+    with pytest.raises(UserError, match="half-written pack"):
+        P.open_packed(out, "train")
+    with pytest.raises(UserError, match="half-written pack"):
+        PackedLoader(out, "train", batch_size=4, train=True, crop_size=32, **IDENTITY)
+    make_id_pack(tmp_path)  # re-running restarts cleanly
+    assert len(P.open_packed(out, "train", verify=True)) == 100
+
+
+def test_corrupt_packs_are_refused(tmp_path: Path) -> None:
+    out = make_id_pack(tmp_path)
+    images = out / "train" / "images.u8"
+    data = bytearray(images.read_bytes())
+    data[12345] ^= 0xFF  # one flipped bit-pattern: sizes agree, the chunk checksum does not
+    images.write_bytes(bytes(data))
+    P.open_packed(out, "train")  # cheap checks pass
+    with pytest.raises(UserError, match="checksum mismatch in images"):
+        P.open_packed(out, "train", verify=True)
+    images.write_bytes(bytes(data[:-100]))  # truncated
+    with pytest.raises(UserError, match=r"images.u8: .* bytes, manifest says"):
+        P.open_packed(out, "train")
+    out = make_id_pack(tmp_path, name="pack2")
+    labels = np.load(out / "train" / "labels.npy")
+    labels[0] += 1
+    np.save(out / "train" / "labels.npy", labels)
+    with pytest.raises(UserError, match=r"labels\.npy: missing or checksum mismatch"):
+        P.open_packed(out, "train")
+    (out / P.MANIFEST).write_text(json.dumps({"format": "something-else"}))
+    with pytest.raises(UserError, match="not an alexnet-packed manifest"):
+        P.open_packed(out, "train")
+    with pytest.raises(UserError, match="not a packed data set"):
+        P.open_packed(tmp_path, "train")
+    assert not P.is_packed(tmp_path) and not P.is_packed(None)
+
+
+def test_refuses_to_overwrite_a_non_pack_directory(tmp_path: Path) -> None:
+    (tmp_path / "mine.txt").write_text("precious")
+    with pytest.raises(UserError, match="not a pack"):
+        P.pack_splits({"train": ArraySplit(id_images(2, 8), [0, 1], ["a", "b"])}, tmp_path, size=8, progress=False)
+    assert (tmp_path / "mine.txt").read_text() == "precious"
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# loader: order, sharding, resume
+
+
+def sample_ids(x: torch.Tensor) -> list[int]:
+    return x[:, 2, 0, 0].round().long().tolist()
+
+
+def test_rank_shards_are_disjoint_and_complete(tmp_path: Path) -> None:
+    out = make_id_pack(tmp_path, n=100)
+    seen = []
+    for rank in range(3):
+        loader = PackedLoader(
+            out, "train", batch_size=8, train=True, crop_size=32, seed=5, rank=rank, world_size=3, **IDENTITY
+        )
+        loader.set_epoch(2)
+        assert len(loader) == 100 // 24
+        seen.append([i for x, y in loader for i in sample_ids(x)])
+    flat = [i for s in seen for i in s]
+    assert len(flat) == len(set(flat)) == 4 * 24  # disjoint; whole global batches
+    one = PackedLoader(out, "train", batch_size=24, train=True, crop_size=32, seed=5, **IDENTITY)
+    one.set_epoch(2)
+    assert sorted(flat) == sorted(i for x, _ in one for i in sample_ids(x))  # same samples as one process
+    # eval across ranks: every sample exactly once, in order
+    ev = [
+        PackedLoader(out, "train", batch_size=7, train=False, crop_size=32, rank=r, world_size=3, **IDENTITY)
+        for r in range(3)
+    ]
+    ids = sorted(i for loader in ev for x, _ in loader for i in sample_ids(x))
+    assert ids == list(range(100))
+
+
+def test_labels_follow_their_images(tmp_path: Path) -> None:
+    out = make_id_pack(tmp_path, n=50)
+    loader = PackedLoader(out, "train", batch_size=10, train=True, crop_size=32, **IDENTITY)
+    for x, y in loader:
+        assert y.dtype == torch.int64 and y.tolist() == [i % 4 for i in sample_ids(x)]
+
+
+def test_mid_epoch_resume_is_bit_identical(tmp_path: Path) -> None:
+    out = make_id_pack(tmp_path, n=100)
+    pca = {"eigvals": [0.2, 0.02, 0.005], "eigvecs": torch.linalg.qr(torch.randn(3, 3))[0].tolist()}
+    kw = dict(batch_size=8, train=True, crop_size=32, mean=[0.5] * 3, std=[0.25] * 3, pca=pca, seed=3, prefetch=3)
+    full_loader = PackedLoader(out, "train", **kw)
+    full_loader.set_epoch(4)
+    full = list(full_loader)
+    assert len(full) == len(full_loader) == 12
+    resumed = PackedLoader(out, "train", **kw)
+    resumed.set_epoch(4)
+    for i, _ in enumerate(resumed):
+        if i == 4:
+            break
+    state = resumed.state()
+    assert state == {"epoch": 4, "start_batch": 5}
+    again = PackedLoader(out, "train", **kw)
+    again.set_epoch(state["epoch"], start_batch=state["start_batch"])
+    rest = list(again)
+    assert len(rest) == 7
+    for (xa, ya), (xb, yb) in zip(full[5:], rest):
+        assert torch.equal(xa, xb) and torch.equal(ya, yb)
+    full_loader.set_epoch(5)
+    assert not torch.equal(next(iter(full_loader))[0], full[0][0])  # reshuffled and re-augmented per epoch
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# augmentation: exact pixels and distributions
+
+
+def test_paper_crops_and_flips_are_uniform_windows(tmp_path: Path) -> None:
+    size, crop = 40, 32
+    out = make_id_pack(tmp_path, n=200, size=size)
+    loader = PackedLoader(out, "train", batch_size=50, train=True, crop_size=crop, channels_last=True, **IDENTITY)
+    tops, lefts, flips = [], [], []
+    ar = torch.arange(crop, dtype=torch.float32)
+    for epoch in range(10):
+        loader.set_epoch(epoch)
+        for x, _ in loader:
+            assert x.shape == (50, 3, crop, crop) and x.is_contiguous(memory_format=torch.channels_last)
+            x = x.round()
+            top, left0 = x[:, 1, 0, 0], x[:, 0, 0, 0]
+            flip = x[:, 0, 0, 1] < left0
+            left = torch.where(flip, left0 - crop + 1, left0)
+            # every output is exactly the window at (top, left), mirrored iff flip
+            assert torch.equal(x[:, 1, :, 0], top[:, None] + ar)
+            cols = torch.where(flip[:, None], left[:, None] + crop - 1 - ar, left[:, None] + ar)
+            assert torch.equal(x[:, 0, 0, :], cols)
+            tops += top.long().tolist()
+            lefts += left.long().tolist()
+            flips += flip.tolist()
+    n = len(flips)
+    assert abs(sum(flips) / n - 0.5) < 4 * math.sqrt(0.25 / n)
+    # reference: the per-image TrainTransform draws offsets uniformly over the same range
+    t = TrainTransform(preset="paper", crop_size=crop, resize_size=size)
+    img = torch.from_numpy(id_images(1, size)[0]).permute(2, 0, 1)
+    ref = [int(t(img, torch.Generator().manual_seed(s))[1, 0, 0]) for s in range(300)]
+    assert set(ref) <= set(range(size - crop + 1))
+    for values in (tops, lefts):
+        counts = np.bincount(values, minlength=size - crop + 1)
+        assert len(counts) == size - crop + 1  # never outside the valid range
+        expected = n / len(counts)
+        chi2 = ((counts - expected) ** 2 / expected).sum()
+        assert chi2 < 30, counts  # 8 degrees of freedom: p ~ 2e-4
+
+
+def test_pca_noise_covariance(tmp_path: Path) -> None:
+    out = tmp_path / "flat"
+    n = 400
+    P.pack_splits(
+        {"train": ArraySplit(np.full((n, 8, 8, 3), 128, np.uint8), [0] * n, ["x"])},
+        out,
+        size=8,
+        workers=0,
+        progress=False,
+    )
+    eigvecs = torch.linalg.qr(torch.randn(3, 3, generator=torch.Generator().manual_seed(0)))[0]
+    eigvals = torch.tensor([0.3, 0.1, 0.02])
+    loader = PackedLoader(
+        out,
+        "train",
+        batch_size=100,
+        train=True,
+        crop_size=6,
+        mean=[0.0] * 3,
+        std=[1.0] * 3,
+        pca={"eigvals": eigvals.tolist(), "eigvecs": eigvecs.tolist()},
+        pca_std=0.1,
+    )
+    shifts = []
+    for epoch in range(10):
+        loader.set_epoch(epoch)
+        for x, _ in loader:
+            assert torch.allclose(x, x[:, :, :1, :1].expand_as(x))  # one shift per image, same at every pixel
+            shifts.append(x[:, :, 0, 0] - 128 / 255)
+    s = torch.cat(shifts).double()  # (4000, 3)
+    want = eigvecs.double() @ torch.diag((0.1 * eigvals.double()) ** 2) @ eigvecs.double().T
+    got = s.T @ s / len(s)
+    assert s.mean(0).abs().max() < 4 * 0.1 * 0.3 / math.sqrt(len(s))
+    assert torch.allclose(got, want, atol=0.1 * want.abs().max())
+
+
+def test_resized_crop_boxes_match_torchvision_distribution() -> None:
+    size, n = 64, 4000
+    p = A.sample_resized_crop(n, size, torch.Generator().manual_seed(0))
+    x1, y1, x2, y2 = p.boxes.T
+    w, h = x2 - x1, y2 - y1
+    assert (x1 >= 0).all() and (y1 >= 0).all() and (x2 <= size).all() and (y2 <= size).all() and (w > 0).all()
+    t = TrainTransform(preset="torchvision", crop_size=32)
+    g = torch.Generator().manual_seed(1)
+    ref = torch.tensor([t.random_resized_box(size, size, g) for _ in range(n)], dtype=torch.float32)
+    q = torch.tensor([0.1, 0.25, 0.5, 0.75, 0.9])
+    for ours, theirs in (
+        ((w * h) / size**2, ref[:, 2] * ref[:, 3] / size**2),
+        (torch.log(w / h), torch.log(ref[:, 3] / ref[:, 2])),
+        (y1 / (size - h + 1), ref[:, 0] / (size - ref[:, 2] + 1)),
+    ):
+        assert torch.allclose(torch.quantile(ours, q), torch.quantile(theirs, q), atol=0.05)
+    assert abs(p.flip.float().mean() - 0.5) < 0.03
+
+
+def test_resized_crop_resampling_exact_cases() -> None:
+    img = torch.randint(0, 256, (2, 16, 16, 3), dtype=torch.uint8)
+    full = torch.tensor([[0.0, 0, 16, 16], [0, 0, 16, 16]])
+    out = A.resized_crop_flip(img, full, torch.tensor([False, True]), 16)
+    assert torch.allclose(out[0], img[0].permute(2, 0, 1).float(), atol=1e-4)  # identity box
+    assert torch.allclose(out[1], img[1].permute(2, 0, 1).float().flip(-1), atol=1e-4)  # mirrored
+    half = torch.tensor([[4.0, 0, 12, 8], [0, 8, 16, 16]])  # 8x8 and 16x8 windows -> 4x4: exact box averages
+    out = A.resized_crop_flip(img, half, torch.tensor([False, False]), 4)
+    ref0 = torch.nn.functional.avg_pool2d(img[0, 0:8, 4:12].permute(2, 0, 1)[None].float(), 2)[0]
+    ref1 = torch.nn.functional.avg_pool2d(img[1, 8:16, 0:16].permute(2, 0, 1)[None].float(), (2, 4))[0]
+    assert torch.allclose(out[0], ref0, atol=1e-3) and torch.allclose(out[1], ref1, atol=1e-3)
+
+
+def test_torchvision_preset_through_the_loader(tmp_path: Path) -> None:
+    out = make_id_pack(tmp_path, n=40, size=40)
+    loader = PackedLoader(out, "train", batch_size=20, train=True, preset="torchvision", crop_size=24, **IDENTITY)
+    xs = [x for x, _ in loader]
+    assert len(xs) == 2 and xs[0].shape == (20, 3, 24, 24) and torch.isfinite(xs[0]).all()
+    assert xs[0].min() >= 0 and xs[0].max() <= 255
+
+
+def test_eval_centre_and_ten_crops_exact(tmp_path: Path) -> None:
+    out = tmp_path / "rand"
+    imgs = np.random.default_rng(2).integers(0, 256, (10, 37, 37, 3), dtype=np.uint8)
+    P.pack_splits(
+        {"val": ArraySplit(imgs, list(range(10)), [str(i) for i in range(10)], name="val")},
+        out,
+        size=37,
+        workers=0,
+        progress=False,
+    )
+    mean, std = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
+    ref = torch.stack(
+        [
+            TF.normalize(TF.center_crop(torch.from_numpy(i).permute(2, 0, 1), [30]).float() / 255, mean, std)
+            for i in imgs
+        ]
+    )
+    loader = PackedLoader(out, "val", batch_size=4, train=False, crop_size=30, mean=mean, std=std)
+    x = torch.cat([b for b, _ in loader])
+    assert len(loader) == 3 and torch.allclose(x, ref, atol=1e-5)
+    ten = PackedLoader(out, "val", batch_size=4, train=False, crop_size=30, mean=mean, std=std, ten_crop=True)
+    x = torch.cat([b for b, _ in ten])
+    assert x.shape == (10, 10, 3, 30, 30)
+    for i in (0, 9):
+        crops = TF.ten_crop(torch.from_numpy(imgs[i]).permute(2, 0, 1), [30])
+        want = torch.stack([TF.normalize(c.float() / 255, mean, std) for c in crops])
+        assert torch.allclose(x[i], want, atol=1e-5)
+
+
+def test_bad_arguments_are_user_errors(tmp_path: Path) -> None:
+    out = make_id_pack(tmp_path, n=10, size=16)
+    with pytest.raises(UserError, match="larger than the packed images"):
+        PackedLoader(out, "train", batch_size=4, train=True, crop_size=32, **IDENTITY)
+    with pytest.raises(UserError, match="no split 'val'"):
+        PackedLoader(out, "val", batch_size=4, train=False, crop_size=8, **IDENTITY)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_path_matches_cpu(tmp_path: Path) -> None:
+    out = make_id_pack(tmp_path, n=100)
+    pca = {"eigvals": [0.2, 0.02, 0.005], "eigvecs": torch.eye(3).tolist()}
+    for preset in ("paper", "torchvision"):
+        kw = dict(batch_size=16, train=True, preset=preset, crop_size=32, mean=[0.5] * 3, std=[0.25] * 3, pca=pca)
+        cpu = list(PackedLoader(out, "train", device="cpu", **kw))
+        gpu = list(PackedLoader(out, "train", device="cuda", channels_last=True, **kw))
+        assert len(cpu) == len(gpu)
+        for (xc, yc), (xg, yg) in zip(cpu, gpu):
+            assert xg.is_cuda and xg.is_contiguous(memory_format=torch.channels_last)
+            assert torch.equal(yc, yg.cpu()) and torch.allclose(xc, xg.cpu(), atol=1e-3)
