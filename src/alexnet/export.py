@@ -85,31 +85,28 @@ def export_onnx(
 ) -> float | None:
     """Write ``out`` (.onnx) with a dynamic batch axis and metadata; return the parity max abs diff (or None)."""
     try:
-        import onnx
-        import onnxscript  # noqa: F401 - the dynamo exporter needs it
+        import onnx  # noqa: F401 - the dynamo exporter needs onnx and onnxscript
+        import onnxscript  # noqa: F401
     except ImportError as e:
         raise UserError(
             f"ONNX export needs {e.name}: pip install 'alexnet[onnx]' (onnx, onnxscript, onnxruntime)"
         ) from None
     model = model.float().eval()
     batch = torch.export.Dim("batch", min=1, max=4096)
-    torch.onnx.export(
+    program = torch.onnx.export(
         model,
         (_example(meta, 2),),
-        str(out),
         input_names=["input"],
         output_names=["logits"],
         dynamo=True,
         dynamic_shapes=({0: batch},),
         verbose=False,
     )
-    proto = onnx.load(str(out))
     info = _metadata(meta)
     info["input"] = "float32 (B, 3, crop, crop) RGB, scaled to 0..1 then (x - mean) / std; output: logits"
-    for key, value in info.items():
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = key, value if isinstance(value, str) else json.dumps(value)
-    onnx.save(proto, str(out))
+    for key, value in info.items():  # program.model is an onnx_ir Model: set metadata before the one save
+        program.model.metadata_props[key] = value if isinstance(value, str) else json.dumps(value)
+    program.save(str(out))
     return check_onnx(model, meta, out, atol=atol) if check else None
 
 
