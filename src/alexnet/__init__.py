@@ -1,8 +1,8 @@
 """alexnet: train, evaluate and deploy AlexNet image classifiers.
 
-    >>> import alexnet
-    >>> model = alexnet.create_model("alexnet2012", num_classes=10)
-    >>> alexnet.load_weights(model, "run/checkpoints/best.pt")
+>>> import alexnet
+>>> model = alexnet.create_model("alexnet2012", num_classes=10)
+>>> alexnet.load_weights(model, "run/checkpoints/best.pt")
 """
 
 from .errors import UserError, WeightsError

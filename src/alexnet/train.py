@@ -407,6 +407,7 @@ def train(cfg: TrainConfig, *, stop_after_epoch: int | None = None) -> Path:
 
         for path in make_plots(run_dir):
             log.print(f"wrote {path}")
+    log.print(f"run: {run_dir}  checkpoints: {ckpt_dir}/{{last,best}}.pt  metrics: {run_dir / 'metrics.jsonl'}")
     log.close()
     if dist_info.enabled:
         dist.barrier()
