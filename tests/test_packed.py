@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from pathlib import Path
 
 import numpy as np
@@ -399,3 +400,35 @@ def test_cuda_path_matches_cpu(tmp_path: Path) -> None:
         for (xc, yc), (xg, yg) in zip(cpu, gpu):
             assert xg.is_cuda and xg.is_contiguous(memory_format=torch.channels_last)
             assert torch.equal(yc, yg.cpu()) and torch.allclose(xc, xg.cpu(), atol=1e-3)
+
+
+def test_cli_pack(folder: Path, tmp_path: Path, capsys) -> None:
+    from alexnet.cli import main
+
+    out = tmp_path / "cli-pack"
+    assert main(["data", "pack", str(folder), str(out), "--size", "24", "--workers", "0"]) == 0
+    text = capsys.readouterr().out
+    assert "train: 16 images" in text and "1 skipped" in text and "broken.jpg" in text and "peak RSS" in text
+    assert len(P.open_packed(out, "val", verify=True)) == 6
+    (out / P.MANIFEST).unlink()
+    with pytest.raises(UserError, match="not a packed data set"):
+        P.read_manifest(out)
+
+
+def test_abandoning_an_epoch_near_its_end_does_not_hang(tmp_path: Path) -> None:
+    import threading
+
+    out = make_id_pack(tmp_path, n=40)
+    loader = PackedLoader(out, "train", batch_size=10, train=True, crop_size=32, prefetch=2, **IDENTITY)
+
+    def take_one_and_close() -> None:
+        it = iter(loader)
+        next(it)
+        time.sleep(0.3)  # the producer has filled the queue and is waiting to hand over the end marker
+        it.close()
+
+    worker = threading.Thread(target=take_one_and_close, daemon=True)
+    worker.start()
+    worker.join(timeout=20)
+    assert not worker.is_alive()
+    assert loader.state() == {"epoch": 0, "start_batch": 1}

@@ -128,6 +128,14 @@ class PackedLoader:
         q: queue.Queue = queue.Queue(maxsize=self.prefetch)
         stop = threading.Event()
 
+        def put(item) -> None:  # gives up when the consumer has stopped (a closed or abandoned iterator)
+            while not stop.is_set():
+                try:
+                    q.put(item, timeout=0.1)
+                    return
+                except queue.Full:
+                    continue
+
         def produce() -> None:
             try:
                 with ThreadPoolExecutor(self.gather_threads) as pool:
@@ -153,16 +161,11 @@ class PackedLoader:
                             copied[slot] = ev
                         else:
                             x, ev = buf, None
-                        while not stop.is_set():
-                            try:
-                                q.put((step, x, y, params, ev), timeout=0.1)
-                                break
-                            except queue.Full:
-                                continue
+                        put((step, x, y, params, ev))
             except BaseException as e:  # hand errors to the consumer
-                q.put(e)
+                put(e)
                 return
-            q.put(_DONE)
+            put(_DONE)
 
         thread = threading.Thread(target=produce, name="packed-loader", daemon=True)
         thread.start()
@@ -177,8 +180,9 @@ class PackedLoader:
                 if ev is not None:
                     stream = torch.cuda.current_stream(self.device)
                     stream.wait_event(ev)  # no host sync: the compute stream waits for the copy
-                    for t in (x, y):
-                        t.record_stream(stream)
+                    for t in (x, y, *(vars(params).values() if params is not None else ())):
+                        if t is not None:
+                            t.record_stream(stream)  # allocated on the side stream, used on this one
                 out = self._augment(x, params)
                 self.next_batch = step + 1
                 yield out, y
