@@ -116,7 +116,7 @@ def resized_crop_flip(images: torch.Tensor, boxes: torch.Tensor, flip: torch.Ten
     """uint8 (B, S, S, 3) -> float (B, 3, crop, crop) in [0, 255]: each box resampled bilinearly, then mirrored."""
     from torchvision.ops import roi_align
 
-    x = images.permute(0, 3, 1, 2).float()  # (B, 3, S, S), channels-last memory
+    x = images.permute(0, 3, 1, 2).contiguous().float()  # (B, 3, S, S); roi_align is ~2x faster on NCHW
     idx = torch.arange(len(boxes), device=images.device, dtype=boxes.dtype)[:, None]
     # aligned=True: box (x1, y1, x2, y2) covers pixels [x1, x2) x [y1, y2) exactly (pixel k spans [k, k+1)).
     out = roi_align(
