@@ -9,6 +9,7 @@ The same code runs on CPU tensors (the "copy" is then the staging buffer itself)
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 from collections.abc import Iterator, Sequence
@@ -32,6 +33,8 @@ class PackedLoader:
     Yields ``(x, y)``: ``x`` float32 (B, 3, crop, crop) — (B, 10, 3, crop, crop) with ``ten_crop`` — normalised and
     channels-last if asked; ``y`` int64 (B,). Train: reshuffled per epoch, ``preset`` ``paper`` (random crop + flip +
     PCA noise if ``pca``) or ``torchvision`` (RandomResizedCrop + flip). Eval: centre crop (or ten crops), in order.
+    ``gather_threads``: threads copying rows out of the memory map (beyond the protocol; the default suits most).
+    The pack's own statistics are in ``packed.read_manifest(root)["stats"]`` (mean, std, eigvals, eigvecs).
     """
 
     def __init__(
@@ -137,8 +140,10 @@ class PackedLoader:
                     continue
 
         def produce() -> None:
+            # a new thread starts on cuda:0; make the rank's GPU current for its streams and events
+            on_device = torch.cuda.device(self.device) if cuda else contextlib.nullcontext()
             try:
-                with ThreadPoolExecutor(self.gather_threads) as pool:
+                with on_device, ThreadPoolExecutor(self.gather_threads) as pool:
                     for k, (step, idx) in enumerate(steps):
                         if stop.is_set():
                             return
