@@ -22,10 +22,10 @@ class TrainConfig:
     train_dir: str | None = None
     val_dir: str | None = None
     image_size: int | None = None  # px, the training crop; None = 224 (64 for the built-in synthetic data)
-    resize_size: int | None = None  # px, shorter side before cropping; None = image_size * 8/7 (256 for 224)
+    resize_size: int | None = None  # px, shorter side before cropping; None = crop * 8/7 (64 on built-in data)
     augment: str = "paper"  # "paper" (stored square, random crop, flip) | "torchvision" (RandomResizedCrop, flip)
     pca_std: float = 0.1  # std of the paper's PCA colour noise alphas; 0 = off
-    workers: int | None = None  # DataLoader worker processes; None = cores - 1 (at most 8)
+    workers: int | None = None  # DataLoader worker processes; None = 0 on CPU, else cores - 1 (at most 8)
     max_bad_fraction: float = 0.01  # stop when more than this fraction of a split fails to decode
     # model
     arch: str = "alexnet"

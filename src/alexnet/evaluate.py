@@ -156,7 +156,7 @@ def evaluate_file(
         std=pre["std"],
         device=dev,
         ten_crop=ten_crop,
-        workers=default_workers() if workers is None else workers,
+        workers=default_workers(dev) if workers is None else workers,
     )
     model.to(dev)
     report = evaluate(model, loader, num_classes=meta["num_classes"], classes=meta["classes"], device=dev, dtype=dtype)

@@ -13,7 +13,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--split", default="val", choices=["train", "val"], help="which split")
     p.add_argument("--ten-crop", action="store_true", help="average softmax over ten crops (paper §4.1)")
     p.add_argument("--batch-size", type=int, default=100)
-    p.add_argument("--workers", type=int, default=None, help="data loader processes (default: cores - 1)")
+    p.add_argument(
+        "--workers", type=int, default=None, help="data loader processes (default: 0 on CPU, else cores - 1)"
+    )
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
     p.add_argument("--out", help="write the JSON report here")

@@ -39,7 +39,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--schedule", choices=["cosine", "step", "plateau"])
     p.add_argument("--warmup-epochs", type=float, help="linear warm-up length in epochs (0 = none)")
     p.add_argument("--image-size", type=int, help="training crop in px (default 224; 64 on the built-in data)")
-    p.add_argument("--resize-size", type=int, help="shorter side in px before cropping (default crop x 8/7)")
+    p.add_argument(
+        "--resize-size", type=int, help="shorter side in px before cropping (default crop x 8/7, 64 on built-in data)"
+    )
     p.add_argument("--augment", choices=["paper", "torchvision"], help="crop style")
     p.add_argument("--pca-std", type=float, help="PCA colour noise std (paper 0.1; 0 = off)")
     p.add_argument("--init", dest="init", choices=["torchvision", "paper", "kaiming"], help="weight init")
@@ -54,7 +56,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"])
     p.add_argument("--channels-last", type=_bool, metavar="on|off", help="default: on for CUDA")
     p.add_argument("--compile", type=_bool, metavar="on|off", help="torch.compile; default: on for CUDA")
-    p.add_argument("--workers", type=int, help="data loader processes (default: cores - 1)")
+    p.add_argument("--workers", type=int, help="data loader processes (default: 0 on CPU, else cores - 1)")
     p.add_argument("--seed", type=int)
     p.add_argument("--log-every", type=int, help="steps between loss readings")
     p.add_argument("--checkpoint-minutes", type=float, help="also save last.pt every N minutes (0 = per epoch)")
