@@ -22,7 +22,7 @@ class TrainConfig:
     train_dir: str | None = None
     val_dir: str | None = None
     image_size: int | None = None  # px, the training crop; None = 224 (64 for the built-in synthetic data)
-    resize_size: int | None = None  # px, shorter side before cropping; None = crop * 8/7 (64 on built-in data)
+    resize_size: int | None = None  # px, shorter side before cropping; None = crop * 8/7 (256 for 224)
     augment: str = "paper"  # "paper" (stored square, random crop, flip) | "torchvision" (RandomResizedCrop, flip)
     pca_std: float = 0.1  # std of the paper's PCA colour noise alphas; 0 = off
     workers: int | None = None  # DataLoader worker processes; None = 0 on CPU, else cores - 1 (at most 8)

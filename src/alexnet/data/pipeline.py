@@ -29,20 +29,15 @@ class DataBundle:
 
 
 def image_sizes(cfg: TrainConfig) -> tuple[int, int]:
-    """(crop, resize) in px. Defaults: 224 / 256 (the paper's), or 64 / 64 for the built-in 64-px data."""
-    builtin = cfg.data is None and not cfg.train_dir
-    crop = cfg.image_size or (SYNTHETIC_IMAGE_SIZE if builtin else 224)
+    """(crop, resize) in px. Defaults: 224 / 256 (the paper's), or 64 / 73 for the built-in 64-px data."""
+    crop = cfg.image_size or (SYNTHETIC_IMAGE_SIZE if cfg.data is None and not cfg.train_dir else 224)
     if cfg.resize_size:
         return crop, cfg.resize_size
-    if builtin and crop == SYNTHETIC_IMAGE_SIZE:
-        # The shapes already vary in position and size, so the paper's crop jitter adds little here, while resizing
-        # every 64-px image to 73 px would cost ~1.5 ms each on the CPU, more than the data takes to decode.
-        return crop, crop
     return crop, round(crop * 256 / 224)
 
 
 def default_workers(device: torch.device | None = None) -> int:
-    """Loader processes: none when training on the CPU (decoding costs ~1% of a CPU training step, and extra
+    """Loader processes: none when training on the CPU (decoding and cropping cost a few % of a CPU step, and extra
     processes would only take cores from the model), else all cores but one, at most 8."""
     import os
 
