@@ -39,9 +39,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--schedule", choices=["cosine", "step", "plateau"])
     p.add_argument("--warmup-epochs", type=float, help="linear warm-up length in epochs (0 = none)")
     p.add_argument("--image-size", type=int, help="training crop in px (default 224; 64 on the built-in data)")
-    p.add_argument(
-        "--resize-size", type=int, help="shorter side in px before cropping (default crop x 8/7)"
-    )
+    p.add_argument("--resize-size", type=int, help="shorter side in px before cropping (default crop x 8/7)")
     p.add_argument("--augment", choices=["paper", "torchvision"], help="crop style")
     p.add_argument("--pca-std", type=float, help="PCA colour noise std (paper 0.1; 0 = off)")
     p.add_argument("--init", dest="init", choices=["torchvision", "paper", "kaiming"], help="weight init")
