@@ -153,12 +153,12 @@ def test_a_short_run_learns(tmp_path):
         for name in ("ring", "bar", "checkerboard"):
             shutil.copytree(full / split / name, data / split / name)
     run = train(tiny_config(str(data), tmp_path / "run", epochs=6, batch_size=16, max_steps_per_epoch=None,
-                            log_every=10, lr=0.01))  # fmt: skip
+                            log_every=10, lr=0.01, dropout=0.0))  # fmt: skip
     epochs = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     epochs = [e for e in epochs if e["kind"] == "epoch"]
     assert epochs[-1]["train_loss"] < epochs[0]["train_loss"]
     report = json.loads((run / "eval.json").read_text())
-    assert report["count"] == 90 and report["top1"] >= 0.7, report["top1"]
+    assert report["count"] == 90 and report["top1"] >= 0.8, report["top1"]  # chance: 1/3; measured 0.96
 
 
 def test_evaluate_command_on_a_checkpoint(tiny_data, tmp_path):
