@@ -28,3 +28,10 @@ lint: install
 format:
 	$(PYTHON) -m ruff format src tests benchmarks
 	$(PYTHON) -m ruff check --fix src tests benchmarks
+
+# Throughput on this machine: model only vs input pipelines vs end to end (table + JSON in runs/bench.json).
+BENCH_FLAGS ?= --image-size 64 --batch-size 64 --json runs/bench.json
+
+bench: install
+	mkdir -p runs
+	$(PYTHON) -m alexnet bench $(BENCH_FLAGS)
