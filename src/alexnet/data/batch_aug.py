@@ -146,11 +146,6 @@ def ten_crop(images: torch.Tensor, crop: int) -> torch.Tensor:
     return torch.cat([five(x), five(x.flip(-1))], 1)
 
 
-def pca_shift(alpha: torch.Tensor, eigvals: torch.Tensor, eigvecs: torch.Tensor) -> torch.Tensor:
-    """Per-image RGB shift ``eigvecs @ (alpha * eigvals)``: (B, 3) from alpha (B, 3) (paper §4.1)."""
-    return (alpha * eigvals) @ eigvecs.T
-
-
 def normalize(
     x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, shift: torch.Tensor | None = None
 ) -> torch.Tensor:

@@ -35,8 +35,12 @@ def pca_noise(
     alpha = alpha.to(x.device, non_blocking=True)
     vals = torch.as_tensor(eigvals, dtype=x.dtype, device=x.device)
     vecs = torch.as_tensor(eigvecs, dtype=x.dtype, device=x.device)
-    delta = (alpha.to(x.dtype) * vals) @ vecs.T  # (B, 3): row b is eigvecs @ (alpha_b * eigvals)
-    return x + delta[:, :, None, None]
+    return x + pca_shift(alpha.to(x.dtype), vals, vecs)[:, :, None, None]
+
+
+def pca_shift(alpha: torch.Tensor, eigvals: torch.Tensor, eigvecs: torch.Tensor) -> torch.Tensor:
+    """Per-image RGB shift ``eigvecs @ (alpha * eigvals)``: (B, 3) from alpha (B, 3) (paper §4.1)."""
+    return (alpha * eigvals) @ eigvecs.T
 
 
 def normalize(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:

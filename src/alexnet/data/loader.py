@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..errors import UserError
 from .decode import DecodeError
-from .device_ops import normalize, to_unit
+from .device_ops import normalize, pca_shift, to_unit
 from .sampling import generator, rank_batches
 from .sources import Split
 from .transforms import EvalTransform, TenCrop, TrainTransform
@@ -179,7 +179,7 @@ class FolderLoader:
         y = y.to(self.device, non_blocking=True)
         if self.pca is not None and alpha is not None:
             eigvals, eigvecs = self.pca
-            shift = (alpha.to(self.device, non_blocking=True) * eigvals) @ eigvecs.T  # (B, 3) RGB shift per image
+            shift = pca_shift(alpha.to(self.device, non_blocking=True), eigvals, eigvecs)  # (B, 3) RGB per image
             x = x + shift[:, :, None, None]
         x = normalize(x, self.mean, self.std)
         if self.channels_last and x.dim() == 4:

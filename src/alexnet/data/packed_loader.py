@@ -21,6 +21,7 @@ import torch
 
 from ..errors import UserError
 from . import batch_aug as A
+from .device_ops import pca_shift
 from .packed import open_packed
 from .sampling import generator, rank_batches
 
@@ -233,7 +234,7 @@ class PackedLoader:
         else:
             out = A.resized_crop_flip(x, params.boxes, params.flip, crop)
         if params is not None and params.alpha is not None:
-            shift = A.pca_shift(params.alpha, self.eigvals, self.eigvecs)
+            shift = pca_shift(params.alpha, self.eigvals, self.eigvecs)
         out = A.normalize(out, self.mean, self.std, shift)  # a new tensor: the staging buffer is free again
         fmt = torch.channels_last if self.channels_last else torch.contiguous_format
         return out.contiguous(memory_format=fmt)
