@@ -21,7 +21,8 @@ def test_bench_runs_and_writes_table_and_json(tmp_path: Path, capsys) -> None:
     table = capsys.readouterr().out
     print(table)
     r = json.loads(out.read_text())
-    keys = ["model", "loader_reference", "loader_folder", "loader_packed", "train_folder", "train_packed"]
+    keys = ["model", "loader_reference", "loader_folder", "loader_packed", "loader_packed_paper"]
+    keys += ["train_folder", "train_packed"]
     assert list(r["results"]) == keys
     for k in keys:
         assert r["results"][k]["img_s"] > 0 and len(r["results"][k]["runs"]) == 2
@@ -29,6 +30,7 @@ def test_bench_runs_and_writes_table_and_json(tmp_path: Path, capsys) -> None:
     assert set(r["ratios"]) == {
         "loader_folder_vs_reference",
         "loader_packed_vs_reference",
+        "loader_packed_paper_vs_reference",
         "train_folder_vs_model",
         "train_packed_vs_model",
     }

@@ -7,7 +7,8 @@
 
 Every number is the median over ``repeats`` windows of ``steps`` batches each, after warm-up. Timing uses CUDA events
 on the GPU and ``perf_counter`` on the CPU (where every op is synchronous). All loaders use the same augmentation
-(RandomResizedCrop + flip) so their speeds compare like for like.
+(RandomResizedCrop + flip) so their speeds compare like for like; one more row (2d) times the packed loader with its
+default, the paper's preset (random crop + flip + PCA colour noise), for which packing is designed.
 """
 
 from __future__ import annotations
@@ -225,18 +226,21 @@ def _folder_loader(folder: str, cfg: BenchConfig, device: torch.device):
     )
 
 
-def _packed_loader(pack: Path, cfg: BenchConfig, device: torch.device):
+def _packed_loader(pack: Path, cfg: BenchConfig, device: torch.device, preset: str = "torchvision"):
+    from .data.packed import read_manifest
     from .data.packed_loader import PackedLoader
 
+    stats = read_manifest(pack)["stats"]  # the paper preset adds PCA colour noise from the pack's statistics
     return PackedLoader(
         pack,
         "train",
         batch_size=cfg.batch_size,
         train=True,
-        preset="torchvision",
+        preset=preset,
         crop_size=cfg.image_size,
         mean=IMAGENET_MEAN,
         std=IMAGENET_STD,
+        pca=stats if preset == "paper" else None,
         device=device,
         channels_last=cfg.channels_last,
     )
@@ -282,6 +286,7 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = print) -> dict:
             loaders["reference"] = lambda: _reference_loader(folder, cfg, device)
             loaders["folder"] = lambda: _folder_loader(folder, cfg, device)
         loaders["packed"] = lambda: _packed_loader(pack, cfg, device)
+        loaders["packed_paper"] = lambda: _packed_loader(pack, cfg, device, preset="paper")
         for name, make in loaders.items():
             log(f"2. loader only: {name} ...")
             with contextlib.closing(_endless(make())) as it:
@@ -298,7 +303,7 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = print) -> dict:
     ratios = {}
     if "loader_reference" in results:
         ref = results["loader_reference"]["img_s"]
-        for name in ("folder", "packed"):
+        for name in ("folder", "packed", "packed_paper"):
             if f"loader_{name}" in results:
                 ratios[f"loader_{name}_vs_reference"] = results[f"loader_{name}"]["img_s"] / ref
     for name in ("folder", "packed"):
@@ -330,6 +335,7 @@ LABELS = {
     "loader_reference": "2a. loader: reference (PIL + DataLoader)",
     "loader_folder": "2b. loader: folder pipeline",
     "loader_packed": "2c. loader: packed",
+    "loader_packed_paper": "2d. loader: packed, paper preset",
     "train_folder": "3b. end to end: folder pipeline",
     "train_packed": "3c. end to end: packed",
 }
@@ -348,6 +354,7 @@ def format_results(r: dict) -> str:
     ratio_of = {
         "loader_folder": ("loader_folder_vs_reference", "x ref"),
         "loader_packed": ("loader_packed_vs_reference", "x ref"),
+        "loader_packed_paper": ("loader_packed_paper_vs_reference", "x ref"),
         "train_folder": ("train_folder_vs_model", "x model"),
         "train_packed": ("train_packed_vs_model", "x model"),
     }

@@ -4,12 +4,16 @@ Per step: a background thread gathers the batch's rows from the memory map (indi
 back in batch order) into a pinned staging buffer with a few threads, draws the batch's random parameters from
 ``generator(seed, epoch, step, rank)`` and, on CUDA, starts the copy to the device on a side stream. The main thread
 waits only for that copy's event and runs the augmentation (``batch_aug``). ``prefetch`` batches are in flight.
-The same code runs on CPU tensors (the "copy" is then the staging buffer itself).
+
+The same code runs on CPU tensors, where the staging buffer is the batch and the background thread only reads the
+memory map (numpy, which releases the GIL): labels, parameters and augmentation run in the consumer. Torch work in
+both threads made the loader 2x slower on 2 cores (GIL hand-offs and two intra-op thread pools competing).
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import queue
 import threading
 from collections.abc import Iterator, Sequence
@@ -34,7 +38,9 @@ class PackedLoader:
     Yields ``(x, y)``: ``x`` float32 (B, 3, crop, crop) — (B, 10, 3, crop, crop) with ``ten_crop`` — normalised and
     channels-last if asked; ``y`` int64 (B,). Train: reshuffled per epoch, ``preset`` ``paper`` (random crop + flip +
     PCA noise if ``pca``) or ``torchvision`` (RandomResizedCrop + flip). Eval: centre crop (or ten crops), in order.
-    ``gather_threads``: threads copying rows out of the memory map (beyond the protocol; the default suits most).
+    ``gather_threads``: threads copying rows out of the memory map (beyond the protocol). Default: one on the CPU,
+    whose cores the consumer needs (more measured 2x slower on 2 cores), else ``min(8, cores)`` (a 256-px batch of
+    256 is 50 MB; one thread copies it at a few GB/s).
     The pack's own statistics are in ``packed.read_manifest(root)["stats"]`` (mean, std, eigvals, eigvecs).
     """
 
@@ -59,7 +65,7 @@ class PackedLoader:
         channels_last: bool = False,
         ten_crop: bool = False,
         prefetch: int = 2,
-        gather_threads: int = 4,
+        gather_threads: int | None = None,
     ) -> None:
         self.data = open_packed(root, split)
         if preset not in A.PRESETS:
@@ -78,6 +84,8 @@ class PackedLoader:
         self.drop_last = train if drop_last is None else drop_last
         self.device = torch.device(device)
         self.channels_last, self.ten_crop = channels_last, ten_crop
+        if gather_threads is None:
+            gather_threads = 1 if self.device.type == "cpu" else min(8, os.cpu_count() or 1)
         self.prefetch, self.gather_threads = max(1, prefetch), max(1, gather_threads)
         self.mean, self.std = A.as_tensor3(mean, self.device), A.as_tensor3(std, self.device)
         self.pca_std = pca_std if (train and pca is not None and pca_std > 0 and preset == "paper") else None
@@ -144,7 +152,8 @@ class PackedLoader:
             # a new thread starts on cuda:0; make the rank's GPU current for its streams and events
             on_device = torch.cuda.device(self.device) if cuda else contextlib.nullcontext()
             try:
-                with on_device, ThreadPoolExecutor(self.gather_threads) as pool:
+                pool = ThreadPoolExecutor(self.gather_threads) if self.gather_threads > 1 else None
+                with on_device, pool or contextlib.nullcontext():
                     for k, (step, idx) in enumerate(steps):
                         if stop.is_set():
                             return
@@ -153,21 +162,20 @@ class PackedLoader:
                             copied[slot].synchronize()  # the device copy of this buffer's previous batch is done
                         buf = bufs[slot][: len(idx)]
                         self._gather(idx.numpy(), buf.numpy(), pool)
-                        y = self.labels[idx]
+                        if not cuda:  # labels, parameters and augmentation: in the consumer (see class doc)
+                            put((step, idx, buf, None, None, None))
+                            continue
+                        y = self.labels[idx].pin_memory()
                         params = self._params(len(idx), step)
-                        if cuda:
-                            y = y.pin_memory()
-                            params = None if params is None else params.pin_memory()
-                            with torch.cuda.stream(side):
-                                x = buf.to(self.device, non_blocking=True)
-                                y = y.to(self.device, non_blocking=True)
-                                params = None if params is None else params.to(self.device, non_blocking=True)
-                                ev = torch.cuda.Event()
-                                ev.record(side)
-                            copied[slot] = ev
-                        else:
-                            x, ev = buf, None
-                        put((step, x, y, params, ev))
+                        params = None if params is None else params.pin_memory()
+                        with torch.cuda.stream(side):
+                            x = buf.to(self.device, non_blocking=True)
+                            y = y.to(self.device, non_blocking=True)
+                            params = None if params is None else params.to(self.device, non_blocking=True)
+                            ev = torch.cuda.Event()
+                            ev.record(side)
+                        copied[slot] = ev
+                        put((step, idx, x, y, params, ev))
             except BaseException as e:  # hand errors to the consumer
                 put(e)
                 return
@@ -182,16 +190,18 @@ class PackedLoader:
                     break
                 if isinstance(item, BaseException):
                     raise item
-                step, x, y, params, ev = item
-                if ev is not None:
+                step, idx, x, y, params, ev = item
+                if ev is None:
+                    y, params = self.labels[idx], self._params(len(idx), step)
+                else:
                     stream = torch.cuda.current_stream(self.device)
                     stream.wait_event(ev)  # no host sync: the compute stream waits for the copy
                     for t in (x, y, *(vars(params).values() if params is not None else ())):
                         if t is not None:
                             t.record_stream(stream)  # allocated on the side stream, used on this one
-                out = self._augment(x, params)
+                x = self._augment(x, params)
                 self.next_batch = step + 1
-                yield out, y
+                yield x, y
         finally:
             stop.set()
             thread.join()
@@ -199,17 +209,18 @@ class PackedLoader:
 
     # -- internals ----------------------------------------------------------------------------------------------------
 
-    def _gather(self, idx: np.ndarray, out: np.ndarray, pool: ThreadPoolExecutor) -> None:
+    def _gather(self, idx: np.ndarray, out: np.ndarray, pool: ThreadPoolExecutor | None) -> None:
         """out[j] = images[idx[j]], reading rows in sorted order (page-cache/disk locality), split over threads."""
-        order = np.argsort(idx, kind="stable")
         images = self.data.images
+        if pool is None:
+            np.take(images, idx, axis=0, out=out)
+            return
+        order = np.argsort(idx, kind="stable")
 
         def copy(part: np.ndarray) -> None:
-            for j in part:  # numpy row copies release the GIL
-                out[j] = images[idx[j]]
+            out[part] = images[idx[part]]  # one fancy-indexing copy per part (numpy releases the GIL)
 
-        parts = np.array_split(order, min(len(order), self.gather_threads))
-        list(pool.map(copy, parts))
+        list(pool.map(copy, np.array_split(order, min(len(order), self.gather_threads))))
 
     def _params(self, n: int, step: int) -> A.AugParams | None:
         """Random parameters of batch ``step``: a pure function of (seed, epoch, step, rank)."""
@@ -221,12 +232,13 @@ class PackedLoader:
         return A.sample_resized_crop(n, self.data.size, g, pca_std=self.pca_std)
 
     def _augment(self, x: torch.Tensor, params: A.AugParams | None) -> torch.Tensor:
-        """uint8 (B, S, S, 3) on the device -> normalised float32 batch."""
+        """uint8 (B, S, S, 3) on the device -> normalised float32 batch (a new tensor: the staging buffer is free)."""
         crop, shift = self.crop_size, None
+        fmt = torch.channels_last if self.channels_last else torch.contiguous_format
         if params is None and self.ten_crop:
             out = A.ten_crop(x, crop)  # (B, 10, 3, crop, crop)
             b = out.shape[0]
-            return A.normalize(out.reshape(b * 10, 3, crop, crop), self.mean, self.std).reshape(out.shape).contiguous()
+            return A.normalize(out.reshape(b * 10, 3, crop, crop), self.mean, self.std).view(out.shape)
         if params is None:
             out = A.center_crop(x, crop)
         elif self.preset == "paper":
@@ -235,6 +247,4 @@ class PackedLoader:
             out = A.resized_crop_flip(x, params.boxes, params.flip, crop)
         if params is not None and params.alpha is not None:
             shift = pca_shift(params.alpha, self.eigvals, self.eigvecs)
-        out = A.normalize(out, self.mean, self.std, shift)  # a new tensor: the staging buffer is free again
-        fmt = torch.channels_last if self.channels_last else torch.contiguous_format
-        return out.contiguous(memory_format=fmt)
+        return A.normalize(out, self.mean, self.std, shift, memory_format=fmt)
