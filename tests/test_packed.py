@@ -363,7 +363,7 @@ def test_resized_crops_equal_torchvision_per_image(size: int, crop: int) -> None
     p.boxes[1] = torch.tensor([size - 1.0, 0, size, size])  # a one-pixel-wide column at the edge
     p.flip[:2] = torch.tensor([False, True])
     cpu = A.resized_crop_flip(img, p.boxes, p.flip, crop)
-    mm = A.resized_crop_flip_matmul(img, p.boxes, p.flip, crop)
+    mm = A.resized_crop_flip_matmul(img, p.boxes, p.flip, crop) * 255  # float out is in [0, 1]
     assert cpu.dtype == torch.uint8 and cpu.shape == mm.shape == (n, 3, crop, crop)
     for i in range(n):
         x1, y1, x2, y2 = p.boxes[i].long().tolist()

@@ -133,13 +133,13 @@ def crop_flip_gather(
 
 
 def resized_crop_flip(images: torch.Tensor, boxes: torch.Tensor, flip: torch.Tensor, crop: int) -> torch.Tensor:
-    """uint8 (B, S, S, 3) -> (B, 3, crop, crop) in [0, 255]: each box resized to ``crop x crop``, then mirrored.
+    """uint8 (B, S, S, 3) -> (B, 3, crop, crop): each box resized to ``crop x crop``, then mirrored.
 
     Exactly torchvision's ``resized_crop(..., antialias=True)`` + ``hflip`` per image (bilinear, triangle filter
     widened when shrinking, as PIL). On the CPU: uint8 out, one call of PyTorch's vectorised uint8 kernel per image
     (what torchvision runs on uint8 tensors; 2.6 ms per 64 images at 64 px, 9 ms at 224 px, vs 2.8 and 160 ms for
-    the matmuls on 2 cores). Elsewhere: float out, two batched matmuls with per-image interpolation matrices
-    (``resize_weights``), equal to torchvision on float tensors up to float rounding.
+    the matmuls on 2 cores). Elsewhere: float in [0, 1] out (torchvision's convention), two batched matmuls with
+    per-image interpolation matrices (``resize_weights``), equal to torchvision on float tensors up to rounding.
     """
     if images.device.type == "cpu":
         return _resized_crop_flip_loop(images, boxes, flip, crop)
@@ -162,10 +162,10 @@ def _resized_crop_flip_loop(images: torch.Tensor, boxes: torch.Tensor, flip: tor
 
 
 def resized_crop_flip_matmul(images: torch.Tensor, boxes: torch.Tensor, flip: torch.Tensor, crop: int) -> torch.Tensor:
-    """``resized_crop_flip`` as two batched matmuls (float32 out), for devices where per-image launches cost."""
+    """``resized_crop_flip`` as two batched matmuls (float32 in [0, 1] out), for devices where launches cost."""
     b, s = images.shape[:2]
     x1, y1, x2, y2 = boxes.float().unbind(1)
-    wy = resize_weights(y1, y2 - y1, s, crop)  # (B, crop, S)
+    wy = resize_weights(y1, y2 - y1, s, crop) / 255.0  # (B, crop, S), and [0, 255] -> [0, 1] for free
     wx = resize_weights(x1, x2 - x1, s, crop, flip=flip)  # (B, crop, S), rows reversed where flipped
     # (B, S_row, 3, S_col), made contiguous by the uint8 -> float copy: both passes are then plain bmm
     x = images.permute(0, 1, 3, 2).to(torch.float32, memory_format=torch.contiguous_format)
@@ -214,25 +214,6 @@ def ten_crop(images: torch.Tensor, crop: int) -> torch.Tensor:
     x = images.permute(0, 3, 1, 2)
     # as torchvision: the five crops of the image, then the five crops of the mirrored image
     return torch.cat([five(x), five(x.flip(-1))], 1)
-
-
-def normalize(
-    x: torch.Tensor,
-    mean: torch.Tensor,
-    std: torch.Tensor,
-    shift: torch.Tensor | None = None,
-    memory_format: torch.memory_format = torch.contiguous_format,
-) -> torch.Tensor:
-    """uint8 or float [0, 255] (B, 3, H, W), any strides -> a new float32 ``(x / 255 + shift - mean) / std``.
-
-    ``mean``, ``std``: (3,) in [0, 1] scale; ``shift``: optional per-image (B, 3) colour shift in [0, 1] scale. The
-    output is written once in ``memory_format`` (one converting copy, one in-place multiply-add).
-    """
-    scale = (1.0 / (255.0 * std)).view(1, 3, 1, 1)
-    bias = -mean / std
-    bias = bias.view(1, 3, 1, 1) if shift is None else ((shift - mean) / std)[:, :, None, None]
-    out = torch.empty(x.shape, dtype=torch.float32, device=x.device, memory_format=memory_format).copy_(x)
-    return out.mul_(scale).add_(bias)
 
 
 def as_tensor3(values: Sequence[float] | torch.Tensor, device: torch.device) -> torch.Tensor:

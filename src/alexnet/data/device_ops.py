@@ -43,8 +43,24 @@ def pca_shift(alpha: torch.Tensor, eigvals: torch.Tensor, eigvecs: torch.Tensor)
     return (alpha * eigvals) @ eigvecs.T
 
 
-def normalize(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-    """``(x - mean) / std`` per channel of ``(..., 3, H, W)``."""
-    m = torch.as_tensor(mean, dtype=x.dtype, device=x.device).view(3, 1, 1)
-    s = torch.as_tensor(std, dtype=x.dtype, device=x.device).view(3, 1, 1)
-    return (x - m) / s
+def normalize(
+    x: torch.Tensor,
+    mean: Sequence[float] | torch.Tensor,
+    std: Sequence[float] | torch.Tensor,
+    shift: torch.Tensor | None = None,
+    memory_format: torch.memory_format = torch.contiguous_format,
+) -> torch.Tensor:
+    """A new float32 ``(x + shift - mean) / std`` per channel of ``(..., 3, H, W)``, ``x`` in torchvision's
+    convention: uint8 in [0, 255] or float in [0, 1] (uint8 is scaled by 1/255 on the fly).
+
+    ``mean``, ``std``: 3 values on the [0, 1] scale. ``shift``: optional per-image (B, 3) colour shift on the same
+    scale (the PCA noise), for ``(B, 3, H, W)`` batches. The result is written once, in ``memory_format`` (4-D only):
+    one converting copy and one in-place multiply-add.
+    """
+    m = torch.as_tensor(mean, dtype=torch.float32, device=x.device).view(3, 1, 1)
+    s = torch.as_tensor(std, dtype=torch.float32, device=x.device).view(3, 1, 1)
+    scale = 1.0 / (255.0 * s) if x.dtype == torch.uint8 else 1.0 / s
+    bias = -m / s if shift is None else (shift[:, :, None, None] - m) / s
+    fmt = memory_format if x.dim() == 4 else torch.contiguous_format
+    out = torch.empty(x.shape, dtype=torch.float32, device=x.device, memory_format=fmt).copy_(x)
+    return out.mul_(scale).add_(bias)

@@ -7,6 +7,10 @@ workers, after a resume in the middle of an epoch, and across DDP ranks.
 
 Files that fail to decode are skipped (the batch gets smaller), named in a warning, counted in ``bad_files``, and
 above ``max_bad_fraction`` of the split the epoch stops with a ``UserError`` that lists examples.
+
+The torchvision modules that decoding and cropping import lazily are imported here, in the parent, so forked workers
+inherit them: imported in each worker on its first image they delayed every epoch's first batch by 1.3 s on 2 cores
+(80 ms with them preloaded).
 """
 
 from __future__ import annotations
@@ -15,11 +19,13 @@ import sys
 from collections.abc import Iterator, Sequence
 
 import torch
+import torchvision.io  # before DataLoader forks its workers (see the module doc)
+import torchvision.transforms.functional  # noqa: F401
 from torch.utils.data import DataLoader, Dataset
 
 from ..errors import UserError
 from .decode import DecodeError
-from .device_ops import normalize, pca_shift, to_unit
+from .device_ops import normalize, pca_shift
 from .sampling import generator, rank_batches
 from .sources import Split
 from .transforms import EvalTransform, TenCrop, TrainTransform
@@ -101,7 +107,8 @@ class FolderLoader:
         self.device = torch.device(device)
         self.channels_last, self.ten_crop = channels_last, ten_crop
         self.workers, self.max_bad_fraction = workers, max_bad_fraction
-        self.mean, self.std = list(mean), list(std)
+        self.mean = torch.tensor(mean, dtype=torch.float32, device=self.device)
+        self.std = torch.tensor(std, dtype=torch.float32, device=self.device)
         use_pca = train and pca is not None and pca_std > 0
         self.pca = None
         if use_pca:
@@ -175,13 +182,11 @@ class FolderLoader:
             yield self._to_device(x, y, alpha)
 
     def _to_device(self, x: torch.Tensor, y: torch.Tensor, alpha: torch.Tensor | None):
-        x = to_unit(x.to(self.device, non_blocking=True))  # (B, 3, S, S) float in [0, 1]
+        x = x.to(self.device, non_blocking=True)  # uint8 (B, 3, S, S), or (B, 10, 3, S, S) for ten crops
         y = y.to(self.device, non_blocking=True)
+        shift = None
         if self.pca is not None and alpha is not None:
             eigvals, eigvecs = self.pca
             shift = pca_shift(alpha.to(self.device, non_blocking=True), eigvals, eigvecs)  # (B, 3) RGB per image
-            x = x + shift[:, :, None, None]
-        x = normalize(x, self.mean, self.std)
-        if self.channels_last and x.dim() == 4:
-            x = x.contiguous(memory_format=torch.channels_last)
-        return x, y
+        fmt = torch.channels_last if self.channels_last else torch.contiguous_format
+        return normalize(x, self.mean, self.std, shift, memory_format=fmt), y

@@ -25,7 +25,7 @@ import torch
 
 from ..errors import UserError
 from . import batch_aug as A
-from .device_ops import pca_shift
+from .device_ops import normalize, pca_shift
 from .packed import open_packed
 from .sampling import generator, rank_batches
 
@@ -162,7 +162,7 @@ class PackedLoader:
                             copied[slot].synchronize()  # the device copy of this buffer's previous batch is done
                         buf = bufs[slot][: len(idx)]
                         self._gather(idx.numpy(), buf.numpy(), pool)
-                        if not cuda:  # labels, parameters and augmentation: in the consumer (see class doc)
+                        if not cuda:  # labels, parameters and augmentation: in the consumer (module doc)
                             put((step, idx, buf, None, None, None))
                             continue
                         y = self.labels[idx].pin_memory()
@@ -236,9 +236,7 @@ class PackedLoader:
         crop, shift = self.crop_size, None
         fmt = torch.channels_last if self.channels_last else torch.contiguous_format
         if params is None and self.ten_crop:
-            out = A.ten_crop(x, crop)  # (B, 10, 3, crop, crop)
-            b = out.shape[0]
-            return A.normalize(out.reshape(b * 10, 3, crop, crop), self.mean, self.std).view(out.shape)
+            return normalize(A.ten_crop(x, crop), self.mean, self.std)  # (B, 10, 3, crop, crop)
         if params is None:
             out = A.center_crop(x, crop)
         elif self.preset == "paper":
@@ -247,4 +245,4 @@ class PackedLoader:
             out = A.resized_crop_flip(x, params.boxes, params.flip, crop)
         if params is not None and params.alpha is not None:
             shift = pca_shift(params.alpha, self.eigvals, self.eigvecs)
-        return A.normalize(out, self.mean, self.std, shift, memory_format=fmt)
+        return normalize(out, self.mean, self.std, shift, memory_format=fmt)
