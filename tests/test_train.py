@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from alexnet.config import resolve_config
+from alexnet.data.packed import pack_dataset
 from alexnet.data.synthetic import make_synthetic
 from alexnet.errors import UserError
 from alexnet.train import train
@@ -53,6 +54,23 @@ def test_exact_resume_is_bitwise_identical(tiny_data, tmp_path):
     epochs = [json.loads(line) for line in (resumed / "metrics.jsonl").read_text().splitlines()]
     assert [e["epoch"] for e in epochs if e["kind"] == "epoch"] == [1, 2, 3, 4]
     assert (resumed / "config.json").exists() and (resumed / "eval.json").exists()
+
+
+def test_packed_data_trains_and_resumes_exactly(tiny_data, tmp_path):
+    pack = tmp_path / "pack"
+    pack_dataset(tiny_data, pack, size=72, workers=0, progress=False)
+    # paper preset: random 64 px crops of the 72 px pack, flips and PCA colour noise from the manifest's statistics
+    cfg = dict(augment="paper", max_steps_per_epoch=None, epochs=3)
+    straight = train(tiny_config(str(pack), tmp_path / "straight", **cfg))
+    train(tiny_config(str(pack), tmp_path / "resumed", **cfg), stop_after_epoch=1)
+    resumed = train(tiny_config(str(pack), tmp_path / "resumed", resume="auto", **cfg))
+    assert same_weights(straight / "checkpoints" / "last.pt", resumed / "checkpoints" / "last.pt")
+    ckpt = load_checkpoint(resumed / "checkpoints" / "last.pt")
+    assert ckpt["epoch"] == 3 and ckpt["step"] == 3 * (36 // 6)  # 36 train images in batches of 6, every epoch
+    assert ckpt["classes"] == ["circle", "ring", "square"]
+    assert ckpt["preprocess"]["resize"] == 72 and ckpt["preprocess"]["crop"] == 64
+    report = json.loads((resumed / "eval.json").read_text())
+    assert report["count"] == 12 and sum(map(sum, report["confusion"])) == 12  # every val image, once
 
 
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tiny_data, tmp_path):

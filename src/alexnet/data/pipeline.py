@@ -56,40 +56,46 @@ def build_data(
         raise UserError(f"--batch-size {cfg.batch_size} is not divisible by the {world_size} processes")
     per_rank = cfg.batch_size // world_size
     if cfg.data is not None and _is_packed(cfg.data):
-        return _packed(cfg, device, rank, world_size, channels_last, per_rank, crop)
+        from .packed import read_manifest
+        from .packed_loader import PackedLoader
 
-    from .loader import FolderLoader
-    from .sources import open_splits
-    from .stats import load_or_compute_stats
+        manifest = read_manifest(cfg.data)
+        stats, classes, has_val = manifest["stats"], list(manifest["classes"]), "val" in manifest["splits"]
+        resize = manifest["size"]  # the pack's images are already resized: crops come from them directly
 
-    train_split, val_split = open_splits(cfg.data, train_dir=cfg.train_dir, val_dir=cfg.val_dir)
-    stats = load_or_compute_stats(train_split, max_images=5000, progress=rank == 0 and sys.stderr.isatty())
-    workers = cfg.workers if cfg.workers is not None else default_workers(device)
-    common = dict(
-        crop_size=crop,
-        resize_size=resize,
-        mean=stats["mean"],
-        std=stats["std"],
-        seed=cfg.seed,
-        device=device,
-        rank=rank,
-        world_size=world_size,
-        channels_last=channels_last,
-        workers=workers,
-        max_bad_fraction=cfg.max_bad_fraction,
-    )
-    train = FolderLoader(
-        train_split, batch_size=per_rank, train=True, preset=cfg.augment, pca=stats, pca_std=cfg.pca_std, **common
-    )
-    val = FolderLoader(val_split, batch_size=per_rank, train=False, **common) if val_split is not None else None
+        def make(split: str, **kw):
+            return PackedLoader(cfg.data, split, **kw)
+
+        counts = ", ".join(f"{v['count']} {k}" for k, v in manifest["splits"].items())
+        desc = f"{cfg.data} (packed {resize} px): {counts}"
+    else:
+        from .loader import FolderLoader
+        from .sources import open_splits
+        from .stats import load_or_compute_stats
+
+        splits = dict(zip(("train", "val"), open_splits(cfg.data, train_dir=cfg.train_dir, val_dir=cfg.val_dir)))
+        stats = load_or_compute_stats(splits["train"], max_images=5000, progress=rank == 0 and sys.stderr.isatty())
+        classes, has_val = list(splits["train"].classes), splits["val"] is not None
+        workers = cfg.workers if cfg.workers is not None else default_workers(device)
+
+        def make(split: str, **kw):
+            return FolderLoader(splits[split], resize_size=resize, workers=workers,
+                                max_bad_fraction=cfg.max_bad_fraction, **kw)  # fmt: skip
+
+        source = cfg.data or cfg.train_dir or "built-in synthetic data"
+        n_val = len(splits["val"]) if has_val else 0
+        desc = f"{source}: {len(splits['train'])} train / {n_val} val images, {crop} px crops"
+
+    common = dict(crop_size=crop, mean=stats["mean"], std=stats["std"], seed=cfg.seed, device=device, rank=rank,
+                  world_size=world_size, channels_last=channels_last)  # fmt: skip
+    train = make("train", batch_size=per_rank, train=True, preset=cfg.augment, pca=stats, pca_std=cfg.pca_std, **common)
+    val = make("val", batch_size=per_rank, train=False, **common) if has_val else None
 
     def ten_crop():
-        return FolderLoader(val_split, batch_size=max(1, per_rank // 10), train=False, ten_crop=True, **common)
+        return make("val", batch_size=max(1, per_rank // 10), train=False, ten_crop=True, **common)
 
-    source = cfg.data or cfg.train_dir or "built-in synthetic data"
-    desc = f"{source}: {len(train_split)} train / {len(val_split) if val_split else 0} val images, {crop} px crops"
     preprocess = {"resize": resize, "crop": crop, "mean": list(stats["mean"]), "std": list(stats["std"])}
-    return DataBundle(train, val, list(train_split.classes), preprocess, desc, ten_crop)
+    return DataBundle(train, val, classes, preprocess, desc, ten_crop)
 
 
 def _is_packed(path: str) -> bool:
@@ -98,36 +104,3 @@ def _is_packed(path: str) -> bool:
     except ImportError:
         return False
     return is_packed(path)
-
-
-def _packed(cfg, device, rank, world_size, channels_last, per_rank, crop) -> DataBundle:
-    from .packed import read_manifest
-    from .packed_loader import PackedLoader
-
-    manifest = read_manifest(cfg.data)
-    stats = manifest["stats"]
-    common = dict(
-        crop_size=crop,
-        mean=stats["mean"],
-        std=stats["std"],
-        seed=cfg.seed,
-        device=device,
-        rank=rank,
-        world_size=world_size,
-        channels_last=channels_last,
-    )
-    train = PackedLoader(
-        cfg.data, "train", batch_size=per_rank, train=True, preset=cfg.augment, pca=stats, pca_std=cfg.pca_std,
-        **common,
-    )  # fmt: skip
-    has_val = "val" in manifest["splits"]
-    val = PackedLoader(cfg.data, "val", batch_size=per_rank, train=False, **common) if has_val else None
-
-    def ten_crop():
-        return PackedLoader(cfg.data, "val", batch_size=max(1, per_rank // 10), train=False, ten_crop=True, **common)
-
-    size = manifest["size"]
-    counts = manifest["splits"]
-    desc = f"{cfg.data} (packed {size} px): " + ", ".join(f"{v['count']} {k}" for k, v in counts.items())
-    preprocess = {"resize": size, "crop": crop, "mean": list(stats["mean"]), "std": list(stats["std"])}
-    return DataBundle(train, val, list(manifest["classes"]), preprocess, desc, ten_crop)
