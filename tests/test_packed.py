@@ -17,6 +17,7 @@ from alexnet.data import batch_aug as A
 from alexnet.data import packed as P
 from alexnet.data.decode import DecodeError, decode_image
 from alexnet.data.packed_loader import PackedLoader
+from alexnet.data.sampling import normals, uniforms
 from alexnet.data.transforms import TrainTransform, center_crop, resize_shorter
 from alexnet.errors import UserError
 
@@ -203,6 +204,40 @@ def test_rank_shards_are_disjoint_and_complete(tmp_path: Path) -> None:
     assert ids == list(range(100))
 
 
+def test_counter_based_draws_are_uniform_independent_and_keyed_by_sample() -> None:
+    u = uniforms(torch.arange(50_000), 4, seed=1, epoch=0)
+    assert u.shape == (50_000, 4) and u.min() >= 0 and u.max() < 1
+    freq = np.histogram(u, bins=20, range=(0, 1))[0] / u.size
+    assert np.abs(freq - 0.05).max() < 0.002  # binomial sd per bin ~0.0005
+    assert np.abs(np.corrcoef(u.T) - np.eye(4)).max() < 0.02  # draws of one sample
+    assert abs(np.corrcoef(u[:-1, 0], u[1:, 0])[0, 1]) < 0.02  # neighbouring samples
+    np.testing.assert_array_equal(uniforms(torch.tensor([9, 3]), 4, seed=1, epoch=0), u[[9, 3]])
+    assert not np.isin(uniforms(torch.arange(100), 4, seed=1, epoch=1), u).any()  # a new epoch, new numbers
+    z = normals(u)  # Box-Muller: 50,000 x 2 standard normals
+    assert abs(z.mean()) < 0.02 and abs(z.std() - 1) < 0.02 and abs((z**4).mean() - 3) < 0.15
+
+
+@pytest.mark.parametrize("preset", ["paper", "torchvision"])
+def test_ranks_augment_each_sample_as_one_process_does(tmp_path: Path, preset: str) -> None:
+    out = make_id_pack(tmp_path, n=100)
+    pca = {"eigvals": [0.2, 0.02, 0.005], "eigvecs": np.eye(3).tolist()}  # used by the paper preset
+    kw = dict(train=True, crop_size=24, seed=5, preset=preset, pca=pca, **IDENTITY)
+    one = PackedLoader(out, "train", batch_size=8, **kw)
+    one.set_epoch(1)
+    want = {i: x for idx, (xs, _) in zip(one._batches(), one) for i, x in zip(idx.tolist(), xs)}
+    seen = 0
+    for rank in range(2):
+        ld = PackedLoader(out, "train", batch_size=4, rank=rank, world_size=2, **kw)
+        ld.set_epoch(1)
+        for idx, (xs, _) in zip(ld._batches(), ld):
+            for i, x in zip(idx.tolist(), xs):
+                torch.testing.assert_close(x, want[i], atol=1e-4, rtol=0)
+                seen += 1
+    assert seen == len(want) == 96
+    crops = torch.stack(list(want.values()))
+    assert not torch.equal(crops[:, 0], crops[0, 0].expand_as(crops[:, 0]))  # the crops do vary
+
+
 def test_threaded_gather_gives_the_same_batches(tmp_path: Path) -> None:
     out = make_id_pack(tmp_path, n=60)
     kw = dict(batch_size=16, train=True, crop_size=32, seed=1, **IDENTITY)
@@ -287,7 +322,7 @@ def test_paper_crops_and_flips_are_uniform_windows(tmp_path: Path) -> None:
 
 def test_crop_flip_gather_equals_the_per_image_crops() -> None:
     img = torch.randint(0, 256, (16, 20, 20, 3), dtype=torch.uint8)
-    p = A.sample_paper(16, 20, 13, torch.Generator().manual_seed(0), pca_std=None)
+    p = A.sample_paper(torch.arange(16), 20, 13, seed=0, epoch=0, pca_std=None)
     loop = A.crop_flip(img, p.top, p.left, p.flip, 13)
     assert torch.equal(A.crop_flip_gather(img, p.top, p.left, p.flip, 13), loop)
     for i in range(16):
@@ -334,7 +369,7 @@ def test_pca_noise_covariance(tmp_path: Path) -> None:
 
 def test_resized_crop_boxes_match_torchvision_distribution() -> None:
     size, n = 64, 4000
-    p = A.sample_resized_crop(n, size, torch.Generator().manual_seed(0))
+    p = A.sample_resized_crop(torch.arange(n), size, seed=0, epoch=0)
     x1, y1, x2, y2 = p.boxes.T
     w, h = x2 - x1, y2 - y1
     assert (x1 >= 0).all() and (y1 >= 0).all() and (x2 <= size).all() and (y2 <= size).all() and (w > 0).all()
@@ -358,7 +393,7 @@ def test_resized_crops_equal_torchvision_per_image(size: int, crop: int) -> None
     uint8, as PIL; v1 resizes uint8 in float and rounds, which can differ by one level)."""
     n = 24
     img = torch.randint(0, 256, (n, size, size, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
-    p = A.sample_resized_crop(n, size, torch.Generator().manual_seed(1))
+    p = A.sample_resized_crop(torch.arange(n), size, seed=1, epoch=0)
     p.boxes[0] = torch.tensor([0.0, 0, size, size])  # whole image
     p.boxes[1] = torch.tensor([size - 1.0, 0, size, size])  # a one-pixel-wide column at the edge
     p.flip[:2] = torch.tensor([False, True])

@@ -151,11 +151,15 @@ def _ddp_worker(rank, world_size, port, data, out):
 
 
 @pytest.mark.distributed
-def test_ddp_two_processes_match_one_process_with_the_same_global_batch(tiny_data, tmp_path):
+@pytest.mark.parametrize("kind", ["folder", "packed"])
+def test_ddp_two_processes_match_one_process_with_the_same_global_batch(tiny_data, tmp_path, kind):
     torch.set_num_threads(1)
-    single = train(tiny_config(tiny_data, tmp_path / "single", epochs=1, batch_size=8, dropout=0.0,
-                               max_steps_per_epoch=3))  # fmt: skip
-    torch.multiprocessing.spawn(_ddp_worker, args=(2, _free_port(), tiny_data, str(tmp_path / "ddp")), nprocs=2)
+    data = tiny_data
+    if kind == "packed":  # every sample is augmented the same way whichever rank and batch it lands in
+        pack_dataset(tiny_data, tmp_path / "pack", size=72, workers=0, progress=False)
+        data = str(tmp_path / "pack")
+    single = train(tiny_config(data, tmp_path / "single", epochs=1, batch_size=8, dropout=0.0, max_steps_per_epoch=3))
+    torch.multiprocessing.spawn(_ddp_worker, args=(2, _free_port(), data, str(tmp_path / "ddp")), nprocs=2)
     a = read_state_dict(single / "checkpoints" / "last.pt")
     b = read_state_dict(tmp_path / "ddp" / "checkpoints" / "last.pt")
     for k in a:

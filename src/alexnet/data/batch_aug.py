@@ -1,9 +1,9 @@
 """Augmentation of whole uint8 batches on the device (GPU or CPU): crops, flips, PCA colour noise, normalisation.
 
-Input batches are what a pack stores: uint8 ``(B, S, S, 3)`` (NHWC). Random parameters are drawn on the CPU from a
-``torch.Generator`` (a few numbers per image, so the same seed gives the same batch on every device). Outputs are
-NCHW tensors that are channels-last in memory (a free ``permute`` of NHWC), which is what convolutions on tensor
-cores want.
+Input batches are what a pack stores: uint8 ``(B, S, S, 3)`` (NHWC). Random parameters are drawn on the CPU, per
+sample, from ``sampling.uniforms(seed, epoch, index)`` (a few numbers per image), so a sample gets the same crop on
+every device, in any batch and on any DDP rank. Outputs are NCHW tensors that are channels-last in memory (a free
+``permute`` of NHWC), which is what convolutions on tensor cores want.
 
 - ``paper``: a random ``crop x crop`` window, uniform over all valid offsets, flipped with probability 1/2, plus
   PCA colour noise (paper §4.1: 224 px crops of 256 px images, RGB shifted by ``[p1 p2 p3][a1 l1, a2 l2, a3 l3]^T``,
@@ -24,7 +24,10 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
+
+from .sampling import normals, uniforms
 
 PRESETS = ("paper", "torchvision")
 
@@ -56,47 +59,50 @@ class AugParams:
 # sampling the parameters (CPU, seeded)
 
 
-def sample_paper(n: int, size: int, crop: int, generator: torch.Generator, *, pca_std: float | None) -> AugParams:
+def sample_paper(
+    indices: torch.Tensor, size: int, crop: int, *, seed: int, epoch: int, pca_std: float | None
+) -> AugParams:
     """Uniform crop offsets in ``[0, size - crop]``, flips with p = 1/2, and (if ``pca_std``) PCA coefficients."""
-    top = torch.randint(0, size - crop + 1, (n,), generator=generator)
-    left = torch.randint(0, size - crop + 1, (n,), generator=generator)
-    flip = torch.rand(n, generator=generator) < 0.5
-    alpha = None if pca_std is None else torch.randn(n, 3, generator=generator) * pca_std
-    return AugParams(flip=flip, top=top, left=left, alpha=alpha)
+    u = uniforms(indices, 9, seed=seed, epoch=epoch)
+    top, left = np.minimum(np.floor(u[:, :2] * (size - crop + 1)), size - crop).astype(np.int64).T
+    return AugParams(
+        flip=torch.from_numpy(u[:, 2] < 0.5),
+        top=torch.from_numpy(np.ascontiguousarray(top)),
+        left=torch.from_numpy(np.ascontiguousarray(left)),
+        alpha=None if pca_std is None else torch.from_numpy((normals(u[:, 3:9]) * pca_std).astype(np.float32)),
+    )
 
 
 def sample_resized_crop(
-    n: int,
+    indices: torch.Tensor,
     size: int,
-    generator: torch.Generator,
     *,
+    seed: int,
+    epoch: int,
     scale: tuple[float, float] = (0.08, 1.0),
     ratio: tuple[float, float] = (3 / 4, 4 / 3),
     pca_std: float | None = None,
     tries: int = 10,
 ) -> AugParams:
     """Boxes distributed as ``torchvision.transforms.RandomResizedCrop.get_params`` on a ``size x size`` image."""
-    area = float(size * size)
-    target = area * torch.empty(n, tries).uniform_(scale[0], scale[1], generator=generator)
-    log_r = torch.empty(n, tries).uniform_(math.log(ratio[0]), math.log(ratio[1]), generator=generator)
-    aspect = torch.exp(log_r)
-    w = torch.round(torch.sqrt(target * aspect))
-    h = torch.round(torch.sqrt(target / aspect))
+    u = uniforms(indices, 2 * tries + 9, seed=seed, epoch=epoch)
+    target = size * size * (scale[0] + (scale[1] - scale[0]) * u[:, :tries])
+    log_lo, log_hi = math.log(ratio[0]), math.log(ratio[1])
+    aspect = np.exp(log_lo + (log_hi - log_lo) * u[:, tries : 2 * tries])
+    w, h = np.round(np.sqrt(target * aspect)), np.round(np.sqrt(target / aspect))
     ok = (w > 0) & (w <= size) & (h > 0) & (h <= size)
-    first = ok.to(torch.int8).argmax(1)  # first try that fits, as torchvision's loop
-    w = w.gather(1, first[:, None])[:, 0]
-    h = h.gather(1, first[:, None])[:, 0]
+    rows, first = np.arange(len(u)), ok.argmax(1)  # first try that fits, as torchvision's loop
     # None fits in 10 tries: torchvision falls back to the whole (square, so ratio 1 is in range) image.
     any_ok = ok.any(1)
-    w = torch.where(any_ok, w, torch.full_like(w, size))
-    h = torch.where(any_ok, h, torch.full_like(h, size))
-    u = torch.rand(n, 2, generator=generator)  # offsets uniform over [0, size - h] x [0, size - w]
-    top = torch.floor(u[:, 0] * (size - h + 1)).clamp(max=size - h)
-    left = torch.floor(u[:, 1] * (size - w + 1)).clamp(max=size - w)
-    flip = torch.rand(n, generator=generator) < 0.5
-    alpha = None if pca_std is None else torch.randn(n, 3, generator=generator) * pca_std
-    boxes = torch.stack([left, top, left + w, top + h], 1).float()
-    return AugParams(flip=flip, boxes=boxes, alpha=alpha)
+    w, h = np.where(any_ok, w[rows, first], size), np.where(any_ok, h[rows, first], size)
+    rest = u[:, 2 * tries :]  # offsets uniform over [0, size - h] x [0, size - w], the flip, the colour noise
+    top = np.minimum(np.floor(rest[:, 0] * (size - h + 1)), size - h)
+    left = np.minimum(np.floor(rest[:, 1] * (size - w + 1)), size - w)
+    return AugParams(
+        flip=torch.from_numpy(rest[:, 2] < 0.5),
+        boxes=torch.from_numpy(np.stack([left, top, left + w, top + h], 1).astype(np.float32)),
+        alpha=None if pca_std is None else torch.from_numpy((normals(rest[:, 3:9]) * pca_std).astype(np.float32)),
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------------------

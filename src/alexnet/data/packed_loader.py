@@ -1,9 +1,10 @@
 """The packed loader: shuffled uint8 batches gathered from a memory map, augmented on the device in whole batches.
 
 Per step: a background thread gathers the batch's rows from the memory map (indices sorted for locality, written
-back in batch order) into a pinned staging buffer with a few threads, draws the batch's random parameters from
-``generator(seed, epoch, step, rank)`` and, on CUDA, starts the copy to the device on a side stream. The main thread
-waits only for that copy's event and runs the augmentation (``batch_aug``). ``prefetch`` batches are in flight.
+back in batch order) into a pinned staging buffer with a few threads, draws the batch's random parameters (per
+sample, from ``sampling.uniforms(seed, epoch, index)``) and, on CUDA, starts the copy to the device on a side
+stream. The main thread waits only for that copy's event and runs the augmentation (``batch_aug``). ``prefetch``
+batches are in flight.
 
 The same code runs on CPU tensors, where the staging buffer is the batch and the background thread only reads the
 memory map (numpy, which releases the GIL): labels, parameters and augmentation run in the consumer. Torch work in
@@ -27,7 +28,7 @@ from ..errors import UserError
 from . import batch_aug as A
 from .device_ops import normalize, pca_shift
 from .packed import open_packed
-from .sampling import generator, rank_batches
+from .sampling import rank_batches
 
 _DONE = object()
 
@@ -166,7 +167,7 @@ class PackedLoader:
                             put((step, idx, buf, None, None, None))
                             continue
                         y = self.labels[idx].pin_memory()
-                        params = self._params(len(idx), step)
+                        params = self._params(idx)
                         params = None if params is None else params.pin_memory()
                         with torch.cuda.stream(side):
                             x = buf.to(self.device, non_blocking=True)
@@ -192,7 +193,7 @@ class PackedLoader:
                     raise item
                 step, idx, x, y, params, ev = item
                 if ev is None:
-                    y, params = self.labels[idx], self._params(len(idx), step)
+                    y, params = self.labels[idx], self._params(idx)
                 else:
                     stream = torch.cuda.current_stream(self.device)
                     stream.wait_event(ev)  # no host sync: the compute stream waits for the copy
@@ -222,14 +223,14 @@ class PackedLoader:
 
         list(pool.map(copy, np.array_split(order, min(len(order), self.gather_threads))))
 
-    def _params(self, n: int, step: int) -> A.AugParams | None:
-        """Random parameters of batch ``step``: a pure function of (seed, epoch, step, rank)."""
+    def _params(self, idx: torch.Tensor) -> A.AugParams | None:
+        """Random parameters of the samples ``idx``: each a pure function of (seed, epoch, sample index)."""
         if not self.train:
             return None
-        g = generator(self.seed, self.epoch, step, self.rank)
+        key = dict(seed=self.seed, epoch=self.epoch, pca_std=self.pca_std)
         if self.preset == "paper":
-            return A.sample_paper(n, self.data.size, self.crop_size, g, pca_std=self.pca_std)
-        return A.sample_resized_crop(n, self.data.size, g, pca_std=self.pca_std)
+            return A.sample_paper(idx, self.data.size, self.crop_size, **key)
+        return A.sample_resized_crop(idx, self.data.size, **key)
 
     def _augment(self, x: torch.Tensor, params: A.AugParams | None) -> torch.Tensor:
         """uint8 (B, S, S, 3) on the device -> normalised float32 batch (a new tensor: the staging buffer is free)."""
