@@ -5,7 +5,9 @@
    DataLoader workers), (b) our folder pipeline (``FolderLoader``), (c) the packed loader (``PackedLoader``).
 3. end to end: training steps fed by (b) and by (c), and their ratio to (1).
 
-Every number is the median over ``repeats`` windows of ``steps`` batches each, after warm-up. Timing uses CUDA events
+Every number is the median over ``repeats`` windows, after warm-up. A window is ``steps`` batches, lengthened to
+last at least ``min_time`` seconds (a fast loader's 20 batches take tens of milliseconds, which measured up to 2x
+apart between windows on a shared 2-core VM); the JSON records each row's batches per window. Timing uses CUDA events
 on the GPU and ``perf_counter`` on the CPU (where every op is synchronous). All loaders use the same augmentation
 (RandomResizedCrop + flip) so their speeds compare like for like; one more row (2d) times the packed loader with its
 default, the paper's preset (random crop + flip + PCA colour noise), for which packing is designed.
@@ -14,6 +16,7 @@ default, the paper's preset (random crop + flip + PCA colour noise), for which p
 from __future__ import annotations
 
 import contextlib
+import math
 import statistics
 import tempfile
 import time
@@ -41,7 +44,8 @@ class BenchConfig:
     precision: str = "auto"
     channels_last: bool = False
     compile: bool = False
-    steps: int = 20  # batches per timed window
+    steps: int = 20  # batches per timed window, at least
+    min_time: float = 1.0  # seconds per timed window, at least (more batches for fast rows)
     repeats: int = 3  # timed windows; medians are reported
     warmup: int = 3  # untimed batches before the windows
     workers: int = 4  # DataLoader workers (reference and folder pipelines) and packing processes
@@ -70,12 +74,20 @@ def _timed(device: torch.device, fn: Callable[[], None]) -> float:
 
 
 def _measure(device: torch.device, cfg: BenchConfig, run: Callable[[int], None], images_per_batch: int) -> dict:
-    """img/s over ``repeats`` windows of ``steps`` batches after ``warmup`` batches."""
+    """img/s over ``repeats`` windows after ``warmup`` batches. The first window has ``steps`` batches; if it was
+    shorter than ``min_time`` it only sizes the others (``steps`` scaled up to last ``min_time``) and is dropped."""
     run(cfg.warmup)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-    rates = [images_per_batch * cfg.steps / _timed(device, lambda: run(cfg.steps)) for _ in range(cfg.repeats)]
-    return {"img_s": statistics.median(rates), "runs": rates}
+    steps = cfg.steps
+    first = _timed(device, lambda: run(steps))
+    seconds = [first]
+    if first < cfg.min_time:
+        steps = math.ceil(steps * cfg.min_time / max(first, 1e-6))
+        seconds = []
+    seconds += [_timed(device, lambda: run(steps)) for _ in range(cfg.repeats - len(seconds))]
+    rates = [images_per_batch * steps / t for t in seconds]
+    return {"img_s": statistics.median(rates), "runs": rates, "steps": steps}
 
 
 def _endless(loader) -> Iterator:
@@ -347,9 +359,10 @@ def format_results(r: dict) -> str:
     lines = [
         f"device: {r['device']}, torch {r['torch']}, precision {r['precision']}",
         f"arch {s['arch']}, batch {s['batch_size']}, {s['image_size']} px, channels_last {s['channels_last']}, "
-        f"compile {s['compile']}, {s['steps']} steps x {s['repeats']} repeats (median), {s['workers']} workers",
-        f"{'measurement':<46}{'img/s':>12}{'min':>10}{'max':>10}{'ratio':>16}",
-        "-" * 94,
+        f"compile {s['compile']}, {s['workers']} workers; median of {s['repeats']} windows of >= {s['steps']} "
+        f"batches and >= {s.get('min_time', 0):g} s",
+        f"{'measurement':<46}{'img/s':>12}{'min':>10}{'max':>10}{'batches':>9}{'ratio':>15}",
+        "-" * 102,
     ]
     ratio_of = {
         "loader_folder": ("loader_folder_vs_reference", "x ref"),
@@ -365,7 +378,8 @@ def format_results(r: dict) -> str:
         ratio = ""
         if key in ratio_of and ratio_of[key][0] in r["ratios"]:
             ratio = f"{r['ratios'][ratio_of[key][0]]:.2f} {ratio_of[key][1]}"
-        lines.append(f"{label:<46}{m['img_s']:>12,.0f}{min(m['runs']):>10,.0f}{max(m['runs']):>10,.0f}{ratio:>16}")
+        rates = f"{m['img_s']:>12,.0f}{min(m['runs']):>10,.0f}{max(m['runs']):>10,.0f}{m.get('steps', s['steps']):>9}"
+        lines.append(f"{label:<46}{rates}{ratio:>15}")
     mfu = r["results"]["model"].get("mfu")
     lines.append(
         f"model FLOPs: {r['train_gflop_per_image']:.3f} GFLOP per training image; "

@@ -23,7 +23,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--precision", default="auto", choices=PRECISIONS, help="autocast precision")
     p.add_argument("--channels-last", action="store_true", help="channels-last memory format")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
-    p.add_argument("--steps", type=int, default=20, help="batches per timed window")
+    p.add_argument("--steps", type=int, default=20, help="batches per timed window, at least")
+    p.add_argument("--min-time", type=float, default=1.0, help="seconds per timed window, at least (fast rows)")
     p.add_argument("--repeats", type=int, default=3, help="timed windows (the median is reported)")
     p.add_argument("--warmup", type=int, default=3, help="untimed batches before timing")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="DataLoader workers / pack processes")
@@ -45,6 +46,7 @@ def run(args: argparse.Namespace) -> int:
         channels_last=args.channels_last,
         compile=args.compile,
         steps=args.steps,
+        min_time=args.min_time,
         repeats=args.repeats,
         warmup=args.warmup,
         workers=args.workers,

