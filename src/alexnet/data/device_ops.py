@@ -55,9 +55,9 @@ def normalize(
 
     ``mean``, ``std``: 3 values on the [0, 1] scale. ``shift``: optional per-image (B, 3) colour shift on the same
     scale (the PCA noise), for ``(B, 3, H, W)`` batches. One pass: ``addcmul`` reads ``x`` in its own dtype and
-    writes the result once, in ``memory_format`` (4-D only). On the 2-core CPU, per 64 images: 0.38 ms at 64 px and
-    1.9 ms at 128 px, against 0.87 and 3.1 ms for a converting copy + multiply + add; at 224 px 29 vs 20 ms (the
-    mixed-dtype kernel is not vectorised there), which is under 1 % of a CPU training step at that size.
+    writes the result once, in ``memory_format`` (4-D only). The kernels alone on the 2-core CPU, per 64 images:
+    0.38 ms at 64 px and 1.9 ms at 128 px, against 0.87 and 3.1 ms for a converting copy + multiply + add; at 224 px
+    29 vs 20 ms (the mixed-dtype kernel is not vectorised there), under 1 % of a CPU training step at that size.
     """
     m = torch.as_tensor(mean, dtype=torch.float32, device=x.device).view(3, 1, 1)
     s = torch.as_tensor(std, dtype=torch.float32, device=x.device).view(3, 1, 1)
