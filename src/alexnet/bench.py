@@ -7,10 +7,11 @@
 
 Every number is the median over ``repeats`` windows, after warm-up. A window is ``steps`` batches, lengthened to
 last at least ``min_time`` seconds (a fast loader's 20 batches take tens of milliseconds; 15-batch epochs of one
-packed loader measured 16k-46k img/s on a shared 2-core VM); the JSON records each row's batches per window. Timing uses CUDA events
-on the GPU and ``perf_counter`` on the CPU (where every op is synchronous). All loaders use the same augmentation
-(RandomResizedCrop + flip) so their speeds compare like for like; one more row (2d) times the packed loader with its
-default, the paper's preset (random crop + flip + PCA colour noise), for which packing is designed.
+packed loader measured 16k-46k img/s on a shared 2-core VM); the JSON records each row's batches per window. Timing
+uses CUDA events on the GPU and ``perf_counter`` on the CPU (where every op is synchronous). All loaders use the
+same augmentation (RandomResizedCrop + flip) so their speeds compare like for like; one more row (2d) times the
+packed loader with its default, the paper's preset (random crop + flip + PCA colour noise), for which packing is
+designed.
 """
 
 from __future__ import annotations
