@@ -115,15 +115,25 @@ class TrainTransform:
         return (height - h) // 2, (width - w) // 2, h, w  # as torchvision
 
 
-class EvalTransform:
-    """Shorter side to ``resize_size``, then the central ``crop_size`` square."""
+def resize_square(img: torch.Tensor, size: int) -> torch.Tensor:
+    """Resize (bilinear, antialiased) both sides to ``size`` px (a pack's ``squash`` mode)."""
+    if tuple(img.shape[-2:]) == (size, size):
+        return img
+    from torchvision.transforms.functional import resize
 
-    def __init__(self, *, crop_size: int = 224, resize_size: int = 256):
+    return resize(img, [size, size], antialias=True)
+
+
+class EvalTransform:
+    """Shorter side to ``resize_size`` (or, with ``squash``, both sides), then the central ``crop_size`` square."""
+
+    def __init__(self, *, crop_size: int = 224, resize_size: int = 256, squash: bool = False):
         _check_sizes(crop_size, resize_size)
         self.crop_size, self.resize_size = crop_size, resize_size
+        self.resize = resize_square if squash else resize_shorter
 
     def __call__(self, img: torch.Tensor) -> torch.Tensor:
-        return center_crop(resize_shorter(img, self.resize_size), self.crop_size).contiguous()
+        return center_crop(self.resize(img, self.resize_size), self.crop_size).contiguous()
 
 
 class TenCrop:
@@ -131,12 +141,13 @@ class TenCrop:
     ``resize_size``. Order: top-left, top-right, bottom-left, bottom-right, centre, then the same five mirrored.
     """
 
-    def __init__(self, *, crop_size: int = 224, resize_size: int = 256):
+    def __init__(self, *, crop_size: int = 224, resize_size: int = 256, squash: bool = False):
         _check_sizes(crop_size, resize_size)
         self.crop_size, self.resize_size = crop_size, resize_size
+        self.resize = resize_square if squash else resize_shorter
 
     def __call__(self, img: torch.Tensor) -> torch.Tensor:
-        img = resize_shorter(img, self.resize_size)
+        img = self.resize(img, self.resize_size)
         h, w = img.shape[-2:]
         c = self.crop_size
         five = [crop(img, 0, 0, c, c), crop(img, 0, w - c, c, c), crop(img, h - c, 0, c, c)]
