@@ -53,7 +53,7 @@ def test_torchvision_file_gets_imagenet_metadata(tmp_path):
     torch.save(torchvision.models.alexnet(weights=None).state_dict(), tmp_path / "tv.pth")
     _, meta = model_from_file(tmp_path / "tv.pth")
     assert meta["arch"] == "alexnet" and len(meta["classes"]) == 1000
-    assert meta["classes"][0] == "tench" and meta["preprocess"]["crop"] == 224
+    assert meta["classes"][0] == "tench" and meta["preprocess"].crop == 224
 
 
 def test_mismatch_names_missing_unexpected_and_misshaped_keys(tv_weights):

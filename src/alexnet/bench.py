@@ -25,15 +25,16 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from .device import autocast, resolve_device, resolve_precision
 from .errors import UserError
+from .preprocess import IMAGENET, Preprocess, default_resize
 
 # Dense peak tensor-core FLOP/s (bf16/fp16, no sparsity), from the vendors' data sheets.
 PEAK_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12}
-IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 
 
 @dataclass
@@ -52,6 +53,27 @@ class BenchConfig:
     workers: int = 4  # DataLoader workers (reference and folder pipelines) and packing processes
     device: str = "auto"
     synthetic_images: int = 2000  # generated train images when data is None
+    max_images: int = 4000  # DATA: pack at most this many train images, evenly spaced (ImageNet would be 250 GB)
+
+    def validate(self) -> None:
+        from .device import PRECISIONS
+        from .model import MIN_INPUT_SIZE, list_models
+
+        if self.arch not in list_models():
+            raise UserError(f"--arch {self.arch!r}: choose one of {', '.join(list_models())}")
+        if self.precision not in PRECISIONS:
+            raise UserError(f"--precision {self.precision!r}: choose one of {', '.join(PRECISIONS)}")
+
+        for name in ("batch_size", "steps", "repeats", "synthetic_images", "max_images"):
+            if getattr(self, name) < 1:
+                raise UserError(f"--{name.replace('_', '-')} {getattr(self, name)}: must be at least 1")
+        for name in ("warmup", "workers"):
+            if getattr(self, name) < 0:
+                raise UserError(f"--{name} {getattr(self, name)}: must be 0 or more")
+        if not MIN_INPUT_SIZE <= self.image_size <= 1024:
+            raise UserError(f"--image-size {self.image_size}: must be {MIN_INPUT_SIZE} to 1024 px")
+        if not self.min_time >= 0:
+            raise UserError(f"--min-time {self.min_time}: must be 0 or more seconds")
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -159,18 +181,26 @@ def peak_flops(device: torch.device, dtype: torch.dtype) -> float | None:
     return next((v for k, v in PEAK_FLOPS.items() if k in name), None)
 
 
-def _prepare_data(cfg: BenchConfig, tmp: Path) -> tuple[str | None, Path]:
-    """(image folder or None, pack dir): generated, or packed from ``cfg.data``, or ``cfg.data`` if it is a pack."""
-    from .data.packed import is_packed, pack_dataset
+def _prepare_data(cfg: BenchConfig, tmp: Path, log: Callable[[str], None]) -> tuple[str | None, Path]:
+    """(image folder or None, pack dir): generated, or packed from at most ``max_images`` evenly spaced train images
+    of ``cfg.data``, or ``cfg.data`` if it is a pack (read in place)."""
+    from .data.packed import pack_splits
+    from .data.sources import Subset, open_dataset
 
-    resize = round(cfg.image_size * 256 / 224)  # the paper's 256:224 ratio
-    if cfg.data is not None and is_packed(cfg.data):
-        return None, Path(cfg.data)
-    folder = cfg.data
-    if folder is None:
+    resize = default_resize(cfg.image_size)
+    if cfg.data is None:
         folder = str(_make_folder(tmp / "synthetic", cfg.synthetic_images, resize))
+        dataset = open_dataset(folder)
+    else:
+        folder, dataset = cfg.data, open_dataset(cfg.data)
+        if dataset.kind == "pack":
+            return None, Path(cfg.data)
+    train = dataset.split("train")
+    if len(train) > cfg.max_images:
+        log(f"packing {cfg.max_images} of the {len(train)} train images of {cfg.data} (evenly spaced; --max-images)")
+        train = Subset(train, np.linspace(0, len(train) - 1, cfg.max_images).round().astype(int))
     pack = tmp / "packed"
-    pack_dataset(folder, pack, size=resize, workers=cfg.workers, progress=False)
+    pack_splits({"train": train}, pack, size=resize, workers=cfg.workers, progress=False, source=str(folder))
     return folder, pack
 
 
@@ -196,15 +226,17 @@ def _reference_loader(folder: str, cfg: BenchConfig, device: torch.device):
     import torchvision.datasets as D
     import torchvision.transforms as T
 
-    from .data.sources import open_splits
+    from .data.sources import open_dataset
 
-    train, _ = open_splits(folder)
+    train = open_dataset(folder).split("train")
+    if not isinstance(train.items, list):
+        raise UserError(f"{folder}: the reference loader reads image files (ImageFolder), not {type(train).__name__}")
     tf = T.Compose(
         [
             T.RandomResizedCrop(cfg.image_size),
             T.RandomHorizontalFlip(),
             T.ToTensor(),
-            T.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+            T.Normalize(IMAGENET.mean, IMAGENET.std),
         ]
     )
     ds = D.ImageFolder(str(Path(train.root)), tf)
@@ -220,43 +252,24 @@ def _reference_loader(folder: str, cfg: BenchConfig, device: torch.device):
 
 
 def _folder_loader(folder: str, cfg: BenchConfig, device: torch.device):
-    from .data.loader import FolderLoader
-    from .data.sources import open_splits
+    from .data.loaders import make_loader
+    from .data.sources import open_dataset
 
-    train, _ = open_splits(folder)
-    return FolderLoader(
-        train,
-        batch_size=cfg.batch_size,
-        train=True,
-        preset="torchvision",
-        crop_size=cfg.image_size,
-        resize_size=round(cfg.image_size * 256 / 224),
-        mean=IMAGENET_MEAN,
-        std=IMAGENET_STD,
-        device=device,
-        channels_last=cfg.channels_last,
-        workers=cfg.workers,
-    )
+    train = open_dataset(folder).split("train")
+    pre = Preprocess.for_crop(cfg.image_size)
+    return make_loader(train, pre, batch_size=cfg.batch_size, train=True, preset="torchvision", device=device,
+                       channels_last=cfg.channels_last, workers=cfg.workers)  # fmt: skip
 
 
 def _packed_loader(pack: Path, cfg: BenchConfig, device: torch.device, preset: str = "torchvision"):
-    from .data.packed import read_manifest
-    from .data.packed_loader import PackedLoader
+    from .data.loaders import make_loader
+    from .data.sources import open_dataset
 
-    stats = read_manifest(pack)["stats"]  # the paper preset adds PCA colour noise from the pack's statistics
-    return PackedLoader(
-        pack,
-        "train",
-        batch_size=cfg.batch_size,
-        train=True,
-        preset=preset,
-        crop_size=cfg.image_size,
-        mean=IMAGENET_MEAN,
-        std=IMAGENET_STD,
-        pca=stats if preset == "paper" else None,
-        device=device,
-        channels_last=cfg.channels_last,
-    )
+    dataset = open_dataset(pack)  # the paper preset adds PCA colour noise from the pack's statistics
+    pre = Preprocess(crop=cfg.image_size, resize=dataset.image_size)
+    return make_loader(dataset.split("train"), pre, batch_size=cfg.batch_size, train=True, preset=preset,
+                       pca=dataset.stats, pca_std=0.1 if preset == "paper" else 0.0, device=device,
+                       channels_last=cfg.channels_last)  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -267,14 +280,13 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = print) -> dict:
     """Run all measurements on one device and return the results (see ``format_results``)."""
     from .model import create_model
 
-    if cfg.batch_size < 1 or cfg.steps < 1 or cfg.repeats < 1:
-        raise UserError("--batch-size, --steps and --repeats must be at least 1")
+    cfg.validate()
     device = resolve_device(cfg.device)
     dtype = resolve_precision(cfg.precision, device)
     results: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(prefix="alexnet-bench-") as tmp:
         log("preparing data ...")
-        folder, pack = _prepare_data(cfg, Path(tmp))
+        folder, pack = _prepare_data(cfg, Path(tmp), log)
         from .data.packed import read_manifest
 
         num_classes = len(read_manifest(pack)["classes"])

@@ -6,6 +6,7 @@ sums on the device (no per-batch sync) and, under DDP, all-reduces them so every
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable, Sequence
 
 import torch
@@ -14,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .device import autocast
+from .progress import progress
 
 
 def topk_correct(logits: torch.Tensor, labels: torch.Tensor, ks: Sequence[int] = (1, 5)) -> torch.Tensor:
@@ -45,8 +47,10 @@ def evaluate(
     device: torch.device | str = "cpu",
     dtype: torch.dtype = torch.float32,
     distributed: bool = False,
+    desc: str | None = None,
 ) -> dict:
     """Run ``model`` in eval mode over ``(x, y)`` batches; x is (B, 3, H, W) or (B, 10, 3, H, W) for ten crops.
+    ``desc``: show progress under this name (a bar on a terminal, a line every 30 s elsewhere).
 
     Returns ``{"count", "loss", "top1", "top5", "per_class": {name: acc}, "confusion": [[int]], "classes"}``; loss is
     the mean cross-entropy (of the averaged ten-crop probabilities when ten crops are given).
@@ -58,7 +62,9 @@ def evaluate(
     correct = torch.zeros(2, dtype=torch.int64, device=device)
     confusion = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=device)
     count = torch.zeros((), dtype=torch.int64, device=device)
+    bar = progress(len(batches) if hasattr(batches, "__len__") else None, desc or "", unit="batch", enabled=bool(desc))
     for x, y in batches:
+        bar.update(1)
         with autocast(device, dtype):
             if x.dim() == 5:  # (B, 10, 3, H, W): ten views per image
                 b, v = x.shape[:2]
@@ -72,6 +78,7 @@ def evaluate(
         correct += topk_correct(scores, y, (1, 5))
         confusion += confusion_matrix(scores.argmax(dim=1), y, num_classes)
         count += y.numel()
+    bar.close()
     if distributed:
         for t in (loss_sum, correct, confusion, count):
             dist.all_reduce(t)
@@ -115,50 +122,53 @@ def evaluate_file(
     workers: int | None = None,
     device: str = "auto",
     precision: str = "auto",
+    allow_class_mismatch: bool = False,
+    progress: bool = False,
 ) -> dict:
     """Evaluate a checkpoint / weights file on ``data`` (default: the data set recorded in the checkpoint).
 
-    Preprocessing (resize, crop, mean, std) comes from the file; a torchvision weights file uses ImageNet's. The data
-    set's class order must be the model's (true for ImageNet folders named by wnid, sorted, as torchvision's).
+    ``data`` is anything ``open_dataset`` opens, packs and a single folder of class sub-folders included (which then
+    serves as the split). Preprocessing comes from the file (a torchvision weights file: ImageNet's). The data's
+    classes are matched to the model's by name (order may differ); a class the model does not know is a
+    ``UserError`` unless ``allow_class_mismatch``, which scores by position and says so in ``report["warnings"]``.
     """
-    from .data.loader import FolderLoader
-    from .data.pipeline import default_workers
-    from .data.sources import open_splits
+    from .data.loaders import make_loader
+    from .data.sources import match_classes, open_dataset, relabel
     from .device import resolve_device, resolve_precision
     from .errors import UserError
     from .weights import model_from_file
 
+    if batch_size < 1:
+        raise UserError(f"--batch-size {batch_size}: must be at least 1")
+    if workers is not None and workers < 0:
+        raise UserError(f"--workers {workers}: must be 0 or more")
     model, meta = model_from_file(model_path)
     config = meta.get("config") or {}
-    if data is None and not config:
+    if data is None and not config:  # a run's checkpoint always has a config (data None = the built-in set)
         raise UserError(f"{model_path} records no data set: give DATA")
-    data = data if data is not None else config.get("data")
-    train_split, val_split = open_splits(data, train_dir=None if data else config.get("train_dir"),
-                                         val_dir=None if data else config.get("val_dir"))  # fmt: skip
-    chosen = train_split if split == "train" else val_split
-    if chosen is None:
-        raise UserError(f"{data}: has no {split} split")
-    if len(chosen.classes) != meta["num_classes"]:
-        raise UserError(
-            f"{data} has {len(chosen.classes)} classes but {model_path} predicts {meta['num_classes']}; "
-            "evaluate on a data set with the model's classes"
-        )
+    if data is None:
+        dataset = open_dataset(config.get("data"), train_dir=config.get("train_dir"), val_dir=config.get("val_dir"))
+    else:
+        dataset = open_dataset(data)
+    chosen = dataset.split(split)
+    classes, warnings = list(meta["classes"]), []
+    try:
+        chosen = relabel(chosen, match_classes(chosen.classes, classes, source=dataset.source, model=str(model_path)),
+                         classes)  # fmt: skip
+    except UserError as e:
+        if not allow_class_mismatch or len(chosen.classes) > len(classes):
+            raise
+        warnings.append(f"class names differ, scored by position as --allow-class-mismatch asks: {e}")
+        print(f"warning: {warnings[-1]}", file=sys.stderr)
+        chosen = relabel(chosen, range(len(chosen.classes)), classes)
     dev = resolve_device(device)
     dtype = resolve_precision(precision, dev)
-    pre = meta["preprocess"]
-    loader = FolderLoader(
-        chosen,
-        batch_size=max(1, batch_size // 10) if ten_crop else batch_size,
-        train=False,
-        crop_size=pre["crop"],
-        resize_size=pre["resize"],
-        mean=pre["mean"],
-        std=pre["std"],
-        device=dev,
-        ten_crop=ten_crop,
-        workers=default_workers(dev) if workers is None else workers,
-    )
+    loader = make_loader(chosen, meta["preprocess"], batch_size=max(1, batch_size // 10) if ten_crop else batch_size,
+                         ten_crop=ten_crop, device=dev, workers=workers)  # fmt: skip
     model.to(dev)
-    report = evaluate(model, loader, num_classes=meta["num_classes"], classes=meta["classes"], device=dev, dtype=dtype)
-    report.update(model=str(model_path), data=str(data), split=split, ten_crop=ten_crop, bad_files=loader.bad_files)
+    desc = f"evaluate {dataset.source} ({split})" if progress else None
+    report = evaluate(model, loader, num_classes=meta["num_classes"], classes=classes, device=dev, dtype=dtype,
+                      desc=desc)  # fmt: skip
+    report.update(model=str(model_path), data=dataset.source, split=split, ten_crop=ten_crop,
+                  bad_files=loader.bad_files, warnings=warnings)  # fmt: skip
     return report

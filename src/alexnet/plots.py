@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .data.sources import Subset
 from .errors import UserError
 
 DPI = 100
@@ -229,9 +230,9 @@ def plot_neighbours(predictor, train, val, out: Path, *, pool: int = NEIGHBOUR_P
     g = torch.Generator().manual_seed(seed)
     keys_idx = torch.randperm(len(train), generator=g)[:pool].sort().values.tolist()
     query_idx = torch.randperm(len(val), generator=g)[:NUM_QUERIES].tolist()
-    subset = _Subset(train, keys_idx)
+    subset = Subset(train, keys_idx)
     keys = predictor.features(subset, layer="fc7").to(predictor.device)  # (N, 4096)
-    queries = predictor.features(_Subset(val, query_idx), layer="fc7").to(predictor.device)  # (Q, 4096)
+    queries = predictor.features(Subset(val, query_idx), layer="fc7").to(predictor.device)  # (Q, 4096)
     dist, nn_idx = nearest_neighbours(queries, keys, min(NUM_NEIGHBOURS, len(keys)))
     dist, nn_idx = dist.cpu(), nn_idx.cpu()
     fig = _figure("neighbours")
@@ -272,19 +273,6 @@ def plot_predictions(predictor, val, out: Path, *, n: int = 16, seed: int = 0) -
     return _save(fig, out)
 
 
-class _Subset:
-    """``split`` restricted to ``indices``, with the ``len`` / ``load(i)`` that ``Predictor.features`` reads."""
-
-    def __init__(self, split, indices: list[int]) -> None:
-        self.split, self.indices = split, indices
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def load(self, i: int) -> torch.Tensor:
-        return self.split.load(self.indices[i])
-
-
 # ----------------------------------------------------------------------------------------------------------------
 
 
@@ -315,13 +303,19 @@ def make_plots(
     written.append(plot_filters(conv1, predictor.meta["arch"], out / "conv1_filters.png"))
     if (run_dir / "eval.json").is_file():
         written.append(plot_confusion(json.loads((run_dir / "eval.json").read_text()), out / "confusion.png"))
-    if data is None:
-        data = (predictor.meta.get("config") or {}).get("data")
-    from .data.sources import open_splits
+    from .data.sources import open_dataset
 
-    train, val = open_splits(data)
-    if val is None or len(val) == 0:
-        raise UserError(f"{data}: no val split; the neighbour and prediction figures need val images")
+    if data is None:
+        config = predictor.meta.get("config") or {}
+        dataset = open_dataset(config.get("data"), train_dir=config.get("train_dir"), val_dir=config.get("val_dir"))
+    else:
+        dataset = open_dataset(data)
+    train, val = dataset.train, dataset.val
+    if train is None or val is None or len(val) == 0:
+        raise UserError(
+            f"{dataset.source}: needs train and val splits for the neighbour and prediction figures "
+            "(give one with --data)"
+        )
     written.append(plot_neighbours(predictor, train, val, out / "neighbours.png"))
     written.append(plot_predictions(predictor, val, out / "predictions.png"))
     return written

@@ -29,11 +29,6 @@ CHECKPOINT_FORMAT = "alexnet-checkpoint"
 CHECKPOINT_VERSION = 1
 _PREFIXES = ("module.", "_orig_mod.")  # added by DistributedDataParallel and torch.compile
 
-# ImageNet preprocessing used by torchvision's AlexNet weights (resize 256, centre crop 224).
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-IMAGENET_PREPROCESS = {"resize": 256, "crop": 224, "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}
-
 
 def imagenet_classes() -> list[str]:
     """The 1000 ImageNet class names in torchvision's order, from the metadata torchvision ships (no download)."""
@@ -147,10 +142,11 @@ def load_weights(model: nn.Module, path: str | os.PathLike, *, skip: tuple[str, 
 def model_from_file(path: str | os.PathLike) -> tuple[nn.Module, dict[str, Any]]:
     """Build the right model for a weights file and load it. Returns ``(model in eval mode, metadata)``.
 
-    Metadata always has ``arch``, ``num_classes``, ``classes`` and ``preprocess``; a torchvision weights file is
-    recognised by its keys and gets the ImageNet class names and preprocessing.
+    Metadata always has ``arch``, ``num_classes``, ``classes`` (as many as outputs) and ``preprocess`` (a validated
+    ``Preprocess``); a torchvision weights file is recognised by its keys and gets ImageNet's names and preprocessing.
     """
     from .model import create_model
+    from .preprocess import IMAGENET, Preprocess
 
     info = read_file(path)
     sd = info["model"]
@@ -163,11 +159,12 @@ def model_from_file(path: str | os.PathLike) -> tuple[nn.Module, dict[str, Any]]
     model.load_state_dict(sd)
     model.eval()
     classes = info.get("classes")
-    preprocess = info.get("preprocess")
     if classes is None:
         classes = imagenet_classes() if num_classes == 1000 else [str(i) for i in range(num_classes)]
-    if preprocess is None:
-        preprocess = dict(IMAGENET_PREPROCESS)
+    if not (isinstance(classes, list) and len(classes) == num_classes and all(isinstance(c, str) for c in classes)):
+        raise WeightsError(f"{path}: 'classes' must be a list of {num_classes} names (one per output)")
+    raw = info.get("preprocess")
+    preprocess = IMAGENET if raw is None else Preprocess.from_dict(raw, source=str(path))
     meta = {k: v for k, v in info.items() if k not in ("model", "optimizer", "scheduler", "scaler", "rng")}
     meta.update(arch=arch, num_classes=num_classes, classes=list(classes), preprocess=preprocess)
     return model, meta

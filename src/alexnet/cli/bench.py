@@ -6,9 +6,6 @@ import argparse
 import json
 import os
 
-from ..device import DEVICES, PRECISIONS
-from ..model import list_models
-
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
@@ -16,11 +13,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="measure training img/s: model only, input pipelines only, end to end",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
+    # no torch import here (it would make `alexnet --help` slow): names are checked by BenchConfig.validate
     p.add_argument("data", nargs="?", default=None, help="image folder, CIFAR or pack dir (default: generated)")
-    p.add_argument("--arch", default="alexnet", choices=list_models(), help="architecture")
+    p.add_argument("--arch", default="alexnet", help="architecture: alexnet or alexnet2012")
     p.add_argument("--batch-size", type=int, default=256, help="images per step")
     p.add_argument("--image-size", type=int, default=224, help="training crop in px")
-    p.add_argument("--precision", default="auto", choices=PRECISIONS, help="autocast precision")
+    p.add_argument("--precision", default="auto", help="autocast precision: auto, fp32, bf16 or fp16")
     p.add_argument("--channels-last", action="store_true", help="channels-last memory format")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
     p.add_argument("--steps", type=int, default=20, help="batches per timed window, at least")
@@ -29,7 +27,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--warmup", type=int, default=3, help="untimed batches before timing")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="DataLoader workers / pack processes")
     p.add_argument("--synthetic-images", type=int, default=2000, help="generated train images without DATA")
-    p.add_argument("--device", default="auto", help=f"one of {', '.join(DEVICES)} or cuda:N")
+    p.add_argument("--max-images", type=int, default=4000, help="with DATA: pack at most this many train images")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     p.add_argument("--json", default=None, metavar="OUT", help="also write the results to this JSON file")
     p.set_defaults(func=run)
 
@@ -52,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
         workers=args.workers,
         device=args.device,
         synthetic_images=args.synthetic_images,
+        max_images=args.max_images,
     )
     results = run_bench(cfg)
     print(format_results(results))

@@ -29,6 +29,7 @@ def register_synth(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--val-per-class", type=int, default=50, help="val images per class")
     p.add_argument("--size", type=int, default=64, help="image side in px")
     p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same files)")
+    p.add_argument("--overwrite", action="store_true", help="write into a non-empty OUT (replacing its images)")
     p.set_defaults(func=run_synth)
 
 
@@ -42,6 +43,7 @@ def run_synth(args: argparse.Namespace) -> int:
         val_per_class=args.val_per_class,
         size=args.size,
         seed=args.seed,
+        overwrite=args.overwrite,
     )
     n = args.classes * (args.per_class + args.val_per_class)
     print(f"wrote {n} images ({args.classes} classes, {args.size} px) to {out}")
@@ -52,7 +54,7 @@ def register_stats(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "stats", help="per-channel mean/std and RGB eigenvectors of the train split", formatter_class=_FMT
     )
-    p.add_argument("data", metavar="DATA", help="data set folder or archive")
+    p.add_argument("data", metavar="DATA", help="data set folder, archive or pack")
     p.add_argument("--out", default=None, help="JSON path (default: alexnet-stats.json next to the data)")
     p.add_argument("--max-images", type=int, default=None, help="use this many evenly spaced images (default: all)")
     p.add_argument("--workers", type=int, default=2, help="decoding threads")
@@ -60,13 +62,21 @@ def register_stats(sub: argparse._SubParsersAction) -> None:
 
 
 def run_stats(args: argparse.Namespace) -> int:
-    from ..data.sources import open_splits
+    from ..data.sources import open_dataset
     from ..data.stats import compute_stats, default_stats_path, save_json
 
-    train, _ = open_splits(args.data)
+    dataset = open_dataset(args.data)
+    train = dataset.split("train")
+    fmt = lambda v: "[" + ", ".join(f"{x:.4f}" for x in v) + "]"  # noqa: E731
+    if dataset.stats is not None:  # a pack: computed over every train image when it was packed
+        stats, where = dataset.stats, f"{args.data}/manifest.json"
+        if args.out:
+            where = str(save_json(stats, args.out))
+        print(f"{len(train)} packed images: mean {fmt(stats['mean'])} std {fmt(stats['std'])}")
+        print(f"eigvals {fmt(stats['eigvals'])}; from {where}")
+        return 0
     stats = compute_stats(train, max_images=args.max_images, workers=args.workers)
     path = save_json(stats, args.out or default_stats_path(train))
-    fmt = lambda v: "[" + ", ".join(f"{x:.4f}" for x in v) + "]"  # noqa: E731
     print(f"{stats['images']} images ({stats['skipped']} skipped): mean {fmt(stats['mean'])} std {fmt(stats['std'])}")
     print(f"eigvals {fmt(stats['eigvals'])}; written to {path}")
     return 0
@@ -74,7 +84,7 @@ def run_stats(args: argparse.Namespace) -> int:
 
 def register_check(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("check", help="check a data set; exit 0 if it would train, 1 if not", formatter_class=_FMT)
-    p.add_argument("data", metavar="DATA", help="data set folder or archive")
+    p.add_argument("data", metavar="DATA", help="data set folder, archive or pack")
     p.add_argument("--json", default=None, metavar="OUT", help="also write the report as JSON here")
     p.add_argument("--workers", type=int, default=None, help="threads (default: all cores)")
     p.set_defaults(func=run_check)

@@ -9,8 +9,9 @@ import json
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("evaluate", help="evaluate a checkpoint or weights file on a data set")
     p.add_argument("model", help="one of our checkpoints, a torchvision weights file or .safetensors")
-    p.add_argument("data", nargs="?", help="data set (default: the one the checkpoint was trained on)")
-    p.add_argument("--split", default="val", choices=["train", "val"], help="which split")
+    p.add_argument("data", nargs="?", help="data set: folders, a pack, CIFAR, or one folder of class sub-folders "
+                   "(default: the one the checkpoint was trained on)")  # fmt: skip
+    p.add_argument("--split", default="val", choices=["train", "val"], help="which split (ignored for one folder)")
     p.add_argument("--ten-crop", action="store_true", help="average softmax over ten crops (paper §4.1)")
     p.add_argument("--batch-size", type=int, default=100)
     p.add_argument(
@@ -18,6 +19,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
+    p.add_argument("--allow-class-mismatch", action="store_true",
+                   help="score by position when the data's class names differ from the model's (warns)")  # fmt: skip
     p.add_argument("--out", help="write the JSON report here")
     p.set_defaults(func=run)
 
@@ -34,6 +37,8 @@ def run(args: argparse.Namespace) -> int:
         workers=args.workers,
         device=args.device,
         precision=args.precision,
+        allow_class_mismatch=args.allow_class_mismatch,
+        progress=True,
     )
     print(format_report(report))
     if args.out:

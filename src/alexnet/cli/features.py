@@ -16,7 +16,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=__doc__,
     )
     p.add_argument("model", help="our checkpoint (.pt), a torchvision AlexNet .pth, or .safetensors + .json")
-    p.add_argument("data", help="data set: ROOT with train/<class>/ (and val/), or a CIFAR archive")
+    p.add_argument("data", help="data set: ROOT with train/<class>/ (and val/), a pack, CIFAR, or one class folder")
     p.add_argument("--layer", choices=("conv5", "fc6", "fc7"), default="fc7", help="layer (default fc7)")
     p.add_argument("--split", choices=("train", "val"), default="train", help="which split (default train)")
     p.add_argument("--out", required=True, help="output file, .npy or .safetensors")
@@ -26,17 +26,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..data.sources import open_splits
+    from ..data.sources import open_dataset
     from ..errors import UserError
     from ..predict import load, save_features
 
     if not args.out.endswith((".npy", ".safetensors")):
         raise UserError(f"--out {args.out}: the file name must end in .npy or .safetensors")
+    if args.batch_size < 1:
+        raise UserError(f"--batch-size {args.batch_size}: must be at least 1")
+    split = open_dataset(args.data).split(args.split)
     predictor = load(args.model, device=args.device)
-    train, val = open_splits(args.data)
-    split = train if args.split == "train" else val
-    if split is None:
-        raise UserError(f"{args.data}: has no val split")
     feats = predictor.features(split, layer=args.layer, batch_size=args.batch_size)
     paths = [split.describe(i) for i in range(len(split))]
     for path in save_features(

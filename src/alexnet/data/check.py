@@ -1,8 +1,9 @@
 """The data-set doctor: what would go wrong if you trained on this folder, before you spend hours finding out.
 
-``check_dataset`` opens the data as training would, then reads every file (in a thread pool, all cores): decodes
-it, hashes its bytes, and notes its format, colour mode and size. The report lists errors (the data would not train)
-and warnings (it would, but look).
+``check_dataset`` opens the data as training would (``open_dataset``), then reads every file (in a thread pool, all
+cores): decodes it, hashes its bytes, and notes its format, colour mode and size. A pack is checked against its
+manifest instead: sizes, label digests and every image chunk's checksum. The report lists errors (the data would not
+train) and warnings (it would, but look).
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UserError
+from ..progress import progress as progress_bar
 from .decode import DecodeError, decode_image, read_header
-from .sources import UnlabelledValError, class_folders, open_splits
+from .sources import UnlabelledValError, class_folders, open_dataset
 
 # The trainer stops when more than this fraction of a split cannot be decoded.
 MAX_BAD_FRACTION = 0.01
@@ -62,8 +64,10 @@ def check_dataset(
     max_bad_fraction: float = MAX_BAD_FRACTION,
 ) -> dict:
     """Check a data set; returns a JSON-able report with ``ok`` (would it train), ``errors``, ``warnings``, ...."""
-    from tqdm import tqdm
+    from .packed import is_packed
 
+    if train_dir is None and is_packed(data):
+        return _check_pack(data, progress=progress)
     report: dict = {"data": data, "ok": True, "errors": [], "warnings": [], "splits": {}}
     err, warn = report["errors"].append, report["warnings"].append
 
@@ -71,7 +75,7 @@ def check_dataset(
     root = Path(train_dir).parent if train_dir else Path(data) if data else None
     tdir = Path(train_dir) if train_dir else (root / "train" if root else None)
     vdir = Path(val_dir) if val_dir else (root / "val" if root else None)
-    if tdir and vdir and tdir.is_dir() and vdir.is_dir() and class_folders(vdir):
+    if tdir and vdir and tdir.is_dir() and vdir.is_dir() and class_folders(tdir) and class_folders(vdir):
         t_classes, v_classes = set(class_folders(tdir)), set(class_folders(vdir))
         if v_classes - t_classes:
             err(f"classes in val but not in train: {', '.join(sorted(v_classes - t_classes))}")
@@ -82,7 +86,10 @@ def check_dataset(
             return report
 
     try:
-        train, val = open_splits(data, train_dir=train_dir, val_dir=val_dir)
+        dataset = open_dataset(data, train_dir=train_dir, val_dir=val_dir)
+        if dataset.kind == "folder":
+            warn(f"{data}: one folder of class sub-folders, checked as a train split (no val split)")
+        train, val = dataset.split("train"), dataset.val
     except UnlabelledValError as e:
         err(str(e))
         train, val = e.train, None
@@ -118,9 +125,12 @@ def check_dataset(
             continue
 
         files = [str(p) for p in split.items]
-        with ThreadPool(workers) as pool:
-            it = pool.imap_unordered(inspect_file, files, chunksize=32)
-            results = list(tqdm(it, total=len(files), desc=f"check {split.name}", unit="img", disable=not progress))
+        results = []
+        with ThreadPool(workers) as pool, progress_bar(len(files), f"check {split.name}", unit="img",
+                                                        enabled=progress) as bar:  # fmt: skip
+            for r in pool.imap_unordered(inspect_file, files, chunksize=32):
+                results.append(r)
+                bar.update(1)
         results.sort(key=lambda r: r["path"])
         bad = [r for r in results if r["error"]]
         info["undecodable"] = [r["error"] for r in bad]
@@ -159,6 +169,41 @@ def check_dataset(
     report["duplicates"] = dups
     if dups:
         warn(f"{len(dups)} group(s) of identical files (same bytes), e.g. {' = '.join(dups[0][:3])}")
+    report["ok"] = not report["errors"]
+    return report
+
+
+def _check_pack(root: str, *, progress: bool) -> dict:
+    """A pack's report: its manifest and files (``read_manifest``), every chunk checksum, classes per split."""
+    from .packed import read_manifest, verify_pack
+
+    report: dict = {"data": root, "ok": True, "errors": [], "warnings": [], "splits": {}, "duplicates": []}
+    try:
+        manifest = read_manifest(root)
+        verify_pack(root, manifest=manifest, progress=progress)
+    except UserError as e:
+        report["errors"].append(str(e))
+        report["ok"] = False
+        return report
+    classes = list(manifest["classes"])
+    for name, info in manifest["splits"].items():
+        counts = Counter(np.load(Path(root) / name / "labels.npy").tolist())
+        per_class = {c: counts.get(i, 0) for i, c in enumerate(classes)}
+        size = [manifest["size"]] * 2
+        report["splits"][name] = {
+            "root": f"{root}/{name}",
+            "images": info["count"],
+            "classes": len(classes),
+            "per_class": per_class,
+            "sizes": {"min": size, "median": size, "max": size},
+            "undecodable": [f"{d}: {r}" for d, r in info["skipped"]],
+        }
+        if info["skipped"]:
+            report["warnings"].append(f"{name}: {len(info['skipped'])} file(s) were skipped when packing")
+        if name == "train" and sum(n > 0 for n in per_class.values()) < 2:
+            report["errors"].append("train has fewer than 2 classes with images; classification needs at least 2")
+    if "train" not in manifest["splits"]:
+        report["errors"].append(f"{root}: the pack has no train split")
     report["ok"] = not report["errors"]
     return report
 

@@ -89,11 +89,12 @@ def _release(loader: DataLoader) -> None:
 
 
 class FolderLoader:
-    """Batches of one ``Split`` for one rank, as normalised float tensors on ``device``.
+    """Batches of one ``Split`` for one rank, as normalised float tensors on ``device`` (the ``Loader`` protocol).
 
     Yields ``(x, y)``: ``x`` float32 (B, 3, crop, crop) — or (B, 10, 3, crop, crop) with ``ten_crop`` — normalised,
     channels-last if asked; ``y`` int64 (B,). ``pca``: ``{"eigvals": [3], "eigvecs": [[3]x3]}`` in [0, 1] pixel
-    scale enables the paper's colour noise with standard deviation ``pca_std`` (train only).
+    scale enables the paper's colour noise with standard deviation ``pca_std`` (train only). ``resize_mode``
+    "squash" resizes both sides for evaluation (a model trained on a squashed pack).
     """
 
     def __init__(
@@ -105,6 +106,7 @@ class FolderLoader:
         preset: str = "paper",
         crop_size: int = 224,
         resize_size: int = 256,
+        resize_mode: str = "shorter",
         mean: Sequence[float],
         std: Sequence[float],
         pca: dict | None = None,
@@ -138,9 +140,9 @@ class FolderLoader:
         if train:
             transform = TrainTransform(preset=preset, crop_size=crop_size, resize_size=resize_size)
         elif ten_crop:
-            transform = TenCrop(crop_size=crop_size, resize_size=resize_size)
+            transform = TenCrop(crop_size=crop_size, resize_size=resize_size, squash=resize_mode == "squash")
         else:
-            transform = EvalTransform(crop_size=crop_size, resize_size=resize_size)
+            transform = EvalTransform(crop_size=crop_size, resize_size=resize_size, squash=resize_mode == "squash")
         self._samples = _Samples(split, transform, train=train, seed=seed, with_alpha=use_pca)
         self._keys = _Keys()
         self._loader: DataLoader | None = None  # created on first use, its workers kept across epochs

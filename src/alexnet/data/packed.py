@@ -29,12 +29,13 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import torch
 
 from ..errors import UserError
+from .sources import SplitLike
 
 FORMAT = "alexnet-packed"
 VERSION = 1
@@ -43,18 +44,6 @@ IN_PROGRESS = ".packing"
 RESIZE_MODES = ("shorter-centre", "squash")
 CHUNK_BYTES = 16 << 20  # rows per checksum chunk = this // bytes per image
 TASK_IMAGES = 32  # images per worker task
-
-
-class SplitLike(Protocol):
-    """What packing needs from a source split (``alexnet.data.sources.Split`` fits)."""
-
-    name: str
-    classes: list[str]
-    labels: Any
-
-    def __len__(self) -> int: ...
-    def load(self, i: int) -> torch.Tensor: ...  # uint8 (3, H, W)
-    def describe(self, i: int) -> str: ...
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -75,6 +64,13 @@ class PackedSplit:
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    def load(self, i: int) -> torch.Tensor:
+        """Image ``i`` as ``uint8 (3, S, S)`` (a copy out of the memory map)."""
+        return torch.from_numpy(np.array(self.images[i])).permute(2, 0, 1).contiguous()
+
+    def describe(self, i: int) -> str:
+        return f"{self.root}/{self.name} #{i}"
 
 
 def _rerun_hint(root: Path, manifest: dict | None = None) -> str:
@@ -126,10 +122,11 @@ def read_manifest(root: str | Path) -> dict:
     return manifest
 
 
-def open_packed(root: str | Path, split: str, *, verify: bool = False) -> PackedSplit:
-    """Memory-map one split of a pack (``verify=True`` re-hashes every image chunk first)."""
+def open_packed(root: str | Path, split: str, *, verify: bool = False, manifest: dict | None = None) -> PackedSplit:
+    """Memory-map one split of a pack (``verify=True`` re-hashes every image chunk first). ``manifest``: one that
+    ``read_manifest(root)`` already returned (it checks sizes and label digests; no need to repeat that per split)."""
     root = Path(root)
-    manifest = read_manifest(root)
+    manifest = manifest or read_manifest(root)
     if split not in manifest["splits"]:
         raise UserError(f"{root} has no split {split!r} (it has: {', '.join(manifest['splits'])})")
     if verify:
@@ -144,16 +141,25 @@ def open_packed(root: str | Path, split: str, *, verify: bool = False) -> Packed
     return PackedSplit(root, split, images, labels, list(manifest["classes"]), size, manifest)
 
 
-def verify_pack(root: str | Path, *, splits: list[str] | None = None, manifest: dict | None = None) -> None:
+def verify_pack(
+    root: str | Path, *, splits: list[str] | None = None, manifest: dict | None = None, progress: bool = False
+) -> None:
     """Re-hash every image chunk against the manifest; ``UserError`` naming the first bad chunk."""
+    from ..progress import progress as progress_bar
+
     root = Path(root)
     manifest = manifest or read_manifest(root)
     row_bytes = manifest["size"] ** 2 * 3
     for name in splits or list(manifest["splits"]):
         info = manifest["splits"][name]
         step = info["chunk_rows"] * row_bytes
-        with open(root / name / "images.u8", "rb") as f:
-            for k, want in enumerate(info["chunk_blake2b"]):
+        chunks = info["chunk_blake2b"]
+        with (
+            open(root / name / "images.u8", "rb") as f,
+            progress_bar(len(chunks), f"verify {name}", unit="chunk", enabled=progress) as bar,
+        ):
+            for k, want in enumerate(chunks):
+                bar.update(1)
                 if hashlib.blake2b(f.read(step), digest_size=16).hexdigest() != want:
                     first = k * info["chunk_rows"]
                     raise UserError(
@@ -274,11 +280,9 @@ def _pack_split(
     sums = np.zeros(13)
     digests: list[str] = []
     hasher, rows_in_chunk, written = hashlib.blake2b(digest_size=16), 0, 0
-    bar = None
-    if progress:
-        from tqdm import tqdm
+    from ..progress import progress as progress_bar
 
-        bar = tqdm(total=n, desc=f"pack {split.name}", unit="img", file=sys.stderr)
+    bar = progress_bar(n, f"pack {split.name}", unit="img", enabled=progress)
 
     def consume(result: tuple[np.ndarray, np.ndarray, list[tuple[str, str]], np.ndarray], f) -> None:
         nonlocal hasher, rows_in_chunk, written
@@ -294,8 +298,7 @@ def _pack_split(
         labels.append(labels_all[good])
         skipped.extend(bad)
         sums[:] += s
-        if bar is not None:
-            bar.update(len(good) + len(bad))
+        bar.update(len(good) + len(bad))
 
     ranges = [(a, min(a + TASK_IMAGES, n)) for a in range(0, n, TASK_IMAGES)]
     with open(images_path, "wb") as f:
@@ -321,8 +324,7 @@ def _pack_split(
                     nxt = next(todo, None)
                     if nxt is not None:
                         pending.append(pool.submit(_decode_range, *nxt))
-    if bar is not None:
-        bar.close()
+    bar.close()
     if rows_in_chunk:
         digests.append(hasher.hexdigest())
     np.save(d / "labels.npy", np.concatenate(labels) if labels else np.zeros(0, np.int64))
@@ -402,14 +404,13 @@ def pack_dataset(
     cache_dir: str | None = None,
 ) -> dict:
     """Pack any supported source (image folders, ImageNet layout, CIFAR; None = built-in synthetic) into ``out``."""
-    from .sources import open_splits
+    from .sources import open_dataset
 
-    train, val = open_splits(
-        None if src is None else str(src), train_dir=train_dir, val_dir=val_dir, cache_dir=cache_dir
-    )
-    splits = {"train": train} if val is None else {"train": train, "val": val}
+    dataset = open_dataset(src, train_dir=train_dir, val_dir=val_dir, cache_dir=cache_dir)
+    if dataset.kind == "pack":
+        raise UserError(f"{src} is already a pack; pack its source instead")
     return pack_splits(
-        splits,
+        dataset.splits,
         out,
         size=size,
         resize=resize,

@@ -27,14 +27,15 @@ import torch
 from ..errors import UserError
 from . import batch_aug as A
 from .device_ops import normalize, pca_shift
-from .packed import open_packed
+from .packed import PackedSplit, open_packed
 from .sampling import rank_batches
 
 _DONE = object()
 
 
 class PackedLoader:
-    """Batches of one split of a pack for one rank, as normalised float tensors on ``device`` (loader protocol).
+    """Batches of one split of a pack (a ``PackedSplit``, or a pack directory and a split name) for one rank, as
+    normalised float tensors on ``device`` (the ``Loader`` protocol).
 
     Yields ``(x, y)``: ``x`` float32 (B, 3, crop, crop) — (B, 10, 3, crop, crop) with ``ten_crop`` — normalised and
     channels-last if asked; ``y`` int64 (B,). Train: reshuffled per epoch, ``preset`` ``paper`` (random crop + flip +
@@ -47,8 +48,8 @@ class PackedLoader:
 
     def __init__(
         self,
-        root: str | Path,
-        split: str,
+        root: str | Path | PackedSplit,
+        split: str | None = None,
         *,
         batch_size: int,
         train: bool,
@@ -68,7 +69,7 @@ class PackedLoader:
         prefetch: int = 2,
         gather_threads: int | None = None,
     ) -> None:
-        self.data = open_packed(root, split)
+        self.data = root if isinstance(root, PackedSplit) else open_packed(root, split or "train")
         if preset not in A.PRESETS:
             raise UserError(f"--preset {preset!r} is not one of {', '.join(A.PRESETS)}")
         if crop_size > self.data.size:

@@ -1,7 +1,13 @@
-"""Where images come from: image folders, ImageNet's official layout, CIFAR archives, or the built-in data set.
+"""Where images come from: the one front door for every command that reads a data set.
 
-``open_splits(data)`` looks at what is on disk and returns ``(train, val)`` as ``Split`` objects: a list of items
-(file paths, or a CIFAR pixel array), integer labels and class names. Val labels always use the train class order.
+``open_dataset(path)`` looks at what is on disk and returns a ``Dataset``: its kind, class names and splits. It
+recognises a pack (``alexnet data pack``), CIFAR-10/100 archives or folders, the ``ROOT/train/<class>/`` (+ ``val/``)
+layout including ImageNet's flat val folder, a single folder of class sub-folders (one split, e.g. ``d/val``), and
+``None`` for the built-in synthetic set. Every split has one interface (``SplitLike``): ``len``, ``labels``,
+``classes``, ``load(i)`` -> ``uint8 (3, H, W)`` and ``describe(i)``; ``loaders.make_loader`` turns one into batches.
+
+``open_splits`` is the lower level for image files and CIFAR: ``(train, val)`` as ``Split`` objects. Val labels
+always use the train class order.
 """
 
 from __future__ import annotations
@@ -13,8 +19,9 @@ import pickle
 import re
 import tarfile
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -64,6 +71,141 @@ class Split:
         if isinstance(self.items, np.ndarray):
             return f"{Path(self.root).name.split('-python')[0].split('-batches')[0]} {self.name} #{i}"
         return str(self.items[i])
+
+
+class SplitLike(Protocol):
+    """What every split offers, whatever its source (``Split`` for files and CIFAR, ``packed.PackedSplit``)."""
+
+    name: str
+    classes: list[str]
+    labels: Any  # Sequence[int] or int64 array
+
+    def __len__(self) -> int: ...
+    def load(self, i: int) -> torch.Tensor: ...  # uint8 (3, H, W) RGB
+    def describe(self, i: int) -> str: ...
+
+
+@dataclass
+class Dataset:
+    """A data set as ``open_dataset`` found it: ``splits`` by name ("train", "val"), all with the same ``classes``.
+
+    ``kind``: "pack", "cifar", "folders" (ROOT/train + val), "folder" (one folder of class sub-folders) or
+    "synthetic". For packs, ``stats`` holds the manifest's colour statistics and ``image_size``/``resize_mode`` how
+    the stored images were made.
+    """
+
+    source: str  # what the user gave (or "built-in synthetic data")
+    kind: str
+    classes: list[str]
+    splits: dict[str, Any] = field(default_factory=dict)  # name -> SplitLike
+    stats: dict | None = None
+    image_size: int | None = None  # px, packs only: stored images are image_size x image_size
+    resize_mode: str | None = None  # packs only: "shorter" or "squash" (Preprocess.resize_mode)
+
+    @property
+    def train(self):
+        return self.splits.get("train")
+
+    @property
+    def val(self):
+        return self.splits.get("val")
+
+    def split(self, name: str):
+        """The split ``name``; a single folder of class sub-folders serves as any split. ``UserError`` if absent."""
+        if name in self.splits:
+            return self.splits[name]
+        if self.kind == "folder":
+            return next(iter(self.splits.values()))
+        have = ", ".join(self.splits) or "none"
+        raise UserError(f"{self.source}: has no {name} split (it has: {have})")
+
+    def describe(self) -> str:
+        counts = ", ".join(f"{len(s)} {n}" for n, s in self.splits.items())
+        size = f", {self.image_size} px" if self.image_size else ""
+        return f"{self.source} ({self.kind}{size}): {counts} images, {len(self.classes)} classes"
+
+
+def open_dataset(
+    data: str | os.PathLike | None,
+    *,
+    train_dir: str | None = None,
+    val_dir: str | None = None,
+    cache_dir: str | None = None,
+) -> Dataset:
+    """Open any supported data set (see the module doc). ``UserError`` with one line when it cannot."""
+    from .packed import is_packed, open_packed, read_manifest
+
+    if train_dir is None and data is not None and is_packed(data):
+        manifest = read_manifest(data)
+        splits = {name: open_packed(data, name, manifest=manifest) for name in manifest["splits"]}
+        mode = "squash" if manifest["resize"] == "squash" else "shorter"
+        return Dataset(str(data), "pack", list(manifest["classes"]), splits, manifest["stats"], manifest["size"], mode)
+    if train_dir is None and data is not None:
+        root = Path(data)
+        if root.is_dir() and not (root / "train").is_dir() and _find_cifar(root) is None and class_folders(root):
+            split = _folder_split(root.name, root)
+            return Dataset(str(root), "folder", list(split.classes), {split.name: split})
+    train, val = open_splits(
+        None if data is None else str(data), train_dir=train_dir, val_dir=val_dir, cache_dir=cache_dir
+    )
+    kind = "cifar" if isinstance(train.items, np.ndarray) else "folders"
+    if data is None and train_dir is None:
+        kind = "synthetic"
+    source = str(data if data is not None else train_dir or "built-in synthetic data")
+    splits = {"train": train} if val is None else {"train": train, "val": val}
+    return Dataset(source, kind, list(train.classes), splits)
+
+
+def match_classes(data_classes: Sequence[str], model_classes: Sequence[str], *, source: str, model: str) -> list[int]:
+    """Map each data class to the model's output with the same name: ``mapping[data label] = model label``.
+
+    The order may differ (labels are remapped by name); a data class the model does not know is a ``UserError``
+    naming the differing classes on both sides. A model may know more classes than the data has.
+    """
+    index = {c: i for i, c in enumerate(model_classes)}
+    unknown = [c for c in data_classes if c not in index]
+    if unknown:
+        missing = [c for c in model_classes if c not in set(data_classes)]
+        raise UserError(
+            f"{source} has classes that {model} does not predict: {_few(unknown)}"
+            + (f"; {model} has classes the data lacks: {_few(missing)}" if missing else "")
+            + ". Rename the folders to the model's classes, or pass --allow-class-mismatch to score by position"
+        )
+    return [index[c] for c in data_classes]
+
+
+def _few(names: Sequence[str], n: int = 10) -> str:
+    return ", ".join(map(repr, names[:n])) + (f" and {len(names) - n} more" if len(names) > n else "")
+
+
+def relabel(split, mapping: Sequence[int], classes: Sequence[str]):
+    """A view of ``split`` whose labels are ``mapping[label]`` and whose class names are ``classes``."""
+    import copy
+
+    out = copy.copy(split)
+    table = np.asarray(mapping, dtype=np.int64)
+    labels = table[np.asarray(split.labels, dtype=np.int64)]
+    out.labels = labels if isinstance(split.labels, np.ndarray) else labels.tolist()
+    out.classes = list(classes)
+    return out
+
+
+class Subset:
+    """``split`` restricted to ``indices`` (a ``SplitLike``): for samples, figures and bounded benchmarks."""
+
+    def __init__(self, split, indices: Sequence[int]) -> None:
+        self.split, self.indices = split, [int(i) for i in indices]
+        self.name, self.classes = split.name, split.classes
+        self.labels = [int(split.labels[i]) for i in self.indices]
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def load(self, i: int) -> torch.Tensor:
+        return self.split.load(self.indices[i])
+
+    def describe(self, i: int) -> str:
+        return self.split.describe(self.indices[i])
 
 
 class UnlabelledValError(UserError):

@@ -36,7 +36,7 @@ def compute_stats(
     ``max_images`` takes that many images evenly spaced over the split; ``workers`` > 0 decodes in threads.
     Undecodable images are skipped and counted.
     """
-    from tqdm import tqdm
+    from ..progress import progress as progress_bar
 
     n = len(split)
     idx = range(n) if max_images is None or max_images >= n else np.linspace(0, n - 1, max_images).astype(int)
@@ -54,7 +54,9 @@ def compute_stats(
     s1, s2, pixels, images, skipped = np.zeros(3), np.zeros((3, 3)), 0, 0, 0
     pool = ThreadPool(workers) if workers > 0 else None
     results = pool.imap(load, idx, chunksize=16) if pool else map(load, idx)
-    for r in tqdm(results, total=len(idx), desc="stats", unit="img", disable=not progress):
+    bar = progress_bar(len(idx), "stats", unit="img", enabled=progress)
+    for r in results:
+        bar.update(1)
         if r is None:
             skipped += 1
             continue
@@ -62,6 +64,7 @@ def compute_stats(
         s2 += r[1]
         pixels += r[2]
         images += 1
+    bar.close()
     if pool:
         pool.close()
     if images == 0:
