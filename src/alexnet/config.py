@@ -1,163 +1,361 @@
-"""Training configuration: one dataclass, three recipes, and how flags, a config file and a recipe combine.
+"""Training configuration: ``TrainConfig`` is the one list of settings, three recipes, and how sources combine.
 
-Precedence, lowest first: the dataclass defaults, the recipe, ``--config FILE`` (TOML or YAML), command-line flags.
+Each field carries its help text, choices and allowed range (``dataclasses.field(metadata=...)``): ``alexnet train``
+builds its flags from them and ``TrainConfig.validate`` checks every value against them, whether it came from a flag,
+a config file or Python. The defaults are the ``fast`` recipe; the other recipes list only what they change.
+
+Precedence, lowest first: the defaults, the recipe, ``--config FILE`` (TOML, YAML or JSON), command-line flags.
 The resolved config is written to ``RUN_DIR/config.json`` and stored inside every checkpoint.
+
+This module does not import torch: the CLI reads it to build ``alexnet train --help``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .errors import UserError
 
+# The names ``alexnet.model.list_models()`` returns, and the model's smallest input side (``MIN_INPUT_SIZE``), spelled
+# out so that validating needs no torch; tests keep them equal to the model's.
+ARCHS = ("alexnet", "alexnet2012")
+MIN_IMAGE_SIZE = 63  # px: the smallest side for which AlexNet's three 3x3/2 max-pools still leave one pixel
+MAX_IMAGE_SIZE = 2048  # px: alexnet.preprocess.MAX_SIDE
+DEFAULT_RECIPE = "fast"
+_DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+
+
+def setting(
+    default: Any,
+    help: str,
+    *,
+    choices: tuple | None = None,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    high_open: bool = False,
+    why: str = "",
+    none_text: str | None = None,
+    flags: tuple[str, ...] | None = None,
+    metavar: str | None = None,
+    switch: bool = False,
+) -> Any:
+    """A ``TrainConfig`` field with what the CLI and ``validate`` need to know about it.
+
+    ``low``/``high``: the allowed range (``*_open``: the bound itself is excluded); ``why``: a reason shown with a
+    range error; ``none_text``: what ``None`` means, for the help; ``flags``: option strings
+    (default ``--kebab-name``; ``()`` = positional); ``switch``: a ``--name`` / ``--no-name`` flag instead of on/off.
+    """
+    meta = dict(help=help, choices=choices, low=low, high=high, low_open=low_open, high_open=high_open, why=why,
+                none_text=none_text, flags=flags, metavar=metavar, switch=switch)  # fmt: skip
+    return field(default=default, metadata=meta)
+
 
 @dataclass
 class TrainConfig:
+    """Every setting of a training run. ``TrainConfig()`` is the ``fast`` recipe; ``resolve_config`` applies another
+    recipe, a config file and flags. Construction validates (``UserError`` naming the setting and its range)."""
+
     # data
-    data: str | None = None  # image folders, ImageNet layout, CIFAR archive, packed dir; None = built-in synthetic
-    train_dir: str | None = None
-    val_dir: str | None = None
-    image_size: int | None = None  # px, the training crop; None = 224 (64 for the built-in synthetic data)
-    resize_size: int | None = None  # px, shorter side before cropping; None = crop * 8/7 (256 for 224)
-    augment: str = "paper"  # "paper" (stored square, random crop, flip) | "torchvision" (RandomResizedCrop, flip)
-    pca_std: float = 0.1  # std of the paper's PCA colour noise alphas; 0 = off
-    workers: int | None = None  # DataLoader worker processes; None = 0 on CPU, else cores - 1 (at most 8)
-    max_bad_fraction: float = 0.01  # stop when more than this fraction of a split fails to decode
+    data: str | None = setting(None, "image folders, ImageNet layout, CIFAR archive or packed dir; omit for the "
+                               "built-in synthetic data set", flags=(), metavar="DATA")  # fmt: skip
+    train_dir: str | None = setting(None, "a folder of class subfolders for training (instead of DATA)", metavar="DIR")
+    val_dir: str | None = setting(None, "a folder of class subfolders for validation", metavar="DIR")
+    image_size: int | None = setting(None, "training crop in px", metavar="PX", low=MIN_IMAGE_SIZE, high=MAX_IMAGE_SIZE,
+                                     why="AlexNet's smallest input is 63 px",
+                                     none_text="224; 64 on the built-in data")  # fmt: skip
+    resize_size: int | None = setting(None, "shorter side in px before cropping", metavar="PX", low=MIN_IMAGE_SIZE,
+                                      high=MAX_IMAGE_SIZE, none_text="crop x 256/224")  # fmt: skip
+    augment: str = setting("paper", "crop style: paper (stored square, random crop, flip) or torchvision "
+                           "(RandomResizedCrop, flip)", choices=("paper", "torchvision"))  # fmt: skip
+    pca_std: float = setting(0.1, "std of the paper's PCA colour noise (0 = off)", low=0)
+    workers: int | None = setting(None, "data loader processes", low=0, none_text="0 on CPU, else cores - 1")
+    max_bad_fraction: float = setting(0.01, "stop when more than this fraction of a split cannot be decoded",
+                                      low=0, high=1)  # fmt: skip
     # model
-    arch: str = "alexnet"
-    init: str | None = None  # "torchvision" | "paper" | "kaiming"; None = the architecture's own default
-    dropout: float = 0.5
+    arch: str = setting("alexnet", "architecture", choices=ARCHS)
+    init: str | None = setting("kaiming", "weight init", choices=("torchvision", "paper", "kaiming"),
+                               none_text="the architecture's own")  # fmt: skip
+    dropout: float = setting(0.5, "dropout probability of the two hidden fully connected layers", low=0, high=1,
+                             high_open=True)  # fmt: skip
     # optimisation
-    recipe: str = "fast"
-    epochs: int = 90
-    batch_size: int = 128  # per step, summed over all DDP ranks
-    lr: float = 0.01  # peak learning rate for `batch_size`
-    momentum: float = 0.9
-    nesterov: bool = False
-    weight_decay: float = 5e-4
-    label_smoothing: float = 0.0
-    schedule: str = "plateau"  # "plateau" (÷10 when val error stalls) | "step" | "cosine"
-    warmup_epochs: float = 0.0  # linear warm-up from lr/100 (fractional epochs allowed)
-    step_epochs: int = 30  # "step": multiply by lr_decay every step_epochs
-    lr_decay: float = 0.1
-    plateau_patience: int = 2  # "plateau": epochs without val top-1 improvement before a decay
-    plateau_max_decays: int = 3  # paper §5: "reduced three times prior to termination"
+    recipe: str = setting(DEFAULT_RECIPE, "settings to start from: paper, torchvision or fast (see the README)",
+                          choices=("fast", "paper", "torchvision"))  # fmt: skip
+    epochs: int = setting(16, "epochs to train", low=1)
+    batch_size: int = setting(128, "images per step, summed over all processes", low=1)
+    lr: float = setting(0.02, "peak learning rate for --batch-size images per step", low=0, low_open=True)
+    momentum: float = setting(0.9, "SGD momentum", low=0, high=1, high_open=True)
+    nesterov: bool = setting(True, "Nesterov momentum")
+    weight_decay: float = setting(5e-4, "L2 weight decay", low=0)
+    label_smoothing: float = setting(0.1, "label smoothing of the cross-entropy", low=0, high=1, high_open=True)
+    schedule: str = setting("cosine", "learning-rate schedule: cosine (to zero), step (x lr-decay every "
+                            "step-epochs), plateau (x lr-decay when val top-1 stalls)",
+                            choices=("cosine", "step", "plateau"))  # fmt: skip
+    warmup_epochs: float = setting(1.0, "linear warm-up from lr/100, in epochs (fractions allowed; 0 = none)", low=0)
+    step_epochs: int = setting(30, "step schedule: epochs between decays", low=1)
+    lr_decay: float = setting(0.1, "factor of each step or plateau decay", low=0, high=1, low_open=True)
+    plateau_patience: int = setting(2, "plateau schedule: epochs without val top-1 improvement before a decay", low=1)
+    plateau_max_decays: int = setting(3, "plateau schedule: most decays (paper: three)", low=0)
     # fine-tuning
-    init_weights: str | None = None  # start from a torchvision weights file or one of our checkpoints
-    freeze: str = "none"  # "none" | "features" | "all-but-head"
-    head_lr_mult: float = 1.0  # learning-rate multiplier of the new last layer
+    init_weights: str | None = setting(None, "fine-tune: start from a torchvision weights file or one of our "
+                                       "checkpoints (a new last layer for this data's classes)",
+                                       flags=("--init-weights", "--finetune-from"), metavar="MODEL")  # fmt: skip
+    freeze: str = setting("none", "layers kept fixed when fine-tuning", choices=("none", "features", "all-but-head"))
+    head_lr_mult: float = setting(1.0, "learning-rate multiplier of the new last layer", low=0)
     # hardware
-    device: str = "auto"
-    precision: str = "auto"  # "auto" | "fp32" | "bf16" | "fp16"
-    channels_last: bool | None = None  # None = on for CUDA
-    compile: bool | None = None  # torch.compile; None = on for CUDA
+    device: str = setting("auto", "auto, cpu, cuda, cuda:N or mps")
+    precision: str = setting("auto", "autocast precision (auto: bf16 or fp16 on GPUs, fp32 on CPUs)",
+                             choices=("auto", "fp32", "bf16", "fp16"))  # fmt: skip
+    channels_last: bool | None = setting(None, "channels-last memory format", none_text="on for CUDA")
+    compile: bool | None = setting(None, "torch.compile the model", none_text="on for CUDA")
     # run
-    out: str | None = None  # run directory; None = runs/<arch>-<recipe>-<time>
-    resume: str | None = None  # "auto" (RUN_DIR/checkpoints/last.pt) or a checkpoint path
-    seed: int = 0
-    log_every: int = 100  # steps between loss readings (each reading syncs with the device)
-    checkpoint_minutes: float = 0.0  # also write last.pt every this many minutes; 0 = once per epoch
-    max_steps_per_epoch: int | None = None  # cut epochs short (smoke tests, benchmarks)
-    ten_crop_eval: bool = False  # final evaluation with ten crops (paper §4.1)
-    plots: bool = False  # write the pictures at the end (needs matplotlib)
-    extra: dict[str, Any] = field(default_factory=dict)  # free-form notes recorded with the run
+    out: str | None = setting(None, "run directory", metavar="DIR", none_text="runs/ARCH-RECIPE-TIME")
+    overwrite: bool = setting(False, "start afresh in an --out that holds another run's checkpoints or metrics",
+                              switch=True)  # fmt: skip
+    resume: str | None = setting(None, "auto (RUN_DIR/checkpoints/last.pt, if there is one) or a checkpoint path",
+                                 metavar="auto|PATH")  # fmt: skip
+    seed: int = setting(0, "random seed (shuffle, augmentation, init)", low=0)
+    log_every: int = setting(100, "steps between loss readings (each reading waits for the device)", low=1)
+    checkpoint_minutes: float = setting(0.0, "also save last.pt every this many minutes (0 = once per epoch)", low=0)
+    max_steps_per_epoch: int | None = setting(None, "cut each epoch short (smoke tests)", low=1,
+                                              none_text="the whole epoch")  # fmt: skip
+    ten_crop_eval: bool = setting(False, "final evaluation with ten crops (paper §4.1)", switch=True)
+    plots: bool = setting(False, "write the pictures at the end (needs matplotlib)", switch=True)
+    extra: dict[str, Any] = field(default_factory=dict, metadata={"help": "free-form notes recorded with the run"})
+
+    def __post_init__(self) -> None:
+        self.validate()
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def validate(self) -> None:
+        """Check every value's type, range and choice, then the settings that depend on each other.
 
-# The recipes. Each is a set of overrides on the defaults above; flags override the recipe.
+        Raises ``InvalidSetting`` (a ``UserError``) naming the first wrong setting and what it may be. Whole floats
+        given for float settings as ints (``lr = 1``) are converted.
+        """
+        for f in dataclasses.fields(self):
+            value = _check(f, getattr(self, f.name))
+            object.__setattr__(self, f.name, value)
+        if self.image_size is not None and self.resize_size is not None and self.resize_size < self.image_size:
+            raise InvalidSetting("resize_size", self.resize_size, f"must be at least --image-size ({self.image_size})")
+        if self.warmup_epochs > self.epochs:
+            raise InvalidSetting("warmup_epochs", self.warmup_epochs, f"must be at most --epochs ({self.epochs})")
+        if self.overwrite and self.resume:
+            raise InvalidSetting("overwrite", True, "contradicts --resume (one continues a run, the other erases it)")
+
+
+class InvalidSetting(UserError):
+    """A setting outside its type, range or choices: ``--name value: must be ...``."""
+
+    def __init__(self, name: str, value: Any, rule: str) -> None:
+        self.name, self.value, self.rule = name, value, rule
+        super().__init__(f"--{flag_name(name)} {_show(value)}: {rule}")
+
+
+def flag_name(name: str) -> str:
+    return name.replace("_", "-")
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return repr(value) if isinstance(value, str) else str(value)
+
+
+def field_kind(f: dataclasses.Field) -> tuple[str, bool]:
+    """(base type name, optional) from the annotation string, e.g. ``"int | None"`` -> ``("int", True)``."""
+    parts = [p.strip() for p in str(f.type).split("|")]
+    return next(p for p in parts if p != "None"), "None" in parts
+
+
+def bounds_text(meta: dict) -> str:
+    """``>= 1``, ``> 0``, ``in [0, 1)``, or ``""`` for a field without bounds."""
+    low, high = meta.get("low"), meta.get("high")
+    if low is not None and high is not None:
+        return f"in {'(' if meta['low_open'] else '['}{low:g}, {high:g}{')' if meta['high_open'] else ']'}"
+    if low is not None:
+        return f"{'>' if meta['low_open'] else '>='} {low:g}"
+    if high is not None:
+        return f"{'<' if meta['high_open'] else '<='} {high:g}"
+    return ""
+
+
+def range_text(meta: dict, kind: str) -> str:
+    """``an integer >= 1``, ``a number > 0``, ``a number in [0, 1)``."""
+    noun = "an integer" if kind == "int" else "a number"
+    return f"{noun} {bounds_text(meta)}".strip()
+
+
+def _check(f: dataclasses.Field, value: Any) -> Any:
+    """``value`` if it fits field ``f`` (ints widened to float for float fields), else ``InvalidSetting``."""
+    kind, optional = field_kind(f)
+    meta = f.metadata
+    if value is None:
+        if optional:
+            return None
+        raise InvalidSetting(f.name, value, "must be set")
+    if kind in ("int", "float"):
+        is_int = isinstance(value, int) and not isinstance(value, bool)
+        if kind == "int" and not is_int:
+            raise InvalidSetting(f.name, value, f"must be {range_text(meta, kind)}")
+        if kind == "float":
+            if not (is_int or isinstance(value, float)) or not math.isfinite(value):
+                raise InvalidSetting(f.name, value, f"must be {range_text(meta, kind)}")
+            value = float(value)
+        low, high = meta.get("low"), meta.get("high")
+        too_low = low is not None and (value <= low if meta["low_open"] else value < low)
+        too_high = high is not None and (value >= high if meta["high_open"] else value > high)
+        if too_low or too_high:
+            why = f" ({meta['why']})" if meta.get("why") else ""
+            raise InvalidSetting(f.name, value, f"must be {range_text(meta, kind)}{why}")
+        return value
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise InvalidSetting(f.name, value, "must be on or off (true or false)")
+        return value
+    if kind == "str":
+        if not isinstance(value, str):
+            raise InvalidSetting(f.name, value, "must be a string")
+        if meta.get("choices") and value not in meta["choices"]:
+            raise InvalidSetting(f.name, value, f"choose from {', '.join(meta['choices'])}")
+        if f.name == "device" and not _DEVICE.fullmatch(value):
+            raise InvalidSetting(f.name, value, f"choose from {meta['help']}")
+        return value
+    if not isinstance(value, dict):  # extra
+        raise InvalidSetting(f.name, value, "must be a table of notes")
+    return value
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# recipes: what each changes from the defaults (the fast recipe)
+
 RECIPES: dict[str, dict[str, Any]] = {
+    # fast: what trained AlexNet fastest to good accuracy in our measurements (README, "Recipes"): He init (AlexNet
+    # has no normalisation layers; PyTorch's default init learns nothing in the first epoch), a short linear warm-up,
+    # one cosine decay to zero, Nesterov momentum, label smoothing 0.1, and bf16 + channels-last + compile on GPUs.
+    # These are TrainConfig's defaults.
+    "fast": {},
     # paper §5: SGD, batch 128, momentum 0.9, weight decay 5e-4, lr 0.01 divided by 10 when the validation error
     # stopped improving (three times), about 90 epochs; §4.1 augmentation: 256-px stored images, random 224 crops,
-    # flips and PCA colour noise; paper init for alexnet2012.
+    # flips and PCA colour noise; each architecture's own init (the paper's for alexnet2012).
     "paper": dict(
-        epochs=90,
-        batch_size=128,
-        lr=0.01,
-        momentum=0.9,
-        weight_decay=5e-4,
-        schedule="plateau",
-        augment="paper",
-        pca_std=0.1,
-        label_smoothing=0.0,
-        warmup_epochs=0.0,
+        epochs=90, lr=0.01, nesterov=False, schedule="plateau", warmup_epochs=0.0, label_smoothing=0.0, init=None
     ),
     # torchvision's reference recipe for AlexNet (references/classification): lr 0.01, wd 1e-4, batch 256 (32 x 8
-    # GPUs), x0.1 every 30 epochs, 90 epochs, RandomResizedCrop + flip.
+    # GPUs), x0.1 every 30 epochs, 90 epochs, RandomResizedCrop + flip, no colour noise.
     "torchvision": dict(
         epochs=90,
         batch_size=256,
         lr=0.01,
-        momentum=0.9,
+        nesterov=False,
         weight_decay=1e-4,
-        schedule="step",
-        step_epochs=30,
+        schedule="step",  # step_epochs: the default, 30
+        warmup_epochs=0.0,
+        label_smoothing=0.0,
         augment="torchvision",
         pca_std=0.0,
-        label_smoothing=0.0,
-        warmup_epochs=0.0,
-    ),
-    # fast: what trained AlexNet fastest to good accuracy in our measurements (README, "Recipes"): He init (AlexNet
-    # has no normalisation layers; PyTorch's default init learns nothing in the first epoch), a short linear warm-up,
-    # one cosine decay to zero, Nesterov momentum, label smoothing 0.1, and bf16 + channels-last + compile on GPUs.
-    "fast": dict(
-        epochs=16,
-        batch_size=128,
-        lr=0.02,
-        momentum=0.9,
-        nesterov=True,
-        weight_decay=5e-4,
-        schedule="cosine",
-        warmup_epochs=1.0,
-        label_smoothing=0.1,
-        init="kaiming",
-        augment="paper",
-        pca_std=0.1,
+        init=None,
     ),
 }
 
 
+# ----------------------------------------------------------------------------------------------------------------
+# sources
+
+
 def read_config_file(path: str | Path) -> dict[str, Any]:
-    """Read a TOML or YAML file of TrainConfig fields (kebab-case or snake_case keys)."""
+    """Read a TOML, YAML (``.yaml``/``.yml``) or JSON file of settings (kebab-case or snake_case keys).
+
+    A syntax error is one ``UserError`` line naming the file and line. Keys are not checked here (``resolve_config``
+    does), but YAML 1.1's numbers without a dot (``lr: 1e-3`` reads as a string) are read as numbers.
+    """
     path = Path(path)
     if not path.is_file():
         raise UserError(f"--config {path}: no such file")
-    text = path.read_text()
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"--config {path}: cannot read it ({e})") from None
     if path.suffix in (".yaml", ".yml"):
         try:
             import yaml
         except ImportError:
             raise UserError(f"--config {path}: YAML needs PyYAML: pip install 'alexnet[yaml]' (or use TOML)") from None
-        values = yaml.safe_load(text) or {}
+        try:
+            values = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            where = f":{mark.line + 1}" if mark is not None else ""
+            problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+            raise UserError(f"--config {path}{where}: not valid YAML ({problem})") from None
+        values = {} if values is None else values
+        if isinstance(values, dict):
+            values = {k: _yaml_number(k, v) for k, v in values.items()}
     elif path.suffix == ".json":
-        values = json.loads(text)
+        try:
+            values = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise UserError(f"--config {path}:{e.lineno}: not valid JSON ({e.msg}, column {e.colno})") from None
     else:
         import tomllib
 
         try:
             values = tomllib.loads(text)
         except tomllib.TOMLDecodeError as e:
-            raise UserError(f"--config {path}: not valid TOML ({e})") from None
+            m = re.search(r"\(at line (\d+), column (\d+)\)", str(e))
+            where = f":{m.group(1)}" if m else ""
+            raise UserError(f"--config {path}{where}: not valid TOML ({str(e).split(' (at ')[0]})") from None
     if not isinstance(values, dict):
         raise UserError(f"--config {path}: expected a table of settings, got {type(values).__name__}")
-    return {k.replace("-", "_"): v for k, v in values.items()}
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        name = str(key).replace("-", "_")
+        if name in out:
+            raise UserError(f"--config {path}: {key} is given twice (as {flag_name(name)} and {name})")
+        out[name] = value
+    return out
 
 
-def resolve_config(recipe: str = "fast", file_values: dict | None = None, flags: dict | None = None) -> TrainConfig:
-    """Defaults <- recipe <- config file <- flags (``None`` values in ``flags`` mean "not given")."""
+def _yaml_number(key: Any, value: Any) -> Any:
+    """``1e-3`` read by YAML 1.1 as a string -> 0.001, for float settings only."""
+    f = _FIELDS.get(str(key).replace("-", "_"))
+    if f is None or not isinstance(value, str) or field_kind(f)[0] != "float":
+        return value
+    try:
+        return float(value)
+    except ValueError:
+        return value
+
+
+def resolve_config(
+    recipe: str = DEFAULT_RECIPE, file_values: dict | None = None, flags: dict | None = None, *, source: str = ""
+) -> TrainConfig:
+    """Defaults <- recipe <- config file <- flags (``None`` values in ``flags`` mean "not given"), validated.
+
+    ``source``: the config file's name, so an error in one of its values names the file.
+    """
     file_values, flags = dict(file_values or {}), {k: v for k, v in (flags or {}).items() if v is not None}
     recipe = flags.get("recipe", file_values.get("recipe", recipe))
     if recipe not in RECIPES:
         raise UserError(f"unknown recipe {recipe!r}; choose from {', '.join(RECIPES)}")
-    names = {f.name for f in dataclasses.fields(TrainConfig)}
-    for source, values in (("config file", file_values), ("flags", flags)):
-        unknown = sorted(set(values) - names)
+    for where, values in (("config file " + source if source else "config file", file_values), ("flags", flags)):
+        unknown = sorted(set(values) - set(_FIELDS))
         if unknown:
-            raise UserError(f"unknown setting(s) in {source}: {', '.join(unknown)}")
-    merged = {**RECIPES[recipe], **file_values, **flags, "recipe": recipe}
-    return TrainConfig(**merged)
+            raise UserError(f"unknown setting(s) in {where}: {', '.join(map(flag_name, unknown))}")
+    try:
+        return TrainConfig(**{**RECIPES[recipe], **file_values, **flags, "recipe": recipe})
+    except InvalidSetting as e:
+        if e.name in file_values and e.name not in flags and source:
+            raise UserError(f"--config {source}: {flag_name(e.name)} = {_show(e.value)}: {e.rule}") from None
+        raise
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}

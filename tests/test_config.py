@@ -1,0 +1,169 @@
+"""TrainConfig: one list of settings; flags generated from it; values validated from flags and files alike."""
+
+import dataclasses
+import subprocess
+import sys
+
+import pytest
+
+from alexnet.config import ARCHS, MAX_IMAGE_SIZE, MIN_IMAGE_SIZE, RECIPES, TrainConfig, read_config_file, resolve_config
+from alexnet.errors import UserError
+
+
+def _train_parser():
+    from alexnet.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    return sub.choices["train"]
+
+
+def _cli(args, capsys):
+    from alexnet.cli import main
+
+    code = main(["train", *args])
+    return code, capsys.readouterr().err.strip().splitlines()
+
+
+def test_constants_match_the_model():
+    from alexnet.model import MIN_INPUT_SIZE, list_models
+    from alexnet.preprocess import MAX_SIDE
+
+    assert list(ARCHS) == list_models()
+    assert (MIN_IMAGE_SIZE, MAX_IMAGE_SIZE) == (MIN_INPUT_SIZE, MAX_SIDE)
+
+
+def test_defaults_are_the_fast_recipe_and_recipes_list_only_differences():
+    default = TrainConfig()
+    assert RECIPES["fast"] == {}
+    # the fast recipe as measured (README, "Recipes"): values written out by hand
+    assert (default.epochs, default.batch_size, default.lr, default.nesterov) == (16, 128, 0.02, True)
+    assert default.schedule == "cosine"
+    assert (default.warmup_epochs, default.label_smoothing, default.init) == (1.0, 0.1, "kaiming")
+    for name, recipe in RECIPES.items():
+        for key, value in recipe.items():
+            assert value != getattr(default, key), f"{name}.{key} repeats the default"
+    paper = resolve_config("paper")
+    assert (paper.schedule, paper.epochs, paper.lr, paper.nesterov, paper.init) == ("plateau", 90, 0.01, False, None)
+
+
+def test_every_setting_has_a_flag_and_every_flag_reaches_the_config():
+    from alexnet.cli.train import config_from_args
+
+    parser = _train_parser()
+    dests = {a.dest for a in parser._actions} - {"help", "config"}
+    fields = {f.name for f in dataclasses.fields(TrainConfig)} - {"extra"}
+    assert dests == fields
+    args = ["DATA", "--train-dir", "t", "--val-dir", "v", "--image-size", "96", "--resize-size", "110"]
+    args += ["--augment", "torchvision", "--pca-std", "0.2", "--workers", "3", "--max-bad-fraction", "0.5"]
+    args += ["--arch", "alexnet2012", "--init", "paper", "--dropout", "0.3", "--recipe", "paper", "--epochs", "7"]
+    args += ["--batch-size", "12", "--lr", "0.5", "--momentum", "0.5", "--nesterov", "off", "--weight-decay", "0"]
+    args += ["--label-smoothing", "0.2", "--schedule", "step", "--warmup-epochs", "2", "--step-epochs", "3"]
+    args += ["--lr-decay", "0.5", "--plateau-patience", "4", "--plateau-max-decays", "1", "--finetune-from", "m.pt"]
+    args += ["--freeze", "features", "--head-lr-mult", "10", "--device", "cuda:1", "--precision", "bf16"]
+    args += ["--channels-last", "off", "--compile", "on", "--out", "o", "--resume", "r", "--seed", "5"]
+    args += ["--log-every", "9", "--checkpoint-minutes", "1.5", "--max-steps-per-epoch", "4", "--ten-crop-eval"]
+    args += ["--plots"]
+    cfg = config_from_args(parser.parse_args(args))
+    defaults = TrainConfig()
+    unchanged = [f.name for f in dataclasses.fields(TrainConfig) if getattr(cfg, f.name) == getattr(defaults, f.name)]
+    assert unchanged == ["overwrite", "extra"]  # every flag changed its setting; --overwrite contradicts --resume
+    assert config_from_args(parser.parse_args(["--overwrite"])).overwrite is True
+    assert (cfg.init_weights, cfg.device, cfg.compile, cfg.channels_last) == ("m.pt", "cuda:1", True, False)
+
+
+def test_help_shows_each_default_once_without_markup(capsys):
+    parser = _train_parser()
+    text = parser.format_help()
+    assert "``" not in text and ":class:" not in text
+    for action in parser._actions:
+        assert (action.help or "").lower().count("default") <= 1, action.dest
+    assert text.count("(default: 0.02; paper, torchvision: 0.01)") == 1  # --lr: fast, then where recipes differ
+    assert "--finetune-from" in text and "--channels-last on|off" in text
+
+
+def test_building_the_train_parser_does_not_import_torch():
+    code = "import sys, alexnet.cli.train, alexnet.config; print(sorted(m for m in sys.modules if m == 'torch'))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--lr", "-0.1"], "--lr -0.1: must be a number > 0"),
+        (["--batch-size", "0"], "--batch-size 0: must be an integer >= 1"),
+        (["--workers", "-1"], "--workers -1: must be an integer >= 0"),
+        (
+            ["--image-size", "32"],
+            "--image-size 32: must be an integer in [63, 2048] (AlexNet's smallest input is 63 px)",
+        ),
+        (["--epochs", "0"], "--epochs 0: must be an integer >= 1"),
+        (["--dropout", "1"], "--dropout 1.0: must be a number in [0, 1)"),
+        (["--momentum", "1.5"], "--momentum 1.5: must be a number in [0, 1)"),
+        (["--label-smoothing", "-0.1"], "--label-smoothing -0.1: must be a number in [0, 1)"),
+        (["--lr", "nan"], "--lr nan: must be a number > 0"),
+        (["--epochs", "2", "--warmup-epochs", "3"], "--warmup-epochs 3.0: must be at most --epochs (2)"),
+        (["--image-size", "100", "--resize-size", "90"], "--resize-size 90: must be at least --image-size (100)"),
+        (["--device", "gpu"], "--device 'gpu': choose from auto, cpu, cuda, cuda:N or mps"),
+        (["--resume", "auto", "--overwrite"], "--overwrite on: contradicts --resume"),
+    ],
+)
+def test_bad_values_are_one_line_and_nothing_is_written(args, expected, tmp_path, capsys):
+    out = tmp_path / "run"
+    code, err = _cli([*args, "--out", str(out)], capsys)
+    assert code == 2
+    assert len(err) == 1 and err[0].startswith(f"alexnet train: error: {expected}"), err
+    assert not out.exists()
+
+
+def _write(tmp_path, name, text):
+    path = tmp_path / name
+    path.write_text(text)
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "expected"),
+    [
+        ("c.toml", "epochs = 3\nlr = \n", "c.toml:2: not valid TOML"),
+        ("c.yaml", "epochs: 3\nlr: [1, 2\n", "c.yaml:3: not valid YAML"),
+        ("c.json", '{"epochs": 3,\n "lr": }', "c.json:2: not valid JSON"),
+        ("c.toml", 'lr = "abc"\n', "c.toml: lr = 'abc': must be a number > 0"),
+        ("c.yaml", "arch: vgg16\n", "c.yaml: arch = 'vgg16': choose from alexnet, alexnet2012"),
+        ("c.json", '{"init": "xavier"}', "c.json: init = 'xavier': choose from torchvision, paper, kaiming"),
+        ("c.toml", 'schedule = "linear"\n', "c.toml: schedule = 'linear': choose from cosine, step, plateau"),
+        ("c.toml", "epochs = 2.5\n", "c.toml: epochs = 2.5: must be an integer >= 1"),
+        ("c.toml", "compile = 1\n", "c.toml: compile = 1: must be on or off"),
+        ("c.toml", "epochz = 3\n", "unknown setting(s) in config file"),
+        ("c.toml", 'recipe = "adam"\n', "unknown recipe 'adam'"),
+        ("c.json", "[1, 2]", "expected a table of settings, got list"),
+    ],
+)
+def test_config_file_mistakes_are_one_line_naming_file_and_line(name, text, expected, tmp_path, capsys):
+    pytest.importorskip("yaml")
+    out = tmp_path / "run"
+    code, err = _cli(["--config", _write(tmp_path, name, text), "--out", str(out)], capsys)
+    assert code == 2
+    assert len(err) == 1 and expected in err[0], err
+    assert not out.exists()
+
+
+def test_config_file_values_flags_and_precedence(tmp_path):
+    pytest.importorskip("yaml")
+    values = read_config_file(_write(tmp_path, "c.yaml", "batch-size: 64\nlr: 1e-3\nrecipe: paper\nepochs: 5\n"))
+    assert values["lr"] == 0.001  # YAML 1.1 reads 1e-3 as a string; a float setting takes it as a number
+    cfg = resolve_config(file_values=values, flags={"epochs": 7, "lr": None})
+    assert (cfg.batch_size, cfg.lr, cfg.epochs, cfg.recipe, cfg.schedule) == (64, 0.001, 7, "paper", "plateau")
+    assert resolve_config(file_values={"lr": 1}).lr == 1.0 and isinstance(
+        resolve_config(file_values={"lr": 1}).lr, float
+    )
+
+
+def test_construction_validates_in_python():
+    with pytest.raises(UserError, match="--batch-size 0"):
+        TrainConfig(batch_size=0)
+    with pytest.raises(UserError, match="--epochs on: must be an integer"):
+        TrainConfig(epochs=True)
+    with pytest.raises(UserError, match="--arch 'vgg'"):
+        resolve_config(flags={"arch": "vgg"})
