@@ -1,11 +1,16 @@
 """The built-in data set: layout, determinism, and no shortcut through the mean colour."""
 
+import io
+import sys
+
 import numpy as np
+import pytest
 
 from alexnet.cli import main
 from alexnet.data.decode import decode_image
 from alexnet.data.sources import open_splits
 from alexnet.data.synthetic import CLASSES, make_synthetic
+from alexnet.errors import UserError
 
 
 def test_layout_and_determinism(tmp_path):
@@ -44,6 +49,40 @@ def test_cli_synth(tmp_path, capsys):
     assert len(list(out.rglob("*.jpg"))) == 9 and "wrote 9 images" in capsys.readouterr().out
     assert main(["data", "synth", str(out), "--classes", "11"]) == 2
     assert "2 to 10 classes" in capsys.readouterr().err
+    assert main(argv) == 2  # again into the same folder: refused, nothing merged
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{out}: folder is not empty" in err
+    assert len(list(out.rglob("*.jpg"))) == 9
+
+
+def test_a_non_empty_folder_is_refused_unless_overwrite(tmp_path):
+    out = tmp_path / "s"
+    make_synthetic(out, classes=3, per_class=2, val_per_class=1, size=16)
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(UserError, match=r"not empty.*--overwrite"):
+        make_synthetic(out, classes=2, per_class=1, val_per_class=0, size=16)
+    assert len(list(out.rglob("*.jpg"))) == 9  # untouched
+    make_synthetic(out, classes=2, per_class=1, val_per_class=0, size=16, overwrite=True)
+    files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.jpg"))
+    assert files == ["train/circle/circle_00000.jpg", "train/ring/ring_00000.jpg"]  # the old set is gone, not merged
+    assert (out / "notes.txt").read_text() == "mine"  # only train/ and val/ are replaced
+    (tmp_path / "f").write_text("")
+    with pytest.raises(UserError, match="not a folder"):
+        make_synthetic(tmp_path / "f", classes=2, per_class=1, size=16)
+
+
+def test_progress_bar_on_a_terminal(tmp_path, monkeypatch):
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    tty = Terminal()
+    monkeypatch.setattr(sys, "stderr", tty)
+    make_synthetic(tmp_path / "a", classes=2, per_class=3, val_per_class=1, size=16)
+    assert "synth: 100%" in tty.getvalue() and "8/8" in tty.getvalue()
+    tty.truncate(0)
+    make_synthetic(tmp_path / "b", classes=2, per_class=3, val_per_class=1, size=16, show_progress=False)
+    assert tty.getvalue() == ""
 
 
 def test_no_val_split(tmp_path):

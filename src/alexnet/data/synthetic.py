@@ -45,28 +45,50 @@ def make_synthetic(
     val_per_class: int = 50,
     size: int = 64,
     seed: int = 0,
+    overwrite: bool = False,
+    show_progress: bool = True,
 ) -> Path:
-    """Write ``out/train/<class>/*.jpg`` (``per_class`` each) and ``out/val/<class>/*.jpg``; return ``out``."""
+    """Write ``out/train/<class>/*.jpg`` (``per_class`` each) and ``out/val/<class>/*.jpg``; return ``out``.
+
+    ``out`` must be new or empty; with ``overwrite`` an existing ``out/train`` and ``out/val`` are deleted first
+    (nothing else in ``out`` is touched). ``show_progress``: a bar on stderr (periodic lines when not a terminal).
+    """
     if not 2 <= classes <= len(CLASSES):
         raise UserError(f"--classes {classes}: the synthetic data set has 2 to {len(CLASSES)} classes")
     if size < 16:
         raise UserError(f"--size {size}: synthetic images must be at least 16 px")
     if per_class < 1 or val_per_class < 0:
         raise UserError(f"--per-class {per_class} / --val-per-class {val_per_class}: need >= 1 and >= 0 images")
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out}: exists and is not a folder; choose a new folder for the data set")
+    if out.is_dir() and any(out.iterdir()):
+        if not overwrite:
+            raise UserError(
+                f"{out}: folder is not empty (new files would mix with the old ones); "
+                "choose a new folder, or pass --overwrite to replace its train/ and val/"
+            )
+        for split in ("train", "val"):
+            if (out / split).is_dir():
+                shutil.rmtree(out / split)
     from PIL import Image
 
-    out = Path(out)
+    from ..progress import progress
+
     grid = _grid(2 * size)
-    for split_code, (split, n) in enumerate((("train", per_class), ("val", val_per_class))):
-        for c in range(classes if n > 0 else 0):  # no val/ at all rather than empty class folders
-            folder = out / split / CLASSES[c]
-            folder.mkdir(parents=True, exist_ok=True)
-            for i in range(n):
-                rng = np.random.default_rng([seed, split_code, c, i])
-                pixels = draw(c, rng, size, grid)
-                buf = io.BytesIO()
-                Image.fromarray(pixels).save(buf, format="JPEG", quality=JPEG_QUALITY)
-                (folder / f"{CLASSES[c]}_{i:05d}.jpg").write_bytes(buf.getvalue())
+    total = classes * (per_class + val_per_class)
+    with progress(total, "synth", unit="img", enabled=show_progress) as bar:
+        for split_code, (split, n) in enumerate((("train", per_class), ("val", val_per_class))):
+            for c in range(classes if n > 0 else 0):  # no val/ at all rather than empty class folders
+                folder = out / split / CLASSES[c]
+                folder.mkdir(parents=True, exist_ok=True)
+                for i in range(n):
+                    rng = np.random.default_rng([seed, split_code, c, i])
+                    pixels = draw(c, rng, size, grid)
+                    buf = io.BytesIO()
+                    Image.fromarray(pixels).save(buf, format="JPEG", quality=JPEG_QUALITY)
+                    (folder / f"{CLASSES[c]}_{i:05d}.jpg").write_bytes(buf.getvalue())
+                    bar.update(1)
     return out
 
 
