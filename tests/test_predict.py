@@ -122,6 +122,20 @@ def test_bad_inputs_are_named_and_the_rest_still_run(ckpt, images):
         p.predict(torch.zeros(4, 64, 64, dtype=torch.uint8))
 
 
+def test_predictor_takes_a_preprocess_or_its_stored_dict(ckpt, images):
+    from alexnet.predict import Predictor
+    from alexnet.preprocess import Preprocess
+
+    _, model = ckpt
+    _, paths, _, _ = images
+    stored = {"resize": 64, "crop": 64, "mean": MEAN, "std": STD}
+    a = Predictor(model, {"classes": CLASSES, "preprocess": stored})
+    b = Predictor(model, {"classes": CLASSES, "preprocess": Preprocess(crop=64, resize=64, mean=MEAN, std=STD)})
+    assert a.preprocess == b.preprocess and a.predict(paths, topk=3) == b.predict(paths, topk=3)
+    with pytest.raises(alexnet.UserError, match="preprocess has no 'mean'"):
+        Predictor(model, {"classes": CLASSES, "preprocess": {"resize": 64, "crop": 64, "std": STD}})
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # CLI
 
@@ -166,6 +180,15 @@ def test_cli_table_json_csv_with_a_folder_and_a_bad_file(ckpt, images, capsys):
     assert rows[0] == ["input", "time", "rank", "class", "probability"]
     assert rows[1:] == [[str(p_), "", str(r), c, f"{v:.6f}"] for p_, t in zip(order, top) for r, (c, v) in
                         enumerate(t, 1)]  # fmt: skip
+
+
+def test_cli_model_mistakes_are_one_line(ckpt, images, tmp_path, capsys):
+    _, paths, _, _ = images
+    (tmp_path / "m.pt2").write_bytes(b"PK")
+    for model, message in [(tmp_path / "m.pt2", "torch.export.load"), (tmp_path / "none.pt", "no such model file")]:
+        assert main(["predict", str(model), str(paths[0])]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith(f"alexnet predict: error: {model}: ") and message in err
 
 
 def test_cli_video_frames_every_seconds(ckpt, tmp_path, capsys):

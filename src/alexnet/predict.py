@@ -1,22 +1,24 @@
 """Using a trained model: ``alexnet.load(path)`` gives a ``Predictor`` that classifies images and extracts features.
 
-The preprocessing (resize, crop, mean, std) comes from the weights file, so callers never retype it::
+The preprocessing (a ``Preprocess``: resize, crop, mean, std) comes from the model file, so callers never retype it::
 
     >>> import alexnet
     >>> p = alexnet.load("run/checkpoints/best.pt")
     >>> p.predict(["cat.jpg", "dog.png"], topk=3)
     [[('cat', 0.91), ('dog', 0.05), ('fox', 0.01)], [...]]
 
-Inputs may be file paths, PIL images, numpy ``(H, W, 3)`` / ``(H, W)`` uint8 arrays, or ``(3, H, W)`` /
-``(B, 3, H, W)`` tensors (uint8 0..255, or float 0..1). Decoding and cropping run per image on the CPU; the
-network runs on whole batches on the device.
+``alexnet.load("model.onnx")`` gives an ``OnnxPredictor`` (onnxruntime) with the same ``predict``, ``iter_predict``
+and ``probabilities``. Inputs may be file paths, PIL images, numpy ``(H, W, 3)`` / ``(H, W)`` uint8 arrays, or
+``(3, H, W)`` / ``(B, 3, H, W)`` tensors (uint8 0..255, or float 0..1). Decoding and cropping run per image on the
+CPU; the network runs on whole batches on the device.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Iterator, Sequence
+import re
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,19 +26,41 @@ import numpy as np
 import torch
 from torch import nn
 
-from .device import resolve_device
+from .device import autocast, resolve_device, resolve_precision
 from .errors import UserError
 from .model import FEATURE_LAYERS
+from .preprocess import Preprocess
 
 Prediction = list[tuple[str, float]]  # top-k (class name, probability), most likely first
 
 
-def load(model_path: str | os.PathLike, *, device: str = "auto") -> Predictor:
-    """Load any supported weights file (our checkpoint, torchvision ``.pth``, ``.safetensors`` + sidecar)."""
+def load(model_path: str | os.PathLike, *, device: str = "auto", precision: str = "fp32") -> Predictor:
+    """Load any supported model file into a predictor.
+
+    Weights (our checkpoint, torchvision ``.pth``, ``.safetensors`` + sidecar) give a ``Predictor`` running PyTorch
+    on ``device`` in ``precision`` (fp32, or autocast bf16 / fp16 / auto: see ``alexnet.device``). An ``.onnx``
+    export (``alexnet export``) gives an ``OnnxPredictor`` running onnxruntime, with the same methods except
+    ``features``.
+    """
+    suffix = Path(model_path).suffix.lower()
+    if not Path(model_path).is_file():
+        raise UserError(f"{model_path}: no such model file")
+    if suffix == ".onnx":
+        return OnnxPredictor(model_path, device=device, precision=precision)
+    if suffix == ".pt2":
+        raise UserError(
+            f"{model_path}: a torch.export archive runs with torch.export.load(path).module(); "
+            "alexnet.load takes the checkpoint or an .onnx export"
+        )
     from .weights import model_from_file
 
     model, meta = model_from_file(model_path)
-    return Predictor(model, meta, device=resolve_device(device))
+    return Predictor(model, meta, device=resolve_device(device), precision=precision)
+
+
+def as_preprocess(p: Preprocess | Mapping[str, Any], *, source: str = "preprocess") -> Preprocess:
+    """A ``Preprocess`` as it is, or the validated ``Preprocess`` of a stored dict (``source`` names the file)."""
+    return p if isinstance(p, Preprocess) else Preprocess.from_dict(p, source=source)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -89,34 +113,45 @@ def _from_tensor(t: torch.Tensor) -> list[torch.Tensor]:
 
 
 class Predictor:
-    """A model in eval mode plus its class names and preprocessing; batches images through it."""
+    """A model in eval mode plus its class names and ``Preprocess``; batches images through it.
 
-    def __init__(self, model: nn.Module, meta: dict[str, Any], *, device: torch.device | None = None) -> None:
+    ``probabilities(crops)`` is the one place where crops become class probabilities (normalisation, autocast,
+    ten-crop averaging); ``predict``, ``iter_predict``, ``evaluate`` and the plots go through it.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        meta: dict[str, Any],
+        *,
+        device: torch.device | None = None,
+        precision: str = "fp32",
+    ) -> None:
         self.device = device or torch.device("cpu")
         self.model = model.to(self.device).eval()
+        self._set_meta(meta)
+        self.dtype = resolve_precision(precision, self.device)  # torch.float32: no autocast
+
+    def _set_meta(self, meta: dict[str, Any], source: str = "preprocess") -> None:
         self.meta = meta
         self.classes: list[str] = list(meta["classes"])
-        self.preprocess: dict[str, Any] = dict(meta["preprocess"])
-        p = self.preprocess
-        self._mean = torch.tensor(p["mean"], dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
-        self._std = torch.tensor(p["std"], dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
+        self.preprocess: Preprocess = as_preprocess(meta["preprocess"], source=source)
+        self._transforms = {False: self.preprocess.transform(), True: self.preprocess.transform(ten_crop=True)}
 
     def transform(self, img: torch.Tensor, *, ten_crop: bool = False) -> torch.Tensor:
         """``uint8 (3, H, W)`` -> ``uint8 (3, crop, crop)``, or ``(10, 3, crop, crop)`` with ``ten_crop``."""
-        from .data.transforms import EvalTransform, TenCrop
-
-        kind = TenCrop if ten_crop else EvalTransform
-        return kind(crop_size=self.preprocess["crop"], resize_size=self.preprocess["resize"])(img)
+        return self._transforms[ten_crop](img)
 
     def _forward(self, batch: torch.Tensor, layer: str = "logits") -> torch.Tensor:
         """``uint8 (B, 3, c, c)`` on the CPU -> float32 activations of ``layer`` on the device."""
-        x = batch.to(self.device, non_blocking=True).float().div_(255)
-        x = (x - self._mean) / self._std
-        with torch.inference_mode():
-            return self.model(x) if layer == "logits" else self.model.extract(x, layer)
+        x = self.preprocess.normalize(batch.to(self.device, non_blocking=True))  # float32 (B, 3, c, c)
+        with torch.inference_mode(), autocast(self.device, self.dtype):
+            out = self.model(x) if layer == "logits" else self.model.extract(x, layer)
+        return out.float()
 
     def probabilities(self, crops: torch.Tensor) -> torch.Tensor:
-        """``uint8 (B, 3, c, c)`` or ten-crop ``(B, 10, 3, c, c)`` -> softmax ``(B, num_classes)`` on the device.
+        """``uint8 (B, 3, c, c)`` or ten-crop ``(B, 10, 3, c, c)`` -> float32 softmax ``(B, num_classes)`` on
+        ``self.device``.
 
         Ten-crop averages the ten softmax outputs (paper §4.1: "averaging the predictions ... on the ten patches").
         """
@@ -187,6 +222,7 @@ class Predictor:
         """
         if layer not in FEATURE_LAYERS:
             raise UserError(f"--layer {layer!r}: choose one of {', '.join(FEATURE_LAYERS)}")
+        self._check_features()
         if hasattr(images, "load") and hasattr(images, "__len__"):
             loader = images.load
             n = len(images)
@@ -202,6 +238,94 @@ class Predictor:
         if not out:
             raise UserError("no images to extract features from")
         return torch.cat(out)
+
+    def _check_features(self) -> None:
+        """Raise ``UserError`` when this predictor has only the logits (an export)."""
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# ONNX exports, run by onnxruntime
+
+
+class OnnxPredictor(Predictor):
+    """An ``alexnet export --format onnx`` file run by onnxruntime: class names and ``Preprocess`` come from its
+    ``metadata_props``. Same ``predict`` / ``iter_predict`` / ``probabilities`` / ``transform`` as ``Predictor``;
+    ``features`` needs the checkpoint (the export has only the logits). Runs in fp32 on the CPU, or on CUDA when
+    onnxruntime-gpu is installed and ``device`` asks for it.
+    """
+
+    def __init__(self, path: str | os.PathLike, *, device: str = "auto", precision: str = "fp32") -> None:
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise UserError(f"{path}: running an ONNX model needs onnxruntime: pip install 'alexnet[onnx]'") from None
+        if precision not in ("auto", "fp32"):
+            raise UserError(f"--precision {precision}: an ONNX export runs in fp32 (use auto or fp32)")
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise UserError(f"{path}: no such ONNX file")
+        providers: list[Any] = ["CPUExecutionProvider"]
+        gpu = "CUDAExecutionProvider" in ort.get_available_providers()
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", device):
+            raise UserError(f"--device {device}: an ONNX model runs on auto, cpu, cuda or cuda:N")
+        if device.startswith("cuda") and not gpu:
+            raise UserError(f"--device {device}: this onnxruntime has no CUDA provider (pip install onnxruntime-gpu)")
+        if gpu and device != "cpu":
+            providers.insert(0, ("CUDAExecutionProvider", {"device_id": int(device.partition(":")[2] or 0)}))
+        options = ort.SessionOptions()
+        options.log_severity_level = 3  # errors only: no warnings about unused initialisers on every load
+        try:
+            self.session = ort.InferenceSession(str(path), options, providers=providers)
+        except Exception as e:  # onnxruntime raises its own Fail / InvalidProtobuf / InvalidGraph types
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise UserError(f"{path}: onnxruntime cannot read this file ({first})") from None
+        meta = onnx_metadata(self.session, path)
+        self.model = None
+        self.device = torch.device("cpu")  # outputs come back as CPU tensors, whatever ran them
+        self.dtype = torch.float32
+        self._set_meta(meta, source=str(path))
+        self._input = self.session.get_inputs()[0]
+        shape = self._input.shape  # [batch, 3, crop, crop]; batch is a name (dynamic axis)
+        crop = self.preprocess.crop
+        if len(shape) != 4 or shape[1] != 3 or (isinstance(shape[2], int) and shape[2:] != [crop, crop]):
+            raise UserError(f"{path}: input shape {shape} does not match the stored preprocessing (crop {crop} px)")
+        outputs = self.session.get_outputs()[0].shape
+        if isinstance(outputs[-1], int) and outputs[-1] != len(self.classes):
+            raise UserError(f"{path}: {outputs[-1]} outputs but {len(self.classes)} class names in its metadata")
+
+    def _forward(self, batch: torch.Tensor, layer: str = "logits") -> torch.Tensor:
+        """``uint8 (B, 3, c, c)`` -> float32 logits ``(B, num_classes)`` on the CPU."""
+        if layer != "logits":
+            self._check_features()
+        x = self.preprocess.normalize(batch.cpu())  # float32 (B, 3, c, c)
+        return torch.from_numpy(self.session.run(None, {self._input.name: x.numpy()})[0])
+
+    def _check_features(self) -> None:
+        raise UserError(
+            f"{self.path}: features are not supported for .onnx exports (they hold only the logits); "
+            "use the checkpoint the export was made from"
+        )
+
+
+def onnx_metadata(session: Any, path: str | os.PathLike) -> dict[str, Any]:
+    """The ``metadata_props`` that ``alexnet export`` writes, decoded: JSON values parsed, ``arch`` as written."""
+    raw = dict(session.get_modelmeta().custom_metadata_map)
+    missing = [k for k in ("classes", "preprocess") if k not in raw]
+    if missing:
+        raise UserError(
+            f"{path}: no {' or '.join(missing)} in the ONNX metadata; "
+            "alexnet.load runs files written by alexnet export --format onnx"
+        )
+    meta: dict[str, Any] = {}
+    for key, value in raw.items():
+        try:
+            meta[key] = value if key in ("arch", "input") else json.loads(value)
+        except ValueError:
+            raise UserError(f"{path}: ONNX metadata {key!r} is not valid JSON") from None
+    classes = meta["classes"]
+    if not (isinstance(classes, list) and classes and all(isinstance(c, str) for c in classes)):
+        raise UserError(f"{path}: ONNX metadata 'classes' must be a list of class names")
+    return meta
 
 
 # ----------------------------------------------------------------------------------------------------------------

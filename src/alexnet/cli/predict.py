@@ -26,58 +26,69 @@ FORMATS = ("table", "json", "csv")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "predict",
-        help="classify images, folders of images and videos",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("model", help="our checkpoint (.pt), a torchvision AlexNet .pth, or .safetensors + .json")
+    p = subparsers.add_parser("predict", help="classify images, folders of images and videos", description=__doc__)
+    p.add_argument("model", help="our checkpoint (.pt), a torchvision AlexNet .pth, .safetensors + .json, or .onnx")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders (searched recursively), videos")
-    p.add_argument("--topk", type=int, default=5, help="classes to show per image (default 5)")
-    p.add_argument("--format", choices=FORMATS, default="table", help="output format (default table)")
+    p.add_argument("--topk", type=int, default=5, help="classes to show per image")
+    p.add_argument("--format", choices=FORMATS, default="table", help="output format")
     p.add_argument("--ten-crop", action="store_true", help="average the 10 crops of paper §4.1 (10x the compute)")
-    p.add_argument("--batch-size", type=int, default=64, help="images per forward pass (default 64)")
-    p.add_argument("--every", type=float, default=1.0, help="video: seconds between sampled frames (default 1.0)")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps (default auto)")
+    p.add_argument("--batch-size", type=int, default=64, help="images per forward pass")
+    p.add_argument("--every", type=float, default=1.0, help="video: seconds between sampled frames")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
     p.set_defaults(func=run)
 
 
-def expand_inputs(inputs: list[str], *, every: float) -> Iterator[tuple[str, float | None, Any]]:
-    """``(name, time or None, image source or UserError)`` per image / video frame, in order; folders recursively."""
+def list_inputs(inputs: list[str]) -> list[tuple[str, Path | UserError]]:
+    """``(name, file or UserError)`` per image file or video, in order; folders listed recursively, sorted."""
     from ..data.decode import IMAGE_EXTENSIONS
-    from ..predict import VIDEO_EXTENSIONS, video_frames
 
+    out: list[tuple[str, Path | UserError]] = []
     for raw in inputs:
         path = Path(raw)
         if path.is_dir():
             files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
             if not files:
-                yield raw, None, UserError(f"{raw}: no image files in this folder ({', '.join(IMAGE_EXTENSIONS)})")
-            for f in files:
-                yield str(f), None, str(f)
+                out.append((raw, UserError(f"{raw}: no image files in this folder ({', '.join(IMAGE_EXTENSIONS)})")))
+            out += [(str(f), f) for f in files]
         elif not path.exists():
-            yield raw, None, UserError(f"{raw}: no such file or folder")
-        elif path.suffix.lower() in VIDEO_EXTENSIONS:
+            out.append((raw, UserError(f"{raw}: no such file or folder")))
+        else:
+            out.append((raw, path))
+    return out
+
+
+def expand_inputs(
+    listed: list[tuple[str, Path | UserError]], *, every: float
+) -> Iterator[tuple[str, float | None, Any]]:
+    """``(name, time or None, image source or UserError)`` per image and sampled video frame, in order."""
+    from ..predict import VIDEO_EXTENSIONS, video_frames
+
+    for name, path in listed:
+        if isinstance(path, Path) and path.suffix.lower() in VIDEO_EXTENSIONS:
             try:
                 for t, frame in video_frames(path, every=every):
-                    yield raw, t, frame
+                    yield name, t, frame
             except UserError as e:
-                yield raw, None, e
+                yield name, None, e
         else:
-            yield raw, None, raw
+            yield name, None, str(path) if isinstance(path, Path) else path
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..predict import load
+    from tqdm import tqdm
 
-    predictor = load(args.model, device=args.device)
+    from ..predict import VIDEO_EXTENSIONS, load
+    from ..progress import progress
+
     if args.every <= 0:
         raise UserError(f"--every {args.every}: must be a positive number of seconds")
+    predictor = load(args.model, device=args.device)
+    listed = list_inputs(args.inputs)
+    videos = any(isinstance(p, Path) and p.suffix.lower() in VIDEO_EXTENSIONS for _, p in listed)
     names: deque[tuple[str, float | None]] = deque()
 
     def sources() -> Iterator[Any]:
-        for name, t, src in expand_inputs(args.inputs, every=args.every):
+        for name, t, src in expand_inputs(listed, every=args.every):
             names.append((name, t))
             yield src
 
@@ -85,14 +96,17 @@ def run(args: argparse.Namespace) -> int:
     writer = _Writer(args.format, out)
     failed = 0
     results = predictor.iter_predict(sources(), topk=args.topk, ten_crop=args.ten_crop, batch_size=args.batch_size)
-    for _src, top, err in results:
-        name, t = names.popleft()
-        if err is not None:
-            failed += 1
-            out.flush()
-            print(f"alexnet predict: error: {err}", file=sys.stderr)
-            continue
-        writer.write(name, t, top)
+    # on a terminal the results are the progress; a bar (stderr) only when they go to a file or a pipe
+    with progress(None if videos else len(listed), "predict", unit="img", enabled=not out.isatty()) as bar:
+        for _src, top, err in results:
+            name, t = names.popleft()
+            bar.update(1)
+            if err is not None:
+                failed += 1
+                out.flush()
+                tqdm.write(f"alexnet predict: error: {err}", file=sys.stderr)  # above the bar, if one is drawn
+                continue
+            writer.write(name, t, top)
     out.flush()
     return 1 if failed else 0
 
