@@ -11,6 +11,7 @@ import alexnet
 from alexnet.cli import main
 from alexnet.export import ParityError, check_onnx, export
 from alexnet.model import create_model
+from alexnet.preprocess import Preprocess
 from alexnet.weights import model_from_file, save_checkpoint
 
 CLASSES = ["ant", "bee", "cow", "dog"]
@@ -36,7 +37,8 @@ def test_onnx_parity_dynamic_batch_and_metadata(ckpt, tmp_path, capsys):
     assert main(["export", str(path), "--format", "onnx", "--out", str(out)]) == 0
     assert capsys.readouterr().out.startswith(f"wrote {out} (parity with PyTorch: max abs diff")
     meta = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
-    assert json.loads(meta["classes"]) == CLASSES and json.loads(meta["preprocess"]) == PREPROCESS
+    assert json.loads(meta["classes"]) == CLASSES
+    assert json.loads(meta["preprocess"]) == Preprocess.from_dict(PREPROCESS).to_dict()  # every field, plain JSON
     assert meta["arch"] == "alexnet2012"
     # independent of the built-in check: a batch of 5 (export used 2) against the original module
     session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
@@ -54,11 +56,12 @@ def test_onnx_parity_dynamic_batch_and_metadata(ckpt, tmp_path, capsys):
 
 def test_torch_export_program_parity(ckpt, tmp_path):
     path, model = ckpt
-    out, diff = export(path, "torchscript", tmp_path / "m.pt2")
-    assert out.is_file() and diff <= 1e-4
+    out, diff = export(path, "pt2")
+    assert out == path.with_suffix(".pt2") and out.is_file() and diff <= 1e-4
     extra = {"alexnet.json": ""}
     loaded = torch.export.load(str(out), extra_files=extra).module()
-    assert json.loads(extra["alexnet.json"])["classes"] == CLASSES
+    info = json.loads(extra["alexnet.json"])
+    assert info["classes"] == CLASSES and Preprocess.from_dict(info["preprocess"]) == Preprocess.from_dict(PREPROCESS)
     x = torch.randn(7, 3, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(loaded(x), model(x), atol=1e-4, rtol=0)
@@ -70,17 +73,25 @@ def test_safetensors_round_trip_through_load(ckpt, tmp_path):
     assert diff is None and out.with_suffix(".json").is_file()
     loaded, meta = model_from_file(out)
     assert type(loaded).__name__ == "AlexNet2012"
-    assert meta["classes"] == CLASSES and meta["preprocess"] == PREPROCESS and meta["config"]["epochs"] == 3
+    assert meta["classes"] == CLASSES and meta["config"]["epochs"] == 3
+    assert Preprocess.from_dict(json.loads(out.with_suffix(".json").read_text())["preprocess"]) == meta["preprocess"]
+    assert meta["preprocess"] == Preprocess.from_dict(PREPROCESS)
     for k, v in model.state_dict().items():
         assert torch.equal(loaded.state_dict()[k], v), k
     img = torch.randint(0, 256, (3, 80, 90), dtype=torch.uint8)
     assert alexnet.load(out, device="cpu").predict(img, topk=4) == alexnet.load(path, device="cpu").predict(img, topk=4)
 
 
-def test_export_errors_name_the_value(ckpt, tmp_path):
+def test_export_errors_name_the_value(ckpt, tmp_path, capsys):
     path, _ = ckpt
     with pytest.raises(alexnet.UserError, match="--format 'tflite'"):
         export(path, "tflite")
+    with pytest.raises(alexnet.UserError, match="now called 'pt2'"):
+        export(path, "torchscript")
+    # the CLI still takes the old name, says so, and writes a .pt2
+    out = tmp_path / "old.pt2"
+    assert main(["export", str(path), "--format", "torchscript", "--out", str(out), "--no-check"]) == 0
+    assert "torchscript is now called pt2" in capsys.readouterr().err and out.is_file()
     with pytest.raises(alexnet.UserError, match="overwrite"):
         export(path, "safetensors", path)
     with pytest.raises(alexnet.UserError, match=r"nope\.pt"):

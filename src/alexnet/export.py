@@ -4,10 +4,14 @@
   export ``adaptive_avg_pool2d`` when the feature map is smaller than 6x6), a dynamic batch axis, a fixed
   ``crop x crop`` input, and ``classes`` / ``preprocess`` / ``arch`` as JSON strings in ``metadata_props``. Then
   onnxruntime runs random inputs and the outputs must match PyTorch's to ``atol`` (1e-4 in fp32) or it fails loudly.
-- ``torchscript``: ``torch.export`` (``torch.jit.trace`` is deprecated from torch 2.10 on) saved as a ``.pt2``
-  archive with ``alexnet.json`` (classes, preprocessing) inside; load it with ``torch.export.load(path).module()``.
+- ``pt2``: a ``torch.export`` program (``torch.jit.trace`` is deprecated from torch 2.10 on; this is not TorchScript)
+  saved as a ``.pt2`` archive with ``alexnet.json`` (classes, preprocessing) inside; load it with
+  ``torch.export.load(path).module()``.
 - ``safetensors``: the weights plus a JSON sidecar (arch, num_classes, classes, preprocess, config, model_kwargs),
   which ``alexnet.load`` and ``weights.model_from_file`` read back.
+
+Every export stores the model's ``Preprocess`` as ``to_dict()``; ``alexnet.load`` runs ``.onnx`` files through
+onnxruntime with it.
 """
 
 from __future__ import annotations
@@ -21,9 +25,10 @@ import torch
 from torch import nn
 
 from .errors import UserError
+from .predict import as_preprocess
 
-FORMATS = ("onnx", "torchscript", "safetensors")
-SUFFIXES = {"onnx": ".onnx", "torchscript": ".pt2", "safetensors": ".safetensors"}
+FORMATS = ("onnx", "pt2", "safetensors")
+SUFFIXES = {"onnx": ".onnx", "pt2": ".pt2", "safetensors": ".safetensors"}
 PARITY_ATOL = 1e-4  # max abs difference of logits, fp32
 _META_KEYS = ("arch", "num_classes", "classes", "preprocess", "model_kwargs", "config", "epoch", "step", "best_top1")
 
@@ -41,27 +46,33 @@ def export(
     """
     from .weights import model_from_file
 
+    if fmt == "torchscript":
+        raise UserError("--format 'torchscript' is now called 'pt2' (a torch.export archive, not TorchScript)")
     if fmt not in FORMATS:
         raise UserError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
     model, meta = model_from_file(model_path)
+    meta = {**meta, "preprocess": as_preprocess(meta["preprocess"], source=str(model_path))}
     out = Path(out) if out is not None else Path(model_path).with_suffix(SUFFIXES[fmt])
     if out.resolve() == Path(model_path).resolve():
         raise UserError(f"--out {out}: would overwrite the model file itself; choose another path")
     out.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "onnx":
         return out, export_onnx(model, meta, out, check=check)
-    if fmt == "torchscript":
+    if fmt == "pt2":
         return out, export_program(model, meta, out, check=check)
     export_safetensors(model, meta, out)
     return out, None
 
 
 def _metadata(meta: dict[str, Any]) -> dict[str, Any]:
-    return {k: meta[k] for k in _META_KEYS if k in meta}
+    """The metadata every export carries, in plain types (``preprocess`` as ``Preprocess.to_dict()``)."""
+    info = {k: meta[k] for k in _META_KEYS if k in meta}
+    info["preprocess"] = as_preprocess(meta["preprocess"]).to_dict()
+    return info
 
 
 def _example(meta: dict[str, Any], batch: int, seed: int = 0) -> torch.Tensor:
-    crop = int(meta["preprocess"]["crop"])
+    crop = as_preprocess(meta["preprocess"]).crop
     g = torch.Generator().manual_seed(seed)
     return torch.randn(batch, 3, crop, crop, generator=g)  # (B, 3, crop, crop): normalised images look ~N(0, 1)
 

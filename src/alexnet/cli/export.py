@@ -1,26 +1,27 @@
-"""``alexnet export MODEL --format onnx|torchscript|safetensors``: write a deployable file, then check it.
+"""``alexnet export MODEL --format onnx|pt2|safetensors``: write a deployable file, then check it.
 
-ONNX and torchscript (a ``torch.export`` ``.pt2`` archive) are run on random inputs after writing and compared with
-PyTorch (max abs diff <= 1e-4 in fp32); a mismatch is an error. safetensors writes the weights plus a ``.json``
-sidecar that ``alexnet.load`` reads back.
+ONNX and pt2 (a ``torch.export`` archive) are run on random inputs after writing and compared with PyTorch (max abs
+diff <= 1e-4 in fp32); a mismatch is an error. safetensors writes the weights plus a ``.json`` sidecar that
+``alexnet.load`` reads back. Every format carries the class names and the preprocessing; ``alexnet predict`` and
+``alexnet evaluate`` run ``.onnx`` files through onnxruntime.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
+
+FORMATS = ("onnx", "pt2", "safetensors")  # = alexnet.export.FORMATS (that module imports torch)
+_RENAMED = {"torchscript": "pt2"}  # old name -> new; still accepted, with a note
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from ..export import FORMATS
-
     p = subparsers.add_parser(
-        "export",
-        help="export to ONNX, torch.export (.pt2) or safetensors, with a parity check",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "export", help="export to ONNX, torch.export (.pt2) or safetensors, with a parity check", description=__doc__
     )
     p.add_argument("model", help="our checkpoint (.pt), a torchvision AlexNet .pth, or .safetensors + .json")
-    p.add_argument("--format", choices=FORMATS, required=True, help="output format")
+    shown = "{" + ",".join(FORMATS) + "}"  # the old names are accepted but not advertised
+    p.add_argument("--format", choices=FORMATS + tuple(_RENAMED), metavar=shown, required=True, help="output format")
     p.add_argument("--out", default=None, help="output file (default: MODEL with .onnx / .pt2 / .safetensors)")
     p.add_argument("--no-check", action="store_true", help="skip the parity check against PyTorch")
     p.set_defaults(func=run)
@@ -29,9 +30,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..export import PARITY_ATOL, export
 
-    path, diff = export(args.model, args.format, args.out, check=not args.no_check)
+    fmt = args.format
+    if fmt in _RENAMED:
+        fmt = _RENAMED[fmt]
+        print(
+            f"alexnet export: note: --format {args.format} is now called {fmt} (a torch.export archive)",
+            file=sys.stderr,
+        )
+    path, diff = export(args.model, fmt, args.out, check=not args.no_check)
     note = "" if diff is None else f" (parity with PyTorch: max abs diff {diff:.2e} <= {PARITY_ATOL:g})"
     print(f"wrote {path}{note}")
-    if args.format == "safetensors":
+    if fmt == "safetensors":
         print(f"wrote {path.with_suffix('.json')}")
     return 0
