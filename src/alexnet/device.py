@@ -10,17 +10,22 @@ fp32 (64 px, batch 32), although single bf16 matmuls and convolutions ran 2-3x f
 from __future__ import annotations
 
 import contextlib
-
-import torch
+from typing import TYPE_CHECKING
 
 from .errors import UserError
 
+if TYPE_CHECKING:
+    import torch
+
+# torch is imported inside the functions: the CLI reads these names while building its parsers.
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
 
 def resolve_device(name: str = "auto") -> torch.device:
     """``auto`` | ``cpu`` | ``cuda`` | ``cuda:N`` | ``mps`` -> a ``torch.device``; a clear error if it is missing."""
+    import torch
+
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -40,6 +45,8 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 def resolve_precision(name: str, device: torch.device) -> torch.dtype:
     """``auto`` | ``fp32`` | ``bf16`` | ``fp16`` -> the autocast dtype (``torch.float32`` means no autocast)."""
+    import torch
+
     if name not in PRECISIONS:
         raise UserError(f"--precision {name!r} is not one of {', '.join(PRECISIONS)}")
     if name == "fp32":
@@ -55,6 +62,8 @@ def resolve_precision(name: str, device: torch.device) -> torch.dtype:
 
 def autocast(device: torch.device, dtype: torch.dtype) -> contextlib.AbstractContextManager:
     """An autocast context for ``dtype``, or a no-op for fp32."""
+    import torch
+
     if dtype == torch.float32:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=dtype)
@@ -62,6 +71,8 @@ def autocast(device: torch.device, dtype: torch.dtype) -> contextlib.AbstractCon
 
 def describe(device: torch.device, dtype: torch.dtype) -> str:
     """One human line: which device and precision a run uses."""
+    import torch
+
     if device.type == "cuda":
         where = f"cuda ({torch.cuda.get_device_name(device)})"
     elif device.type == "cpu":

@@ -2,39 +2,164 @@
 
 Each command lives in its own module here with ``register(subparsers)``, which adds the parser and sets
 ``func(args) -> int``. Only this package sees argparse; it turns flags into explicit arguments for the library.
+
+Building the parser must stay fast (``alexnet --help`` builds every subparser): no module of this package imports
+torch, torchvision or numpy at import time; ``run`` functions import what they need. Every parser in the tree is an
+``ArgumentParser`` from here, so all of them share one ``HelpFormatter`` and plain-text descriptions.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import os
+import re
 import sys
+import textwrap
 
 from ..errors import UserError
 
 # Command modules, in the order `alexnet --help` lists them.
 COMMANDS = ["info", "data", "train", "evaluate", "predict", "features", "export", "plot", "bench"]
 
+# The names `alexnet.model.list_models()` returns, spelled out so that choices need no torch (a test keeps them equal).
+ARCHS = ("alexnet", "alexnet2012")
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="alexnet",
-        description="Train, evaluate and deploy AlexNet image classifiers.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
+
+# ----------------------------------------------------------------------------------------------------------------
+# help text
+
+
+def describe(doc: str | None) -> str | None:
+    """A module docstring as plain help text: reST ````literal```` markup and ``::`` literal-block markers removed."""
+    if doc is None:
+        return None
+    text = re.sub(r"``(.+?)``", r"\1", textwrap.dedent(doc).strip())
+    text = re.sub(r"\s*::$", ":", text, flags=re.MULTILINE)
+    return text
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """One help style for every command.
+
+    - An option's default is shown once, as ``(default: X)``, unless its help already speaks of a default, the
+      default is None, or the option is an on/off switch.
+    - Descriptions are re-wrapped to the terminal paragraph by paragraph; ``- `` list items keep their own lines and
+      a hanging indent, and indented blocks (examples) are kept as written.
+    """
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = describe(action.help) or ""
+        default = action.default
+        if (
+            "default" in text.lower()
+            or default is None
+            or default is argparse.SUPPRESS
+            or isinstance(default, bool)
+            or not (action.option_strings or action.nargs in (argparse.OPTIONAL, argparse.ZERO_OR_MORE))
+        ):
+            return text
+        return f"{text} (default: %(default)s)" if text else "default: %(default)s"
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        out = []
+        for block in re.split(r"\n[ \t]*\n", text.strip("\n")):
+            if all(line.startswith((" ", "\t")) for line in block.splitlines()):  # an example: as written
+                out.append(textwrap.indent(block, indent))
+                continue
+            for item in re.split(r"\n(?=[ \t]*[-*] )", block):  # one paragraph, or one list item each
+                bullet = re.match(r"[ \t]*[-*] ", item)
+                hang = " " * len(bullet.group(0)) if bullet else ""
+                words = " ".join(item.split())
+                out.append(textwrap.fill(words, width, initial_indent=indent, subsequent_indent=indent + hang))
+            out.append("")
+        return "\n".join(out).strip("\n")
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """``argparse.ArgumentParser`` with ``HelpFormatter`` and ``describe``d descriptions, for every subparser too.
+
+    ``formatter_class`` passed by a command module is replaced: one convention for the whole tree, so a default is
+    never shown twice and no reST markup reaches the terminal.
+    """
+
+    def __init__(self, *args, description: str | None = None, **kwargs) -> None:
+        kwargs["formatter_class"] = HelpFormatter
+        super().__init__(*args, description=describe(description), **kwargs)
+
+
+class _VersionAction(argparse.Action):
+    """``--version``: computed when asked for, from installed package metadata (no torch import)."""
+
+    def __init__(self, option_strings: list[str], dest: str = argparse.SUPPRESS, **kwargs) -> None:
+        super().__init__(option_strings, dest, default=argparse.SUPPRESS, nargs=0, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        print(version_line())
+        parser.exit()
+
+
+def version_line() -> str:
+    """``alexnet X.Y.Z (torch A, torchvision B)``, read from package metadata, so it does not import torch."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    def v(name: str) -> str:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return "not installed"
+
+    return f"alexnet {v('alexnet')} (torch {v('torch')}, torchvision {v('torchvision')})"
+
+
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(prog="alexnet", description="Train, evaluate and deploy AlexNet image classifiers.")
+    parser.add_argument("--version", action=_VersionAction, help="print the versions of alexnet, torch, torchvision")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMANDS:
         importlib.import_module(f"{__name__}.{name}").register(subparsers)
     return parser
 
 
+# ----------------------------------------------------------------------------------------------------------------
+# running a command
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; mistakes end in one ``alexnet COMMAND: error: ...`` line and a non-zero exit code.
+
+    Exit codes: 0 ok, 1 the command failed (or a file could not be read or written), 2 a usage error (``UserError``,
+    or a flag argparse rejects), 130 interrupted (Ctrl-C), 141 the reader of stdout went away (``| head``).
+    """
     args = build_parser().parse_args(argv)
+    name = f"alexnet {args.command}"
     try:
-        return int(args.func(args) or 0)
+        rc = int(args.func(args) or 0)
+        sys.stdout.flush()  # here, not at exit, so that a closed pipe is caught below
+        return rc
     except UserError as e:
-        print(f"alexnet {args.command}: error: {e}", file=sys.stderr)
+        _error(f"{name}: error: {e}")
         return 2
     except KeyboardInterrupt:
-        print(f"alexnet {args.command}: interrupted", file=sys.stderr)
+        _error(f"{name}: interrupted")
         return 130
+    except BrokenPipeError:
+        _silence_stdout()
+        return 141  # 128 + SIGPIPE, as the shell reports a tool killed by a closed pipe
+    except OSError as e:  # a file that cannot be written or read: name it, no traceback
+        where = f"{e.filename}: " if e.filename is not None else ""
+        _error(f"{name}: error: {where}{e.strerror or e}")
+        return 1
+
+
+def _error(line: str) -> None:
+    with contextlib.suppress(OSError, ValueError):
+        sys.stdout.flush()  # the command's output first, then the error line
+    print(line, file=sys.stderr)
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null: the unwritten rest of its buffer would fail again, and loudly, at exit."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):  # stdout may not be a real file (under a test)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

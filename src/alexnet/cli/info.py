@@ -4,17 +4,12 @@ from __future__ import annotations
 
 import argparse
 
-from ..model import create_model, list_models
-from ..summary import format_table, layer_table
+from . import ARCHS
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "info",
-        help="print the layer table: output shapes, parameters and FLOPs",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    p.add_argument("--arch", default="alexnet", choices=list_models(), help="architecture")
+    p = subparsers.add_parser("info", help="print the layer table: output shapes, parameters and FLOPs")
+    p.add_argument("--arch", default="alexnet", choices=ARCHS, help="architecture")
     p.add_argument("--image-size", type=int, default=224, help="input side in px (at least 63)")
     p.add_argument("--num-classes", type=int, default=1000, help="number of output classes")
     p.set_defaults(func=run)
@@ -22,10 +17,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..errors import UserError
-    from ..model import MIN_INPUT_SIZE
+    from ..model import MIN_INPUT_SIZE, create_model
+    from ..summary import format_table, layer_table
 
     if args.image_size < MIN_INPUT_SIZE:
         raise UserError(f"--image-size {args.image_size} is too small: AlexNet needs at least {MIN_INPUT_SIZE} px")
+    if args.num_classes < 1:
+        raise UserError(f"--num-classes {args.num_classes}: must be at least 1")
     model = create_model(args.arch, num_classes=args.num_classes)
     title = f"{args.arch}: {args.num_classes} classes, 3x{args.image_size}x{args.image_size} input"
     print(format_table(layer_table(model, args.image_size), title=title))

@@ -1,0 +1,189 @@
+"""The command line as a whole: fast parser, --version, one help style, one-line errors with the right exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import re
+import subprocess
+import sys
+from importlib.metadata import version
+
+import pytest
+
+import alexnet.cli
+from alexnet.cli import ARCHS, HelpFormatter, build_parser, describe, main
+
+
+def _parsers(parser: argparse.ArgumentParser, name: str = "alexnet"):
+    """Every parser of the tree, with its command line."""
+    yield name, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub_name, sub in action.choices.items():
+                yield from _parsers(sub, f"{name} {sub_name}")
+
+
+def test_building_the_parser_imports_no_torch():
+    """`alexnet --help` builds every subparser: none of the cli modules may import torch (3+ s) to do so."""
+    code = (
+        "import importlib, sys, alexnet.cli as cli\n"
+        "for name in cli.COMMANDS:\n"
+        "    importlib.import_module('alexnet.cli.' + name)\n"
+        "    heavy = sorted({'torch', 'numpy'} & set(sys.modules))\n"
+        "    if heavy: print(f'alexnet.cli.{name} imports {heavy}'); break\n"
+        "cli.build_parser()\n"
+        "print(sorted({'torch', 'numpy'} & set(sys.modules)))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]", out
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0
+    expected = f"alexnet {version('alexnet')} (torch {version('torch')}, torchvision {version('torchvision')})"
+    assert capsys.readouterr().out == expected + "\n"
+    assert re.fullmatch(r"alexnet \S+ \(torch \d+\.\d+\S*, torchvision \d+\.\d+\S*\)", expected)
+
+
+def test_archs_are_the_registered_models():
+    from alexnet.model import list_models
+
+    assert list(ARCHS) == list_models()
+
+
+def test_every_help_shows_a_default_once_and_no_rest_markup():
+    for name, parser in _parsers(build_parser()):
+        text = parser.format_help()
+        assert "``" not in text, f"{name} --help shows reST markup"
+        formatter = parser._get_formatter()
+        for action in parser._actions:
+            if action.help in (None, argparse.SUPPRESS):
+                continue
+            shown = formatter._expand_help(action)
+            assert len(re.findall(r"\bdefault\b", shown, re.IGNORECASE)) <= 1, f"{name} {action.dest}: {shown!r}"
+    # an option whose help is silent about its default gets it appended
+    predict = dict(_parsers(build_parser()))["alexnet predict"]
+    assert re.search(r"--topk TOPK\s+classes to show per image \(default: 5\)", predict.format_help())
+
+
+def test_help_formatter_conventions():
+    parser = argparse.ArgumentParser(prog="x", formatter_class=HelpFormatter, description=describe(__doc__))
+    parser.add_argument("--a", type=int, default=5, help="apples (default 5, or 3 on Sundays)")
+    parser.add_argument("--b", type=int, default=3, help="bananas")
+    parser.add_argument("--c", default=None, help="cherries")
+    parser.add_argument("--d", action="store_true", help="dates")
+    text = " ".join(parser.format_help().split())
+    assert "apples (default 5, or 3 on Sundays) --b" in text  # not twice
+    assert "bananas (default: 3)" in text
+    assert "cherries --d" in text and "dates" in text and "(default: False)" not in text
+    assert describe("Run ``alexnet x`` on ``DATA``, like so::\n\n    alexnet x DATA") == (
+        "Run alexnet x on DATA, like so:\n\n    alexnet x DATA"
+    )
+
+
+def test_description_lists_and_examples_survive_wrapping():
+    text = (
+        "Intro words.\n\n- first item, long enough to wrap " + "word " * 30 + "\n- second item\n\n    $ example  kept"
+    )
+    formatted = HelpFormatter("x", width=60)._fill_text(text, 60, "")
+    lines = formatted.splitlines()
+    assert lines[0] == "Intro words." and lines[2].startswith("- first item")
+    assert lines[3].startswith("  word")  # hanging indent under the bullet
+    assert any(line.startswith("- second item") for line in lines)
+    assert lines[-1] == "    $ example  kept"
+    assert all(len(line) <= 60 for line in lines)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# errors: one line, the right exit code
+
+
+def _fail_with(monkeypatch, exc: BaseException) -> None:
+    """Make `alexnet info` raise ``exc`` from its run function."""
+
+    def run(args):
+        print("partial output")
+        raise exc
+
+    monkeypatch.setattr(alexnet.cli.info, "run", run)
+
+
+@pytest.mark.parametrize(
+    ("exc", "rc", "err"),
+    [
+        (alexnet.cli.UserError("--x 3: too big"), 2, "alexnet info: error: --x 3: too big\n"),
+        (KeyboardInterrupt(), 130, "alexnet info: interrupted\n"),
+        (PermissionError(13, "Permission denied", "/runs/x.json"), 1,
+         "alexnet info: error: /runs/x.json: Permission denied\n"),
+        (BrokenPipeError(32, "Broken pipe"), 141, ""),
+    ],
+)  # fmt: skip
+def test_main_turns_exceptions_into_one_line_and_an_exit_code(monkeypatch, capsys, exc, rc, err):
+    _fail_with(monkeypatch, exc)
+    assert main(["info"]) == rc
+    captured = capsys.readouterr()
+    assert captured.err == err and captured.out == "partial output\n"
+
+
+def test_a_file_that_cannot_be_written_is_named(tmp_path, capsys):
+    (tmp_path / "file").write_text("a file, not a folder")
+    out = tmp_path / "file" / "data"
+    assert main(["data", "synth", str(out), "--classes", "2", "--per-class", "1", "--val-per-class", "0"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("alexnet data: error: ") and str(out) in err
+
+
+@pytest.mark.parametrize("after", ["print('line', 1)", "for i in range(100000): print('line', i)"])
+def test_closed_stdout_is_a_quiet_exit(after):
+    """`alexnet ... | head -1`: no traceback, no 'Exception ignored' message, exit 141 -- whether the command writes a
+    little more after the reader left (caught at the final flush) or a lot (caught mid-run)."""
+    code = (
+        "import sys, alexnet.cli, alexnet.cli.info as info\n"
+        "def run(args):\n"
+        "    print('line 0', flush=True)\n"
+        "    sys.stdin.readline()  # wait until the reader has gone\n"
+        f"    {after}\n"
+        "info.run = run\n"
+        "sys.exit(alexnet.cli.main(['info']))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # buffered stdout, as users have it
+    p = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, env=env)  # fmt: skip
+    assert p.stdout.readline() == b"line 0\n"
+    p.stdout.close()  # the reader goes away, as head does
+    p.stdin.write(b"go\n")
+    p.stdin.close()
+    err = p.stderr.read().decode()
+    assert p.wait(timeout=60) == 141 and err == ""
+
+
+def test_progress_bar_on_a_terminal_only_when_results_go_elsewhere(monkeypatch, tmp_path, capsys):
+    """predict: results on a terminal are their own progress; redirected, a bar goes to stderr (a terminal)."""
+    from alexnet.data.synthetic import make_synthetic
+
+    make_synthetic(tmp_path / "d", classes=2, per_class=3, val_per_class=0, size=32, show_progress=False)
+    ckpt = _tiny_checkpoint(tmp_path / "m.pt")
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    tty = Terminal()
+    monkeypatch.setattr(sys, "stderr", tty)
+    assert main(["predict", str(ckpt), str(tmp_path / "d"), "--format", "json", "--device", "cpu"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 6
+    assert re.search(r"predict: 100%.*6/6", tty.getvalue())
+
+
+def _tiny_checkpoint(path):
+    from alexnet.model import create_model
+    from alexnet.weights import save_checkpoint
+
+    model = create_model("alexnet", num_classes=2, init="kaiming")
+    preprocess = {"resize": 64, "crop": 64, "mean": [0.5] * 3, "std": [0.25] * 3}
+    return save_checkpoint({"arch": "alexnet", "num_classes": 2, "model": model.state_dict(), "classes": ["a", "b"],
+                            "preprocess": preprocess, "config": {"data": None}}, path)  # fmt: skip
