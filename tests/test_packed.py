@@ -167,7 +167,7 @@ def test_corrupt_packs_are_refused(tmp_path: Path) -> None:
 
 def test_refuses_to_overwrite_a_non_pack_directory(tmp_path: Path) -> None:
     (tmp_path / "mine.txt").write_text("precious")
-    with pytest.raises(UserError, match="not a pack"):
+    with pytest.raises(UserError, match="not an alexnet pack"):
         P.pack_splits({"train": ArraySplit(id_images(2, 8), [0, 1], ["a", "b"])}, tmp_path, size=8, progress=False)
     assert (tmp_path / "mine.txt").read_text() == "precious"
 

@@ -17,8 +17,9 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UserError
+from ..limits import limits, read_bounded
 from ..progress import progress as progress_bar
-from .decode import DecodeError, decode_image, read_header
+from .decode import decode_image, read_header
 from .sources import UnlabelledValError, class_folders, open_dataset
 
 # The trainer stops when more than this fraction of a split cannot be decoded.
@@ -39,17 +40,14 @@ def inspect_file(path: str) -> dict:
     """One file's facts: ``{"path", "hash", "format", "mode", "size", "error"}``."""
     out = {"path": path, "hash": None, "format": None, "mode": None, "size": None, "error": None}
     try:
-        with open(path, "rb") as f:
-            data = f.read()
+        data = read_bounded(path, limits().max_image_file_bytes, "image")
         out["hash"] = hashlib.blake2b(data, digest_size=16).hexdigest()
         img = read_header(data, path)
         out["format"], out["mode"] = img.format, img.mode
         t = decode_image(data, name=path)
         out["size"] = [int(t.shape[2]), int(t.shape[1])]  # (W, H)
-    except DecodeError as e:
+    except UserError as e:  # DecodeError, or a file read_bounded refused
         out["error"] = str(e)
-    except OSError as e:
-        out["error"] = f"{path}: cannot read ({e.strerror or e})"
     return out
 
 

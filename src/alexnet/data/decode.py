@@ -2,7 +2,9 @@
 
 Plain RGB / grayscale JPEGs (the bulk of every photo data set) go through ``torchvision.io.decode_jpeg``
 (libjpeg-turbo); everything else through Pillow, which handles palette, CMYK, RGBA, 16-bit and EXIF rotation.
-The header is read first, so a decompression bomb is refused before a single pixel is decoded.
+The header is read first, so a decompression bomb (too many pixels, or an extreme aspect ratio whose resize would
+take gigabytes) is refused before a single pixel is decoded; only regular files under a size cap are read (see
+``alexnet.limits``, where each bound is documented and overridable).
 """
 
 from __future__ import annotations
@@ -15,9 +17,7 @@ import numpy as np
 import torch
 
 from ..errors import UserError
-
-# Pillow's own hard limit (2 x Image.MAX_IMAGE_PIXELS): about 13k x 13k. ImageNet's largest image is ~ 20 MP.
-MAX_PIXELS = 178_956_970
+from ..limits import limits, read_bounded
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 _EXIF_ORIENTATION = 0x0112
@@ -27,10 +27,14 @@ class DecodeError(UserError):
     """A file that is not a readable image: truncated, empty, not an image, or absurdly large."""
 
 
-def read_header(data: bytes, name: str, *, max_pixels: int = MAX_PIXELS):
-    """Open ``data`` with Pillow without decoding pixels; refuse empty files and images over ``max_pixels``."""
+def read_header(data: bytes, name: str, *, max_pixels: int | None = None, max_aspect: float | None = None):
+    """Open ``data`` with Pillow without decoding pixels; refuse empty files, images over ``max_pixels`` and images
+    whose longer side is over ``max_aspect`` times the shorter (defaults: ``alexnet.limits``)."""
     from PIL import Image
 
+    bounds = limits()
+    max_pixels = bounds.max_image_pixels if max_pixels is None else max_pixels
+    max_aspect = bounds.max_image_aspect if max_aspect is None else max_aspect
     if len(data) == 0:
         raise DecodeError(f"{name}: empty file (0 bytes); delete it or replace it with the real image")
     try:
@@ -46,29 +50,33 @@ def read_header(data: bytes, name: str, *, max_pixels: int = MAX_PIXELS):
     if w * h > max_pixels:
         raise DecodeError(
             f"{name}: refused to decode a {w}x{h} image ({w * h:,} pixels > limit {max_pixels:,}); "
-            "it is probably a decompression bomb, or raise max_pixels if it is genuine"
+            "it is probably a decompression bomb, or raise ALEXNET_MAX_IMAGE_PIXELS if it is genuine"
+        )
+    if min(w, h) < 1 or max(w, h) > max_aspect * min(w, h):
+        raise DecodeError(
+            f"{name}: refused a {w}x{h} image: its aspect ratio is over {max_aspect:g}:1 (resizing its shorter side "
+            "would take gigabytes); crop it, or raise ALEXNET_MAX_IMAGE_ASPECT"
         )
     return img
 
 
 def decode_image(
-    src: str | os.PathLike | bytes, *, max_pixels: int = MAX_PIXELS, name: str | None = None
+    src: str | os.PathLike | bytes, *, max_pixels: int | None = None, name: str | None = None
 ) -> torch.Tensor:
     """Decode a file path or encoded bytes to a ``uint8 (3, H, W)`` RGB tensor.
 
     Grayscale, palette, CMYK, 16-bit and EXIF-rotated images become upright RGB; transparent pixels are composited
     on white. The file's content decides the format, not its extension. Raises ``DecodeError`` naming ``name``
-    (default: the path) for empty, truncated, non-image or over-``max_pixels`` files.
+    (default: the path) for empty, truncated, non-image, non-regular, too large or out-of-bounds files.
     """
     if isinstance(src, (bytes, bytearray, memoryview)):
         data, name = bytes(src), name or "<bytes>"
     else:
         name = name or os.fspath(src)
         try:
-            with open(src, "rb") as f:
-                data = f.read()
-        except OSError as e:
-            raise DecodeError(f"{name}: cannot read file ({e.strerror or e})") from None
+            data = read_bounded(src, limits().max_image_file_bytes, "image")
+        except UserError as e:
+            raise DecodeError(str(e)) from None
     img = read_header(data, name, max_pixels=max_pixels)
     if _fast_jpeg(img, data):
         try:

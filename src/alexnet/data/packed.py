@@ -22,7 +22,6 @@ import hashlib
 import json
 import os
 import resource
-import shutil
 import sys
 import time
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -250,20 +249,87 @@ def _peak_rss_mib() -> dict[str, float]:
     }
 
 
-def _prepare_out(out: Path) -> None:
-    """Make ``out`` ready for a fresh pack; refuse to clobber a directory that is not (or not yet) a pack."""
-    if out.exists() and not out.is_dir():
+OWN_FILES = ("images.u8", "labels.npy")  # per split; with MANIFEST, IN_PROGRESS and LOCK: all a pack ever writes
+LOCK = ".lock"
+
+
+def _is_our_pack(out: Path) -> bool:
+    """True when ``out`` holds a pack of ours (complete, or half-written by us): our manifest format or marker."""
+    marker = out / IN_PROGRESS
+    if marker.is_file() and not marker.is_symlink():
+        return marker.read_text(errors="replace").startswith(_MARKER_TEXT)
+    try:
+        manifest = json.loads((out / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(manifest, dict) and manifest.get("format") == FORMAT
+
+
+_MARKER_TEXT = "alexnet-packed: packing started; a complete pack has manifest.json and no .packing file\n"
+
+
+def _prepare_out(out: Path, sources: list[Path]) -> None:
+    """Make ``out`` ready for a fresh pack, removing only files a pack of ours wrote; refuse anything else.
+
+    ``out`` must be new, empty, or one of our packs holding nothing but our files (split folders with
+    ``images.u8`` / ``labels.npy``, the manifest, the markers); it must not contain or be inside a source folder.
+    """
+    if out.is_symlink() or (out.exists() and not out.is_dir()):
         raise UserError(f"{out} exists and is not a directory")
-    if out.is_dir() and any(out.iterdir()) and not is_packed(out):
-        raise UserError(f"{out} is a non-empty directory that is not a pack; choose an empty or new directory")
+    target = out.resolve()
+    for src in sources:
+        src = src.resolve()
+        if target == src or target in src.parents or src in target.parents:
+            raise UserError(f"{out} and the source {src} overlap; write the pack to a folder outside the source")
+    if out.is_dir() and any(c.name != LOCK for c in out.iterdir()):
+        if not _is_our_pack(out):
+            raise UserError(f"{out} is a non-empty directory that is not an alexnet pack; choose an empty or new one")
+        foreign = []
+        for child in out.iterdir():
+            if child.name in (MANIFEST, IN_PROGRESS, LOCK, MANIFEST + ".tmp"):
+                continue
+            if child.is_dir() and not child.is_symlink():
+                foreign += [g for g in child.iterdir() if g.name not in OWN_FILES or not g.is_file() or g.is_symlink()]
+            else:
+                foreign.append(child)
+        if foreign:
+            raise UserError(
+                f"{out} holds files a pack does not write ({', '.join(str(f) for f in foreign[:3])}"
+                f"{' ...' if len(foreign) > 3 else ''}); move them, or choose an empty or new directory"
+            )
     out.mkdir(parents=True, exist_ok=True)
-    (out / IN_PROGRESS).write_text("packing started; a complete pack has manifest.json and no .packing file\n")
+
+
+def _start(out: Path) -> None:
+    """Mark ``out`` as being written, then remove the previous pack's files (never anything else)."""
+    (out / IN_PROGRESS).write_text(_MARKER_TEXT)
     (out / MANIFEST).unlink(missing_ok=True)  # from here on, the directory never looks complete until the end
     for child in out.iterdir():
-        if child.is_dir():
-            shutil.rmtree(child)
-        elif child.name not in (IN_PROGRESS,):
-            child.unlink()
+        if child.is_dir() and not child.is_symlink():
+            for name in OWN_FILES:
+                (child / name).unlink(missing_ok=True)
+            child.rmdir()
+
+
+def _lock(out: Path):
+    """An exclusive lock on ``out`` for this process's lifetime of the pack (released if it dies)."""
+    import fcntl
+
+    fd = os.open(out / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise UserError(f"{out}: another `alexnet data pack` is writing this directory; wait for it") from None
+    return fd
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _pack_split(
@@ -287,7 +353,8 @@ def _pack_split(
     def consume(result: tuple[np.ndarray, np.ndarray, list[tuple[str, str]], np.ndarray], f) -> None:
         nonlocal hasher, rows_in_chunk, written
         imgs, good, bad, s = result
-        f.write(memoryview(np.ascontiguousarray(imgs)).cast("B"))
+        if len(imgs):  # a block whose every image failed to decode writes nothing
+            f.write(memoryview(np.ascontiguousarray(imgs)).cast("B"))
         for row in imgs:  # chunked digests, updated in write order
             hasher.update(memoryview(row).cast("B"))
             rows_in_chunk += 1
@@ -324,10 +391,14 @@ def _pack_split(
                     nxt = next(todo, None)
                     if nxt is not None:
                         pending.append(pool.submit(_decode_range, *nxt))
+        f.flush()
+        os.fsync(f.fileno())
     bar.close()
     if rows_in_chunk:
         digests.append(hasher.hexdigest())
     np.save(d / "labels.npy", np.concatenate(labels) if labels else np.zeros(0, np.int64))
+    _fsync(d / "labels.npy")
+    _fsync(d / "labels.npy")
     entry = {
         "count": written,
         "images_bytes": written * row_bytes,
@@ -348,8 +419,10 @@ def pack_splits(
     workers: int | None = None,
     progress: bool = True,
     source: str = "",
+    source_dirs: list[Path] | None = None,
 ) -> dict:
     """Pack already-opened splits (``{"train": Split, "val": Split}``) into ``out``; returns the manifest.
+    ``source_dirs``: folders the pack must not overlap (it is refused if ``out`` contains or is inside one).
 
     Statistics (mean/std/PCA) come from the ``train`` split (or the first one). ``workers``: decoding processes
     (default: all cores; 0 or 1 decodes in this process). Bad files are skipped and listed in ``manifest["skipped"]``.
@@ -364,12 +437,23 @@ def pack_splits(
     workers = (os.cpu_count() or 1) if workers is None else workers
     out = Path(out)
     t0 = time.perf_counter()
-    _prepare_out(out)
-    entries, stats_sums = {}, None
-    for name, split in splits.items():
-        entries[name], sums = _pack_split(split, out / name, size, resize, workers, progress)
-        if stats_sums is None or name == "train":
-            stats_sums = sums
+    _prepare_out(out, list(source_dirs or []))
+    lock = _lock(out)
+    try:
+        _prepare_out(out, list(source_dirs or []))  # again, now that no other packer can change it
+        _start(out)
+        entries, stats_sums = {}, None
+        for name, split in splits.items():
+            entries[name], sums = _pack_split(split, out / name, size, resize, workers, progress)
+            if stats_sums is None or name == "train":
+                stats_sums = sums
+        manifest = _write_manifest(out, size, resize, classes, stats_sums, entries, source, t0)
+    finally:
+        os.close(lock)
+    return manifest
+
+
+def _write_manifest(out: Path, size: int, resize: str, classes, stats_sums, entries: dict, source: str, t0) -> dict:
     manifest = {
         "format": FORMAT,
         "version": VERSION,
@@ -386,8 +470,10 @@ def pack_splits(
     }
     tmp = out / (MANIFEST + ".tmp")
     tmp.write_text(json.dumps(manifest, indent=1))
+    _fsync(tmp)
     os.replace(tmp, out / MANIFEST)  # atomic: the pack is complete exactly when this name exists ...
     (out / IN_PROGRESS).unlink()  # ... and no longer marked in progress
+    _fsync(out)
     return manifest
 
 
@@ -409,9 +495,11 @@ def pack_dataset(
     dataset = open_dataset(src, train_dir=train_dir, val_dir=val_dir, cache_dir=cache_dir)
     if dataset.kind == "pack":
         raise UserError(f"{src} is already a pack; pack its source instead")
+    roots = [Path(getattr(s, "root", "")) for s in dataset.splits.values() if getattr(s, "root", "")]
     return pack_splits(
         dataset.splits,
         out,
+        source_dirs=[r if r.is_dir() else r.parent for r in roots],
         size=size,
         resize=resize,
         workers=workers,
@@ -431,7 +519,7 @@ def describe_pack(manifest: dict) -> str:
             f"  {name}: {info['count']} images, {info['images_bytes'] / 2**20:.1f} MiB, {len(info['skipped'])} skipped"
         )
         for desc, reason in info["skipped"][:10]:
-            lines.append(f"    skipped {desc}: {reason}")
+            lines.append(f"    skipped {reason if reason.startswith(desc) else f'{desc}: {reason}'}")
     rss = manifest["peak_rss_mib"]
     lines.append(f"  peak RSS: {rss['parent']:.0f} MiB (writer), {rss['largest_worker']:.0f} MiB (largest worker)")
     return "\n".join(lines)

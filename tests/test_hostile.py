@@ -1,0 +1,171 @@
+"""Hostile and unlucky input: nothing lost, no hangs, bounded memory, one clear line per bad file.
+
+Memory bounds run the case in a subprocess whose address space is capped at its size after importing torch plus
+1 GiB (``RLIMIT_AS``); hangs run under a timeout.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from alexnet.cli import main
+from alexnet.data import packed as P
+from alexnet.data.decode import DecodeError, decode_image
+from alexnet.data.sources import open_dataset
+from alexnet.errors import UserError
+from alexnet.limits import limits
+
+HEADROOM = 1 << 30
+
+
+def run_bounded(code: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    """Run ``code`` after torch is imported, with the address space capped at the current size + 1 GiB."""
+    prelude = textwrap.dedent(f"""
+        import resource, torch, alexnet.data.decode, alexnet.data.transforms
+        vm = int(open("/proc/self/status").read().split("VmSize:")[1].split()[0]) * 1024
+        resource.setrlimit(resource.RLIMIT_AS, (vm + {HEADROOM}, resource.RLIM_INFINITY))
+    """)
+    return subprocess.run([sys.executable, "-c", prelude + textwrap.dedent(code)], capture_output=True, text=True,
+                          timeout=timeout)  # fmt: skip
+
+
+def small_png(path: Path, size=(40, 40)) -> Path:
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (*size[::-1], 3), dtype=np.uint8)).save(path)
+    return path
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    root = tmp_path / "d"
+    for c in ("a", "b"):
+        (root / "train" / c).mkdir(parents=True)
+        for i in range(3):
+            small_png(root / "train" / c / f"{i}.png")
+    return root
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# images: bounded memory per image, no hangs
+
+
+def test_extreme_aspect_ratio_is_refused_within_bounded_memory(tmp_path):
+    long = tmp_path / "long.png"
+    Image.new("L", (8000, 1)).save(long)  # ~100 bytes; resizing its shorter side to 256 took 6+ GB
+    assert long.stat().st_size < 200
+    r = run_bounded(f"""
+        from alexnet.data.decode import DecodeError, decode_image
+        from alexnet.data.transforms import EvalTransform
+        try:
+            EvalTransform(crop_size=224, resize_size=256)(decode_image({str(long)!r}))
+        except DecodeError as e:
+            print("refused:", e)
+    """)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "refused:" in r.stdout and "aspect ratio" in r.stdout
+
+
+def test_huge_declared_size_is_refused_from_the_header(tmp_path):
+    big = tmp_path / "big.png"
+    Image.new("L", (13000, 13000)).save(big)  # tens of KB on disk; 3.4 GB and 16 s to decode and convert
+    assert big.stat().st_size < 1 << 20
+    r = run_bounded(f"""
+        from alexnet.data.decode import DecodeError, decode_image
+        try:
+            decode_image({str(big)!r})
+        except DecodeError as e:
+            print("refused:", e)
+    """)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "refused:" in r.stdout and "13000x13000" in r.stdout
+
+
+def test_fifo_and_device_files_are_refused_without_blocking(folder):
+    fifo = folder / "train" / "a" / "x.jpg"
+    os.mkfifo(fifo)
+    zero = folder / "train" / "b" / "zero.jpg"
+    zero.symlink_to("/dev/zero")
+    for path in (fifo, zero):
+        with pytest.raises(DecodeError, match="not a regular file"):
+            decode_image(path)
+    r = subprocess.run([sys.executable, "-m", "alexnet", "data", "check", str(folder)], capture_output=True,
+                       text=True, timeout=120)  # fmt: skip
+    assert r.returncode == 1 and "x.jpg: not a regular file" in r.stdout and "zero.jpg: not a regular file" in r.stdout
+
+
+def test_oversized_image_file_is_refused_before_reading(tmp_path, monkeypatch):
+    p = small_png(tmp_path / "a.png")
+    monkeypatch.setenv("ALEXNET_MAX_IMAGE_FILE_BYTES", str(p.stat().st_size - 1))
+    with pytest.raises(DecodeError, match="byte limit"):
+        decode_image(p)
+    monkeypatch.setenv("ALEXNET_MAX_IMAGE_FILE_BYTES", str(p.stat().st_size))
+    assert decode_image(p).shape == (3, 40, 40)
+    monkeypatch.setenv("ALEXNET_MAX_IMAGE_ASPECT", "abc")
+    with pytest.raises(UserError, match="ALEXNET_MAX_IMAGE_ASPECT"):
+        limits()
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# packing never deletes what it did not write
+
+
+def test_pack_leaves_a_foreign_folder_with_a_manifest_alone(folder, tmp_path):
+    web = tmp_path / "web"
+    web.mkdir()
+    (web / "manifest.json").write_text('{"name": "my web app"}')
+    (web / "index.html").write_text("<html>")
+    assert main(["data", "pack", str(folder), str(web), "--size", "40", "--workers", "0"]) == 2
+    assert sorted(p.name for p in web.iterdir()) == ["index.html", "manifest.json"]
+
+
+def test_pack_refuses_to_overlap_its_source(folder):
+    before = sorted(str(p) for p in folder.rglob("*"))
+    for out in (folder, folder / "train", folder / "train" / "a" / "pack"):
+        with pytest.raises(UserError, match="overlap"):
+            P.pack_dataset(folder, out, size=40, workers=0, progress=False)
+    assert sorted(str(p) for p in folder.rglob("*")) == before
+
+
+def test_repacking_keeps_foreign_files_and_refuses(folder, tmp_path):
+    out = tmp_path / "pack"
+    P.pack_dataset(folder, out, size=40, workers=0, progress=False)
+    (out / "train" / "notes.txt").write_text("mine")
+    with pytest.raises(UserError, match="does not write"):
+        P.pack_dataset(folder, out, size=40, workers=0, progress=False)
+    assert (out / "train" / "notes.txt").read_text() == "mine" and (out / "manifest.json").is_file()
+    (out / "train" / "notes.txt").unlink()
+    P.pack_dataset(folder, out, size=48, workers=0, progress=False)  # our own pack: redone in place
+    assert open_dataset(out).image_size == 48
+
+
+def test_a_second_packer_is_refused_while_the_first_holds_the_lock(folder, tmp_path):
+    import fcntl
+
+    out = tmp_path / "pack"
+    out.mkdir()
+    fd = os.open(out / P.LOCK, os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # as a running `alexnet data pack` holds it
+    try:
+        with pytest.raises(UserError, match="another `alexnet data pack`"):
+            P.pack_dataset(folder, out, size=40, workers=0, progress=False)
+    finally:
+        os.close(fd)
+    P.pack_dataset(folder, out, size=40, workers=0, progress=False)
+    assert json.loads((out / "manifest.json").read_text())["splits"]["train"]["count"] == 6
+
+
+def test_a_block_of_only_unreadable_images_is_skipped(folder, tmp_path):
+    for i in range(2 * P.TASK_IMAGES + 5):  # at least one whole worker block is junk, whatever its alignment
+        (folder / "train" / "a" / f"junk{i:03d}.jpg").write_bytes(b"not an image")
+    manifest = P.pack_dataset(folder, tmp_path / "pack", size=40, workers=0, progress=False)
+    info = manifest["splits"]["train"]
+    assert info["count"] == 6 and len(info["skipped"]) == 2 * P.TASK_IMAGES + 5
+    assert open_dataset(tmp_path / "pack").train.load(5).shape == (3, 40, 40)
