@@ -23,7 +23,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from .errors import WeightsError
+from .errors import UserError, WeightsError
+from .limits import limits, read_bounded
 
 CHECKPOINT_FORMAT = "alexnet-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -51,13 +52,35 @@ def strip_prefixes(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tenso
     return out
 
 
+def _check_inflated_size(path: Path) -> None:
+    """Refuse a file whose contents would inflate past ``limits().max_weights_bytes`` (torch.save writes a zip; its
+    entries may be compressed: a 1 MB file can hold a 1 GiB tensor). Checked from the zip directory, before loading."""
+    import zipfile
+
+    limit = limits().max_weights_bytes
+    size = path.stat().st_size
+    if zipfile.is_zipfile(path):
+        try:
+            with zipfile.ZipFile(path) as z:
+                size = sum(i.file_size for i in z.infolist())
+        except (zipfile.BadZipFile, OSError, ValueError) as e:
+            raise WeightsError(f"{path}: not a readable weights file (broken zip: {e})") from None
+    if size > limit:
+        raise WeightsError(
+            f"{path}: holds {size:,} bytes once unpacked, over the {limit:,}-byte limit for weights files "
+            "(raise ALEXNET_MAX_WEIGHTS_BYTES if it is genuine)"
+        )
+
+
 def _torch_load(path: Path) -> Any:
+    _check_inflated_size(path)
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    except pickle.UnpicklingError:  # PyTorch's text suggests weights_only=False: never say that about a foreign file
         raise WeightsError(
-            f"{path}: refused to load: it is not a plain weights file (safe loading rejected it: {first})"
+            f"{path}: refused to load: it holds Python objects other than tensors and plain values, and loading it "
+            "could run code. If you trust where it came from, re-save its state_dict (or export it as safetensors) "
+            "in that trusted environment"
         ) from None
     except Exception as e:  # a torn or foreign file fails in many ways inside the unpickler
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
@@ -77,6 +100,7 @@ def read_file(path: str | os.PathLike) -> dict[str, Any]:
         from safetensors import SafetensorError
         from safetensors.torch import load_file
 
+        _check_inflated_size(path)  # safetensors are not compressed: the file size bounds the tensors
         try:
             sd = load_file(str(path))
         except (SafetensorError, OSError, ValueError) as e:
@@ -84,18 +108,37 @@ def read_file(path: str | os.PathLike) -> dict[str, Any]:
         meta: dict[str, Any] = {}
         sidecar = path.with_suffix(".json")
         if sidecar.is_file():
-            meta = json.loads(sidecar.read_text())
+            meta = read_sidecar(sidecar)
         return {**meta, "model": strip_prefixes(sd)}
     obj = _torch_load(path)
     if isinstance(obj, dict) and obj.get("format") == CHECKPOINT_FORMAT:
-        if obj.get("version", 0) > CHECKPOINT_VERSION:
-            raise WeightsError(f"{path}: checkpoint version {obj['version']} is newer than this alexnet can read")
-        return {**obj, "model": strip_prefixes(obj["model"])}
+        version = obj.get("version")
+        if isinstance(version, bool) or not isinstance(version, int):
+            raise WeightsError(f"{path}: checkpoint field 'version' must be an integer, got {version!r}")
+        if version > CHECKPOINT_VERSION:
+            raise WeightsError(f"{path}: checkpoint version {version} is newer than this alexnet can read")
+        model = obj.get("model")
+        if not (isinstance(model, dict) and all(isinstance(k, str) and torch.is_tensor(v) for k, v in model.items())):
+            raise WeightsError(f"{path}: checkpoint field 'model' must map parameter names to tensors")
+        return {**obj, "model": strip_prefixes(model)}
     if isinstance(obj, dict) and obj and all(isinstance(k, str) and torch.is_tensor(v) for k, v in obj.items()):
         return {"model": strip_prefixes(obj)}
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):  # a common third-party layout
         return {"model": strip_prefixes(obj["state_dict"])}
     raise WeightsError(f"{path}: holds a {type(obj).__name__}, not a state dict or an alexnet checkpoint")
+
+
+def read_sidecar(path: Path) -> dict[str, Any]:
+    """The JSON metadata next to a ``.safetensors`` file (written by ``alexnet export``); ``WeightsError`` if broken."""
+    try:
+        meta = json.loads(read_bounded(path, limits().max_json_bytes, "JSON"))
+    except UserError as e:
+        raise WeightsError(str(e)) from None
+    except ValueError as e:
+        raise WeightsError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(meta, dict):
+        raise WeightsError(f"{path}: expected a JSON object of metadata, got {type(meta).__name__}")
+    return {k: v for k, v in meta.items() if k != "model"}
 
 
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
@@ -145,16 +188,27 @@ def model_from_file(path: str | os.PathLike) -> tuple[nn.Module, dict[str, Any]]
     Metadata always has ``arch``, ``num_classes``, ``classes`` (as many as outputs) and ``preprocess`` (a validated
     ``Preprocess``); a torchvision weights file is recognised by its keys and gets ImageNet's names and preprocessing.
     """
-    from .model import create_model
+    from .model import create_model, list_models
     from .preprocess import IMAGENET, Preprocess
 
     info = read_file(path)
     sd = info["model"]
-    if "classifier.6.weight" not in sd:
-        raise WeightsError(f"{path}: not AlexNet weights (no classifier.6.weight among its keys)")
-    num_classes = int(sd["classifier.6.weight"].shape[0])
-    arch = info.get("arch") or ("alexnet2012" if sd["features.0.weight"].shape[0] == 96 else "alexnet")
-    model = create_model(arch, num_classes=num_classes, **info.get("model_kwargs", {}))
+    head, conv1 = sd.get("classifier.6.weight"), sd.get("features.0.weight")
+    if head is None or head.ndim != 2 or conv1 is None or conv1.ndim != 4:
+        raise WeightsError(f"{path}: not AlexNet weights (no 2-D classifier.6.weight and 4-D features.0.weight)")
+    num_classes = int(head.shape[0])
+    if not 1 <= num_classes <= limits().max_classes:
+        raise WeightsError(f"{path}: a head of {num_classes} classes (limit {limits().max_classes})")
+    arch = info.get("arch") or ("alexnet2012" if conv1.shape[0] == 96 else "alexnet")
+    if arch not in list_models():
+        raise WeightsError(f"{path}: unknown arch {arch!r}; this alexnet builds {', '.join(list_models())}")
+    kwargs = info.get("model_kwargs") or {}
+    if not isinstance(kwargs, dict) or not set(kwargs) <= {"dropout"}:
+        raise WeightsError(f"{path}: model_kwargs must be a mapping with at most 'dropout', got {kwargs!r}")
+    dropout = kwargs.get("dropout", 0.5)
+    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
+        raise WeightsError(f"{path}: model_kwargs dropout must be a number in [0, 1), got {dropout!r}")
+    model = create_model(arch, num_classes=num_classes, **kwargs)
     check_state_dict(model, sd, source=str(path))
     model.load_state_dict(sd)
     model.eval()
