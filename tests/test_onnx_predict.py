@@ -111,3 +111,19 @@ def test_onnx_mistakes_are_one_line(exported, images, tmp_path, capsys, monkeypa
     assert main(["predict", str(onnx_path), str(images[0])]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "pip install 'alexnet[onnx]'" in err
+
+
+def test_evaluate_runs_onnx_exports_with_the_checkpoints_numbers(exported, tmp_path):
+    from alexnet.data.synthetic import make_synthetic
+    from alexnet.evaluate import evaluate_file
+
+    ckpt, onnx_path = exported
+    data = make_synthetic(tmp_path / "d", classes=3, per_class=2, val_per_class=4, size=80, seed=3)
+    for folder, new in zip(sorted((data / "val").iterdir()), CLASSES):
+        folder.rename(folder.parent / new)  # the model's class names
+    for ten_crop in (False, True):
+        a = evaluate_file(str(ckpt), str(data / "val"), device="cpu", ten_crop=ten_crop)
+        b = evaluate_file(str(onnx_path), str(data / "val"), ten_crop=ten_crop)
+        assert b["count"] == a["count"] == 12 and b["confusion"] == a["confusion"]
+        assert b["loss"] == pytest.approx(a["loss"], abs=1e-4)
+    assert main(["evaluate", str(onnx_path), str(data / "val")]) == 0

@@ -131,6 +131,7 @@ def evaluate_file(
     serves as the split). Preprocessing comes from the file (a torchvision weights file: ImageNet's). The data's
     classes are matched to the model's by name (order may differ); a class the model does not know is a
     ``UserError`` unless ``allow_class_mismatch``, which scores by position and says so in ``report["warnings"]``.
+    An ``.onnx`` export runs through onnxruntime (on the CPU, fp32).
     """
     from .data.loaders import make_loader
     from .data.sources import match_classes, open_dataset, relabel
@@ -142,7 +143,14 @@ def evaluate_file(
         raise UserError(f"--batch-size {batch_size}: must be at least 1")
     if workers is not None and workers < 0:
         raise UserError(f"--workers {workers}: must be 0 or more")
-    model, meta = model_from_file(model_path)
+    if str(model_path).endswith(".onnx"):  # an export: onnxruntime on the CPU, classes and preprocess from its metadata
+        from .predict import OnnxPredictor
+
+        onnx = OnnxPredictor(model_path, device="cpu")
+        model, device, precision = onnx.as_module(), "cpu", "fp32"
+        meta = {"classes": onnx.classes, "num_classes": len(onnx.classes), "preprocess": onnx.preprocess}
+    else:
+        model, meta = model_from_file(model_path)
     config = meta.get("config") or {}
     if data is None and not config:  # a run's checkpoint always has a config (data None = the built-in set)
         raise UserError(f"{model_path} records no data set: give DATA")

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from .errors import UserError
-from .predict import as_preprocess
+from .preprocess import Preprocess
 
 FORMATS = ("onnx", "pt2", "safetensors")
 SUFFIXES = {"onnx": ".onnx", "pt2": ".pt2", "safetensors": ".safetensors"}
@@ -51,7 +51,7 @@ def export(
     if fmt not in FORMATS:
         raise UserError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
     model, meta = model_from_file(model_path)
-    meta = {**meta, "preprocess": as_preprocess(meta["preprocess"], source=str(model_path))}
+    meta = {**meta, "preprocess": Preprocess.coerce(meta["preprocess"], source=str(model_path))}
     out = Path(out) if out is not None else Path(model_path).with_suffix(SUFFIXES[fmt])
     if out.resolve() == Path(model_path).resolve():
         raise UserError(f"--out {out}: would overwrite the model file itself; choose another path")
@@ -67,12 +67,12 @@ def export(
 def _metadata(meta: dict[str, Any]) -> dict[str, Any]:
     """The metadata every export carries, in plain types (``preprocess`` as ``Preprocess.to_dict()``)."""
     info = {k: meta[k] for k in _META_KEYS if k in meta}
-    info["preprocess"] = as_preprocess(meta["preprocess"]).to_dict()
+    info["preprocess"] = Preprocess.coerce(meta["preprocess"]).to_dict()
     return info
 
 
 def _example(meta: dict[str, Any], batch: int, seed: int = 0) -> torch.Tensor:
-    crop = as_preprocess(meta["preprocess"]).crop
+    crop = Preprocess.coerce(meta["preprocess"]).crop
     g = torch.Generator().manual_seed(seed)
     return torch.randn(batch, 3, crop, crop, generator=g)  # (B, 3, crop, crop): normalised images look ~N(0, 1)
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -56,11 +56,6 @@ def load(model_path: str | os.PathLike, *, device: str = "auto", precision: str 
 
     model, meta = model_from_file(model_path)
     return Predictor(model, meta, device=resolve_device(device), precision=precision)
-
-
-def as_preprocess(p: Preprocess | Mapping[str, Any], *, source: str = "preprocess") -> Preprocess:
-    """A ``Preprocess`` as it is, or the validated ``Preprocess`` of a stored dict (``source`` names the file)."""
-    return p if isinstance(p, Preprocess) else Preprocess.from_dict(p, source=source)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -135,7 +130,7 @@ class Predictor:
     def _set_meta(self, meta: dict[str, Any], source: str = "preprocess") -> None:
         self.meta = meta
         self.classes: list[str] = list(meta["classes"])
-        self.preprocess: Preprocess = as_preprocess(meta["preprocess"], source=source)
+        self.preprocess: Preprocess = Preprocess.coerce(meta["preprocess"], source=source)
         self._transforms = {False: self.preprocess.transform(), True: self.preprocess.transform(ten_crop=True)}
 
     def transform(self, img: torch.Tensor, *, ten_crop: bool = False) -> torch.Tensor:
@@ -300,11 +295,25 @@ class OnnxPredictor(Predictor):
         x = self.preprocess.normalize(batch.cpu())  # float32 (B, 3, c, c)
         return torch.from_numpy(self.session.run(None, {self._input.name: x.numpy()})[0])
 
+    def as_module(self) -> nn.Module:
+        """The session as a module: normalised float32 ``(B, 3, c, c)`` -> logits, for ``evaluate.evaluate``."""
+        return _OnnxModule(self)
+
     def _check_features(self) -> None:
         raise UserError(
             f"{self.path}: features are not supported for .onnx exports (they hold only the logits); "
             "use the checkpoint the export was made from"
         )
+
+
+class _OnnxModule(nn.Module):
+    def __init__(self, predictor: OnnxPredictor) -> None:
+        super().__init__()
+        self.predictor = predictor
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        p = self.predictor
+        return torch.from_numpy(p.session.run(None, {p._input.name: x.float().cpu().numpy()})[0])
 
 
 def onnx_metadata(session: Any, path: str | os.PathLike) -> dict[str, Any]:

@@ -6,16 +6,16 @@ import argparse
 import json
 import os
 
+from . import ARCHS
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "bench",
         help="measure training img/s: model only, input pipelines only, end to end",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    # no torch import here (it would make `alexnet --help` slow): names are checked by BenchConfig.validate
     p.add_argument("data", nargs="?", default=None, help="image folder, CIFAR or pack dir (default: generated)")
-    p.add_argument("--arch", default="alexnet", help="architecture: alexnet or alexnet2012")
+    p.add_argument("--arch", default="alexnet", choices=ARCHS, help="architecture")
     p.add_argument("--batch-size", type=int, default=256, help="images per step")
     p.add_argument("--image-size", type=int, default=224, help="training crop in px")
     p.add_argument("--precision", default="auto", help="autocast precision: auto, fp32, bf16 or fp16")

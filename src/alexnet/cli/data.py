@@ -8,11 +8,9 @@ from __future__ import annotations
 import argparse
 import json
 
-_FMT = argparse.ArgumentDefaultsHelpFormatter
-
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("data", help="make, inspect and check data sets", formatter_class=_FMT)
+    p = subparsers.add_parser("data", help="make, inspect and check data sets")
     sub = p.add_subparsers(dest="data_command", metavar="SUBCOMMAND", required=True)
     for reg in SUBCOMMANDS:
         reg(sub)
@@ -22,7 +20,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def register_synth(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("synth", help="write the synthetic shapes data set as image folders", formatter_class=_FMT)
+    p = sub.add_parser("synth", help="write the synthetic shapes data set as image folders")
     p.add_argument("out", metavar="OUT", help="output folder (gets train/ and val/)")
     p.add_argument("--classes", type=int, default=10, help="number of classes (2 to 10)")
     p.add_argument("--per-class", type=int, default=300, help="train images per class")
@@ -51,9 +49,7 @@ def run_synth(args: argparse.Namespace) -> int:
 
 
 def register_stats(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "stats", help="per-channel mean/std and RGB eigenvectors of the train split", formatter_class=_FMT
-    )
+    p = sub.add_parser("stats", help="per-channel mean/std and RGB eigenvectors of the train split")
     p.add_argument("data", metavar="DATA", help="data set folder, archive or pack")
     p.add_argument("--out", default=None, help="JSON path (default: alexnet-stats.json next to the data)")
     p.add_argument("--max-images", type=int, default=None, help="use this many evenly spaced images (default: all)")
@@ -83,7 +79,7 @@ def run_stats(args: argparse.Namespace) -> int:
 
 
 def register_check(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("check", help="check a data set; exit 0 if it would train, 1 if not", formatter_class=_FMT)
+    p = sub.add_parser("check", help="check a data set; exit 0 if it would train, 1 if not")
     p.add_argument("data", metavar="DATA", help="data set folder, archive or pack")
     p.add_argument("--json", default=None, metavar="OUT", help="also write the report as JSON here")
     p.add_argument("--workers", type=int, default=None, help="threads (default: all cores)")
@@ -102,9 +98,7 @@ def run_check(args: argparse.Namespace) -> int:
 
 
 def register_pack(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "pack", help="decode + resize once into a memory-mappable pack for fast loading", formatter_class=_FMT
-    )
+    p = sub.add_parser("pack", help="decode + resize once into a memory-mappable pack for fast loading")
     p.add_argument("src", metavar="SRC", help="image folder, ImageNet layout or CIFAR archive ('synthetic': built-in)")
     p.add_argument("out", metavar="OUT", help="output pack directory (new or empty, or an earlier pack to redo)")
     p.add_argument("--size", type=int, default=256, help="stored image side in px")

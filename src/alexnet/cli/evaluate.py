@@ -8,17 +8,17 @@ import json
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("evaluate", help="evaluate a checkpoint or weights file on a data set")
-    p.add_argument("model", help="one of our checkpoints, a torchvision weights file or .safetensors")
+    p.add_argument("model", help="one of our checkpoints, a torchvision weights file, .safetensors or .onnx")
     p.add_argument("data", nargs="?", help="data set: folders, a pack, CIFAR, or one folder of class sub-folders "
                    "(default: the one the checkpoint was trained on)")  # fmt: skip
     p.add_argument("--split", default="val", choices=["train", "val"], help="which split (ignored for one folder)")
     p.add_argument("--ten-crop", action="store_true", help="average softmax over ten crops (paper §4.1)")
-    p.add_argument("--batch-size", type=int, default=100)
+    p.add_argument("--batch-size", type=int, default=100, help="images per forward pass")
     p.add_argument(
         "--workers", type=int, default=None, help="data loader processes (default: 0 on CPU, else cores - 1)"
     )
-    p.add_argument("--device", default="auto")
-    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"], help="autocast precision")
     p.add_argument("--allow-class-mismatch", action="store_true",
                    help="score by position when the data's class names differ from the model's (warns)")  # fmt: skip
     p.add_argument("--out", help="write the JSON report here")

@@ -393,7 +393,7 @@ def _devkit_labels(meta: bytes, truth: bytes, where: Path) -> dict[str, str]:
         import scipy.io
     except ImportError:
         raise UserError(
-            f"reading the ImageNet devkit's meta.mat ({where}) needs scipy: pip install scipy; "
+            f"reading the ImageNet devkit's meta.mat ({where}) needs scipy: pip install 'alexnet[imagenet]'; "
             f"or put {LOC_CSV} next to val/ instead"
         ) from None
     synsets = scipy.io.loadmat(io.BytesIO(meta), squeeze_me=True)["synsets"]
