@@ -136,3 +136,12 @@ def test_confusion_with_many_classes_and_missing_run(tmp_path):
         make_plots(tmp_path / "nope")
     with pytest.raises(UserError, match="checkpoints"):
         make_plots(tmp_path)
+
+
+def test_class_names_are_drawn_literally_not_as_mathtext(tmp_path):
+    pytest.importorskip("matplotlib", reason="plots need matplotlib: pip install 'alexnet[plots]'")
+    from alexnet.plots import plot_confusion
+
+    names = ["$\\notacommand{$", "a$b", "plain"]  # mathtext would fail to parse the first
+    report = {"classes": names, "confusion": [[3, 1, 0], [0, 4, 0], [1, 0, 2]], "top1": 0.75}
+    assert plot_confusion(report, tmp_path / "c.png").is_file()

@@ -94,6 +94,22 @@ def _plt():
     return plt
 
 
+def _plain_text(plot):
+    """Draw ``plot``'s text literally: class names are data, and one like ``$\\notacommand{$`` would otherwise be
+    parsed as matplotlib mathtext and crash the figure."""
+    import functools
+
+    @functools.wraps(plot)
+    def wrapper(*args, **kwargs):
+        import matplotlib
+
+        _plt()
+        with matplotlib.rc_context({"text.parse_math": False}):
+            return plot(*args, **kwargs)
+
+    return wrapper
+
+
 def _figure(name: str):
     w, h = SIZES[name]
     return _plt().figure(figsize=(w / DPI, h / DPI), dpi=DPI)
@@ -109,6 +125,7 @@ def _save(fig, out: Path) -> Path:
 # the figures
 
 
+@_plain_text
 def plot_curves(metrics: list[dict[str, Any]], out: Path) -> Path:
     """Train/val loss, val top-1/top-5, lr and img/s per epoch, from the ``kind == "epoch"`` records."""
     epochs = [r for r in metrics if r.get("kind") == "epoch"]
@@ -156,6 +173,7 @@ def filter_grid(weight: torch.Tensor, cols: int = 8, pad: int = 1) -> np.ndarray
     return grid
 
 
+@_plain_text
 def plot_filters(weight: torch.Tensor, arch: str, out: Path) -> Path:
     """The conv1 kernels; for ``alexnet2012`` the two groups that fed the two GPUs' conv2 halves, side by side."""
     fig = _figure("conv1_filters")
@@ -186,6 +204,7 @@ def top_confusions(confusion: np.ndarray, classes: list[str], n: int = 30) -> li
     return [(classes[t], classes[p], int(off[t, p])) for t, p in pairs if off[t, p] > 0]
 
 
+@_plain_text
 def plot_confusion(report: dict[str, Any], out: Path) -> Path:
     """Row-normalised confusion matrix (rows: true class, columns: predicted)."""
     cm = np.asarray(report["confusion"], dtype=np.int64)
@@ -225,6 +244,7 @@ def _show(ax, img: torch.Tensor, title: str, color: str = "black") -> None:
     ax.set_yticks([])
 
 
+@_plain_text
 def plot_neighbours(predictor, train, val, out: Path, *, pool: int = NEIGHBOUR_POOL, seed: int = 0) -> Path:
     """Paper Figure 4 (right): each row a val image, then its six nearest training images in fc7 space."""
     g = torch.Generator().manual_seed(seed)
@@ -252,6 +272,7 @@ def plot_neighbours(predictor, train, val, out: Path, *, pool: int = NEIGHBOUR_P
     return _save(fig, out)
 
 
+@_plain_text
 def plot_predictions(predictor, val, out: Path, *, n: int = 16, seed: int = 0) -> Path:
     """A grid of val images titled ``true / predicted (probability)``; wrong predictions in red."""
     g = torch.Generator().manual_seed(seed + 1)
