@@ -16,7 +16,7 @@ Nothing here is fast: it is the formula, written out.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -84,10 +84,13 @@ def conv2d_forward(
 
 
 def conv2d_backward(dz: np.ndarray, cache: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Gradients of a convolution: ∂E/∂k_ij = Σ_pixels δ_j ⋆ x_i, ∂E/∂b_j = Σ_pixels δ_j, ∂E/∂x_i = Σ_j δ_j ∗ k_ij.
+    """Gradients of a convolution, with δ_j = ∂E/∂z_j:
 
-    δ_j = ∂E/∂z_j. Each input pixel receives δ times the kernel weight it was multiplied by, summed over every
-    window that covered it (a "full" convolution with the flipped kernel, here: im2col's transpose, col2im).
+    ∂E/∂k[j, i, u, v] = Σ_{n,y,x} δ[n, j, y, x] · x[n, i, s·y + u - p, s·x + v - p]  (δ_j correlated with x_i)
+    ∂E/∂b[j] = Σ_{n,y,x} δ[n, j, y, x]
+    ∂E/∂x_i = Σ_j δ_j convolved with k_ij: each input pixel collects δ times the weight it was multiplied by, from
+    every window that covered it (the matrix form's Wᵀ δ; here im2col's transpose, col2im).
+
     Returns (dx, dw, db) shaped like (x, w, b).
     """
     w, groups, stride, p = cache["w"], cache["groups"], cache["stride"], cache["padding"]
@@ -262,7 +265,9 @@ def sgd_step(
     return w + v, v
 
 
-def numerical_gradient(f: Any, x: np.ndarray, coords: Sequence[tuple[int, ...]], eps: float = 1e-6) -> np.ndarray:
+def numerical_gradient(
+    f: Callable[[], float], x: np.ndarray, coords: Sequence[tuple[int, ...]], eps: float = 1e-6
+) -> np.ndarray:
     """Central differences (f(x + ε e_i) - f(x - ε e_i)) / 2ε at the given coordinates of ``x`` (restored after).
 
     Error O(ε²) plus rounding O(1e-16 / ε): about 1e-9 relative at ε = 1e-6 in float64 for smooth f. ReLU kinks and
@@ -299,8 +304,9 @@ TINY_DROPOUT = 0.5  # paper §4.2: fc6 and fc7
 def init_tiny(num_classes: int, seed: int = 0) -> Params:
     """He-normal weights (std √(2 / fan_in)) and zero biases for the tiny network, float64.
 
-    Not the paper's N(0, 0.01) with biases 1: at this depth without normalisation layers, std 0.01 shrinks the
-    signal layer by layer and the net does not start learning within a few dozen steps.
+    Not the paper's N(0, 0.01) with biases 1 (§5): at these widths std 0.01 shrinks the signal layer by layer, and
+    on the tutorial's 60-image slice 60 steps at ε = 0.01 or 0.05 left the loss at ln 3 and the accuracy at chance
+    (measured, seeds 0 and 1), where He init reaches about 70%.
     """
     rng = np.random.default_rng(seed)
     shapes = {name: (co, ci // g, kk, kk) for name, (ci, co, kk, _, _, g) in TINY_CONVS.items()}
@@ -501,8 +507,10 @@ def load_slice(
     train = Path(root) / "train"
     if not train.is_dir():
         raise FileNotFoundError(f"{train} does not exist: pass a data set folder with train/<class>/ images")
-    names = sorted(p.name for p in train.iterdir() if p.is_dir()) if isinstance(classes, int) else list(classes)
-    names = names[:classes] if isinstance(classes, int) else names
+    if isinstance(classes, int):
+        names = sorted(p.name for p in train.iterdir() if p.is_dir())[:classes]
+    else:
+        names = list(classes)
     images, labels = [], []
     for label, name in enumerate(names):
         files = sorted(f for f in (train / name).iterdir() if f.is_file())[:per_class]
