@@ -115,4 +115,27 @@ def run_pack(args: argparse.Namespace) -> int:
     return 0
 
 
-SUBCOMMANDS = [register_synth, register_stats, register_check, register_pack]
+def register_verify(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("verify", help="re-hash every image of a pack against its manifest; exit 0 if intact, 1 if not")
+    p.add_argument("pack", metavar="PACK", help="a pack directory (from `alexnet data pack`)")
+    p.set_defaults(func=run_verify)
+
+
+def run_verify(args: argparse.Namespace) -> int:
+    from ..data.packed import open_packed, read_manifest, verify_pack
+    from ..errors import UserError
+
+    try:
+        manifest = read_manifest(args.pack)
+        for name in manifest["splits"]:
+            open_packed(args.pack, name, manifest=manifest)  # labels: shape, dtype and range
+        verify_pack(args.pack, manifest=manifest, progress=True)
+    except UserError as e:
+        print(f"NOT OK: {e}")
+        return 1
+    counts = ", ".join(f"{v['count']} {k}" for k, v in manifest["splits"].items())
+    print(f"OK: {args.pack}: every image and label matches its checksum ({counts} images)")
+    return 0
+
+
+SUBCOMMANDS = [register_synth, register_stats, register_check, register_pack, register_verify]

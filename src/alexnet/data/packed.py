@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import resource
 import sys
 import time
@@ -34,7 +35,10 @@ import numpy as np
 import torch
 
 from ..errors import UserError
+from ..limits import limits, read_bounded
+from ..preprocess import MAX_SIDE
 from .sources import SplitLike
+from .stats import check_stats
 
 FORMAT = "alexnet-packed"
 VERSION = 1
@@ -94,8 +98,8 @@ def read_manifest(root: str | Path) -> dict:
             raise UserError(f"{root} is a half-written pack (packing was interrupted); {_rerun_hint(root)}")
         raise UserError(f"{root} is not a packed data set (no {MANIFEST}); create one with `alexnet data pack`")
     try:
-        manifest = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
+        manifest = json.loads(read_bounded(path, limits().max_json_bytes, "manifest"))
+    except ValueError as e:
         raise UserError(f"{path} is not readable JSON ({e}); {_rerun_hint(root)}") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise UserError(f"{path} is not an {FORMAT} manifest")
@@ -105,11 +109,14 @@ def read_manifest(root: str | Path) -> dict:
             f"version {VERSION}); {_rerun_hint(root)}"
         )
     if (root / IN_PROGRESS).exists():
-        raise UserError(f"{root} is being re-packed or the re-pack was interrupted; {_rerun_hint(root, manifest)}")
+        raise UserError(f"{root} is being re-packed or the re-pack was interrupted; {_rerun_hint(root)}")
+    _check_structure(manifest, path)
     size = manifest["size"]
     for name, info in manifest["splits"].items():
         images, labels = root / name / "images.u8", root / name / "labels.npy"
         expected = info["count"] * size * size * 3
+        if labels.is_file() and labels.stat().st_size > 8 * info["count"] + 4096:
+            raise UserError(f"{labels}: larger than {info['count']} int64 labels (corrupt pack); {_rerun_hint(root)}")
         if not images.is_file() or images.stat().st_size != expected:
             got = images.stat().st_size if images.is_file() else "missing"
             raise UserError(
@@ -119,6 +126,65 @@ def read_manifest(root: str | Path) -> dict:
         if not labels.is_file() or _file_digest(labels) != info["labels_blake2b"]:
             raise UserError(f"{labels}: missing or checksum mismatch (corrupt pack); {_rerun_hint(root, manifest)}")
     return manifest
+
+
+_SPLIT_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # a folder inside the pack, never a path elsewhere
+
+
+def _check_structure(m: dict, path: Path) -> None:
+    """Every field ``read_manifest``'s callers use, with its type and range; ``UserError`` naming the field."""
+
+    def bad(field: str, want: str) -> UserError:
+        return UserError(f"{path}: manifest field {field!r} must be {want}")
+
+    def is_int(v) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    if not is_int(m.get("size")) or not 1 <= m["size"] <= MAX_SIDE:
+        raise bad("size", f"an integer number of px from 1 to {MAX_SIDE}")
+    if m.get("resize") not in RESIZE_MODES:
+        raise bad("resize", " or ".join(RESIZE_MODES))
+    classes = m.get("classes")
+    max_classes = limits().max_classes
+    if not isinstance(classes, list) or not 1 <= len(classes) <= max_classes:
+        raise bad("classes", f"a list of 1 to {max_classes} class names")
+    if not all(isinstance(c, str) for c in classes) or len(set(classes)) != len(classes):
+        raise bad("classes", "distinct strings")
+    check_stats(m.get("stats"), f"{path}: manifest field 'stats'")
+    splits = m.get("splits")
+    if not isinstance(splits, dict) or not splits:
+        raise bad("splits", "a mapping of split names (train, val) to their entries")
+    for name, info in splits.items():
+        if not _SPLIT_NAME.match(name):
+            raise bad("splits", f"named by letters, digits, '-' and '_' (got {name!r})")
+        if not isinstance(info, dict):
+            raise bad(f"splits.{name}", "a mapping")
+        if not is_int(info.get("count")) or info["count"] < 0:
+            raise bad(f"splits.{name}.count", "a non-negative integer")
+        if not is_int(info.get("chunk_rows")) or info["chunk_rows"] < 1:
+            raise bad(f"splits.{name}.chunk_rows", "a positive integer")
+        chunks = info.get("chunk_blake2b")
+        if not (isinstance(chunks, list) and all(isinstance(c, str) for c in chunks)
+                and len(chunks) == -(-info["count"] // info["chunk_rows"])):  # fmt: skip
+            raise bad(f"splits.{name}.chunk_blake2b", "one digest per chunk of chunk_rows images")
+        if not isinstance(info.get("labels_blake2b"), str):
+            raise bad(f"splits.{name}.labels_blake2b", "a digest string")
+        if not isinstance(info.get("skipped", []), list):
+            raise bad(f"splits.{name}.skipped", "a list")
+
+
+def _check_labels(labels: np.ndarray, count: int, num_classes: int, path: Path) -> np.ndarray:
+    if labels.ndim != 1 or labels.dtype.kind not in "iu" or len(labels) != count:
+        raise UserError(
+            f"{path}: labels must be {count} integers (1-D), got {labels.dtype} of shape {labels.shape}; "
+            f"{_rerun_hint(path.parent.parent)}"
+        )
+    if count and (labels.min() < 0 or labels.max() >= num_classes):
+        raise UserError(
+            f"{path}: labels from {labels.min()} to {labels.max()}, outside the {num_classes} classes 0.."
+            f"{num_classes - 1}; {_rerun_hint(path.parent.parent)}"
+        )
+    return labels.astype(np.int64, copy=False)
 
 
 def open_packed(root: str | Path, split: str, *, verify: bool = False, manifest: dict | None = None) -> PackedSplit:
@@ -136,14 +202,24 @@ def open_packed(root: str | Path, split: str, *, verify: bool = False, manifest:
         images = np.memmap(d / "images.u8", dtype=np.uint8, mode="r", shape=(n, size, size, 3))
     else:
         images = np.zeros((0, size, size, 3), np.uint8)
-    labels = np.load(d / "labels.npy")
+    try:
+        labels = np.load(d / "labels.npy", allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise UserError(f"{d / 'labels.npy'}: not a readable .npy file ({e}); {_rerun_hint(root)}") from None
+    labels = _check_labels(labels, n, len(manifest["classes"]), d / "labels.npy")
     return PackedSplit(root, split, images, labels, list(manifest["classes"]), size, manifest)
 
 
 def verify_pack(
-    root: str | Path, *, splits: list[str] | None = None, manifest: dict | None = None, progress: bool = False
+    root: str | Path,
+    *,
+    splits: list[str] | None = None,
+    manifest: dict | None = None,
+    progress: bool = False,
+    sample: int | None = None,
 ) -> None:
-    """Re-hash every image chunk against the manifest; ``UserError`` naming the first bad chunk."""
+    """Re-hash image chunks against the manifest; ``UserError`` naming the first bad chunk. ``sample``: only that
+    many chunks per split (the middle and the last, where a torn write would show), a cheap check for every open."""
     from ..progress import progress as progress_bar
 
     root = Path(root)
@@ -152,13 +228,17 @@ def verify_pack(
     for name in splits or list(manifest["splits"]):
         info = manifest["splits"][name]
         step = info["chunk_rows"] * row_bytes
-        chunks = info["chunk_blake2b"]
+        chunks = list(enumerate(info["chunk_blake2b"]))
+        if sample is not None and len(chunks) > sample:
+            picks = {len(chunks) - 1 - i * len(chunks) // sample for i in range(sample)}  # last, middle, ...
+            chunks = [chunks[i] for i in sorted(picks)]
         with (
             open(root / name / "images.u8", "rb") as f,
             progress_bar(len(chunks), f"verify {name}", unit="chunk", enabled=progress) as bar,
         ):
-            for k, want in enumerate(chunks):
+            for k, want in chunks:
                 bar.update(1)
+                f.seek(k * step)
                 if hashlib.blake2b(f.read(step), digest_size=16).hexdigest() != want:
                     first = k * info["chunk_rows"]
                     raise UserError(

@@ -18,6 +18,7 @@ import os
 import pickle
 import re
 import tarfile
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +28,7 @@ import numpy as np
 import torch
 
 from ..errors import UserError
+from ..limits import limits, read_bounded
 from .decode import IMAGE_EXTENSIONS, decode_image
 
 WNID = re.compile(r"^n\d{8}$")
@@ -133,10 +135,11 @@ def open_dataset(
     cache_dir: str | None = None,
 ) -> Dataset:
     """Open any supported data set (see the module doc). ``UserError`` with one line when it cannot."""
-    from .packed import is_packed, open_packed, read_manifest
+    from .packed import is_packed, open_packed, read_manifest, verify_pack
 
     if train_dir is None and data is not None and is_packed(data):
         manifest = read_manifest(data)
+        verify_pack(data, manifest=manifest, sample=2)  # a cheap spot check; `alexnet data verify` checks all
         splits = {name: open_packed(data, name, manifest=manifest) for name in manifest["splits"]}
         mode = "squash" if manifest["resize"] == "squash" else "shorter"
         return Dataset(str(data), "pack", list(manifest["classes"]), splits, manifest["stats"], manifest["size"], mode)
@@ -445,29 +448,59 @@ def _unpickle(data: bytes, where: str) -> dict:
 def _cifar_splits(src: Path, archive: str) -> tuple[Split, Split]:
     _inner, train_files, val_file, meta_file, labels_key, names_key = CIFAR[archive]
     wanted = [*train_files, val_file, meta_file]
+    max_bytes = limits().max_archive_member_bytes
     if src.is_file():
         try:
             with tarfile.open(src) as tar:
-                members = {Path(m.name).name: m for m in tar.getmembers() if m.isfile()}
+                members: dict[str, tarfile.TarInfo] = {}
+                for k, m in enumerate(tar):  # stop once found: never list a hostile archive's millions of members
+                    if m.isfile() and Path(m.name).name in wanted:
+                        members[Path(m.name).name] = m
+                    if len(members) == len(wanted) or k > 10_000:
+                        break
                 missing = [w for w in wanted if w not in members]
                 if missing:
                     raise UserError(f"{src}: missing {', '.join(missing)} inside; re-download {archive}")
+                for w in wanted:  # sizes come from the tar headers: refuse before inflating anything
+                    if members[w].size > max_bytes:
+                        raise UserError(
+                            f"{src}: {w} inside is {members[w].size:,} bytes, over the {max_bytes:,}-byte limit "
+                            "(ALEXNET_MAX_ARCHIVE_MEMBER_BYTES); not a CIFAR archive"
+                        )
                 blobs = {w: tar.extractfile(members[w]).read() for w in wanted}
-        except (tarfile.TarError, OSError) as e:
+        except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
             raise UserError(f"{src}: cannot read the archive ({e}); re-download {archive}") from None
     else:
         missing = [w for w in wanted if not (src / w).is_file()]
         if missing:
             raise UserError(f"{src}: missing {', '.join(missing)}; re-extract {archive}")
-        blobs = {w: (src / w).read_bytes() for w in wanted}
+        blobs = {w: read_bounded(src / w, max_bytes, "CIFAR batch") for w in wanted}
     meta = _unpickle(blobs[meta_file], f"{src}/{meta_file}")
-    classes = [n.decode() if isinstance(n, bytes) else str(n) for n in meta[names_key]]
+    names = meta.get(names_key) if isinstance(meta, dict) else None
+    if not isinstance(names, list) or not names or not all(isinstance(n, (bytes, str)) for n in names):
+        raise UserError(
+            f"{src}/{meta_file}: no list of class names under {names_key.decode()!r}; re-download {archive}"
+        )
+    classes = [n.decode(errors="replace") if isinstance(n, bytes) else n for n in names]
 
     def split(name: str, files: list[str]) -> Split:
-        batches = [_unpickle(blobs[f], f"{src}/{f}") for f in files]
-        data = np.concatenate([np.asarray(b[b"data"], dtype=np.uint8) for b in batches])
-        labels = [int(x) for b in batches for x in b[labels_key]]
-        pixels = np.ascontiguousarray(data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))  # (N, 32, 32, 3)
+        datas, labels = [], []
+        for f in files:
+            where = f"{src}/{f}"
+            b = _unpickle(blobs[f], where)
+            data = b.get(b"data") if isinstance(b, dict) else None
+            if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
+                got = f"{data.dtype} {data.shape}" if isinstance(data, np.ndarray) else type(data).__name__
+                raise UserError(f"{where}: 'data' must be uint8 (N, 3072) (32x32 RGB), got {got}")
+            ys = b.get(labels_key)
+            if not isinstance(ys, (list, np.ndarray)) or len(ys) != len(data):
+                raise UserError(f"{where}: {labels_key.decode()!r} must list one label per image ({len(data)})")
+            ys = np.asarray(ys)
+            if ys.dtype.kind not in "iu" or (len(ys) and (ys.min() < 0 or ys.max() >= len(classes))):
+                raise UserError(f"{where}: labels must be integers 0..{len(classes) - 1} (one per class name)")
+            datas.append(data)
+            labels += ys.astype(int).tolist()
+        pixels = np.ascontiguousarray(np.concatenate(datas).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))  # (N,32,32,3)
         return Split(name, pixels, labels, classes, str(src))
 
     return split("train", train_files), split("val", [val_file])

@@ -16,11 +16,61 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UserError
+from ..limits import limits, read_bounded
 from .decode import DecodeError
 from .sources import Split
 from .transforms import resize_shorter
 
 STATS_FILE = "alexnet-stats.json"
+MIN_STD = 1 / 255  # per channel, [0, 1] scale
+FINGERPRINT_SAMPLE = 2000  # files whose size and mtime enter the fingerprint (all names always do)
+
+
+def fingerprint(split: Split) -> str:
+    """A digest of what the statistics were computed from: every item's name and label, and the size and mtime of
+    up to ``FINGERPRINT_SAMPLE`` evenly spaced files and of the class folders (so added, removed, renamed and most
+    rewritten files change it without a stat of every file of a 1.3M-image set). CIFAR: its file's size and mtime."""
+    h = hashlib.blake2b(digest_size=16)
+    h.update(repr((split.root, len(split), list(split.classes))).encode())
+    if isinstance(split.items, np.ndarray):
+        st = os.stat(split.root)
+        h.update(repr((st.st_size, st.st_mtime_ns)).encode())
+        return h.hexdigest()
+    for path, label in zip(split.items, split.labels):
+        h.update(f"{path}\0{label}\n".encode(errors="surrogateescape"))
+    n = len(split.items)
+    picks = range(n) if n <= FINGERPRINT_SAMPLE else np.linspace(0, n - 1, FINGERPRINT_SAMPLE).astype(int)
+    folders = sorted({os.path.dirname(split.items[i]) for i in picks})
+    for path in [split.items[i] for i in picks] + folders:
+        try:
+            st = os.stat(path)
+            h.update(repr((st.st_size, st.st_mtime_ns)).encode())
+        except OSError:
+            h.update(b"missing")
+    return h.hexdigest()
+
+
+def check_stats(stats, where: str) -> dict:
+    """``stats`` if it holds finite mean/std/eigvals (3 each, std > 0) and a 3 x 3 eigvecs, else a ``UserError``."""
+
+    def numbers(v, n: int) -> bool:
+        return (
+            isinstance(v, list)
+            and len(v) == n
+            and all(isinstance(x, (int, float)) and not isinstance(x, bool) and np.isfinite(x) for x in v)
+        )
+
+    if not isinstance(stats, dict):
+        raise UserError(f"{where}: statistics must be a mapping, got {type(stats).__name__}")
+    for key in ("mean", "std", "eigvals"):
+        if not numbers(stats.get(key), 3):
+            raise UserError(f"{where}: statistics field {key!r} must be 3 finite numbers")
+    if not all(v > 0 for v in stats["std"]):
+        raise UserError(f"{where}: statistics field 'std' must be 3 positive numbers")
+    vecs = stats.get("eigvecs")
+    if not (isinstance(vecs, list) and len(vecs) == 3 and all(numbers(r, 3) for r in vecs)):
+        raise UserError(f"{where}: statistics field 'eigvecs' must be a 3 x 3 list of finite numbers")
+    return stats
 
 
 def compute_stats(
@@ -73,10 +123,13 @@ def compute_stats(
     cov = s2 / pixels - np.outer(mean, mean)
     vals, vecs = np.linalg.eigh(cov)  # ascending
     order = np.argsort(vals)[::-1]
+    # a channel without variation (every pixel equal, e.g. an unused colour channel) would divide by zero: one grey
+    # level is the smallest spread that still normalises to a finite, unit-scale input
+    std = np.maximum(np.sqrt(np.clip(np.diag(cov), 0, None)), MIN_STD)
     return {
         "mean": mean.tolist(),
-        "std": np.sqrt(np.diag(cov)).tolist(),
-        "eigvals": vals[order].tolist(),
+        "std": std.tolist(),
+        "eigvals": np.clip(vals[order], 0, None).tolist(),
         "eigvecs": vecs[:, order].tolist(),
         "images": images,
         "skipped": skipped,
@@ -107,16 +160,19 @@ def load_or_compute_stats(
     progress: bool = True,
     cache_dir: str | None = None,
 ) -> dict:
-    """Read cached statistics for ``split`` (same source and ``max_images``), else compute and save them as JSON."""
+    """Read cached statistics for ``split`` (same data ``fingerprint`` and ``max_images``), else compute and save them
+    as JSON. A cache that is unreadable, malformed or computed from other files is recomputed (and replaced)."""
     p = Path(path) if path else default_stats_path(split, cache_dir)
+    key = fingerprint(split)
     if p.is_file():
         try:
-            cached = json.loads(p.read_text())
-            if cached.get("source") == split.root and cached.get("max_images") == max_images:
+            cached = check_stats(json.loads(read_bounded(p, limits().max_json_bytes, "JSON")), str(p))
+            if cached.get("fingerprint") == key and cached.get("max_images") == max_images:
                 return cached
-        except (OSError, ValueError):
-            pass  # unreadable cache: recompute
+        except (UserError, ValueError):
+            pass  # unreadable, malformed or foreign: recompute
     stats = compute_stats(split, max_images=max_images, workers=workers, progress=progress)
+    stats["fingerprint"] = key
     save_json(stats, p)
     return stats
 
