@@ -169,3 +169,58 @@ def test_a_block_of_only_unreadable_images_is_skipped(folder, tmp_path):
     info = manifest["splits"]["train"]
     assert info["count"] == 6 and len(info["skipped"]) == 2 * P.TASK_IMAGES + 5
     assert open_dataset(tmp_path / "pack").train.load(5).shape == (3, 40, 40)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# statistics cache and packs on disk
+
+
+def test_stale_stats_are_recomputed_after_the_data_changes(folder):
+    from alexnet.data.sources import open_splits
+    from alexnet.data.stats import load_or_compute_stats
+
+    train, _ = open_splits(str(folder))
+    before = load_or_compute_stats(train, progress=False)
+    Image.new("RGB", (40, 40), (255, 255, 255)).save(folder / "train" / "a" / "0.png")  # same name, new pixels
+    train, _ = open_splits(str(folder))
+    after = load_or_compute_stats(train, progress=False)
+    assert after["mean"][0] > before["mean"][0] + 0.05
+    (folder / "alexnet-stats.json").write_text("[1, 2]")  # a JSON list crashed the reader
+    assert load_or_compute_stats(train, progress=False)["mean"] == pytest.approx(after["mean"])
+
+
+def test_a_constant_channel_gets_a_finite_std(tmp_path):
+    from alexnet.data.sources import open_splits
+    from alexnet.data.stats import MIN_STD, compute_stats
+
+    for c in ("a", "b"):
+        (tmp_path / "train" / c).mkdir(parents=True)
+        for i in range(2):
+            px = np.zeros((16, 16, 3), np.uint8)
+            px[..., 0] = np.random.default_rng(i).integers(0, 255, (16, 16))  # green and blue are always 0
+            Image.fromarray(px).save(tmp_path / "train" / c / f"{i}.png")
+    train, _ = open_splits(str(tmp_path))
+    std = compute_stats(train, progress=False)["std"]
+    assert std[0] > 0.1 and std[1] == std[2] == MIN_STD
+
+
+def test_data_verify_finds_a_flipped_byte_anywhere(folder, tmp_path):
+    out = tmp_path / "pack"
+    P.pack_dataset(folder, out, size=40, workers=0, progress=False)
+    assert main(["data", "verify", str(out)]) == 0
+    with open(out / "train" / "images.u8", "r+b") as f:
+        f.seek(7)
+        b = f.read(1)
+        f.seek(7)
+        f.write(bytes([b[0] ^ 1]))
+    assert main(["data", "verify", str(out)]) == 1
+
+
+def test_a_pack_split_name_cannot_leave_the_pack(folder, tmp_path):
+    out = tmp_path / "pack"
+    P.pack_dataset(folder, out, size=40, workers=0, progress=False)
+    m = json.loads((out / "manifest.json").read_text())
+    m["splits"]["../../etc"] = m["splits"].pop("train")
+    (out / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(UserError, match="splits"):
+        open_dataset(out)

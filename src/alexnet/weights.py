@@ -188,10 +188,15 @@ def model_from_file(path: str | os.PathLike) -> tuple[nn.Module, dict[str, Any]]
     Metadata always has ``arch``, ``num_classes``, ``classes`` (as many as outputs) and ``preprocess`` (a validated
     ``Preprocess``); a torchvision weights file is recognised by its keys and gets ImageNet's names and preprocessing.
     """
+    return model_from_info(read_file(path), str(path))
+
+
+def model_from_info(info: dict[str, Any], path: str = "weights") -> tuple[nn.Module, dict[str, Any]]:
+    """``model_from_file`` once the file is read: validate ``info`` (as ``read_file`` returns it), build the model.
+    ``path`` names the source in errors. Checks cheap fields (head, arch, kwargs, classes) before building."""
     from .model import create_model, list_models
     from .preprocess import IMAGENET, Preprocess
 
-    info = read_file(path)
     sd = info["model"]
     head, conv1 = sd.get("classifier.6.weight"), sd.get("features.0.weight")
     if head is None or head.ndim != 2 or conv1 is None or conv1.ndim != 4:
@@ -208,10 +213,6 @@ def model_from_file(path: str | os.PathLike) -> tuple[nn.Module, dict[str, Any]]
     dropout = kwargs.get("dropout", 0.5)
     if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
         raise WeightsError(f"{path}: model_kwargs dropout must be a number in [0, 1), got {dropout!r}")
-    model = create_model(arch, num_classes=num_classes, **kwargs)
-    check_state_dict(model, sd, source=str(path))
-    model.load_state_dict(sd)
-    model.eval()
     classes = info.get("classes")
     if classes is None:
         classes = imagenet_classes() if num_classes == 1000 else [str(i) for i in range(num_classes)]
@@ -219,6 +220,10 @@ def model_from_file(path: str | os.PathLike) -> tuple[nn.Module, dict[str, Any]]
         raise WeightsError(f"{path}: 'classes' must be a list of {num_classes} names (one per output)")
     raw = info.get("preprocess")
     preprocess = IMAGENET if raw is None else Preprocess.from_dict(raw, source=str(path))
+    model = create_model(arch, num_classes=num_classes, **kwargs)
+    check_state_dict(model, sd, source=str(path))
+    model.load_state_dict(sd)
+    model.eval()
     meta = {k: v for k, v in info.items() if k not in ("model", "optimizer", "scheduler", "scaler", "rng")}
     meta.update(arch=arch, num_classes=num_classes, classes=list(classes), preprocess=preprocess)
     return model, meta

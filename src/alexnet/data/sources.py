@@ -496,7 +496,7 @@ def _cifar_splits(src: Path, archive: str) -> tuple[Split, Split]:
             if not isinstance(ys, (list, np.ndarray)) or len(ys) != len(data):
                 raise UserError(f"{where}: {labels_key.decode()!r} must list one label per image ({len(data)})")
             ys = np.asarray(ys)
-            if ys.dtype.kind not in "iu" or (len(ys) and (ys.min() < 0 or ys.max() >= len(classes))):
+            if ys.ndim != 1 or ys.dtype.kind not in "iu" or (len(ys) and (ys.min() < 0 or ys.max() >= len(classes))):
                 raise UserError(f"{where}: labels must be integers 0..{len(classes) - 1} (one per class name)")
             datas.append(data)
             labels += ys.astype(int).tolist()
