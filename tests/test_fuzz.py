@@ -291,3 +291,10 @@ def test_stats_cache_is_recomputed_when_malformed(tmp_path_factory, data):
     assert all(np.isfinite(again["std"])) and min(again["std"]) > 0
     if bad.get("fingerprint") != stored["fingerprint"]:  # computed from other data: recomputed
         assert again["mean"] == pytest.approx(good["mean"]) and again["fingerprint"] == stored["fingerprint"]
+
+
+@pytest.mark.parametrize("classes", [["a"], [], "abc", [f"c{i}" for i in range(10)], ["a", "b", 3], {"a": 1}])
+def test_class_lists_that_do_not_match_the_head(state_dict, classes):
+    info = {"arch": "alexnet", "model": state_dict, "classes": classes, "preprocess": PRE}
+    with pytest.raises(UserError, match=r"ck\.pt: 'classes' must be a list of 3 names"):
+        model_from_info(info, "ck.pt")
