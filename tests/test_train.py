@@ -1,10 +1,11 @@
-"""Training end to end on small synthetic data: learning, exact resume, crash-safe checkpoints, signals, DDP."""
+"""Training end to end on small synthetic data: learning, exact resume, crash-safe checkpoints, signals, run
+directories, epoch metrics, mistakes. Several processes: test_distributed.py."""
 
+import csv
 import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -13,9 +14,11 @@ from pathlib import Path
 import pytest
 import torch
 
+import alexnet.train
 from alexnet.config import resolve_config
 from alexnet.data.packed import pack_dataset
 from alexnet.data.synthetic import make_synthetic
+from alexnet.distributed import Preempted
 from alexnet.errors import UserError
 from alexnet.train import train
 from alexnet.weights import load_checkpoint, read_state_dict, save_checkpoint
@@ -39,20 +42,48 @@ def same_weights(a: Path, b: Path) -> bool:
     return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
-def test_exact_resume_is_bitwise_identical(tiny_data, tmp_path):
+def _records(run: Path, kind: str) -> list[dict]:
+    return [r for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if r["kind"] == kind]
+
+
+def signal_at_steps(monkeypatch, steps: dict[int, list[int]]) -> None:
+    """Make the training step send itself ``steps[n]`` signals in the n-th step of this process (1-based)."""
+    real, calls = alexnet.train.train_step, [0]
+
+    def step(*args, **kw):
+        loss = real(*args, **kw)
+        calls[0] += 1
+        for signum in steps.get(calls[0], []):
+            os.kill(os.getpid(), signum)  # delivered to the main thread before this function returns
+        return loss
+
+    monkeypatch.setattr(alexnet.train, "train_step", step)
+
+
+def test_exact_resume_is_bitwise_identical(tiny_data, tmp_path, monkeypatch):
     straight = train(tiny_config(tiny_data, tmp_path / "straight", workers=2))
-    first = train(tiny_config(tiny_data, tmp_path / "resumed"), stop_after_epoch=2)
-    assert load_checkpoint(first / "checkpoints" / "last.pt")["epoch"] == 2
+    # a Ctrl-C in the middle of epoch 2 (its second step): saved, raised, handlers as they were
+    handler = signal.getsignal(signal.SIGINT)
+    signal_at_steps(monkeypatch, {5: [signal.SIGINT]})
+    with pytest.raises(Preempted) as stopped:
+        train(tiny_config(tiny_data, tmp_path / "resumed"))
+    assert stopped.value.exit_code == 130 and signal.getsignal(signal.SIGINT) is handler
+    first = load_checkpoint(tmp_path / "resumed" / "checkpoints" / "last.pt")
+    assert (first["epoch"], first["batch_in_epoch"], first["step"]) == (1, 2, 5)
+    monkeypatch.undo()
     resumed = train(tiny_config(tiny_data, tmp_path / "resumed", resume="auto"))
     # different worker counts on purpose: augmentation is keyed by sample, not by worker
     assert same_weights(straight / "checkpoints" / "last.pt", resumed / "checkpoints" / "last.pt")
     ckpt = load_checkpoint(resumed / "checkpoints" / "last.pt")
     assert ckpt["epoch"] == 4 and ckpt["step"] == 12
     assert ckpt["classes"] == ["circle", "ring", "square"]
-    assert set(ckpt["preprocess"]) == {"resize", "crop", "mean", "std"}
+    assert {"resize", "crop", "mean", "std"} <= set(ckpt["preprocess"])
     assert not any(k.startswith(("module.", "_orig_mod.")) for k in ckpt["model"])
-    epochs = [json.loads(line) for line in (resumed / "metrics.jsonl").read_text().splitlines()]
-    assert [e["epoch"] for e in epochs if e["kind"] == "epoch"] == [1, 2, 3, 4]
+    # the metrics read as one run: every epoch once, the stopped epoch's loss over all its batches
+    epochs, whole = _records(resumed, "epoch"), _records(straight, "epoch")
+    assert [e["epoch"] for e in epochs] == [1, 2, 3, 4]
+    assert [e["train_loss"] for e in epochs] == [e["train_loss"] for e in whole]
+    assert [e["step"] for e in _records(resumed, "step")] == list(range(1, 13))
     assert (resumed / "config.json").exists() and (resumed / "eval.json").exists()
 
 
@@ -76,9 +107,15 @@ def test_packed_data_trains_and_resumes_exactly(tiny_data, tmp_path):
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tiny_data, tmp_path):
     run = train(tiny_config(tiny_data, tmp_path / "run", epochs=1))
     before = (run / "checkpoints" / "last.pt").read_bytes()
+    handlers = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
     with pytest.raises(UserError, match="non-finite"):
         train(tiny_config(tiny_data, tmp_path / "run", epochs=2, resume="auto", lr=1e12, warmup_epochs=0))
     assert (run / "checkpoints" / "last.pt").read_bytes() == before
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == handlers  # restored after an error
+    # the failed attempt logged steps after the checkpoint; resuming drops them, so each step appears once
+    train(tiny_config(tiny_data, tmp_path / "run", epochs=2, resume="auto"))
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if r["kind"] == "step"] == [1, 2, 3, 4, 5, 6]
 
 
 _WRITER = """
@@ -125,7 +162,7 @@ def test_sigterm_saves_and_resumes(tiny_data, tmp_path):
         time.sleep(0.2)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 0, err
+    assert proc.returncode == 143, err  # preempted, not finished: 128 + SIGTERM
     assert "resume with: alexnet train" in err
     ckpt = load_checkpoint(out / "checkpoints" / "last.pt")
     assert ckpt["step"] >= 1
@@ -134,37 +171,6 @@ def test_sigterm_saves_and_resumes(tiny_data, tmp_path):
     assert resumed.returncode == 0, resumed.stderr
     assert f"resumed from {out / 'checkpoints' / 'last.pt'}" in resumed.stderr
     assert load_checkpoint(out / "checkpoints" / "last.pt")["epoch"] == ckpt["epoch"] + 1
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _ddp_worker(rank, world_size, port, data, out):
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world_size),
-                      LOCAL_RANK=str(rank))  # fmt: skip
-    torch.set_num_threads(1)
-    train(tiny_config(data, out, epochs=1, batch_size=8, dropout=0.0, max_steps_per_epoch=3))
-    torch.distributed.destroy_process_group()
-
-
-@pytest.mark.distributed
-@pytest.mark.parametrize("kind", ["folder", "packed"])
-def test_ddp_two_processes_match_one_process_with_the_same_global_batch(tiny_data, tmp_path, kind):
-    torch.set_num_threads(1)
-    data = tiny_data
-    if kind == "packed":  # every sample is augmented the same way whichever rank and batch it lands in
-        pack_dataset(tiny_data, tmp_path / "pack", size=72, workers=0, progress=False)
-        data = str(tmp_path / "pack")
-    single = train(tiny_config(data, tmp_path / "single", epochs=1, batch_size=8, dropout=0.0, max_steps_per_epoch=3))
-    torch.multiprocessing.spawn(_ddp_worker, args=(2, _free_port(), data, str(tmp_path / "ddp")), nprocs=2)
-    a = read_state_dict(single / "checkpoints" / "last.pt")
-    b = read_state_dict(tmp_path / "ddp" / "checkpoints" / "last.pt")
-    for k in a:
-        assert torch.allclose(a[k], b[k], rtol=1e-4, atol=1e-6), k
-    assert load_checkpoint(tmp_path / "ddp" / "checkpoints" / "last.pt")["step"] == 3
 
 
 def test_a_short_run_learns(tmp_path):
@@ -193,3 +199,100 @@ def test_evaluate_command_on_a_checkpoint(tiny_data, tmp_path):
     assert report["count"] == 12 and len(report["confusion"]) == 3
     assert report["top1"] == pytest.approx(json.loads((run / "eval.json").read_text())["top1"])
     assert main(["evaluate", str(run / "checkpoints" / "last.pt"), "--ten-crop", "--device", "cpu"]) == 0
+
+
+def test_epoch_loss_is_the_mean_of_every_batch_and_chooses_best_without_val(tiny_data, tmp_path, monkeypatch):
+    """The epoch's loss is the mean over all its batches, not of the log-step readings (here: one per epoch, at its
+    last step), and without a val split it chooses best.pt (lower is better), as the metrics say."""
+    losses, real = [], alexnet.train.train_step
+
+    def step(*args, **kw):
+        loss = real(*args, **kw)
+        losses.append(loss.item())
+        return loss
+
+    monkeypatch.setattr(alexnet.train, "train_step", step)
+    common = dict(train_dir=str(Path(tiny_data) / "train"), epochs=2, max_steps_per_epoch=2, lr=0.05, log_every=100)
+    run = train(tiny_config(None, tmp_path / "run", **common))
+    epochs = _records(run, "epoch")
+    means = [e["train_loss"] for e in epochs]
+    assert means == pytest.approx([(losses[0] + losses[1]) / 2, (losses[2] + losses[3]) / 2])
+    best = means.index(min(means))
+    assert all(e["best_metric"] == "train_loss" and e["val_top1"] is None for e in epochs)
+    assert [e["is_best"] for e in epochs] == [True, means[1] < means[0]]
+    ckpt = load_checkpoint(run / "checkpoints" / "best.pt")
+    assert ckpt["best"] == {"metric": "train_loss", "value": means[best], "epoch": best + 1}
+    assert ckpt["epoch"] == best + 1 and ckpt["best_top1"] is None
+    with open(run / "metrics.csv", newline="") as f:
+        times = [float(row["time"]) for row in csv.DictReader(f)]  # seconds since the run started
+    assert len(times) == 2 and 0 < times[0] <= times[1]
+
+
+def test_a_training_set_smaller_than_one_batch_is_refused_before_writing(tiny_data, tmp_path):
+    with pytest.raises(UserError, match=r"has 36 images, fewer than one batch \(--batch-size 64\); .* to 36 or less"):
+        train(tiny_config(tiny_data, tmp_path / "run", batch_size=64))
+    assert not (tmp_path / "run").exists()
+
+
+def test_an_existing_run_needs_resume_or_overwrite(tiny_data, tmp_path):
+    run = tmp_path / "run"  # another run's files
+    old = {"metrics.jsonl": '{"kind": "epoch", "epoch": 1, "step": 3}\n', "checkpoints/best.pt": "old"}
+    for name, text in old.items():
+        (run / name).parent.mkdir(parents=True, exist_ok=True)
+        (run / name).write_text(text)
+    with pytest.raises(UserError, match=r"--out .*run holds another run \(checkpoints/best.pt, metrics.jsonl\); "):
+        train(tiny_config(tiny_data, run, epochs=1, max_steps_per_epoch=1))
+    assert {p.name for p in run.rglob("*") if p.is_file()} == {"metrics.jsonl", "best.pt"}  # untouched
+    train(tiny_config(tiny_data, run, epochs=1, max_steps_per_epoch=1, overwrite=True))
+    assert [(e["epoch"], e["step"]) for e in _records(run, "epoch")] == [(1, 1)]  # a fresh run: no duplicate epochs
+    assert load_checkpoint(run / "checkpoints" / "best.pt")["step"] == 1
+
+
+def test_resume_with_another_arch_or_classes_is_one_line(tiny_data, tmp_path, capsys):
+    from alexnet.cli import main
+
+    last = tmp_path / "last.pt"  # what resuming reads first: arch, then (once the data is open) classes
+    save_checkpoint({"arch": "alexnet", "num_classes": 3, "classes": ["circle", "ring", "square"],
+                     "model": {"w": torch.zeros(1)}}, last)  # fmt: skip
+    flags = ["--out", str(tmp_path / "other"), "--resume", str(last), "--batch-size", "6", "--image-size", "64"]
+    flags += ["--device", "cpu", "--epochs", "2"]
+    assert main(["train", tiny_data, *flags, "--arch", "alexnet2012"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"alexnet train: error: --resume {last}: the checkpoint is an alexnet, this run's --arch is "
+                   "alexnet2012"]  # fmt: skip
+    two = tmp_path / "two"
+    for split in ("train", "val"):
+        for name in ("circle", "ring"):
+            shutil.copytree(Path(tiny_data) / split / name, two / split / name)
+    assert main(["train", str(two), *flags]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].endswith("the checkpoint has 3 classes, this data set has 2; resume on the data "
+                                             "it was trained on"), err  # fmt: skip
+    assert not (tmp_path / "other").exists()
+
+
+def test_a_second_ctrl_c_stops_at_once_and_the_cli_exits_130(tiny_data, tmp_path, monkeypatch, capsys):
+    from alexnet.cli import main
+
+    handler = signal.getsignal(signal.SIGINT)
+    signal_at_steps(monkeypatch, {1: [signal.SIGINT, signal.SIGINT]})
+    out = tmp_path / "run"
+    flags = ["--out", str(out), "--batch-size", "6", "--image-size", "64", "--device", "cpu", "--epochs", "2"]
+    assert main(["train", tiny_data, *flags, "--max-steps-per-epoch", "2"]) == 130
+    assert "interrupted" in capsys.readouterr().err
+    assert not (out / "checkpoints" / "last.pt").exists()  # stopped before any save
+    assert signal.getsignal(signal.SIGINT) is handler
+
+
+@pytest.mark.slow
+def test_gpu_defaults_compile_and_channels_last_train_on_the_cpu(tiny_data, tmp_path):
+    """The CUDA defaults (torch.compile, channels-last) run here first: the weights of eager NCHW training, keys
+    without wrapper prefixes. No val split: one compiled graph (the training step), not a second for evaluation."""
+    common = dict(train_dir=str(Path(tiny_data) / "train"), epochs=1, max_steps_per_epoch=2, dropout=0.0)
+    eager = train(tiny_config(None, tmp_path / "eager", compile=False, channels_last=False, **common))
+    fast = train(tiny_config(None, tmp_path / "fast", compile=True, channels_last=True, **common))
+    a, b = read_state_dict(eager / "checkpoints" / "last.pt"), read_state_dict(fast / "checkpoints" / "last.pt")
+    assert a.keys() == b.keys()  # no _orig_mod. prefixes
+    for k in a:
+        assert torch.allclose(a[k], b[k], rtol=1e-3, atol=1e-5), k
+    assert load_checkpoint(fast / "checkpoints" / "last.pt")["config"]["compile"] is True

@@ -1,34 +1,35 @@
-"""Training: ``train(TrainConfig) -> run directory``. Single process or DDP under ``torchrun``.
+"""Training: ``train(TrainConfig) -> run directory``. One process, or DDP under ``torchrun`` (one node or several).
 
-The seed tutorial's script, done right: data on the device in the right form, eval mode for evaluation, exact
-resume from crash-safe checkpoints, one log line per epoch. The loop in ``train`` reads top to bottom:
-set up -> for each epoch: steps (lr -> forward -> backward -> step -> occasional log) -> validate -> checkpoint.
+``train`` reads top to bottom: set up -> for each epoch: ``train_one_epoch`` (lr -> ``train_step`` -> occasional
+log) -> ``end_of_epoch`` (validate, schedule, checkpoint, one log line) -> ``finish`` (final evaluation, pictures).
+Checkpoints are atomic and resume bit for bit; SIGTERM / SIGINT save ``last.pt`` and raise ``Preempted``.
 """
 
 from __future__ import annotations
 
+import json
 import math
-import os
 import random
-import signal
-import sys
+import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from torch import nn
 
 from .config import TrainConfig
 from .device import autocast, describe, resolve_device, resolve_precision
+from .distributed import Dist, Preempted, StopSignals, max_over_ranks, on_main, process_group, sum_over_ranks
 from .errors import UserError
 from .evaluate import evaluate, format_report
 from .model import create_model
+from .progress import progress
 from .runlog import RunLog
-from .weights import load_checkpoint, read_file, save_checkpoint, unwrap
+from .weights import check_state_dict, load_checkpoint, read_file, save_checkpoint, unwrap
 
 # ----------------------------------------------------------------------------------------------------------------
 # small pure pieces (unit-tested)
@@ -96,41 +97,68 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def train_step(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    criterion: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    device: torch.device,
+    dtype: torch.dtype,
+) -> torch.Tensor:
+    """One optimizer step on the batch ``x`` (B, 3, S, S), ``y`` (B,): forward (autocast to ``dtype``), backward,
+    step. Returns the batch's mean loss, detached and still on the device (reading it syncs)."""
+    with autocast(device, dtype):
+        loss = criterion(model(x), y)
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()  # a no-op scale unless fp16
+    scaler.step(optimizer)
+    scaler.update()
+    return loss.detach()
+
+
+def best_improved(metric: str, value: float, best: float | None) -> bool:
+    """Higher val top-1 or lower train loss than the best so far (None: no best yet)."""
+    if best is None:
+        return True
+    return value > best if metric == "val_top1" else value < best
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # setup
 
 
-@dataclass
-class Dist:
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-
-    @property
-    def enabled(self) -> bool:
-        return self.world_size > 1
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
-def setup_distributed(device_name: str) -> Dist:
-    """Join the process group when launched by torchrun (WORLD_SIZE > 1): NCCL on GPUs, gloo on CPU."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size == 1:
-        return Dist()
-    info = Dist(int(os.environ["RANK"]), world_size, int(os.environ.get("LOCAL_RANK", "0")))
-    use_cuda = torch.cuda.is_available() and device_name in ("auto", "cuda")
-    if use_cuda:
-        torch.cuda.set_device(info.local_rank)
-    if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
-    return info
-
-
 def default_run_dir(cfg: TrainConfig) -> Path:
     return Path("runs") / f"{cfg.arch}-{cfg.recipe}-{datetime.now():%Y%m%d-%H%M%S}"
+
+
+RUN_FILES = ("checkpoints/last.pt", "checkpoints/best.pt", "metrics.jsonl", "metrics.csv")
+OVERWRITTEN = (*RUN_FILES, "eval.json", "config.json", "tensorboard", "plots")
+
+
+def prepare_run_dir(cfg: TrainConfig) -> tuple[Path, Path | None]:
+    """(run directory, checkpoint to resume or None). Refuses the directory of another run (it has checkpoints or
+    metrics) unless resuming or ``overwrite``, which first deletes that run's files. Removes torn temp files."""
+    run_dir = Path(cfg.out) if cfg.out else default_run_dir(cfg)
+    resume = None
+    if cfg.resume == "auto":
+        resume = run_dir / "checkpoints" / "last.pt" if (run_dir / "checkpoints" / "last.pt").exists() else None
+    elif cfg.resume:
+        resume = Path(cfg.resume)
+    found = [name for name in RUN_FILES if (run_dir / name).exists()]
+    if found and not cfg.resume and not cfg.overwrite:
+        raise UserError(
+            f"--out {run_dir} holds another run ({', '.join(found)}); continue it with --resume auto, "
+            "start it afresh with --overwrite, or choose another --out"
+        )
+    if cfg.overwrite:
+        for name in OVERWRITTEN:
+            path = run_dir / name
+            shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+    for tmp in (run_dir / "checkpoints").glob(".*.tmp"):  # left by a save that was killed (weights.save_checkpoint)
+        tmp.unlink(missing_ok=True)
+    return run_dir, resume
 
 
 def build_model(cfg: TrainConfig, num_classes: int) -> nn.Module:
@@ -142,12 +170,8 @@ def build_model(cfg: TrainConfig, num_classes: int) -> nn.Module:
         sd = read_file(cfg.init_weights)["model"]
         head = {k: v for k, v in model.state_dict().items() if k.startswith("classifier.6.")}
         sd = {**{k: v for k, v in sd.items() if not k.startswith("classifier.6.")}, **head}
-        from .weights import check_state_dict
-
         check_state_dict(model, sd, source=cfg.init_weights)
         model.load_state_dict(sd)
-    if cfg.freeze not in ("none", "features", "all-but-head"):
-        raise UserError(f"--freeze {cfg.freeze!r}: choose none, features or all-but-head")
     for name, p in model.named_parameters():
         if cfg.freeze == "features" and name.startswith("features."):
             p.requires_grad_(False)
@@ -173,34 +197,54 @@ def build_optimizer(cfg: TrainConfig, model: nn.Module, device: torch.device) ->
     )
 
 
-def _install_stop_handler() -> dict:
-    """SIGTERM / Ctrl-C set a flag; the loop finishes its step, saves last.pt and returns."""
-    state = {"stop": False}
-
-    def handler(signum, frame):
-        if state["stop"]:  # a second Ctrl-C: stop now
-            raise KeyboardInterrupt
-        state["stop"] = True
-        print(f"\nreceived {signal.Signals(signum).name}: finishing this step and saving", file=sys.stderr)
-
-    try:
-        signal.signal(signal.SIGTERM, handler)
-        signal.signal(signal.SIGINT, handler)
-    except ValueError:  # not the main thread (e.g. called from a worker thread): no handler
-        pass
-    return state
+def check_resume(ckpt: dict, path: Path, cfg: TrainConfig, classes: list[str] | None = None) -> None:
+    """One line saying how the checkpoint's model differs from this run's: architecture, then classes."""
+    if ckpt.get("arch", cfg.arch) != cfg.arch:
+        raise UserError(f"--resume {path}: the checkpoint is an {ckpt['arch']}, this run's --arch is {cfg.arch}")
+    if classes is not None and list(ckpt.get("classes", classes)) != list(classes):
+        theirs, ours = list(ckpt["classes"]), list(classes)
+        if len(theirs) != len(ours):
+            what = f"{len(theirs)} classes, this data set has {len(ours)}"
+        else:
+            i = next(i for i, (a, b) in enumerate(zip(theirs, ours)) if a != b)
+            what = f"class {i} {theirs[i]!r}, this data set's is {ours[i]!r}"
+        raise UserError(f"--resume {path}: the checkpoint has {what}; resume on the data it was trained on")
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# the run
+@dataclass
+class Run:
+    """What the training functions share: the settings, the hardware, the data, the model and optimisation state."""
+
+    cfg: TrainConfig
+    dist: Dist
+    dir: Path
+    device: torch.device
+    dtype: torch.dtype
+    data: Any  # a DataBundle: .train, .val, .classes, .preprocess, .description, .val_ten_crop()
+    model: nn.Module  # the plain module (checkpoints, evaluation under DDP)
+    train_model: nn.Module  # the same, compiled and/or DDP-wrapped
+    optimizer: torch.optim.SGD
+    scaler: torch.amp.GradScaler
+    plateau: Plateau
+    criterion: nn.Module
+    log: RunLog
+    steps_per_epoch: int
+    check_every: int  # steps between the ranks' checks for stop signals and non-finite losses (see setup)
+    start_epoch: int = 0
+    start_batch: int = 0
+    step: int = 0
+    lr: float = 0.0
+    best: dict = field(default_factory=dict)  # {"metric", "value", "epoch"}: what chose best.pt
+    report: dict | None = None  # the last validation report
+    partial: tuple[float, int] = (0.0, 0)  # (loss sum, images) of an epoch stopped part-way, over all ranks
+    last_save: float = field(default_factory=time.time)
 
 
-def train(cfg: TrainConfig, *, stop_after_epoch: int | None = None) -> Path:
-    """Train according to ``cfg``; returns the run directory. ``stop_after_epoch`` ends this call after that many
-    epochs (as if killed after the checkpoint), which tests use to check that resuming is exact."""
+def setup(cfg: TrainConfig, dist_info: Dist) -> Run:
+    """Device and precision, run directory (refused before anything is read if it holds another run), checkpoint to
+    resume, data, model, optimizer; restores the training state when resuming."""
     from .data.pipeline import build_data
 
-    dist_info = setup_distributed(cfg.device)
     device = resolve_device(cfg.device)
     if device.type == "cuda" and dist_info.enabled:
         device = torch.device("cuda", dist_info.local_rank)
@@ -211,239 +255,272 @@ def train(cfg: TrainConfig, *, stop_after_epoch: int | None = None) -> Path:
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-
-    run_dir = Path(cfg.out) if cfg.out else default_run_dir(cfg)
-    ckpt_dir = run_dir / "checkpoints"
-    resume_path = None
-    if cfg.resume:
-        resume_path = ckpt_dir / "last.pt" if cfg.resume == "auto" else Path(cfg.resume)
-        if cfg.resume == "auto" and not resume_path.exists():
-            resume_path = None  # nothing to resume yet: start fresh
+    if cfg.init_weights and not Path(cfg.init_weights).is_file():
+        raise UserError(f"--init-weights {cfg.init_weights}: no such file")
+    run_dir, resume_path = on_main(lambda: prepare_run_dir(cfg), dist_info)
     ckpt = load_checkpoint(resume_path) if resume_path else None
+    if ckpt is not None:
+        check_resume(ckpt, resume_path, cfg)
 
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
     np.random.seed(cfg.seed % 2**32)
     data = build_data(cfg, device=device, rank=dist_info.rank, world_size=dist_info.world_size,
                       channels_last=channels_last)  # fmt: skip
+    if len(data.train) == 0:
+        n = getattr(data.train, "num_samples", None)
+        fits = n - n % dist_info.world_size if n else None
+        raise UserError(
+            f"the training set has {n if n is not None else 'fewer'} images, fewer than one batch "
+            f"(--batch-size {cfg.batch_size}); lower --batch-size" + (f" to {fits} or less" if fits else "")
+        )
+    if ckpt is not None:
+        check_resume(ckpt, resume_path, cfg, data.classes)
     model = build_model(cfg, len(data.classes)).to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(cfg, model, device)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     plateau = Plateau(cfg.plateau_patience, cfg.plateau_max_decays)
-    start_epoch, start_batch, step, best_top1 = 0, 0, 0, -1.0
-    if ckpt is not None:
-        unwrap(model).load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scaler.load_state_dict(ckpt["scaler"])
-        plateau.load_state_dict(ckpt["scheduler"])
-        start_epoch, start_batch, step = ckpt["epoch"], ckpt["batch_in_epoch"], ckpt["step"]
-        best_top1 = ckpt["best_top1"]
-        set_rng_state(ckpt["rng"])
-    train_model = model
-    if use_compile:
-        train_model = torch.compile(model)
+    state = restore(ckpt, resume_path, model, optimizer, scaler, plateau, dist_info) if ckpt else {}
+    train_model = torch.compile(model) if use_compile else model
     if dist_info.enabled:
         ids = [device.index] if device.type == "cuda" else None
         train_model = nn.parallel.DistributedDataParallel(train_model, device_ids=ids)
-
-    log = RunLog(run_dir, enabled=dist_info.main)
+    steps_per_epoch = min(len(data.train), cfg.max_steps_per_epoch or len(data.train))
+    # Under DDP the ranks agree (a collective) on stopping and on non-finite losses. On a GPU that read waits for
+    # the device, so it happens at log steps only; on CPUs, where every op is synchronous anyway, an all-reduce of
+    # three numbers costs well under a millisecond against a step of 0.1 s or more, so the ranks agree every step.
+    check_every = 1 if device.type == "cpu" and dist_info.enabled else cfg.log_every
+    log = RunLog(run_dir, enabled=dist_info.main, resume_step=state.get("step"), elapsed=state.pop("elapsed", 0.0))
+    criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    run = Run(cfg, dist_info, run_dir, device, dtype, data, model, train_model, optimizer, scaler, plateau, criterion,
+              log, steps_per_epoch, check_every, **state)  # fmt: skip
+    run.lr = cfg.lr * lr_factor(cfg, run.step, steps_per_epoch, plateau.decays)
     if dist_info.main:
-        import json
-
         (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
         log.print(describe(device, dtype) + (f", {dist_info.world_size} processes" if dist_info.enabled else ""))
-        log.print(f"data: {data.description}; {len(data.classes)} classes; run: {run_dir}")
+        log.print(f"data: {data.description}; run: {run_dir}")
         if ckpt is not None:
-            log.print(f"resumed from {resume_path} at epoch {start_epoch + 1}, batch {start_batch}, step {step}")
+            log.print(f"resumed from {resume_path} at epoch {run.start_epoch + 1}, batch {run.start_batch}, "
+                      f"step {run.step}")  # fmt: skip
+    return run
 
-    def checkpoint(epoch: int, batch_in_epoch: int, name: str = "last.pt") -> None:
-        if not dist_info.main:
-            return
-        payload = {
-            "arch": cfg.arch,
-            "num_classes": len(data.classes),
-            "model_kwargs": {"dropout": cfg.dropout},
-            "model": unwrap(model).state_dict(),
-            "classes": list(data.classes),
-            "preprocess": data.preprocess,
-            "config": cfg.to_dict(),
-            "epoch": epoch,  # the epoch to run next (or to continue, with batch_in_epoch > 0)
-            "batch_in_epoch": batch_in_epoch,
-            "step": step,
-            "best_top1": best_top1,
-            "optimizer": optimizer.state_dict(),
-            "scheduler": plateau.state_dict(),
-            "scaler": scaler.state_dict(),
-            "rng": rng_state(),
-            "init_from": cfg.init_weights,
-        }
-        save_checkpoint(payload, ckpt_dir / name)
 
-    stop = _install_stop_handler()
-    criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
-    nonfinite = torch.zeros((), dtype=torch.bool, device=device)  # set on the device, read at log steps
-    steps_per_epoch = len(data.train)
-    if cfg.max_steps_per_epoch:
-        steps_per_epoch = min(steps_per_epoch, cfg.max_steps_per_epoch)
-    last_save = time.time()
-    report = None
+def restore(ckpt: dict, path: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
+            scaler: torch.amp.GradScaler, plateau: Plateau, dist_info: Dist) -> dict:  # fmt: skip
+    """Load ``ckpt``'s model, optimizer, scaler, schedule and RNG states; return its counters as ``Run`` fields
+    (plus ``elapsed``, the seconds trained so far)."""
+    check_state_dict(model, ckpt["model"], source=str(path))
+    model.load_state_dict(ckpt["model"])
+    try:
+        optimizer.load_state_dict(ckpt["optimizer"])
+    except ValueError as e:  # parameter groups differ: another --freeze, or --init-weights with a frozen body
+        raise UserError(
+            f"--resume {path}: its optimizer state does not fit this run ({e}); was --freeze changed?"
+        ) from None
+    scaler.load_state_dict(ckpt["scaler"])
+    plateau.load_state_dict(ckpt["scheduler"])
+    set_rng_state(ckpt["rng"])
+    partial = tuple(ckpt.get("epoch_partial", (0.0, 0)))
+    return {
+        "start_epoch": ckpt["epoch"],
+        "start_batch": ckpt["batch_in_epoch"],
+        "step": ckpt["step"],
+        "best": ckpt.get("best") or {},
+        # the loss of the epoch's first part, summed over all ranks: rank 0 carries it, the others start at zero
+        "partial": partial if dist_info.main and ckpt["batch_in_epoch"] else (0.0, 0),
+        "elapsed": ckpt.get("elapsed", 0.0),
+    }
 
-    for epoch in range(start_epoch, cfg.epochs):
-        # ---- train one epoch
-        train_model.train()
-        data.train.set_epoch(epoch, start_batch)
-        bar = _progress(steps_per_epoch, start_batch, epoch, cfg.epochs, enabled=dist_info.main)
-        t_epoch = t_log = time.perf_counter()
-        wait, seen, seen_log, loss_sum, loss_count = 0.0, 0, 0, 0.0, 0
-        batches = iter(data.train)
-        for batch_idx in range(start_batch, steps_per_epoch):
-            t0 = time.perf_counter()
-            try:
-                x, y = next(batches)  # (B, 3, S, S) normalised on the device, (B,)
-            except StopIteration:
-                break
-            wait += time.perf_counter() - t0
-            lr = cfg.lr * lr_factor(cfg, step, steps_per_epoch, plateau.decays)
-            for group in optimizer.param_groups:
-                group["lr"] = lr * group["lr_mult"]
-            with autocast(device, dtype):
-                loss = criterion(train_model(x), y)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            nonfinite |= ~torch.isfinite(loss.detach())
-            step += 1
-            seen += y.shape[0]
-            bar.update(1)
-            if step % cfg.log_every == 0 or batch_idx == steps_per_epoch - 1:
-                loss_value = loss.item()  # .item() syncs with the device: only at log steps
-                if nonfinite.item():
-                    _fail_nonfinite(step, ckpt_dir, loss_value)
-                loss_sum, loss_count = loss_sum + loss_value, loss_count + 1
-                now = time.perf_counter()
-                rate = (seen - seen_log) * dist_info.world_size / max(now - t_log, 1e-9)
-                t_log, seen_log = now, seen
-                data_wait = wait / max(now - t_epoch, 1e-9)
-                log.step(epoch=epoch + 1, step=step, train_loss=loss_value, lr=lr, img_per_s=rate, data_wait=data_wait)
-                bar.set_postfix_str(f"loss {loss_value:.3f} lr {lr:.2e} {rate:.0f} img/s data {100 * data_wait:.0f}%")
-                if not bar.is_tty:
-                    log.print(
-                        f"epoch {epoch + 1}/{cfg.epochs} step {batch_idx + 1}/{steps_per_epoch} " + bar.postfix_str
-                    )
-            stop_now = stop["stop"]
-            if dist_info.enabled and (step % cfg.log_every == 0 or stop_now):  # all ranks agree to stop
-                flag = torch.tensor([float(stop_now)], device=device)
-                dist.all_reduce(flag)
-                stop_now = flag.item() > 0
-            if stop_now:
-                if nonfinite.item():
-                    _fail_nonfinite(step, ckpt_dir, float("nan"))
-                checkpoint(epoch, batch_idx + 1)
-                bar.close()
-                log.print(f"saved {ckpt_dir / 'last.pt'} at epoch {epoch + 1}, step {step}.")
-                log.print(f"resume with: alexnet train --out {run_dir} --resume auto (same data and flags)")
-                log.close()
-                return run_dir
-            if cfg.checkpoint_minutes and time.time() - last_save > 60 * cfg.checkpoint_minutes:
-                if not nonfinite.item():
-                    checkpoint(epoch, batch_idx + 1)
-                last_save = time.time()
-        bar.close()
-        start_batch = 0
-        epoch_time = time.perf_counter() - t_epoch
-        if nonfinite.item():
-            _fail_nonfinite(step, ckpt_dir, float("nan"))
-        if data.train.bad_files and dist_info.main:
-            log.print(f"epoch {epoch + 1}: skipped {len(data.train.bad_files)} unreadable images (listed above)")
 
-        # ---- validate, schedule, checkpoint, one summary line
-        report = None
-        if data.val is not None:
-            data.val.set_epoch(epoch)
-            report = evaluate(train_model if not dist_info.enabled else model, data.val,
-                              num_classes=len(data.classes), classes=data.classes, device=device, dtype=dtype,
-                              distributed=dist_info.enabled)  # fmt: skip
-            plateau.update(report["top1"])
-        val_top1 = report["top1"] if report else -loss_sum / max(loss_count, 1)
-        improved = val_top1 > best_top1
-        best_top1 = max(best_top1, val_top1)
-        checkpoint(epoch + 1, 0)
-        if improved:
-            checkpoint(epoch + 1, 0, "best.pt")
-        last_save = time.time()
-        train_loss = loss_sum / max(loss_count, 1)
-        rate = seen * dist_info.world_size / max(epoch_time, 1e-9)
-        log.epoch(epoch=epoch + 1, step=step, train_loss=train_loss, val_loss=report["loss"] if report else None,
-                  val_top1=report["top1"] if report else None, val_top5=report["top5"] if report else None,
-                  lr=lr, img_per_s=rate, data_wait=wait / max(epoch_time, 1e-9))  # fmt: skip
-        summary = f"epoch {epoch + 1}/{cfg.epochs}: train loss {train_loss:.4f}"
-        if report:
-            summary += f", val loss {report['loss']:.4f}, top-1 {100 * report['top1']:.2f}%"
-            summary += f", top-5 {100 * report['top5']:.2f}%"
-        log.print(summary + f", {rate:.0f} img/s, {epoch_time:.1f} s")
-        if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch:
-            log.close()
-            return run_dir
+def save(run: Run, epoch: int, batch_in_epoch: int, name: str = "last.pt", partial: tuple[float, int] = (0.0, 0)):
+    """Write ``RUN_DIR/checkpoints/NAME`` (rank 0 only): weights, training state and what loading needs."""
+    if not run.dist.main:
+        return
+    payload = {
+        "arch": run.cfg.arch,
+        "num_classes": len(run.data.classes),
+        "model_kwargs": {"dropout": run.cfg.dropout},
+        "model": unwrap(run.model).state_dict(),
+        "classes": list(run.data.classes),
+        "preprocess": run.data.preprocess.to_dict() if hasattr(run.data.preprocess, "to_dict") else run.data.preprocess,
+        "config": run.cfg.to_dict(),
+        "epoch": epoch,  # the epoch to run next (or to continue, with batch_in_epoch > 0)
+        "batch_in_epoch": batch_in_epoch,
+        "step": run.step,
+        "best": run.best,
+        "best_top1": run.best.get("value") if run.best.get("metric") == "val_top1" else None,
+        "epoch_partial": list(partial),  # (loss sum, images) over all ranks of the part of this epoch done
+        "elapsed": run.log.elapsed(),
+        "optimizer": run.optimizer.state_dict(),
+        "scheduler": run.plateau.state_dict(),
+        "scaler": run.scaler.state_dict(),
+        "rng": rng_state(),
+        "init_from": run.cfg.init_weights,
+    }
+    save_checkpoint(payload, run.dir / "checkpoints" / name)
 
-    # ---- final report (optionally with the paper's ten crops) and pictures
-    if data.val is not None and dist_info.main:
+
+# ----------------------------------------------------------------------------------------------------------------
+# the run
+
+
+def train(cfg: TrainConfig, *, stop_after_epoch: int | None = None) -> Path:
+    """Train as ``cfg`` says; returns the run directory. Under torchrun, every rank calls this.
+
+    Set up (``UserError`` for any mistake, before anything is written), then for each epoch: its steps, then
+    validation, schedule, ``last.pt`` / ``best.pt`` and a log line; at the end the final evaluation and pictures.
+    SIGTERM / SIGINT: the ranks finish their step, save ``last.pt`` and raise ``Preempted`` (the CLI exits 143 /
+    130); a second signal stops at once. Signal handlers and the process group are as before when this returns.
+    ``stop_after_epoch``: return after that many epochs, as if killed after the checkpoint (tests of resuming).
+    """
+    cfg.validate()
+    with process_group(cfg.device) as dist_info, StopSignals() as stop:
+        run = setup(cfg, dist_info)
+        try:
+            for epoch in range(run.start_epoch, cfg.epochs):
+                loss, images, seconds, data_wait = train_one_epoch(run, epoch, stop)
+                end_of_epoch(run, epoch, loss, images, seconds, data_wait)
+                check_stop(run, stop, epoch + 1, 0, saved=True)  # a signal during validation
+                if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch:
+                    return run.dir
+            finish(run)
+        finally:
+            run.log.close()
+    return run.dir
+
+
+def train_one_epoch(run: Run, epoch: int, stop: StopSignals) -> tuple[float, int, float, float]:
+    """The epoch's steps from ``run.start_batch``: (mean train loss of the epoch and images of this session, both
+    over all ranks; seconds; seconds spent waiting for data). The loss sum stays on the device until the end."""
+    cfg, data = run.cfg, run.data
+    run.train_model.train()
+    data.train.set_epoch(epoch, run.start_batch)
+    loss_dtype = torch.float32 if run.device.type == "mps" else torch.float64
+    loss_sum = torch.tensor(run.partial[0], dtype=loss_dtype, device=run.device)  # sum of loss x batch size
+    images, wait = run.partial[1], 0.0
+    images_log = images
+    t_epoch = t_log = time.perf_counter()
+    bar = progress(run.steps_per_epoch, f"epoch {epoch + 1}/{cfg.epochs}", unit="step", initial=run.start_batch,
+                   enabled=run.dist.main)  # fmt: skip
+    batches = iter(data.train)
+    for batch_idx in range(run.start_batch, run.steps_per_epoch):
+        t0 = time.perf_counter()
+        x, y = next(batches)  # (B, 3, S, S) normalised on the device, (B,)
+        wait += time.perf_counter() - t0
+        run.lr = cfg.lr * lr_factor(cfg, run.step, run.steps_per_epoch, run.plateau.decays)
+        for group in run.optimizer.param_groups:
+            group["lr"] = run.lr * group["lr_mult"]
+        loss = train_step(run.train_model, x, y, run.criterion, run.optimizer, run.scaler, run.device, run.dtype)
+        loss_sum += loss * y.shape[0]
+        run.step, images = run.step + 1, images + y.shape[0]
+        bar.update(1)
+        last = batch_idx == run.steps_per_epoch - 1
+        if run.step % cfg.log_every == 0 or last:
+            now = time.perf_counter()
+            rate = (images - images_log) * run.dist.world_size / max(now - t_log, 1e-9)
+            t_log, images_log = now, images
+            value = loss.item()  # .item() waits for the device: only at log steps
+            run.log.step(epoch=epoch + 1, step=run.step, train_loss=value, lr=run.lr, img_per_s=rate,
+                         data_wait=wait / max(now - t_epoch, 1e-9))  # fmt: skip
+            bar.set_postfix_str(f"loss {value:.3f} lr {run.lr:.2e} {rate:.0f} img/s")
+        if last or run.step % run.check_every == 0 or (not run.dist.enabled and (stop.signum or save_due(run))):
+            check_stop(run, stop, epoch, batch_idx + 1, saved=False, loss_sum=loss_sum, images=images)
+    bar.close()
+    session = images - run.partial[1]  # images of this session (a resumed epoch's first part is in run.partial)
+    run.start_batch, run.partial = 0, (0.0, 0)
+    totals = torch.tensor([images, session], dtype=loss_dtype, device=run.device)
+    loss_total, images, session = sum_over_ranks(torch.cat([loss_sum[None], totals]), run.dist).tolist()
+    return loss_total / max(images, 1), int(session), time.perf_counter() - t_epoch, wait
+
+
+def save_due(run: Run) -> bool:
+    minutes = run.cfg.checkpoint_minutes
+    return bool(minutes) and run.dist.main and time.time() - run.last_save > 60 * minutes
+
+
+def check_stop(run: Run, stop: StopSignals, epoch: int, batch: int, *, saved: bool, loss_sum=None, images=0) -> None:
+    """At a step every rank reaches: agree on a stop signal, a non-finite loss and a timed save (``--checkpoint-
+    minutes``) of any rank, then act on them: fail without saving, or save ``last.pt`` (unless ``saved``), and on a
+    signal raise ``Preempted``."""
+    nonfinite = torch.zeros((), device=run.device) if loss_sum is None else (~torch.isfinite(loss_sum)).float()
+    flags = torch.stack([torch.tensor(float(stop.signum or 0), device=run.device), nonfinite,
+                         torch.tensor(float(save_due(run)), device=run.device)])  # fmt: skip
+    signum, bad, due = (int(v) for v in max_over_ranks(flags, run.dist).tolist())  # waits for the device
+    if bad:
+        good = run.dir / "checkpoints" / "last.pt"
+        where = f"the last good checkpoint is {good}" if good.exists() else "no checkpoint was written yet"
+        raise UserError(
+            f"training loss became non-finite by step {run.step}; stopped without saving these weights; {where}. "
+            "Lower --lr, add --warmup-epochs, or use --precision fp32."
+        )
+    if (signum or due) and not saved:
+        partial = (0.0, 0)
+        if loss_sum is not None:  # the epoch's loss so far, over all ranks, so the resumed epoch's mean is whole
+            totals = torch.stack([loss_sum, torch.tensor(images, dtype=loss_sum.dtype, device=run.device)])
+            s, n = sum_over_ranks(totals, run.dist).tolist()
+            partial = (s, int(n))
+        save(run, epoch, batch, partial=partial)
+        run.last_save = time.time()
+    if signum:
+        name = {15: "SIGTERM", 2: "SIGINT"}.get(signum, f"signal {signum}")
+        path = run.dir / "checkpoints" / "last.pt"
+        message = (f"stopped by {name} at step {run.step} (epoch {epoch + (batch > 0)}); saved {path}; resume with: "
+                   f"alexnet train --out {run.dir} --resume auto (same data and flags)")  # fmt: skip
+        raise Preempted(signum, str(path), message)
+
+
+def end_of_epoch(run: Run, epoch: int, loss: float, images: int, seconds: float, data_wait: float) -> None:
+    """Validate, step the plateau schedule, write ``last.pt`` (and ``best.pt`` when the chosen metric improved:
+    val top-1, or the epoch's train loss without a val split), one metrics record and one console line."""
+    data, report = run.data, None
+    if data.val is not None:
+        data.val.set_epoch(epoch)
+        report = evaluate(run.train_model if not run.dist.enabled else run.model, data.val,
+                          num_classes=len(data.classes), classes=data.classes, device=run.device, dtype=run.dtype,
+                          distributed=run.dist.enabled)  # fmt: skip
+        run.plateau.update(report["top1"])
+    run.report = report
+    metric, value = ("val_top1", report["top1"]) if report else ("train_loss", loss)
+    is_best = best_improved(metric, value, run.best.get("value") if run.best.get("metric") == metric else None)
+    if is_best:
+        run.best = {"metric": metric, "value": value, "epoch": epoch + 1}
+    save(run, epoch + 1, 0)
+    if is_best:
+        save(run, epoch + 1, 0, "best.pt")
+    run.last_save = time.time()
+    rate = images / max(seconds, 1e-9)
+    val = {f"val_{k}": report[k] if report else None for k in ("loss", "top1", "top5")}
+    run.log.epoch(epoch=epoch + 1, step=run.step, train_loss=loss, **val, lr=run.lr, img_per_s=rate,
+                  data_wait=data_wait / max(seconds, 1e-9), best_metric=metric, is_best=is_best)  # fmt: skip
+    summary = f"epoch {epoch + 1}/{run.cfg.epochs}: train loss {loss:.4f}"
+    if report:
+        summary += f", val loss {report['loss']:.4f}, top-1 {100 * report['top1']:.2f}%"
+        summary += f", top-5 {100 * report['top5']:.2f}%"
+    run.log.print(summary + f", {rate:.0f} img/s, {seconds:.1f} s" + (", best so far" if is_best else ""))
+
+
+def finish(run: Run) -> None:
+    """The final report on the whole val split (ten crops with ``--ten-crop-eval``; all ranks evaluate their shard
+    and the sums are all-reduced), written by rank 0 to ``eval.json``; then the pictures."""
+    data, cfg = run.data, run.cfg
+    if data.val is not None:
+        kw = dict(num_classes=len(data.classes), classes=data.classes, device=run.device, dtype=run.dtype,
+                  distributed=run.dist.enabled)  # fmt: skip
+        report = run.report
         if cfg.ten_crop_eval:
-            report = evaluate(model, data.val_ten_crop(), num_classes=len(data.classes), classes=data.classes,
-                              device=device, dtype=dtype)  # fmt: skip
-            report["ten_crop"] = True
-        if report is None:
+            report = {**evaluate(run.model, data.val_ten_crop(), **kw), "ten_crop": True}
+        elif report is None:  # resumed after the last epoch: no validation ran in this session
             data.val.set_epoch(cfg.epochs)
-            report = evaluate(model, data.val, num_classes=len(data.classes), classes=data.classes,
-                              device=device, dtype=dtype)  # fmt: skip
-        import json
-
-        (run_dir / "eval.json").write_text(json.dumps(report, indent=1) + "\n")
-        log.print("final evaluation: " + format_report(report, max_classes=5))
-    if cfg.plots and dist_info.main:
+            report = evaluate(run.model, data.val, **kw)
+        if run.dist.main:
+            (run.dir / "eval.json").write_text(json.dumps(report, indent=1) + "\n")
+            run.log.print("final evaluation: " + format_report(report, max_classes=5))
+    if cfg.plots and run.dist.main:
         from .plots import make_plots
 
-        for path in make_plots(run_dir):
-            log.print(f"wrote {path}")
-    log.print(f"run: {run_dir}  checkpoints: {ckpt_dir}/{{last,best}}.pt  metrics: {run_dir / 'metrics.jsonl'}")
-    log.close()
-    if dist_info.enabled:
-        dist.barrier()
-    return run_dir
-
-
-def _fail_nonfinite(step: int, ckpt_dir: Path, loss: float) -> None:
-    good = ckpt_dir / "last.pt"
-    where = f"the last good checkpoint is {good}" if good.exists() else "no checkpoint was written yet"
-    raise UserError(
-        f"training loss became non-finite ({loss}) by step {step}; stopped without saving these weights; {where}. "
-        "Lower --lr, add --warmup-epochs, or use --precision fp32."
-    )
-
-
-class _progress:
-    """A tqdm bar on a terminal; elsewhere a silent counter whose postfix the loop prints as plain log lines."""
-
-    def __init__(self, total: int, initial: int, epoch: int, epochs: int, *, enabled: bool) -> None:
-        self.is_tty = enabled and sys.stderr.isatty()
-        self.postfix_str = ""
-        self.bar = None
-        if self.is_tty:
-            from tqdm import tqdm
-
-            self.bar = tqdm(total=total, initial=initial, desc=f"epoch {epoch + 1}/{epochs}", dynamic_ncols=True)
-
-    def update(self, n: int) -> None:
-        if self.bar is not None:
-            self.bar.update(n)
-
-    def set_postfix_str(self, s: str) -> None:
-        self.postfix_str = s
-        if self.bar is not None:
-            self.bar.set_postfix_str(s)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
+        for path in make_plots(run.dir):
+            run.log.print(f"wrote {path}")
+    ckpt_dir = run.dir / "checkpoints"
+    run.log.print(f"run: {run.dir}  checkpoints: {ckpt_dir}/{{last,best}}.pt  metrics: {run.dir / 'metrics.jsonl'}")
