@@ -263,3 +263,29 @@ def test_features_cli_on_a_folder_data_set(ckpt, images, tmp_path, capsys):
     assert all(info["classes"][lab] in p_ for lab, p_ in zip(info["labels"], info["paths"]))
     assert main(["features", str(path), str(data), "--out", str(tmp_path / "x.txt")]) == 2
     assert "x.txt" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("fmt", ["table", "csv", "json"])
+def test_odd_file_names_cannot_crash_or_forge_output(ckpt, tmp_path, fmt):
+    import os
+    import subprocess
+    import sys
+
+    path, _ = ckpt
+    root = tmp_path / "odd"
+    root.mkdir()
+    pixels = np.random.default_rng(1).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    forged = "x.png\n  99.99%  forged"
+    for name in (os.fsdecode(b"latin1-\xe9t\xe9.png"), forged + ".png"):  # not UTF-8; a newline in the name
+        Image.fromarray(pixels).save(os.path.join(os.fsencode(root), os.fsencode(name)), format="PNG")
+    (root / ("broken\nline.jpg")).write_bytes(b"junk")
+    cmd = [sys.executable, "-m", "alexnet", "predict", str(path), str(root), "--format", fmt, "--topk", "2"]
+    r = subprocess.run(cmd, capture_output=True, env={**os.environ, "LC_ALL": "C.UTF-8"})
+    assert r.returncode == 1  # the broken file, reported on one line
+    out, err = r.stdout.decode(), r.stderr.decode()
+    assert "forged" in out and "\n  99.99%  forged" not in out
+    assert len([line for line in err.splitlines() if "error" in line]) == 1 and "broken\\nline.jpg" in err
+    if fmt == "json":
+        assert len([json.loads(line) for line in out.splitlines()]) == 2
+    if fmt == "table":
+        assert "latin1-\\xe9t\\xe9.png" in out and len(out.splitlines()) == 2 * 3

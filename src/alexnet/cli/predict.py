@@ -104,15 +104,23 @@ def run(args: argparse.Namespace) -> int:
             if err is not None:
                 failed += 1
                 out.flush()
-                tqdm.write(f"alexnet predict: error: {err}", file=sys.stderr)  # above the bar, if one is drawn
+                tqdm.write(f"alexnet predict: error: {printable(str(err))}", file=sys.stderr)  # above the bar
                 continue
             writer.write(name, t, top)
     out.flush()
     return 1 if failed else 0
 
 
+def printable(text: str) -> str:
+    """``text`` safe to print as one line: undecodable bytes of a file name (``surrogateescape``) as ``\\xNN``, control
+    characters (a newline in a file or class name would forge an output line) as ``\\n``, ``\\t``, ``\\x1b``..."""
+    text = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return "".join(c if c.isprintable() or c == " " else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
 class _Writer:
-    """Formats one record at a time, so results stream out as batches finish."""
+    """Formats one record at a time, so results stream out as batches finish. Names in ``table`` and ``csv`` go through
+    ``printable``; ``json`` escapes them itself (``ensure_ascii``)."""
 
     def __init__(self, fmt: str, out: TextIO) -> None:
         self.fmt, self.out = fmt, out
@@ -122,13 +130,14 @@ class _Writer:
 
     def write(self, name: str, t: float | None, top: list[tuple[str, float]]) -> None:
         if self.fmt == "table":
+            name = printable(name)
             self.out.write(f"{name}\n" if t is None else f"{name} @ {t:.2f}s\n")
             for cls, p in top:
-                self.out.write(f"  {p * 100:6.2f}%  {cls}\n")
+                self.out.write(f"  {p * 100:6.2f}%  {printable(cls)}\n")
         elif self.fmt == "json":
             record = {"input": name, "time": t, "top": [{"class": c, "probability": round(p, 6)} for c, p in top]}
             self.out.write(json.dumps(record) + "\n")
         else:
             time = "" if t is None else f"{t:.3f}"
             for rank, (cls, p) in enumerate(top, 1):
-                self.csv.writerow([name, time, rank, cls, f"{p:.6f}"])
+                self.csv.writerow([printable(name), time, rank, printable(cls), f"{p:.6f}"])
