@@ -224,3 +224,33 @@ def test_a_pack_split_name_cannot_leave_the_pack(folder, tmp_path):
     (out / "manifest.json").write_text(json.dumps(m))
     with pytest.raises(UserError, match="splits"):
         open_dataset(out)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# outputs: checked before the work, never clobbering other files
+
+
+def test_export_refuses_an_unrelated_sidecar_and_unwritable_paths(tmp_path, capsys):
+    import torch
+
+    from alexnet.model import create_model
+    from alexnet.preprocess import Preprocess
+    from alexnet.weights import save_checkpoint
+
+    ck = tmp_path / "ck.pt"
+    save_checkpoint({"arch": "alexnet", "model": create_model("alexnet", num_classes=2).state_dict(),
+                     "classes": ["a", "b"], "preprocess": Preprocess(crop=64, resize=73).to_dict()}, ck)  # fmt: skip
+    (tmp_path / "x.json").write_text("someone's notes")
+    assert main(["export", str(ck), "--format", "safetensors", "--out", str(tmp_path / "x.safetensors")]) == 2
+    assert "x.json already exists" in capsys.readouterr().err
+    assert (tmp_path / "x.json").read_text() == "someone's notes" and not (tmp_path / "x.safetensors").exists()
+    out = str(tmp_path / "x.safetensors")
+    assert main(["export", str(ck), "--format", "safetensors", "--out", out, "--overwrite"]) == 0
+    assert json.loads((tmp_path / "x.json").read_text())["classes"] == ["a", "b"]
+    blocked = tmp_path / "file"
+    blocked.write_text("")
+    for argv in (["export", str(ck), "--format", "onnx", "--out", str(blocked / "m.onnx")],
+                 ["data", "check", str(tmp_path), "--json", str(blocked / "r.json")]):  # fmt: skip
+        assert main(argv) == 2
+        assert f"{blocked} is not a folder" in capsys.readouterr().err
+    assert torch.load(ck, weights_only=True)["classes"] == ["a", "b"]  # the model is untouched

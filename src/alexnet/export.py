@@ -38,24 +38,34 @@ class ParityError(UserError):
 
 
 def export(
-    model_path: str | os.PathLike, fmt: str, out: str | os.PathLike | None = None, *, check: bool = True
+    model_path: str | os.PathLike,
+    fmt: str,
+    out: str | os.PathLike | None = None,
+    *,
+    check: bool = True,
+    overwrite: bool = False,
 ) -> tuple[Path, float | None]:
     """Export a weights file to ``fmt``. Returns ``(path written, max abs diff of the parity check or None)``.
 
-    ``out`` defaults to the model path with the format's suffix (``.onnx``, ``.pt2``, ``.safetensors``).
+    ``out`` defaults to the model path with the format's suffix (``.onnx``, ``.pt2``, ``.safetensors``). An existing
+    output (or, for safetensors, its ``.json`` sidecar) is refused unless ``overwrite``; checked before any work.
     """
+    from .outputs import prepare_output
     from .weights import model_from_file
 
     if fmt == "torchscript":
         raise UserError("--format 'torchscript' is now called 'pt2' (a torch.export archive, not TorchScript)")
     if fmt not in FORMATS:
         raise UserError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
+    if not Path(model_path).is_file():
+        raise UserError(f"{model_path}: no such weights file")
+    out = Path(out) if out is not None else Path(model_path).with_suffix(SUFFIXES[fmt])
+    sidecars = [out.with_suffix(".json")] if fmt == "safetensors" else []
+    if any(p.resolve() == Path(model_path).resolve() for p in [out, *sidecars]):
+        raise UserError(f"--out {out}: would overwrite the model file itself; choose another path")
+    prepare_output(out, also=sidecars, overwrite=overwrite)
     model, meta = model_from_file(model_path)
     meta = {**meta, "preprocess": Preprocess.coerce(meta["preprocess"], source=str(model_path))}
-    out = Path(out) if out is not None else Path(model_path).with_suffix(SUFFIXES[fmt])
-    if out.resolve() == Path(model_path).resolve():
-        raise UserError(f"--out {out}: would overwrite the model file itself; choose another path")
-    out.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "onnx":
         return out, export_onnx(model, meta, out, check=check)
     if fmt == "pt2":

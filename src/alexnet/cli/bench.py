@@ -35,6 +35,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..bench import BenchConfig, format_results, run_bench
+    from ..outputs import prepare_output
+
+    if args.json:
+        prepare_output(args.json, flag="--json")
 
     cfg = BenchConfig(
         data=args.data,

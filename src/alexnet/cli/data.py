@@ -88,7 +88,10 @@ def register_check(sub: argparse._SubParsersAction) -> None:
 
 def run_check(args: argparse.Namespace) -> int:
     from ..data.check import check_dataset, format_report
+    from ..outputs import prepare_output
 
+    if args.json:
+        prepare_output(args.json, flag="--json")
     report = check_dataset(args.data, workers=args.workers)
     print(format_report(report))
     if args.json:

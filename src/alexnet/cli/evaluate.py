@@ -27,6 +27,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..evaluate import evaluate_file, format_report
+    from ..outputs import prepare_output
+
+    if args.out:
+        prepare_output(args.out)
 
     report = evaluate_file(
         args.model,

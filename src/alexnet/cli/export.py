@@ -24,6 +24,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--format", choices=FORMATS + tuple(_RENAMED), metavar=shown, required=True, help="output format")
     p.add_argument("--out", default=None, help="output file (default: MODEL with .onnx / .pt2 / .safetensors)")
     p.add_argument("--no-check", action="store_true", help="skip the parity check against PyTorch")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output file (and its .json)")
     p.set_defaults(func=run)
 
 
@@ -37,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
             f"alexnet export: note: --format {args.format} is now called {fmt} (a torch.export archive)",
             file=sys.stderr,
         )
-    path, diff = export(args.model, fmt, args.out, check=not args.no_check)
+    path, diff = export(args.model, fmt, args.out, check=not args.no_check, overwrite=args.overwrite)
     note = "" if diff is None else f" (parity with PyTorch: max abs diff {diff:.2e} <= {PARITY_ATOL:g})"
     print(f"wrote {path}{note}")
     if fmt == "safetensors":

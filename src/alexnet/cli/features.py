@@ -20,20 +20,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--layer", choices=("conv5", "fc6", "fc7"), default="fc7", help="layer (default fc7)")
     p.add_argument("--split", choices=("train", "val"), default="train", help="which split (default train)")
     p.add_argument("--out", required=True, help="output file, .npy or .safetensors")
-    p.add_argument("--batch-size", type=int, default=64, help="images per forward pass (default 64)")
+    p.add_argument("--batch-size", type=int, default=64, help="images per forward pass")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output file (and its .json)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps (default auto)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from ..data.sources import open_dataset
     from ..errors import UserError
+    from ..outputs import prepare_output
     from ..predict import load, save_features
 
     if not args.out.endswith((".npy", ".safetensors")):
         raise UserError(f"--out {args.out}: the file name must end in .npy or .safetensors")
     if args.batch_size < 1:
         raise UserError(f"--batch-size {args.batch_size}: must be at least 1")
+    sidecars = [Path(args.out).with_suffix(".json")] if args.out.endswith(".npy") else []
+    prepare_output(args.out, also=sidecars, overwrite=args.overwrite)
     split = open_dataset(args.data).split(args.split)
     predictor = load(args.model, device=args.device)
     feats = predictor.features(split, layer=args.layer, batch_size=args.batch_size)
