@@ -254,3 +254,36 @@ def test_export_refuses_an_unrelated_sidecar_and_unwritable_paths(tmp_path, caps
         assert main(argv) == 2
         assert f"{blocked} is not a folder" in capsys.readouterr().err
     assert torch.load(ck, weights_only=True)["classes"] == ["a", "b"]  # the model is untouched
+
+
+def test_a_failed_checkpoint_write_is_one_line_and_keeps_the_last_good_one(tmp_path):
+    ck = tmp_path / "last.pt"
+    code = f"""
+        import signal, torch
+        from alexnet.weights import save_checkpoint
+        save_checkpoint({{"model": {{"w": torch.ones(4)}}}}, {str(ck)!r})  # the last good one
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writes past the limit fail (EFBIG) instead of killing
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, resource.RLIM_INFINITY))
+        try:
+            save_checkpoint({{"model": {{"w": torch.zeros(1 << 20)}}}}, {str(ck)!r})
+        except Exception as e:
+            print(type(e).__name__ + ": " + str(e))
+    """
+    r = run_bounded(code)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.startswith("WeightsError: cannot write") and len(r.stdout.strip().splitlines()) == 1
+    assert f"the last good checkpoint is {ck}" in r.stdout
+    import torch
+
+    assert torch.load(ck, weights_only=True)["model"]["w"].tolist() == [1.0] * 4
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # no temporary file left behind
+
+
+def test_stale_temporary_files_are_cleaned(tmp_path):
+    from alexnet.weights import clean_stale_temps
+
+    (tmp_path / ".last.pt.abc123.tmp").write_bytes(b"x" * 100)  # a save killed with -9
+    (tmp_path / "last.pt").write_bytes(b"keep")
+    (tmp_path / "notes.tmp").write_bytes(b"not ours: no leading dot")
+    assert [p.name for p in clean_stale_temps(tmp_path)] == [".last.pt.abc123.tmp"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt", "notes.tmp"]

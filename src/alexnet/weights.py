@@ -242,16 +242,18 @@ def save_checkpoint(payload: dict[str, Any], path: str | os.PathLike) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, **payload}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             torch.save(payload, f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(e, (OSError, RuntimeError)):  # torch reports a failed write as "enforce fail at inline_container"
+            raise _save_error(path, e) from None
         raise
     dir_fd = os.open(path.parent, os.O_RDONLY)
     try:
@@ -259,6 +261,35 @@ def save_checkpoint(payload: dict[str, Any], path: str | os.PathLike) -> Path:
     finally:
         os.close(dir_fd)
     return path
+
+
+TEMP_SUFFIX = ".tmp"  # save_checkpoint's temporary files: .NAME.<random>.tmp next to NAME
+
+
+def _save_error(path: Path, e: BaseException) -> WeightsError:
+    import errno
+    import shutil
+
+    free = shutil.disk_usage(path.parent).free
+    full = getattr(e, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or free < 64 << 20
+    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    what = f"no space left on the device ({free >> 20} MiB free)" if full else f"the write failed ({first})"
+    last = f"the last good checkpoint is {path}" if path.exists() else "no checkpoint was written there yet"
+    return WeightsError(f"cannot write {path}: {what}; {last}. Free space, then resume with --resume auto")
+
+
+def clean_stale_temps(folder: str | os.PathLike) -> list[Path]:
+    """Remove the temporary files of saves that never finished (a ``kill -9`` mid-save leaves up to ~0.5 GB each).
+
+    Call it before the first save of a run, when no other process writes into ``folder``. Returns what it removed.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    stale = [p for p in folder.glob(f".*{TEMP_SUFFIX}") if p.is_file() and not p.is_symlink()]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
