@@ -287,3 +287,28 @@ def test_stale_temporary_files_are_cleaned(tmp_path):
     (tmp_path / "notes.tmp").write_bytes(b"not ours: no leading dot")
     assert [p.name for p in clean_stale_temps(tmp_path)] == [".last.pt.abc123.tmp"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt", "notes.tmp"]
+
+
+def test_a_recompressed_weights_file_is_refused_before_loading(tmp_path):
+    import zipfile
+
+    import torch
+
+    plain = tmp_path / "big.pt"
+    torch.save({"w": torch.zeros(1 << 25)}, plain)  # 128 MiB of zeros, stored as torch.save stores: uncompressed
+    bomb = tmp_path / "bomb.pt"
+    with zipfile.ZipFile(plain) as src, zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as dst:
+        for info in src.infolist():
+            dst.writestr(info.filename, src.read(info.filename))
+    plain.unlink()
+    assert bomb.stat().st_size < 1 << 20
+    r = run_bounded(f"""
+        from alexnet.errors import UserError
+        from alexnet.weights import read_file
+        try:
+            read_file({str(bomb)!r})
+        except UserError as e:
+            print("refused:", e)
+    """)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "refused:" in r.stdout and "inflate" in r.stdout

@@ -58,13 +58,20 @@ def _check_inflated_size(path: Path) -> None:
     import zipfile
 
     limit = limits().max_weights_bytes
-    size = path.stat().st_size
+    on_disk = size = path.stat().st_size
     if zipfile.is_zipfile(path):
         try:
             with zipfile.ZipFile(path) as z:
                 size = sum(i.file_size for i in z.infolist())
         except (zipfile.BadZipFile, OSError, ValueError) as e:
             raise WeightsError(f"{path}: not a readable weights file (broken zip: {e})") from None
+    # torch.save stores its entries uncompressed (inflated size ~ file size); a file that inflates far beyond its
+    # size was recompressed by someone, and is refused before it allocates (1 MB on disk -> a 1 GiB tensor)
+    if size > max(MAX_INFLATION * on_disk, 64 << 20):
+        raise WeightsError(
+            f"{path}: its {on_disk:,} bytes inflate to {size:,} ({size / max(on_disk, 1):.0f}x); torch.save never "
+            "compresses, so this file was made to exhaust memory. Refused"
+        )
     if size > limit:
         raise WeightsError(
             f"{path}: holds {size:,} bytes once unpacked, over the {limit:,}-byte limit for weights files "
@@ -263,6 +270,7 @@ def save_checkpoint(payload: dict[str, Any], path: str | os.PathLike) -> Path:
     return path
 
 
+MAX_INFLATION = 4  # unpacked / on-disk size of a weights file; torch.save writes ~1.0
 TEMP_SUFFIX = ".tmp"  # save_checkpoint's temporary files: .NAME.<random>.tmp next to NAME
 
 
