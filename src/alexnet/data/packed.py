@@ -25,6 +25,7 @@ import re
 import resource
 import sys
 import time
+from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from multiprocessing import get_context
@@ -38,7 +39,7 @@ from ..errors import UserError
 from ..limits import limits, read_bounded
 from ..preprocess import MAX_SIDE
 from .sources import SplitLike
-from .stats import check_stats
+from .stats import MIN_STD, check_stats
 
 FORMAT = "alexnet-packed"
 VERSION = 1
@@ -273,6 +274,7 @@ def resize_for_pack(img: torch.Tensor, size: int, resize: str) -> torch.Tensor:
 
 
 _WORKER: dict[str, Any] = {}
+DecodedBlock = tuple[np.ndarray, np.ndarray, list[tuple[str, str]], np.ndarray]
 
 
 def _init_worker(split: SplitLike, size: int, resize: str, pool: bool = False) -> None:
@@ -281,7 +283,7 @@ def _init_worker(split: SplitLike, size: int, resize: str, pool: bool = False) -
     _WORKER.update(split=split, size=size, resize=resize)
 
 
-def _decode_range(start: int, stop: int) -> tuple[np.ndarray, np.ndarray, list[tuple[str, str]], np.ndarray]:
+def _decode_range(start: int, stop: int) -> DecodedBlock:
     """Decode images [start, stop): (good images (k,S,S,3), their positions, bad (describe, reason), pixel sums)."""
     from .decode import DecodeError
 
@@ -306,7 +308,7 @@ def _decode_range(start: int, stop: int) -> tuple[np.ndarray, np.ndarray, list[t
     return out[: len(good)], np.asarray(good, np.int64), bad, sums
 
 
-def _stats(sums: np.ndarray) -> dict:
+def stats_from_sums(sums: np.ndarray) -> dict:
     n = max(sums[12], 1.0)
     mean = sums[:3] / n
     cov = sums[3:12].reshape(3, 3) / n - np.outer(mean, mean)
@@ -314,7 +316,7 @@ def _stats(sums: np.ndarray) -> dict:
     order = eigvals.argsort()[::-1]  # largest first, as usually listed
     return {
         "mean": mean.tolist(),
-        "std": np.sqrt(np.clip(np.diag(cov), 0, None)).tolist(),
+        "std": np.maximum(np.sqrt(np.clip(np.diag(cov), 0, None)), MIN_STD).tolist(),  # never divide by 0
         "eigvals": np.clip(eigvals[order], 0, None).tolist(),
         "eigvecs": eigvecs[:, order].tolist(),
     }
@@ -412,72 +414,74 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
+def decoded_blocks(split: SplitLike, size: int, resize: str, workers: int) -> Iterator[DecodedBlock]:
+    """Decode ``split`` resized to ``size`` x ``size``, in order, a block of ``TASK_IMAGES`` images at a time:
+    ``(images (k, S, S, 3) uint8, their indices, [(describe, reason)] of the failed ones, pixel sums)``.
+
+    ``workers`` > 1 decodes in that many processes, with a bounded window of blocks in flight: memory stays about
+    2 x workers x TASK_IMAGES images whatever the split's size.
+    """
+    n = len(split)
+    ranges = [(a, min(a + TASK_IMAGES, n)) for a in range(0, n, TASK_IMAGES)]
+    if workers <= 1:
+        _init_worker(split, size, resize)
+        for a, b in ranges:
+            yield _decode_range(a, b)
+        return
+    # fork, as DataLoader workers on Linux: no re-import of torch per worker (spawn costs seconds each)
+    ctx = get_context("fork" if sys.platform.startswith("linux") else "spawn")
+    with ProcessPoolExecutor(
+        workers, mp_context=ctx, initializer=_init_worker, initargs=(split, size, resize, True)
+    ) as pool:
+        pending: list[Future] = []
+        todo = iter(ranges)
+        for a, b in todo:
+            pending.append(pool.submit(_decode_range, a, b))
+            if len(pending) >= 2 * workers:
+                break
+        while pending:
+            yield pending.pop(0).result()
+            nxt = next(todo, None)
+            if nxt is not None:
+                pending.append(pool.submit(_decode_range, *nxt))
+
+
 def _pack_split(
     split: SplitLike, d: Path, size: int, resize: str, workers: int, progress: bool
 ) -> tuple[dict, np.ndarray]:
     """Write one split; returns its manifest entry and its pixel sums."""
+    from ..progress import progress as progress_bar
+
     d.mkdir(parents=True)
-    n, row_bytes = len(split), size * size * 3
+    row_bytes = size * size * 3
     chunk_rows = max(1, CHUNK_BYTES // row_bytes)
-    images_path = d / "images.u8"
     labels_all = np.asarray(split.labels, dtype=np.int64)
     labels: list[np.ndarray] = []
     skipped: list[tuple[str, str]] = []
     sums = np.zeros(13)
     digests: list[str] = []
     hasher, rows_in_chunk, written = hashlib.blake2b(digest_size=16), 0, 0
-    from ..progress import progress as progress_bar
-
-    bar = progress_bar(n, f"pack {split.name}", unit="img", enabled=progress)
-
-    def consume(result: tuple[np.ndarray, np.ndarray, list[tuple[str, str]], np.ndarray], f) -> None:
-        nonlocal hasher, rows_in_chunk, written
-        imgs, good, bad, s = result
-        if len(imgs):  # a block whose every image failed to decode writes nothing
-            f.write(memoryview(np.ascontiguousarray(imgs)).cast("B"))
-        for row in imgs:  # chunked digests, updated in write order
-            hasher.update(memoryview(row).cast("B"))
-            rows_in_chunk += 1
-            if rows_in_chunk == chunk_rows:
-                digests.append(hasher.hexdigest())
-                hasher, rows_in_chunk = hashlib.blake2b(digest_size=16), 0
-        written += len(imgs)
-        labels.append(labels_all[good])
-        skipped.extend(bad)
-        sums[:] += s
-        bar.update(len(good) + len(bad))
-
-    ranges = [(a, min(a + TASK_IMAGES, n)) for a in range(0, n, TASK_IMAGES)]
-    with open(images_path, "wb") as f:
-        if workers <= 1:
-            _init_worker(split, size, resize)
-            for a, b in ranges:
-                consume(_decode_range(a, b), f)
-        else:
-            # Bounded window of tasks in flight: memory stays ~2 x workers x TASK_IMAGES images whatever N is.
-            # fork, as DataLoader workers on Linux: no re-import of torch per worker (spawn costs seconds each)
-            ctx = get_context("fork" if sys.platform.startswith("linux") else "spawn")
-            with ProcessPoolExecutor(
-                workers, mp_context=ctx, initializer=_init_worker, initargs=(split, size, resize, True)
-            ) as pool:
-                pending: list[Future] = []
-                todo = iter(ranges)
-                for a, b in todo:
-                    pending.append(pool.submit(_decode_range, a, b))
-                    if len(pending) >= 2 * workers:
-                        break
-                while pending:
-                    consume(pending.pop(0).result(), f)
-                    nxt = next(todo, None)
-                    if nxt is not None:
-                        pending.append(pool.submit(_decode_range, *nxt))
+    with open(d / "images.u8", "wb") as f, progress_bar(len(split), f"pack {split.name}", unit="img",
+                                                          enabled=progress) as bar:  # fmt: skip
+        for imgs, good, bad, s in decoded_blocks(split, size, resize, workers):
+            if len(imgs):  # a block whose every image failed to decode writes nothing
+                f.write(memoryview(np.ascontiguousarray(imgs)).cast("B"))
+            for row in imgs:  # chunked digests, updated in write order
+                hasher.update(memoryview(row).cast("B"))
+                rows_in_chunk += 1
+                if rows_in_chunk == chunk_rows:
+                    digests.append(hasher.hexdigest())
+                    hasher, rows_in_chunk = hashlib.blake2b(digest_size=16), 0
+            written += len(imgs)
+            labels.append(labels_all[good])
+            skipped.extend(bad)
+            sums += s
+            bar.update(len(good) + len(bad))
         f.flush()
         os.fsync(f.fileno())
-    bar.close()
     if rows_in_chunk:
         digests.append(hasher.hexdigest())
     np.save(d / "labels.npy", np.concatenate(labels) if labels else np.zeros(0, np.int64))
-    _fsync(d / "labels.npy")
     _fsync(d / "labels.npy")
     entry = {
         "count": written,
@@ -541,7 +545,7 @@ def _write_manifest(out: Path, size: int, resize: str, classes, stats_sums, entr
         "resize": resize,
         "layout": "NHWC uint8 RGB",
         "classes": classes,
-        "stats": _stats(stats_sums),
+        "stats": stats_from_sums(stats_sums),
         "splits": entries,
         "source": source,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
