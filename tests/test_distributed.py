@@ -92,6 +92,8 @@ def test_ddp_two_processes_match_one_process_with_the_same_global_batch(tiny, on
     _spawn(_ddp_worker, data, str(tmp_path / "ddp"))
     _assert_same_weights(single, tmp_path / "ddp")
     assert load_checkpoint(tmp_path / "ddp" / "checkpoints" / "last.pt")["step"] == 3
+    raw = torch.load(tmp_path / "ddp" / "checkpoints" / "last.pt", weights_only=True)["model"]
+    assert not any(k.startswith("module.") for k in raw)  # saved unwrapped, as other tools read it
     epoch = [json.loads(line) for line in (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()][-1]
     single_epoch = [json.loads(line) for line in (single / "metrics.jsonl").read_text().splitlines()][-1]
     assert epoch["train_loss"] == pytest.approx(single_epoch["train_loss"], rel=1e-5)  # summed over both ranks
