@@ -242,6 +242,8 @@ def test_an_existing_run_needs_resume_or_overwrite(tiny_data, tmp_path):
         (run / name).write_text(text)
     with pytest.raises(UserError, match=r"--out .*run holds another run \(checkpoints/best.pt, metrics.jsonl\); "):
         train(tiny_config(tiny_data, run, epochs=1, max_steps_per_epoch=1))
+    with pytest.raises(UserError, match="fewer than one batch"):  # --overwrite deletes only once all is checked
+        train(tiny_config(tiny_data, run, epochs=1, batch_size=64, overwrite=True))
     assert {p.name for p in run.rglob("*") if p.is_file()} == {"metrics.jsonl", "best.pt", "curves.png"}  # untouched
     train(tiny_config(tiny_data, run, epochs=1, max_steps_per_epoch=1, overwrite=True))
     assert [(e["epoch"], e["step"]) for e in _records(run, "epoch")] == [(1, 1)]  # a fresh run: no duplicate epochs

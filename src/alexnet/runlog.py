@@ -105,8 +105,14 @@ class RunLog:
 
         tqdm.write(message, file=sys.stderr)
 
+    def __enter__(self) -> RunLog:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
     def close(self) -> None:
-        if not self.enabled:
+        if not self.enabled or self.jsonl.closed:
             return
         self.jsonl.close()
         self.csv_file.close()

@@ -137,9 +137,9 @@ RUN_FILES = ("checkpoints/last.pt", "checkpoints/best.pt", "metrics.jsonl", "met
 OVERWRITTEN = (*RUN_FILES, "eval.json", "config.json", "tensorboard", "plots")
 
 
-def prepare_run_dir(cfg: TrainConfig) -> tuple[Path, Path | None]:
+def find_run_dir(cfg: TrainConfig) -> tuple[Path, Path | None]:
     """(run directory, checkpoint to resume or None). Refuses the directory of another run (it has checkpoints or
-    metrics) unless resuming or ``overwrite``, which first deletes that run's files. Removes torn temp files."""
+    metrics) unless resuming or ``overwrite``. Reads only: ``clear_run_dir`` deletes, once the data is open too."""
     run_dir = Path(cfg.out) if cfg.out else default_run_dir(cfg)
     resume = None
     if cfg.resume == "auto":
@@ -152,13 +152,17 @@ def prepare_run_dir(cfg: TrainConfig) -> tuple[Path, Path | None]:
             f"--out {run_dir} holds another run ({', '.join(found)}); continue it with --resume auto, "
             "start it afresh with --overwrite, or choose another --out"
         )
-    if cfg.overwrite:
+    return run_dir, resume
+
+
+def clear_run_dir(run_dir: Path, *, overwrite: bool) -> None:
+    """With ``overwrite``, delete the previous run's files; always, the temp files of a save that was killed."""
+    if overwrite:
         for name in OVERWRITTEN:
             path = run_dir / name
             shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
-    for tmp in (run_dir / "checkpoints").glob(".*.tmp"):  # left by a save that was killed (weights.save_checkpoint)
+    for tmp in (run_dir / "checkpoints").glob(".*.tmp"):  # see weights.save_checkpoint
         tmp.unlink(missing_ok=True)
-    return run_dir, resume
 
 
 def build_model(cfg: TrainConfig, num_classes: int) -> nn.Module:
@@ -257,7 +261,7 @@ def setup(cfg: TrainConfig, dist_info: Dist) -> Run:
         torch.backends.cudnn.allow_tf32 = True
     if cfg.init_weights and not Path(cfg.init_weights).is_file():
         raise UserError(f"--init-weights {cfg.init_weights}: no such file")
-    run_dir, resume_path = on_main(lambda: prepare_run_dir(cfg), dist_info)
+    run_dir, resume_path = on_main(lambda: find_run_dir(cfg), dist_info)
     ckpt = load_checkpoint(resume_path) if resume_path else None
     if ckpt is not None:
         check_resume(ckpt, resume_path, cfg)
@@ -293,6 +297,8 @@ def setup(cfg: TrainConfig, dist_info: Dist) -> Run:
     # gloo all-reduce of three numbers between two ranks took 0.3 ms (median; 3.5 ms p90 on a loaded 2-core VM)
     # against 0.3-1 s per AlexNet step at 64 px there, so the ranks agree every step and stop within one.
     check_every = 1 if device.type == "cpu" and dist_info.enabled else cfg.log_every
+    if dist_info.main:  # everything is checked: from here on the run directory is written
+        clear_run_dir(run_dir, overwrite=cfg.overwrite)
     log = RunLog(run_dir, enabled=dist_info.main, resume_step=state.get("step"), elapsed=state.pop("elapsed", 0.0))
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     run = Run(cfg, dist_info, run_dir, device, dtype, data, model, train_model, optimizer, scaler, plateau, criterion,
@@ -377,9 +383,9 @@ def train(cfg: TrainConfig, *, stop_after_epoch: int | None = None) -> Path:
     ``stop_after_epoch``: return after that many epochs, as if killed after the checkpoint (tests of resuming).
     """
     cfg.validate()
-    with process_group(cfg.device) as dist_info, StopSignals() as stop:
-        run = setup(cfg, dist_info)
-        try:
+    with process_group(cfg.device) as dist_info:
+        run = setup(cfg, dist_info)  # a signal here stops at once, as usual: there is nothing to save yet
+        with run.log, StopSignals() as stop:
             for epoch in range(run.start_epoch, cfg.epochs):
                 loss, images, seconds, data_wait = train_one_epoch(run, epoch, stop)
                 end_of_epoch(run, epoch, loss, images, seconds, data_wait)
@@ -387,8 +393,6 @@ def train(cfg: TrainConfig, *, stop_after_epoch: int | None = None) -> Path:
                 if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch:
                     return run.dir
             finish(run)
-        finally:
-            run.log.close()
     return run.dir
 
 
