@@ -1,6 +1,7 @@
-"""The built-in data set: layout, determinism, and no shortcut through the mean colour."""
+"""The built-in data set: layout, determinism, no shortcut through the mean colour, and the object boxes."""
 
 import io
+import json
 import sys
 
 import numpy as np
@@ -47,6 +48,7 @@ def test_cli_synth(tmp_path, capsys):
     argv = ["data", "synth", str(out), "--classes", "3", "--per-class", "2", "--val-per-class", "1", "--size", "24"]
     assert main(argv) == 0
     assert len(list(out.rglob("*.jpg"))) == 9 and "wrote 9 images" in capsys.readouterr().out
+    assert len(json.loads((out / "boxes.json").read_text())) == 9  # data synth writes the object boxes
     assert main(["data", "synth", str(out), "--classes", "11"]) == 2
     assert "2 to 10 classes" in capsys.readouterr().err
     assert main(argv) == 2  # again into the same folder: refused, nothing merged
@@ -90,3 +92,80 @@ def test_no_val_split(tmp_path):
     assert not (root / "val").exists()
     train, val = open_splits(str(root))
     assert len(train) == 2 and val is None
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# object boxes (boxes.json) for the pointing game of alexnet explain
+
+
+def test_recording_boxes_left_the_images_unchanged():
+    """The pixels of the first images of every class, both splits, at two sizes, hashed with the generator as it was
+    before boxes were recorded (commit 5106711): recording the box must not draw any extra random number."""
+    import hashlib
+
+    from alexnet.data.synthetic import draw
+
+    expected = {64: "004f3b9d1b540979b242b1fb258087593860fbe794bc8f267166ba6df689c648",
+                32: "7fc73594ed75c4cddfdd8aec7f59f81021146f9c8c5db1ae5cc17b8cec837f6d"}  # fmt: skip
+    for size, digest in expected.items():
+        h = hashlib.sha256()
+        for split in (0, 1):
+            for c in range(len(CLASSES)):
+                for i in range(3):
+                    pixels, _ = draw(c, np.random.default_rng([0, split, c, i]), size)
+                    h.update(pixels.tobytes())
+        assert h.hexdigest() == digest, size
+
+
+def test_boxes_hold_the_object_tightly(tmp_path):
+    """Every pixel that differs clearly from the background lies in its image's box (1 px of JPEG slack), and for
+    the shapes the box is tight: each side of it has object pixels within 2 px. Textures: the box is the patch, whose
+    outer band may be background-coloured, so only the first check applies."""
+    from alexnet.data.synthetic import read_boxes
+
+    root = make_synthetic(tmp_path, classes=10, per_class=1, val_per_class=12, size=64, seed=3, show_progress=False)
+    boxes = read_boxes(root)
+    files = sorted(p.relative_to(root).as_posix() for p in root.rglob("*.jpg"))
+    assert sorted(boxes) == files  # one box per image, keyed by its relative path
+    for key in files:
+        x0, y0, x1, y1 = boxes[key]
+        assert 0 <= x0 < x1 <= 64 and 0 <= y0 < y1 <= 64
+        img = decode_image(root / key).permute(1, 2, 0).float().numpy()  # (64, 64, 3)
+        inside = np.zeros((64, 64), dtype=bool)
+        inside[y0:y1, x0:x1] = True
+        background = np.median(img[~inside], axis=0) if (~inside).sum() > 50 else None
+        if background is None:  # the object fills (nearly) the whole image
+            continue
+        far = np.linalg.norm(img - background, axis=-1) > 80  # object colour: > 150 from the background's
+        slack = np.zeros_like(inside)
+        slack[max(y0 - 1, 0) : y1 + 1, max(x0 - 1, 0) : x1 + 1] = True
+        assert not (far & ~slack).any(), f"{key}: object pixels outside its box {boxes[key]}"
+        if key.split("/")[1] in ("horizontal-stripes", "vertical-stripes", "checkerboard"):
+            continue
+        ys, xs = np.nonzero(far)
+        assert ys.min() <= y0 + 2 and ys.max() >= y1 - 3 and xs.min() <= x0 + 2 and xs.max() >= x1 - 3, key
+
+
+def test_boxes_file_is_replaced_with_the_images_and_refused_when_missing(tmp_path):
+    from alexnet.data.synthetic import BOXES, read_boxes
+
+    out = make_synthetic(tmp_path / "s", classes=3, per_class=2, val_per_class=1, size=16)
+    assert len(read_boxes(out)) == 9
+    make_synthetic(out, classes=2, per_class=1, val_per_class=0, size=16, overwrite=True)
+    assert sorted(read_boxes(out)) == ["train/circle/circle_00000.jpg", "train/ring/ring_00000.jpg"]
+    (out / BOXES).unlink()
+    with pytest.raises(UserError, match=r"no boxes\.json"):
+        read_boxes(out)
+    (out / BOXES).write_text('{"a": [1, 2]}')
+    with pytest.raises(UserError, match="not a valid boxes file"):
+        read_boxes(out)
+
+
+def test_the_built_in_set_is_rebuilt_with_boxes(tmp_path, monkeypatch):
+    from alexnet.data import synthetic
+
+    monkeypatch.setattr(synthetic, "DEFAULT", {"classes": 2, "per_class": 2, "val_per_class": 1, "size": 16, "seed": 0})
+    (tmp_path / "synthetic-v1" / "train").mkdir(parents=True)  # a cached copy from before boxes existed
+    root = synthetic.default_synthetic(tmp_path)
+    assert root.name == f"synthetic-v{synthetic._VERSION}" and synthetic._VERSION >= 2
+    assert len(synthetic.read_boxes(root)) == 6
