@@ -2,6 +2,7 @@
 
 Exit codes: 0 trained, 2 a mistake in the settings or data (one line), 143 / 130 stopped by SIGTERM / SIGINT after
 saving ``last.pt`` (resume with ``--resume auto``), so a scheduler can tell a preempted run from a finished one.
+Under torchrun these are the workers' codes; torchrun itself exits non-zero when a worker does.
 """
 
 from __future__ import annotations
