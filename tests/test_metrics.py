@@ -111,7 +111,8 @@ def test_plateau_divides_by_ten_at_most_three_times():
 
 def test_config_precedence_and_errors():
     cfg = resolve_config("fast", file_values={"epochs": 3, "lr": 0.5}, flags={"lr": 0.1, "batch_size": None})
-    assert cfg.epochs == 3 and cfg.lr == 0.1 and cfg.batch_size == RECIPES["fast"]["batch_size"]
+    fast = TrainConfig(**RECIPES["fast"])  # the recipe: its differences from the defaults, applied
+    assert cfg.epochs == 3 and cfg.lr == 0.1 and cfg.batch_size == fast.batch_size  # a None flag is "not given"
     with pytest.raises(UserError, match="unknown recipe"):
         resolve_config("adam")
     with pytest.raises(UserError, match="epochz"):
