@@ -161,6 +161,24 @@ def test_boxes_file_is_replaced_with_the_images_and_refused_when_missing(tmp_pat
         read_boxes(out)
 
 
+def test_an_interrupted_overwrite_leaves_no_stale_boxes(tmp_path, monkeypatch):
+    from alexnet.data import synthetic
+
+    out = make_synthetic(tmp_path / "s", classes=2, per_class=2, val_per_class=0, size=16)
+    draw, calls = synthetic.draw, []
+
+    def failing_draw(*args, **kwargs):  # Ctrl-C at the third image
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return draw(*args, **kwargs)
+
+    monkeypatch.setattr(synthetic, "draw", failing_draw)
+    with pytest.raises(KeyboardInterrupt):
+        make_synthetic(out, classes=2, per_class=2, val_per_class=0, size=16, overwrite=True)
+    assert not (out / synthetic.BOXES).exists()  # no boxes.json describing images that are no longer there
+
+
 def test_the_built_in_set_is_rebuilt_with_boxes(tmp_path, monkeypatch):
     from alexnet.data import synthetic
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -53,14 +54,14 @@ def test_top_confusions():
     assert top_confusions(cm, ["a", "b", "c"], n=2) == [("b", "a", 7), ("c", "b", 3)]
 
 
-def make_run(run_dir, data, arch: str, classes: list[str]) -> None:
+def make_run(run_dir, data, arch: str, classes: list[str], preprocess: dict | None = None) -> None:
     """A run directory by hand: checkpoint, metrics.jsonl with step and epoch lines, eval.json."""
     from alexnet.model import create_model
     from alexnet.weights import save_checkpoint
 
     torch.manual_seed(0)
     model = create_model(arch, num_classes=len(classes), init="kaiming")
-    pre = {"resize": 64, "crop": 64, "mean": [0.5] * 3, "std": [0.25] * 3}
+    pre = preprocess or {"resize": 64, "crop": 64, "mean": [0.5] * 3, "std": [0.25] * 3}
     payload = {"arch": arch, "num_classes": len(classes), "model": model.state_dict(), "classes": classes,
                "preprocess": pre, "config": {"data": str(data)}}  # fmt: skip
     save_checkpoint(payload, run_dir / "checkpoints" / "best.pt")
@@ -145,3 +146,121 @@ def test_class_names_are_drawn_literally_not_as_mathtext(tmp_path):
     names = ["$\\notacommand{$", "a$b", "plain"]  # mathtext would fail to parse the first
     report = {"classes": names, "confusion": [[3, 1, 0], [0, 4, 0], [1, 0, 2]], "top1": 0.75}
     assert plot_confusion(report, tmp_path / "c.png").is_file()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# attribution maps: the overlay, the Grad-CAM grid and the unit view show what they claim to
+
+
+def png_region(png: np.ndarray, ax, inset: int = 2) -> np.ndarray:
+    """The pixels of a saved figure inside ``ax`` (display coordinates, origin bottom-left), the frame left out."""
+    box = ax.get_window_extent()
+    h = png.shape[0]
+    x0, x1 = int(np.ceil(box.x0)) + inset, int(np.floor(box.x1)) - inset
+    y0, y1 = int(np.ceil(h - box.y1)) + inset, int(np.floor(h - box.y0)) - inset
+    return png[y0:y1, x0:x1, :3].astype(np.float32) / 255
+
+
+def shrink(region: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """``region`` (H, W, 3) in [0, 1] averaged down to ``size`` = (h, w) pixels, as the figure drew them larger."""
+    from PIL import Image
+
+    img = Image.fromarray((region * 255).round().astype(np.uint8))
+    return np.asarray(img.resize((size[1], size[0]), Image.BOX), dtype=np.float32) / 255
+
+
+def test_overlay_puts_heat_where_the_map_is_and_nowhere_else():
+    pytest.importorskip("matplotlib", reason="plots need matplotlib: pip install 'alexnet[plots]'")
+    import matplotlib
+
+    from alexnet.plots import HEAT_ALPHA, HEAT_CMAP, overlay
+
+    crop = torch.full((3, 20, 20), 128, dtype=torch.uint8)
+    amap = torch.zeros(20, 20)
+    amap[5, 7] = 4.0
+    amap[10:12, 10:12] = 2.0
+    amap[0, 0] = -3.0  # negative evidence is not drawn as heat
+    out = overlay(crop, amap)
+    img = 128 / 255
+    untouched = amap <= 0
+    np.testing.assert_allclose(out[untouched.numpy()], img, atol=1e-6)  # the image unchanged where the map is 0
+    top = np.asarray(matplotlib.colormaps[HEAT_CMAP](1.0)[:3])
+    np.testing.assert_allclose(out[5, 7], (1 - HEAT_ALPHA) * img + HEAT_ALPHA * top, atol=1e-6)
+    half = np.asarray(matplotlib.colormaps[HEAT_CMAP](0.5)[:3])
+    np.testing.assert_allclose(out[10, 10], (1 - HEAT_ALPHA / 2) * img + HEAT_ALPHA / 2 * half, atol=1e-6)
+    np.testing.assert_allclose(overlay(crop, torch.zeros(20, 20)), img, atol=1e-6)  # no map, no heat
+
+
+def test_gradcam_grid_shows_each_cells_map_with_right_and_wrong_apart(tmp_path):
+    pytest.importorskip("matplotlib", reason="plots need matplotlib: pip install 'alexnet[plots]'")
+    from PIL import Image
+
+    import alexnet
+    from alexnet.data.sources import open_dataset
+    from alexnet.data.synthetic import make_synthetic
+    from alexnet.plots import _gradcam_figure, _save, heat, overlay
+
+    data = make_synthetic(tmp_path / "data", classes=3, per_class=1, val_per_class=8, size=64, show_progress=False)
+    make_run(tmp_path / "run", data, "alexnet", ["circle", "ring", "square"])
+    predictor = alexnet.load(tmp_path / "run" / "checkpoints" / "best.pt", device="cpu")
+    val = open_dataset(str(data)).val
+    fig, cells = _gradcam_figure(predictor, val)
+    width = fig.get_figwidth() * fig.dpi
+    png = np.asarray(Image.open(_save(fig, tmp_path / "g.png")).convert("RGB"))
+    assert any(c["correct"] for c in cells) and any(not c["correct"] for c in cells)  # an untrained model: both
+    preds = predictor.predict([val.describe(c["index"]) for c in cells], topk=1)
+    for cell, top in zip(cells, preds):
+        assert cell["predicted"] == top[0][0]  # the grid's predictions are the predictor's
+        assert cell["correct"] == (cell["true"] == cell["predicted"])
+        centre_x = (cell["ax"].get_window_extent().x0 + cell["ax"].get_window_extent().x1) / 2
+        assert (centre_x < width / 2) == cell["correct"]  # right predictions on the left, wrong on the right
+        shown = shrink(png_region(png, cell["ax"]), (64, 64))
+        assert np.abs(shown - overlay(cell["crop"], cell["map"])).mean() < 0.03  # the cell draws this map
+        plain = cell["crop"].permute(1, 2, 0).numpy() / 255
+        change = np.abs(shown - plain).sum(-1)  # how far the drawn cell is from the bare image, per pixel
+        h = heat(cell["map"])
+        assert h.std() > 0.05  # the map varies across the image...
+        assert np.corrcoef(change.ravel(), h.ravel())[0, 1] > 0.5  # ...and the colour changes where it is high
+
+
+def test_unit_view_patches_are_the_receptive_fields_of_the_top_val_crops(tmp_path):
+    """At 224 px conv5's field (163 px) is a real part of the crop: each patch must be that part of the named val
+    image, at the unit's strongest position, for the 9 val images where the unit is strongest."""
+    pytest.importorskip("matplotlib", reason="plots need matplotlib: pip install 'alexnet[plots]'")
+    from PIL import Image
+
+    import alexnet
+    from alexnet.data.sources import open_dataset
+    from alexnet.data.synthetic import make_synthetic
+    from alexnet.plots import _save, _units_figure
+
+    data = make_synthetic(tmp_path / "data", classes=2, per_class=1, val_per_class=6, size=224, show_progress=False)
+    classes = ["circle", "ring"]
+    make_run(tmp_path / "run", data, "alexnet", classes, preprocess={"resize": 224, "crop": 224,
+                                                                     "mean": [0.5] * 3, "std": [0.25] * 3})  # fmt: skip
+    predictor = alexnet.load(tmp_path / "run" / "checkpoints" / "best.pt", device="cpu")
+    val = open_dataset(str(data)).val
+    fig, cells, searched = _units_figure(predictor, val, units=3, per_unit=4, pool=9)  # 9 of the 12 val images
+    png = np.asarray(Image.open(_save(fig, tmp_path / "u.png")).convert("RGB"))
+    assert len(searched) == 9 and searched != list(range(9))
+    # conv5 after its ReLU, by hand: features[:12] of torchvision's layout, (N, 256, 13, 13)
+    crops = torch.stack([predictor.transform(val.load(i)) for i in searched])
+    with torch.no_grad():
+        acts = predictor.model.features[:12](predictor.preprocess.normalize(crops))
+    units = sorted({c["unit"] for c in cells})
+    assert len(units) == 3
+    for unit in units:
+        mine = [c for c in cells if c["unit"] == unit]
+        best = acts[:, unit].flatten(1).max(1)
+        assert [c["index"] for c in mine] == [searched[i] for i in best.values.topk(4).indices]  # strongest first
+        for c in mine:
+            r, col = divmod(int(best.indices[searched.index(c["index"])]), 13)
+            # conv5 position i sees input px 16 i - 66 .. 16 i + 96 (163 px), clipped to the crop
+            expected = (max(16 * col - 66, 0), max(16 * r - 66, 0), min(16 * col + 97, 224), min(16 * r + 97, 224))
+            assert c["box"] == expected
+            x0, y0, x1, y1 = expected
+            patch = predictor.transform(val.load(c["index"]))[:, y0:y1, x0:x1]
+            assert torch.equal(c["patch"], patch)  # a crop of that val image...
+            assert Path(val.describe(c["index"])).name in c["ax"].get_title()  # ...named in its title...
+            shown = shrink(png_region(png, c["ax"], inset=1), (y1 - y0, x1 - x0))
+            assert np.abs(shown - patch.permute(1, 2, 0).numpy() / 255).mean() < 0.03  # ...and drawn

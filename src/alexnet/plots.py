@@ -6,9 +6,14 @@
 - ``confusion.png``: the row-normalised confusion matrix from ``eval.json`` with class names up to 100 classes;
   beyond that, the matrix without names and the most frequent confusions listed beside it;
 - ``neighbours.png``: for a few val images, the six training images closest in fc7 space (paper Figure 4, right);
-- ``predictions.png``: a grid of val images with their true and predicted labels.
+- ``predictions.png``: a grid of val images with their true and predicted labels;
+- ``gradcam.png``: Grad-CAM at conv5 over val images, right predictions on the left, wrong ones on the right
+  (``alexnet.explain``);
+- ``units.png``: for a few conv5 units, the 9 val crops that drive each hardest, cut to the receptive field of the
+  maximum (paper-era unit view: Zeiler & Fergus 2014, Fig. 2).
 
-Every figure has a fixed size in pixels (``SIZES``), whatever the data.
+Every figure has a fixed size in pixels (``SIZES``), whatever the data. ``plot_explanation`` draws one image's
+attribution map for ``alexnet explain``.
 """
 
 from __future__ import annotations
@@ -31,11 +36,21 @@ SIZES = {  # px (width, height) of each PNG
     "confusion": (1400, 1200),
     "neighbours": (1050, 750),
     "predictions": (1000, 1060),
+    "gradcam": (1400, 1000),
+    "units": (1400, 1000),
 }
+EXPLANATION_SIZE = (1200, 470)  # px, one image's overlay PNG (alexnet explain)
 NUM_QUERIES = 5  # val images in the neighbours figure
 NUM_NEIGHBOURS = 6  # as in the paper's Figure 4
 NEIGHBOUR_POOL = 5000  # training images searched (a random subset when there are more): bounds the plot's cost
 NAMED_CLASSES_MAX = 100  # above this the confusion matrix drops the names and lists top confusions instead
+GRADCAM_ROWS, GRADCAM_COLS = 4, 3  # per side (right / wrong) of the Grad-CAM grid
+GRADCAM_POOL = 1000  # val images searched for right and wrong predictions: bounds the plot's cost
+NUM_UNITS = 6  # conv5 units in the unit view
+PATCHES_PER_UNIT = 9  # as in Zeiler & Fergus, Fig. 2
+UNIT_POOL = 500  # val images searched for each unit's strongest activations
+HEAT_CMAP = "jet"  # the usual Grad-CAM colours: blue (low) to red (high)
+HEAT_ALPHA = 0.6  # the heat map's opacity where the map is largest; it fades to 0 where the map is 0
 
 
 def nearest_neighbours(
@@ -295,6 +310,180 @@ def plot_predictions(predictor, val, out: Path, *, n: int = 16, seed: int = 0) -
 
 
 # ----------------------------------------------------------------------------------------------------------------
+# attribution maps
+
+
+def heat(amap: torch.Tensor) -> np.ndarray:
+    """A map ``(H, W)`` -> float ``(H, W)`` in [0, 1]: its positive part over its maximum (all 0 if none)."""
+    m = amap.detach().float().cpu().clamp_min(0)
+    top = float(m.max())
+    return (m / top).numpy() if top > 0 else np.zeros(m.shape, dtype=np.float32)
+
+
+def overlay(crop: torch.Tensor, amap: torch.Tensor, *, cmap: str = HEAT_CMAP, alpha: float = HEAT_ALPHA) -> np.ndarray:
+    """The crop ``uint8 (3, H, W)`` with the map's heat colours blended in, opacity ``alpha x heat``: RGB float
+    ``(H, W, 3)`` in [0, 1]. Where the map is 0 (or negative) the image shows unchanged."""
+    import matplotlib
+
+    img = crop.permute(1, 2, 0).float().numpy() / 255
+    h = heat(amap)
+    colours = matplotlib.colormaps[cmap](h)[..., :3]
+    a = (alpha * h)[..., None]
+    return np.clip((1 - a) * img + a * colours, 0, 1)  # float rounding may step past 1
+
+
+def _map_label(method: str, layer: str | None, side: int, crop: int) -> str:
+    if method == "gradcam":
+        return f"Grad-CAM at {layer} ({side}x{side} map, bilinear to {crop} px)"
+    return method.replace("-", " ")
+
+
+@_plain_text
+def plot_explanation(expl, out: Path, *, name: str = "", layer_side: int | None = None) -> Path:
+    """One image: the crop, the raw map (with its scale) and the overlay; predicted and target class in the title.
+
+    ``expl``: an ``alexnet.explain.Explanation``; ``layer_side``: Grad-CAM's map size before upsampling (a label).
+    """
+    plt = _plt()
+    w, h = EXPLANATION_SIZE
+    fig = plt.figure(figsize=(w / DPI, h / DPI), dpi=DPI)
+    axes = fig.subplots(1, 3)
+    crop = expl.crop.shape[-1]
+    _show(axes[0], expl.crop, f"input ({crop} px crop)")
+    im = axes[1].imshow(expl.map.numpy(), cmap=HEAT_CMAP)
+    axes[1].set_title(_map_label(expl.method, expl.layer, layer_side or crop, crop), fontsize=8)
+    axes[1].set_xticks([])
+    axes[1].set_yticks([])
+    fig.colorbar(im, ax=axes[1], fraction=0.046, pad=0.02)
+    axes[2].imshow(overlay(expl.crop, expl.map))
+    axes[2].set_title("overlay", fontsize=8)
+    axes[2].set_xticks([])
+    axes[2].set_yticks([])
+    colour = "green" if expl.predicted_index == expl.target_index else "black"
+    fig.suptitle(
+        f"{name}\npredicted: {expl.predicted} ({100 * expl.probability:.1f}%)    "
+        f"map for: {expl.target} ({100 * expl.target_probability:.1f}%)",
+        fontsize=10, color=colour,
+    )  # fmt: skip
+    fig.tight_layout()
+    return _save(fig, out)
+
+
+def _gradcam_figure(predictor, val, *, layer: str = "conv5", pool: int = GRADCAM_POOL, seed: int = 0, batch: int = 64):
+    """The Grad-CAM grid and its cells: ``(fig, cells)``, each cell a dict with ``ax``, ``index`` (into ``val``),
+    ``crop``, ``map``, ``correct``, ``true`` and ``predicted`` (class names)."""
+    from .explain import explain_crops, layer_size
+
+    n = GRADCAM_ROWS * GRADCAM_COLS
+    g = torch.Generator().manual_seed(seed + 2)
+    order = torch.randperm(len(val), generator=g)[:pool].tolist()
+    right: list[tuple[int, torch.Tensor]] = []
+    wrong: list[tuple[int, torch.Tensor]] = []
+    searched = 0
+    for start in range(0, len(order), batch):  # stop as soon as both sides are full
+        idx = order[start : start + batch]
+        crops = torch.stack([predictor.transform(val.load(i)) for i in idx])
+        pred = predictor.probabilities(crops).argmax(1).cpu().tolist()
+        searched += len(idx)
+        for i, crop, p in zip(idx, crops, pred):
+            side = right if predictor.classes[p] == val.classes[val.labels[i]] else wrong
+            if len(side) < n:
+                side.append((i, crop))
+        if len(right) == n and len(wrong) == n:
+            break
+    chosen = right + wrong
+    expls = []
+    if chosen:
+        crops = torch.stack([c for _, c in chosen])
+        expls = explain_crops(predictor.model, crops, preprocess=predictor.preprocess, classes=predictor.classes,
+                              method="gradcam", layer=layer, device=predictor.device)  # fmt: skip
+    fig = _figure("gradcam")
+    subs = fig.subfigures(1, 2, wspace=0.04)
+    cells = []
+    for sub, items, offset, label in ((subs[0], right, 0, "right"), (subs[1], wrong, len(right), "wrong")):
+        axes = sub.subplots(GRADCAM_ROWS, GRADCAM_COLS, squeeze=False).ravel()
+        sub.suptitle(f"{label} predictions ({len(items)} shown)", color="green" if label == "right" else "red")
+        for k, ax in enumerate(axes):
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if k >= len(items):
+                ax.axis("off")
+                continue
+            i, crop = items[k]
+            e = expls[offset + k]
+            true = val.classes[val.labels[i]]
+            ax.imshow(overlay(crop, e.map), interpolation="nearest")
+            title = f"{true} ({100 * e.probability:.0f}%)" if label == "right" else f"true: {true}\npred: {e.predicted}"
+            ax.set_title(title, fontsize=7, color="black" if label == "right" else "red")
+            cells.append({"ax": ax, "index": i, "crop": crop, "map": e.map, "correct": label == "right",
+                          "true": true, "predicted": e.predicted})  # fmt: skip
+        if not items:
+            sub.text(0.5, 0.5, f"none among {searched} val images", ha="center", va="center")
+    side = layer_size(predictor.model, layer, predictor.preprocess.crop)
+    fig.text(0.5, 0.005, f"Grad-CAM at {layer} for the predicted class ({side}x{side} map, bilinear to "
+             f"{predictor.preprocess.crop} px); {searched} val images searched", ha="center", fontsize=8)  # fmt: skip
+    return fig, cells
+
+
+@_plain_text
+def plot_gradcam(predictor, val, out: Path, *, layer: str = "conv5", pool: int = GRADCAM_POOL, seed: int = 0) -> Path:
+    """Grad-CAM overlays for the predicted class: right predictions on the left, wrong ones on the right."""
+    fig, _ = _gradcam_figure(predictor, val, layer=layer, pool=pool, seed=seed)
+    return _save(fig, out)
+
+
+def _units_figure(predictor, val, *, layer: str = "conv5", units: int = NUM_UNITS, per_unit: int = PATCHES_PER_UNIT,
+                  pool: int = UNIT_POOL, seed: int = 0):  # fmt: skip
+    """The unit view, its cells and the val images searched: ``(fig, cells, searched)``, each cell a dict with ``ax``,
+    ``unit``, ``index`` (into ``val``), ``box`` (receptive field in crop px) and ``patch`` (uint8 ``(3, h, w)``)."""
+    from .explain import top_patches, unit_maxima
+
+    g = torch.Generator().manual_seed(seed + 3)
+    idx = torch.randperm(len(val), generator=g)[:pool].sort().values.tolist()
+    crops = torch.stack([predictor.transform(val.load(i)) for i in idx])
+    maxima = unit_maxima(predictor.model, crops, predictor.preprocess, layer)
+    alive = torch.nonzero(maxima.values.amax(0) > 0).flatten()  # units that fire on some image
+    chosen = alive[torch.randperm(len(alive), generator=g)[:units]].sort().values.tolist()  # ZF: a random subset
+    found = top_patches(maxima, chosen, per_unit=per_unit)
+    fig = _figure("units")
+    rows = max(1, len(chosen))
+    axes = fig.subplots(rows, per_unit, squeeze=False)
+    cells = []
+    for r in range(rows):
+        for c in range(per_unit):
+            ax = axes[r, c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            patches = found[chosen[r]] if chosen else []
+            if c >= len(patches):
+                ax.axis("off")
+                continue
+            p = patches[c]
+            x0, y0, x1, y1 = p.box
+            patch = crops[p.index][:, y0:y1, x0:x1]
+            ax.imshow(patch.permute(1, 2, 0).numpy(), interpolation="nearest")
+            name = Path(val.describe(idx[p.index])).name
+            ax.set_title(f"{name}\n{p.activation:.3g}", fontsize=6)
+            if c == 0:
+                ax.set_ylabel(f"unit {chosen[r]}", fontsize=9)
+            cells.append({"ax": ax, "unit": chosen[r], "index": idx[p.index], "box": p.box, "patch": patch})
+    crop = predictor.preprocess.crop
+    rf = maxima.field
+    note = f"{rf} px, clipped to the {crop} px crop" + (": the whole crop at this size" if rf >= crop else "")
+    fig.suptitle(f"{layer} units: the {per_unit} val crops ({len(idx)} searched) that drive each unit hardest, cut to "
+                 f"the receptive field of its maximum ({note}); titles: file, activation", fontsize=9)  # fmt: skip
+    fig.tight_layout()
+    return fig, cells, idx
+
+
+@_plain_text
+def plot_units(predictor, val, out: Path, *, layer: str = "conv5", seed: int = 0) -> Path:
+    """Zeiler & Fergus Fig. 2 style: for a few random conv5 units, the 9 val patches that activate each most."""
+    fig, _, _ = _units_figure(predictor, val, layer=layer, seed=seed)
+    return _save(fig, out)
+
+
+# ----------------------------------------------------------------------------------------------------------------
 
 
 def make_plots(
@@ -306,7 +495,7 @@ def make_plots(
 ) -> list[Path]:
     """Write every figure the run has the inputs for into ``out_dir`` (default ``RUN_DIR/plots``); return the paths.
 
-    ``data`` overrides the data set recorded in the checkpoint's config (for the neighbour and prediction figures).
+    ``data`` overrides the data set recorded in the checkpoint's config (for the figures of val images).
     """
     from .predict import load
 
@@ -334,9 +523,11 @@ def make_plots(
     train, val = dataset.train, dataset.val
     if train is None or val is None or len(val) == 0:
         raise UserError(
-            f"{dataset.source}: needs train and val splits for the neighbour and prediction figures "
+            f"{dataset.source}: needs train and val splits for the neighbour, prediction, Grad-CAM and unit figures "
             "(give one with --data)"
         )
     written.append(plot_neighbours(predictor, train, val, out / "neighbours.png"))
     written.append(plot_predictions(predictor, val, out / "predictions.png"))
+    written.append(plot_gradcam(predictor, val, out / "gradcam.png"))
+    written.append(plot_units(predictor, val, out / "units.png"))
     return written

@@ -20,7 +20,7 @@ import os
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -30,6 +30,9 @@ from .device import autocast, resolve_device, resolve_precision
 from .errors import UserError
 from .model import FEATURE_LAYERS
 from .preprocess import Preprocess
+
+if TYPE_CHECKING:
+    from .explain import Explanation
 
 Prediction = list[tuple[str, float]]  # top-k (class name, probability), most likely first
 
@@ -233,6 +236,49 @@ class Predictor:
         if not out:
             raise UserError("no images to extract features from")
         return torch.cat(out)
+
+    def explain(
+        self,
+        images: Any,
+        *,
+        method: str = "gradcam",
+        target: str | int | None = "top1",
+        layer: str = "conv5",
+        window: int | None = None,
+        stride: int | None = None,
+        steps: int = 32,
+        batch_size: int = 16,
+    ) -> list[Explanation]:
+        """Attribution maps for the centre crops: one ``alexnet.explain.Explanation`` (``map`` float32 ``(c, c)``,
+        ``crop``, predicted and target class) per image. ``images``: one image or a list (see module docstring).
+
+        ``method``: gradcam, occlusion, saliency or integrated-gradients (see ``alexnet.explain``); ``target``:
+        ``"top1"`` (each image's prediction), a class name or index. ``layer``: Grad-CAM's conv layer (conv1..conv5).
+        ``window`` / ``stride``: occlusion's square and step in px; ``steps``: integrated gradients' path points.
+        Runs in fp32 whatever ``precision`` says. Not available for ``.onnx`` exports (no gradients).
+        """
+        if self.model is None:
+            raise UserError(
+                f"{getattr(self, 'path', 'this model')}: explain needs gradients, which an .onnx export does not have; "
+                "use the checkpoint the export was made from"
+            )
+        from .explain import explain_crops
+
+        if batch_size < 1:
+            raise UserError(f"--batch-size {batch_size}: must be at least 1")
+        if not isinstance(images, (list, tuple)):
+            images = [images]
+        crops = [self.transform(img) for src in images for img in as_uint8_images(src)]
+        if not crops:
+            raise UserError("no images to explain")
+        out = []
+        for start in range(0, len(crops), batch_size):
+            batch = torch.stack(crops[start : start + batch_size])
+            out += explain_crops(
+                self.model, batch, preprocess=self.preprocess, classes=self.classes, method=method, target=target,
+                layer=layer, window=window, stride=stride, steps=steps, device=self.device,
+            )  # fmt: skip
+        return out
 
     def _check_features(self) -> None:
         """Raise ``UserError`` when this predictor has only the logits (an export)."""

@@ -1,4 +1,5 @@
-"""``alexnet plot RUN_DIR``: training curves, conv1 filters, confusion matrix, fc7 neighbours, sample predictions."""
+"""``alexnet plot RUN_DIR``: training curves, conv1 filters, confusion matrix, fc7 neighbours, sample predictions,
+a Grad-CAM grid of right and wrong val predictions, and the val patches that drive a few conv5 units hardest."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import argparse
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "plot",
-        help="draw a run's PNGs (curves, conv1 filters, confusion, fc7 neighbours, predictions)",
+        help="draw a run's PNGs (curves, conv1 filters, confusion, fc7 neighbours, predictions, Grad-CAM, conv5 units)",
         description=__doc__,
     )
     p.add_argument("run_dir", help="a run directory (checkpoints/, metrics.jsonl, eval.json)")

@@ -1,0 +1,495 @@
+"""Where the network looks: attribution maps for one class, and the checks that say whether a map means anything.
+
+Four methods, each giving one ``(c, c)`` map per crop (``c``: the crop the network sees), higher = more evidence
+for the target class:
+
+- ``gradcam``: Grad-CAM (Selvaraju et al. 2017) at a conv layer: the layer's ReLU'd maps weighted by the spatial
+  mean of the target logit's gradient, summed over channels, ReLU'd, and upsampled bilinearly to the crop. The map
+  is only as fine as the layer: at 224 px conv5 is 13x13 (conv3/4 too), at 64 px conv3-5 are 3x3 and conv2 7x7
+  (``layer_size``). Written here (no Captum needed, so ``alexnet plot`` draws it) and tested against Captum's
+  ``LayerGradCam``.
+- ``occlusion``: Zeiler & Fergus (2014) by Captum's ``Occlusion``: how much the target logit drops when a
+  ``window`` x ``window`` px square is replaced by the mean colour (0 after normalisation), slid by ``stride`` px,
+  averaged where windows overlap. Default window c/4 and stride c/8 (56 and 28 px at 224: 49 forward passes).
+  Signed: negative where hiding a region raises the score.
+- ``saliency``: Simonyan et al. (2014) by Captum's ``Saliency``: the largest absolute gradient of the target logit
+  over the three colour channels of each pixel.
+- ``integrated-gradients``: Sundararajan et al. (2017) by Captum's ``IntegratedGradients``: gradients averaged along
+  the straight path from a black image to the crop (``steps`` points, Gauss-Legendre), times the difference;
+  the map is the absolute value of the sum over colour channels.
+
+The target is a class index; ``None`` means each crop's own top-1 prediction. The network runs in fp32 and eval
+mode; nothing about the model is changed (no ``.grad`` is written).
+
+The checks: the pointing game (Zhang et al. 2016: is the map's maximum inside the object's box?) with the centre
+point and a random point as baselines, and the model-randomisation test of Adebayo et al. (2018): re-initialise the
+top layers (``randomised_copy``) and compare the maps by Spearman rank correlation (``spearman``); a method whose
+maps barely change does not depend on what the network learned. ``top_patches`` gives the paper-era unit view
+(Zeiler & Fergus 2014, Fig. 2): the crops that drive one conv unit hardest, cut to its receptive field.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .errors import UserError
+from .preprocess import Preprocess
+
+METHODS = ("gradcam", "occlusion", "saliency", "integrated-gradients")
+LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5")
+DEFAULT_LAYER = "conv5"
+DEFAULT_STEPS = 32  # integrated gradients: path points (Captum's default is 50; 32 keeps 224 px under 2 s on 2 cores)
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """One crop's attribution map, with what the network predicted and which class the map is for."""
+
+    map: torch.Tensor  # float32 (c, c) on the CPU, same pixel grid as ``crop``
+    crop: torch.Tensor  # uint8 (3, c, c): what the network saw
+    method: str
+    layer: str | None  # the conv layer for gradcam, else None
+    target: str
+    target_index: int
+    target_probability: float
+    predicted: str
+    predicted_index: int
+    probability: float  # of the predicted class
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# layers
+
+
+def conv_layer(model: nn.Module, layer: str) -> nn.Module:
+    """The module whose output is ``layer``'s rectified maps: the ReLU after the n-th conv of ``model.features``."""
+    if layer not in LAYERS:
+        raise UserError(f"--layer {layer!r}: choose one of {', '.join(LAYERS)}")
+    mods = list(model.features)
+    convs = [i for i, m in enumerate(mods) if isinstance(m, nn.Conv2d)]
+    i = convs[LAYERS.index(layer)]
+    return mods[i + 1] if i + 1 < len(mods) and isinstance(mods[i + 1], nn.ReLU) else mods[i]
+
+
+def layer_size(model: nn.Module, layer: str, crop: int) -> int:
+    """Side in px of ``layer``'s maps for a ``crop`` px input (what Grad-CAM's map is upsampled from)."""
+    return len(receptive_fields(model, layer, crop)[0])
+
+
+def receptive_fields(
+    model: nn.Module, layer: str, crop: int, *, clip: bool = True
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per position along one axis of ``layer``'s maps, the first and last input px it sees (inclusive; clipped to
+    the ``crop`` px input unless ``clip`` is False): ``(first, last)``, each ``(n,)``. Square kernels and inputs, so
+    both axes agree. AlexNet's conv5 sees 163 px: at 224 px a patch of the crop, at 64 px all of it."""
+    target = conv_layer(model, layer)
+    mods = []
+    for m in model.features:
+        mods.append(m)
+        if m is target:
+            break
+    n = crop
+    geometry = []  # (kernel, stride, padding) of each layer that changes the grid
+    for m in mods:
+        if isinstance(m, (nn.Conv2d, nn.MaxPool2d)):
+            k, s, p = (_first(getattr(m, a)) for a in ("kernel_size", "stride", "padding"))
+            geometry.append((k, s, p))
+            n = (n + 2 * p - k) // s + 1
+    first, last = torch.arange(n), torch.arange(n)
+    for k, s, p in reversed(geometry):  # an output range [a, b] sees inputs [a*s - p, b*s - p + k - 1]
+        first, last = first * s - p, last * s - p + k - 1
+    return (first.clamp(0, crop - 1), last.clamp(0, crop - 1)) if clip else (first, last)
+
+
+def _first(v: int | Sequence[int]) -> int:
+    return v if isinstance(v, int) else v[0]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the methods
+
+
+def attribute(
+    model: nn.Module,
+    x: torch.Tensor,
+    targets: torch.Tensor,
+    *,
+    method: str = "gradcam",
+    layer: str = DEFAULT_LAYER,
+    window: int | None = None,
+    stride: int | None = None,
+    steps: int = DEFAULT_STEPS,
+    baseline: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Maps ``(B, H, W)`` float32 for normalised inputs ``x`` ``(B, 3, H, W)`` and class indices ``targets`` ``(B,)``.
+
+    ``layer``: Grad-CAM's conv layer. ``window`` / ``stride``: occlusion square and step in px (default H/4, H/8).
+    ``steps``: integrated-gradients path points. ``baseline``: integrated gradients' start, normalised ``(3, H, W)``
+    (default: black). ``model`` must be in eval mode (dropout would make every map random).
+    """
+    if method not in METHODS:
+        raise UserError(f"--method {method!r}: choose one of {', '.join(METHODS)}")
+    if model.training:
+        raise ValueError("attribute needs the model in eval mode (call model.eval())")
+    targets = targets.to(x.device)
+    x = x.detach().float().requires_grad_(method in ("saliency", "integrated-gradients"))
+    if method == "gradcam":
+        return gradcam(model, x, targets, layer)
+    captum = _captum()
+    if method == "occlusion":
+        size = x.shape[-1]
+        window = window or max(1, size // 4)
+        stride = stride or max(1, window // 2)
+        if not 1 <= stride <= window <= size:
+            raise UserError(f"--window {window} / --stride {stride}: need 1 <= stride <= window <= {size} px")
+        per_eval = max(1, 64 // len(x))  # perturbed copies per forward pass: (B x per_eval) crops at a time
+        attr = captum.Occlusion(model).attribute(
+            x, sliding_window_shapes=(3, window, window), strides=(3, stride, stride), baselines=0.0,
+            target=targets, perturbations_per_eval=per_eval,
+        )  # fmt: skip
+        return attr.mean(1).detach()  # the same score drop in all three channels
+    if method == "saliency":
+        return captum.Saliency(model).attribute(x, target=targets, abs=True).amax(1).detach()
+    if steps < 1:
+        raise UserError(f"--steps {steps}: integrated gradients needs at least 1 step")
+    if baseline is None:
+        baseline = torch.zeros_like(x)  # black, before normalisation; callers pass the normalised black
+    per_pass = max(len(x), min(len(x) * steps, 128))  # (image, step) pairs per forward pass: bounds the memory
+    attr = captum.IntegratedGradients(model).attribute(
+        x, baselines=baseline.expand_as(x), target=targets, n_steps=steps, internal_batch_size=per_pass
+    )
+    return attr.sum(1).abs().detach()
+
+
+def gradcam(model: nn.Module, x: torch.Tensor, targets: torch.Tensor, layer: str = DEFAULT_LAYER) -> torch.Tensor:
+    """Grad-CAM maps ``(B, H, W)``: Selvaraju et al. 2017, eq. 1 (channel weights = spatial mean of the target
+    logit's gradient) and eq. 2 (ReLU of the weighted sum of the layer's maps), bilinearly upsampled to the input."""
+    module = conv_layer(model, layer)
+    saved: list[torch.Tensor] = []
+    handle = module.register_forward_hook(lambda _m, _i, out: saved.append(out))
+    try:
+        with torch.enable_grad():
+            x = x.detach().requires_grad_(True)  # a graph even when every parameter is frozen
+            logits = model(x)  # (B, classes)
+            acts = saved[0]  # (B, K, h, w)
+            # the batch's target logits summed: each image's gradient is its own (no batch-coupled layers)
+            (grads,) = torch.autograd.grad(logits.gather(1, targets.view(-1, 1)).sum(), acts)
+    finally:
+        handle.remove()
+    weights = grads.mean((2, 3), keepdim=True)  # (B, K, 1, 1): alpha_k, eq. 1
+    cam = (weights * acts).sum(1, keepdim=True).clamp_min(0).detach()  # (B, 1, h, w): eq. 2
+    return F.interpolate(cam, size=x.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
+
+
+def _captum():
+    try:
+        import captum.attr
+    except ImportError:
+        raise UserError(
+            "occlusion, saliency and integrated gradients need Captum: pip install 'alexnet[explain]'"
+        ) from None
+    return captum.attr
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# explaining crops with a model and its class names
+
+
+def resolve_target(target: str | int | None, classes: Sequence[str]) -> int | None:
+    """``None`` / ``"top1"`` -> None (each image's prediction); a class name or an index -> the index."""
+    if target is None or target == "top1":
+        return None
+    if isinstance(target, str) and target in classes:
+        return list(classes).index(target)
+    try:
+        i = int(target)
+    except (TypeError, ValueError):
+        i = -1
+    if 0 <= i < len(classes) and not isinstance(target, bool):
+        return i
+    few = ", ".join(list(classes)[:10]) + (", ..." if len(classes) > 10 else "")
+    raise UserError(f"--target {target!r}: not top1, a class name ({few}) or an index 0..{len(classes) - 1}")
+
+
+def explain_crops(
+    model: nn.Module,
+    crops: torch.Tensor,
+    *,
+    preprocess: Preprocess,
+    classes: Sequence[str],
+    method: str = "gradcam",
+    target: str | int | None = "top1",
+    layer: str = DEFAULT_LAYER,
+    window: int | None = None,
+    stride: int | None = None,
+    steps: int = DEFAULT_STEPS,
+    device: torch.device | str = "cpu",
+) -> list[Explanation]:
+    """One ``Explanation`` per ``uint8 (B, 3, c, c)`` crop, for ``target`` (see ``resolve_target``)."""
+    if method not in METHODS:
+        raise UserError(f"--method {method!r}: choose one of {', '.join(METHODS)}")
+    if layer not in LAYERS:
+        raise UserError(f"--layer {layer!r}: choose one of {', '.join(LAYERS)}")
+    fixed = resolve_target(target, classes)
+    x = preprocess.normalize(crops.to(device))  # float32 (B, 3, c, c)
+    with torch.no_grad():
+        probs = model(x).float().softmax(-1)  # (B, classes)
+    predicted = probs.argmax(1)
+    targets = predicted if fixed is None else torch.full_like(predicted, fixed)
+    black = preprocess.normalize(torch.zeros(3, 1, 1, dtype=torch.uint8, device=x.device)).expand(x.shape[1:])
+    maps = attribute(
+        model, x, targets, method=method, layer=layer, window=window, stride=stride, steps=steps, baseline=black
+    )
+    maps, probs, predicted, targets = maps.float().cpu(), probs.cpu(), predicted.tolist(), targets.tolist()
+    out = []
+    for i, (p, t) in enumerate(zip(predicted, targets)):
+        e = Explanation(map=maps[i], crop=crops[i].cpu(), method=method, layer=layer if method == "gradcam" else None,
+                        target=classes[t], target_index=t, target_probability=float(probs[i, t]),
+                        predicted=classes[p], predicted_index=p, probability=float(probs[i, p]))  # fmt: skip
+        out.append(e)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# do the maps mean anything?
+
+
+def box_in_crop(box: Sequence[float], image_hw: tuple[int, int], preprocess: Preprocess) -> tuple[float, ...]:
+    """A box ``(x0, y0, x1, y1)`` in px of the original image -> the same box in the crop's px (float, may reach
+    outside the crop), following ``preprocess``'s resize and centre crop exactly (torchvision's rounding)."""
+    h, w = image_hw
+    if preprocess.resize_mode == "squash":
+        rh = rw = preprocess.resize
+    elif h <= w:
+        rh, rw = preprocess.resize, int(preprocess.resize * w / h)
+    else:
+        rh, rw = int(preprocess.resize * h / w), preprocess.resize
+    if min(h, w) == preprocess.resize and preprocess.resize_mode == "shorter":
+        rh, rw = h, w  # resize_shorter leaves it alone
+    top, left = round((rh - preprocess.crop) / 2), round((rw - preprocess.crop) / 2)
+    sx, sy = rw / w, rh / h
+    x0, y0, x1, y1 = box
+    return (x0 * sx - left, y0 * sy - top, x1 * sx - left, y1 * sy - top)
+
+
+def boxed_crops(split, boxes: dict[str, Sequence[int]], preprocess: Preprocess) -> tuple[torch.Tensor, torch.Tensor]:
+    """The centre crops of a split whose images have object boxes (``alexnet.data.synthetic.read_boxes``), and the
+    boxes in crop px: ``uint8 (N, 3, c, c)`` and float ``(N, 4)``. Boxes are keyed by ``split/class/file``."""
+    transform = preprocess.transform()
+    crops, out = [], []
+    for i in range(len(split)):
+        key = "/".join(Path(split.describe(i)).parts[-3:])
+        if key not in boxes:
+            raise UserError(f"{split.describe(i)}: no object box for {key!r} in the data set's boxes.json")
+        img = split.load(i)
+        crops.append(transform(img))
+        out.append(box_in_crop(boxes[key], tuple(img.shape[-2:]), preprocess))
+    return torch.stack(crops), torch.tensor(out, dtype=torch.float32)
+
+
+def _inside(y: torch.Tensor, x: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+    """Pixel ``(y, x)`` (its centre, +0.5) inside ``boxes`` ``(B, 4)`` = ``(x0, y0, x1, y1)``."""
+    cx, cy = x.float() + 0.5, y.float() + 0.5
+    return (cx >= boxes[:, 0]) & (cx <= boxes[:, 2]) & (cy >= boxes[:, 1]) & (cy <= boxes[:, 3])
+
+
+def pointing_hits(maps: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+    """Pointing game: bool ``(B,)``, is each map's maximum inside its box (crop px, ``(B, 4)``)? A constant map
+    points nowhere (a miss). Ties: the first maximum in row-major order."""
+    b, _, w = maps.shape
+    flat = maps.reshape(b, -1)
+    idx = flat.argmax(1)
+    hits = _inside(idx // w, idx % w, boxes.float())
+    return hits & (flat.amax(1) > flat.amin(1))
+
+
+def centre_hits(boxes: torch.Tensor, size: int) -> torch.Tensor:
+    """The centre-point baseline: bool ``(B,)``, is the crop's centre inside each box?"""
+    c = torch.full((len(boxes),), size / 2 - 0.5)  # the centre as a pixel index: _inside adds the 0.5 back
+    return _inside(c, c, boxes.float())
+
+
+def random_point_rate(boxes: torch.Tensor, size: int) -> torch.Tensor:
+    """The random-point baseline: per box, the chance that a uniformly random pixel of the crop is inside it."""
+    b = boxes.float().clamp(0, size)
+    return (b[:, 2] - b[:, 0]).clamp_min(0) * (b[:, 3] - b[:, 1]).clamp_min(0) / size**2
+
+
+def box_masks(boxes: torch.Tensor, size: int) -> torch.Tensor:
+    """bool ``(B, size, size)``: the crop pixels whose centres lie inside each box ``(B, 4)``."""
+    c = torch.arange(size, dtype=torch.float32) + 0.5
+    b = boxes.float()[:, :, None]
+    inside_x = (c >= b[:, 0]) & (c <= b[:, 2])  # (B, size)
+    inside_y = (c >= b[:, 1]) & (c <= b[:, 3])
+    return inside_y[:, :, None] & inside_x[:, None, :]
+
+
+def mass_in_box(maps: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+    """Share of each map's positive mass inside its box, ``(B,)`` (the energy-based pointing game of Wang et al.
+    2020); NaN where a map has no positive value. A uniform map scores the box's share of the crop."""
+    m = maps.float().clamp_min(0)
+    total = m.sum((1, 2))
+    inside = (m * box_masks(boxes, maps.shape[-1])).sum((1, 2))
+    return torch.where(total > 0, inside / total.clamp_min(1e-30), torch.full_like(total, math.nan))
+
+
+def off_centre_images(
+    n: int, preprocess: Preprocess, *, classes: int = 10, size: int = 64, seed: int = 1, max_draws: int = 20000
+) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    """Fresh synthetic images whose object box leaves out the crop centre, where the centre point always misses:
+    ``(crops uint8 (N, 3, c, c), boxes in crop px (N, 4), class names)``, N <= ``n``.
+
+    Drawn by the data set's own generator with ``seed`` (a split code of its own, so never a train or val image),
+    JPEG-encoded and decoded as ``make_synthetic`` saves them, cycling through the classes until ``n`` are found or
+    ``max_draws`` were tried. Classes whose objects always cover the centre (the large texture patches) add none.
+    """
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from .data.decode import decode_image
+    from .data.synthetic import CLASSES, JPEG_QUALITY, draw
+
+    transform = preprocess.transform()
+    centre = preprocess.crop / 2
+    crops, boxes, labels = [], [], []
+    for k in range(max_draws):
+        c, i = k % classes, k // classes
+        pixels, box = draw(c, np.random.default_rng([seed, 2, c, i]), size)
+        b = box_in_crop(box, (size, size), preprocess)
+        if b[0] <= centre <= b[2] and b[1] <= centre <= b[3]:
+            continue
+        buf = io.BytesIO()
+        Image.fromarray(pixels).save(buf, format="JPEG", quality=JPEG_QUALITY)
+        crops.append(transform(decode_image(buf.getvalue())))
+        boxes.append(b)
+        labels.append(CLASSES[c])
+        if len(crops) == n:
+            break
+    if not crops:
+        raise UserError(f"no off-centre image in {max_draws} draws of {classes} classes at {size} px")
+    return torch.stack(crops), torch.tensor(boxes, dtype=torch.float32), labels
+
+
+def _ranks(x: torch.Tensor) -> torch.Tensor:
+    """Ranks 1..n along the last dim of ``(B, n)``, ties given their average rank (as scipy.stats.rankdata)."""
+    b, n = x.shape
+    sorted_x, order = x.sort(dim=-1, stable=True)
+    new = torch.ones_like(sorted_x, dtype=torch.bool)
+    new[:, 1:] = sorted_x[:, 1:] != sorted_x[:, :-1]
+    group = new.cumsum(-1) - 1  # (B, n): which run of equal values each sorted entry is in
+    position = torch.arange(1, n + 1, dtype=torch.float64, device=x.device).expand(b, n)
+    sums = torch.zeros(b, n, dtype=torch.float64, device=x.device).scatter_add_(1, group, position)
+    counts = torch.zeros_like(sums).scatter_add_(1, group, torch.ones_like(position))
+    mean_rank = sums.gather(1, group) / counts.gather(1, group)  # (B, n), in sorted order
+    return torch.empty_like(mean_rank).scatter_(1, order, mean_rank)
+
+
+def spearman(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Spearman rank correlation of each pair of maps ``(B, ...)``: float64 ``(B,)``, NaN where a map is constant."""
+    ra, rb = _ranks(a.reshape(len(a), -1).double()), _ranks(b.reshape(len(b), -1).double())
+    ra, rb = ra - ra.mean(1, keepdim=True), rb - rb.mean(1, keepdim=True)
+    denom = (ra.square().sum(1) * rb.square().sum(1)).sqrt()
+    return torch.where(denom > 0, (ra * rb).sum(1) / denom.clamp_min(1e-300), torch.full_like(denom, math.nan))
+
+
+def randomised_copy(model: nn.Module, layers: Sequence[str] = ("classifier", "conv5"), *, seed: int = 0) -> nn.Module:
+    """A copy of ``model`` (eval mode) whose ``layers`` are re-initialised (PyTorch's default init, seeded), as in
+    Adebayo et al. 2018's cascading randomisation from the top. Names: ``classifier`` (fc6-fc8) or conv1..conv5.
+    The global random state is left as it was."""
+    out = copy.deepcopy(model).eval()
+    mods: list[nn.Module] = []
+    for name in layers:
+        if name == "classifier":
+            mods += [m for m in out.classifier.modules() if hasattr(m, "reset_parameters")]
+        else:
+            convs = [m for m in out.features if isinstance(m, nn.Conv2d)]
+            if name not in LAYERS:
+                raise ValueError(f"unknown layer {name!r}; choose classifier or {', '.join(LAYERS)}")
+            mods.append(convs[LAYERS.index(name)])
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for m in mods:
+            m.reset_parameters()
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the paper-era unit view
+
+
+@dataclass(frozen=True)
+class Patch:
+    """One of a unit's strongest activations: val image ``index``, its value, and the receptive field in the crop."""
+
+    index: int
+    activation: float
+    position: tuple[int, int]  # (row, col) in the layer's map
+    box: tuple[int, int, int, int]  # (x0, y0, x1, y1) in crop px, ends exclusive
+
+
+def layer_activations(model: nn.Module, x: torch.Tensor, layer: str) -> torch.Tensor:
+    """``layer``'s rectified maps ``(B, K, h, w)`` for normalised inputs ``x`` (no gradient)."""
+    module = conv_layer(model, layer)
+    saved: list[torch.Tensor] = []
+    handle = module.register_forward_hook(lambda _m, _i, out: saved.append(out.detach().clone()))
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        handle.remove()
+    return saved[0]
+
+
+@dataclass(frozen=True)
+class UnitMaxima:
+    """Each unit's largest activation in each crop, and where: what ``top_patches`` ranks."""
+
+    values: torch.Tensor  # float32 (N, K): unit k's largest activation in crop n
+    positions: torch.Tensor  # int64 (N, K): where, as a flat index into the layer's (side x side) map
+    side: int  # the layer's map size
+    first: torch.Tensor  # (side,): first input px each map position sees (receptive_fields)
+    last: torch.Tensor  # (side,): last input px, inclusive
+    field: int  # px: the receptive field's side before clipping to the crop
+
+
+def unit_maxima(
+    model: nn.Module, crops: torch.Tensor, preprocess: Preprocess, layer: str = "conv5", *, batch_size: int = 64
+) -> UnitMaxima:
+    """Every unit's maximum over the positions of ``layer``'s rectified maps, for ``uint8 (N, 3, c, c)`` crops."""
+    device = next(model.parameters()).device
+    values, positions = [], []
+    for start in range(0, len(crops), batch_size):
+        x = preprocess.normalize(crops[start : start + batch_size].to(device))
+        acts = layer_activations(model, x, layer).float()  # (b, K, side, side)
+        v, pos = acts.flatten(2).max(2)  # (b, K) each
+        values.append(v.cpu())
+        positions.append(pos.cpu())
+    first, last = receptive_fields(model, layer, crops.shape[-1])
+    lo, hi = receptive_fields(model, layer, crops.shape[-1], clip=False)
+    return UnitMaxima(torch.cat(values), torch.cat(positions), len(first), first, last, int(hi[0] - lo[0] + 1))
+
+
+def top_patches(maxima: UnitMaxima, units: Sequence[int], *, per_unit: int = 9) -> dict[int, list[Patch]]:
+    """For each unit, the ``per_unit`` crops where its largest activation is largest, strongest first, each with
+    the receptive field of that maximum (Zeiler & Fergus 2014, Fig. 2: "the top 9 activations", here as the image
+    patches that produced them)."""
+    out: dict[int, list[Patch]] = {}
+    for unit in units:
+        values = maxima.values[:, unit]
+        patches = []
+        for i in values.topk(min(per_unit, len(values))).indices.tolist():
+            r, c = divmod(int(maxima.positions[i, unit]), maxima.side)
+            box = (int(maxima.first[c]), int(maxima.first[r]), int(maxima.last[c]) + 1, int(maxima.last[r]) + 1)
+            patches.append(Patch(index=i, activation=float(values[i]), position=(r, c), box=box))
+        out[unit] = patches
+    return out
