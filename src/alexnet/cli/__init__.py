@@ -21,7 +21,7 @@ import textwrap
 from ..errors import UserError
 
 # Command modules, in the order `alexnet --help` lists them.
-COMMANDS = ["info", "data", "train", "evaluate", "predict", "features", "explain", "export", "plot", "bench"]
+COMMANDS = ["info", "data", "train", "evaluate", "predict", "features", "explain", "export", "serve", "plot", "bench"]
 
 # The names `alexnet.model.list_models()` returns, spelled out so that choices need no torch (a test keeps them equal).
 ARCHS = ("alexnet", "alexnet2012")
