@@ -209,7 +209,7 @@ def test_default_synthetic_created_once(tmp_path, monkeypatch):
     monkeypatch.setitem(synthetic.DEFAULT, "size", 16)
     train, val = open_splits(None, cache_dir=str(tmp_path))
     assert len(train) == 20 and len(val) == 10 and train.classes == sorted(synthetic.CLASSES)
-    assert [p.name for p in tmp_path.iterdir()] == ["synthetic-v1"]  # no temp folder left behind
+    assert [p.name for p in tmp_path.iterdir()] == [f"synthetic-v{synthetic._VERSION}"]  # no temp folder left behind
     stamp = os.path.getmtime(train.items[0])
     monkeypatch.setattr(synthetic, "make_synthetic", lambda *a, **k: pytest.fail("rebuilt"))
     train2, _ = open_splits(None, cache_dir=str(tmp_path))
