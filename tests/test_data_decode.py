@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from alexnet.data.decode import DecodeError, decode_image
+from alexnet.data.decode import DecodeBoundsError, DecodeError, decode_image
 from alexnet.errors import UserError
 
 
@@ -155,3 +155,46 @@ def test_max_pixels_limit(tmp_path):
     with pytest.raises(DecodeError, match=r"big.png.*20x20.*400 pixels"):
         decode_image(p, max_pixels=399)
     assert decode_image(p, max_pixels=400).shape == (3, 20, 20)
+
+
+def test_bounds_refusals_are_their_own_error_type(tmp_path):
+    """Bombs, pixel limits and aspect ratios raise DecodeBoundsError (serve answers 422 by this type); files that are
+    not images raise a plain DecodeError (415)."""
+    strip = io.BytesIO()
+    Image.new("RGB", (200, 5)).save(strip, format="PNG")  # 40:1 > the 20:1 limit
+    refused = {
+        "Pillow's own bomb check": _png_header_only(100_000, 100_000),  # 10 GP: Pillow refuses it in open()
+        "our pixel limit": _png_header_only(10_000, 10_000),  # 100 MP > 64 MP
+        "the aspect ratio": strip.getvalue(),
+    }
+    for data in refused.values():
+        with pytest.raises(DecodeBoundsError, match=r"^upload 1: refused"):
+            decode_image(data, name="upload 1")
+    half = io.BytesIO()
+    Image.fromarray(noise(64, 64)).save(half, format="PNG")
+    unreadable = {"text": b"hello", "empty": b"", "truncated": half.getvalue()[:200]}
+    for why, data in unreadable.items():
+        with pytest.raises(DecodeError) as e:
+            decode_image(data, name="upload 2")
+        assert not isinstance(e.value, DecodeBoundsError), why
+
+
+def test_messages_name_the_file_and_the_reason_without_object_reprs(tmp_path):
+    """Pillow says ``cannot identify image file <_io.BytesIO object at 0x7f...>``: the heap address must not reach
+    the user; the name given (a path, or e.g. the multipart filename when serving) and the reason must."""
+    half = io.BytesIO()
+    Image.fromarray(noise(64, 64)).save(half, format="JPEG")
+    cases = [b"not an image at all", b"GIF89a", half.getvalue()[:300], _png_header_only(100_000, 100_000)]
+    for data in cases:
+        with pytest.raises(DecodeError) as e:
+            decode_image(data, name="cat.jpg")
+        message = str(e.value)
+        assert message.startswith("cat.jpg: ") and " at 0x" not in message and "<" not in message, message
+    with pytest.raises(DecodeError) as e:
+        decode_image(b"not an image at all", name="cat.jpg")
+    assert str(e.value) == "cat.jpg: not an image Pillow can read (UnidentifiedImageError: cannot identify image file)"
+    p = tmp_path / "notes.jpg"
+    p.write_text("not an image")
+    with pytest.raises(DecodeError) as e:
+        decode_image(p)
+    assert str(e.value).startswith(f"{p}: not an image") and " at 0x" not in str(e.value)

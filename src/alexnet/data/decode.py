@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import warnings
 
 import numpy as np
@@ -24,7 +25,23 @@ _EXIF_ORIENTATION = 0x0112
 
 
 class DecodeError(UserError):
-    """A file that is not a readable image: truncated, empty, not an image, or absurdly large."""
+    """A file that is not a readable image: truncated, empty, not an image, not a regular file or over the size cap."""
+
+
+class DecodeBoundsError(DecodeError):
+    """A readable image refused by the decoder's bounds before its pixels are decoded: a decompression bomb, more
+    pixels than ``max_image_pixels`` or an aspect ratio over ``max_image_aspect`` (``alexnet.limits``). The image may
+    be genuine; the limit can be raised. ``alexnet serve`` answers these 422, the other decode errors 415."""
+
+
+_REPR = re.compile(r"\s*<[^<>]* at 0x[0-9a-fA-F]+>")  # <_io.BytesIO object at 0x7f...>: a heap address, no use
+
+
+def _reason(e: Exception) -> str:
+    """``TypeName: message`` for a library's exception, without the Python object reprs Pillow puts in its messages
+    (``cannot identify image file <_io.BytesIO object at 0x7f...>``): the file is named by the caller instead."""
+    text = _REPR.sub("", str(e)).strip()
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
 
 
 def read_header(data: bytes, name: str, *, max_pixels: int | None = None, max_aspect: float | None = None):
@@ -43,17 +60,17 @@ def read_header(data: bytes, name: str, *, max_pixels: int | None = None, max_as
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             img = Image.open(io.BytesIO(data))
     except Image.DecompressionBombError as e:
-        raise DecodeError(f"{name}: refused to decode: {e}") from None
+        raise DecodeBoundsError(f"{name}: refused to decode: {_reason(e)}") from None
     except Exception as e:  # PIL raises UnidentifiedImageError, OSError, SyntaxError, ValueError...
-        raise DecodeError(f"{name}: not an image Pillow can read ({type(e).__name__}: {e})") from None
+        raise DecodeError(f"{name}: not an image Pillow can read ({_reason(e)})") from None
     w, h = img.size
     if w * h > max_pixels:
-        raise DecodeError(
+        raise DecodeBoundsError(
             f"{name}: refused to decode a {w}x{h} image ({w * h:,} pixels > limit {max_pixels:,}); "
             "it is probably a decompression bomb, or raise ALEXNET_MAX_IMAGE_PIXELS if it is genuine"
         )
     if min(w, h) < 1 or max(w, h) > max_aspect * min(w, h):
-        raise DecodeError(
+        raise DecodeBoundsError(
             f"{name}: refused a {w}x{h} image: its aspect ratio is over {max_aspect:g}:1 (resizing its shorter side "
             "would take gigabytes); crop it, or raise ALEXNET_MAX_IMAGE_ASPECT"
         )
@@ -67,7 +84,9 @@ def decode_image(
 
     Grayscale, palette, CMYK, 16-bit and EXIF-rotated images become upright RGB; transparent pixels are composited
     on white. The file's content decides the format, not its extension. Raises ``DecodeError`` naming ``name``
-    (default: the path) for empty, truncated, non-image, non-regular, too large or out-of-bounds files.
+    (default: the path) for empty, truncated, non-image, non-regular or too large files, and its subclass
+    ``DecodeBoundsError`` for images over the pixel or aspect-ratio bounds. Messages hold the name and the reason
+    only (no Python object reprs).
     """
     if isinstance(src, (bytes, bytearray, memoryview)):
         data, name = bytes(src), name or "<bytes>"
@@ -91,7 +110,7 @@ def decode_image(
     except DecodeError:
         raise
     except Exception as e:
-        raise DecodeError(f"{name}: cannot decode image ({type(e).__name__}: {e})") from None
+        raise DecodeError(f"{name}: cannot decode image ({_reason(e)})") from None
 
 
 def _fast_jpeg(img, data: bytes) -> bool:
