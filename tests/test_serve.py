@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import io
 import json
 import os
 import queue
@@ -136,6 +137,14 @@ def wait_until(condition, what: str, limit_s: float = 60) -> None:
         if time.monotonic() > end:
             raise AssertionError(f"gave up waiting for {what}")
         time.sleep(0.01)
+
+
+def gauge(client, name: str) -> float:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    [value] = [s.value for f in text_string_to_metric_families(client.get("/metrics").text) for s in f.samples
+               if s.name == name]  # fmt: skip
+    return value
 
 
 def same_alexnet() -> dict[str, str]:
@@ -476,6 +485,7 @@ def test_page_is_self_contained_and_info_describes_the_model(client, predictor):
     assert info["classes"] == CLASSES and info["backend"] == "torch"
     assert info["preprocess"] == predictor.preprocess.to_dict()
     assert info["limits"]["max_upload_bytes"] == 10 << 20 and info["limits"]["queue"] == 256
+    assert info["limits"]["max_queued_bytes"] == 256 << 20
 
 
 def test_metrics_count_requests_by_status_and_batches(predictor, files):
@@ -564,6 +574,8 @@ def test_cli_refuses_bad_flags_in_one_line(model_path, tmp_path, capsys, monkeyp
         (["serve", str(model_path), "--backend", "onnxruntime"], "alexnet export"),
         (["serve", str(onnx_file), "--backend", "torch"], "runs with --backend onnxruntime"),
         (["serve", str(tmp_path / "missing.pt")], "no such model file"),
+        (["serve", str(onnx_file), "--explain"], "--explain needs gradients, which an .onnx export does not have"),
+        (["serve", str(model_path), "--max-queued-mb", "5"], "--max-queued-mb 5.0: must be at least --max-upload-mb"),
     ]
     for argv, words in cases:
         assert main(argv) == 2
@@ -641,3 +653,180 @@ def test_load_benchmark_smoke(model_path, tmp_path):
     assert "img/s" in result.stdout and "p99" in result.stdout
     [run] = json.loads(out.read_text())["runs"]
     assert run["name"] == "batched" and run["errors"] == 0 and run["good"] > 0 and run["peak_rss_mb"] > 0
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# POST /explain: Grad-CAM
+
+
+@pytest.fixture(scope="module")
+def explain_client(predictor, model_path):
+    config = ServeConfig(explain=True, explain_max_images=4, decode_threads=1)
+    with TestClient(create_app(predictor, config, model_path=str(model_path))) as c:
+        yield c
+
+
+def png_pixels(data_url: str) -> np.ndarray:
+    head, _, data = data_url.partition(",")
+    assert head == "data:image/png;base64"
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(data))).convert("RGB"))
+
+
+def expected_overlay(explanation) -> np.ndarray:
+    """The overlay as ``alexnet explain`` colours it (``alexnet.plots.overlay``), in 8 bits."""
+    from alexnet.plots import overlay
+
+    return (overlay(explanation.crop, explanation.map) * 255).round().astype(np.uint8)
+
+
+def test_explain_overlays_are_grad_cam_of_each_image(explain_client, predictor, files):
+    r = explain_client.post("/explain", files=multipart(files, GOOD))
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["method"] == "gradcam" and body["layer"] == "conv5" and [x["name"] for x in body["results"]] == GOOD
+    # alexnet.explain directly, on the same batch (CPU kernels round differently at other batch sizes)
+    expected = predictor.explain([files[n] for n in GOOD], method="gradcam", layer="conv5")
+    overlays = []
+    for got, want in zip(body["results"], expected):
+        assert (got["predicted"], got["probability"]) == (want.predicted, want.probability)
+        assert (got["target"], got["target_probability"]) == (want.target, want.target_probability)
+        assert float(want.map.max()) > float(want.map.min())  # a map with a peak: the comparison can fail
+        y, x = divmod(int(want.map.argmax()), want.map.shape[-1])
+        assert got["peak"] == {"x": x, "y": y}
+        pixels = png_pixels(got["overlay"])
+        assert pixels.shape == (64, 64, 3)
+        np.testing.assert_array_equal(pixels, expected_overlay(want))
+        overlays.append(pixels)
+    assert not np.array_equal(overlays[0], overlays[1])  # each image its own map
+    # another class: the map for "dog", whatever the prediction
+    r = explain_client.post("/explain?target=dog", content=files["b.png"].read_bytes())
+    [got] = r.json()["results"]
+    want = predictor.explain(files["b.png"], target="dog")[0]
+    assert got["target"] == "dog" and got["target_probability"] == want.target_probability
+    np.testing.assert_array_equal(png_pixels(got["overlay"]), expected_overlay(want))
+
+
+def test_explain_refuses_bad_images_each_and_bad_requests(explain_client, files):
+    r = explain_client.post("/explain", files=multipart(files, ["a.png", "notes.txt", "bomb.png"]))
+    assert r.status_code == 200
+    results = r.json()["results"]
+    assert "overlay" in results[0] and [x.get("status") for x in results] == [None, 415, 422]
+    assert results[1]["error"].startswith("notes.txt: not an image") and " at 0x" not in results[1]["error"]
+    cases = [
+        (explain_client.post("/explain", files=multipart(files, ["strip.png"])), 422, "strip.png: refused"),
+        (explain_client.post("/explain?target=zebra", content=b"x"), 400, "target 'zebra'"),
+        (explain_client.post("/explain", files=multipart(files, ["a.png"] * 5)), 413,
+         "more than 4 images in one request (--explain-max-images)"),
+    ]  # fmt: skip
+    for r, status, words in cases:
+        assert r.status_code == status and words in r.json()["error"], r.text
+
+
+def test_explain_is_off_unless_asked_for_and_never_for_onnx(client, tmp_path, files, predictor, monkeypatch):
+    r = client.post("/explain", content=files["a.png"].read_bytes())
+    assert r.status_code == 404 and r.json() == {"error": "Grad-CAM is off on this server: start alexnet serve with "
+                                                          "--explain"}  # fmt: skip
+    assert client.get("/info").json()["explain"]["enabled"] is False
+    path = tiny_onnx(tmp_path / "tiny.onnx")
+    config = ServeConfig(explain=True, decode_threads=1)
+    with TestClient(create_app(alexnet.load(path), config, model_path=str(path))) as c:
+        r = c.post("/explain", content=files["a.png"].read_bytes())
+        assert r.status_code == 501 and "tiny.onnx: Grad-CAM needs gradients" in r.json()["error"]
+        info = c.get("/info").json()["explain"]
+        assert info["enabled"] is False and "gradients" in info["reason"]  # the page hides the overlay
+    for module, extra in [("matplotlib", "alexnet[plots]"), ("alexnet.explain", "alexnet[explain]")]:
+        with monkeypatch.context() as m:
+            m.setitem(sys.modules, module, None)  # as if it could not be imported
+            with TestClient(create_app(predictor, config)) as c:
+                r = c.post("/explain", content=files["a.png"].read_bytes())
+                assert r.status_code == 501 and f"pip install '{extra}'" in r.json()["error"], r.text
+
+
+def test_explain_is_bounded_one_request_at_a_time(predictor, files):
+    config = ServeConfig(explain=True, explain_max_images=2, decode_threads=1)
+    with TestClient(create_app(predictor, config)) as c:
+        service = c.app.state.service
+        png = files["a.png"].read_bytes()
+        answers: queue.Queue = queue.Queue()
+        with service._model_lock:  # the explain thread waits for the model, holding its two images
+            thread = threading.Thread(
+                target=lambda: answers.put(c.post("/explain", files=multipart(files, ["a.png", "b.png"])))
+            )
+            thread.start()
+            wait_until(lambda: service.explaining.held == 2 and service.batcher.admitted == 2, "two images admitted")
+            r = c.post("/explain", content=png)
+            assert r.status_code == 503 and r.headers["retry-after"] == "1"
+            assert "--explain-max-images" in r.json()["error"]
+            assert gauge(c, "alexnet_explain_images_in_flight") == 2
+            thread.join(timeout=1)
+            assert thread.is_alive() and answers.empty()  # Grad-CAM waits for the model (no forward pass between)
+        thread.join()
+        assert answers.get().status_code == 200
+        wait_until(lambda: service.explaining.held == 0, "the explain budget released")
+        assert c.post("/explain", content=png).status_code == 200
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the byte budget on request bodies
+
+
+def test_request_bodies_over_the_byte_budget_get_503(predictor, files):
+    png = files["a.png"].read_bytes()
+    budget = 2 * len(png) + 100  # two bodies fit, not three
+    gate = Gate(predictor)
+    config = ServeConfig(max_upload_mb=len(png) / (1 << 20), max_queued_mb=budget / (1 << 20), decode_threads=1)
+    with TestClient(create_app(gate, config)) as c, opened(gate):
+        service = c.app.state.service
+        assert c.get("/info").json()["limits"]["max_queued_bytes"] == budget
+        answers: queue.Queue = queue.Queue()
+        threads = [threading.Thread(target=lambda: answers.put(c.post("/predict", content=png))) for _ in range(2)]
+        for t in threads:
+            t.start()
+        wait_until(lambda: service.bodies.held == 2 * len(png), "two bodies held")
+        assert service.batcher.admitted == 2 < config.queue  # the images are not what is full
+        r = c.post("/predict", content=png)  # Content-Length: refused before the body is read
+        assert r.status_code == 503 and r.headers["retry-after"] == "1"
+        assert "--max-queued-mb" in r.json()["error"]
+        r = c.post("/predict", content=iter([png[:200], png[200:]]))  # chunked: refused as it streams in
+        assert r.status_code == 503 and "--max-queued-mb" in r.json()["error"]
+        r = c.post("/v2/models/alexnet/infer", content=png)
+        assert r.status_code == 503 and "--max-queued-mb" in r.json()["error"]
+        assert gauge(c, "alexnet_request_body_bytes_held") == 2 * len(png)
+        gate.open.set()
+        for t in threads:
+            t.join()
+        assert [answers.get().status_code for _ in threads] == [200, 200]
+        assert service.bodies.held == 0  # released, also by the refused requests
+        assert c.post("/predict", content=png).status_code == 200
+
+
+def test_the_byte_budget_refuses_before_the_body_is_read(predictor):
+    """On a real socket: a body that says its length holds that many bytes from its first byte, and a request that
+    would go over the budget is answered 503 while its client still holds back the whole body."""
+    cap = 50_000
+    config = ServeConfig(max_upload_mb=cap / (1 << 20), max_queued_mb=cap / (1 << 20), decode_threads=1)
+    with live_server(create_app(predictor, config)) as url:
+        port = int(url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=60) as first:
+            first.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % cap + b"x" * 100)
+            wait_until(lambda: "alexnet_request_body_bytes_held 50000.0" in httpx.get(url + "/metrics").text,
+                       "the first body's declared length to be held")  # fmt: skip
+            with socket.create_connection(("127.0.0.1", port), timeout=60) as second:
+                second.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n")  # no body
+                answer = b""
+                while b"}" not in answer:
+                    data = second.recv(65536)  # a server waiting for the body would time out here
+                    assert data, answer
+                    answer += data
+        assert answer.startswith(b"HTTP/1.1 503 "), answer
+        assert b"retry-after: 1" in answer.lower() and b"--max-queued-mb" in answer
+        wait_until(lambda: "alexnet_request_body_bytes_held 0.0" in httpx.get(url + "/metrics").text,
+                   "the budget released when the first client went away")  # fmt: skip
+
+
+def test_image_status_follows_the_error_type():
+    from alexnet.data.decode import DecodeBoundsError, DecodeError
+    from alexnet.serve.app import image_status
+
+    assert image_status(DecodeBoundsError("x.png: too many pixels")) == 422
+    assert image_status(DecodeError("refused.png: refused to be an image")) == 415  # no guessing from the words

@@ -1,5 +1,6 @@
 """The page of ``alexnet serve`` in a real browser: headless Chromium (Debian's ``chromium`` and ``chromium-driver``)
-driven by Selenium opens it on 127.0.0.1, uploads images through the file input, and must show the API's top-5.
+driven by Selenium opens it on 127.0.0.1, uploads images through the file input, and must show the API's top-5 and,
+next to it, the API's Grad-CAM overlay (served with ``--explain``), decoded and drawn by the browser.
 
 Set ``ALEXNET_SERVE_SCREENSHOT=docs/serve.png`` to keep the screenshot (it always goes to the test's temp dir).
 """
@@ -74,7 +75,7 @@ def test_the_page_shows_the_apis_top5_for_uploaded_images(browser, model_path, p
     predictor = alexnet.load(model_path, device="cpu")
     # One image per forward pass: the page uploads in parallel, and an image batched with another comes out of the
     # CPU kernels a few 1e-8 away from the same image alone (see alexnet.serve.batching); here the page is on trial.
-    config = ServeConfig(max_batch=1, decode_threads=1)
+    config = ServeConfig(max_batch=1, decode_threads=1, explain=True)
     with live_server(create_app(predictor, config, model_path=str(model_path))) as url:
         browser.get(url + "/")
         wait = WebDriverWait(browser, 60)
@@ -100,9 +101,24 @@ def test_the_page_shows_the_apis_top5_for_uploaded_images(browser, model_path, p
             first = card.find_element(By.CSS_SELECTOR, ".top li")
             assert first.text.split() == [shown[0][0], f"{100 * shown[0][1]:.1f}%"]  # the label and the percentage
 
+        # Grad-CAM next to the top-5: the API's overlay for that file, drawn (decoded, 64 x 64 px) by the browser
+        wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, ".card[data-cam]")) == 2)
+        for picture in pictures[:2]:
+            card = cards[picture.name]
+            assert card.get_attribute("data-cam") == "done"
+            overlay = card.find_element(By.CSS_SELECTOR, ".cam img")
+            r = httpx.post(url + "/explain", files=[("file", (picture.name, picture.read_bytes()))])
+            assert overlay.get_attribute("src") == r.json()["results"][0]["overlay"]
+            drawn = browser.execute_script("return [arguments[0].complete, arguments[0].naturalWidth]", overlay)
+            assert drawn == [True, 64]
+            assert (
+                overlay.rect["width"] > 0 and overlay.rect["x"] > card.find_element(By.CSS_SELECTOR, ".top").rect["x"]
+            )
+
         error = cards["notes.txt"]
         assert error.get_attribute("data-state") == "error"
         assert "notes.txt: not an image" in error.find_element(By.CSS_SELECTOR, ".error").text
+        assert error.get_attribute("data-cam") is None  # no overlay for a file that was refused
 
         assert browser.execute_script("return document.querySelectorAll('.card img[src^=\"blob:\"]').length") >= 2
         browser.execute_script("document.activeElement.blur(); document.querySelector('details').open = true")

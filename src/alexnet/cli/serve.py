@@ -1,12 +1,15 @@
 """``alexnet serve MODEL``: an HTTP service and a web page for a trained model, with dynamic batching.
 
 Endpoints: GET / (the page), GET /info, POST /predict, the Open Inference Protocol v2 REST subset (/v2/health/live,
-/v2/health/ready, /v2/models/NAME, /v2/models/NAME/ready, POST /v2/models/NAME/infer) and GET /metrics
-(Prometheus). Concurrent requests are grouped into one forward pass of up to --max-batch images.
+/v2/health/ready, /v2/models/NAME, /v2/models/NAME/ready, POST /v2/models/NAME/infer), GET /metrics (Prometheus)
+and, with --explain, POST /explain (Grad-CAM overlays; the page shows them next to the top-5). Concurrent requests
+are grouped into one forward pass of up to --max-batch images.
 
 Limits: bodies over --max-upload-mb get 413 before they are read in full; files that are not images 415; images the
 decoder's bounds refuse (ALEXNET_MAX_IMAGE_PIXELS, ALEXNET_MAX_IMAGE_ASPECT) 422, per image; more than --queue
-images in the server 503 with Retry-After; no answer within --timeout-s 504. Errors are JSON {"error": "..."}.
+images or --max-queued-mb of request bodies in the server 503 with Retry-After; no answer within --timeout-s 504.
+Grad-CAM needs a backward pass per image: one /explain request runs at a time, with at most --explain-max-images
+images admitted (503 beyond), and predictions wait while it holds the model. Errors are JSON {"error": "..."}.
 It binds 127.0.0.1 only and sends no CORS headers unless told to; there is no authentication. SIGTERM or Ctrl-C
 stops accepting, finishes the requests in flight and exits. Needs the serve extra: pip install 'alexnet[serve]'.
 
@@ -38,6 +41,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--max-wait-ms", type=float, default=d.max_wait_ms, help="ms a batch waits for more images")
     p.add_argument("--max-upload-mb", type=float, default=d.max_upload_mb, help="largest request body, MB")
     p.add_argument("--queue", type=int, default=d.queue, help="images in the server at once; more get 503")
+    p.add_argument(
+        "--max-queued-mb",
+        type=float,
+        default=d.max_queued_mb,
+        help="request bodies held at once (arriving, decoding, waiting), MB; more get 503",
+    )
     p.add_argument("--timeout-s", type=float, default=d.timeout_s, help="seconds to answer one request")
     p.add_argument("--decode-threads", type=int, default=None, help="threads decoding images (default: CPUs, <= 4)")
     p.add_argument(
@@ -56,6 +65,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=[],
         metavar="ORIGIN",
         help="allow this browser origin (repeat the flag for more; none by default)",
+    )
+    p.add_argument(
+        "--explain",
+        action="store_true",
+        help="serve POST /explain: Grad-CAM overlays, shown on the page (needs the plots extra; not for .onnx)",
+    )
+    p.add_argument(
+        "--explain-max-images",
+        type=int,
+        default=d.explain_max_images,
+        help="images being explained or waiting to be, all requests together; more get 503",
     )
     p.add_argument("--access-log", action="store_true", help="log one line per request")
     p.set_defaults(func=run)
@@ -82,6 +102,9 @@ def run(args: argparse.Namespace) -> int:
         max_wait_ms=args.max_wait_ms,
         max_upload_mb=args.max_upload_mb,
         queue=args.queue,
+        max_queued_mb=args.max_queued_mb,
+        explain=args.explain,
+        explain_max_images=args.explain_max_images,
         timeout_s=args.timeout_s,
         cors=tuple(args.cors),
         name=args.name,
@@ -90,9 +113,18 @@ def run(args: argparse.Namespace) -> int:
     )
     check_backend(args.model, args.backend)
     try:
-        from ..serve.app import create_app, serve
+        from ..serve.app import create_app, explain_missing, serve
     except ImportError as e:
         raise UserError(f"alexnet serve needs {e.name or 'FastAPI'}: pip install 'alexnet[serve]'") from None
+    if config.explain:  # before the model loads: a flag that cannot work is refused at once
+        if Path(args.model).suffix.lower() == ".onnx":
+            raise UserError(
+                f"{args.model}: --explain needs gradients, which an .onnx export does not have; "
+                "serve the checkpoint it was exported from"
+            )
+        missing = explain_missing()
+        if missing is not None:
+            raise UserError(f"--explain: {missing}")
     from ..predict import load
 
     predictor = load(args.model, device=args.device)
@@ -102,7 +134,8 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"alexnet serve: {service.name} ({service.predictor.meta.get('arch')}, {len(service.classes)} classes, "
         f"{service.backend} on {getattr(predictor, 'device', 'cpu')}) at {url} (batches of <= {config.max_batch} "
-        f"images, {config.max_wait_ms:g} ms wait; uploads <= {config.max_upload_mb:g} MB; queue {config.queue})",
+        f"images, {config.max_wait_ms:g} ms wait; uploads <= {config.max_upload_mb:g} MB; queue {config.queue} images, "
+        f"{config.max_queued_mb:g} MB; Grad-CAM {'on' if config.explain else 'off'})",
         file=sys.stderr,
     )
     if not config.loopback:

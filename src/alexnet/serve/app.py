@@ -9,13 +9,18 @@ Endpoints (every error is JSON ``{"error": "..."}`` with a 4xx or 5xx status, ne
   one result per image in order; 200 if any image was answered, else the first refusal's status.
 - The Open Inference Protocol v2 REST subset (KServe, Triton): ``GET /v2``, ``/v2/health/live``,
   ``/v2/health/ready``, ``/v2/models/NAME``, ``/v2/models/NAME/ready``, ``POST /v2/models/NAME/infer``.
+- ``POST /explain?target=top1``: images as for ``/predict``; per image, where the network looked: a Grad-CAM overlay
+  (``alexnet.explain``, conv5) as a PNG data URL, the map's peak and the predicted and target classes. Off unless the
+  server runs with ``--explain`` (404 then); 501 for ``.onnx`` models (no gradients) and when a needed extra is
+  missing. One request at a time (a backward pass per image), at most ``--explain-max-images`` images in the server.
 - ``GET /metrics``: Prometheus text (requests by endpoint and status, latency, batch sizes, queue depth).
 
 Status codes: 400 a malformed request, 404 an unknown endpoint or model, 408 the body did not arrive within
 ``--timeout-s``, 413 a body over ``--max-upload-mb`` (from Content-Length before reading, or counted while streaming)
 or more images than ``--queue``, 415 a file that is not an image, 422 an image the decoder's bounds refuse
-(``alexnet.limits``: decompression bombs, extreme aspect ratios), 503 the queue is full (with ``Retry-After``),
-504 no answer within ``--timeout-s``, 500 a bug (the server's log has the traceback).
+(``DecodeBoundsError``: decompression bombs, pixel and aspect-ratio limits of ``alexnet.limits``), 503 the server
+holds ``--queue`` images or ``--max-queued-mb`` of request bodies already (with ``Retry-After``), 504 no answer
+within ``--timeout-s``, 500 a bug (the server's log has the traceback).
 
 Images are decoded and cropped in a thread pool exactly as ``Predictor.predict`` does (``decode_image`` then the
 predictor's ``transform``), then batched (see ``batching``). Nothing a client sends is used as a file path.
@@ -27,11 +32,12 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import io
 import json
 import math
-import re
+import threading
 import time
-from collections.abc import Awaitable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from importlib import resources
@@ -46,10 +52,10 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
-from ..data.decode import decode_image
+from ..data.decode import DecodeBoundsError, decode_image
 from ..errors import UserError
 from ..limits import limits
-from .batching import Batcher
+from .batching import Batcher, Budget
 from .config import ServeConfig, model_name
 
 if TYPE_CHECKING:
@@ -90,24 +96,35 @@ def check_content_length(request: Request, max_bytes: int) -> None:
         raise HTTPError(413, f"a body of {int(length):,} bytes is over the {max_bytes:,}-byte limit (--max-upload-mb)")
 
 
-async def read_body(request: Request, max_bytes: int) -> bytes:
-    """The body, counted while it streams in (chunked uploads have no Content-Length): 413 at ``max_bytes`` + 1."""
+async def read_body(request: Request, max_bytes: int, hold: Callable[[int], None]) -> bytes:
+    """The body, counted while it streams in (chunked uploads have no Content-Length): 413 at ``max_bytes`` + 1.
+
+    ``hold(n)`` reserves n more bytes of the server's budget or raises 503: the declared Content-Length before a
+    byte is read, or each chunk as it arrives when there is none. The caller releases them with the request.
+    """
+    length = request.headers.get("content-length")  # a number within max_bytes: check_content_length ran first
+    held = int(length) if length else 0
+    hold(held)
     chunks, total = [], 0
     try:
         async for chunk in request.stream():
             total += len(chunk)
             if total > max_bytes:
                 raise HTTPError(413, f"the body is over the {max_bytes:,}-byte limit (--max-upload-mb)")
+            if total > held:
+                hold(total - held)
+                held = total
             chunks.append(chunk)
     except ClientDisconnect:
         raise HTTPError(400, "the client disconnected before sending the whole body") from None
     return b"".join(chunks)
 
 
-def split_images(body: bytes, content_type: str, max_images: int) -> list[tuple[str, bytes]]:
-    """``(name, encoded bytes)`` per image: the file parts of a multipart body, or the whole body as one image."""
+def split_images(body: bytes, content_type: str, max_images: int, flag: str = "--queue") -> list[tuple[str, bytes]]:
+    """``(name, encoded bytes)`` per image: the file parts of a multipart body, or the whole body as one image.
+    More than ``max_images`` file parts: 413 naming ``flag``, the limit's option."""
     if content_type.lower().startswith("multipart/form-data"):
-        images = parse_multipart(body, content_type, max_images)
+        images = parse_multipart(body, content_type, max_images, flag)
     else:
         images = [("image", body)] if body else []
     if not images:
@@ -115,7 +132,7 @@ def split_images(body: bytes, content_type: str, max_images: int) -> list[tuple[
     return images
 
 
-def parse_multipart(body: bytes, content_type: str, max_files: int) -> list[tuple[str, bytes]]:
+def parse_multipart(body: bytes, content_type: str, max_files: int, flag: str = "--queue") -> list[tuple[str, bytes]]:
     """The file parts (those with a ``filename``) of a multipart/form-data body, held in memory, never on disk."""
     from python_multipart.multipart import MultipartParser, parse_options_header
 
@@ -148,7 +165,7 @@ def parse_multipart(body: bytes, content_type: str, max_files: int) -> list[tupl
         if b"filename" not in disposition:
             return  # a plain form field: not an image
         if len(files) == max_files:
-            raise HTTPError(413, f"more than {max_files} images in one request (--queue)")
+            raise HTTPError(413, f"more than {max_files} images in one request ({flag})")
         name = disposition[b"filename"] or disposition.get(b"name", b"") or b"image"
         files.append((name.decode("utf-8", "replace")[:MAX_NAME_CHARS], b"".join(part["data"])))
 
@@ -170,14 +187,9 @@ def parse_multipart(body: bytes, content_type: str, max_files: int) -> list[tupl
     return files
 
 
-def image_error(err: UserError) -> str:
-    """The decoder's message without Python object reprs (``<_io.BytesIO object at 0x7f...>``: heap addresses)."""
-    return re.sub(r"\s*<[\w.]+ object at 0x[0-9a-fA-F]+>", "", str(err))
-
-
-def image_status(err: UserError, name: str) -> int:
-    """422 for an image the decoder's bounds refuse (bombs, extreme aspect ratios: ``refused ...``), else 415."""
-    return 422 if str(err).removeprefix(f"{name}: ").startswith("refused") else 415
+def image_status(err: UserError) -> int:
+    """422 for an image the decoder's bounds refuse (bombs, pixel and aspect-ratio limits), 415 for the rest."""
+    return 422 if isinstance(err, DecodeBoundsError) else 415
 
 
 def parse_topk(raw: str | None) -> int:
@@ -273,7 +285,7 @@ def _bytes_images(shape: list[int], data: list, max_images: int) -> list[bytes]:
 class Metrics:
     """The Prometheus metrics of one app, in a registry of its own (two apps in one process do not mix)."""
 
-    def __init__(self, batcher: Batcher) -> None:
+    def __init__(self, batcher: Batcher, bodies: Budget, explaining: Budget) -> None:
         from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
         r = self.registry = CollectorRegistry()
@@ -308,6 +320,14 @@ class Metrics:
         Gauge(
             "alexnet_images_in_flight", "images admitted and not yet answered (at most --queue)", registry=r
         ).set_function(lambda: batcher.admitted)
+        Gauge(
+            "alexnet_request_body_bytes_held", "bytes of request bodies held (at most --max-queued-mb)", registry=r
+        ).set_function(lambda: bodies.held)
+        Gauge(
+            "alexnet_explain_images_in_flight",
+            "images admitted to POST /explain and not yet explained (at most --explain-max-images)",
+            registry=r,
+        ).set_function(lambda: explaining.held)
 
     def on_batch(self, images: int, seconds: float) -> None:
         self.batch_size.observe(images)
@@ -358,6 +378,10 @@ class Service:
         self.backend = "onnxruntime" if isinstance(predictor, OnnxPredictor) else "torch"
         self.classes: list[str] = list(predictor.classes)
         self.bounds = limits()
+        self.bodies = Budget(config.max_queued_bytes)  # bytes of request bodies, from arrival to answer
+        self.explaining = Budget(config.explain_max_images)  # images from admission until their Grad-CAM is done
+        # Grad-CAM hooks a conv layer of the model: a forward pass of the batcher's thread must not run meanwhile
+        self._model_lock = threading.Lock()
         self.batcher = Batcher(
             self._forward,
             max_batch=config.max_batch,
@@ -365,12 +389,14 @@ class Service:
             capacity=config.queue,
             on_batch=self._on_batch,
         )
-        self.metrics = Metrics(self.batcher)
+        self.metrics = Metrics(self.batcher, self.bodies, self.explaining)
         self.pool: ThreadPoolExecutor | None = None
+        self.explainer: ThreadPoolExecutor | None = None  # one thread: one Grad-CAM request at a time
         self.ready = False
 
     def _forward(self, crops: torch.Tensor) -> torch.Tensor:
-        return self.predictor.probabilities(crops).float().cpu()  # (B, C)
+        with self._model_lock:
+            return self.predictor.probabilities(crops).float().cpu()  # (B, C)
 
     def _on_batch(self, images: int, seconds: float) -> None:
         self.metrics.on_batch(images, seconds)
@@ -379,6 +405,8 @@ class Service:
 
     def start(self) -> None:
         self.pool = ThreadPoolExecutor(self.config.decode_threads, thread_name_prefix="alexnet-decode")
+        if self.config.explain and self.explain_unavailable() is None:
+            self.explainer = ThreadPoolExecutor(1, thread_name_prefix="alexnet-explain")
         self._warm_up()
         self.batcher.start()
         self.ready = True
@@ -386,8 +414,6 @@ class Service:
     def _warm_up(self) -> None:
         """Decode, crop and classify one small PNG, so that the first request does not pay for the imports (the
         resize code took 6 s to import on a busy 2-core machine) and the kernels' first-call setup."""
-        import io
-
         from PIL import Image
 
         png = io.BytesIO()
@@ -396,35 +422,32 @@ class Service:
         if isinstance(crop, UserError):  # cannot happen with the limits' defaults; an override that refuses 8x8
             raise crop
         self._forward(crop[None])
+        if self.explainer is not None:  # imports matplotlib (seconds), so the first /explain does not pay for it
+            self.gradcam(crop[None], None)
 
     def stop(self) -> None:
         """Finish the queued work, then stop (uvicorn has already drained the requests in flight)."""
         self.ready = False
         self.batcher.close()
-        if self.pool is not None:
-            self.pool.shutdown(wait=True)
+        for pool in (self.pool, self.explainer):
+            if pool is not None:
+                pool.shutdown(wait=True)
 
     # ---- one request
 
+    def busy(self, what: str) -> HTTPError:
+        return HTTPError(
+            503, f"the server is busy ({what}); retry shortly", {"Retry-After": str(self.config.retry_after_s)}
+        )
+
     @contextlib.contextmanager
-    def admission(self) -> Iterator[Any]:
-        """``admit(n)`` reserves n more images for this request or raises 503; all are released at the end."""
-        held = 0
-
-        def admit(n: int) -> None:
-            nonlocal held
-            if not self.batcher.reserve(n):
-                raise HTTPError(
-                    503,
-                    f"the server is busy ({self.config.queue} images in flight, --queue); retry shortly",
-                    {"Retry-After": str(self.config.retry_after_s)},
-                )
-            held += n
-
+    def admission(self) -> Iterator[Admission]:
+        """An ``Admission`` for one request: what it reserves is released when the block ends."""
+        admission = Admission(self)
         try:
-            yield admit
+            yield admission
         finally:
-            self.batcher.release(held)
+            admission.release()
 
     async def within(self, work: Awaitable[T], deadline: float, status: int, what: str) -> T:
         remaining = deadline - asyncio.get_running_loop().time()
@@ -441,10 +464,14 @@ class Service:
         except UserError as e:
             return e
 
+    async def crops(self, images: list[tuple[str, bytes | torch.Tensor]]) -> list[torch.Tensor | UserError]:
+        """Per image, in order, decoded and cropped in the thread pool: its uint8 (3, c, c) crop or its refusal."""
+        loop = asyncio.get_running_loop()
+        return await asyncio.gather(*(loop.run_in_executor(self.pool, self._crop, im, nm) for nm, im in images))
+
     async def probabilities(self, images: list[tuple[str, bytes | torch.Tensor]]) -> list[torch.Tensor | UserError]:
         """Per image, in order: float32 ``(C,)`` probabilities, or the ``UserError`` that refused it."""
-        loop = asyncio.get_running_loop()
-        crops = await asyncio.gather(*(loop.run_in_executor(self.pool, self._crop, im, nm) for nm, im in images))
+        crops = await self.crops(images)
         good = [c for c in crops if isinstance(c, torch.Tensor)]
         if not good:
             return list(crops)
@@ -458,6 +485,66 @@ class Service:
         rows = iter(probs)
         return [next(rows) if isinstance(c, torch.Tensor) else c for c in crops]
 
+    # ---- Grad-CAM
+
+    def explain_unavailable(self) -> tuple[int, str] | None:
+        """Why ``POST /explain`` cannot answer here, as ``(status, message)``; None when it can."""
+        if self.backend == "onnxruntime":
+            return 501, (
+                f"{self.file or 'this model'}: Grad-CAM needs gradients, which an .onnx export does not have; "
+                "serve the checkpoint it was exported from with --explain"
+            )
+        if not self.config.explain:
+            return 404, "Grad-CAM is off on this server: start alexnet serve with --explain"
+        missing = explain_missing()
+        return None if missing is None else (501, missing)
+
+    def gradcam(self, crops: torch.Tensor, target: int | None) -> list[dict[str, Any]]:
+        """Grad-CAM at conv5 (``alexnet.explain``) for ``uint8 (B, 3, c, c)`` crops and a class index (None: each
+        crop's top-1), as ``alexnet explain`` computes it: per crop the overlay PNG (``alexnet.plots.overlay``, the
+        crop with the heat colours blended in, c x c px), the map's peak in crop px (None for a map of zeros) and the
+        classes. Runs in the explain thread, holding the model (the batcher's forward passes wait)."""
+        from PIL import Image
+
+        from ..explain import DEFAULT_LAYER, explain_crops
+        from ..plots import overlay
+
+        with self._model_lock:
+            explanations = explain_crops(
+                self.predictor.model, crops, preprocess=self.predictor.preprocess, classes=self.classes,
+                method="gradcam", target=target, layer=DEFAULT_LAYER, device=self.predictor.device,
+            )  # fmt: skip
+        out = []
+        for e in explanations:
+            rgb = (overlay(e.crop, e.map) * 255).round().astype(np.uint8)  # (c, c, 3)
+            png = io.BytesIO()
+            Image.fromarray(rgb).save(png, format="PNG")
+            y, x = divmod(int(e.map.argmax()), e.map.shape[-1])  # the first maximum in row-major order
+            flat = bool(e.map.max() <= e.map.min())  # a map of zeros points nowhere (as in the pointing game)
+            out.append(
+                {
+                    "predicted": e.predicted,
+                    "probability": e.probability,
+                    "target": e.target,
+                    "target_probability": e.target_probability,
+                    "peak": None if flat else {"x": x, "y": y},  # crop px
+                    "overlay": "data:image/png;base64," + base64.b64encode(png.getvalue()).decode("ascii"),
+                }
+            )
+        return out
+
+    async def explain(self, crops: list[torch.Tensor], target: int | None, admission: Admission, deadline: float):
+        """``gradcam`` in the explain thread. The images' place in the explain budget is given up when the work is
+        done, not when the request ends: a request that timed out still holds it while its Grad-CAM runs."""
+        n = admission.hand_over_explained()
+        try:
+            future = self.explainer.submit(self.gradcam, torch.stack(crops), target)  # type: ignore[union-attr]
+        except BaseException:
+            self.explaining.release(n)
+            raise
+        future.add_done_callback(lambda _: self.explaining.release(n))
+        return await self.within(asyncio.wrap_future(future), deadline, 504, "explaining")
+
     def top(self, probs: torch.Tensor, k: int) -> list[tuple[int, float]]:
         """``(class index, probability)`` of the ``k`` most likely classes, as ``Predictor.predict`` ranks them."""
         p, i = probs.topk(min(k, len(self.classes)))
@@ -468,7 +555,7 @@ class Service:
             raise HTTPError(404, f"no model named {name[:100]!r}; this server has {self.name!r}")
 
     def info(self) -> dict[str, Any]:
-        c, b = self.config, self.bounds
+        c, b, unavailable = self.config, self.bounds, self.explain_unavailable()
         return {
             "name": self.name,
             "file": self.file,
@@ -478,6 +565,7 @@ class Service:
             "preprocess": self.predictor.preprocess.to_dict(),
             "limits": {
                 "max_upload_bytes": c.max_upload_bytes,
+                "max_queued_bytes": c.max_queued_bytes,
                 "max_batch": c.max_batch,
                 "max_wait_ms": c.max_wait_ms,
                 "queue": c.queue,
@@ -485,7 +573,67 @@ class Service:
                 "max_image_pixels": b.max_image_pixels,
                 "max_image_aspect": b.max_image_aspect,
             },
+            "explain": {
+                "enabled": unavailable is None,
+                "reason": None if unavailable is None else unavailable[1],
+                "method": "gradcam",
+                "layer": "conv5",
+                "max_images": c.explain_max_images,
+            },
         }
+
+
+class Admission:
+    """What one request holds of the server's budgets; each ``reserve_*`` holds more or raises 503."""
+
+    def __init__(self, service: Service) -> None:
+        self.service = service
+        self.images = 0  # of --queue
+        self.bytes = 0  # of --max-queued-mb
+        self.explained = 0  # of --explain-max-images, until handed over to the explain thread
+
+    def reserve_images(self, n: int) -> None:
+        if not self.service.batcher.reserve(n):
+            raise self.service.busy(f"{self.service.config.queue} images in flight, --queue")
+        self.images += n
+
+    def reserve_bytes(self, n: int) -> None:
+        if not self.service.bodies.reserve(n):
+            mb = self.service.config.max_queued_mb
+            raise self.service.busy(f"{mb:g} MB of request bodies held, --max-queued-mb")
+        self.bytes += n
+
+    def reserve_explained(self, n: int) -> None:
+        if not self.service.explaining.reserve(n):
+            limit = self.service.config.explain_max_images
+            raise self.service.busy(f"{limit} images being explained, --explain-max-images")
+        self.explained += n
+
+    def hand_over_explained(self) -> int:
+        """The explain budget held, now the explain thread's to release."""
+        n, self.explained = self.explained, 0
+        return n
+
+    def release(self) -> None:
+        self.service.batcher.release(self.images)
+        self.service.bodies.release(self.bytes)
+        self.service.explaining.release(self.explained)
+        self.images = self.bytes = self.explained = 0
+
+
+def explain_missing() -> str | None:
+    """None when Grad-CAM overlays can be made here, else which extra to install."""
+    import importlib
+
+    try:
+        importlib.import_module("alexnet.explain")  # not "from .. import": that finds the package's attribute
+    except ImportError as e:
+        return f"Grad-CAM needs {e.name or 'alexnet.explain'}, which cannot be imported: pip install 'alexnet[explain]'"
+    try:
+        import matplotlib  # noqa: F401 (the overlay's colours, as alexnet explain draws them)
+    except ImportError:
+        return "Grad-CAM overlays need matplotlib: pip install 'alexnet[plots]'"
+    return None
 
 
 def create_app(predictor: Predictor, config: ServeConfig | None = None, *, model_path: str | None = None) -> FastAPI:
@@ -559,23 +707,29 @@ def create_app(predictor: Predictor, config: ServeConfig | None = None, *, model
 
     # ---- predictions
 
+    async def read_images(
+        request: Request, admit: Admission, deadline: float, max_images: int, flag: str
+    ) -> list[tuple[str, bytes]]:
+        """The request's images, its body held against ``--max-queued-mb`` while it is read (and until the end)."""
+        read = read_body(request, config.max_upload_bytes, admit.reserve_bytes)
+        body = await service.within(read, deadline, 408, "the upload")
+        return split_images(body, request.headers.get("content-type", ""), max_images, flag)
+
     @app.post("/predict")
     async def predict(request: Request) -> JSONResponse:
         deadline = asyncio.get_running_loop().time() + config.timeout_s
         topk = parse_topk(request.query_params.get("topk"))
         check_content_length(request, config.max_upload_bytes)
         with service.admission() as admit:
-            admit(1)  # before the body is read: a full server refuses without reading it
-            body = await service.within(read_body(request, config.max_upload_bytes), deadline, 408, "the upload")
-            images = split_images(body, request.headers.get("content-type", ""), config.queue)
-            del body
-            admit(len(images) - 1)
+            admit.reserve_images(1)  # before the body is read: a full server refuses without reading it
+            images = await read_images(request, admit, deadline, config.queue, "--queue")
+            admit.reserve_images(len(images) - 1)
             answers = await service.within(service.probabilities(images), deadline, 504, "answering")
         results = []
         for (name, _), answer in zip(images, answers):
             if isinstance(answer, UserError):
-                status = image_status(answer, name)
-                results.append({"name": name, "status": status, "error": image_error(answer)})
+                status = image_status(answer)
+                results.append({"name": name, "status": status, "error": str(answer)})
                 service.metrics.images.labels(str(status)).inc()
             else:
                 top = [{"class": service.classes[i], "probability": p} for i, p in service.top(answer, topk)]
@@ -584,6 +738,38 @@ def create_app(predictor: Predictor, config: ServeConfig | None = None, *, model
         if all("error" in r for r in results):
             return error(results[0]["status"], results[0]["error"], results=results)
         return JSONResponse({"model": service.name, "results": results})
+
+    @app.post("/explain")
+    async def explain(request: Request) -> JSONResponse:
+        deadline = asyncio.get_running_loop().time() + config.timeout_s
+        unavailable = service.explain_unavailable()
+        if unavailable is not None:
+            raise HTTPError(*unavailable)
+        from ..explain import resolve_target
+
+        try:
+            target = resolve_target(request.query_params.get("target"), service.classes)  # None: each one's top-1
+        except UserError as e:
+            raise HTTPError(400, str(e).replace("--target", "target", 1)) from None
+        check_content_length(request, config.max_upload_bytes)
+        with service.admission() as admit:
+            admit.reserve_explained(1)  # before the body is read, as /predict
+            admit.reserve_images(1)
+            images = await read_images(request, admit, deadline, config.explain_max_images, "--explain-max-images")
+            admit.reserve_explained(len(images) - 1)
+            admit.reserve_images(len(images) - 1)
+            crops = await service.within(service.crops(images), deadline, 504, "decoding")
+            good = [c for c in crops if isinstance(c, torch.Tensor)]
+            answers = iter(await service.explain(good, target, admit, deadline) if good else [])
+        results = []
+        for (name, _), crop in zip(images, crops):
+            if isinstance(crop, UserError):
+                results.append({"name": name, "status": image_status(crop), "error": str(crop)})
+            else:
+                results.append({"name": name, **next(answers)})
+        if all("error" in r for r in results):
+            return error(results[0]["status"], results[0]["error"], results=results)
+        return JSONResponse({"model": service.name, "method": "gradcam", "layer": "conv5", "results": results})
 
     # ---- the Open Inference Protocol v2 (REST)
 
@@ -623,18 +809,19 @@ def create_app(predictor: Predictor, config: ServeConfig | None = None, *, model
         deadline = asyncio.get_running_loop().time() + config.timeout_s
         check_content_length(request, config.max_upload_bytes)
         with service.admission() as admit:
-            admit(1)
-            body = await service.within(read_body(request, config.max_upload_bytes), deadline, 408, "the upload")
+            admit.reserve_images(1)
+            read = read_body(request, config.max_upload_bytes, admit.reserve_bytes)
+            body = await service.within(read, deadline, 408, "the upload")
             b = service.bounds
             parse = asyncio.to_thread(parse_infer_request, body, b.max_image_pixels, b.max_image_aspect, config.queue)
             req = await service.within(parse, deadline, 504, "reading the request")
             del body
             images = [(f"image {i}", im) for i, im in enumerate(req["images"])]
-            admit(len(images) - 1)
+            admit.reserve_images(len(images) - 1)
             answers = await service.within(service.probabilities(images), deadline, 504, "answering")
-        for (nm, _), answer in zip(images, answers):
+        for answer in answers:
             if isinstance(answer, UserError):  # the protocol has no per-image errors: the request fails
-                raise HTTPError(image_status(answer, nm), image_error(answer))
+                raise HTTPError(image_status(answer), str(answer))
         probs = torch.stack(answers)  # (B, C)
         outputs = []
         for o in req["outputs"]:

@@ -34,6 +34,31 @@ class _Item:
 _STOP = object()
 
 
+class Budget:
+    """How much of something (images, bytes) the server holds, never more than ``capacity``. Thread-safe."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._held = 0
+        self._lock = threading.Lock()
+
+    def reserve(self, n: int) -> bool:
+        """Hold ``n`` more if the total then stays within ``capacity``; False (nothing held) if not."""
+        with self._lock:
+            if self._held + n > self.capacity:
+                return False
+            self._held += n
+            return True
+
+    def release(self, n: int) -> None:
+        with self._lock:
+            self._held -= n
+
+    @property
+    def held(self) -> int:
+        return self._held
+
+
 class Batcher:
     """Runs ``forward(uint8 (B, 3, c, c)) -> float32 (B, C)`` on groups of submitted crops, in a thread of its own.
 
@@ -53,7 +78,7 @@ class Batcher:
         self.on_batch = on_batch
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._lock = threading.Lock()
-        self._admitted = 0  # images from reserve() to release()
+        self._admission = Budget(capacity)  # images from reserve() to release()
         self._waiting = 0  # images submitted and not yet taken into a forward pass
         self._thread: threading.Thread | None = None
         self._closed = False
@@ -62,19 +87,14 @@ class Batcher:
 
     def reserve(self, n: int) -> bool:
         """Admit ``n`` more images if the server then holds at most ``capacity``; False (nothing admitted) if not."""
-        with self._lock:
-            if self._admitted + n > self.capacity:
-                return False
-            self._admitted += n
-            return True
+        return self._admission.reserve(n)
 
     def release(self, n: int) -> None:
-        with self._lock:
-            self._admitted -= n
+        self._admission.release(n)
 
     @property
     def admitted(self) -> int:
-        return self._admitted
+        return self._admission.held
 
     @property
     def waiting(self) -> int:
