@@ -766,6 +766,21 @@ def test_explain_is_bounded_one_request_at_a_time(predictor, files):
         assert c.post("/explain", content=png).status_code == 200
 
 
+def test_explain_answers_504_in_time_and_keeps_its_budget_until_the_work_ends(predictor, files):
+    config = ServeConfig(explain=True, explain_max_images=1, timeout_s=2, decode_threads=1)
+    with TestClient(create_app(predictor, config)) as c:
+        service = c.app.state.service
+        png = files["a.png"].read_bytes()
+        with service._model_lock:  # the Grad-CAM cannot start
+            r = c.post("/explain", content=png)
+            assert r.status_code == 504 and r.json() == {"error": "explaining took over 2 s (--timeout-s)"}
+            assert service.batcher.admitted == 0 and service.bodies.held == 0  # the request is over...
+            assert service.explaining.held == 1  # ...its Grad-CAM is not: the thread still has it to do
+            assert c.post("/explain", content=png).status_code == 503
+        wait_until(lambda: service.explaining.held == 0, "the abandoned Grad-CAM to finish")
+        assert c.post("/explain", content=png).status_code == 200
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # the byte budget on request bodies
 

@@ -62,6 +62,7 @@ if TYPE_CHECKING:
     from ..predict import Predictor
 
 T = TypeVar("T")
+EXPLAIN_LAYER = "conv5"  # Grad-CAM's layer: alexnet explain's default (13x13 maps at 224 px, 3x3 at 64 px)
 MAX_NAME_CHARS = 200  # an image's name (its multipart filename) as echoed back; it is a label, never a path
 PAGE_HEADERS = {
     # the page is one file: its own inline style and script, thumbnails from blob: URLs, requests to this server only
@@ -506,13 +507,13 @@ class Service:
         classes. Runs in the explain thread, holding the model (the batcher's forward passes wait)."""
         from PIL import Image
 
-        from ..explain import DEFAULT_LAYER, explain_crops
+        from ..explain import explain_crops
         from ..plots import overlay
 
         with self._model_lock:
             explanations = explain_crops(
                 self.predictor.model, crops, preprocess=self.predictor.preprocess, classes=self.classes,
-                method="gradcam", target=target, layer=DEFAULT_LAYER, device=self.predictor.device,
+                method="gradcam", target=target, layer=EXPLAIN_LAYER, device=self.predictor.device,
             )  # fmt: skip
         out = []
         for e in explanations:
@@ -577,7 +578,7 @@ class Service:
                 "enabled": unavailable is None,
                 "reason": None if unavailable is None else unavailable[1],
                 "method": "gradcam",
-                "layer": "conv5",
+                "layer": EXPLAIN_LAYER,
                 "max_images": c.explain_max_images,
             },
         }
@@ -769,7 +770,7 @@ def create_app(predictor: Predictor, config: ServeConfig | None = None, *, model
                 results.append({"name": name, **next(answers)})
         if all("error" in r for r in results):
             return error(results[0]["status"], results[0]["error"], results=results)
-        return JSONResponse({"model": service.name, "method": "gradcam", "layer": "conv5", "results": results})
+        return JSONResponse({"model": service.name, "method": "gradcam", "layer": EXPLAIN_LAYER, "results": results})
 
     # ---- the Open Inference Protocol v2 (REST)
 
