@@ -1,5 +1,6 @@
 """Several processes (gloo on the CPU): DDP trains as one process does with the same global batch (two ranks on one
-node, and two nodes), a stop signal to one rank ends every rank cleanly, the final report covers the whole val split."""
+node, and two nodes), a stop signal to one rank ends every rank cleanly, the final report covers the whole val split,
+and a group that torchrun restarts after one rank was killed resumes from ``last.pt`` to the same weights."""
 
 import json
 import os
@@ -7,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -179,3 +181,82 @@ def test_two_nodes_match_one_process(tiny, one_process, tmp_path):
         assert p.returncode == 0, err[-3000:]
     _assert_same_weights(single, out)
     assert load_checkpoint(out / "checkpoints" / "last.pt")["step"] == 3
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# elastic recovery: torchrun restarts the group after one rank is killed
+
+
+def _worker_pid(launcher: int, rank: int) -> int:
+    """The pid of the torchrun worker (a child of ``launcher``) whose environment says ``RANK=rank`` (Linux /proc)."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])  # the name in (...) may hold spaces
+            env = (stat.parent / "environ").read_bytes().split(b"\0")
+        except (OSError, ValueError, IndexError):  # gone meanwhile, or not ours
+            continue
+        if ppid == launcher and f"RANK={rank}".encode() in env:
+            return int(stat.parent.name)
+    raise AssertionError(f"no worker with RANK={rank} under torchrun (pid {launcher})")
+
+
+def _torchrun_elastic(data: str, out: Path, *, kill_rank_1: bool) -> str:
+    """``alexnet train --resume auto --checkpoint-minutes`` under ``torchrun --max-restarts 1`` with two processes;
+    with ``kill_rank_1``, SIGKILL rank 1 as soon as the first timed ``last.pt`` exists (rank 0 saves it after step 1
+    while rank 1 waits for it in step 2). Returns everything torchrun and the workers printed."""
+    flags = ["--out", str(out), "--epochs", "1", "--batch-size", "8", "--max-steps-per-epoch", "3", "--seed", "3"]
+    flags += ["--image-size", "64", "--resize-size", "72", "--workers", "0", "--log-every", "1", "--dropout", "0.5"]
+    flags += ["--device", "cpu", "--precision", "fp32", "--channels-last", "off", "--resume", "auto"]  # one CPU path
+    flags += ["--checkpoint-minutes", "1e-5"]  # a timed save after every step; dropout: the RNG state matters
+    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+    launch += ["--max-restarts", "1", "--monitor-interval", "0.1"]
+    # By default torchrun's rendezvous store outlives a restart, and the restarted gloo group can read the killed
+    # group's addresses from it ("Gloo connectFullMesh failed ... Connection refused", pytorch/pytorch#135712):
+    # a fresh store per round.
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1"}
+    log = out.parent / f"{out.name}.log"  # a file, not a pipe nobody reads while we wait
+    with log.open("w") as f:
+        proc = subprocess.Popen([*launch, "-m", "alexnet", "train", data, *flags], env=env, stdout=f,
+                                stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 300
+        if kill_rank_1:
+            while not (out / "checkpoints" / "last.pt").exists():
+                assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+                time.sleep(0.02)
+            os.kill(_worker_pid(proc.pid, rank=1), signal.SIGKILL)
+        proc.wait(timeout=max(1.0, deadline - time.monotonic()))
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)  # torchrun and its workers: the session it leads
+            proc.wait()
+    text = log.read_text()
+    assert proc.returncode == 0, text[-3000:]
+    return text
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds the worker to kill in /proc")
+def test_torchrun_restart_after_sigkill_resumes_to_the_uninterrupted_weights(tiny, tmp_path):
+    """SIGKILL rank 1 mid-epoch: torchrun restarts both ranks, they resume from the timed ``last.pt`` (model,
+    momentum, RNG, data position, the epoch's loss so far) and end with the same weights, bit for bit, as a run with
+    the same flags that nobody killed."""
+    plain = _torchrun_elastic(tiny, tmp_path / "plain", kill_rank_1=False)
+    killed = _torchrun_elastic(tiny, tmp_path / "killed", kill_rank_1=True)
+    assert "resumed from" not in plain  # --resume auto without a last.pt starts afresh
+    starts = [line for line in killed.splitlines() if line.startswith("data: ")]
+    resumed = [line for line in killed.splitlines() if line.startswith("resumed from ")]
+    assert len(starts) == 2 and len(resumed) == 1, killed[-3000:]  # the group ran twice, the second time resumed
+    last = tmp_path / "killed" / "checkpoints" / "last.pt"
+    assert resumed[0].startswith(f"resumed from {last} at epoch 1, batch ")
+    assert resumed[0].split(", ")[1] in ("batch 1", "batch 2")  # mid-epoch (3 steps)
+    a = torch.load(tmp_path / "plain" / "checkpoints" / "last.pt", weights_only=True)
+    b = torch.load(last, weights_only=True)
+    assert a["step"] == b["step"] == 3 and a["model"].keys() == b["model"].keys()
+    assert [k for k in a["model"] if not torch.equal(a["model"][k], b["model"][k])] == []  # bit for bit
+    momenta = [(s["momentum_buffer"], b["optimizer"]["state"][i]["momentum_buffer"])
+               for i, s in a["optimizer"]["state"].items()]  # fmt: skip
+    assert len(momenta) == len(a["model"]) and all(torch.equal(x, y) for x, y in momenta)
+    epochs = [[r for r in map(json.loads, (tmp_path / run / "metrics.jsonl").read_text().splitlines())
+               if r["kind"] == "epoch"] for run in ("plain", "killed")]  # fmt: skip
+    assert epochs[0][-1]["train_loss"] == pytest.approx(epochs[1][-1]["train_loss"], rel=1e-9)  # over all 3 steps

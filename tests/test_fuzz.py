@@ -2,15 +2,20 @@
 
 Each case starts from a valid object, replaces one field (or the whole object) with an arbitrary JSON-like value,
 writes it where the real file would be, and opens it as the commands do. Any exception other than ``UserError``
-(``KeyError``, ``TypeError``, ``IndexError``, a NaN that gets through...) fails the test.
+(``KeyError``, ``TypeError``, ``IndexError``, a NaN that gets through...) fails the test. The training settings are
+fuzzed the three ways they arrive: a dict, a config file (TOML, YAML, JSON) and ``alexnet train`` flags.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
+import datetime
 import hashlib
+import io
 import json
+import math
 import pickle
 import shutil
 from pathlib import Path
@@ -20,9 +25,11 @@ import pytest
 import torch
 
 hypothesis = pytest.importorskip("hypothesis", reason="the fuzz suite needs hypothesis: pip install 'alexnet[dev]'")
-from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import HealthCheck, example, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
+from alexnet.cli.train import config_from_args  # noqa: E402
+from alexnet.config import TrainConfig, field_kind, flag_name, read_config_file, resolve_config  # noqa: E402
 from alexnet.data import packed as P  # noqa: E402
 from alexnet.data.sources import open_dataset, open_splits  # noqa: E402
 from alexnet.data.stats import load_or_compute_stats  # noqa: E402
@@ -298,3 +305,303 @@ def test_class_lists_that_do_not_match_the_head(state_dict, classes):
     info = {"arch": "alexnet", "model": state_dict, "classes": classes, "preprocess": PRE}
     with pytest.raises(UserError, match=r"ck\.pt: 'classes' must be a list of 3 names"):
         model_from_info(info, "ck.pt")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# training settings: as a dict (Python), a config file (TOML, YAML, JSON) and flags (alexnet train)
+
+
+@pytest.fixture(scope="module")
+def train_parser():
+    from alexnet.cli import build_parser
+
+    from .test_cli import _parsers
+
+    return dict(_parsers(build_parser()))["alexnet train"]  # built once (every subparser), parsed many times
+
+
+# Defects this fuzz found in config.py (issue 12): a recipe that is a list (TypeError), an integer past a float's range
+# for a float setting (OverflowError), numbers of over 4300 digits and deep nesting in a file (ValueError,
+# RecursionError), dates, sets or cycles in `extra` (the run cannot write config.json), a key with a line break
+# (a two-line message). The fix is proposed in the issue; once it is in, remove this mark.
+CONFIG_DEFECTS = pytest.mark.xfail(strict=True, reason="config.py: values that crash instead of a UserError (issue 12)")
+SETTINGS_FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
+# TOML and YAML have dates; JSON does not, and neither can config.json or a checkpoint's config hold them
+dated = st.dates() | st.dictionaries(st.text(max_size=4), st.dates(), min_size=1, max_size=2)
+big_ints = st.sampled_from([2**31, 2**63, -(2**63) - 1, 10**400, -(10**400)])  # past int64, past a float's range
+
+
+def near_valid(name: str) -> st.SearchStrategy:
+    """Values of the setting's own type around its bounds and choices, or of another type."""
+    kind, optional = field_kind(SETTINGS_FIELDS[name])
+    meta = SETTINGS_FIELDS[name].metadata
+    edges = [v for b in (meta.get("low"), meta.get("high")) if b is not None for v in (b, b - 1, b + 1, b - 1e-9)]
+    typed = {
+        "int": st.integers(-3, 3) | st.sampled_from([int(v) for v in edges] or [0]) | big_ints,
+        "float": st.floats() | st.sampled_from(edges or [0.0]) | st.integers(-3, 3) | big_ints,
+        "bool": st.booleans(),
+        "str": st.sampled_from(meta.get("choices") or ["auto", "cpu", "cuda:1", "cuda:x", "5m", "1h30m", "0s", "9x"])
+        | st.text(max_size=8),
+    }.get(kind, st.dictionaries(st.text(max_size=6), values, max_size=3))  # extra: a table of notes
+    return (
+        typed
+        | values
+        | (st.none() if optional else st.nothing())
+        | (st.just("auto") if meta.get("auto") else st.nothing())
+    )
+
+
+@st.composite
+def settings_dicts(draw, kebab: bool = False) -> dict:
+    """A few real settings (some as kebab-case) with near-valid or arbitrary values, and now and then an unknown key."""
+    names = draw(st.lists(st.sampled_from(sorted(SETTINGS_FIELDS)), max_size=5, unique=True))
+    out = {}
+    for name in names:
+        key = name.replace("_", "-") if kebab and draw(st.booleans()) else name
+        out[key] = draw(near_valid(name))
+    if draw(st.integers(0, 3)) == 0:  # two settings that constrain each other, both in their own ranges
+        pair = draw(st.sampled_from(sorted(PAIRS)))
+        out.update(zip(pair, (draw(st.sampled_from(PAIRS[pair])) for _ in pair)))
+    if draw(st.integers(0, 9)) == 0:
+        out[draw(st.text(min_size=1, max_size=10))] = draw(values)
+    return out
+
+
+PAIRS = {("image_size", "resize_size"): [63, 64, 65, 224], ("warmup_epochs", "epochs"): [1, 2, 3.5],
+         ("overwrite", "resume"): [False, True, "auto"]}  # fmt: skip
+
+
+def assert_within_rules(cfg: TrainConfig) -> None:
+    """Every value has its field's type and lies in its range and choices, as the field's metadata states them
+    (checked here apart from ``validate``, so a check it skips is noticed)."""
+    for name, f in SETTINGS_FIELDS.items():
+        value, (kind, optional), meta = getattr(cfg, name), field_kind(f), f.metadata
+        if value is None:
+            assert optional, name
+            continue
+        if kind in ("int", "float"):
+            assert type(value) is int if kind == "int" else type(value) is float and math.isfinite(value), (name, value)
+            low, high = meta.get("low"), meta.get("high")
+            assert low is None or (value > low if meta["low_open"] else value >= low), (name, value)
+            assert high is None or (value < high if meta["high_open"] else value <= high), (name, value)
+        elif kind in ("bool", "str"):
+            assert type(value) is (bool if kind == "bool" else str), (name, value)
+            assert not meta.get("choices") or value in meta["choices"], (name, value)
+        else:
+            assert isinstance(value, dict), (name, value)
+    if cfg.image_size is not None and cfg.resize_size is not None:
+        assert cfg.resize_size >= cfg.image_size
+    if cfg.warmup_epochs is not None and cfg.epochs is not None:
+        assert cfg.warmup_epochs <= cfg.epochs
+    assert not (cfg.overwrite and cfg.resume)
+
+
+def config_or_user_error(make, given: dict, file: Path | None = None, also_named: tuple = ()) -> None:
+    """``make()`` returns a valid ``TrainConfig`` that holds every ``given`` value, or raises ``UserError``: one line
+    naming the file or a setting (given, or among ``also_named``). Anything else fails."""
+    try:
+        cfg = make()
+    except UserError as e:
+        message = str(e)
+        assert message and "\n" not in message, message
+        names = [n for k in [*given, *also_named] if k for n in (k, k.replace("_", "-"))]
+        names += [str(file)] * (file is not None)
+        assert any(n in message or repr(n) in message for n in names) or not names, message
+        return
+    assert isinstance(cfg, TrainConfig)
+    assert_within_rules(cfg)
+    cfg.validate()  # still valid as stored
+    json.dumps(cfg.to_dict())  # RUN_DIR/config.json and every checkpoint hold it
+    for key, value in given.items():  # no setting is dropped or changed on the way
+        name, f = str(key).replace("-", "_"), SETTINGS_FIELDS.get(str(key).replace("-", "_"))
+        assert f is not None or value is None, f"unknown setting {key!r} accepted"  # None flags: not given
+        if f is not None and f.metadata.get("auto") and value == "auto":
+            value = None  # chosen when training starts
+        if name != "recipe" and value is not None:
+            assert getattr(cfg, name) is value or getattr(cfg, name) == value, (name, getattr(cfg, name), value)
+
+
+def _bound_cases() -> list[tuple[str, float]]:
+    cases = []
+    for name, f in SETTINGS_FIELDS.items():
+        kind, meta = field_kind(f)[0], f.metadata
+        for bound in (meta.get("low"), meta.get("high")):
+            if bound is not None and kind == "int":
+                cases += [(name, int(bound) + d) for d in (-1, 0, 1)]
+            elif bound is not None and kind == "float":
+                cases += [
+                    (name, v) for v in (math.nextafter(bound, -math.inf), float(bound), math.nextafter(bound, 9e9))
+                ]
+    return cases
+
+
+@pytest.mark.parametrize("name, value", _bound_cases())
+def test_every_bound_holds_exactly(name, value):
+    """Each numeric setting at its bounds and one step beyond: accepted exactly when its range says so."""
+    meta = SETTINGS_FIELDS[name].metadata
+    low, high = meta.get("low"), meta.get("high")
+    inside = (low is None or (value > low if meta["low_open"] else value >= low)) and (
+        high is None or (value < high if meta["high_open"] else value <= high)
+    )
+    others = {"epochs": 9} if name == "warmup_epochs" else {"warmup_epochs": 0} if name == "epochs" else {}
+    if inside:
+        assert getattr(resolve_config(flags={name: value, **others}), name) == value
+    else:
+        with pytest.raises(UserError, match=f"--{flag_name(name)} "):
+            resolve_config(flags={name: value, **others})
+
+
+@CONFIG_DEFECTS
+@SETTINGS
+@given(d=settings_dicts(), as_flags=st.booleans())
+@example(d={"recipe": []}, as_flags=False)  # unhashable: TypeError in `recipe not in RECIPES`
+@example(d={"lr": 10**400}, as_flags=False)  # OverflowError in math.isfinite
+@example(d={"extra": {"when": datetime.date(2024, 1, 1)}}, as_flags=False)  # config.json could not be written
+def test_settings_dict(d, as_flags):
+    config_or_user_error(lambda: resolve_config(**{"flags" if as_flags else "file_values": d}), d)
+
+
+def toml_key(k: str) -> str:
+    return json.dumps(k, ensure_ascii=False)  # TOML has no surrogate pairs ("\\ud800\\udc00"): the character itself
+
+
+def toml_value(v) -> str:
+    """``v`` written as a TOML value (JSON strings are TOML basic strings); ``None`` has no TOML form: left out."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, float) and not math.isfinite(v):
+        return "nan" if math.isnan(v) else ("inf" if v > 0 else "-inf")
+    if isinstance(v, int | float):
+        return repr(v)
+    if isinstance(v, datetime.date):
+        return v.isoformat()
+    if isinstance(v, list):
+        return "[" + ", ".join(toml_value(x) for x in v if x is not None) + "]"
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{toml_key(k)} = {toml_value(x)}" for k, x in v.items() if x is not None) + "}"
+    return json.dumps(v, ensure_ascii=False)
+
+
+def write_config(path: Path, d: dict) -> None:
+    if path.suffix == ".toml":
+        path.write_text("".join(f"{toml_key(k)} = {toml_value(v)}\n" for k, v in d.items() if v is not None))
+    elif path.suffix == ".json":
+        path.write_text(json.dumps(d, default=str))
+    else:
+        import yaml
+
+        path.write_text(yaml.safe_dump(d))
+
+
+@st.composite
+def config_files(draw) -> tuple[str, dict | bytes]:
+    """(suffix, settings to write in that format) or (suffix, arbitrary bytes)."""
+    suffix = draw(st.sampled_from([".toml", ".yaml", ".yml", ".json"]))
+    if draw(st.integers(0, 5)) == 0:
+        return suffix, draw(st.binary(max_size=40) | st.text(max_size=40).map(str.encode))
+    d = draw(settings_dicts(kebab=True))
+    if "extra" in d and draw(st.booleans()):
+        d["extra"] = draw(dated)
+    return suffix, d
+
+
+def write_config_file(folder: Path, file: tuple[str, dict | bytes]) -> Path:
+    suffix, content = file
+    path = folder / f"c{suffix}"
+    path.write_bytes(content) if isinstance(content, bytes) else write_config(path, content)
+    return path
+
+
+@CONFIG_DEFECTS
+@settings(max_examples=80, deadline=None, suppress_health_check=list(HealthCheck))
+@given(file=config_files())
+@example(file=(".json", {"recipe": ["paper"]}))
+def test_config_file(tmp_path_factory, file):
+    """A TOML, YAML or JSON file of arbitrary settings, or arbitrary bytes, read as ``alexnet train --config`` does."""
+    path = write_config_file(tmp_path_factory.mktemp("cfg"), file)
+    given: dict = {}
+
+    def make():
+        given.update(read_config_file(path))
+        return resolve_config(file_values=given, source=str(path))
+
+    config_or_user_error(make, given, file=path)
+
+
+EXTREME_FILES = {
+    "deep.json": '{"extra": ' + "[" * 100_000 + "]" * 100_000 + "}",  # RecursionError
+    "deep.toml": "extra = {a = " + "[" * 100_000 + "]" * 100_000 + "}",
+    "deep.yaml": "extra: " + "[" * 100_000 + "]" * 100_000,
+    "digits.json": '{"epochs": ' + "1" * 5000 + "}",  # ValueError: Python's 4300-digit limit for int("...")
+    "digits.toml": "epochs = " + "1" * 5000,
+    "digits.yaml": "epochs: " + "1" * 5000,
+    "lr.toml": "lr = 1" + "0" * 400,  # OverflowError: an int past a float's range
+    "recipe.json": '{"recipe": ["paper"]}',  # TypeError: unhashable
+    "date.toml": "extra = {when = 2024-01-01}",  # config.json cannot hold a date
+    "set.yaml": "extra: {tags: !!set {a, b}}",
+    "cycle.yaml": "extra: &a {self: *a}",  # a table that holds itself: RecursionError when the run saves its config
+}
+
+
+@CONFIG_DEFECTS
+@pytest.mark.parametrize("name", sorted(EXTREME_FILES))
+def test_config_file_extremes(tmp_path, name):
+    path = tmp_path / name
+    path.write_text(EXTREME_FILES[name])
+    given: dict = {}
+
+    def make():
+        given.update(read_config_file(path))
+        return resolve_config(file_values=given, source=str(path))
+
+    config_or_user_error(make, given, file=path)
+
+
+def flag_tokens(name: str) -> st.SearchStrategy:
+    """One setting on the command line: its flag and a value as text (near-valid or arbitrary)."""
+    f = SETTINGS_FIELDS[name]
+    if f.metadata.get("switch"):
+        return st.sampled_from([[f"--{flag_name(name)}"], [f"--no-{flag_name(name)}"]])
+    text = near_valid(name).map(str) | st.text(max_size=8) | st.sampled_from(["on", "off", "yes", "nan", "-inf", ""])
+    text = text.filter(lambda t: not t.lstrip("-").startswith("h"))  # -h / --help / --he... prints the help
+    flag = f.metadata.get("flags") or (f"--{flag_name(name)}",)
+    if flag == ():  # DATA, positional
+        return text.map(lambda t: [t])
+    return st.tuples(st.sampled_from(flag), text).map(list)
+
+
+@st.composite
+def command_lines(draw) -> tuple[list[str], tuple[str, dict | bytes] | None]:
+    """(``alexnet train`` arguments, a config file to add as ``--config`` or None)."""
+    names = draw(st.lists(st.sampled_from([n for n in SETTINGS_FIELDS if n != "extra"]), max_size=5, unique=True))
+    argv = [token for name in names for token in draw(flag_tokens(name))]
+    if draw(st.integers(0, 4)):
+        return argv, None
+    if draw(st.booleans()):
+        return [*argv, draw(st.sampled_from(["--bogus", "-x", "--config"]))], None  # --config without a file
+    return argv, draw(config_files())
+
+
+@CONFIG_DEFECTS
+@SETTINGS
+@given(line=command_lines())
+@example(line=(["--epochs", "2"], (".toml", {"lr": 10**400})))
+def test_flags(train_parser, tmp_path_factory, line):
+    """``alexnet train`` flags (and ``--config``) as the CLI parses them: argparse's usage error (exit 2, one
+    ``error:`` line), or a valid config holding every value given, or ``UserError``."""
+    argv, file = line
+    if file is not None:
+        argv = [*argv, "--config", str(write_config_file(tmp_path_factory.mktemp("cfg"), file))]
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        try:
+            args = train_parser.parse_args(argv)
+        except SystemExit as e:
+            assert e.code == 2 and err.getvalue().splitlines()[-1].startswith("alexnet train: error: "), err.getvalue()
+            return
+    given = {k: v for k, v in vars(args).items() if k not in ("func", "config") and v is not None}
+    path = Path(args.config) if args.config else None
+    in_file: tuple = ()  # the file's settings: flags override them, its errors may name them
+    with contextlib.suppress(UserError):
+        in_file = tuple(read_config_file(path)) if path else ()
+    config_or_user_error(lambda: config_from_args(args), given, file=path, also_named=in_file)
