@@ -32,7 +32,8 @@ def tiny_data(tmp_path_factory):
 
 def tiny_config(data, out, **kw):
     flags = dict(data=data, out=str(out), epochs=4, batch_size=6, image_size=64, resize_size=72, workers=0,
-                 max_steps_per_epoch=3, log_every=1, seed=3, device="cpu", precision="fp32")  # fmt: skip
+                 max_steps_per_epoch=3, log_every=1, seed=3, device="cpu", precision="fp32",
+                 channels_last=False, in_memory=False)  # fmt: skip
     flags.update(kw)
     return resolve_config("fast", flags=flags)
 

@@ -45,15 +45,17 @@ def setting(
     flags: tuple[str, ...] | None = None,
     metavar: str | None = None,
     switch: bool = False,
+    auto: bool = False,
 ) -> Any:
     """A ``TrainConfig`` field with what the CLI and ``validate`` need to know about it.
 
     ``low``/``high``: the allowed range (``*_open``: the bound itself is excluded); ``why``: a reason shown with a
     range error; ``none_text``: what ``None`` means, for the help; ``flags``: option strings
-    (default ``--kebab-name``; ``()`` = positional); ``switch``: a ``--name`` / ``--no-name`` flag instead of on/off.
+    (default ``--kebab-name``; ``()`` = positional); ``switch``: a ``--name`` / ``--no-name`` flag instead of on/off;
+    ``auto``: ``None`` means "chosen from the data when training starts" and may be written ``auto``.
     """
     meta = dict(help=help, choices=choices, low=low, high=high, low_open=low_open, high_open=high_open, why=why,
-                none_text=none_text, flags=flags, metavar=metavar, switch=switch)  # fmt: skip
+                none_text=none_text, flags=flags, metavar=metavar, switch=switch, auto=auto)  # fmt: skip
     return field(default=default, metadata=meta)
 
 
@@ -67,14 +69,18 @@ class TrainConfig:
                                "built-in synthetic data set", flags=(), metavar="DATA")  # fmt: skip
     train_dir: str | None = setting(None, "a folder of class subfolders for training (instead of DATA)", metavar="DIR")
     val_dir: str | None = setting(None, "a folder of class subfolders for validation", metavar="DIR")
-    image_size: int | None = setting(None, "training crop in px", metavar="PX", low=MIN_IMAGE_SIZE, high=MAX_IMAGE_SIZE,
-                                     why="AlexNet's smallest input is 63 px",
-                                     none_text="224; 64 on the built-in data")  # fmt: skip
+    image_size: int | None = setting(None, "training crop in px", metavar="PX|auto", low=MIN_IMAGE_SIZE,
+                                     high=MAX_IMAGE_SIZE, why="AlexNet's smallest input is 63 px", auto=True,
+                                     none_text="auto: 224/256 of the images' shorter side, 64 to 224")  # fmt: skip
     resize_size: int | None = setting(None, "shorter side in px before cropping", metavar="PX", low=MIN_IMAGE_SIZE,
                                       high=MAX_IMAGE_SIZE, none_text="crop x 256/224")  # fmt: skip
     augment: str = setting("paper", "crop style: paper (stored square, random crop, flip) or torchvision "
                            "(RandomResizedCrop, flip)", choices=("paper", "torchvision"))  # fmt: skip
     pca_std: float = setting(0.1, "std of the paper's PCA colour noise (0 = off)", low=0)
+    in_memory: bool | None = setting(None, "decode the images once into memory (no loader processes, no decoding per "
+                                     "epoch)", auto=True,
+                                     none_text="auto: on when they fit in a quarter of the free memory, 4 GiB "
+                                     "at most")  # fmt: skip
     workers: int | None = setting(None, "data loader processes", low=0, none_text="0 on CPU, else cores - 1")
     max_bad_fraction: float = setting(0.01, "stop when more than this fraction of a split cannot be decoded",
                                       low=0, high=1)  # fmt: skip
@@ -82,22 +88,34 @@ class TrainConfig:
     arch: str = setting("alexnet", "architecture", choices=ARCHS)
     init: str | None = setting("kaiming", "weight init", choices=("torchvision", "paper", "kaiming"),
                                none_text="the architecture's own")  # fmt: skip
-    dropout: float = setting(0.5, "dropout probability of the two hidden fully connected layers", low=0, high=1,
-                             high_open=True)  # fmt: skip
+    dropout: float | None = setting(None, "dropout probability of the two hidden fully connected layers", low=0,
+                                    high=1, high_open=True, auto=True,
+                                    none_text="auto: the paper's 0.5 for runs of 30 epochs or more, else "
+                                    "0")  # fmt: skip
     # optimisation
     recipe: str = setting(DEFAULT_RECIPE, "settings to start from: paper, torchvision or fast (see the README)",
                           choices=("fast", "paper", "torchvision"))  # fmt: skip
-    epochs: int = setting(16, "epochs to train", low=1)
-    batch_size: int = setting(128, "images per step, summed over all processes", low=1)
-    lr: float = setting(0.02, "peak learning rate for --batch-size images per step", low=0, low_open=True)
+    epochs: int | None = setting(None, "epochs to train (with --time-budget: at most)", low=1, auto=True,
+                                 none_text="16; with --time-budget as many as fit")  # fmt: skip
+    time_budget: str | None = setting(None, "train for this long, start to final report: measure the speed on the "
+                                      "first steps, then fix the step count and decay the lr linearly to zero over "
+                                      "it", metavar="DURATION", none_text="off; e.g. 300s, 5m, 1h30m")  # fmt: skip
+    batch_size: int | None = setting(None, "images per step, summed over all processes", low=1, auto=True,
+                                     none_text="auto: the largest of 128/64/32/16 giving 50 steps per "
+                                     "epoch")  # fmt: skip
+    lr: float | None = setting(None, "peak learning rate for --batch-size images per step", low=0, low_open=True,
+                               auto=True, none_text="auto: 0.02 x sqrt(batch/128)")  # fmt: skip
     momentum: float = setting(0.9, "SGD momentum", low=0, high=1, high_open=True)
     nesterov: bool = setting(True, "Nesterov momentum")
     weight_decay: float = setting(5e-4, "L2 weight decay", low=0)
     label_smoothing: float = setting(0.1, "label smoothing of the cross-entropy", low=0, high=1, high_open=True)
-    schedule: str = setting("cosine", "learning-rate schedule: cosine (to zero), step (x lr-decay every "
-                            "step-epochs), plateau (x lr-decay when val top-1 stalls)",
-                            choices=("cosine", "step", "plateau"))  # fmt: skip
-    warmup_epochs: float = setting(1.0, "linear warm-up from lr/100, in epochs (fractions allowed; 0 = none)", low=0)
+    schedule: str | None = setting(None, "learning-rate schedule: cosine or linear (to zero), step (x lr-decay "
+                                   "every step-epochs), plateau (x lr-decay when val top-1 stalls)",
+                                   choices=("cosine", "linear", "step", "plateau"),
+                                   none_text="cosine; linear with --time-budget")  # fmt: skip
+    warmup_epochs: float | None = setting(None, "linear warm-up from lr/100, in epochs (fractions allowed; 0 = none)",
+                                          low=0, auto=True,
+                                          none_text="auto: 100 steps, at most half an epoch")  # fmt: skip
     step_epochs: int = setting(30, "step schedule: epochs between decays", low=1)
     lr_decay: float = setting(0.1, "factor of each step or plateau decay", low=0, high=1, low_open=True)
     plateau_patience: int = setting(2, "plateau schedule: epochs without val top-1 improvement before a decay", low=1)
@@ -146,8 +164,17 @@ class TrainConfig:
             object.__setattr__(self, f.name, value)
         if self.image_size is not None and self.resize_size is not None and self.resize_size < self.image_size:
             raise InvalidSetting("resize_size", self.resize_size, f"must be at least --image-size ({self.image_size})")
-        if self.warmup_epochs > self.epochs:
+        if self.warmup_epochs is not None and self.epochs is not None and self.warmup_epochs > self.epochs:
             raise InvalidSetting("warmup_epochs", self.warmup_epochs, f"must be at most --epochs ({self.epochs})")
+        if self.time_budget is not None:
+            from .auto import parse_duration
+
+            try:
+                seconds = parse_duration(self.time_budget)
+            except UserError as e:
+                raise InvalidSetting("time_budget", self.time_budget, str(e).split(": ", 1)[1]) from None
+            if not 1 <= seconds <= 30 * 86400:
+                raise InvalidSetting("time_budget", self.time_budget, "must be between 1 second and 30 days")
         if self.overwrite and self.resume:
             raise InvalidSetting("overwrite", True, "contradicts --resume (one continues a run, the other erases it)")
 
@@ -198,6 +225,8 @@ def _check(f: dataclasses.Field, value: Any) -> Any:
     """``value`` if it fits field ``f`` (ints widened to float for float fields), else ``InvalidSetting``."""
     kind, optional = field_kind(f)
     meta = f.metadata
+    if meta.get("auto") and value == "auto":
+        value = None
     if value is None:
         if optional:
             return None
@@ -239,15 +268,23 @@ def _check(f: dataclasses.Field, value: Any) -> Any:
 
 RECIPES: dict[str, dict[str, Any]] = {
     # fast: what trained AlexNet fastest to good accuracy in our measurements (README, "Recipes"): He init (AlexNet
-    # has no normalisation layers; PyTorch's default init learns nothing in the first epoch), a short linear warm-up,
-    # one cosine decay to zero, Nesterov momentum, label smoothing 0.1, and bf16 + channels-last + compile on GPUs.
-    # These are TrainConfig's defaults.
+    # has no normalisation layers; PyTorch's default init learns nothing in the first epoch), crop, batch, lr and a
+    # short linear warm-up chosen from the data (alexnet.auto), one decay to zero (cosine; linear under a time
+    # budget), Nesterov momentum, label smoothing 0.1, and bf16 + channels-last + compile on GPUs. These are
+    # TrainConfig's defaults.
     "fast": {},
     # paper §5: SGD, batch 128, momentum 0.9, weight decay 5e-4, lr 0.01 divided by 10 when the validation error
     # stopped improving (three times), about 90 epochs; §4.1 augmentation: 256-px stored images, random 224 crops,
     # flips and PCA colour noise; each architecture's own init (the paper's for alexnet2012).
     "paper": dict(
-        epochs=90, lr=0.01, nesterov=False, schedule="plateau", warmup_epochs=0.0, label_smoothing=0.0, init=None
+        epochs=90,
+        batch_size=128,
+        lr=0.01,
+        nesterov=False,
+        schedule="plateau",
+        warmup_epochs=0.0,
+        label_smoothing=0.0,
+        init=None,
     ),
     # torchvision's reference recipe for AlexNet (references/classification): lr 0.01, wd 1e-4, batch 256 (32 x 8
     # GPUs), x0.1 every 30 epochs, 90 epochs, RandomResizedCrop + flip, no colour noise.

@@ -7,8 +7,10 @@ Checkpoints are atomic and resume bit for bit; SIGTERM / SIGINT save ``last.pt``
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
+import os
 import random
 import shutil
 import time
@@ -21,8 +23,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from .auto import epochs_for, parse_duration, plan_steps, resolve_auto
 from .config import TrainConfig
-from .device import autocast, describe, resolve_device, resolve_precision
+from .device import autocast, choose_cpu_path, describe, resolve_device, resolve_precision
 from .distributed import Dist, Preempted, StopSignals, max_over_ranks, on_main, process_group, sum_over_ranks
 from .errors import UserError
 from .evaluate import evaluate, format_report
@@ -35,15 +38,22 @@ from .weights import check_state_dict, load_checkpoint, read_file, save_checkpoi
 # small pure pieces (unit-tested)
 
 
-def lr_factor(cfg: TrainConfig, step: int, steps_per_epoch: int, plateau_decays: int = 0) -> float:
-    """Multiplier of ``cfg.lr`` at optimizer step ``step`` (0-based): linear warm-up from 1%, then the schedule."""
-    warmup = cfg.warmup_epochs * steps_per_epoch
+def lr_factor(
+    cfg: TrainConfig, step: int, steps_per_epoch: int, plateau_decays: int = 0, total_steps: int | None = None
+) -> float:
+    """Multiplier of ``cfg.lr`` at optimizer step ``step`` (0-based): linear warm-up from 1%, then the schedule.
+
+    Cosine and linear decay to zero at ``total_steps`` (default ``cfg.epochs`` epochs). Under a time budget the
+    total is unknown until the first steps are timed (``None`` and no ``cfg.epochs``): the peak lr until then."""
+    warmup = (cfg.warmup_epochs or 0.0) * steps_per_epoch
     if step < warmup:
         return 0.01 + 0.99 * step / warmup
-    if cfg.schedule == "cosine":
-        total = cfg.epochs * steps_per_epoch
+    if cfg.schedule in ("cosine", "linear"):
+        total = total_steps if total_steps is not None else (cfg.epochs or 0) * steps_per_epoch
+        if total <= 0:
+            return 1.0
         progress = min(1.0, (step - warmup) / max(1.0, total - warmup))
-        return 0.5 * (1.0 + math.cos(math.pi * progress))
+        return 0.5 * (1.0 + math.cos(math.pi * progress)) if cfg.schedule == "cosine" else 1.0 - progress
     if cfg.schedule == "step":
         return cfg.lr_decay ** ((step // steps_per_epoch) // cfg.step_epochs)
     if cfg.schedule == "plateau":
@@ -116,6 +126,61 @@ def train_step(
     scaler.step(optimizer)
     scaler.update()
     return loss.detach()
+
+
+# time budgets: the first steps of an epoch are timed, then the step count is fixed (auto.plan_steps)
+CALIBRATION_SKIP = 3  # steps not timed (allocation, autotuning, compilation)
+CALIBRATION_STEPS = 10  # steps timed
+EVAL_COST = 0.5  # seconds of validation per image, in units of a training step's seconds per image (forward ~ 1/3)
+SAVE_BYTES_PER_PARAM, SAVE_RATE = 8, 150e6  # a checkpoint holds weights + momentum (fp32); bytes/s measured here
+BUDGET_SAVE_SECONDS = 60  # under a time budget, last.pt at an epoch end only if the last save is this old
+BUDGET_MARGIN = 0.03  # of the budget, kept free (process exit, timing noise)
+
+
+@dataclass
+class Budget:
+    """A time budget of ``seconds`` from ``started`` (``time.time()``), and the timing of an epoch's first steps."""
+
+    seconds: float
+    started: float
+    first: int = 0  # batch indices [first, last) of this epoch are timed
+    last: int = 0
+    t0: float | None = None
+    step_time: float | None = None
+
+    def elapsed(self) -> float:
+        return time.time() - self.started
+
+    def remaining(self) -> float:
+        return self.seconds - self.elapsed()
+
+    def begin_epoch(self, start_batch: int, end: int) -> None:
+        """Time steps of this epoch (from ``start_batch`` to ``end``): skip a few, then up to ``CALIBRATION_STEPS``."""
+        skip = min(CALIBRATION_SKIP, max(0, end - start_batch - 2))
+        self.first, self.last = start_batch + skip, min(end, start_batch + skip + CALIBRATION_STEPS)
+        self.t0 = time.perf_counter() if skip == 0 else None
+
+    def timed(self, batch_idx: int, device: torch.device) -> bool:
+        """Call after step ``batch_idx``: True once the timed steps are done (``step_seconds`` is then known)."""
+        if batch_idx + 1 == self.first:
+            _sync(device)
+            self.t0 = time.perf_counter()
+        elif batch_idx + 1 == self.last and self.t0 is not None:
+            _sync(device)
+            self.step_time = (time.perf_counter() - self.t0) / (self.last - self.first)
+            return True
+        return False
+
+    def step_seconds(self) -> float:
+        assert self.step_time is not None
+        return self.step_time
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
 
 
 def best_improved(metric: str, value: float, best: float | None) -> bool:
@@ -234,6 +299,9 @@ class Run:
     log: RunLog
     steps_per_epoch: int
     check_every: int  # steps between the ranks' checks for stop signals and non-finite losses (see setup)
+    epochs: int = 0  # epochs to run: cfg.epochs, or under a time budget what the planned steps need
+    total_steps: int | None = None  # the planned optimizer steps of a time budget (None: not planned / no budget)
+    budget: Budget | None = None
     start_epoch: int = 0
     start_batch: int = 0
     step: int = 0
@@ -244,16 +312,15 @@ class Run:
     last_save: float = field(default_factory=time.time)
 
 
-def setup(cfg: TrainConfig, dist_info: Dist) -> Run:
+def setup(cfg: TrainConfig, dist_info: Dist, started: float | None = None) -> Run:
     """Device and precision, run directory (refused before anything is read if it holds another run), checkpoint to
-    resume, data, model, optimizer; restores the training state when resuming."""
-    from .data.pipeline import build_data
+    resume, data, settings chosen from the data (``alexnet.auto``), model, optimizer; restores the training state
+    when resuming. ``started``: when the run began (``time.time()``), for ``cfg.time_budget``."""
+    from .data.pipeline import build_data, open_training_data
 
     device = resolve_device(cfg.device)
     if device.type == "cuda" and dist_info.enabled:
         device = torch.device("cuda", dist_info.local_rank)
-    dtype = resolve_precision(cfg.precision, device)
-    channels_last = cfg.channels_last if cfg.channels_last is not None else device.type == "cuda"
     use_compile = cfg.compile if cfg.compile is not None else device.type == "cuda"
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
@@ -269,8 +336,16 @@ def setup(cfg: TrainConfig, dist_info: Dist) -> Run:
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
     np.random.seed(cfg.seed % 2**32)
-    data = build_data(cfg, device=device, rank=dist_info.rank, world_size=dist_info.world_size,
-                      channels_last=channels_last)  # fmt: skip
+    dataset = open_training_data(cfg)
+    cfg, choices = resolve_auto(cfg, dataset, dist_info.world_size)
+    say = print if dist_info.main else (lambda line: None)
+    if choices:
+        say("chosen from the data: " + "; ".join(choices) + " (flags override)")
+    cfg = on_main(lambda: choose_precision(cfg, device, len(dataset.classes), say), dist_info)
+    dtype = resolve_precision(cfg.precision, device)
+    channels_last = cfg.channels_last
+    data = build_data(cfg, dataset, device=device, rank=dist_info.rank, world_size=dist_info.world_size,
+                      channels_last=channels_last, log=say)  # fmt: skip
     if len(data.train) == 0:
         n = getattr(data.train, "num_samples", None)
         fits = n - n % dist_info.world_size if n else None
@@ -303,7 +378,12 @@ def setup(cfg: TrainConfig, dist_info: Dist) -> Run:
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     run = Run(cfg, dist_info, run_dir, device, dtype, data, model, train_model, optimizer, scaler, plateau, criterion,
               log, steps_per_epoch, check_every, **state)  # fmt: skip
-    run.lr = cfg.lr * lr_factor(cfg, run.step, steps_per_epoch, plateau.decays)
+    if cfg.time_budget:
+        run.budget = Budget(parse_duration(cfg.time_budget), started if started is not None else time.time())
+    run.epochs = cfg.epochs if run.total_steps is None else epochs_for(run.total_steps, steps_per_epoch)
+    if run.total_steps is None and cfg.time_budget:
+        run.epochs = cfg.epochs or 10**9  # until the first steps are timed
+    run.lr = cfg.lr * lr_factor(cfg, run.step, steps_per_epoch, plateau.decays, run.total_steps)
     if dist_info.main:
         (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
         log.print(describe(device, dtype) + (f", {dist_info.world_size} processes" if dist_info.enabled else ""))
@@ -312,6 +392,24 @@ def setup(cfg: TrainConfig, dist_info: Dist) -> Run:
             log.print(f"resumed from {resume_path} at epoch {run.start_epoch + 1}, batch {run.start_batch}, "
                       f"step {run.step}")  # fmt: skip
     return run
+
+
+def choose_precision(cfg: TrainConfig, device: torch.device, num_classes: int, log) -> TrainConfig:
+    """``cfg`` with ``precision`` and ``channels_last`` decided: bf16/fp16 + channels-last on GPUs; on a CPU what a
+    short, cached measurement finds fastest (``device.choose_cpu_path``) for what is left ``auto``."""
+    precision, channels_last = cfg.precision, cfg.channels_last
+    if device.type == "cpu" and (precision == "auto" or channels_last is None):
+        size, batch = cfg.image_size, cfg.batch_size
+        fast_precision, fast_cl = choose_cpu_path(cfg.arch, num_classes, size, batch, precision=precision,
+                                                  channels_last=channels_last, log=log)  # fmt: skip
+        precision = fast_precision if precision == "auto" else precision
+        channels_last = fast_cl if channels_last is None else channels_last
+    if precision == "auto":
+        dtype = resolve_precision("auto", device)
+        precision = {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, "fp32")
+    if channels_last is None:
+        channels_last = device.type == "cuda"
+    return dataclasses.replace(cfg, precision=precision, channels_last=channels_last)
 
 
 def restore(ckpt: dict, path: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
@@ -335,6 +433,7 @@ def restore(ckpt: dict, path: Path, model: nn.Module, optimizer: torch.optim.Opt
         "start_batch": ckpt["batch_in_epoch"],
         "step": ckpt["step"],
         "best": ckpt.get("best") or {},
+        "total_steps": ckpt.get("total_steps"),
         # the loss of the epoch's first part, summed over all ranks: rank 0 carries it, the others start at zero
         "partial": partial if dist_info.main and ckpt["batch_in_epoch"] else (0.0, 0),
         "elapsed": ckpt.get("elapsed", 0.0),
@@ -356,6 +455,7 @@ def save(run: Run, epoch: int, batch_in_epoch: int, name: str = "last.pt", parti
         "epoch": epoch,  # the epoch to run next (or to continue, with batch_in_epoch > 0)
         "batch_in_epoch": batch_in_epoch,
         "step": run.step,
+        "total_steps": run.total_steps,  # a time budget's planned steps: a resumed run keeps them
         "best": run.best,
         "best_top1": run.best.get("value") if run.best.get("metric") == "val_top1" else None,
         "epoch_partial": list(partial),  # (loss sum, images) over all ranks of the part of this epoch done
@@ -373,7 +473,7 @@ def save(run: Run, epoch: int, batch_in_epoch: int, name: str = "last.pt", parti
 # the run
 
 
-def train(cfg: TrainConfig, *, stop_after_epoch: int | None = None) -> Path:
+def train(cfg: TrainConfig, *, stop_after_epoch: int | None = None, started: float | None = None) -> Path:
     """Train as ``cfg`` says; returns the run directory. Under torchrun, every rank calls this.
 
     Set up (``UserError`` for any mistake, before anything is written), then for each epoch: its steps, then
@@ -381,16 +481,20 @@ def train(cfg: TrainConfig, *, stop_after_epoch: int | None = None) -> Path:
     SIGTERM / SIGINT: the ranks finish their step, save ``last.pt`` and raise ``Preempted`` (the CLI exits 143 /
     130); a second signal stops at once. Signal handlers and the process group are as before when this returns.
     ``stop_after_epoch``: return after that many epochs, as if killed after the checkpoint (tests of resuming).
+    ``started``: when the run began (``time.time()``; default: now), the start of ``cfg.time_budget``.
     """
+    started = time.time() if started is None else started
     cfg.validate()
     with process_group(cfg.device) as dist_info:
-        run = setup(cfg, dist_info)  # a signal here stops at once, as usual: there is nothing to save yet
+        run = setup(cfg, dist_info, started)  # a signal here stops at once, as usual: there is nothing to save yet
         with run.log, StopSignals() as stop:
-            for epoch in range(run.start_epoch, cfg.epochs):
+            epoch = run.start_epoch
+            while epoch < run.epochs:  # run.epochs is fixed once a time budget's steps are planned
                 loss, images, seconds, data_wait = train_one_epoch(run, epoch, stop)
-                end_of_epoch(run, epoch, loss, images, seconds, data_wait)
-                check_stop(run, stop, epoch + 1, 0, saved=True)  # a signal during validation
-                if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch:
+                saved = end_of_epoch(run, epoch, loss, images, seconds, data_wait)
+                check_stop(run, stop, epoch + 1, 0, saved=saved)  # a signal during validation
+                epoch += 1
+                if stop_after_epoch is not None and epoch >= stop_after_epoch:
                     return run.dir
             finish(run)
     return run.dir
@@ -407,21 +511,29 @@ def train_one_epoch(run: Run, epoch: int, stop: StopSignals) -> tuple[float, int
     images, wait = run.partial[1], 0.0
     images_log = images
     t_epoch = t_log = time.perf_counter()
-    bar = progress(run.steps_per_epoch, f"epoch {epoch + 1}/{cfg.epochs}", unit="step", initial=run.start_batch,
+    end = epoch_end(run, epoch)
+    bar = progress(end, f"epoch {epoch + 1}/{epochs_text(run)}", unit="step", initial=run.start_batch,
                    enabled=run.dist.main)  # fmt: skip
     batches = iter(data.train)
-    for batch_idx in range(run.start_batch, run.steps_per_epoch):
+    if run.budget is not None and run.total_steps is None:
+        run.budget.begin_epoch(run.start_batch, end)
+    batch_idx = run.start_batch
+    while batch_idx < end:
         t0 = time.perf_counter()
         x, y = next(batches)  # (B, 3, S, S) normalised on the device, (B,)
         wait += time.perf_counter() - t0
-        run.lr = cfg.lr * lr_factor(cfg, run.step, run.steps_per_epoch, run.plateau.decays)
+        run.lr = cfg.lr * lr_factor(cfg, run.step, run.steps_per_epoch, run.plateau.decays, run.total_steps)
         for group in run.optimizer.param_groups:
             group["lr"] = run.lr * group["lr_mult"]
         loss = train_step(run.train_model, x, y, run.criterion, run.optimizer, run.scaler, run.device, run.dtype)
         loss_sum += loss * y.shape[0]
         run.step, images = run.step + 1, images + y.shape[0]
         bar.update(1)
-        last = batch_idx == run.steps_per_epoch - 1
+        if run.budget is not None and run.total_steps is None and run.budget.timed(batch_idx, run.device):
+            plan_budget(run, epoch)  # fixes run.total_steps; the epoch may now end sooner
+            end = epoch_end(run, epoch)
+            bar.total = end
+        last = batch_idx == end - 1
         if run.step % cfg.log_every == 0 or last:
             now = time.perf_counter()
             rate = (images - images_log) * run.dist.world_size / max(now - t_log, 1e-9)
@@ -432,12 +544,51 @@ def train_one_epoch(run: Run, epoch: int, stop: StopSignals) -> tuple[float, int
             bar.set_postfix_str(f"loss {value:.3f} lr {run.lr:.2e} {rate:.0f} img/s")
         if last or run.step % run.check_every == 0 or (not run.dist.enabled and (stop.signum or save_due(run))):
             check_stop(run, stop, epoch, batch_idx + 1, saved=False, loss_sum=loss_sum, images=images)
+        batch_idx += 1
     bar.close()
     session = images - run.partial[1]  # images of this session (a resumed epoch's first part is in run.partial)
     run.start_batch, run.partial = 0, (0.0, 0)
     totals = torch.tensor([images, session], dtype=loss_dtype, device=run.device)
     loss_total, images, session = sum_over_ranks(torch.cat([loss_sum[None], totals]), run.dist).tolist()
     return loss_total / max(images, 1), int(session), time.perf_counter() - t_epoch, wait
+
+
+def epoch_end(run: Run, epoch: int) -> int:
+    """The batch index this epoch stops at: the whole epoch, or where a time budget's planned steps end."""
+    if run.total_steps is None:
+        return run.steps_per_epoch
+    return max(0, min(run.steps_per_epoch, run.total_steps - epoch * run.steps_per_epoch))
+
+
+def epochs_text(run: Run) -> str:
+    return "?" if run.epochs >= 10**9 else str(run.epochs)
+
+
+def plan_budget(run: Run, epoch: int) -> None:
+    """Fix the time budget's step count from the timed steps (the slowest rank's), so that the steps, the epoch ends'
+    validation and the checkpoints fit in what is left of ``cfg.time_budget``; print the plan."""
+    budget, cfg, data = run.budget, run.cfg, run.data
+    step_seconds = float(max_over_ranks(torch.tensor([budget.step_seconds()], device=run.device), run.dist)[0])
+    per_image = step_seconds / (cfg.batch_size // run.dist.world_size)
+    val_images = data.val.num_samples / run.dist.world_size if data.val is not None else 0
+    eval_seconds = EVAL_COST * per_image * val_images  # a forward pass costs about a third of a training step
+    params = sum(p.numel() for p in run.model.parameters())
+    save_seconds = SAVE_BYTES_PER_PARAM * params / SAVE_RATE
+    remaining = budget.remaining() - BUDGET_MARGIN * budget.seconds
+    final = save_seconds * (1 + remaining / BUDGET_SAVE_SECONDS)
+    if cfg.ten_crop_eval:
+        final += 10 * eval_seconds
+    max_steps = cfg.epochs * run.steps_per_epoch if cfg.epochs else None
+    run.total_steps = plan_steps(remaining=remaining, step_seconds=step_seconds, steps_done=run.step,
+                                 steps_per_epoch=run.steps_per_epoch, epoch_seconds=eval_seconds, final_seconds=final,
+                                 max_steps=max_steps)  # fmt: skip
+    run.epochs = max(epoch + 1, epochs_for(run.total_steps, run.steps_per_epoch))
+    run.log.print(
+        f"time budget {cfg.time_budget}: {budget.elapsed():.1f} s used by set-up and {run.step} steps; "
+        f"{step_seconds:.3f} s per step (batch {cfg.batch_size}) -> {run.total_steps} steps in all "
+        f"({run.total_steps / run.steps_per_epoch:.2f} epochs), lr decaying {cfg.schedule} to zero by then; "
+        f"{run.epochs * eval_seconds + final:.0f} s kept for validation and checkpoints"
+    )
 
 
 def save_due(run: Run) -> bool:
@@ -476,9 +627,21 @@ def check_stop(run: Run, stop: StopSignals, epoch: int, batch: int, *, saved: bo
         raise Preempted(signum, str(path), message)
 
 
-def end_of_epoch(run: Run, epoch: int, loss: float, images: int, seconds: float, data_wait: float) -> None:
+def copy_checkpoint(src: Path, dst: Path) -> None:
+    """``dst`` becomes ``src``'s content, atomically: a hard link (no second 0.5 GB write), else a copy."""
+    tmp = dst.with_name(f".{dst.name}.link.tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(src, tmp)
+    except OSError:
+        shutil.copyfile(src, tmp)
+    os.replace(tmp, dst)
+
+
+def end_of_epoch(run: Run, epoch: int, loss: float, images: int, seconds: float, data_wait: float) -> bool:
     """Validate, step the plateau schedule, write ``last.pt`` (and ``best.pt`` when the chosen metric improved:
-    val top-1, or the epoch's train loss without a val split), one metrics record and one console line."""
+    val top-1, or the epoch's train loss without a val split), one metrics record and one console line. Returns
+    whether ``last.pt`` was written."""
     data, report = run.data, None
     if data.val is not None:
         data.val.set_epoch(epoch)
@@ -488,22 +651,30 @@ def end_of_epoch(run: Run, epoch: int, loss: float, images: int, seconds: float,
         run.plateau.update(report["top1"])
     run.report = report
     metric, value = ("val_top1", report["top1"]) if report else ("train_loss", loss)
-    is_best = best_improved(metric, value, run.best.get("value") if run.best.get("metric") == metric else None)
+    # Under a time budget a 61M-parameter checkpoint (0.5 GB, ~3 s here) at every end of a seconds-long epoch would
+    # eat the budget: last.pt then waits BUDGET_SAVE_SECONDS (a signal still saves at once), and best.pt is the best
+    # of the saved epochs.
+    final = epoch + 1 >= run.epochs
+    saving = run.budget is None or final or time.time() - run.last_save >= BUDGET_SAVE_SECONDS
+    previous = run.best.get("value") if run.best.get("metric") == metric else None
+    is_best = saving and best_improved(metric, value, previous)
     if is_best:
         run.best = {"metric": metric, "value": value, "epoch": epoch + 1}
-    save(run, epoch + 1, 0)
-    if is_best:
-        save(run, epoch + 1, 0, "best.pt")
-    run.last_save = time.time()
+    if saving:
+        save(run, epoch + 1, 0)
+        run.last_save = time.time()
+    if is_best and run.dist.main:
+        copy_checkpoint(run.dir / "checkpoints" / "last.pt", run.dir / "checkpoints" / "best.pt")
     rate = images / max(seconds, 1e-9)
     val = {f"val_{k}": report[k] if report else None for k in ("loss", "top1", "top5")}
     run.log.epoch(epoch=epoch + 1, step=run.step, train_loss=loss, **val, lr=run.lr, img_per_s=rate,
                   data_wait=data_wait / max(seconds, 1e-9), best_metric=metric, is_best=is_best)  # fmt: skip
-    summary = f"epoch {epoch + 1}/{run.cfg.epochs}: train loss {loss:.4f}"
+    summary = f"epoch {epoch + 1}/{epochs_text(run)}: train loss {loss:.4f}"
     if report:
         summary += f", val loss {report['loss']:.4f}, top-1 {100 * report['top1']:.2f}%"
         summary += f", top-5 {100 * report['top5']:.2f}%"
     run.log.print(summary + f", {rate:.0f} img/s, {seconds:.1f} s" + (", best so far" if is_best else ""))
+    return saving
 
 
 def finish(run: Run) -> None:
@@ -517,7 +688,7 @@ def finish(run: Run) -> None:
         if cfg.ten_crop_eval:
             report = {**evaluate(run.model, data.val_ten_crop(), **kw), "ten_crop": True}
         elif report is None:  # resumed after the last epoch: no validation ran in this session
-            data.val.set_epoch(cfg.epochs)
+            data.val.set_epoch(run.epochs)
             report = evaluate(run.model, data.val, **kw)
         if run.dist.main:
             (run.dir / "eval.json").write_text(json.dumps(report, indent=1) + "\n")

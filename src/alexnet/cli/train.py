@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
+import time
 
 from ..config import (
     DEFAULT_RECIPE,
@@ -22,6 +23,8 @@ from ..config import (
     resolve_config,
 )
 
+STARTED = time.time()  # when the command began (before torch is imported): the start of --time-budget
+
 
 def _on_off(value: str) -> bool:
     if value.lower() in ("1", "true", "yes", "on"):
@@ -29,6 +32,16 @@ def _on_off(value: str) -> bool:
     if value.lower() in ("0", "false", "no", "off"):
         return False
     raise argparse.ArgumentTypeError(f"expected on or off, got {value!r}")
+
+
+def _auto(convert):
+    """An argparse type accepting ``auto`` (kept as the string; ``TrainConfig`` reads it as "from the data")."""
+
+    def parse(value: str):
+        return "auto" if value.lower() == "auto" else convert(value)
+
+    parse.__name__ = convert.__name__  # argparse names it in "invalid int value"
+    return parse
 
 
 def _shown(value) -> str:
@@ -79,11 +92,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         if kind == "bool" and meta.get("switch"):
             kw["action"] = argparse.BooleanOptionalAction
         elif kind == "bool":
-            kw.update(type=_on_off, metavar="on|off")
+            kw.update(type=_auto(_on_off) if meta.get("auto") else _on_off, metavar="on|off" + "|auto" * meta["auto"])
         elif kind in ("int", "float"):
-            kw.update(
-                type=int if kind == "int" else float, metavar=meta.get("metavar") or {"int": "N", "float": "X"}[kind]
-            )
+            convert = int if kind == "int" else float
+            metavar = meta.get("metavar") or {"int": "N", "float": "X"}[kind] + "|auto" * meta["auto"]
+            kw.update(type=_auto(convert) if meta.get("auto") else convert, metavar=metavar)
         elif meta.get("metavar"):
             kw["metavar"] = meta["metavar"]
         if meta.get("choices"):
@@ -111,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
     from ..train import train
 
     try:
-        train(cfg)
+        train(cfg, started=STARTED)
     except Preempted as e:
         print(f"alexnet train: {e}", file=sys.stderr)
         return e.exit_code

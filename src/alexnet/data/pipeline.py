@@ -6,7 +6,9 @@ The ``Preprocess`` built here (crop, resize, mean and std of the training data) 
 
 from __future__ import annotations
 
+import os
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -16,10 +18,11 @@ from ..config import TrainConfig
 from ..errors import UserError
 from ..preprocess import Preprocess
 from .loaders import Loader, make_loader
+from .memory import fits_in_memory, load_into_memory
 from .sources import Dataset, open_dataset
 
 SYNTHETIC_IMAGE_SIZE = 64  # px: the built-in synthetic data set's images
-__all__ = ["DataBundle", "build_data", "training_preprocess"]
+__all__ = ["DataBundle", "build_data", "open_training_data", "training_preprocess"]
 
 
 @dataclass
@@ -34,8 +37,8 @@ class DataBundle:
 
 
 def training_preprocess(cfg: TrainConfig, dataset: Dataset, stats: dict) -> Preprocess:
-    """Crop and resize in px, the training data's mean and std. Defaults: crop 224 and resize 256 (the paper's);
-    64 / 73 on the built-in 64-px data; a pack's stored size is its resize (its images are already resized)."""
+    """Crop (``cfg.image_size``, chosen from the data when not given: ``alexnet.auto``) and resize in px, the
+    training data's mean and std. A pack's stored size is its resize (its images are already resized)."""
     crop = cfg.image_size or (SYNTHETIC_IMAGE_SIZE if dataset.kind == "synthetic" else 224)
     if dataset.kind == "pack":
         if cfg.resize_size and cfg.resize_size != dataset.image_size:
@@ -53,21 +56,51 @@ def training_preprocess(cfg: TrainConfig, dataset: Dataset, stats: dict) -> Prep
     return Preprocess.for_crop(crop, resize=cfg.resize_size, mean=stats["mean"], std=stats["std"])
 
 
-def build_data(
-    cfg: TrainConfig, *, device: torch.device, rank: int = 0, world_size: int = 1, channels_last: bool = False
-) -> DataBundle:
-    if cfg.batch_size % world_size:
-        raise UserError(f"--batch-size {cfg.batch_size} is not divisible by the {world_size} processes")
-    per_rank = cfg.batch_size // world_size
+def open_training_data(cfg: TrainConfig) -> Dataset:
+    """The data set ``cfg`` names, with a train split (``UserError`` otherwise)."""
     dataset = open_dataset(cfg.data, train_dir=cfg.train_dir, val_dir=cfg.val_dir)
     if dataset.train is None:
         raise UserError(f"{dataset.source}: has no train split to train on")
-    if dataset.stats is not None:
-        stats = dataset.stats
-    else:
+    return dataset
+
+
+def build_data(
+    cfg: TrainConfig,
+    dataset: Dataset,
+    *,
+    device: torch.device,
+    rank: int = 0,
+    world_size: int = 1,
+    channels_last: bool = False,
+    log: Callable[[str], None] = print,
+) -> DataBundle:
+    """Loaders for ``dataset`` as ``cfg`` says (``cfg.batch_size`` and ``cfg.image_size`` resolved, see
+    ``alexnet.auto``). Image files that fit in memory are decoded once into RAM (``cfg.in_memory``, ``memory``)."""
+    if cfg.batch_size % world_size:
+        raise UserError(f"--batch-size {cfg.batch_size} is not divisible by the {world_size} processes")
+    per_rank = cfg.batch_size // world_size
+    splits = {"train": dataset.train, "val": dataset.val}
+    stats = dataset.stats
+    show = rank == 0 and sys.stderr.isatty()
+    geometry = training_preprocess(cfg, dataset, {"mean": (0.5,) * 3, "std": (0.25,) * 3})  # crop and resize only
+    if use_memory(cfg, dataset, geometry.resize, world_size):
+        t0 = time.perf_counter()
+        splits["train"], stats = load_into_memory(dataset.train, geometry.resize, workers=_decoders(dataset),
+                                                  progress=show)  # fmt: skip
+        if dataset.val is not None:
+            splits["val"] = load_into_memory(dataset.val, geometry.resize, workers=_decoders(dataset), progress=show)[0]
+        for name, split in splits.items():
+            if split is not None:
+                check_skipped(split, len(splits_of(dataset)[name]), cfg.max_bad_fraction)
+        held = sum(s.images.nbytes for s in splits.values() if s is not None)
+        if rank == 0:
+            log(f"in memory: {', '.join(f'{len(s):,} {n}' for n, s in splits.items() if s is not None)} images "
+                f"decoded once at {geometry.resize} px ({held / 2**20:.0f} MiB) in {time.perf_counter() - t0:.1f} s; "
+                "--in-memory off to read the files every epoch")  # fmt: skip
+    elif stats is None:
         from .stats import load_or_compute_stats
 
-        stats = load_or_compute_stats(dataset.train, max_images=5000, progress=rank == 0 and sys.stderr.isatty())
+        stats = load_or_compute_stats(dataset.train, max_images=5000, progress=show)
     preprocess = training_preprocess(cfg, dataset, stats)
 
     def make(split, **kw) -> Loader:
@@ -75,12 +108,42 @@ def build_data(
                            world_size=world_size, channels_last=channels_last, workers=cfg.workers,
                            max_bad_fraction=cfg.max_bad_fraction, **kw)  # fmt: skip
 
-    train = make(dataset.train, train=True, preset=cfg.augment, pca=stats, pca_std=cfg.pca_std)
-    val = make(dataset.val) if dataset.val is not None else None
+    train = make(splits["train"], train=True, preset=cfg.augment, pca=stats, pca_std=cfg.pca_std)
+    val = make(splits["val"]) if splits["val"] is not None else None
 
     def ten_crop() -> Loader:
-        return make_loader(dataset.val, preprocess, batch_size=max(1, per_rank // 10), ten_crop=True, seed=cfg.seed,
+        return make_loader(splits["val"], preprocess, batch_size=max(1, per_rank // 10), ten_crop=True, seed=cfg.seed,
                            device=device, rank=rank, world_size=world_size, workers=cfg.workers)  # fmt: skip
 
     desc = f"{dataset.describe()}; {preprocess.crop} px crops"
     return DataBundle(train, val, list(dataset.classes), preprocess, desc, ten_crop, dataset)
+
+
+def splits_of(dataset: Dataset) -> dict:
+    return {"train": dataset.train, "val": dataset.val}
+
+
+def use_memory(cfg: TrainConfig, dataset: Dataset, size: int, world_size: int = 1) -> bool:
+    """Decode into memory? Never for packs (already decoded, memory-mapped); else ``cfg.in_memory``, or when every
+    process's copy fits (``memory.fits_in_memory``)."""
+    if dataset.kind == "pack" or cfg.in_memory is False:
+        return False
+    n = sum(len(s) for s in splits_of(dataset).values() if s is not None)
+    return bool(cfg.in_memory) or fits_in_memory(n * world_size, size)
+
+
+def check_skipped(split, total: int, max_bad_fraction: float) -> None:
+    """``UserError`` when more than ``max_bad_fraction`` of a split's ``total`` images could not be decoded."""
+    skipped = split.manifest["skipped"]
+    if len(skipped) > max_bad_fraction * max(1, total):
+        examples = "; ".join(f"{d}: {r}" if not r.startswith(d) else r for d, r in skipped[:3])
+        raise UserError(
+            f"{len(skipped)} of {total} {split.name} images cannot be decoded (more than --max-bad-fraction "
+            f"{max_bad_fraction:g}), e.g. {examples}"
+        )
+
+
+def _decoders(dataset: Dataset) -> int:
+    """Processes decoding into memory: all cores for sets large enough to repay starting them."""
+    n = sum(len(s) for s in splits_of(dataset).values() if s is not None)
+    return 0 if n < 4000 else min(8, os.cpu_count() or 1)
