@@ -35,6 +35,7 @@ WNID = re.compile(r"^n\d{8}$")
 VAL_INDEX = re.compile(r"ILSVRC2012_val_(\d+)")
 DEVKIT = "ILSVRC2012_devkit_t12"
 LOC_CSV = "LOC_val_solution.csv"
+VAL_NAMES = ("val", "validation", "valid", "test")  # ROOT/<name>/: the held-out split, the first that exists
 CIFAR = {  # archive name -> (folder inside, train files, val file, meta file, labels key, names key)
     "cifar-10-python.tar.gz": (
         "cifar-10-batches-py",
@@ -228,7 +229,8 @@ def open_splits(
 ) -> tuple[Split, Split | None]:
     """Detect the data set layout at ``data`` and return ``(train, val)`` (``val`` is None when there is none).
 
-    Layouts: ``ROOT/train/<class>/*`` + ``ROOT/val/<class>/*`` (or explicit ``train_dir`` / ``val_dir``);
+    Layouts: ``ROOT/train/<class>/*`` + ``ROOT/val/<class>/*`` (or explicit ``train_dir`` / ``val_dir``; a
+    ``validation/``, ``valid/`` or ``test/`` folder serves as val when there is no ``val/``);
     ImageNet's flat ``val/`` labelled by ``LOC_val_solution.csv`` or the devkit (tar.gz or extracted);
     CIFAR-10/100 python archives or their extracted folders. ``data=None`` uses the built-in synthetic data set.
     """
@@ -254,7 +256,8 @@ def open_splits(
             f"flat val/), a CIFAR archive ({', '.join(CIFAR)}) or its extracted folder; or pass train_dir/val_dir"
         )
     train = _folder_split("train", root / "train")
-    val = _val_split(root / "val", train, search=[root, root.parent]) if (root / "val").is_dir() else None
+    held_out = next((root / name for name in VAL_NAMES if (root / name).is_dir()), None)
+    val = _val_split(held_out, train, search=[root, root.parent]) if held_out is not None else None
     return train, val
 
 
