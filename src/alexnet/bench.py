@@ -3,7 +3,9 @@
 1. model: training steps on random tensors already on the device -> img/s and MFU (counted FLOPs / peak FLOPs).
 2. loaders: (a) the reference pipeline of pytorch/examples (PIL + RandomResizedCrop + ToTensor + Normalize in
    DataLoader workers), (b) our folder pipeline (``FolderLoader``), (c) the packed loader (``PackedLoader``).
-3. end to end: training steps fed by (b) and by (c), and their ratio to (1).
+3. end to end: training steps (``alexnet.train.train_step``, what training runs) fed by (b) and by (c), and their
+   ratio to (1). Model-only and end-to-end windows are interleaved (A B C A B C ...) and each ratio is a median of
+   window pairs side by side, with its min and max: an end-to-end ratio above 1.0 is noise and reads as such.
 
 Every number is the median over ``repeats`` windows, after warm-up. A window is ``steps`` batches, lengthened to
 last at least ``min_time`` seconds (a fast loader's 20 batches take tens of milliseconds; 15-batch epochs of one
@@ -29,7 +31,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .device import autocast, resolve_device, resolve_precision
+from .device import resolve_device, resolve_precision
 from .errors import UserError
 from .preprocess import IMAGENET, Preprocess, default_resize
 
@@ -140,26 +142,43 @@ def _consume(it: Iterator, device: torch.device, step: Callable | None = None) -
 
 
 def _train_step(model: torch.nn.Module, device: torch.device, dtype: torch.dtype, channels_last: bool) -> Callable:
-    opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, weight_decay=5e-4)
-    scaler = torch.amp.GradScaler(device.type) if dtype == torch.float16 else None
+    """``step(x, y)``: ``alexnet.train.train_step`` (what training runs), after moving a CPU batch to the device."""
+    from .train import train_step
+
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, weight_decay=5e-4, foreach=True)
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+    criterion = torch.nn.CrossEntropyLoss()
 
     def step(x: torch.Tensor, y: torch.Tensor) -> None:
         if x.device != device:
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        with autocast(device, dtype):
-            loss = F.cross_entropy(model(x), y)
-        opt.zero_grad(set_to_none=True)
-        if scaler is None:
-            loss.backward()
-            opt.step()
-        else:
-            scaler.scale(loss).backward()
-            scaler.step(opt)
-            scaler.update()
+        train_step(model, x, y, criterion, opt, scaler, device, dtype)
 
     return step
+
+
+def _interleaved(device: torch.device, cfg: BenchConfig, runs: dict[str, Callable[[int], None]], images: int) -> dict:
+    """``_measure`` for several runs at once, their windows interleaved (A B C A B C ...), so that a change in the
+    machine's load hits all of them alike and a ratio of two is taken from windows side by side."""
+    steps = {}
+    for name, run in runs.items():
+        run(cfg.warmup)
+        first = _timed(device, lambda run=run: run(cfg.steps))
+        steps[name] = max(cfg.steps, math.ceil(cfg.steps * cfg.min_time / max(first, 1e-6)))
+    rates: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(cfg.repeats):
+        for name, run in runs.items():
+            seconds = _timed(device, lambda run=run, n=steps[name]: run(n))
+            rates[name].append(images * steps[name] / seconds)
+    return {name: {"img_s": statistics.median(r), "runs": r, "steps": steps[name]} for name, r in rates.items()}
+
+
+def paired_ratio(a: list[float], b: list[float]) -> dict:
+    """Median, min and max of ``a[i] / b[i]`` over windows measured side by side."""
+    ratios = [x / y for x, y in zip(a, b)]
+    return {"median": statistics.median(ratios), "min": min(ratios), "max": max(ratios)}
 
 
 def _flops_per_image(model: torch.nn.Module, image_size: int, num_classes: int) -> int:
@@ -301,10 +320,9 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = print) -> dict:
         runner = torch.compile(model) if cfg.compile else model
         step = _train_step(runner, device, dtype, cfg.channels_last)
 
-        log("1. model only ...")
         x = torch.randn(cfg.batch_size, 3, cfg.image_size, cfg.image_size, device=device)
         y = torch.randint(0, num_classes, (cfg.batch_size,), device=device)
-        results["model"] = _measure(device, cfg, lambda n: [step(x, y) for _ in range(n)], cfg.batch_size)
+        model_only = lambda n: [step(x, y) for _ in range(n)]  # noqa: E731
 
         loaders: dict[str, Callable[[], object]] = {}
         if folder is not None:
@@ -316,11 +334,14 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = print) -> dict:
             log(f"2. loader only: {name} ...")
             with contextlib.closing(_endless(make())) as it:
                 results[f"loader_{name}"] = _measure(device, cfg, _consume(it, device), cfg.batch_size)
-        for name in ("folder", "packed"):
-            if name in loaders:
-                log(f"3. end to end: {name} ...")
-                with contextlib.closing(_endless(loaders[name]())) as it:
-                    results[f"train_{name}"] = _measure(device, cfg, _consume(it, device, step), cfg.batch_size)
+        log("1 + 3. model only and end to end, interleaved ...")
+        with contextlib.ExitStack() as stack:
+            runs = {"model": model_only}
+            for name in ("folder", "packed"):
+                if name in loaders:
+                    it = stack.enter_context(contextlib.closing(_endless(loaders[name]())))
+                    runs[f"train_{name}"] = _consume(it, device, step)
+            results.update(_interleaved(device, cfg, runs, cfg.batch_size))
 
     model_rate = results["model"]["img_s"]
     peak = peak_flops(device, dtype)
@@ -331,9 +352,12 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = print) -> dict:
         for name in ("folder", "packed", "packed_paper"):
             if f"loader_{name}" in results:
                 ratios[f"loader_{name}_vs_reference"] = results[f"loader_{name}"]["img_s"] / ref
+    spread = {}  # each end-to-end window over the model-only window beside it: above 1.0 is noise
     for name in ("folder", "packed"):
         if f"train_{name}" in results:
-            ratios[f"train_{name}_vs_model"] = results[f"train_{name}"]["img_s"] / model_rate
+            pair = paired_ratio(results[f"train_{name}"]["runs"], results["model"]["runs"])
+            ratios[f"train_{name}_vs_model"] = pair["median"]
+            spread[f"train_{name}_vs_model"] = pair
     return {
         "device": _device_name(device),
         "torch": torch.__version__,
@@ -343,6 +367,7 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = print) -> dict:
         "settings": asdict(cfg),
         "results": results,
         "ratios": ratios,
+        "ratio_spread": spread,
         "date": time.strftime("%Y-%m-%d", time.gmtime()),
     }
 
@@ -356,7 +381,7 @@ def _device_name(device: torch.device) -> str:
 
 
 LABELS = {
-    "model": "1. model only (synthetic tensors on device)",
+    "model": "1. model only (random tensors on device)",
     "loader_reference": "2a. loader: reference (PIL + DataLoader)",
     "loader_folder": "2b. loader: folder pipeline",
     "loader_packed": "2c. loader: packed",
@@ -391,8 +416,16 @@ def format_results(r: dict) -> str:
         ratio = ""
         if key in ratio_of and ratio_of[key][0] in r["ratios"]:
             ratio = f"{r['ratios'][ratio_of[key][0]]:.2f} {ratio_of[key][1]}"
+            pair = r.get("ratio_spread", {}).get(ratio_of[key][0])
+            if pair:
+                ratio = f"{pair['median']:.2f} [{pair['min']:.2f}-{pair['max']:.2f}] {ratio_of[key][1]}"
         rates = f"{m['img_s']:>12,.0f}{min(m['runs']):>10,.0f}{max(m['runs']):>10,.0f}{m.get('steps', s['steps']):>9}"
         lines.append(f"{label:<46}{rates}{ratio:>15}")
+    noisy = [k for k, p in r.get("ratio_spread", {}).items() if p["median"] > 1.0]
+    if r.get("ratio_spread"):
+        lines.append("end-to-end ratios: median [min-max] of each window over the model-only window beside it "
+                     "(interleaved)" + ("; above 1.0 is measurement noise, not a pipeline faster than the model"
+                                        if noisy else ""))  # fmt: skip
     mfu = r["results"]["model"].get("mfu")
     lines.append(
         f"model FLOPs: {r['train_gflop_per_image']:.3f} GFLOP per training image; "
