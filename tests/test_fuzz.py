@@ -361,14 +361,35 @@ def settings_dicts(draw, kebab: bool = False) -> dict:
         out[key] = draw(near_valid(name))
     if draw(st.integers(0, 3)) == 0:  # two settings that constrain each other, both in their own ranges
         pair = draw(st.sampled_from(sorted(PAIRS)))
-        out.update(zip(pair, (draw(st.sampled_from(PAIRS[pair])) for _ in pair)))
+        out.update({name: draw(st.sampled_from(choices)) for name, choices in zip(pair, PAIRS[pair][:2])})
     if draw(st.integers(0, 9)) == 0:
         out[draw(st.text(min_size=1, max_size=10))] = draw(values)
     return out
 
 
-PAIRS = {("image_size", "resize_size"): [63, 64, 65, 224], ("warmup_epochs", "epochs"): [1, 2, 3.5],
-         ("overwrite", "resume"): [False, True, "auto"]}  # fmt: skip
+PAIRS = {  # (a, b): (values of a, values of b, whether the two may go together)
+    ("image_size", "resize_size"): ([63, 64, 224], [63, 64, 224], lambda crop, resize: resize >= crop),
+    ("warmup_epochs", "epochs"): ([0, 1, 2.5], [1, 2], lambda warmup, epochs: warmup <= epochs),
+    ("overwrite", "resume"): ([False, True], ["auto", "x.pt"], lambda overwrite, resume: not overwrite),
+}
+
+
+@pytest.mark.parametrize(
+    "pair, a, b",
+    [
+        pytest.param(pair, a, b, id=f"{pair[0]}={a},{pair[1]}={b}")
+        for pair, (values_a, values_b, _) in PAIRS.items()
+        for a in values_a
+        for b in values_b
+    ],
+)
+def test_settings_that_constrain_each_other(pair, a, b):
+    if PAIRS[pair][2](a, b):
+        cfg = resolve_config(flags=dict(zip(pair, (a, b))))
+        assert (getattr(cfg, pair[0]), getattr(cfg, pair[1])) == (a, b)
+    else:
+        with pytest.raises(UserError, match="|".join(f"--{flag_name(n)} " for n in pair)):
+            resolve_config(flags=dict(zip(pair, (a, b))))
 
 
 def assert_within_rules(cfg: TrainConfig) -> None:
