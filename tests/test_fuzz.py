@@ -323,8 +323,7 @@ def train_parser():
 # Defects this fuzz found in config.py (issue 12): a recipe that is a list (TypeError), an integer past a float's range
 # for a float setting (OverflowError), numbers of over 4300 digits and deep nesting in a file (ValueError,
 # RecursionError), dates, sets or cycles in `extra` (the run cannot write config.json), a key with a line break
-# (a two-line message). The fix is proposed in the issue; once it is in, remove this mark.
-CONFIG_DEFECTS = pytest.mark.xfail(strict=True, reason="config.py: values that crash instead of a UserError (issue 12)")
+# (a two-line message). Each now gets one UserError line (config.py); the tests below fail if one comes back.
 SETTINGS_FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
 # TOML and YAML have dates; JSON does not, and neither can config.json or a checkpoint's config hold them
 dated = st.dates() | st.dictionaries(st.text(max_size=4), st.dates(), min_size=1, max_size=2)
@@ -472,7 +471,6 @@ def test_every_bound_holds_exactly(name, value):
             resolve_config(flags={name: value, **others})
 
 
-@CONFIG_DEFECTS
 @SETTINGS
 @given(d=settings_dicts(), as_flags=st.booleans())
 @example(d={"recipe": []}, as_flags=False)  # unhashable: TypeError in `recipe not in RECIPES`
@@ -533,7 +531,6 @@ def write_config_file(folder: Path, file: tuple[str, dict | bytes]) -> Path:
     return path
 
 
-@CONFIG_DEFECTS
 @settings(max_examples=80, deadline=None, suppress_health_check=list(HealthCheck))
 @given(file=config_files())
 @example(file=(".json", {"recipe": ["paper"]}))
@@ -564,7 +561,6 @@ EXTREME_FILES = {
 }
 
 
-@CONFIG_DEFECTS
 @pytest.mark.parametrize("name", sorted(EXTREME_FILES))
 def test_config_file_extremes(tmp_path, name):
     path = tmp_path / name
@@ -603,7 +599,6 @@ def command_lines(draw) -> tuple[list[str], tuple[str, dict | bytes] | None]:
     return argv, draw(config_files())
 
 
-@CONFIG_DEFECTS
 @SETTINGS
 @given(line=command_lines())
 @example(line=(["--epochs", "2"], (".toml", {"lr": 10**400})))

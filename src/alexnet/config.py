@@ -95,7 +95,7 @@ class TrainConfig:
     # optimisation
     recipe: str = setting(DEFAULT_RECIPE, "settings to start from: paper, torchvision or fast (see the README)",
                           choices=("fast", "paper", "torchvision"))  # fmt: skip
-    epochs: int | None = setting(None, "epochs to train (with --time-budget: at most)", low=1, auto=True,
+    epochs: int | None = setting(None, "epochs to train (with --time-budget: at most)", low=1, high=100_000, auto=True,
                                  none_text="16; with --time-budget as many as fit")  # fmt: skip
     time_budget: str | None = setting(None, "train for this long, start to final report: measure the speed on the "
                                       "first steps, then fix the step count and decay the lr linearly to zero over "
@@ -236,9 +236,13 @@ def _check(f: dataclasses.Field, value: Any) -> Any:
         if kind == "int" and not is_int:
             raise InvalidSetting(f.name, value, f"must be {range_text(meta, kind)}")
         if kind == "float":
-            if not (is_int or isinstance(value, float)) or not math.isfinite(value):
+            try:
+                number = float(value) if is_int or isinstance(value, float) else math.nan
+            except OverflowError:  # an integer past a float's range (lr = 1e400 written out in full)
+                number = math.inf
+            if not math.isfinite(number):
                 raise InvalidSetting(f.name, value, f"must be {range_text(meta, kind)}")
-            value = float(value)
+            value = number
         low, high = meta.get("low"), meta.get("high")
         too_low = low is not None and (value <= low if meta["low_open"] else value < low)
         too_high = high is not None and (value >= high if meta["high_open"] else value > high)
@@ -258,9 +262,17 @@ def _check(f: dataclasses.Field, value: Any) -> Any:
         if f.name == "device" and not _DEVICE.fullmatch(value):
             raise InvalidSetting(f.name, value, f"choose from {meta['help']}")
         return value
-    if not isinstance(value, dict):  # extra
-        raise InvalidSetting(f.name, value, "must be a table of notes")
+    if not isinstance(value, dict) or not _json_safe(value):  # extra: config.json and every checkpoint hold it
+        raise InvalidSetting(f.name, value, "must be a table of notes (text, numbers, on/off, lists, tables)")
     return value
+
+
+def _json_safe(value: Any) -> bool:
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError, RecursionError):  # dates, sets or bytes from TOML/YAML; a table holding itself
+        return False
+    return True
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -321,6 +333,23 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
         text = path.read_text()
     except (OSError, UnicodeDecodeError) as e:
         raise UserError(f"--config {path}: cannot read it ({e})") from None
+    try:
+        values = _parse(path, text)
+    except (ValueError, RecursionError) as e:  # a number of over 4300 digits; nesting deeper than Python's stack
+        raise UserError(f"--config {path}: cannot read it ({str(e).splitlines()[0]})") from None
+    if not isinstance(values, dict):
+        raise UserError(f"--config {path}: expected a table of settings, got {type(values).__name__}")
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        name = str(key).replace("-", "_")
+        if name in out:
+            raise UserError(f"--config {path}: {_key_text(name)} is given twice (as {flag_name(name)!r} and {name!r})")
+        out[name] = value
+    return out
+
+
+def _parse(path: Path, text: str) -> Any:
+    """The file's values; syntax errors as one ``UserError`` line naming the file and line."""
     if path.suffix in (".yaml", ".yml"):
         try:
             import yaml
@@ -350,15 +379,12 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
             m = re.search(r"\(at line (\d+), column (\d+)\)", str(e))
             where = f":{m.group(1)}" if m else ""
             raise UserError(f"--config {path}{where}: not valid TOML ({str(e).split(' (at ')[0]})") from None
-    if not isinstance(values, dict):
-        raise UserError(f"--config {path}: expected a table of settings, got {type(values).__name__}")
-    out: dict[str, Any] = {}
-    for key, value in values.items():
-        name = str(key).replace("-", "_")
-        if name in out:
-            raise UserError(f"--config {path}: {key} is given twice (as {flag_name(name)} and {name})")
-        out[name] = value
-    return out
+    return values
+
+
+def _key_text(name: str) -> str:
+    """A setting's name as its flag; quoted when it is not a plain word (a key with spaces, or a line break)."""
+    return flag_name(name) if name.isidentifier() else repr(name)
 
 
 def _yaml_number(key: Any, value: Any) -> Any:
@@ -381,12 +407,12 @@ def resolve_config(
     """
     file_values, flags = dict(file_values or {}), {k: v for k, v in (flags or {}).items() if v is not None}
     recipe = flags.get("recipe", file_values.get("recipe", recipe))
-    if recipe not in RECIPES:
+    if not isinstance(recipe, str) or recipe not in RECIPES:
         raise UserError(f"unknown recipe {recipe!r}; choose from {', '.join(RECIPES)}")
     for where, values in (("config file " + source if source else "config file", file_values), ("flags", flags)):
         unknown = sorted(set(values) - set(_FIELDS))
         if unknown:
-            raise UserError(f"unknown setting(s) in {where}: {', '.join(map(flag_name, unknown))}")
+            raise UserError(f"unknown setting(s) in {where}: {', '.join(map(_key_text, unknown))}")
     try:
         return TrainConfig(**{**RECIPES[recipe], **file_values, **flags, "recipe": recipe})
     except InvalidSetting as e:

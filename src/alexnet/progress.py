@@ -48,6 +48,13 @@ class progress:
             self.t_last = time.monotonic()
             print(self.line(), file=self.file, flush=True)
 
+    def set_total(self, total: int) -> None:
+        """A new end (e.g. once a time budget's steps are planned)."""
+        self.total = total
+        if self.bar is not None:
+            self.bar.total = total
+            self.bar.refresh()
+
     def set_postfix_str(self, s: str) -> None:
         self.postfix_str = s
         if self.bar is not None:
