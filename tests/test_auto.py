@@ -181,7 +181,7 @@ def test_time_budget_fixes_the_step_count_decays_to_zero_and_resumes_exactly(sha
     ckpt = load_checkpoint(straight / "checkpoints" / "last.pt")
     remaining = 60.0 - BUDGET_MARGIN * 60
     expected = plan_steps(remaining=remaining, step_seconds=1.0, steps_done=6, steps_per_epoch=6,
-                          epoch_seconds=EVAL_COST * 12 / 6, final_seconds=ckpt_save_seconds(remaining),
+                          epoch_seconds=EVAL_COST * 12 / 6, final_seconds=ckpt_save_seconds(remaining, 6 * 1.0),
                           max_steps=None)  # fmt: skip
     assert ckpt["total_steps"] == expected and ckpt["step"] == expected
     assert ckpt["config"]["schedule"] == "linear" and ckpt["config"]["epochs"] is None
@@ -202,12 +202,12 @@ def test_time_budget_fixes_the_step_count_decays_to_zero_and_resumes_exactly(sha
     assert load_checkpoint(resumed / "checkpoints" / "last.pt")["step"] == expected
 
 
-def ckpt_save_seconds(remaining: float) -> float:
+def ckpt_save_seconds(remaining: float, epoch_seconds: float) -> float:
     from alexnet.model import create_model
     from alexnet.train import BUDGET_SAVE_SECONDS, SAVE_BYTES_PER_PARAM, SAVE_RATE
 
     params = sum(p.numel() for p in create_model("alexnet", num_classes=3).parameters())
-    return SAVE_BYTES_PER_PARAM * params / SAVE_RATE * (1 + remaining / BUDGET_SAVE_SECONDS)
+    return SAVE_BYTES_PER_PARAM * params / SAVE_RATE * (1 + remaining / max(BUDGET_SAVE_SECONDS, epoch_seconds))
 
 
 def test_no_flags_at_all_learns_a_small_set(tmp_path):

@@ -342,6 +342,7 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = print) -> dict:
                     it = stack.enter_context(contextlib.closing(_endless(loaders[name]())))
                     runs[f"train_{name}"] = _consume(it, device, step)
             results.update(_interleaved(device, cfg, runs, cfg.batch_size))
+        results = {key: results[key] for key in LABELS if key in results}  # in the table's order
 
     model_rate = results["model"]["img_s"]
     peak = peak_flops(device, dtype)

@@ -575,7 +575,8 @@ def plan_budget(run: Run, epoch: int) -> None:
     params = sum(p.numel() for p in run.model.parameters())
     save_seconds = SAVE_BYTES_PER_PARAM * params / SAVE_RATE
     remaining = budget.remaining() - BUDGET_MARGIN * budget.seconds
-    final = save_seconds * (1 + remaining / BUDGET_SAVE_SECONDS)
+    # last.pt at an epoch end at most once a minute (end_of_epoch), and at the last one
+    final = save_seconds * (1 + remaining / max(BUDGET_SAVE_SECONDS, run.steps_per_epoch * step_seconds))
     if cfg.ten_crop_eval:
         final += 10 * eval_seconds
     max_steps = cfg.epochs * run.steps_per_epoch if cfg.epochs else None
