@@ -212,7 +212,7 @@ def ckpt_save_seconds(remaining: float, epoch_seconds: float) -> float:
 
 def test_no_flags_at_all_learns_a_small_set(tmp_path):
     """`alexnet train DATA` with nothing else on 3 classes x 40 images: the settings chosen from the data learn
-    (before: batch 128 gave no full step per epoch). Threshold from measurement, with a margin (see the README)."""
+    (before: batch 128 gave no full step per epoch). Threshold from measurement, with a margin."""
     from alexnet.data.synthetic import make_synthetic
     from alexnet.train import train
 
@@ -224,4 +224,4 @@ def test_no_flags_at_all_learns_a_small_set(tmp_path):
     assert report["top1"] >= NO_FLAGS_TOP1, report["top1"]
 
 
-NO_FLAGS_TOP1 = 0.0  # set from the measurement below
+NO_FLAGS_TOP1 = 0.45  # measured 60.0% (36 of 60; 55% on a harder draft of the data); chance is 33%
