@@ -164,7 +164,16 @@ def test_two_nodes_match_one_process(tiny, one_process, tmp_path):
     out = tmp_path / "two-nodes"
     flags = ["--out", str(out), "--epochs", "1", "--batch-size", "8", "--dropout", "0", "--max-steps-per-epoch", "3"]
     flags += ["--image-size", "64", "--resize-size", "72", "--workers", "0", "--log-every", "1", "--seed", "3"]
-    flags += ["--device", "cpu", "--precision", "fp32"]
+    flags += [
+        "--device",
+        "cpu",
+        "--precision",
+        "fp32",
+        "--channels-last",
+        "off",
+        "--in-memory",
+        "off",
+    ]  # as tiny_config
     launch = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1"]
     launch += ["--master-addr", "127.0.0.1", "--master-port", str(_free_port())]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

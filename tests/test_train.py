@@ -305,3 +305,11 @@ def test_gpu_defaults_compile_and_channels_last_train_on_the_cpu(tiny_data, tmp_
     assert b["features.0.weight"].is_contiguous(memory_format=torch.channels_last)  # trained in channels-last
     for k in a:
         assert torch.allclose(a[k], b[k], rtol=1e-3, atol=1e-5), k
+
+
+def test_an_unwritable_out_is_one_line_before_the_data_is_read(tmp_path):
+    (tmp_path / "file").write_text("not a folder")
+    cfg = tiny_config(str(tmp_path / "no-such-data"), tmp_path / "file" / "run")
+    with pytest.raises(UserError, match=r"--out .*file/run: cannot write there, .*file is not a folder"):
+        train(cfg)  # the data path does not exist either: the --out check comes first
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]  # nothing created

@@ -220,6 +220,21 @@ def find_run_dir(cfg: TrainConfig) -> tuple[Path, Path | None]:
     return run_dir, resume
 
 
+def probe_writable(run_dir: Path) -> None:
+    """``UserError`` unless ``run_dir`` can be created and written (a temp file in its nearest existing folder,
+    deleted at once: nothing is left behind when a later check refuses the run)."""
+    import tempfile
+
+    existing = next(p for p in (run_dir, *run_dir.parents) if p.exists() or p == Path("."))
+    if not existing.is_dir():
+        raise UserError(f"--out {run_dir}: cannot write there, {existing} is not a folder")
+    try:
+        with tempfile.NamedTemporaryFile(dir=existing, prefix=".alexnet-probe-"):
+            pass
+    except OSError as e:
+        raise UserError(f"--out {run_dir}: cannot write in {existing} ({e.strerror or e})") from None
+
+
 def clear_run_dir(run_dir: Path, *, overwrite: bool) -> None:
     """With ``overwrite``, delete the previous run's files; always, the temp files of a save that was killed."""
     if overwrite:
@@ -231,7 +246,7 @@ def clear_run_dir(run_dir: Path, *, overwrite: bool) -> None:
 
 
 def build_model(cfg: TrainConfig, num_classes: int) -> nn.Module:
-    kwargs = {"dropout": cfg.dropout}
+    kwargs = {} if cfg.dropout is None else {"dropout": cfg.dropout}  # None (not resolved): the model's default
     if cfg.init is not None:
         kwargs["init"] = cfg.init
     model = create_model(cfg.arch, num_classes=num_classes, **kwargs)
@@ -257,7 +272,7 @@ def build_optimizer(cfg: TrainConfig, model: nn.Module, device: torch.device) ->
     fused = device.type == "cuda"  # one kernel for all parameters; foreach elsewhere
     return torch.optim.SGD(
         groups,
-        lr=cfg.lr,
+        lr=cfg.lr or 0.0,  # set before every step (train_one_epoch); None: not yet chosen from the data
         momentum=cfg.momentum,
         nesterov=cfg.nesterov and cfg.momentum > 0,
         weight_decay=cfg.weight_decay,
@@ -329,6 +344,7 @@ def setup(cfg: TrainConfig, dist_info: Dist, started: float | None = None) -> Ru
     if cfg.init_weights and not Path(cfg.init_weights).is_file():
         raise UserError(f"--init-weights {cfg.init_weights}: no such file")
     run_dir, resume_path = on_main(lambda: find_run_dir(cfg), dist_info)
+    on_main(lambda: probe_writable(run_dir), dist_info)  # before minutes of data loading, not after
     ckpt = load_checkpoint(resume_path) if resume_path else None
     if ckpt is not None:
         check_resume(ckpt, resume_path, cfg)

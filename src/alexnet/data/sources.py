@@ -498,7 +498,10 @@ def _cifar_splits(src: Path, archive: str) -> tuple[Split, Split]:
             ys = b.get(labels_key)
             if not isinstance(ys, (list, np.ndarray)) or len(ys) != len(data):
                 raise UserError(f"{where}: {labels_key.decode()!r} must list one label per image ({len(data)})")
-            ys = np.asarray(ys)
+            try:
+                ys = np.asarray(ys)
+            except (ValueError, TypeError):  # ragged or nested lists
+                raise UserError(f"{where}: {labels_key.decode()!r} must be a flat list of integer labels") from None
             if ys.ndim != 1 or ys.dtype.kind not in "iu" or (len(ys) and (ys.min() < 0 or ys.max() >= len(classes))):
                 raise UserError(f"{where}: labels must be integers 0..{len(classes) - 1} (one per class name)")
             datas.append(data)
