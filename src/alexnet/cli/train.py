@@ -38,7 +38,12 @@ def _auto(convert):
     """An argparse type accepting ``auto`` (kept as the string; ``TrainConfig`` reads it as "from the data")."""
 
     def parse(value: str):
-        return "auto" if value.lower() == "auto" else convert(value)
+        if value.lower() == "auto":
+            return "auto"
+        try:
+            return convert(value)
+        except argparse.ArgumentTypeError as e:
+            raise argparse.ArgumentTypeError(f"{e} (or auto)") from None
 
     parse.__name__ = convert.__name__  # argparse names it in "invalid int value"
     return parse
