@@ -22,7 +22,7 @@ from alexnet.distributed import Preempted
 from alexnet.train import train
 from alexnet.weights import load_checkpoint, read_state_dict
 
-from .test_train import tiny_config
+from .test_train import PINNED_FLAGS, tiny_config
 
 pytestmark = pytest.mark.distributed
 DDP = dict(epochs=1, batch_size=8, dropout=0.0, max_steps_per_epoch=3)  # 3 steps of 8 images, 4 per rank
@@ -164,16 +164,7 @@ def test_two_nodes_match_one_process(tiny, one_process, tmp_path):
     out = tmp_path / "two-nodes"
     flags = ["--out", str(out), "--epochs", "1", "--batch-size", "8", "--dropout", "0", "--max-steps-per-epoch", "3"]
     flags += ["--image-size", "64", "--resize-size", "72", "--workers", "0", "--log-every", "1", "--seed", "3"]
-    flags += [
-        "--device",
-        "cpu",
-        "--precision",
-        "fp32",
-        "--channels-last",
-        "off",
-        "--in-memory",
-        "off",
-    ]  # as tiny_config
+    flags += PINNED_FLAGS  # as tiny_config
     launch = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1"]
     launch += ["--master-addr", "127.0.0.1", "--master-port", str(_free_port())]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

@@ -39,6 +39,8 @@ from alexnet.model import create_model
 from alexnet.preprocess import Preprocess
 from alexnet.weights import save_checkpoint
 
+from .test_train import PINNED_FLAGS
+
 captum_attr = pytest.importorskip("captum.attr", reason="alexnet explain needs Captum: pip install 'alexnet[explain]'")
 
 
@@ -326,28 +328,9 @@ def test_cli_explain_video_frames(tiny, tmp_path, capsys):
 # of 3000 x 6 (558 steps): ~40 s on 2 idle cores. Measured on this model (val: 10 classes x 10 images):
 # top-1 62%; pointing game: Grad-CAM conv5 78%, occlusion 83%, centre point 96%, random point 51%; Spearman with
 # classifier + conv5 re-initialised: Grad-CAM 0.10, occlusion -0.07 (saliency 0.51: it fails this check).
-TRAIN_FLAGS = [
-    "--epochs",
-    "3",
-    "--batch-size",
-    "32",
-    "--lr",
-    "0.01",
-    "--dropout",
-    "0",
-    "--warmup-epochs",
-    "0.5",
-    "--image-size",
-    "64",
-    "--device",
-    "cpu",
-    "--precision",
-    "fp32",
-    "--channels-last",
-    "off",
-    "--in-memory",
-    "off",
-]  # fmt: skip  (pinned: the numbers above were measured this way)
+# pinned (PINNED_FLAGS): the numbers above were measured with fp32, no channels-last, files read every epoch
+TRAIN_FLAGS = ["--epochs", "3", "--batch-size", "32", "--lr", "0.01", "--dropout", "0", "--warmup-epochs", "0.5",
+               "--image-size", "64", *PINNED_FLAGS]  # fmt: skip
 PER_CLASS, VAL_PER_CLASS = 100, 10
 
 

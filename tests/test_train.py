@@ -30,6 +30,11 @@ def tiny_data(tmp_path_factory):
     return str(make_synthetic(tmp_path_factory.mktemp("tiny"), classes=3, per_class=12, val_per_class=4, size=64))
 
 
+# Flags that fix what alexnet.auto and the CPU-path measurement would otherwise choose per machine, for runs whose
+# numbers are compared (tiny_config sets the same values in Python)
+PINNED_FLAGS = ["--device", "cpu", "--precision", "fp32", "--channels-last", "off", "--in-memory", "off"]
+
+
 def tiny_config(data, out, **kw):
     flags = dict(data=data, out=str(out), epochs=4, batch_size=6, image_size=64, resize_size=72, workers=0,
                  max_steps_per_epoch=3, log_every=1, seed=3, device="cpu", precision="fp32",

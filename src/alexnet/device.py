@@ -10,7 +10,6 @@ fp32 (64 px, batch 32), although single bf16 matmuls and convolutions ran 2-3x f
 from __future__ import annotations
 
 import contextlib
-import os
 from typing import TYPE_CHECKING
 
 from .errors import UserError
@@ -131,6 +130,7 @@ def choose_cpu_path(
 
     import torch
 
+    from .data.stats import save_json
     from .data.synthetic import cache_root
 
     candidates = [c for c in CPU_PATHS if c[0] == "fp32" or cpu_has_bf16()]
@@ -156,13 +156,8 @@ def choose_cpu_path(
         f"{shown} -> {best[0]}{' + channels-last' if best[1] else ''} (cached in {path}; --precision and "
         "--channels-last override)")  # fmt: skip
     known[key] = list(best)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(known, indent=1))
-        os.replace(tmp, path)
-    except OSError:
-        pass  # a read-only cache: measure again next time
+    with contextlib.suppress(UserError):  # a read-only cache: measure again next time
+        save_json(known, path)
     return best
 
 

@@ -396,9 +396,10 @@ def setup(cfg: TrainConfig, dist_info: Dist, started: float | None = None) -> Ru
               log, steps_per_epoch, check_every, **state)  # fmt: skip
     if cfg.time_budget:
         run.budget = Budget(parse_duration(cfg.time_budget), started if started is not None else time.time())
-    run.epochs = cfg.epochs if run.total_steps is None else epochs_for(run.total_steps, steps_per_epoch)
-    if run.total_steps is None and cfg.time_budget:
-        run.epochs = cfg.epochs or 10**9  # until the first steps are timed
+    if run.total_steps is not None:  # resumed after a time budget's plan
+        run.epochs = epochs_for(run.total_steps, steps_per_epoch)
+    else:  # under a time budget not yet planned: until the first steps are timed (plan_budget)
+        run.epochs = cfg.epochs or 10**9
     run.lr = cfg.lr * lr_factor(cfg, run.step, steps_per_epoch, plateau.decays, run.total_steps)
     if dist_info.main:
         (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")

@@ -85,13 +85,13 @@ def build_data(
     geometry = training_preprocess(cfg, dataset, {"mean": (0.5,) * 3, "std": (0.25,) * 3})  # crop and resize only
     if use_memory(cfg, dataset, geometry.resize, world_size):
         t0 = time.perf_counter()
-        splits["train"], stats = load_into_memory(dataset.train, geometry.resize, workers=_decoders(dataset),
-                                                  progress=show)  # fmt: skip
+        workers = _decoders(dataset)
+        splits["train"], stats = load_into_memory(dataset.train, geometry.resize, workers=workers, progress=show)
         if dataset.val is not None:
-            splits["val"] = load_into_memory(dataset.val, geometry.resize, workers=_decoders(dataset), progress=show)[0]
+            splits["val"] = load_into_memory(dataset.val, geometry.resize, workers=workers, progress=show)[0]
         for name, split in splits.items():
             if split is not None:
-                check_skipped(split, len(splits_of(dataset)[name]), cfg.max_bad_fraction)
+                check_skipped(split, len(dataset.splits[name]), cfg.max_bad_fraction)
         held = sum(s.images.nbytes for s in splits.values() if s is not None)
         if rank == 0:
             log(f"in memory: {', '.join(f'{len(s):,} {n}' for n, s in splits.items() if s is not None)} images "
@@ -119,17 +119,12 @@ def build_data(
     return DataBundle(train, val, list(dataset.classes), preprocess, desc, ten_crop, dataset)
 
 
-def splits_of(dataset: Dataset) -> dict:
-    return {"train": dataset.train, "val": dataset.val}
-
-
 def use_memory(cfg: TrainConfig, dataset: Dataset, size: int, world_size: int = 1) -> bool:
     """Decode into memory? Never for packs (already decoded, memory-mapped); else ``cfg.in_memory``, or when every
     process's copy fits (``memory.fits_in_memory``)."""
     if dataset.kind == "pack" or cfg.in_memory is False:
         return False
-    n = sum(len(s) for s in splits_of(dataset).values() if s is not None)
-    return bool(cfg.in_memory) or fits_in_memory(n * world_size, size)
+    return bool(cfg.in_memory) or fits_in_memory(_images(dataset) * world_size, size)
 
 
 def check_skipped(split, total: int, max_bad_fraction: float) -> None:
@@ -145,5 +140,8 @@ def check_skipped(split, total: int, max_bad_fraction: float) -> None:
 
 def _decoders(dataset: Dataset) -> int:
     """Processes decoding into memory: all cores for sets large enough to repay starting them."""
-    n = sum(len(s) for s in splits_of(dataset).values() if s is not None)
-    return 0 if n < 4000 else min(8, os.cpu_count() or 1)
+    return 0 if _images(dataset) < 4000 else min(8, os.cpu_count() or 1)
+
+
+def _images(dataset: Dataset) -> int:
+    return sum(len(s) for s in dataset.splits.values())
