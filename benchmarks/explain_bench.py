@@ -33,10 +33,12 @@ from pathlib import Path
 import torch
 
 from alexnet.explain import (
+    LAYERS,
     METHODS,
     attribute,
     boxed_crops,
     centre_hits,
+    default_layer,
     mass_in_box,
     off_centre_images,
     pointing_hits,
@@ -116,11 +118,14 @@ def maps(run_dir: str, data: str | None, off_centre: int, batch: int, methods: l
         val = Subset(val, torch.linspace(0, len(val) - 1, min(limit, len(val))).round().long().tolist())
     crops, boxes = boxed_crops(val, read_boxes(root), pre)
     labels = torch.tensor([val.labels[i] for i in range(len(val))])
-    extra_crops, extra_boxes, _ = off_centre_images(off_centre, pre, classes=len(val.classes))
+    extra_crops, extra_boxes, extra_names = off_centre_images(off_centre, pre, classes=len(val.classes))
+    extra_labels = torch.tensor([val.classes.index(n) for n in extra_names])
     size = pre.crop
     random_model = randomised_copy(model, ("classifier", "conv5"), seed=0)
 
-    def run(net, c: torch.Tensor, t: torch.Tensor | None, method: str, layer: str) -> tuple[torch.Tensor, torch.Tensor]:
+    def run(
+        net, c: torch.Tensor, t: torch.Tensor | None, method: str, layer: str | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         out, preds = [], []
         for s in range(0, len(c), batch):
             x = pre.normalize(c[s : s + batch])
@@ -133,16 +138,21 @@ def maps(run_dir: str, data: str | None, off_centre: int, batch: int, methods: l
     print(head)
     print(f"model {run_dir} ({predictor.meta.get('arch')}, {size} px crops); val {root}: {len(val)} images; "
           f"{len(extra_crops)} fresh off-centre images (seed 1)")  # fmt: skip
-    with torch.no_grad():
-        top1 = float((torch.cat([model(pre.normalize(crops[s : s + batch])).argmax(1)
-                                 for s in range(0, len(crops), batch)]) == labels).float().mean())  # fmt: skip
+
+    def accuracy(c: torch.Tensor, y: torch.Tensor) -> float:
+        with torch.no_grad():
+            pred = torch.cat([model(pre.normalize(c[s : s + batch])).argmax(1) for s in range(0, len(c), batch)])
+        return float((pred == y).float().mean())
+
+    top1, top1_off = accuracy(crops, labels), accuracy(extra_crops, extra_labels)
     centre, rand = float(centre_hits(boxes, size).float().mean()), float(random_point_rate(boxes, size).mean())
     rand_off = float(random_point_rate(extra_boxes, size).mean())
     print(f"val top-1 {100 * top1:.1f}%; baselines on val: centre point {100 * centre:.1f}%, random point "
-          f"{100 * rand:.1f}% (the crop's mean share inside the box); off-centre set: centre 0%, random point "
-          f"{100 * rand_off:.1f}%")  # fmt: skip
-    settings = [(m, "conv5") for m in METHODS if m in methods]
-    settings += [("gradcam", layer) for layer in ("conv1", "conv2", "conv3", "conv4") if "gradcam" in methods]
+          f"{100 * rand:.1f}% (the crop's mean share inside the box); off-centre set: top-1 {100 * top1_off:.1f}%, "
+          f"centre 0%, random point {100 * rand_off:.1f}%; Grad-CAM's default layer at {size} px: "
+          f"{default_layer(model, size)}")  # fmt: skip
+    settings = [("gradcam", layer) for layer in LAYERS if "gradcam" in methods]
+    settings += [(m, None) for m in METHODS if m in methods and m != "gradcam"]
     print(f"{'method':22} {'layer':6} {'hit':>6} {'other':>6} {'mass':>6} {'other':>6} {'off-ctr':>8} "
           f"{'rand hit':>9} {'rho mean':>9} {'rho med':>8} {'const':>6} {'s':>6}")  # fmt: skip
     print("-" * 107)
@@ -177,7 +187,8 @@ def maps(run_dir: str, data: str | None, off_centre: int, batch: int, methods: l
           "rand hit / rho: maps of the model with classifier + conv5 re-initialised, and their Spearman correlation "
           "with the trained model's (const: pairs left out, a map constant in one of the models)")  # fmt: skip
     return {"kind": "maps", "header": head, "run": run_dir, "data": str(root), "val_images": len(val),
-            "off_centre_images": len(extra_crops), "top1": top1, "centre_point": centre, "random_point": rand,
+            "off_centre_images": len(extra_crops), "top1": top1, "off_centre_top1": top1_off,
+            "default_layer": default_layer(model, size), "centre_point": centre, "random_point": rand,
             "off_centre_random_point": rand_off,
             "rows": rows}  # fmt: skip
 

@@ -25,6 +25,7 @@ from alexnet.explain import (
     boxed_crops,
     centre_hits,
     conv_layer,
+    default_layer,
     gradcam,
     layer_size,
     mass_in_box,
@@ -106,6 +107,19 @@ def test_attribute_refuses_train_mode_and_unknown_names():
         attribute(model, x, t, layer="conv6")
     with pytest.raises(UserError, match="--window 80"):
         attribute(model, x, t, method="occlusion", window=80)
+
+
+@pytest.mark.parametrize("arch", ["alexnet", "alexnet2012"])
+def test_default_layer_is_the_deepest_with_a_map_of_at_least_7x7(arch):
+    """Grad-CAM's default: conv5 where its map is fine enough (13x13 at 224 px), conv2 at 64 px (conv3-5 are 3x3)."""
+    model = create_model(arch, num_classes=3)
+    sides = {crop: [layer_size(model, f"conv{i}", crop) for i in range(1, 6)] for crop in (64, 96, 127, 224)}
+    assert sides[224][4] == 13 and sides[64] == [15, 7, 3, 3, 3] and sides[127][4] == 7
+    assert [default_layer(model, crop) for crop in (64, 96, 126, 127, 224)] == ["conv2", "conv2", "conv2", "conv5",
+                                                                                "conv5"]  # fmt: skip
+    x, t = torch.randn(1, 3, 64, 64), torch.tensor([1])
+    torch.testing.assert_close(gradcam(model.eval(), x, t), gradcam(model, x, t, "conv2"))  # None = auto = conv2
+    torch.testing.assert_close(attribute(model, x, t, layer="auto"), gradcam(model, x, t, "conv2"))
 
 
 def test_receptive_fields_against_the_gradient_of_a_linear_twin():
@@ -247,7 +261,7 @@ def test_predictor_explain_returns_the_maps_of_attribute(tiny):
     top = probs.argmax(1)
     torch.testing.assert_close(torch.stack([e.map for e in expls]), attribute(p.model, x, top))
     for e, crop, i, pr in zip(expls, crops, top.tolist(), probs):
-        assert torch.equal(e.crop, crop) and e.map.shape == (64, 64) and e.method == "gradcam" and e.layer == "conv5"
+        assert torch.equal(e.crop, crop) and e.map.shape == (64, 64) and e.method == "gradcam" and e.layer == "conv2"
         assert e.predicted == p.classes[i] == e.target and e.probability == pytest.approx(float(pr[i]))
     (e,) = p.explain(str(paths[0]), target="square", method="saliency")
     assert e.target == "square" and e.target_index == 2 and e.layer is None

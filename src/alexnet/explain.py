@@ -45,7 +45,8 @@ from .preprocess import Preprocess
 
 METHODS = ("gradcam", "occlusion", "saliency", "integrated-gradients")
 LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5")
-DEFAULT_LAYER = "conv5"
+DEFAULT_LAYER = "auto"  # Grad-CAM's layer: ``default_layer``
+MIN_CAM_SIDE = 7  # positions across the map Grad-CAM's default layer must have (conv5 from 127-px crops, 13 at 224)
 DEFAULT_STEPS = 32  # integrated gradients: path points (Captum's default is 50; 32 keeps 224 px under 2 s on 2 cores)
 
 
@@ -77,6 +78,26 @@ def conv_layer(model: nn.Module, layer: str) -> nn.Module:
     convs = [i for i, m in enumerate(mods) if isinstance(m, nn.Conv2d)]
     i = convs[LAYERS.index(layer)]
     return mods[i + 1] if i + 1 < len(mods) and isinstance(mods[i + 1], nn.ReLU) else mods[i]
+
+
+def default_layer(model: nn.Module, crop: int) -> str:
+    """Grad-CAM's layer when none is named: the deepest conv layer whose maps are at least ``MIN_CAM_SIDE`` positions
+    across for ``crop`` px inputs. Conv5, the Grad-CAM paper's choice, from 127-px crops (13x13 at 224); at 64 px,
+    where conv3-5 are 3x3 and each position sees the whole crop, conv2 (7x7). On the 64-px demo model conv2's maps
+    found off-centre objects 48% of the time against conv5's 17% (random point 20%; benchmarks/explain.md)."""
+    for layer in reversed(LAYERS):
+        if layer_size(model, layer, crop) >= MIN_CAM_SIDE:
+            return layer
+    return LAYERS[0]
+
+
+def resolve_layer(model: nn.Module, layer: str | None, crop: int) -> str:
+    """``layer`` checked, or ``default_layer`` for ``None`` / ``"auto"``."""
+    if layer is None or layer == "auto":
+        return default_layer(model, crop)
+    if layer not in LAYERS:
+        raise UserError(f"--layer {layer!r}: choose auto or one of {', '.join(LAYERS)}")
+    return layer
 
 
 def layer_size(model: nn.Module, layer: str, crop: int) -> int:
@@ -123,7 +144,7 @@ def attribute(
     targets: torch.Tensor,
     *,
     method: str = "gradcam",
-    layer: str = DEFAULT_LAYER,
+    layer: str | None = DEFAULT_LAYER,
     window: int | None = None,
     stride: int | None = None,
     steps: int = DEFAULT_STEPS,
@@ -131,9 +152,10 @@ def attribute(
 ) -> torch.Tensor:
     """Maps ``(B, H, W)`` float32 for normalised inputs ``x`` ``(B, 3, H, W)`` and class indices ``targets`` ``(B,)``.
 
-    ``layer``: Grad-CAM's conv layer. ``window`` / ``stride``: occlusion square and step in px (default H/4, H/8).
-    ``steps``: integrated-gradients path points. ``baseline``: integrated gradients' start, normalised ``(3, H, W)``
-    (default: black). ``model`` must be in eval mode (dropout would make every map random).
+    ``layer``: Grad-CAM's conv layer (``auto``: ``default_layer``). ``window`` / ``stride``: occlusion square and
+    step in px (default H/4, H/8). ``steps``: integrated-gradients path points. ``baseline``: integrated gradients'
+    start, normalised ``(3, H, W)`` (default: black). ``model`` must be in eval mode (dropout would make every map
+    random).
     """
     if method not in METHODS:
         raise UserError(f"--method {method!r}: choose one of {', '.join(METHODS)}")
@@ -169,10 +191,13 @@ def attribute(
     return attr.sum(1).abs().detach()
 
 
-def gradcam(model: nn.Module, x: torch.Tensor, targets: torch.Tensor, layer: str = DEFAULT_LAYER) -> torch.Tensor:
+def gradcam(
+    model: nn.Module, x: torch.Tensor, targets: torch.Tensor, layer: str | None = DEFAULT_LAYER
+) -> torch.Tensor:
     """Grad-CAM maps ``(B, H, W)``: Selvaraju et al. 2017, eq. 1 (channel weights = spatial mean of the target
-    logit's gradient) and eq. 2 (ReLU of the weighted sum of the layer's maps), bilinearly upsampled to the input."""
-    module = conv_layer(model, layer)
+    logit's gradient) and eq. 2 (ReLU of the weighted sum of the layer's maps), bilinearly upsampled to the input.
+    ``layer``: a conv layer, or ``auto`` (``default_layer`` for this input size)."""
+    module = conv_layer(model, resolve_layer(model, layer, x.shape[-1]))
     saved: list[torch.Tensor] = []
     handle = module.register_forward_hook(lambda _m, _i, out: saved.append(out))
     try:
@@ -227,7 +252,7 @@ def explain_crops(
     classes: Sequence[str],
     method: str = "gradcam",
     target: str | int | None = "top1",
-    layer: str = DEFAULT_LAYER,
+    layer: str | None = DEFAULT_LAYER,
     window: int | None = None,
     stride: int | None = None,
     steps: int = DEFAULT_STEPS,
@@ -236,8 +261,7 @@ def explain_crops(
     """One ``Explanation`` per ``uint8 (B, 3, c, c)`` crop, for ``target`` (see ``resolve_target``)."""
     if method not in METHODS:
         raise UserError(f"--method {method!r}: choose one of {', '.join(METHODS)}")
-    if layer not in LAYERS:
-        raise UserError(f"--layer {layer!r}: choose one of {', '.join(LAYERS)}")
+    layer = resolve_layer(model, layer, crops.shape[-1])
     fixed = resolve_target(target, classes)
     x = preprocess.normalize(crops.to(device))  # float32 (B, 3, c, c)
     with torch.no_grad():

@@ -369,11 +369,14 @@ def plot_explanation(expl, out: Path, *, name: str = "", layer_side: int | None 
     return _save(fig, out)
 
 
-def _gradcam_figure(predictor, val, *, layer: str = "conv5", pool: int = GRADCAM_POOL, seed: int = 0, batch: int = 64):
+def _gradcam_figure(
+    predictor, val, *, layer: str | None = None, pool: int = GRADCAM_POOL, seed: int = 0, batch: int = 64
+):
     """The Grad-CAM grid and its cells: ``(fig, cells)``, each cell a dict with ``ax``, ``index`` (into ``val``),
     ``crop``, ``map``, ``correct``, ``true`` and ``predicted`` (class names)."""
-    from .explain import explain_crops, layer_size
+    from .explain import explain_crops, layer_size, resolve_layer
 
+    layer = resolve_layer(predictor.model, layer, predictor.preprocess.crop)
     n = GRADCAM_ROWS * GRADCAM_COLS
     g = torch.Generator().manual_seed(seed + 2)
     order = torch.randperm(len(val), generator=g)[:pool].tolist()
@@ -426,8 +429,11 @@ def _gradcam_figure(predictor, val, *, layer: str = "conv5", pool: int = GRADCAM
 
 
 @_plain_text
-def plot_gradcam(predictor, val, out: Path, *, layer: str = "conv5", pool: int = GRADCAM_POOL, seed: int = 0) -> Path:
-    """Grad-CAM overlays for the predicted class: right predictions on the left, wrong ones on the right."""
+def plot_gradcam(
+    predictor, val, out: Path, *, layer: str | None = None, pool: int = GRADCAM_POOL, seed: int = 0
+) -> Path:
+    """Grad-CAM overlays for the predicted class: right predictions on the left, wrong ones on the right.
+    ``layer``: conv1..conv5, or ``None`` for ``alexnet.explain.default_layer``."""
     fig, _ = _gradcam_figure(predictor, val, layer=layer, pool=pool, seed=seed)
     return _save(fig, out)
 

@@ -243,7 +243,7 @@ class Predictor:
         *,
         method: str = "gradcam",
         target: str | int | None = "top1",
-        layer: str = "conv5",
+        layer: str | None = "auto",
         window: int | None = None,
         stride: int | None = None,
         steps: int = 32,
@@ -253,9 +253,10 @@ class Predictor:
         ``crop``, predicted and target class) per image. ``images``: one image or a list (see module docstring).
 
         ``method``: gradcam, occlusion, saliency or integrated-gradients (see ``alexnet.explain``); ``target``:
-        ``"top1"`` (each image's prediction), a class name or index. ``layer``: Grad-CAM's conv layer (conv1..conv5).
-        ``window`` / ``stride``: occlusion's square and step in px; ``steps``: integrated gradients' path points.
-        Runs in fp32 whatever ``precision`` says. Not available for ``.onnx`` exports (no gradients).
+        ``"top1"`` (each image's prediction), a class name or index. ``layer``: Grad-CAM's conv layer (conv1..conv5,
+        or auto: ``alexnet.explain.default_layer``). ``window`` / ``stride``: occlusion's square and step in px;
+        ``steps``: integrated gradients' path points. Runs in fp32 whatever ``precision`` says. Not available for
+        ``.onnx`` exports (no gradients).
         """
         if self.model is None:
             raise UserError(

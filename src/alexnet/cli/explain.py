@@ -5,7 +5,8 @@ the network sees, the map and the two overlaid, titled with the predicted and th
 (give --format twice for both) the raw map as a float32 (crop, crop) array, OUT/NAME.METHOD.npy. One line per
 image on stdout. Methods (see alexnet.explain):
 
-- gradcam: Grad-CAM at --layer (conv5 is 13x13 at 224 px, 3x3 at 64 px; bilinear to the crop);
+- gradcam: Grad-CAM at --layer (auto: conv5 from 127-px crops, 13x13 at 224 px; conv2 at 64 px, where conv5 is
+  3x3; bilinear to the crop);
 - occlusion: drop of the target's score when a --window px square is greyed out, every --stride px (default crop/4
   and crop/8: 49 forward passes);
 - saliency: largest absolute input gradient over the colour channels;
@@ -25,7 +26,7 @@ from pathlib import Path
 from ..errors import UserError
 
 METHODS = ("gradcam", "occlusion", "saliency", "integrated-gradients")  # alexnet.explain.METHODS, without torch
-LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5")
+LAYERS = ("auto", "conv1", "conv2", "conv3", "conv4", "conv5")
 FORMATS = ("png", "npy")
 
 
@@ -37,7 +38,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders (searched recursively), videos")
     p.add_argument("--method", choices=METHODS, default="gradcam", help="attribution method")
     p.add_argument(
-        "--layer", choices=LAYERS, default=None, help="gradcam: the conv layer whose maps are weighted (default: conv5)"
+        "--layer",
+        choices=LAYERS,
+        default=None,
+        help="gradcam: the conv layer whose maps are weighted (default auto: the deepest with >= 7x7 maps at the "
+        "model's crop: conv5 at 224 px, conv2 at 64 px)",
     )
     p.add_argument(
         "--target",
@@ -62,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
     from tqdm import tqdm
 
-    from ..explain import layer_size
+    from ..explain import layer_size, resolve_layer
     from ..predict import load
     from .predict import expand_inputs, list_inputs
 
@@ -71,7 +76,6 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--every {args.every}: must be a positive number of seconds")
     if args.layer is not None and args.method != "gradcam":
         print(f"alexnet explain: note: --layer is for gradcam; {args.method} ignores it", file=sys.stderr)
-    layer = args.layer or "conv5"
     predictor = load(args.model, device=args.device)
     if predictor.model is None:
         raise UserError(
@@ -82,6 +86,7 @@ def run(args: argparse.Namespace) -> int:
     resolve_target(args.target, predictor.classes)  # a wrong --target stops here, before any image
     if "png" in formats:
         from ..plots import plot_explanation
+    layer = resolve_layer(predictor.model, args.layer, predictor.preprocess.crop)
     side = layer_size(predictor.model, layer, predictor.preprocess.crop)
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)

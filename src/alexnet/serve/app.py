@@ -62,7 +62,6 @@ if TYPE_CHECKING:
     from ..predict import Predictor
 
 T = TypeVar("T")
-EXPLAIN_LAYER = "conv5"  # Grad-CAM's layer: alexnet explain's default (13x13 maps at 224 px, 3x3 at 64 px)
 MAX_NAME_CHARS = 200  # an image's name (its multipart filename) as echoed back; it is a label, never a path
 PAGE_HEADERS = {
     # the page is one file: its own inline style and script, thumbnails from blob: URLs, requests to this server only
@@ -381,6 +380,12 @@ class Service:
         self.bounds = limits()
         self.bodies = Budget(config.max_queued_bytes)  # bytes of request bodies, from arrival to answer
         self.explaining = Budget(config.explain_max_images)  # images from admission until their Grad-CAM is done
+        # Grad-CAM's layer: alexnet explain's default (conv5 at 224 px, conv2 at 64 px; alexnet.explain.default_layer)
+        self.explain_layer: str | None = None
+        if getattr(predictor, "model", None) is not None:
+            from ..explain import default_layer
+
+            self.explain_layer = default_layer(predictor.model, predictor.preprocess.crop)
         # Grad-CAM hooks a conv layer of the model: a forward pass of the batcher's thread must not run meanwhile
         self._model_lock = threading.Lock()
         self.batcher = Batcher(
@@ -513,7 +518,7 @@ class Service:
         with self._model_lock:
             explanations = explain_crops(
                 self.predictor.model, crops, preprocess=self.predictor.preprocess, classes=self.classes,
-                method="gradcam", target=target, layer=EXPLAIN_LAYER, device=self.predictor.device,
+                method="gradcam", target=target, layer=self.explain_layer, device=self.predictor.device,
             )  # fmt: skip
         out = []
         for e in explanations:
@@ -578,7 +583,7 @@ class Service:
                 "enabled": unavailable is None,
                 "reason": None if unavailable is None else unavailable[1],
                 "method": "gradcam",
-                "layer": EXPLAIN_LAYER,
+                "layer": self.explain_layer,
                 "max_images": c.explain_max_images,
             },
         }
@@ -770,7 +775,9 @@ def create_app(predictor: Predictor, config: ServeConfig | None = None, *, model
                 results.append({"name": name, **next(answers)})
         if all("error" in r for r in results):
             return error(results[0]["status"], results[0]["error"], results=results)
-        return JSONResponse({"model": service.name, "method": "gradcam", "layer": EXPLAIN_LAYER, "results": results})
+        return JSONResponse(
+            {"model": service.name, "method": "gradcam", "layer": service.explain_layer, "results": results}
+        )
 
     # ---- the Open Inference Protocol v2 (REST)
 
