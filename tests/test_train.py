@@ -318,3 +318,39 @@ def test_an_unwritable_out_is_one_line_before_the_data_is_read(tmp_path):
     with pytest.raises(UserError, match=r"--out .*file/run: cannot write there, .*file is not a folder"):
         train(cfg)  # the data path does not exist either: the --out check comes first
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]  # nothing created
+
+
+def test_the_optimizer_is_fused_sgd_with_the_update_of_the_foreach_one():
+    """build_optimizer takes SGD's fused kernel where it works (1.3-1.5x faster training on 2 CPU cores) and keeps
+    every setting: the same updates as the foreach SGD for momentum, Nesterov, weight decay and per-group lr."""
+    from alexnet.model import create_model
+    from alexnet.train import build_optimizer, fused_sgd_works
+
+    assert fused_sgd_works("cpu") == (tuple(int(v) for v in torch.__version__.split(".")[:2]) >= (2, 4))
+    cfg = resolve_config(
+        "fast", flags={"lr": 0.05, "momentum": 0.9, "nesterov": True, "weight_decay": 1e-3, "head_lr_mult": 10.0}
+    )
+    torch.manual_seed(0)
+    models = [create_model("alexnet", num_classes=4, dropout=0.0) for _ in range(2)]
+    models[1].load_state_dict(models[0].state_dict())
+    start = {k: v.clone() for k, v in models[0].state_dict().items()}
+    fused = build_optimizer(cfg, models[0], torch.device("cpu"))
+    assert fused.defaults["fused"] is fused_sgd_works("cpu")
+    names = {id(p): n for n, p in models[0].named_parameters()}
+    twin = dict(models[1].named_parameters())
+    groups = [
+        {"params": [twin[names[id(p)]] for p in g["params"]], "lr_mult": g["lr_mult"]} for g in fused.param_groups
+    ]
+    assert sorted(g["lr_mult"] for g in groups) == [1.0, 10.0]
+    ref = torch.optim.SGD(groups, lr=0.05, momentum=0.9, nesterov=True, weight_decay=1e-3, foreach=True)
+    for step in range(3):
+        x, y = torch.randn(4, 3, 64, 64), torch.tensor([0, 1, 2, 3])
+        for model, opt in zip(models, (fused, ref)):
+            for g in opt.param_groups:
+                g["lr"] = 0.05 * g["lr_mult"] * (step + 1) / 3  # as train_one_epoch sets it
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(model(x), y).backward()
+            opt.step()
+    for (name, a), b in zip(models[0].named_parameters(), models[1].parameters()):
+        assert not torch.equal(a, start[name])  # every parameter moved: the comparison can fail
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)

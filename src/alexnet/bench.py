@@ -143,9 +143,9 @@ def _consume(it: Iterator, device: torch.device, step: Callable | None = None) -
 
 def _train_step(model: torch.nn.Module, device: torch.device, dtype: torch.dtype, channels_last: bool) -> Callable:
     """``step(x, y)``: ``alexnet.train.train_step`` (what training runs), after moving a CPU batch to the device."""
-    from .train import train_step
+    from .train import sgd, train_step
 
-    opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, weight_decay=5e-4, foreach=True)
+    opt = sgd(model.parameters(), device, lr=1e-3, momentum=0.9, weight_decay=5e-4)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     criterion = torch.nn.CrossEntropyLoss()
 

@@ -87,7 +87,7 @@ def describe(device: torch.device, dtype: torch.dtype) -> str:
 # the fastest CPU path, chosen by measurement
 
 CPU_PATHS = (("fp32", False), ("fp32", True), ("bf16", True))  # (precision, channels-last) candidates on a CPU
-CPU_PATH_VERSION = 1
+CPU_PATH_VERSION = 2
 
 
 def cpu_has_bf16() -> bool:
@@ -168,7 +168,7 @@ def _measure_cpu_paths(arch: str, num_classes: int, image_size: int, batch_size:
     import torch
 
     from .model import create_model
-    from .train import train_step
+    from .train import sgd, train_step
 
     t0 = time.perf_counter()
     steps, rates = {}, {c: [] for c in candidates}
@@ -179,7 +179,7 @@ def _measure_cpu_paths(arch: str, num_classes: int, image_size: int, batch_size:
         if cl:
             model, x = model.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
         y = torch.randint(0, num_classes, (batch_size,))
-        opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, foreach=True)
+        opt = sgd(model.parameters(), torch.device("cpu"), lr=1e-3, momentum=0.9, weight_decay=5e-4)
         scaler = torch.amp.GradScaler("cpu", enabled=False)
         dtype = resolve_precision(precision, torch.device("cpu"))
         crit = torch.nn.CrossEntropyLoss()

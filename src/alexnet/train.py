@@ -8,6 +8,7 @@ Checkpoints are atomic and resume bit for bit; SIGTERM / SIGINT save ``last.pt``
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -269,16 +270,34 @@ def build_optimizer(cfg: TrainConfig, model: nn.Module, device: torch.device) ->
     body = [p for n, p in model.named_parameters() if not n.startswith("classifier.6.") and p.requires_grad]
     groups = [{"params": body, "lr_mult": 1.0}, {"params": head, "lr_mult": cfg.head_lr_mult}]
     groups = [g for g in groups if g["params"]]
-    fused = device.type == "cuda"  # one kernel for all parameters; foreach elsewhere
-    return torch.optim.SGD(
+    return sgd(
         groups,
+        device,
         lr=cfg.lr or 0.0,  # set before every step (train_one_epoch); None: not yet chosen from the data
         momentum=cfg.momentum,
         nesterov=cfg.nesterov and cfg.momentum > 0,
         weight_decay=cfg.weight_decay,
-        fused=fused or None,
-        foreach=None if fused else True,
     )
+
+
+def sgd(params, device: torch.device, **hyper) -> torch.optim.SGD:
+    """``torch.optim.SGD`` with its fused kernel (one pass over all parameters) where this torch has one for
+    ``device``, else the foreach one. On 2 CPU cores the update of AlexNet's 61M parameters took 34 ms fused against
+    153 ms foreach, a third of a batch-32 step at 64 px: training ran 1.3-1.5x faster (README, Performance)."""
+    fused = fused_sgd_works(torch.device(device).type)
+    return torch.optim.SGD(params, **hyper, fused=fused or None, foreach=None if fused else True)
+
+
+@functools.cache
+def fused_sgd_works(device_type: str) -> bool:
+    """Whether ``SGD(fused=True)`` steps on ``device_type`` with this torch (CPU: torch >= 2.4; tried once)."""
+    p = torch.zeros(2, device=device_type, requires_grad=True)
+    p.grad = torch.ones_like(p)
+    try:
+        torch.optim.SGD([p], lr=0.1, momentum=0.9, weight_decay=1e-4, fused=True).step()
+    except (RuntimeError, ValueError, TypeError):
+        return False
+    return bool(torch.allclose(p.detach(), torch.full_like(p, -0.1)))
 
 
 def check_resume(ckpt: dict, path: Path, cfg: TrainConfig, classes: list[str] | None = None) -> None:
