@@ -29,6 +29,7 @@ from alexnet.explain import (
     gradcam,
     layer_size,
     mass_in_box,
+    off_centre_images,
     pointing_hits,
     random_point_rate,
     randomised_copy,
@@ -338,12 +339,14 @@ def test_cli_explain_video_frames(tiny, tmp_path, capsys):
 # ----------------------------------------------------------------------------------------------------------------
 # do the maps mean anything? On a model trained here.
 
-# The demo's settings (make demo) on 10 classes x 100 train images of the built-in data, 3 epochs (93 steps) instead
-# of 3000 x 6 (558 steps): ~40 s on 2 idle cores. Measured on this model (val: 10 classes x 10 images):
-# top-1 62%; pointing game: Grad-CAM conv5 78%, occlusion 83%, centre point 96%, random point 51%; Spearman with
-# classifier + conv5 re-initialised: Grad-CAM 0.10, occlusion -0.07 (saliency 0.51: it fails this check).
+# The demo's settings (make demo) on 10 classes x 100 train images of the built-in data, 6 epochs (186 steps) instead
+# of 3000 x 5.6 (519 steps): ~50 s on 2 idle cores. Measured on this model (val: 10 classes x 10 images): top-1 83%;
+# pointing game on val: Grad-CAM conv5 79% (conv2, the default at 64 px, 81%), occlusion 88%, centre point 96%,
+# random point 51%; on 200 off-centre images (71% classified right): Grad-CAM conv2 38%, conv5 15%, occlusion 40%
+# (every other image), random point 20.5%, centre point 0%; Spearman with classifier + conv5 re-initialised:
+# Grad-CAM 0.08 at conv5 and 0.04 at conv2, occlusion 0.01 (saliency 0.51 on an earlier model: it fails this check).
 # pinned (PINNED_FLAGS): the numbers above were measured with fp32, no channels-last, files read every epoch
-TRAIN_FLAGS = ["--epochs", "3", "--batch-size", "32", "--lr", "0.01", "--dropout", "0", "--warmup-epochs", "0.5",
+TRAIN_FLAGS = ["--epochs", "6", "--batch-size", "32", "--lr", "0.01", "--dropout", "0", "--warmup-epochs", "0.5",
                "--image-size", "64", *PINNED_FLAGS]  # fmt: skip
 PER_CLASS, VAL_PER_CLASS = 100, 10
 
@@ -363,7 +366,14 @@ def trained(tmp_path_factory):
     x = p.preprocess.normalize(crops)
     with torch.no_grad():
         logits = p.model(x)
-    return SimpleNamespace(p=p, model=p.model, x=x, boxes=boxes, logits=logits, top=logits.argmax(1))
+    # fresh images of the same generator whose object box leaves out the crop centre (the centre point always misses)
+    off_crops, off_boxes, off_names = off_centre_images(200, p.preprocess)
+    off_x = p.preprocess.normalize(off_crops)
+    with torch.no_grad():
+        off_top = p.model(off_x).argmax(1)
+    off_labels = torch.tensor([p.classes.index(n) for n in off_names])
+    return SimpleNamespace(p=p, model=p.model, x=x, boxes=boxes, logits=logits, top=logits.argmax(1), off_x=off_x,
+                           off_boxes=off_boxes, off_top=off_top, off_labels=off_labels)  # fmt: skip
 
 
 def test_pointing_game_maps_point_at_the_object(trained):
@@ -380,14 +390,31 @@ def test_pointing_game_maps_point_at_the_object(trained):
     model, x, top, boxes = trained.model, trained.x, trained.top, trained.boxes
     random_point = float(random_point_rate(boxes, 64).mean())  # 0.51 measured
     assert 0.4 < random_point < 0.6
-    gradcam_hits = pointing_hits(attribute(model, x, top), boxes).float().mean()
-    assert gradcam_hits >= 0.65 and gradcam_hits >= random_point + 0.1  # 0.78 measured
+    gradcam_hits = pointing_hits(attribute(model, x, top, layer="conv5"), boxes).float().mean()
+    assert gradcam_hits >= 0.65 and gradcam_hits >= random_point + 0.1  # 0.79 measured
     some = slice(0, None, 2)  # occlusion costs 49 forward passes per image: every other val image
     occlusion, own = attribute(model, x[some], top[some], method="occlusion"), boxes[some]
     occlusion_hits = pointing_hits(occlusion, own).float().mean()
-    assert occlusion_hits >= 0.7 and occlusion_hits >= random_point + 0.15  # 0.83 measured
+    assert occlusion_hits >= 0.7 and occlusion_hits >= random_point + 0.15  # 0.88 measured
     other = own.roll(1, 0)  # each map against the previous image's box
-    assert mass_in_box(occlusion, own).nanmean() >= mass_in_box(occlusion, other).nanmean() + 0.04  # 0.73 vs 0.65
+    assert mass_in_box(occlusion, own).nanmean() >= mass_in_box(occlusion, other).nanmean() + 0.04  # 0.71 vs 0.63
+
+
+def test_pointing_game_off_centre_where_the_centre_point_always_misses(trained):
+    """On images whose object leaves the crop centre free, the maps still find it far more often than a random point:
+    Grad-CAM at its default layer (conv2 at 64 px) and occlusion. Grad-CAM at conv5 does not (3x3 maps, each
+    position seeing the whole 64-px crop): the reason conv5 is not the default at this size."""
+    model, x, top, boxes = trained.model, trained.off_x, trained.off_top, trained.off_boxes
+    assert (top == trained.off_labels).float().mean() >= 0.55  # the model knows these images: 0.71 measured
+    assert not centre_hits(boxes, 64).any()
+    random_point = float(random_point_rate(boxes, 64).mean())  # 0.205 measured
+    assert 0.1 < random_point < 0.3
+    default = pointing_hits(attribute(model, x, top), boxes).float().mean()  # conv2
+    conv5 = pointing_hits(attribute(model, x, top, layer="conv5"), boxes).float().mean()
+    assert default >= random_point + 0.1 and default >= conv5 + 0.1  # 0.38, conv5 0.15 measured
+    some = slice(0, None, 2)
+    occlusion = attribute(model, x[some], top[some], method="occlusion")
+    assert pointing_hits(occlusion, boxes[some]).float().mean() >= random_point + 0.1  # 0.40 measured
 
 
 def sobel(x: torch.Tensor) -> torch.Tensor:
@@ -403,12 +430,13 @@ def test_model_randomisation_changes_the_maps(trained):
     learned must change; its Spearman rank correlation with the trained model's map drops below 0.5."""
     randomised = randomised_copy(trained.model, ("classifier", "conv5"), seed=0)
     x, top = trained.x, trained.top
-    rho = spearman(attribute(trained.model, x, top), attribute(randomised, x, top))
-    assert rho.isnan().float().mean() < 0.3  # few maps are all zero (0.12 measured)...
-    assert rho.nanmean() < 0.5  # ...and the rest change: 0.10 measured
+    for layer in ("conv5", "auto"):  # auto: conv2 at 64 px
+        rho = spearman(attribute(trained.model, x, top, layer=layer), attribute(randomised, x, top, layer=layer))
+        assert rho.isnan().float().mean() < 0.35  # few maps are all zero (0.10 at conv5, 0.05 at conv2 measured)...
+        assert rho.nanmean() < 0.5  # ...and the rest change: 0.08 and 0.04 measured
     some = slice(0, None, 4)
     occ = [attribute(m, x[some], top[some], method="occlusion") for m in (trained.model, randomised)]
-    assert spearman(*occ).nanmean() < 0.5  # -0.07 measured
+    assert spearman(*occ).nanmean() < 0.5  # 0.01 measured
     # the check can fail: an edge detector ignores the weights, so its maps of the two models agree exactly
     assert spearman(sobel(x), sobel(x)).mean() > 0.99
 
@@ -418,7 +446,8 @@ def test_maps_for_two_target_classes_differ(trained):
     same map whatever the class, like an edge detector, would give Spearman 1 and differ nowhere)."""
     x, logits = trained.x, trained.logits
     first, second = logits.topk(2).indices.unbind(1)
-    a, b = attribute(trained.model, x, first), attribute(trained.model, x, second)
-    differ = (a - b).abs().amax((1, 2)) > 0.1 * torch.maximum(a.amax((1, 2)), b.amax((1, 2)))
-    assert differ.float().mean() >= 0.8  # 0.93 measured: the maps differ by > 10% of their peak somewhere
-    assert spearman(a, b).nanmean() < 0.75  # 0.53 measured
+    for layer in ("conv5", "auto"):  # measured: differ 0.95 and 1.0 (conv2), Spearman 0.49 and 0.35
+        a, b = attribute(trained.model, x, first, layer=layer), attribute(trained.model, x, second, layer=layer)
+        differ = (a - b).abs().amax((1, 2)) > 0.1 * torch.maximum(a.amax((1, 2)), b.amax((1, 2)))
+        assert differ.float().mean() >= 0.8  # the maps differ by > 10% of their peak somewhere
+        assert spearman(a, b).nanmean() < 0.75

@@ -104,7 +104,7 @@ class TrainConfig:
                                      none_text="auto: the largest of 128/64/32/16 giving 50 steps per "
                                      "epoch")  # fmt: skip
     lr: float | None = setting(None, "peak learning rate for --batch-size images per step", low=0, low_open=True,
-                               auto=True, none_text="auto: 0.02 x sqrt(batch/128)")  # fmt: skip
+                               auto=True, none_text="auto: 0.01, x sqrt(batch/32) below 32")  # fmt: skip
     momentum: float = setting(0.9, "SGD momentum", low=0, high=1, high_open=True)
     nesterov: bool = setting(True, "Nesterov momentum")
     weight_decay: float = setting(5e-4, "L2 weight decay", low=0)
