@@ -50,7 +50,7 @@ def test_batch_is_a_multiple_of_the_processes():
     assert choose_batch_size(3000, world_size=3) == 33 and choose_batch_size(60000, world_size=8) == 128
 
 
-def test_lr_scales_with_the_square_root_of_the_batch_and_warmup_is_100_steps_at_most_half_an_epoch():
+def test_lr_is_0_01_scaled_down_below_batch_32_and_warmup_is_100_steps_at_most_half_an_epoch():
     # 0.01 from batch 32 up (larger lr measured worse), scaled by sqrt(batch/32) below
     assert scaled_lr(128) == scaled_lr(64) == scaled_lr(32) == pytest.approx(0.01)
     assert scaled_lr(16) == pytest.approx(0.01 / math.sqrt(2)) and scaled_lr(8) == pytest.approx(0.005)
@@ -201,6 +201,22 @@ def test_time_budget_fixes_the_step_count_decays_to_zero_and_resumes_exactly(sha
     a, b = read_state_dict(straight / "checkpoints" / "last.pt"), read_state_dict(resumed / "checkpoints" / "last.pt")
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert load_checkpoint(resumed / "checkpoints" / "last.pt")["step"] == expected
+
+
+def test_the_progress_line_shows_the_planned_epochs_once_the_plan_is_made():
+    """Under a budget the epoch count is unknown ("epoch 1/?") until the first steps are timed; then the bar's label
+    and end follow the plan, in a log file's plain lines as on a terminal."""
+    import io
+
+    from alexnet.progress import progress
+
+    log = io.StringIO()
+    bar = progress(468, "epoch 1/?", unit="step", every_s=0.0, file=log)
+    bar.update(1)
+    bar.set_total(364, "epoch 1/2")
+    bar.update(1)
+    first, second = log.getvalue().splitlines()
+    assert first.startswith("epoch 1/?: 1/468 step") and second.startswith("epoch 1/2: 2/364 step")
 
 
 def ckpt_save_seconds(remaining: float, epoch_seconds: float) -> float:

@@ -48,11 +48,14 @@ class progress:
             self.t_last = time.monotonic()
             print(self.line(), file=self.file, flush=True)
 
-    def set_total(self, total: int) -> None:
-        """A new end (e.g. once a time budget's steps are planned)."""
+    def set_total(self, total: int, desc: str | None = None) -> None:
+        """A new end, and optionally a new label (e.g. once a time budget's steps, and so its epochs, are planned)."""
         self.total = total
+        self.desc = desc if desc is not None else self.desc
         if self.bar is not None:
             self.bar.total = total
+            if desc is not None:
+                self.bar.set_description_str(desc, refresh=False)
             self.bar.refresh()
 
     def set_postfix_str(self, s: str) -> None:

@@ -568,7 +568,7 @@ def train_one_epoch(run: Run, epoch: int, stop: StopSignals) -> tuple[float, int
         if run.budget is not None and run.total_steps is None and run.budget.timed(batch_idx, run.device):
             plan_budget(run, epoch)  # fixes run.total_steps; the epoch may now end sooner
             end = epoch_end(run, epoch)
-            bar.set_total(end)
+            bar.set_total(end, f"epoch {epoch + 1}/{epochs_text(run)}")
         last = batch_idx == end - 1
         if run.step % cfg.log_every == 0 or last:
             now = time.perf_counter()
