@@ -380,12 +380,8 @@ class Service:
         self.bounds = limits()
         self.bodies = Budget(config.max_queued_bytes)  # bytes of request bodies, from arrival to answer
         self.explaining = Budget(config.explain_max_images)  # images from admission until their Grad-CAM is done
-        # Grad-CAM's layer: alexnet explain's default (conv5 at 224 px, conv2 at 64 px; alexnet.explain.default_layer)
+        # Grad-CAM's layer, set when it is on: alexnet explain's default (conv5 at 224 px, conv2 at 64 px)
         self.explain_layer: str | None = None
-        if getattr(predictor, "model", None) is not None:
-            from ..explain import default_layer
-
-            self.explain_layer = default_layer(predictor.model, predictor.preprocess.crop)
         # Grad-CAM hooks a conv layer of the model: a forward pass of the batcher's thread must not run meanwhile
         self._model_lock = threading.Lock()
         self.batcher = Batcher(
@@ -412,6 +408,9 @@ class Service:
     def start(self) -> None:
         self.pool = ThreadPoolExecutor(self.config.decode_threads, thread_name_prefix="alexnet-decode")
         if self.config.explain and self.explain_unavailable() is None:
+            from ..explain import default_layer
+
+            self.explain_layer = default_layer(self.predictor.model, self.predictor.preprocess.crop)
             self.explainer = ThreadPoolExecutor(1, thread_name_prefix="alexnet-explain")
         self._warm_up()
         self.batcher.start()
@@ -506,10 +505,10 @@ class Service:
         return None if missing is None else (501, missing)
 
     def gradcam(self, crops: torch.Tensor, target: int | None) -> list[dict[str, Any]]:
-        """Grad-CAM at conv5 (``alexnet.explain``) for ``uint8 (B, 3, c, c)`` crops and a class index (None: each
-        crop's top-1), as ``alexnet explain`` computes it: per crop the overlay PNG (``alexnet.plots.overlay``, the
-        crop with the heat colours blended in, c x c px), the map's peak in crop px (None for a map of zeros) and the
-        classes. Runs in the explain thread, holding the model (the batcher's forward passes wait)."""
+        """Grad-CAM at ``explain_layer`` (``alexnet.explain``) for ``uint8 (B, 3, c, c)`` crops and a class index (None:
+        each crop's top-1), as ``alexnet explain`` computes it: per crop the overlay PNG (``alexnet.plots.overlay``,
+        the crop with the heat colours blended in, c x c px), the map's peak in crop px (None for a map of zeros) and
+        the classes. Runs in the explain thread, holding the model (the batcher's forward passes wait)."""
         from PIL import Image
 
         from ..explain import explain_crops
