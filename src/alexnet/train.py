@@ -283,15 +283,17 @@ def build_optimizer(cfg: TrainConfig, model: nn.Module, device: torch.device) ->
 def sgd(params, device: torch.device, **hyper) -> torch.optim.SGD:
     """``torch.optim.SGD`` with its fused kernel (one pass over all parameters) where this torch has one for
     ``device``, else the foreach one. On 2 CPU cores the update of AlexNet's 61M parameters took 34 ms fused against
-    153 ms foreach, a third of a batch-32 step at 64 px: training ran 1.3-1.5x faster (README, Performance)."""
-    fused = fused_sgd_works(torch.device(device).type)
+    153 ms foreach, a third of a batch-32 step at 64 px: training steps ran 1.1-1.5x faster (batch 256-32; README,
+    "Your own data")."""
+    fused = fused_sgd_works(str(torch.device(device)))
     return torch.optim.SGD(params, **hyper, fused=fused or None, foreach=None if fused else True)
 
 
 @functools.cache
-def fused_sgd_works(device_type: str) -> bool:
-    """Whether ``SGD(fused=True)`` steps on ``device_type`` with this torch (CPU: torch >= 2.4; tried once)."""
-    p = torch.zeros(2, device=device_type, requires_grad=True)
+def fused_sgd_works(device: str) -> bool:
+    """Whether ``SGD(fused=True)`` steps on ``device`` (``"cpu"``, ``"cuda:1"``...) with this torch (CPU: torch >= 2.4);
+    tried once per device, on that device (a DDP rank never touches another rank's GPU)."""
+    p = torch.zeros(2, device=device, requires_grad=True)
     p.grad = torch.ones_like(p)
     try:
         torch.optim.SGD([p], lr=0.1, momentum=0.9, weight_decay=1e-4, fused=True).step()
