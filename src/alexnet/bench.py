@@ -31,7 +31,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .device import resolve_device, resolve_precision
+from .device import resolve_device, resolve_precision, synchronize
 from .errors import UserError
 from .preprocess import IMAGENET, Preprocess, default_resize
 
@@ -93,8 +93,7 @@ def _timed(device: torch.device, fn: Callable[[], None]) -> float:
         return start.elapsed_time(end) / 1000
     t0 = time.perf_counter()
     fn()
-    if device.type == "mps":
-        torch.mps.synchronize()
+    synchronize(device)
     return time.perf_counter() - t0
 
 
@@ -102,8 +101,7 @@ def _measure(device: torch.device, cfg: BenchConfig, run: Callable[[int], None],
     """img/s over ``repeats`` windows after ``warmup`` batches. The first window has ``steps`` batches; if it was
     shorter than ``min_time`` it only sizes the others (``steps`` scaled up to last ``min_time``) and is dropped."""
     run(cfg.warmup)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    synchronize(device)
     steps = cfg.steps
     first = _timed(device, lambda: run(steps))
     seconds = [first]

@@ -26,7 +26,7 @@ from torch import nn
 
 from .auto import epochs_for, parse_duration, plan_steps, resolve_auto
 from .config import TrainConfig
-from .device import autocast, choose_cpu_path, describe, resolve_device, resolve_precision
+from .device import autocast, choose_cpu_path, describe, resolve_device, resolve_precision, synchronize
 from .distributed import Dist, Preempted, StopSignals, max_over_ranks, on_main, process_group, sum_over_ranks
 from .errors import UserError
 from .evaluate import evaluate, format_report
@@ -164,10 +164,10 @@ class Budget:
     def timed(self, batch_idx: int, device: torch.device) -> bool:
         """Call after step ``batch_idx``: True once the timed steps are done (``step_seconds`` is then known)."""
         if batch_idx + 1 == self.first:
-            _sync(device)
+            synchronize(device)
             self.t0 = time.perf_counter()
         elif batch_idx + 1 == self.last and self.t0 is not None:
-            _sync(device)
+            synchronize(device)
             self.step_time = (time.perf_counter() - self.t0) / (self.last - self.first)
             return True
         return False
@@ -175,13 +175,6 @@ class Budget:
     def step_seconds(self) -> float:
         assert self.step_time is not None
         return self.step_time
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    elif device.type == "mps":
-        torch.mps.synchronize()
 
 
 def best_improved(metric: str, value: float, best: float | None) -> bool:
