@@ -842,7 +842,7 @@ def test_the_byte_budget_refuses_before_the_body_is_read(predictor):
 
 def test_image_status_follows_the_error_type():
     from alexnet.data.decode import DecodeBoundsError, DecodeError
-    from alexnet.serve.app import image_status
+    from alexnet.serve.wire import image_status
 
     assert image_status(DecodeBoundsError("x.png: too many pixels")) == 422
     assert image_status(DecodeError("refused.png: refused to be an image")) == 415  # no guessing from the words

@@ -1,0 +1,89 @@
+"""The server's Prometheus metrics (``GET /metrics``): requests by endpoint and status, latency, images by outcome,
+batch sizes and forward-pass time, and gauges of what the server holds against each of its limits."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from .batching import Batcher, Budget
+
+
+class Metrics:
+    """The Prometheus metrics of one app, in a registry of its own (two apps in one process do not mix)."""
+
+    def __init__(self, batcher: Batcher, bodies: Budget, explaining: Budget) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+        r = self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "alexnet_http_requests", "HTTP requests by endpoint and status code", ["endpoint", "status"], registry=r
+        )
+        self.latency = Histogram(
+            "alexnet_http_request_duration_seconds",
+            "time from a request's arrival to its answer",
+            ["endpoint"],
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+            registry=r,
+        )
+        self.images = Counter(
+            "alexnet_images", "images answered, by outcome (ok, or the refusal's status)", ["outcome"], registry=r
+        )
+        self.batch_size = Histogram(
+            "alexnet_batch_size_images",
+            "images per forward pass",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096),
+            registry=r,
+        )
+        self.forward = Histogram(
+            "alexnet_forward_duration_seconds",
+            "time of one forward pass",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+            registry=r,
+        )
+        Gauge("alexnet_queue_depth_images", "images waiting for a forward pass", registry=r).set_function(
+            lambda: batcher.waiting
+        )
+        Gauge(
+            "alexnet_images_in_flight", "images admitted and not yet answered (at most --queue)", registry=r
+        ).set_function(lambda: batcher.admitted)
+        Gauge(
+            "alexnet_request_body_bytes_held", "bytes of request bodies held (at most --max-queued-mb)", registry=r
+        ).set_function(lambda: bodies.held)
+        Gauge(
+            "alexnet_explain_images_in_flight",
+            "images admitted to POST /explain and not yet explained (at most --explain-max-images)",
+            registry=r,
+        ).set_function(lambda: explaining.held)
+
+    def on_batch(self, images: int, seconds: float) -> None:
+        self.batch_size.observe(images)
+        self.forward.observe(seconds)
+
+
+class Observe:
+    """ASGI middleware: counts every response by endpoint (the route's template, never the raw path) and status,
+    times it, and adds ``X-Content-Type-Options: nosniff`` (browsers must not guess a type from a body)."""
+
+    def __init__(self, app: Any, metrics: Metrics) -> None:
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start, status = time.perf_counter(), 500
+
+        async def send_and_note(message: dict) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message.setdefault("headers", []).append((b"x-content-type-options", b"nosniff"))
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_note)
+        finally:
+            endpoint = getattr(scope.get("route"), "path", "unmatched")
+            self.metrics.requests.labels(endpoint, str(status)).inc()
+            self.metrics.latency.labels(endpoint).observe(time.perf_counter() - start)

@@ -1,0 +1,146 @@
+"""The Open Inference Protocol v2 (KServe, Triton), REST subset: a request's one input parsed, and the answers
+formatted, in one place (as pytorch/serve's request envelopes: one parse/format pair per protocol).
+
+UINT8 tensors are ``[H, W, 3]`` or ``[B, H, W, 3]`` RGB (the layout images decode to); BYTES tensors ``[B]`` hold
+base64-encoded image files. The one output, ``probabilities``, is FP32 ``[B, C]``, or with Triton's classification
+extension (``"parameters": {"classification": k}``) BYTES ``[B, k]`` of ``"probability:index:label"``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import math
+from typing import Any
+
+import numpy as np
+import torch
+
+from .wire import HTTPError
+
+
+def server_metadata() -> dict[str, Any]:
+    from importlib.metadata import version
+
+    return {"name": "alexnet", "version": version("alexnet"), "extensions": ["classification"]}
+
+
+def model_metadata(name: str, backend: str, num_classes: int) -> dict[str, Any]:
+    return {
+        "name": name,
+        "versions": ["1"],
+        "platform": "onnxruntime_onnx" if backend == "onnxruntime" else "pytorch",
+        "inputs": [{"name": "image", "datatype": "UINT8", "shape": [-1, -1, -1, 3]}],
+        "outputs": [{"name": "probabilities", "datatype": "FP32", "shape": [-1, num_classes]}],
+    }
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# parse
+
+
+def parse_infer_request(body: bytes, bounds_pixels: int, bounds_aspect: float, max_images: int) -> dict[str, Any]:
+    """The one input of a v2 ``infer`` request: ``{"images": [uint8 (3, H, W) tensors or encoded bytes], "outputs":
+    [requested outputs], "id": ...}``."""
+    try:
+        req = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise HTTPError(400, f"the body is not JSON ({e})") from None
+    if not isinstance(req, dict) or not isinstance(req.get("inputs"), list) or len(req["inputs"]) != 1:
+        raise HTTPError(400, 'expected {"inputs": [one tensor]} (an image tensor or encoded image files)')
+    images = _input_images(req["inputs"][0], bounds_pixels, bounds_aspect, max_images)
+    return {"images": images, "outputs": _outputs(req.get("outputs", [{"name": "probabilities"}])), "id": req.get("id")}
+
+
+def _input_images(tensor: Any, bounds_pixels: int, bounds_aspect: float, max_images: int) -> list:
+    if not isinstance(tensor, dict):
+        raise HTTPError(400, "an input must be an object with name, shape, datatype and data")
+    shape, datatype, data = tensor.get("shape"), tensor.get("datatype"), tensor.get("data")
+    if not (isinstance(shape, list) and shape and all(isinstance(s, int) and s >= 0 for s in shape)):
+        raise HTTPError(400, f"input shape {shape!r}: expected a list of sizes")
+    if not isinstance(data, list):
+        raise HTTPError(400, "input data: expected a list (row-major)")
+    if datatype == "UINT8":
+        return _uint8_images(shape, data, bounds_pixels, bounds_aspect, max_images)
+    if datatype == "BYTES":
+        return _bytes_images(shape, data, max_images)
+    raise HTTPError(400, f"input datatype {datatype!r}: send UINT8 image tensors or BYTES (base64 image files)")
+
+
+def _outputs(outputs: Any) -> list[dict[str, Any]]:
+    if not isinstance(outputs, list) or not all(isinstance(o, dict) for o in outputs):
+        raise HTTPError(400, "outputs: expected a list of objects")
+    for o in outputs:
+        if o.get("name") != "probabilities":
+            raise HTTPError(400, f"output {o.get('name')!r}: this model has one output, 'probabilities'")
+        k = (o.get("parameters") or {}).get("classification")
+        if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
+            raise HTTPError(400, f"classification {k!r}: must be a whole number of classes, at least 1")
+    return outputs
+
+
+def _uint8_images(shape: list[int], data: list, max_pixels: int, max_aspect: float, max_images: int) -> list:
+    if len(shape) == 3:
+        shape = [1, *shape]
+    if len(shape) != 4 or shape[3] != 3:
+        raise HTTPError(400, f"UINT8 input shape {shape}: expected [H, W, 3] or [B, H, W, 3] (RGB, channels last)")
+    b, h, w, _ = shape
+    if b > max_images:
+        raise HTTPError(413, f"{b} images in one request: at most {max_images} (--queue)")
+    if min(h, w) < 1 or h * w > max_pixels or max(h, w) > max_aspect * min(h, w):
+        raise HTTPError(
+            422, f"refused a {w}x{h} image tensor: over {max_pixels:,} pixels or a {max_aspect:g}:1 aspect ratio"
+        )
+    try:
+        a = np.asarray(data)
+    except ValueError:  # ragged nested lists
+        raise HTTPError(400, "UINT8 input data: not a regular array") from None
+    if a.size != math.prod(shape):
+        raise HTTPError(400, f"UINT8 input data has {a.size} values; shape {shape} needs {math.prod(shape)}")
+    if a.size and (a.dtype.kind not in "iu" or a.min() < 0 or a.max() > 255):
+        raise HTTPError(400, "UINT8 input data: values must be integers from 0 to 255")
+    a = a.astype(np.uint8).reshape(shape)
+    return [torch.from_numpy(a[i]).permute(2, 0, 1).contiguous() for i in range(b)]  # uint8 (3, H, W) each
+
+
+def _bytes_images(shape: list[int], data: list, max_images: int) -> list[bytes]:
+    if len(shape) != 1 or shape[0] != len(data):
+        raise HTTPError(400, f"BYTES input shape {shape}: expected [{len(data)}], one base64 image file per element")
+    if len(data) > max_images:
+        raise HTTPError(413, f"{len(data)} images in one request: at most {max_images} (--queue)")
+    out = []
+    for i, s in enumerate(data):
+        try:
+            out.append(base64.b64decode(s, validate=True))
+        except (TypeError, ValueError, binascii.Error):
+            raise HTTPError(400, f"BYTES input element {i}: not a base64 string") from None
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------------
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# format
+
+
+def infer_response(
+    probs: torch.Tensor, request: dict[str, Any], name: str, classes: list[str], top: Any
+) -> dict[str, Any]:
+    """The answer to ``request`` (as ``parse_infer_request`` returns it) from float32 ``(B, C)`` probabilities;
+    ``top(row, k)`` ranks one row as ``[(class index, probability)]``, most likely first."""
+    outputs = []
+    for o in request["outputs"]:
+        k = (o.get("parameters") or {}).get("classification")
+        if k is None:
+            data = probs.flatten().tolist()
+            outputs.append({"name": "probabilities", "datatype": "FP32", "shape": list(probs.shape), "data": data})
+        else:  # Triton's classification extension: "probability:index:label", most likely first
+            k = min(k, len(classes))
+            data = [f"{p}:{i}:{classes[i]}" for row in probs for i, p in top(row, k)]
+            outputs.append({"name": "probabilities", "datatype": "BYTES", "shape": [len(probs), k], "data": data})
+    answer: dict[str, Any] = {"model_name": name, "model_version": "1", "outputs": outputs}
+    if request["id"] is not None:
+        answer["id"] = request["id"]
+    return answer

@@ -1,0 +1,144 @@
+"""The wire: reading a request's body (counted while it streams in) and its multipart images, the query's numbers,
+and the errors a client is shown (``HTTPError`` -> ``{"error": "..."}`` with its status, one line, never a trace)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import Request
+from fastapi.responses import JSONResponse
+from starlette.requests import ClientDisconnect
+
+from ..data.decode import DecodeBoundsError
+from ..errors import UserError
+
+MAX_NAME_CHARS = 200  # an image's name (its multipart filename) as echoed back; it is a label, never a path
+
+
+class HTTPError(Exception):
+    """A request refused with ``status`` and a message for the client."""
+
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.headers = status, message, headers or {}
+
+
+def check_content_length(request: Request, max_bytes: int) -> None:
+    """413 from the header alone, before a byte of the body is read."""
+    length = request.headers.get("content-length")
+    if length is None:
+        return
+    if not length.isdigit():
+        raise HTTPError(400, f"Content-Length {length[:40]!r} is not a number of bytes")
+    if int(length) > max_bytes:
+        raise HTTPError(413, f"a body of {int(length):,} bytes is over the {max_bytes:,}-byte limit (--max-upload-mb)")
+
+
+async def read_body(request: Request, max_bytes: int, hold: Callable[[int], None]) -> bytes:
+    """The body, counted while it streams in (chunked uploads have no Content-Length): 413 at ``max_bytes`` + 1.
+
+    ``hold(n)`` reserves n more bytes of the server's budget or raises 503: the declared Content-Length before a
+    byte is read, or each chunk as it arrives when there is none. The caller releases them with the request.
+    """
+    length = request.headers.get("content-length")  # a number within max_bytes: check_content_length ran first
+    held = int(length) if length else 0
+    hold(held)
+    chunks, total = [], 0
+    try:
+        async for chunk in request.stream():
+            total += len(chunk)
+            if total > max_bytes:
+                raise HTTPError(413, f"the body is over the {max_bytes:,}-byte limit (--max-upload-mb)")
+            if total > held:
+                hold(total - held)
+                held = total
+            chunks.append(chunk)
+    except ClientDisconnect:
+        raise HTTPError(400, "the client disconnected before sending the whole body") from None
+    return b"".join(chunks)
+
+
+def split_images(body: bytes, content_type: str, max_images: int, flag: str = "--queue") -> list[tuple[str, bytes]]:
+    """``(name, encoded bytes)`` per image: the file parts of a multipart body, or the whole body as one image.
+    More than ``max_images`` file parts: 413 naming ``flag``, the limit's option."""
+    if content_type.lower().startswith("multipart/form-data"):
+        images = parse_multipart(body, content_type, max_images, flag)
+    else:
+        images = [("image", body)] if body else []
+    if not images:
+        raise HTTPError(400, "no image in the request: send files as multipart/form-data or one image as the body")
+    return images
+
+
+def parse_multipart(body: bytes, content_type: str, max_files: int, flag: str = "--queue") -> list[tuple[str, bytes]]:
+    """The file parts (those with a ``filename``) of a multipart/form-data body, held in memory, never on disk."""
+    from python_multipart.multipart import MultipartParser, parse_options_header
+
+    _, params = parse_options_header(content_type)
+    boundary = params.get(b"boundary")
+    if not boundary:
+        raise HTTPError(400, "multipart/form-data without a boundary in its Content-Type")
+    files: list[tuple[str, bytes]] = []
+    part: dict[str, Any] = {}
+    ended = False
+
+    def on_part_begin() -> None:
+        part.update(headers={}, field=b"", value=b"", data=[])
+
+    def on_header_field(data: bytes, start: int, end: int) -> None:
+        part["field"] += data[start:end]
+
+    def on_header_value(data: bytes, start: int, end: int) -> None:
+        part["value"] += data[start:end]
+
+    def on_header_end() -> None:
+        part["headers"][part["field"].lower()] = part["value"]
+        part["field"], part["value"] = b"", b""
+
+    def on_part_data(data: bytes, start: int, end: int) -> None:
+        part["data"].append(data[start:end])
+
+    def on_part_end() -> None:
+        _, disposition = parse_options_header(part["headers"].get(b"content-disposition", b""))
+        if b"filename" not in disposition:
+            return  # a plain form field: not an image
+        if len(files) == max_files:
+            raise HTTPError(413, f"more than {max_files} images in one request ({flag})")
+        name = disposition[b"filename"] or disposition.get(b"name", b"") or b"image"
+        files.append((name.decode("utf-8", "replace")[:MAX_NAME_CHARS], b"".join(part["data"])))
+
+    def on_end() -> None:
+        nonlocal ended
+        ended = True
+
+    callbacks = {k: v for k, v in locals().items() if k.startswith("on_")}
+    parser = MultipartParser(boundary, callbacks)  # type: ignore[arg-type]
+    try:
+        parser.write(body)
+        parser.finalize()
+    except HTTPError:
+        raise
+    except Exception as e:  # python-multipart raises MultipartParseError and friends
+        raise HTTPError(400, f"malformed multipart body ({e})") from None
+    if not ended:
+        raise HTTPError(400, "malformed multipart body (it ends before its closing boundary)")
+    return files
+
+
+def image_status(err: UserError) -> int:
+    """422 for an image the decoder's bounds refuse (bombs, pixel and aspect-ratio limits), 415 for the rest."""
+    return 422 if isinstance(err, DecodeBoundsError) else 415
+
+
+def parse_topk(raw: str | None) -> int:
+    if raw is None:
+        return 5
+    if not raw.isdigit() or int(raw) < 1:
+        raise HTTPError(400, f"topk={raw[:40]!r}: must be a whole number of classes, at least 1")
+    return int(raw)
+
+
+def error(status: int, message: str, headers: dict[str, str] | None = None, **extra: Any) -> JSONResponse:
+    """The JSON answer of a refused request: ``{"error": message, **extra}``."""
+    return JSONResponse({"error": message, **extra}, status_code=status, headers=headers)
