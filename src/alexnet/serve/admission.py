@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi import Request
 
-from .wire import check_content_length, read_body
+from .wire import HTTPError, check_content_length, read_body
 
 if TYPE_CHECKING:
     from .service import Service
@@ -93,6 +93,8 @@ async def admit(request: Request, service: Service, parse: Parser, *, explain: b
         work = asyncio.to_thread(parse, body, content_type)
         del body
         images, parsed = await service.within(work, deadline, 504, "reading the request")
+        if not images:  # the parsers refuse this; without an image there is nothing to reserve or to answer
+            raise HTTPError(400, "no image in the request")
         if explain:
             holding.reserve_explained(len(images) - 1)
         holding.reserve_images(len(images) - 1)

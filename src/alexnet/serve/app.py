@@ -46,7 +46,7 @@ from .admission import Admitted, admit
 from .config import ServeConfig
 from .metrics import Observe
 from .service import Service, explain_missing
-from .wire import HTTPError, error, image_status, parse_topk, split_images
+from .wire import HTTPError, error, image_status, parse_topk, shown, split_images
 
 if TYPE_CHECKING:
     from ..predict import Predictor
@@ -191,10 +191,11 @@ def _add_prediction_routes(app: FastAPI, service: Service) -> None:
             raise HTTPError(*unavailable)
         from ..explain import resolve_target
 
+        raw = request.query_params.get("target")
         try:
-            target = resolve_target(request.query_params.get("target"), service.classes)  # None: each one's top-1
-        except UserError as e:
-            raise HTTPError(400, str(e).replace("--target", "target", 1)) from None
+            target = resolve_target(raw, service.classes)  # None: each one's top-1
+        except UserError as e:  # quotes the value: shortened, as every value a client sends
+            raise HTTPError(400, str(e).replace(f"--target {raw!r}", f"target {shown(raw)}", 1)) from None
         parse = _images_of(config.explain_max_images, "--explain-max-images")
         async with admit(request, service, parse, explain=True) as req:
             crops = await service.within(service.crops(req.images), req.deadline, 504, "decoding")

@@ -17,7 +17,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from .wire import HTTPError
+from .wire import HTTPError, shown
+
+MAX_ID_CHARS = 256  # a request's id, echoed back in the answer
 
 
 def server_metadata() -> dict[str, Any]:
@@ -46,26 +48,40 @@ def parse_infer_request(body: bytes, bounds_pixels: int, bounds_aspect: float, m
     try:
         req = json.loads(body)
     except (ValueError, UnicodeDecodeError) as e:
-        raise HTTPError(400, f"the body is not JSON ({e})") from None
+        raise HTTPError(400, f"the body is not JSON ({str(e)[:200]})") from None
+    except RecursionError:  # the parser recurses once per [ or {
+        raise HTTPError(400, "the body is JSON nested too deep") from None
     if not isinstance(req, dict) or not isinstance(req.get("inputs"), list) or len(req["inputs"]) != 1:
         raise HTTPError(400, 'expected {"inputs": [one tensor]} (an image tensor or encoded image files)')
+    rid = req.get("id")
+    if rid is not None and not (isinstance(rid, str) and len(rid) <= MAX_ID_CHARS):
+        raise HTTPError(400, f"id {shown(rid)}: must be a string of at most {MAX_ID_CHARS} characters")
+    _check_parameters(req, "the request")
     images = _input_images(req["inputs"][0], bounds_pixels, bounds_aspect, max_images)
-    return {"images": images, "outputs": _outputs(req.get("outputs", [{"name": "probabilities"}])), "id": req.get("id")}
+    return {"images": images, "outputs": _outputs(req.get("outputs", [{"name": "probabilities"}])), "id": rid}
+
+
+def _check_parameters(obj: dict[str, Any], where: str) -> None:
+    if not isinstance(obj.get("parameters", {}), dict):
+        raise HTTPError(400, f"{where}'s parameters {shown(obj['parameters'])}: expected an object")
 
 
 def _input_images(tensor: Any, bounds_pixels: int, bounds_aspect: float, max_images: int) -> list:
     if not isinstance(tensor, dict):
         raise HTTPError(400, "an input must be an object with name, shape, datatype and data")
+    _check_parameters(tensor, "the input")
     shape, datatype, data = tensor.get("shape"), tensor.get("datatype"), tensor.get("data")
-    if not (isinstance(shape, list) and shape and all(isinstance(s, int) and s >= 0 for s in shape)):
-        raise HTTPError(400, f"input shape {shape!r}: expected a list of sizes")
+    if not (isinstance(shape, list) and 0 < len(shape) < 8 and all(type(s) is int and s >= 0 for s in shape)):
+        raise HTTPError(400, f"input shape {shown(shape)}: expected a list of sizes")
+    if 0 in shape:
+        raise HTTPError(400, f"input shape {shape}: no image in the request (every size must be at least 1)")
     if not isinstance(data, list):
         raise HTTPError(400, "input data: expected a list (row-major)")
     if datatype == "UINT8":
         return _uint8_images(shape, data, bounds_pixels, bounds_aspect, max_images)
     if datatype == "BYTES":
         return _bytes_images(shape, data, max_images)
-    raise HTTPError(400, f"input datatype {datatype!r}: send UINT8 image tensors or BYTES (base64 image files)")
+    raise HTTPError(400, f"input datatype {shown(datatype)}: send UINT8 image tensors or BYTES (base64 image files)")
 
 
 def _outputs(outputs: Any) -> list[dict[str, Any]]:
@@ -73,10 +89,11 @@ def _outputs(outputs: Any) -> list[dict[str, Any]]:
         raise HTTPError(400, "outputs: expected a list of objects")
     for o in outputs:
         if o.get("name") != "probabilities":
-            raise HTTPError(400, f"output {o.get('name')!r}: this model has one output, 'probabilities'")
+            raise HTTPError(400, f"output {shown(o.get('name'))}: this model has one output, 'probabilities'")
+        _check_parameters(o, "an output")
         k = (o.get("parameters") or {}).get("classification")
-        if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
-            raise HTTPError(400, f"classification {k!r}: must be a whole number of classes, at least 1")
+        if k is not None and (type(k) is not int or k < 1):
+            raise HTTPError(400, f"classification {shown(k)}: must be a whole number of classes, at least 1")
     return outputs
 
 
@@ -94,7 +111,7 @@ def _uint8_images(shape: list[int], data: list, max_pixels: int, max_aspect: flo
         )
     try:
         a = np.asarray(data)
-    except ValueError:  # ragged nested lists
+    except (ValueError, TypeError, RecursionError):  # ragged or too deeply nested lists
         raise HTTPError(400, "UINT8 input data: not a regular array") from None
     if a.size != math.prod(shape):
         raise HTTPError(400, f"UINT8 input data has {a.size} values; shape {shape} needs {math.prod(shape)}")
@@ -116,9 +133,6 @@ def _bytes_images(shape: list[int], data: list, max_images: int) -> list[bytes]:
         except (TypeError, ValueError, binascii.Error):
             raise HTTPError(400, f"BYTES input element {i}: not a base64 string") from None
     return out
-
-
-# ----------------------------------------------------------------------------------------------------------------
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -14,14 +14,38 @@ from ..data.decode import DecodeBoundsError
 from ..errors import UserError
 
 MAX_NAME_CHARS = 200  # an image's name (its multipart filename) as echoed back; it is a label, never a path
+MAX_MESSAGE_CHARS = 1000  # an error message, whatever it quotes of the request
+MAX_SHOWN_CHARS = 60  # a value of the client's quoted in an error message
 
 
 class HTTPError(Exception):
     """A request refused with ``status`` and a message for the client."""
 
     def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+        if len(message) > MAX_MESSAGE_CHARS:  # a backstop: values are quoted with shown(), names cut when parsed
+            message = f"{message[:MAX_MESSAGE_CHARS]}... ({len(message):,} characters in all)"
         super().__init__(message)
         self.status, self.message, self.headers = status, message, headers or {}
+
+
+def shown(value: Any, limit: int = MAX_SHOWN_CHARS) -> str:
+    """``repr(value)`` for an error message, cut to ``limit`` characters: a client's value is quoted, never echoed
+    in full (a 100,000-character query value would come back in the answer and the log)."""
+    if isinstance(value, (list, dict)) and len(value) > limit:
+        return f"<a {type(value).__name__} of {len(value):,}>"  # its repr would be as large as the body
+    try:
+        text = repr(value)
+    except RecursionError:  # nested deeper than repr goes
+        return f"<a deeply nested {type(value).__name__}>"
+    return text if len(text) <= limit else f"{text[: limit - 3]}... ({len(text):,} characters)"
+
+
+def whole_number(text: str, max_digits: int = 9) -> int | None:
+    """``text`` as a non-negative int if it is ASCII digits only (at most ``max_digits``: Python refuses to parse
+    over 4,300 digits, and no limit here needs more than 9), else None."""
+    if not (text.isascii() and text.isdigit()) or len(text) > max_digits:
+        return None
+    return int(text)
 
 
 def check_content_length(request: Request, max_bytes: int) -> None:
@@ -29,10 +53,13 @@ def check_content_length(request: Request, max_bytes: int) -> None:
     length = request.headers.get("content-length")
     if length is None:
         return
-    if not length.isdigit():
-        raise HTTPError(400, f"Content-Length {length[:40]!r} is not a number of bytes")
-    if int(length) > max_bytes:
-        raise HTTPError(413, f"a body of {int(length):,} bytes is over the {max_bytes:,}-byte limit (--max-upload-mb)")
+    n = whole_number(length.lstrip("0") or "0", max_digits=18)
+    if n is None and length.isascii() and length.isdigit():
+        n = max_bytes + 1  # over 18 digits: far over any limit
+    if n is None:
+        raise HTTPError(400, f"Content-Length {shown(length)} is not a number of bytes")
+    if n > max_bytes:
+        raise HTTPError(413, f"a body of {n:,} bytes is over the {max_bytes:,}-byte limit (--max-upload-mb)")
 
 
 async def read_body(request: Request, max_bytes: int, hold: Callable[[int], None]) -> bytes:
@@ -113,14 +140,14 @@ def parse_multipart(body: bytes, content_type: str, max_files: int, flag: str = 
         ended = True
 
     callbacks = {k: v for k, v in locals().items() if k.startswith("on_")}
-    parser = MultipartParser(boundary, callbacks)  # type: ignore[arg-type]
     try:
+        parser = MultipartParser(boundary, callbacks)  # type: ignore[arg-type] (refuses a boundary over 256 bytes)
         parser.write(body)
         parser.finalize()
     except HTTPError:
         raise
-    except Exception as e:  # python-multipart raises MultipartParseError and friends
-        raise HTTPError(400, f"malformed multipart body ({e})") from None
+    except Exception as e:  # python-multipart raises MultipartParseError, FormParserError and friends
+        raise HTTPError(400, f"malformed multipart body ({str(e)[:200]})") from None
     if not ended:
         raise HTTPError(400, "malformed multipart body (it ends before its closing boundary)")
     return files
@@ -134,9 +161,10 @@ def image_status(err: UserError) -> int:
 def parse_topk(raw: str | None) -> int:
     if raw is None:
         return 5
-    if not raw.isdigit() or int(raw) < 1:
-        raise HTTPError(400, f"topk={raw[:40]!r}: must be a whole number of classes, at least 1")
-    return int(raw)
+    k = whole_number(raw)
+    if k is None or k < 1:
+        raise HTTPError(400, f"topk={shown(raw)}: must be a whole number of classes, from 1 to 999999999")
+    return k
 
 
 def error(status: int, message: str, headers: dict[str, str] | None = None, **extra: Any) -> JSONResponse:
