@@ -113,7 +113,7 @@ def maps(run_dir: str, data: str | None, off_centre: int, batch: int, methods: l
     root = Path(data) if data else default_synthetic()
     val = open_dataset(str(root)).val
     if limit is not None:  # an evenly spaced subset: every class keeps its share
-        from alexnet.data.sources import Subset
+        from alexnet.data.split import Subset
 
         val = Subset(val, torch.linspace(0, len(val) - 1, min(limit, len(val))).round().long().tolist())
     crops, boxes = boxed_crops(val, read_boxes(root), pre)

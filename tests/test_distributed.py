@@ -16,7 +16,7 @@ import torch
 import torch.distributed as dist
 
 import alexnet.train
-from alexnet.data.packed import pack_dataset
+from alexnet.data.pack import pack_dataset
 from alexnet.data.synthetic import make_synthetic
 from alexnet.distributed import Preempted
 from alexnet.train import train

@@ -13,7 +13,7 @@ import torchvision.transforms.functional as TF
 
 from alexnet.bench import BenchConfig, _prepare_data
 from alexnet.cli import main
-from alexnet.data.packed import pack_dataset, read_manifest
+from alexnet.data.pack import pack_dataset, read_manifest
 from alexnet.data.sources import open_dataset
 from alexnet.data.synthetic import make_synthetic
 from alexnet.errors import UserError

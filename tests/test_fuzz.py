@@ -30,7 +30,7 @@ from hypothesis import strategies as st  # noqa: E402
 
 from alexnet.cli.train import config_from_args  # noqa: E402
 from alexnet.config import TrainConfig, field_kind, flag_name, read_config_file, resolve_config  # noqa: E402
-from alexnet.data import packed as P  # noqa: E402
+from alexnet.data import pack as P  # noqa: E402
 from alexnet.data.sources import open_dataset, open_splits  # noqa: E402
 from alexnet.data.stats import load_or_compute_stats  # noqa: E402
 from alexnet.errors import UserError  # noqa: E402

@@ -18,8 +18,9 @@ import pytest
 from PIL import Image
 
 from alexnet.cli import main
-from alexnet.data import packed as P
+from alexnet.data import pack as P
 from alexnet.data.decode import DecodeError, decode_image
+from alexnet.data.pack import writer as W
 from alexnet.data.sources import open_dataset
 from alexnet.errors import UserError
 from alexnet.limits import limits
@@ -163,11 +164,11 @@ def test_a_second_packer_is_refused_while_the_first_holds_the_lock(folder, tmp_p
 
 
 def test_a_block_of_only_unreadable_images_is_skipped(folder, tmp_path):
-    for i in range(2 * P.TASK_IMAGES + 5):  # at least one whole worker block is junk, whatever its alignment
+    for i in range(2 * W.TASK_IMAGES + 5):  # at least one whole worker block is junk, whatever its alignment
         (folder / "train" / "a" / f"junk{i:03d}.jpg").write_bytes(b"not an image")
     manifest = P.pack_dataset(folder, tmp_path / "pack", size=40, workers=0, progress=False)
     info = manifest["splits"]["train"]
-    assert info["count"] == 6 and len(info["skipped"]) == 2 * P.TASK_IMAGES + 5
+    assert info["count"] == 6 and len(info["skipped"]) == 2 * W.TASK_IMAGES + 5
     assert open_dataset(tmp_path / "pack").train.load(5).shape == (3, 40, 40)
 
 

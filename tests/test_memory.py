@@ -8,7 +8,7 @@ import torch
 
 from alexnet.data.loaders import make_loader
 from alexnet.data.memory import MEMORY_CAP, fits_in_memory, load_into_memory
-from alexnet.data.packed import pack_dataset
+from alexnet.data.pack import pack_dataset
 from alexnet.data.sources import open_dataset
 from alexnet.data.synthetic import make_synthetic
 from alexnet.preprocess import Preprocess

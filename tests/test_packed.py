@@ -14,8 +14,9 @@ import torchvision.transforms.functional as TF
 import torchvision.transforms.v2.functional as TF2
 
 from alexnet.data import batch_aug as A
-from alexnet.data import packed as P
+from alexnet.data import pack as P
 from alexnet.data.decode import DecodeError, decode_image
+from alexnet.data.pack import writer as W
 from alexnet.data.packed_loader import PackedLoader
 from alexnet.data.sampling import normals, uniforms
 from alexnet.data.transforms import TrainTransform, center_crop, resize_shorter
@@ -118,7 +119,7 @@ def test_squash_resize(tmp_path: Path) -> None:
 def test_interrupted_pack_is_refused_and_rerun_restarts(tmp_path: Path, monkeypatch) -> None:
     out = make_id_pack(tmp_path)
     calls = []
-    real = P._decode_range
+    real = W._decode_range
 
     def dies_second_time(a: int, b: int):
         calls.append(a)
@@ -126,10 +127,10 @@ def test_interrupted_pack_is_refused_and_rerun_restarts(tmp_path: Path, monkeypa
             raise KeyboardInterrupt
         return real(a, b)
 
-    monkeypatch.setattr(P, "_decode_range", dies_second_time)
+    monkeypatch.setattr(W, "_decode_range", dies_second_time)
     with pytest.raises(KeyboardInterrupt):
         make_id_pack(tmp_path)  # re-pack over the complete one, interrupted half-way
-    monkeypatch.setattr(P, "_decode_range", real)
+    monkeypatch.setattr(W, "_decode_range", real)
     assert P.is_packed(out)  # routed to the packed loader, which explains:
     with pytest.raises(UserError, match="half-written pack"):
         P.open_packed(out, "train")

@@ -16,7 +16,7 @@ import torch
 
 import alexnet.train
 from alexnet.config import resolve_config
-from alexnet.data.packed import pack_dataset
+from alexnet.data.pack import pack_dataset
 from alexnet.data.synthetic import make_synthetic
 from alexnet.distributed import Preempted
 from alexnet.errors import UserError

@@ -201,8 +201,9 @@ def peak_flops(device: torch.device, dtype: torch.dtype) -> float | None:
 def _prepare_data(cfg: BenchConfig, tmp: Path, log: Callable[[str], None]) -> tuple[str | None, Path]:
     """(image folder or None, pack dir): generated, or packed from at most ``max_images`` evenly spaced train images
     of ``cfg.data``, or ``cfg.data`` if it is a pack (read in place)."""
-    from .data.packed import pack_splits
-    from .data.sources import Subset, open_dataset
+    from .data.pack import pack_splits
+    from .data.sources import open_dataset
+    from .data.split import Subset
 
     resize = default_resize(cfg.image_size)
     if cfg.data is None:
@@ -304,7 +305,7 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = print) -> dict:
     with tempfile.TemporaryDirectory(prefix="alexnet-bench-") as tmp:
         log("preparing data ...")
         folder, pack = _prepare_data(cfg, Path(tmp), log)
-        from .data.packed import read_manifest
+        from .data.pack import read_manifest
 
         num_classes = len(read_manifest(pack)["classes"])
         n_images = read_manifest(pack)["splits"]["train"]["count"]

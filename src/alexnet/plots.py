@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .data.sources import Subset
+from .data.split import Subset
 from .errors import UserError
 
 DPI = 100

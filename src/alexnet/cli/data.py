@@ -111,7 +111,7 @@ def register_pack(sub: argparse._SubParsersAction) -> None:
 
 
 def run_pack(args: argparse.Namespace) -> int:
-    from ..data.packed import describe_pack, pack_dataset
+    from ..data.pack import describe_pack, pack_dataset
 
     src = None if args.src == "synthetic" else args.src
     print(describe_pack(pack_dataset(src, args.out, size=args.size, resize=args.resize, workers=args.workers)))
@@ -125,7 +125,7 @@ def register_verify(sub: argparse._SubParsersAction) -> None:
 
 
 def run_verify(args: argparse.Namespace) -> int:
-    from ..data.packed import open_packed, read_manifest, verify_pack
+    from ..data.pack import open_packed, read_manifest, verify_pack
     from ..errors import UserError
 
     try:

@@ -20,6 +20,7 @@ from ..errors import UserError
 from ..limits import limits, read_bounded
 from ..progress import progress as progress_bar
 from .decode import decode_image, read_header
+from .pack.reader import is_packed, read_manifest, verify_pack
 from .sources import UnlabelledValError, class_folders, open_dataset
 
 # The trainer stops when more than this fraction of a split cannot be decoded.
@@ -62,119 +63,146 @@ def check_dataset(
     max_bad_fraction: float = MAX_BAD_FRACTION,
 ) -> dict:
     """Check a data set; returns a JSON-able report with ``ok`` (would it train), ``errors``, ``warnings``, ...."""
-    from .packed import is_packed
-
     if train_dir is None and is_packed(data):
         return _check_pack(data, progress=progress)
     report: dict = {"data": data, "ok": True, "errors": [], "warnings": [], "splits": {}}
-    err, warn = report["errors"].append, report["warnings"].append
-
-    # classes on disk, compared before opening (opening refuses val classes that train lacks)
-    root = Path(train_dir).parent if train_dir else Path(data) if data else None
-    tdir = Path(train_dir) if train_dir else (root / "train" if root else None)
-    vdir = Path(val_dir) if val_dir else (root / "val" if root else None)
-    if tdir and vdir and tdir.is_dir() and vdir.is_dir() and class_folders(tdir) and class_folders(vdir):
-        t_classes, v_classes = set(class_folders(tdir)), set(class_folders(vdir))
-        if v_classes - t_classes:
-            err(f"classes in val but not in train: {', '.join(sorted(v_classes - t_classes))}")
-        if t_classes - v_classes:
-            warn(f"classes in train but not in val (not evaluated): {', '.join(sorted(t_classes - v_classes))}")
-        if v_classes - t_classes:
-            report["ok"] = False
-            return report
-
-    try:
-        dataset = open_dataset(data, train_dir=train_dir, val_dir=val_dir)
-        if dataset.kind == "folder":
-            warn(f"{data}: one folder of class sub-folders, checked as a train split (no val split)")
-        train, val = dataset.split("train"), dataset.val
-    except UnlabelledValError as e:
-        err(str(e))
-        train, val = e.train, None
-    except UserError as e:
-        err(str(e))
+    if not _classes_agree(report, data, train_dir, val_dir):
         report["ok"] = False
         return report
-
+    splits = _open_for_check(report, data, train_dir, val_dir)
+    if splits is None:
+        report["ok"] = False
+        return report
     hashes: dict[str, list[str]] = defaultdict(list)
-    workers = workers or os.cpu_count() or 1
-    for split in (train, val):
-        if split is None:
-            continue
-        counts = Counter(split.labels)
-        info: dict = {
-            "root": split.root,
-            "images": len(split),
-            "classes": len(split.classes),
-            "per_class": {c: counts.get(i, 0) for i, c in enumerate(split.classes)},
-        }
-        report["splits"][split.name] = info
-        present = [n for n in info["per_class"].values() if n > 0]
-        if split.name == "train":
-            empty = [c for c, n in info["per_class"].items() if n == 0]
-            if empty:
-                err(f"train classes without images: {', '.join(empty[:20])}")
-            if len(present) < 2:
-                err(f"train has {len(present)} class(es) with images; classification needs at least 2")
-        if present and max(present) > imbalance_ratio * min(present):
-            warn(f"{split.name}: class imbalance: {min(present)} to {max(present)} images per class")
-        if isinstance(split.items, np.ndarray):  # CIFAR: pixels already decoded
-            info["sizes"] = {"min": [32, 32], "median": [32, 32], "max": [32, 32]}
-            continue
-
-        files = [str(p) for p in split.items]
-        results = []
-        with ThreadPool(workers) as pool, progress_bar(len(files), f"check {split.name}", unit="img",
-                                                        enabled=progress) as bar:  # fmt: skip
-            for r in pool.imap_unordered(inspect_file, files, chunksize=32):
-                results.append(r)
-                bar.update(1)
-        results.sort(key=lambda r: r["path"])
-        bad = [r for r in results if r["error"]]
-        info["undecodable"] = [r["error"] for r in bad]
-        info["cmyk"] = [r["path"] for r in results if r["mode"] == "CMYK"]
-        info["grayscale"] = [r["path"] for r in results if r["mode"] in ("L", "LA", "1", "I", "I;16", "I;16B")]
-        info["wrong_extension"] = [
-            f"{r['path']} is {r['format']}"
-            for r in results
-            if r["format"] and _EXT_FORMATS.get(Path(r["path"]).suffix.lower(), r["format"]) != r["format"]
-        ]
-        for r in results:
-            if r["hash"]:
-                hashes[r["hash"]].append(r["path"])
-        sizes = np.array([r["size"] for r in results if r["size"]] or [[0, 0]])
-        info["sizes"] = {
-            "min": sizes.min(0).tolist(),
-            "median": np.median(sizes, 0).astype(int).tolist(),
-            "max": sizes.max(0).tolist(),
-        }
-        if bad:
-            frac = len(bad) / len(files)
-            msg = f"{split.name}: {len(bad)} undecodable file(s) ({frac:.1%}), e.g. {bad[0]['error']}"
-            (err if frac > max_bad_fraction else warn)(
-                msg + (f" -- above the {max_bad_fraction:.0%} a run tolerates" if frac > max_bad_fraction else "")
-            )
-        if info["cmyk"]:
-            warn(f"{split.name}: {len(info['cmyk'])} CMYK image(s) (converted to RGB), e.g. {info['cmyk'][0]}")
-        if info["grayscale"]:
-            warn(f"{split.name}: {len(info['grayscale'])} grayscale image(s), e.g. {info['grayscale'][0]}")
-        if info["wrong_extension"]:
-            warn(
-                f"{split.name}: {len(info['wrong_extension'])} file(s) whose content is another format than the "
-                f"extension says (they still load), e.g. {info['wrong_extension'][0]}"
-            )
+    for split in splits:
+        if split is not None:
+            _check_split(report, split, hashes, workers=workers or os.cpu_count() or 1, progress=progress,
+                         imbalance_ratio=imbalance_ratio, max_bad_fraction=max_bad_fraction)  # fmt: skip
     dups = [paths for paths in hashes.values() if len(paths) > 1]
     report["duplicates"] = dups
     if dups:
-        warn(f"{len(dups)} group(s) of identical files (same bytes), e.g. {' = '.join(dups[0][:3])}")
+        report["warnings"].append(
+            f"{len(dups)} group(s) of identical files (same bytes), e.g. {' = '.join(dups[0][:3])}"
+        )
     report["ok"] = not report["errors"]
     return report
 
 
+def _classes_agree(report: dict, data: str | None, train_dir: str | None, val_dir: str | None) -> bool:
+    """Classes on disk, compared before opening (opening refuses val classes that train lacks); False if val has
+    classes that train lacks (an error in ``report``)."""
+    root = Path(train_dir).parent if train_dir else Path(data) if data else None
+    tdir = Path(train_dir) if train_dir else (root / "train" if root else None)
+    vdir = Path(val_dir) if val_dir else (root / "val" if root else None)
+    if not (tdir and vdir and tdir.is_dir() and vdir.is_dir() and class_folders(tdir) and class_folders(vdir)):
+        return True
+    t_classes, v_classes = set(class_folders(tdir)), set(class_folders(vdir))
+    if v_classes - t_classes:
+        report["errors"].append(f"classes in val but not in train: {', '.join(sorted(v_classes - t_classes))}")
+    if t_classes - v_classes:
+        report["warnings"].append(
+            f"classes in train but not in val (not evaluated): {', '.join(sorted(t_classes - v_classes))}"
+        )
+    return not v_classes - t_classes
+
+
+def _open_for_check(report: dict, data, train_dir, val_dir) -> tuple | None:
+    """``(train, val)`` as training would open them (val None if absent or unlabelled); None if they cannot be."""
+    try:
+        dataset = open_dataset(data, train_dir=train_dir, val_dir=val_dir)
+        if dataset.kind == "folder":
+            report["warnings"].append(
+                f"{data}: one folder of class sub-folders, checked as a train split (no val split)"
+            )
+        return dataset.split("train"), dataset.val
+    except UnlabelledValError as e:
+        report["errors"].append(str(e))
+        return e.train, None
+    except UserError as e:
+        report["errors"].append(str(e))
+        return None
+
+
+def _check_split(report: dict, split, hashes: dict, *, workers: int, progress: bool, imbalance_ratio: float,
+                 max_bad_fraction: float) -> None:  # fmt: skip
+    """Add one split's counts, sizes and file findings to ``report``; its files' hashes to ``hashes``."""
+    err, warn = report["errors"].append, report["warnings"].append
+    counts = Counter(split.labels)
+    info: dict = {
+        "root": split.root,
+        "images": len(split),
+        "classes": len(split.classes),
+        "per_class": {c: counts.get(i, 0) for i, c in enumerate(split.classes)},
+    }
+    report["splits"][split.name] = info
+    present = [n for n in info["per_class"].values() if n > 0]
+    if split.name == "train":
+        empty = [c for c, n in info["per_class"].items() if n == 0]
+        if empty:
+            err(f"train classes without images: {', '.join(empty[:20])}")
+        if len(present) < 2:
+            err(f"train has {len(present)} class(es) with images; classification needs at least 2")
+    if present and max(present) > imbalance_ratio * min(present):
+        warn(f"{split.name}: class imbalance: {min(present)} to {max(present)} images per class")
+    if isinstance(split.items, np.ndarray):  # CIFAR: pixels already decoded
+        info["sizes"] = {"min": [32, 32], "median": [32, 32], "max": [32, 32]}
+        return
+    results = _inspect_all([str(p) for p in split.items], split.name, workers=workers, progress=progress)
+    for r in results:
+        if r["hash"]:
+            hashes[r["hash"]].append(r["path"])
+    _file_findings(report, split.name, info, results, max_bad_fraction)
+
+
+def _inspect_all(files: list[str], name: str, *, workers: int, progress: bool) -> list[dict]:
+    """``inspect_file`` for every file, in a thread pool; sorted by path."""
+    results = []
+    with ThreadPool(workers) as pool, progress_bar(len(files), f"check {name}", unit="img",
+                                                    enabled=progress) as bar:  # fmt: skip
+        for r in pool.imap_unordered(inspect_file, files, chunksize=32):
+            results.append(r)
+            bar.update(1)
+    results.sort(key=lambda r: r["path"])
+    return results
+
+
+def _file_findings(report: dict, name: str, info: dict, results: list[dict], max_bad_fraction: float) -> None:
+    """Undecodable, CMYK, grayscale and misnamed files, and the size range, into ``info`` and the report."""
+    err, warn = report["errors"].append, report["warnings"].append
+    bad = [r for r in results if r["error"]]
+    info["undecodable"] = [r["error"] for r in bad]
+    info["cmyk"] = [r["path"] for r in results if r["mode"] == "CMYK"]
+    info["grayscale"] = [r["path"] for r in results if r["mode"] in ("L", "LA", "1", "I", "I;16", "I;16B")]
+    info["wrong_extension"] = [
+        f"{r['path']} is {r['format']}"
+        for r in results
+        if r["format"] and _EXT_FORMATS.get(Path(r["path"]).suffix.lower(), r["format"]) != r["format"]
+    ]
+    sizes = np.array([r["size"] for r in results if r["size"]] or [[0, 0]])
+    info["sizes"] = {
+        "min": sizes.min(0).tolist(),
+        "median": np.median(sizes, 0).astype(int).tolist(),
+        "max": sizes.max(0).tolist(),
+    }
+    if bad:
+        frac = len(bad) / len(results)
+        msg = f"{name}: {len(bad)} undecodable file(s) ({frac:.1%}), e.g. {bad[0]['error']}"
+        (err if frac > max_bad_fraction else warn)(
+            msg + (f" -- above the {max_bad_fraction:.0%} a run tolerates" if frac > max_bad_fraction else "")
+        )
+    if info["cmyk"]:
+        warn(f"{name}: {len(info['cmyk'])} CMYK image(s) (converted to RGB), e.g. {info['cmyk'][0]}")
+    if info["grayscale"]:
+        warn(f"{name}: {len(info['grayscale'])} grayscale image(s), e.g. {info['grayscale'][0]}")
+    if info["wrong_extension"]:
+        warn(
+            f"{name}: {len(info['wrong_extension'])} file(s) whose content is another format than the "
+            f"extension says (they still load), e.g. {info['wrong_extension'][0]}"
+        )
+
+
 def _check_pack(root: str, *, progress: bool) -> dict:
     """A pack's report: its manifest and files (``read_manifest``), every chunk checksum, classes per split."""
-    from .packed import read_manifest, verify_pack
-
     report: dict = {"data": root, "ok": True, "errors": [], "warnings": [], "splits": {}, "duplicates": []}
     try:
         manifest = read_manifest(root)

@@ -13,7 +13,7 @@ from typing import Protocol
 import torch
 
 from ..preprocess import Preprocess
-from .packed import PackedSplit
+from .pack.reader import PackedSplit
 
 
 class Loader(Protocol):

@@ -15,8 +15,10 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UserError
-from .packed import RESIZE_MODES, PackedSplit, decoded_blocks, stats_from_sums
-from .sources import SplitLike
+from .pack.reader import RESIZE_MODES, PackedSplit
+from .pack.writer import decoded_blocks
+from .split import SplitLike
+from .stats import stats_from_sums
 
 MEMORY_FRACTION = 0.25  # of the machine's available memory, at most, for the decoded set
 MEMORY_CAP = 4 << 30  # bytes, at most, whatever the machine

@@ -27,7 +27,7 @@ import torch
 from ..errors import UserError
 from . import batch_aug as A
 from .device_ops import normalize, pca_shift
-from .packed import PackedSplit, open_packed
+from .pack.reader import PackedSplit, open_packed
 from .sampling import rank_batches
 
 _DONE = object()
@@ -43,7 +43,7 @@ class PackedLoader:
     ``gather_threads``: threads copying rows out of the memory map (beyond the protocol). Default: one on the CPU,
     whose cores the consumer needs (more measured 2x slower on 2 cores), else ``min(8, cores)`` (a 256-px batch of
     256 is 50 MB; one thread copies it at a few GB/s).
-    The pack's own statistics are in ``packed.read_manifest(root)["stats"]`` (mean, std, eigvals, eigvecs).
+    The pack's own statistics are in ``pack.read_manifest(root)["stats"]`` (mean, std, eigvals, eigvecs).
     """
 
     def __init__(

@@ -22,14 +22,15 @@ import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
-import torch
 
 from ..errors import UserError
 from ..limits import limits, read_bounded
-from .decode import IMAGE_EXTENSIONS, decode_image
+from .decode import IMAGE_EXTENSIONS
+from .pack.reader import is_packed, open_packed, read_manifest, verify_pack
+from .split import Split
 
 WNID = re.compile(r"^n\d{8}$")
 VAL_INDEX = re.compile(r"ILSVRC2012_val_(\d+)")
@@ -47,45 +48,6 @@ CIFAR = {  # archive name -> (folder inside, train files, val file, meta file, l
     ),
     "cifar-100-python.tar.gz": ("cifar-100-python", ["train"], "test", "meta", b"fine_labels", b"fine_label_names"),
 }
-
-
-@dataclass
-class Split:
-    """One split of a data set: ``items[i]`` has label ``labels[i]``, whose name is ``classes[labels[i]]``."""
-
-    name: str  # "train" | "val"
-    items: Sequence  # file paths (str), or for CIFAR an (N, 32, 32, 3) uint8 numpy array
-    labels: Sequence[int]
-    classes: list[str]  # class names, index = label
-    root: str  # where it came from (messages, stats cache)
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def load(self, i: int) -> torch.Tensor:
-        """Item ``i`` as ``uint8 (3, H, W)`` RGB; raises ``DecodeError`` naming the file."""
-        item = self.items[i]
-        if isinstance(item, np.ndarray):  # (32, 32, 3)
-            return torch.from_numpy(np.ascontiguousarray(item)).permute(2, 0, 1).contiguous()
-        return decode_image(item)
-
-    def describe(self, i: int) -> str:
-        """The file path of item ``i``, or e.g. ``cifar-10 train #12``."""
-        if isinstance(self.items, np.ndarray):
-            return f"{Path(self.root).name.split('-python')[0].split('-batches')[0]} {self.name} #{i}"
-        return str(self.items[i])
-
-
-class SplitLike(Protocol):
-    """What every split offers, whatever its source (``Split`` for files and CIFAR, ``packed.PackedSplit``)."""
-
-    name: str
-    classes: list[str]
-    labels: Any  # Sequence[int] or int64 array
-
-    def __len__(self) -> int: ...
-    def load(self, i: int) -> torch.Tensor: ...  # uint8 (3, H, W) RGB
-    def describe(self, i: int) -> str: ...
 
 
 @dataclass
@@ -136,8 +98,6 @@ def open_dataset(
     cache_dir: str | None = None,
 ) -> Dataset:
     """Open any supported data set (see the module doc). ``UserError`` with one line when it cannot."""
-    from .packed import is_packed, open_packed, read_manifest, verify_pack
-
     if train_dir is None and data is not None and is_packed(data):
         manifest = read_manifest(data)
         verify_pack(data, manifest=manifest, sample=2)  # a cheap spot check; `alexnet data verify` checks all
@@ -192,24 +152,6 @@ def relabel(split, mapping: Sequence[int], classes: Sequence[str]):
     out.labels = labels if isinstance(split.labels, np.ndarray) else labels.tolist()
     out.classes = list(classes)
     return out
-
-
-class Subset:
-    """``split`` restricted to ``indices`` (a ``SplitLike``): for samples, figures and bounded benchmarks."""
-
-    def __init__(self, split, indices: Sequence[int]) -> None:
-        self.split, self.indices = split, [int(i) for i in indices]
-        self.name, self.classes = split.name, split.classes
-        self.labels = [int(split.labels[i]) for i in self.indices]
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def load(self, i: int) -> torch.Tensor:
-        return self.split.load(self.indices[i])
-
-    def describe(self, i: int) -> str:
-        return self.split.describe(self.indices[i])
 
 
 class UnlabelledValError(UserError):
@@ -451,33 +393,7 @@ def _unpickle(data: bytes, where: str) -> dict:
 def _cifar_splits(src: Path, archive: str) -> tuple[Split, Split]:
     _inner, train_files, val_file, meta_file, labels_key, names_key = CIFAR[archive]
     wanted = [*train_files, val_file, meta_file]
-    max_bytes = limits().max_archive_member_bytes
-    if src.is_file():
-        try:
-            with tarfile.open(src) as tar:
-                members: dict[str, tarfile.TarInfo] = {}
-                for k, m in enumerate(tar):  # stop once found: never list a hostile archive's millions of members
-                    if m.isfile() and Path(m.name).name in wanted:
-                        members[Path(m.name).name] = m
-                    if len(members) == len(wanted) or k > 10_000:
-                        break
-                missing = [w for w in wanted if w not in members]
-                if missing:
-                    raise UserError(f"{src}: missing {', '.join(missing)} inside; re-download {archive}")
-                for w in wanted:  # sizes come from the tar headers: refuse before inflating anything
-                    if members[w].size > max_bytes:
-                        raise UserError(
-                            f"{src}: {w} inside is {members[w].size:,} bytes, over the {max_bytes:,}-byte limit "
-                            "(ALEXNET_MAX_ARCHIVE_MEMBER_BYTES); not a CIFAR archive"
-                        )
-                blobs = {w: tar.extractfile(members[w]).read() for w in wanted}
-        except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
-            raise UserError(f"{src}: cannot read the archive ({e}); re-download {archive}") from None
-    else:
-        missing = [w for w in wanted if not (src / w).is_file()]
-        if missing:
-            raise UserError(f"{src}: missing {', '.join(missing)}; re-extract {archive}")
-        blobs = {w: read_bounded(src / w, max_bytes, "CIFAR batch") for w in wanted}
+    blobs = _cifar_archive_blobs(src, archive, wanted) if src.is_file() else _cifar_folder_blobs(src, archive, wanted)
     meta = _unpickle(blobs[meta_file], f"{src}/{meta_file}")
     names = meta.get(names_key) if isinstance(meta, dict) else None
     if not isinstance(names, list) or not names or not all(isinstance(n, (bytes, str)) for n in names):
@@ -487,26 +403,61 @@ def _cifar_splits(src: Path, archive: str) -> tuple[Split, Split]:
     classes = [n.decode(errors="replace") if isinstance(n, bytes) else n for n in names]
 
     def split(name: str, files: list[str]) -> Split:
-        datas, labels = [], []
-        for f in files:
-            where = f"{src}/{f}"
-            b = _unpickle(blobs[f], where)
-            data = b.get(b"data") if isinstance(b, dict) else None
-            if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
-                got = f"{data.dtype} {data.shape}" if isinstance(data, np.ndarray) else type(data).__name__
-                raise UserError(f"{where}: 'data' must be uint8 (N, 3072) (32x32 RGB), got {got}")
-            ys = b.get(labels_key)
-            if not isinstance(ys, (list, np.ndarray)) or len(ys) != len(data):
-                raise UserError(f"{where}: {labels_key.decode()!r} must list one label per image ({len(data)})")
-            try:
-                ys = np.asarray(ys)
-            except (ValueError, TypeError):  # ragged or nested lists
-                raise UserError(f"{where}: {labels_key.decode()!r} must be a flat list of integer labels") from None
-            if ys.ndim != 1 or ys.dtype.kind not in "iu" or (len(ys) and (ys.min() < 0 or ys.max() >= len(classes))):
-                raise UserError(f"{where}: labels must be integers 0..{len(classes) - 1} (one per class name)")
-            datas.append(data)
-            labels += ys.astype(int).tolist()
-        pixels = np.ascontiguousarray(np.concatenate(datas).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))  # (N,32,32,3)
+        batches = [_cifar_batch(blobs[f], f"{src}/{f}", labels_key, len(classes)) for f in files]
+        data = np.concatenate([d for d, _ in batches])
+        labels = [y for _, ys in batches for y in ys]
+        pixels = np.ascontiguousarray(data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))  # (N, 32, 32, 3)
         return Split(name, pixels, labels, classes, str(src))
 
     return split("train", train_files), split("val", [val_file])
+
+
+def _cifar_archive_blobs(src: Path, archive: str, wanted: list[str]) -> dict[str, bytes]:
+    """The ``wanted`` members' bytes from a CIFAR tar.gz, refusing oversized members before inflating them."""
+    max_bytes = limits().max_archive_member_bytes
+    try:
+        with tarfile.open(src) as tar:
+            members: dict[str, tarfile.TarInfo] = {}
+            for k, m in enumerate(tar):  # stop once found: never list a hostile archive's millions of members
+                if m.isfile() and Path(m.name).name in wanted:
+                    members[Path(m.name).name] = m
+                if len(members) == len(wanted) or k > 10_000:
+                    break
+            missing = [w for w in wanted if w not in members]
+            if missing:
+                raise UserError(f"{src}: missing {', '.join(missing)} inside; re-download {archive}")
+            for w in wanted:  # sizes come from the tar headers: refuse before inflating anything
+                if members[w].size > max_bytes:
+                    raise UserError(
+                        f"{src}: {w} inside is {members[w].size:,} bytes, over the {max_bytes:,}-byte limit "
+                        "(ALEXNET_MAX_ARCHIVE_MEMBER_BYTES); not a CIFAR archive"
+                    )
+            return {w: tar.extractfile(members[w]).read() for w in wanted}
+    except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
+        raise UserError(f"{src}: cannot read the archive ({e}); re-download {archive}") from None
+
+
+def _cifar_folder_blobs(src: Path, archive: str, wanted: list[str]) -> dict[str, bytes]:
+    missing = [w for w in wanted if not (src / w).is_file()]
+    if missing:
+        raise UserError(f"{src}: missing {', '.join(missing)}; re-extract {archive}")
+    return {w: read_bounded(src / w, limits().max_archive_member_bytes, "CIFAR batch") for w in wanted}
+
+
+def _cifar_batch(blob: bytes, where: str, labels_key: bytes, num_classes: int) -> tuple[np.ndarray, list[int]]:
+    """One CIFAR batch file: ``(data uint8 (N, 3072), labels)``, checked; ``UserError`` naming the file."""
+    b = _unpickle(blob, where)
+    data = b.get(b"data") if isinstance(b, dict) else None
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
+        got = f"{data.dtype} {data.shape}" if isinstance(data, np.ndarray) else type(data).__name__
+        raise UserError(f"{where}: 'data' must be uint8 (N, 3072) (32x32 RGB), got {got}")
+    ys = b.get(labels_key)
+    if not isinstance(ys, (list, np.ndarray)) or len(ys) != len(data):
+        raise UserError(f"{where}: {labels_key.decode()!r} must list one label per image ({len(data)})")
+    try:
+        ys = np.asarray(ys)
+    except (ValueError, TypeError):  # ragged or nested lists
+        raise UserError(f"{where}: {labels_key.decode()!r} must be a flat list of integer labels") from None
+    if ys.ndim != 1 or ys.dtype.kind not in "iu" or (len(ys) and (ys.min() < 0 or ys.max() >= num_classes)):
+        raise UserError(f"{where}: labels must be integers 0..{num_classes - 1} (one per class name)")
+    return data, ys.astype(int).tolist()

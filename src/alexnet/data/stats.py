@@ -18,7 +18,7 @@ import numpy as np
 from ..errors import UserError
 from ..limits import limits, read_bounded
 from .decode import DecodeError
-from .sources import Split
+from .split import Split
 from .transforms import resize_shorter
 
 STATS_FILE = "alexnet-stats.json"
@@ -119,23 +119,32 @@ def compute_stats(
         pool.close()
     if images == 0:
         raise UserError(f"{split.root}: no decodable images to compute statistics from")
-    mean = s1 / pixels
-    cov = s2 / pixels - np.outer(mean, mean)
-    vals, vecs = np.linalg.eigh(cov)  # ascending
-    order = np.argsort(vals)[::-1]
+    return {
+        **stats_from_sums(np.concatenate([s1, s2.ravel(), [pixels]])),
+        "images": images,
+        "skipped": skipped,
+        "source": split.root,
+        "max_images": max_images,
+        "resize_size": resize_size,
+    }
+
+
+def stats_from_sums(sums: np.ndarray) -> dict:
+    """``{"mean", "std", "eigvals", "eigvecs"}`` from pixel sums in [0, 1] scale: ``sums[:3]`` = sum of x,
+    ``sums[3:12]`` = sum of x x^T, ``sums[12]`` = pixel count. Eigenvectors are columns, largest eigenvalue first."""
+    n = max(sums[12], 1.0)
+    mean = sums[:3] / n
+    cov = sums[3:12].reshape(3, 3) / n - np.outer(mean, mean)
+    eigvals, eigvecs = np.linalg.eigh(cov)  # ascending
+    order = eigvals.argsort()[::-1]
     # a channel without variation (every pixel equal, e.g. an unused colour channel) would divide by zero: one grey
     # level is the smallest spread that still normalises to a finite, unit-scale input
     std = np.maximum(np.sqrt(np.clip(np.diag(cov), 0, None)), MIN_STD)
     return {
         "mean": mean.tolist(),
         "std": std.tolist(),
-        "eigvals": np.clip(vals[order], 0, None).tolist(),
-        "eigvecs": vecs[:, order].tolist(),
-        "images": images,
-        "skipped": skipped,
-        "source": split.root,
-        "max_images": max_images,
-        "resize_size": resize_size,
+        "eigvals": np.clip(eigvals[order], 0, None).tolist(),
+        "eigvecs": eigvecs[:, order].tolist(),
     }
 
 

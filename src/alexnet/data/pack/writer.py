@@ -1,19 +1,8 @@
-"""Packed data sets: every image decoded once, resized to S x S and stored raw, so training only copies bytes.
+"""Writing packed data sets (the layout is in ``reader``'s doc): worker processes decode and resize, the parent
+writes rows in order, then the manifest, last and atomically.
 
-Layout of a pack directory ``OUT`` (format ``alexnet-packed``, version 1)::
-
-    OUT/manifest.json          written LAST, atomically (tmp file + rename): its presence marks a complete pack
-    OUT/.packing               present while ``pack_dataset`` runs; a directory with it and no manifest is half-written
-    OUT/<split>/images.u8      raw uint8, N x S x S x 3 (NHWC, RGB), C order: np.memmap(..., shape=(N, S, S, 3))
-    OUT/<split>/labels.npy     int64 (N,), class indices into manifest["classes"]
-
-``manifest.json`` holds: ``format``, ``version``, ``size`` (S, px), ``resize`` (``shorter-centre``: shorter side to S
-then centre crop, as the paper; ``squash``: both sides to S), ``classes``, ``stats`` (the train split's per-channel
-``mean``/``std`` and RGB covariance ``eigvals``/``eigvecs`` for the paper's PCA colour noise, all in [0, 1] scale;
-``eigvecs[:, k]`` is the k-th eigenvector), and per split: ``count``, ``images_bytes``, ``labels_blake2b``,
-``chunk_rows`` and ``chunk_blake2b`` (one BLAKE2b-128 digest per ``chunk_rows`` images, so a check can be partial or
-parallel) and ``skipped`` (files that failed to decode, with the reason). Opening a pack always checks the manifest,
-the file sizes and the labels digest (cheap); ``verify_pack`` also re-hashes every image chunk.
+Everything a pack writes is named in ``OWN_FILES`` and the markers; an existing directory is reused only when it is
+recognisably one of our packs holding nothing else.
 """
 
 from __future__ import annotations
@@ -21,13 +10,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import resource
 import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
-from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
@@ -35,234 +22,18 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import UserError
-from ..limits import limits, read_bounded
-from ..preprocess import MAX_SIDE
-from .sources import SplitLike
-from .stats import MIN_STD, check_stats
+from ...errors import UserError
+from ..split import SplitLike
+from ..stats import stats_from_sums
+from .reader import FORMAT, IN_PROGRESS, LOCK, MANIFEST, RESIZE_MODES, VERSION, _file_digest
 
-FORMAT = "alexnet-packed"
-VERSION = 1
-MANIFEST = "manifest.json"
-IN_PROGRESS = ".packing"
-RESIZE_MODES = ("shorter-centre", "squash")
 CHUNK_BYTES = 16 << 20  # rows per checksum chunk = this // bytes per image
 TASK_IMAGES = 32  # images per worker task
 
 
-# ---------------------------------------------------------------------------------------------------------------------
-# reading
-
-
-@dataclass
-class PackedSplit:
-    """One split of a pack, memory-mapped: ``images[i]`` is an (S, S, 3) uint8 view, ``labels[i]`` its class."""
-
-    root: Path
-    name: str
-    images: np.ndarray  # np.memmap (N, S, S, 3) uint8, read-only
-    labels: np.ndarray  # (N,) int64
-    classes: list[str]
-    size: int
-    manifest: dict
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def load(self, i: int) -> torch.Tensor:
-        """Image ``i`` as ``uint8 (3, S, S)`` (a copy out of the memory map)."""
-        return torch.from_numpy(np.array(self.images[i])).permute(2, 0, 1).contiguous()
-
-    def describe(self, i: int) -> str:
-        return f"{self.root}/{self.name} #{i}"
-
-
-def _rerun_hint(root: Path, manifest: dict | None = None) -> str:
-    size = f" --size {manifest['size']}" if manifest else ""
-    return f"re-run `alexnet data pack SRC {root}{size}` to rebuild it"
-
-
-def is_packed(path: str | Path | None) -> bool:
-    """True if ``path`` is a pack directory: complete (manifest) or half-written (so opening it explains why not)."""
-    if path is None:
-        return False
-    p = Path(path)
-    return p.is_dir() and ((p / MANIFEST).is_file() or (p / IN_PROGRESS).exists())
-
-
-def read_manifest(root: str | Path) -> dict:
-    """The validated manifest of a complete pack; ``UserError`` for half-written, foreign or inconsistent ones."""
-    root = Path(root)
-    path = root / MANIFEST
-    if not path.is_file():
-        if (root / IN_PROGRESS).exists():
-            raise UserError(f"{root} is a half-written pack (packing was interrupted); {_rerun_hint(root)}")
-        raise UserError(f"{root} is not a packed data set (no {MANIFEST}); create one with `alexnet data pack`")
-    try:
-        manifest = json.loads(read_bounded(path, limits().max_json_bytes, "manifest"))
-    except ValueError as e:
-        raise UserError(f"{path} is not readable JSON ({e}); {_rerun_hint(root)}") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise UserError(f"{path} is not an {FORMAT} manifest")
-    if manifest.get("version") != VERSION:
-        raise UserError(
-            f"{path}: pack format version {manifest.get('version')} is not supported (this code reads "
-            f"version {VERSION}); {_rerun_hint(root)}"
-        )
-    if (root / IN_PROGRESS).exists():
-        raise UserError(f"{root} is being re-packed or the re-pack was interrupted; {_rerun_hint(root)}")
-    _check_structure(manifest, path)
-    size = manifest["size"]
-    for name, info in manifest["splits"].items():
-        images, labels = root / name / "images.u8", root / name / "labels.npy"
-        expected = info["count"] * size * size * 3
-        if labels.is_file() and labels.stat().st_size > 8 * info["count"] + 4096:
-            raise UserError(f"{labels}: larger than {info['count']} int64 labels (corrupt pack); {_rerun_hint(root)}")
-        if not images.is_file() or images.stat().st_size != expected:
-            got = images.stat().st_size if images.is_file() else "missing"
-            raise UserError(
-                f"{images}: {got} bytes, manifest says {expected} (half-written or corrupt pack); "
-                f"{_rerun_hint(root, manifest)}"
-            )
-        if not labels.is_file() or _file_digest(labels) != info["labels_blake2b"]:
-            raise UserError(f"{labels}: missing or checksum mismatch (corrupt pack); {_rerun_hint(root, manifest)}")
-    return manifest
-
-
-_SPLIT_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # a folder inside the pack, never a path elsewhere
-
-
-def _check_structure(m: dict, path: Path) -> None:
-    """Every field ``read_manifest``'s callers use, with its type and range; ``UserError`` naming the field."""
-
-    def bad(field: str, want: str) -> UserError:
-        return UserError(f"{path}: manifest field {field!r} must be {want}")
-
-    def is_int(v) -> bool:
-        return isinstance(v, int) and not isinstance(v, bool)
-
-    if not is_int(m.get("size")) or not 1 <= m["size"] <= MAX_SIDE:
-        raise bad("size", f"an integer number of px from 1 to {MAX_SIDE}")
-    if m.get("resize") not in RESIZE_MODES:
-        raise bad("resize", " or ".join(RESIZE_MODES))
-    classes = m.get("classes")
-    max_classes = limits().max_classes
-    if not isinstance(classes, list) or not 1 <= len(classes) <= max_classes:
-        raise bad("classes", f"a list of 1 to {max_classes} class names")
-    if not all(isinstance(c, str) for c in classes) or len(set(classes)) != len(classes):
-        raise bad("classes", "distinct strings")
-    check_stats(m.get("stats"), f"{path}: manifest field 'stats'")
-    splits = m.get("splits")
-    if not isinstance(splits, dict) or not splits:
-        raise bad("splits", "a mapping of split names (train, val) to their entries")
-    for name, info in splits.items():
-        if not _SPLIT_NAME.match(name):
-            raise bad("splits", f"named by letters, digits, '-' and '_' (got {name!r})")
-        if not isinstance(info, dict):
-            raise bad(f"splits.{name}", "a mapping")
-        if not is_int(info.get("count")) or info["count"] < 0:
-            raise bad(f"splits.{name}.count", "a non-negative integer")
-        if not is_int(info.get("chunk_rows")) or info["chunk_rows"] < 1:
-            raise bad(f"splits.{name}.chunk_rows", "a positive integer")
-        chunks = info.get("chunk_blake2b")
-        if not (isinstance(chunks, list) and all(isinstance(c, str) for c in chunks)
-                and len(chunks) == -(-info["count"] // info["chunk_rows"])):  # fmt: skip
-            raise bad(f"splits.{name}.chunk_blake2b", "one digest per chunk of chunk_rows images")
-        if not isinstance(info.get("labels_blake2b"), str):
-            raise bad(f"splits.{name}.labels_blake2b", "a digest string")
-        if not isinstance(info.get("skipped", []), list):
-            raise bad(f"splits.{name}.skipped", "a list")
-
-
-def _check_labels(labels: np.ndarray, count: int, num_classes: int, path: Path) -> np.ndarray:
-    if labels.ndim != 1 or labels.dtype.kind not in "iu" or len(labels) != count:
-        raise UserError(
-            f"{path}: labels must be {count} integers (1-D), got {labels.dtype} of shape {labels.shape}; "
-            f"{_rerun_hint(path.parent.parent)}"
-        )
-    if count and (labels.min() < 0 or labels.max() >= num_classes):
-        raise UserError(
-            f"{path}: labels from {labels.min()} to {labels.max()}, outside the {num_classes} classes 0.."
-            f"{num_classes - 1}; {_rerun_hint(path.parent.parent)}"
-        )
-    return labels.astype(np.int64, copy=False)
-
-
-def open_packed(root: str | Path, split: str, *, verify: bool = False, manifest: dict | None = None) -> PackedSplit:
-    """Memory-map one split of a pack (``verify=True`` re-hashes every image chunk first). ``manifest``: one that
-    ``read_manifest(root)`` already returned (it checks sizes and label digests; no need to repeat that per split)."""
-    root = Path(root)
-    manifest = manifest or read_manifest(root)
-    if split not in manifest["splits"]:
-        raise UserError(f"{root} has no split {split!r} (it has: {', '.join(manifest['splits'])})")
-    if verify:
-        verify_pack(root, splits=[split], manifest=manifest)
-    size, n = manifest["size"], manifest["splits"][split]["count"]
-    d = root / split
-    if n:
-        images = np.memmap(d / "images.u8", dtype=np.uint8, mode="r", shape=(n, size, size, 3))
-    else:
-        images = np.zeros((0, size, size, 3), np.uint8)
-    try:
-        labels = np.load(d / "labels.npy", allow_pickle=False)
-    except (OSError, ValueError) as e:
-        raise UserError(f"{d / 'labels.npy'}: not a readable .npy file ({e}); {_rerun_hint(root)}") from None
-    labels = _check_labels(labels, n, len(manifest["classes"]), d / "labels.npy")
-    return PackedSplit(root, split, images, labels, list(manifest["classes"]), size, manifest)
-
-
-def verify_pack(
-    root: str | Path,
-    *,
-    splits: list[str] | None = None,
-    manifest: dict | None = None,
-    progress: bool = False,
-    sample: int | None = None,
-) -> None:
-    """Re-hash image chunks against the manifest; ``UserError`` naming the first bad chunk. ``sample``: only that
-    many chunks per split (the middle and the last, where a torn write would show), a cheap check for every open."""
-    from ..progress import progress as progress_bar
-
-    root = Path(root)
-    manifest = manifest or read_manifest(root)
-    row_bytes = manifest["size"] ** 2 * 3
-    for name in splits or list(manifest["splits"]):
-        info = manifest["splits"][name]
-        step = info["chunk_rows"] * row_bytes
-        chunks = list(enumerate(info["chunk_blake2b"]))
-        if sample is not None and len(chunks) > sample:
-            picks = {len(chunks) - 1 - i * len(chunks) // sample for i in range(sample)}  # last, middle, ...
-            chunks = [chunks[i] for i in sorted(picks)]
-        with (
-            open(root / name / "images.u8", "rb") as f,
-            progress_bar(len(chunks), f"verify {name}", unit="chunk", enabled=progress) as bar,
-        ):
-            for k, want in chunks:
-                bar.update(1)
-                f.seek(k * step)
-                if hashlib.blake2b(f.read(step), digest_size=16).hexdigest() != want:
-                    first = k * info["chunk_rows"]
-                    raise UserError(
-                        f"{root / name / 'images.u8'}: checksum mismatch in images {first}.."
-                        f"{first + info['chunk_rows'] - 1} (corrupt pack); {_rerun_hint(root, manifest)}"
-                    )
-
-
-def _file_digest(path: Path) -> str:
-    h = hashlib.blake2b(digest_size=16)
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# writing: workers decode + resize, the parent writes rows in order
-
-
 def resize_for_pack(img: torch.Tensor, size: int, resize: str) -> torch.Tensor:
     """uint8 (3, H, W) -> uint8 (3, size, size): the preset resize (shorter side + centre crop) or a squash."""
-    from .transforms import center_crop, resize_shorter
+    from ..transforms import center_crop, resize_shorter
 
     if resize == "shorter-centre":
         return center_crop(resize_shorter(img, size), size)
@@ -285,7 +56,7 @@ def _init_worker(split: SplitLike, size: int, resize: str, pool: bool = False) -
 
 def _decode_range(start: int, stop: int) -> DecodedBlock:
     """Decode images [start, stop): (good images (k,S,S,3), their positions, bad (describe, reason), pixel sums)."""
-    from .decode import DecodeError
+    from ..decode import DecodeError
 
     split, size, resize = _WORKER["split"], _WORKER["size"], _WORKER["resize"]
     out = np.empty((stop - start, size, size, 3), np.uint8)
@@ -308,20 +79,6 @@ def _decode_range(start: int, stop: int) -> DecodedBlock:
     return out[: len(good)], np.asarray(good, np.int64), bad, sums
 
 
-def stats_from_sums(sums: np.ndarray) -> dict:
-    n = max(sums[12], 1.0)
-    mean = sums[:3] / n
-    cov = sums[3:12].reshape(3, 3) / n - np.outer(mean, mean)
-    eigvals, eigvecs = np.linalg.eigh(cov)
-    order = eigvals.argsort()[::-1]  # largest first, as usually listed
-    return {
-        "mean": mean.tolist(),
-        "std": np.maximum(np.sqrt(np.clip(np.diag(cov), 0, None)), MIN_STD).tolist(),  # never divide by 0
-        "eigvals": np.clip(eigvals[order], 0, None).tolist(),
-        "eigvecs": eigvecs[:, order].tolist(),
-    }
-
-
 def _peak_rss_mib() -> dict[str, float]:
     """Peak resident memory so far (MiB) of this process and of the largest finished child (Linux: KiB units)."""
     scale = 1 / 1024 if sys.platform != "darwin" else 1 / 2**20
@@ -332,7 +89,6 @@ def _peak_rss_mib() -> dict[str, float]:
 
 
 OWN_FILES = ("images.u8", "labels.npy")  # per split; with MANIFEST, IN_PROGRESS and LOCK: all a pack ever writes
-LOCK = ".lock"
 
 
 def _is_our_pack(out: Path) -> bool:
@@ -366,20 +122,26 @@ def _prepare_out(out: Path, sources: list[Path]) -> None:
     if out.is_dir() and any(c.name != LOCK for c in out.iterdir()):
         if not _is_our_pack(out):
             raise UserError(f"{out} is a non-empty directory that is not an alexnet pack; choose an empty or new one")
-        foreign = []
-        for child in out.iterdir():
-            if child.name in (MANIFEST, IN_PROGRESS, LOCK, MANIFEST + ".tmp"):
-                continue
-            if child.is_dir() and not child.is_symlink():
-                foreign += [g for g in child.iterdir() if g.name not in OWN_FILES or not g.is_file() or g.is_symlink()]
-            else:
-                foreign.append(child)
+        foreign = _foreign_files(out)
         if foreign:
             raise UserError(
                 f"{out} holds files a pack does not write ({', '.join(str(f) for f in foreign[:3])}"
                 f"{' ...' if len(foreign) > 3 else ''}); move them, or choose an empty or new directory"
             )
     out.mkdir(parents=True, exist_ok=True)
+
+
+def _foreign_files(out: Path) -> list[Path]:
+    """What in our pack ``out`` a pack does not write (so must not be removed with it)."""
+    foreign = []
+    for child in out.iterdir():
+        if child.name in (MANIFEST, IN_PROGRESS, LOCK, MANIFEST + ".tmp"):
+            continue
+        if child.is_dir() and not child.is_symlink():
+            foreign += [g for g in child.iterdir() if g.name not in OWN_FILES or not g.is_file() or g.is_symlink()]
+        else:
+            foreign.append(child)
+    return foreign
 
 
 def _start(out: Path) -> None:
@@ -457,7 +219,7 @@ def _pack_split(
     split: SplitLike, d: Path, size: int, resize: str, workers: int, progress: bool
 ) -> tuple[dict, np.ndarray]:
     """Write one split; returns its manifest entry and its pixel sums."""
-    from ..progress import progress as progress_bar
+    from ...progress import progress as progress_bar
 
     d.mkdir(parents=True)
     row_bytes = size * size * 3
@@ -581,7 +343,7 @@ def pack_dataset(
     cache_dir: str | None = None,
 ) -> dict:
     """Pack any supported source (image folders, ImageNet layout, CIFAR; None = built-in synthetic) into ``out``."""
-    from .sources import open_dataset
+    from ..sources import open_dataset
 
     dataset = open_dataset(src, train_dir=train_dir, val_dir=val_dir, cache_dir=cache_dir)
     if dataset.kind == "pack":
