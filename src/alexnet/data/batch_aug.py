@@ -5,13 +5,15 @@ sample, from ``sampling.uniforms(seed, epoch, index)`` (a few numbers per image)
 every device, in any batch and on any DDP rank. Outputs are NCHW tensors that are channels-last in memory (a free
 ``permute`` of NHWC), which is what convolutions on tensor cores want.
 
+The presets are defined in ``presets``; here is their batched implementation.
+
 - ``paper``: a random ``crop x crop`` window, uniform over all valid offsets, flipped with probability 1/2, plus
   PCA colour noise (paper §4.1: 224 px crops of 256 px images, RGB shifted by ``[p1 p2 p3][a1 l1, a2 l2, a3 l3]^T``,
   ``a_i ~ N(0, 0.1)``, drawn once per image per use).
 - ``torchvision``: ``RandomResizedCrop(crop, scale=(0.08, 1), ratio=(3/4, 4/3))`` boxes sampled as torchvision does
   (10 tries, then a centre crop), resized exactly as torchvision's ``resized_crop(antialias=True)``, flipped with
   probability 1/2.
-- eval: centre crop (offset ``round((S - crop) / 2)``, as torchvision) or the ten crops of ``TenCrop``.
+- eval: ``transforms.center_crop`` of the NCHW view, or the ten crops of ``TenCrop``.
 
 On CUDA (and any non-CPU device) every step is a few batch-wide kernels, with no per-image work. On the CPU the
 crops run image by image, because there that is faster: a slice copy or one call of PyTorch's vectorised uint8
@@ -27,9 +29,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .presets import FLIP_P, RRC_RATIO, RRC_SCALE, RRC_TRIES, centre_offset
 from .sampling import normals, uniforms
-
-PRESETS = ("paper", "torchvision")
 
 
 @dataclass
@@ -66,7 +67,7 @@ def sample_paper(
     u = uniforms(indices, 9, seed=seed, epoch=epoch)
     top, left = np.minimum(np.floor(u[:, :2] * (size - crop + 1)), size - crop).astype(np.int64).T
     return AugParams(
-        flip=torch.from_numpy(u[:, 2] < 0.5),
+        flip=torch.from_numpy(u[:, 2] < FLIP_P),
         top=torch.from_numpy(np.ascontiguousarray(top)),
         left=torch.from_numpy(np.ascontiguousarray(left)),
         alpha=None if pca_std is None else torch.from_numpy((normals(u[:, 3:9]) * pca_std).astype(np.float32)),
@@ -79,10 +80,10 @@ def sample_resized_crop(
     *,
     seed: int,
     epoch: int,
-    scale: tuple[float, float] = (0.08, 1.0),
-    ratio: tuple[float, float] = (3 / 4, 4 / 3),
+    scale: tuple[float, float] = RRC_SCALE,
+    ratio: tuple[float, float] = RRC_RATIO,
     pca_std: float | None = None,
-    tries: int = 10,
+    tries: int = RRC_TRIES,
 ) -> AugParams:
     """Boxes distributed as ``torchvision.transforms.RandomResizedCrop.get_params`` on a ``size x size`` image."""
     u = uniforms(indices, 2 * tries + 9, seed=seed, epoch=epoch)
@@ -99,7 +100,7 @@ def sample_resized_crop(
     top = np.minimum(np.floor(rest[:, 0] * (size - h + 1)), size - h)
     left = np.minimum(np.floor(rest[:, 1] * (size - w + 1)), size - w)
     return AugParams(
-        flip=torch.from_numpy(rest[:, 2] < 0.5),
+        flip=torch.from_numpy(rest[:, 2] < FLIP_P),
         boxes=torch.from_numpy(np.stack([left, top, left + w, top + h], 1).astype(np.float32)),
         alpha=None if pca_std is None else torch.from_numpy((normals(rest[:, 3:9]) * pca_std).astype(np.float32)),
     )
@@ -201,17 +202,10 @@ def resize_weights(
     return w / w.sum(-1, keepdim=True)
 
 
-def center_crop(images: torch.Tensor, crop: int) -> torch.Tensor:
-    """uint8 (B, S, S, 3) -> uint8 (B, 3, crop, crop) view: the centre window (torchvision's rounding)."""
-    s = images.shape[1]
-    o = round((s - crop) / 2.0)
-    return images[:, o : o + crop, o : o + crop].permute(0, 3, 1, 2)
-
-
 def ten_crop(images: torch.Tensor, crop: int) -> torch.Tensor:
     """uint8 (B, S, S, 3) -> uint8 (B, 10, 3, crop, crop) in torchvision ``TenCrop`` order."""
     s = images.shape[1]
-    e, c = s - crop, round((s - crop) / 2.0)
+    e, c = s - crop, centre_offset(s, crop)
 
     def five(x: torch.Tensor) -> torch.Tensor:  # (B, 3, S, S) -> (B, 5, 3, crop, crop)
         windows = [(0, 0), (0, e), (e, 0), (e, e), (c, c)]

@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader, Dataset
 from ..errors import UserError
 from .decode import DecodeError
 from .device_ops import normalize, pca_shift
-from .sampling import generator, rank_batches
+from .sampling import generator, loader_batches
 from .sources import Split
 from .transforms import EvalTransform, TenCrop, TrainTransform
 
@@ -150,20 +150,9 @@ class FolderLoader:
         self.epoch, self.start_batch = 0, 0
 
     def _batches(self) -> list[torch.Tensor]:
-        if self.train or self.world_size == 1:
-            return rank_batches(
-                self.num_samples,
-                batch_size=self.batch_size,
-                seed=self.seed,
-                epoch=self.epoch,
-                shuffle=self.train,
-                drop_last=self.drop_last,
-                rank=self.rank,
-                world_size=self.world_size,
-            )
-        # evaluation across ranks: every sample exactly once (no padding), so summed metrics are exact
-        mine = torch.arange(self.rank, self.num_samples, self.world_size)
-        return list(mine.split(self.batch_size))
+        return loader_batches(self.num_samples, batch_size=self.batch_size, seed=self.seed, epoch=self.epoch,
+                              train=self.train, drop_last=self.drop_last, rank=self.rank,
+                              world_size=self.world_size)  # fmt: skip
 
     def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
         """Select the epoch (its shuffle and augmentation) and skip its first ``start_batch`` batches."""

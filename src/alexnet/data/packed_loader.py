@@ -28,7 +28,9 @@ from ..errors import UserError
 from . import batch_aug as A
 from .device_ops import normalize, pca_shift
 from .pack.reader import PackedSplit, open_packed
-from .sampling import rank_batches
+from .presets import PRESETS
+from .sampling import loader_batches
+from .transforms import center_crop
 
 _DONE = object()
 
@@ -70,8 +72,8 @@ class PackedLoader:
         gather_threads: int | None = None,
     ) -> None:
         self.data = root if isinstance(root, PackedSplit) else open_packed(root, split or "train")
-        if preset not in A.PRESETS:
-            raise UserError(f"--preset {preset!r} is not one of {', '.join(A.PRESETS)}")
+        if preset not in PRESETS:
+            raise UserError(f"--preset {preset!r} is not one of {', '.join(PRESETS)}")
         if crop_size > self.data.size:
             raise UserError(
                 f"crop size {crop_size} px is larger than the packed images ({self.data.size} px in "
@@ -103,19 +105,9 @@ class PackedLoader:
     # -- protocol -----------------------------------------------------------------------------------------------------
 
     def _batches(self) -> list[torch.Tensor]:
-        if self.train or self.world_size == 1:
-            return rank_batches(
-                self.num_samples,
-                batch_size=self.batch_size,
-                seed=self.seed,
-                epoch=self.epoch,
-                shuffle=self.train,
-                drop_last=self.drop_last,
-                rank=self.rank,
-                world_size=self.world_size,
-            )
-        # evaluation across ranks: every sample exactly once (no padding), so summed metrics are exact
-        return list(torch.arange(self.rank, self.num_samples, self.world_size).split(self.batch_size))
+        return loader_batches(self.num_samples, batch_size=self.batch_size, seed=self.seed, epoch=self.epoch,
+                              train=self.train, drop_last=self.drop_last, rank=self.rank,
+                              world_size=self.world_size)  # fmt: skip
 
     def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
         """Select the epoch (its order and augmentation) and skip its first ``start_batch`` batches."""
@@ -240,7 +232,7 @@ class PackedLoader:
         if params is None and self.ten_crop:
             return normalize(A.ten_crop(x, crop), self.mean, self.std)  # (B, 10, 3, crop, crop)
         if params is None:
-            out = A.center_crop(x, crop)
+            out = center_crop(x.permute(0, 3, 1, 2), crop)  # (B, 3, crop, crop) view
         elif self.preset == "paper":
             out = A.crop_flip(x, params.top, params.left, params.flip, crop)
         else:

@@ -97,3 +97,15 @@ def rank_batches(
             order = torch.cat([order, order[:pad].repeat(-(-pad // max(n, 1)))[:pad]])
     mine = order[rank::world_size] if world_size > 1 else order
     return [mine[i * batch_size : (i + 1) * batch_size] for i in range(steps) if len(mine[i * batch_size :]) > 0]
+
+
+def loader_batches(
+    n: int, *, batch_size: int, seed: int, epoch: int, train: bool, drop_last: bool, rank: int = 0, world_size: int = 1
+) -> list[torch.Tensor]:
+    """A loader's index batches for this rank and epoch: training (or one process) as ``rank_batches``, shuffled
+    when ``train``; evaluation across ranks takes every sample exactly once (no padding), so summed metrics are
+    exact. The one traversal order every loader (folder, packed, in-memory) uses."""
+    if train or world_size == 1:
+        return rank_batches(n, batch_size=batch_size, seed=seed, epoch=epoch, shuffle=train, drop_last=drop_last,
+                            rank=rank, world_size=world_size)  # fmt: skip
+    return list(torch.arange(rank, n, world_size).split(batch_size))

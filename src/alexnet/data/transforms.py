@@ -12,8 +12,7 @@ import math
 import torch
 
 from ..errors import UserError
-
-PRESETS = ("paper", "torchvision")
+from .presets import FLIP_P, PRESETS, RRC_RATIO, RRC_SCALE, RRC_TRIES, centre_offset
 
 
 def resize_shorter(img: torch.Tensor, size: int) -> torch.Tensor:
@@ -31,11 +30,12 @@ def crop(img: torch.Tensor, top: int, left: int, height: int, width: int) -> tor
 
 
 def center_crop(img: torch.Tensor, size: int) -> torch.Tensor:
-    """The central ``size x size`` window, offsets rounded as torchvision's ``center_crop`` (``round(margin / 2)``)."""
+    """The central ``size x size`` window of ``(..., H, W)`` (one image or a batch; a view), offsets rounded as
+    torchvision's ``center_crop`` (``round(margin / 2)``)."""
     h, w = img.shape[-2:]
     if h < size or w < size:
         raise ValueError(f"center_crop: image {h}x{w} is smaller than the {size} px crop")
-    return crop(img, round((h - size) / 2), round((w - size) / 2), size, size)
+    return crop(img, centre_offset(h, size), centre_offset(w, size), size, size)
 
 
 def hflip(img: torch.Tensor) -> torch.Tensor:
@@ -66,8 +66,8 @@ class TrainTransform:
         preset: str = "paper",
         crop_size: int = 224,
         resize_size: int = 256,
-        scale: tuple[float, float] = (0.08, 1.0),
-        ratio: tuple[float, float] = (3 / 4, 4 / 3),
+        scale: tuple[float, float] = RRC_SCALE,
+        ratio: tuple[float, float] = RRC_RATIO,
     ):
         if preset not in PRESETS:
             raise UserError(f"unknown augmentation preset {preset!r}; choose one of {', '.join(PRESETS)}")
@@ -89,7 +89,7 @@ class TrainTransform:
 
             top, left, h, w = self.random_resized_box(img.shape[-2], img.shape[-1], generator)
             out = resize(crop(img, top, left, h, w), [c, c], antialias=True)
-        if float(torch.rand(1, generator=generator)) < 0.5:
+        if float(torch.rand(1, generator=generator)) < FLIP_P:
             out = hflip(out)
         return out.contiguous()
 
@@ -97,7 +97,7 @@ class TrainTransform:
         """(top, left, h, w) as torchvision's ``RandomResizedCrop.get_params``, drawing from ``g``."""
         area = height * width
         log_ratio = (math.log(self.ratio[0]), math.log(self.ratio[1]))
-        for _ in range(10):
+        for _ in range(RRC_TRIES):
             target = area * float(torch.empty(1).uniform_(self.scale[0], self.scale[1], generator=g))
             aspect = math.exp(float(torch.empty(1).uniform_(log_ratio[0], log_ratio[1], generator=g)))
             w = round(math.sqrt(target * aspect))
