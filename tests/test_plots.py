@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from alexnet.errors import UserError
-from alexnet.plots import SIZES, filter_grid, nearest_neighbours, top_confusions
+from alexnet.plots import filter_grid, nearest_neighbours, top_confusions
+from alexnet.plotting import SIZES
 
 
 def test_nearest_neighbours_on_a_hand_made_case():
@@ -173,7 +174,7 @@ def test_overlay_puts_heat_where_the_map_is_and_nowhere_else():
     pytest.importorskip("matplotlib", reason="plots need matplotlib: pip install 'alexnet[plots]'")
     import matplotlib
 
-    from alexnet.plots import HEAT_ALPHA, HEAT_CMAP, overlay
+    from alexnet.plotting import HEAT_ALPHA, HEAT_CMAP, overlay
 
     crop = torch.full((3, 20, 20), 128, dtype=torch.uint8)
     amap = torch.zeros(20, 20)
@@ -198,7 +199,8 @@ def test_gradcam_grid_shows_each_cells_map_with_right_and_wrong_apart(tmp_path):
     import alexnet
     from alexnet.data.sources import open_dataset
     from alexnet.data.synthetic import make_synthetic
-    from alexnet.plots import _gradcam_figure, _save, heat, overlay
+    from alexnet.plots import _gradcam_figure
+    from alexnet.plotting import heat, overlay, save
 
     data = make_synthetic(tmp_path / "data", classes=3, per_class=1, val_per_class=8, size=64, show_progress=False)
     make_run(tmp_path / "run", data, "alexnet", ["circle", "ring", "square"])
@@ -206,7 +208,7 @@ def test_gradcam_grid_shows_each_cells_map_with_right_and_wrong_apart(tmp_path):
     val = open_dataset(str(data)).val
     fig, cells = _gradcam_figure(predictor, val)
     width = fig.get_figwidth() * fig.dpi
-    png = np.asarray(Image.open(_save(fig, tmp_path / "g.png")).convert("RGB"))
+    png = np.asarray(Image.open(save(fig, tmp_path / "g.png")).convert("RGB"))
     assert any(c["correct"] for c in cells) and any(not c["correct"] for c in cells)  # an untrained model: both
     preds = predictor.predict([val.describe(c["index"]) for c in cells], topk=1)
     for cell, top in zip(cells, preds):
@@ -232,7 +234,8 @@ def test_unit_view_patches_are_the_receptive_fields_of_the_top_val_crops(tmp_pat
     import alexnet
     from alexnet.data.sources import open_dataset
     from alexnet.data.synthetic import make_synthetic
-    from alexnet.plots import _save, _units_figure
+    from alexnet.plots import _units_figure
+    from alexnet.plotting import save
 
     data = make_synthetic(tmp_path / "data", classes=2, per_class=1, val_per_class=6, size=224, show_progress=False)
     classes = ["circle", "ring"]
@@ -241,7 +244,7 @@ def test_unit_view_patches_are_the_receptive_fields_of_the_top_val_crops(tmp_pat
     predictor = alexnet.load(tmp_path / "run" / "checkpoints" / "best.pt", device="cpu")
     val = open_dataset(str(data)).val
     fig, cells, searched = _units_figure(predictor, val, units=3, per_unit=4, pool=9)  # 9 of the 12 val images
-    png = np.asarray(Image.open(_save(fig, tmp_path / "u.png")).convert("RGB"))
+    png = np.asarray(Image.open(save(fig, tmp_path / "u.png")).convert("RGB"))
     assert len(searched) == 9 and searched != list(range(9))
     # conv5 after its ReLU, by hand: features[:12] of torchvision's layout, (N, 256, 13, 13)
     crops = torch.stack([predictor.transform(val.load(i)) for i in searched])

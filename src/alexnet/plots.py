@@ -12,7 +12,7 @@
 - ``units.png``: for a few conv5 units, the 9 val crops that drive each hardest, cut to the receptive field of the
   maximum (paper-era unit view: Zeiler & Fergus 2014, Fig. 2).
 
-Every figure has a fixed size in pixels (``SIZES``), whatever the data. ``plot_explanation`` draws one image's
+Every figure has a fixed size in pixels (``plotting.SIZES``), whatever the data. ``plot_explanation`` draws one image's
 attribution map for ``alexnet explain``.
 """
 
@@ -28,18 +28,8 @@ import torch
 
 from .data.split import Subset
 from .errors import UserError
+from .plotting import DPI, EXPLANATION_SIZE, HEAT_CMAP, new_figure, overlay, plain_text, pyplot, save, show_image
 
-DPI = 100
-SIZES = {  # px (width, height) of each PNG
-    "curves": (1400, 900),
-    "conv1_filters": (1400, 700),
-    "confusion": (1400, 1200),
-    "neighbours": (1050, 750),
-    "predictions": (1000, 1060),
-    "gradcam": (1400, 1000),
-    "units": (1400, 1000),
-}
-EXPLANATION_SIZE = (1200, 470)  # px, one image's overlay PNG (alexnet explain)
 NUM_QUERIES = 5  # val images in the neighbours figure
 NUM_NEIGHBOURS = 6  # as in the paper's Figure 4
 NEIGHBOUR_POOL = 5000  # training images searched (a random subset when there are more): bounds the plot's cost
@@ -49,8 +39,6 @@ GRADCAM_POOL = 1000  # val images searched for right and wrong predictions: boun
 NUM_UNITS = 6  # conv5 units in the unit view
 PATCHES_PER_UNIT = 9  # as in Zeiler & Fergus, Fig. 2
 UNIT_POOL = 500  # val images searched for each unit's strongest activations
-HEAT_CMAP = "jet"  # the usual Grad-CAM colours: blue (low) to red (high)
-HEAT_ALPHA = 0.6  # the heat map's opacity where the map is largest; it fades to 0 where the map is 0
 
 
 def nearest_neighbours(
@@ -98,53 +86,15 @@ def _checkpoint(run_dir: Path) -> Path:
     raise UserError(f"{run_dir}: no checkpoints/best.pt or checkpoints/last.pt; is this a run directory?")
 
 
-def _plt():
-    try:
-        import matplotlib
-    except ImportError:
-        raise UserError("plots need matplotlib: pip install 'alexnet[plots]'") from None
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _plain_text(plot):
-    """Draw ``plot``'s text literally: class names are data, and one like ``$\\notacommand{$`` would otherwise be
-    parsed as matplotlib mathtext and crash the figure."""
-    import functools
-
-    @functools.wraps(plot)
-    def wrapper(*args, **kwargs):
-        import matplotlib
-
-        _plt()
-        with matplotlib.rc_context({"text.parse_math": False}):
-            return plot(*args, **kwargs)
-
-    return wrapper
-
-
-def _figure(name: str):
-    w, h = SIZES[name]
-    return _plt().figure(figsize=(w / DPI, h / DPI), dpi=DPI)
-
-
-def _save(fig, out: Path) -> Path:
-    fig.savefig(out, dpi=DPI)  # no bbox_inches="tight": it would change the pixel size
-    _plt().close(fig)
-    return out
-
-
 # ----------------------------------------------------------------------------------------------------------------
 # the figures
 
 
-@_plain_text
+@plain_text
 def plot_curves(metrics: list[dict[str, Any]], out: Path) -> Path:
     """Train/val loss, val top-1/top-5, lr and img/s per epoch, from the ``kind == "epoch"`` records."""
     epochs = [r for r in metrics if r.get("kind") == "epoch"]
-    fig = _figure("curves")
+    fig = new_figure("curves")
     axes = fig.subplots(2, 2)
 
     def series(rows: list[dict[str, Any]], key: str) -> tuple[list[float], list[float]]:
@@ -169,7 +119,7 @@ def plot_curves(metrics: list[dict[str, Any]], out: Path) -> Path:
     ax.plot(*series(epochs, "img_per_s"), "-o", ms=3)
     ax.set(title="throughput", xlabel="epoch", ylabel="images / s")
     fig.tight_layout()
-    return _save(fig, out)
+    return save(fig, out)
 
 
 def filter_grid(weight: torch.Tensor, cols: int = 8, pad: int = 1) -> np.ndarray:
@@ -188,10 +138,10 @@ def filter_grid(weight: torch.Tensor, cols: int = 8, pad: int = 1) -> np.ndarray
     return grid
 
 
-@_plain_text
+@plain_text
 def plot_filters(weight: torch.Tensor, arch: str, out: Path) -> Path:
     """The conv1 kernels; for ``alexnet2012`` the two groups that fed the two GPUs' conv2 halves, side by side."""
-    fig = _figure("conv1_filters")
+    fig = new_figure("conv1_filters")
     k = weight.shape[0]
     if arch == "alexnet2012":
         halves = [("GPU 1 (kernels 1-48)", weight[: k // 2]), ("GPU 2 (kernels 49-96)", weight[k // 2 :])]
@@ -207,7 +157,7 @@ def plot_filters(weight: torch.Tensor, arch: str, out: Path) -> Path:
     size = "x".join(str(s) for s in weight.shape[1:])
     fig.suptitle(f"conv1: {k} kernels of {size}, each contrast-normalised")
     fig.tight_layout()
-    return _save(fig, out)
+    return save(fig, out)
 
 
 def top_confusions(confusion: np.ndarray, classes: list[str], n: int = 30) -> list[tuple[str, str, int]]:
@@ -219,14 +169,14 @@ def top_confusions(confusion: np.ndarray, classes: list[str], n: int = 30) -> li
     return [(classes[t], classes[p], int(off[t, p])) for t, p in pairs if off[t, p] > 0]
 
 
-@_plain_text
+@plain_text
 def plot_confusion(report: dict[str, Any], out: Path) -> Path:
     """Row-normalised confusion matrix (rows: true class, columns: predicted)."""
     cm = np.asarray(report["confusion"], dtype=np.int64)
     classes = list(report["classes"])
     n = len(classes)
     norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
-    fig = _figure("confusion")
+    fig = new_figure("confusion")
     named = n <= NAMED_CLASSES_MAX
     ax = fig.add_axes([0.2, 0.2, 0.75, 0.72] if named else [0.05, 0.08, 0.55, 0.84])
     im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1, interpolation="nearest")
@@ -249,17 +199,10 @@ def plot_confusion(report: dict[str, Any], out: Path) -> Path:
         lines = [f"{c:>5}  {t[:22]} -> {p[:22]}" for t, p, c in top_confusions(cm, classes)]
         fig.text(0.66, 0.92, "most frequent confusions\n(count  true -> predicted)\n\n" + "\n".join(lines),
                  va="top", family="monospace", fontsize=8)  # fmt: skip
-    return _save(fig, out)
+    return save(fig, out)
 
 
-def _show(ax, img: torch.Tensor, title: str, color: str = "black") -> None:
-    ax.imshow(img.permute(1, 2, 0).numpy())
-    ax.set_title(title, fontsize=7, color=color)
-    ax.set_xticks([])
-    ax.set_yticks([])
-
-
-@_plain_text
+@plain_text
 def plot_neighbours(predictor, train, val, out: Path, *, pool: int = NEIGHBOUR_POOL, seed: int = 0) -> Path:
     """Paper Figure 4 (right): each row a val image, then its six nearest training images in fc7 space."""
     g = torch.Generator().manual_seed(seed)
@@ -270,24 +213,24 @@ def plot_neighbours(predictor, train, val, out: Path, *, pool: int = NEIGHBOUR_P
     queries = predictor.features(Subset(val, query_idx), layer="fc7").to(predictor.device)  # (Q, 4096)
     dist, nn_idx = nearest_neighbours(queries, keys, min(NUM_NEIGHBOURS, len(keys)))
     dist, nn_idx = dist.cpu(), nn_idx.cpu()
-    fig = _figure("neighbours")
+    fig = new_figure("neighbours")
     cols = 1 + NUM_NEIGHBOURS
     axes = fig.subplots(len(query_idx), cols, squeeze=False)
     for r, q in enumerate(query_idx):
-        _show(axes[r, 0], predictor.transform(val.load(q)), f"val: {val.classes[val.labels[q]]}", "C0")
+        show_image(axes[r, 0], predictor.transform(val.load(q)), f"val: {val.classes[val.labels[q]]}", "C0")
         for c in range(cols - 1):
             ax = axes[r, c + 1]
             if c >= nn_idx.shape[1]:
                 ax.axis("off")
                 continue
             j = keys_idx[int(nn_idx[r, c])]
-            _show(ax, predictor.transform(train.load(j)), f"{train.classes[train.labels[j]]} d={dist[r, c]:.1f}")
+            show_image(ax, predictor.transform(train.load(j)), f"{train.classes[train.labels[j]]} d={dist[r, c]:.1f}")
     fig.suptitle(f"nearest training images in fc7 space (Euclidean, among {len(keys_idx)} training images)")
     fig.tight_layout()
-    return _save(fig, out)
+    return save(fig, out)
 
 
-@_plain_text
+@plain_text
 def plot_predictions(predictor, val, out: Path, *, n: int = 16, seed: int = 0) -> Path:
     """A grid of val images titled ``true / predicted (probability)``; wrong predictions in red."""
     g = torch.Generator().manual_seed(seed + 1)
@@ -295,7 +238,7 @@ def plot_predictions(predictor, val, out: Path, *, n: int = 16, seed: int = 0) -
     crops = [predictor.transform(val.load(i)) for i in idx]
     probs = predictor.probabilities(torch.stack(crops)).cpu()
     p, pred = probs.max(1)
-    fig = _figure("predictions")
+    fig = new_figure("predictions")
     side = int(np.ceil(np.sqrt(n)))
     axes = fig.subplots(side, side, squeeze=False).ravel()
     for ax in axes[len(idx) :]:
@@ -303,33 +246,14 @@ def plot_predictions(predictor, val, out: Path, *, n: int = 16, seed: int = 0) -
     for ax, i, crop, pi, pr in zip(axes, idx, crops, p.tolist(), pred.tolist()):
         true = val.classes[val.labels[i]]
         guess = predictor.classes[pr]
-        _show(ax, crop, f"true: {true}\npred: {guess} ({100 * pi:.0f}%)", "green" if guess == true else "red")
+        show_image(ax, crop, f"true: {true}\npred: {guess} ({100 * pi:.0f}%)", "green" if guess == true else "red")
     fig.suptitle("val predictions (green: right, red: wrong)")
     fig.tight_layout()
-    return _save(fig, out)
+    return save(fig, out)
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # attribution maps
-
-
-def heat(amap: torch.Tensor) -> np.ndarray:
-    """A map ``(H, W)`` -> float ``(H, W)`` in [0, 1]: its positive part over its maximum (all 0 if none)."""
-    m = amap.detach().float().cpu().clamp_min(0)
-    top = float(m.max())
-    return (m / top).numpy() if top > 0 else np.zeros(m.shape, dtype=np.float32)
-
-
-def overlay(crop: torch.Tensor, amap: torch.Tensor, *, cmap: str = HEAT_CMAP, alpha: float = HEAT_ALPHA) -> np.ndarray:
-    """The crop ``uint8 (3, H, W)`` with the map's heat colours blended in, opacity ``alpha x heat``: RGB float
-    ``(H, W, 3)`` in [0, 1]. Where the map is 0 (or negative) the image shows unchanged."""
-    import matplotlib
-
-    img = crop.permute(1, 2, 0).float().numpy() / 255
-    h = heat(amap)
-    colours = matplotlib.colormaps[cmap](h)[..., :3]
-    a = (alpha * h)[..., None]
-    return np.clip((1 - a) * img + a * colours, 0, 1)  # float rounding may step past 1
 
 
 def _map_label(method: str, layer: str | None, side: int, crop: int) -> str:
@@ -338,18 +262,18 @@ def _map_label(method: str, layer: str | None, side: int, crop: int) -> str:
     return method.replace("-", " ")
 
 
-@_plain_text
+@plain_text
 def plot_explanation(expl, out: Path, *, name: str = "", layer_side: int | None = None) -> Path:
     """One image: the crop, the raw map (with its scale) and the overlay; predicted and target class in the title.
 
     ``expl``: an ``alexnet.explain.Explanation``; ``layer_side``: Grad-CAM's map size before upsampling (a label).
     """
-    plt = _plt()
+    plt = pyplot()
     w, h = EXPLANATION_SIZE
     fig = plt.figure(figsize=(w / DPI, h / DPI), dpi=DPI)
     axes = fig.subplots(1, 3)
     crop = expl.crop.shape[-1]
-    _show(axes[0], expl.crop, f"input ({crop} px crop)")
+    show_image(axes[0], expl.crop, f"input ({crop} px crop)")
     im = axes[1].imshow(expl.map.numpy(), cmap=HEAT_CMAP)
     axes[1].set_title(_map_label(expl.method, expl.layer, layer_side or crop, crop), fontsize=8)
     axes[1].set_xticks([])
@@ -366,7 +290,7 @@ def plot_explanation(expl, out: Path, *, name: str = "", layer_side: int | None 
         fontsize=10, color=colour,
     )  # fmt: skip
     fig.tight_layout()
-    return _save(fig, out)
+    return save(fig, out)
 
 
 def _gradcam_figure(
@@ -400,7 +324,7 @@ def _gradcam_figure(
         crops = torch.stack([c for _, c in chosen])
         expls = explain_crops(predictor.model, crops, preprocess=predictor.preprocess, classes=predictor.classes,
                               method="gradcam", layer=layer, device=predictor.device)  # fmt: skip
-    fig = _figure("gradcam")
+    fig = new_figure("gradcam")
     subs = fig.subfigures(1, 2, wspace=0.04)
     cells = []
     for sub, items, offset, label in ((subs[0], right, 0, "right"), (subs[1], wrong, len(right), "wrong")):
@@ -428,14 +352,14 @@ def _gradcam_figure(
     return fig, cells
 
 
-@_plain_text
+@plain_text
 def plot_gradcam(
     predictor, val, out: Path, *, layer: str | None = None, pool: int = GRADCAM_POOL, seed: int = 0
 ) -> Path:
     """Grad-CAM overlays for the predicted class: right predictions on the left, wrong ones on the right.
     ``layer``: conv1..conv5, or ``None`` for ``alexnet.explain.default_layer``."""
     fig, _ = _gradcam_figure(predictor, val, layer=layer, pool=pool, seed=seed)
-    return _save(fig, out)
+    return save(fig, out)
 
 
 def _units_figure(predictor, val, *, layer: str = "conv5", units: int = NUM_UNITS, per_unit: int = PATCHES_PER_UNIT,
@@ -451,7 +375,7 @@ def _units_figure(predictor, val, *, layer: str = "conv5", units: int = NUM_UNIT
     alive = torch.nonzero(maxima.values.amax(0) > 0).flatten()  # units that fire on some image
     chosen = alive[torch.randperm(len(alive), generator=g)[:units]].sort().values.tolist()  # ZF: a random subset
     found = top_patches(maxima, chosen, per_unit=per_unit)
-    fig = _figure("units")
+    fig = new_figure("units")
     rows = max(1, len(chosen))
     axes = fig.subplots(rows, per_unit, squeeze=False)
     cells = []
@@ -482,11 +406,11 @@ def _units_figure(predictor, val, *, layer: str = "conv5", units: int = NUM_UNIT
     return fig, cells, idx
 
 
-@_plain_text
+@plain_text
 def plot_units(predictor, val, out: Path, *, layer: str = "conv5", seed: int = 0) -> Path:
     """Zeiler & Fergus Fig. 2 style: for a few random conv5 units, the 9 val patches that activate each most."""
     fig, _, _ = _units_figure(predictor, val, layer=layer, seed=seed)
-    return _save(fig, out)
+    return save(fig, out)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -508,7 +432,7 @@ def make_plots(
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise UserError(f"{run_dir}: no such run directory")
-    _plt()  # fail early, with the extra's name, if matplotlib is missing
+    pyplot()  # fail early, with the extra's name, if matplotlib is missing
     out = Path(out_dir) if out_dir is not None else run_dir / "plots"
     out.mkdir(parents=True, exist_ok=True)
     written = []

@@ -3,7 +3,8 @@
 from .check import check_dataset, format_report
 from .decode import DecodeError, decode_image
 from .device_ops import normalize, pca_noise, to_unit
-from .sources import Split, UnlabelledValError, open_splits
+from .sources import UnlabelledValError, open_splits
+from .split import Split
 from .stats import compute_stats, load_or_compute_stats
 from .synthetic import default_synthetic, make_synthetic
 from .transforms import EvalTransform, TenCrop, TrainTransform, center_crop, resize_shorter

@@ -1,0 +1,92 @@
+"""Figure plumbing shared by the plot modules: matplotlib (optional extra ``[plots]``) loaded on first use, fixed
+pixel sizes, literal text, and the heat-map overlay that Grad-CAM figures, ``alexnet explain`` and the server draw."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .errors import UserError
+
+DPI = 100
+SIZES = {  # px (width, height) of each PNG
+    "curves": (1400, 900),
+    "conv1_filters": (1400, 700),
+    "confusion": (1400, 1200),
+    "neighbours": (1050, 750),
+    "predictions": (1000, 1060),
+    "gradcam": (1400, 1000),
+    "units": (1400, 1000),
+}
+EXPLANATION_SIZE = (1200, 470)  # px, one image's overlay PNG (alexnet explain)
+HEAT_CMAP = "jet"  # the usual Grad-CAM colours: blue (low) to red (high)
+HEAT_ALPHA = 0.6  # the heat map's opacity where the map is largest; it fades to 0 where the map is 0
+
+
+def pyplot():
+    """``matplotlib.pyplot`` on the Agg backend; ``UserError`` naming the extra when matplotlib is missing."""
+    try:
+        import matplotlib
+    except ImportError:
+        raise UserError("plots need matplotlib: pip install 'alexnet[plots]'") from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plain_text(plot):
+    """Draw ``plot``'s text literally: class names are data, and one like ``$\\notacommand{$`` would otherwise be
+    parsed as matplotlib mathtext and crash the figure."""
+    import functools
+
+    @functools.wraps(plot)
+    def wrapper(*args, **kwargs):
+        import matplotlib
+
+        pyplot()
+        with matplotlib.rc_context({"text.parse_math": False}):
+            return plot(*args, **kwargs)
+
+    return wrapper
+
+
+def new_figure(name: str):
+    """A figure of ``SIZES[name]`` px."""
+    w, h = SIZES[name]
+    return pyplot().figure(figsize=(w / DPI, h / DPI), dpi=DPI)
+
+
+def save(fig, out: Path) -> Path:
+    """Write ``fig`` as a PNG of its exact pixel size and close it."""
+    fig.savefig(out, dpi=DPI)  # no bbox_inches="tight": it would change the pixel size
+    pyplot().close(fig)
+    return out
+
+
+def show_image(ax, img: torch.Tensor, title: str, color: str = "black") -> None:
+    ax.imshow(img.permute(1, 2, 0).numpy())
+    ax.set_title(title, fontsize=7, color=color)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def heat(amap: torch.Tensor) -> np.ndarray:
+    """A map ``(H, W)`` -> float ``(H, W)`` in [0, 1]: its positive part over its maximum (all 0 if none)."""
+    m = amap.detach().float().cpu().clamp_min(0)
+    top = float(m.max())
+    return (m / top).numpy() if top > 0 else np.zeros(m.shape, dtype=np.float32)
+
+
+def overlay(crop: torch.Tensor, amap: torch.Tensor, *, cmap: str = HEAT_CMAP, alpha: float = HEAT_ALPHA) -> np.ndarray:
+    """The crop ``uint8 (3, H, W)`` with the map's heat colours blended in, opacity ``alpha x heat``: RGB float
+    ``(H, W, 3)`` in [0, 1]. Where the map is 0 (or negative) the image shows unchanged."""
+    import matplotlib
+
+    img = crop.permute(1, 2, 0).float().numpy() / 255
+    h = heat(amap)
+    colours = matplotlib.colormaps[cmap](h)[..., :3]
+    a = (alpha * h)[..., None]
+    return np.clip((1 - a) * img + a * colours, 0, 1)  # float rounding may step past 1
