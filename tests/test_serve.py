@@ -168,9 +168,11 @@ def live_server(app):
     """``app`` under uvicorn on a free loopback port, in a thread; yields the base URL."""
     import uvicorn
 
+    from alexnet.serve.app import server_config
+
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    server = uvicorn.Server(server_config(app, app.state.service.config, log_level="warning"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     try:

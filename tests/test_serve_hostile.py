@@ -7,18 +7,23 @@ Each attack runs on loopback, bounded in count and time."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
+import logging
+import socket
+import time
 
 import pytest
 
 pytest.importorskip("fastapi", reason="alexnet serve needs pip install 'alexnet[serve]'")
-pytest.importorskip("httpx", reason="FastAPI's test client needs httpx (pip install 'alexnet[dev]')")
-from fastapi.testclient import TestClient
+httpx = pytest.importorskip("httpx", reason="FastAPI's test client needs httpx (pip install 'alexnet[dev]')")
+from fastapi.testclient import TestClient  # noqa: E402
 
-import alexnet
-from alexnet.serve.app import create_app
-from alexnet.serve.config import ServeConfig
-from tests.test_serve import model_path as model_path
+import alexnet  # noqa: E402
+from alexnet.serve.app import create_app  # noqa: E402
+from alexnet.serve.config import ServeConfig  # noqa: E402
+from tests.test_serve import live_server  # noqa: E402
+from tests.test_serve import model_path as model_path  # noqa: E402 (a fixture, shared)
 
 
 @pytest.fixture(scope="module")
@@ -93,3 +98,90 @@ def test_explain_target_is_not_echoed_in_full(client):
     message = r.json()["error"]
     assert r.status_code == 400 and message.startswith("target 'qqq") and "60,002 characters" in message
     assert len(r.content) < 400 and "not top1, a class name (cat, dog, fox)" in message
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# item 4: idle and half-sent connections are closed, open connections capped, the accept-error log rate-limited
+
+
+def closed_within(sock: socket.socket, limit_s: float) -> float | None:
+    """Seconds until the server closed ``sock`` (reading anything it sends first), or None if still open."""
+    start = time.monotonic()
+    sock.settimeout(limit_s)
+    try:
+        while sock.recv(65536):
+            pass
+    except TimeoutError:
+        return None
+    except ConnectionResetError:
+        pass
+    return time.monotonic() - start
+
+
+def test_idle_and_half_sent_connections_are_closed(predictor):
+    config = ServeConfig(decode_threads=1, header_timeout_s=1, keep_alive_s=1)
+    with live_server(create_app(predictor, config)) as url:
+        address = ("127.0.0.1", int(url.rsplit(":", 1)[1]))
+        idle = socket.create_connection(address)  # never sends a byte
+        half = socket.create_connection(address)
+        half.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n")  # and never the blank line
+        trickle = socket.create_connection(address)
+        answered = socket.create_connection(address)
+        answered.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\n")  # then idle, kept alive
+        start = time.monotonic()
+        with contextlib.suppress(OSError):  # a header byte every 0.1 s: each resets no timer; closed at 1 s
+            for byte in b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"a" * 100:
+                trickle.send(bytes([byte]))
+                time.sleep(0.1)
+                if time.monotonic() - start > 4:
+                    break
+        waits = {name: closed_within(s, 4) for name, s in [("idle", idle), ("half", half), ("answered", answered)]}
+        trickled_s = time.monotonic() - start
+        for s in (idle, half, trickle, answered):
+            s.close()
+        assert all(w is not None for w in waits.values()), waits  # stock uvicorn: idle and half open for ever
+        assert trickled_s < 3.5, f"the trickling headers went on for {trickled_s:.1f} s"
+        assert httpx.get(url + "/v2/health/live", timeout=5).json() == {"live": True}
+
+
+def test_open_connections_are_capped_and_idle_ones_give_way(predictor):
+    config = ServeConfig(decode_threads=1, max_connections=8, header_timeout_s=60)
+    with live_server(create_app(predictor, config)) as url:
+        address = ("127.0.0.1", int(url.rsplit(":", 1)[1]))
+        idle = [socket.create_connection(address) for _ in range(30)]
+        try:
+            start = time.monotonic()
+            r = httpx.get(url + "/v2/health/live", timeout=5)  # the oldest idle connection is closed for it
+            assert r.json() == {"live": True} and time.monotonic() - start < 2
+            closed = sum(closed_within(s, 0.2) is not None for s in idle)
+            assert closed >= 30 + 1 - 8, f"{closed} of 30 idle connections closed with a cap of 8"
+        finally:
+            for s in idle:
+                s.close()
+
+
+def test_connection_cap_stays_below_the_descriptor_limit(monkeypatch):
+    import resource
+
+    from alexnet.serve.connections import DESCRIPTORS_KEPT, connection_cap
+
+    monkeypatch.setattr(resource, "getrlimit", lambda which: (300, 4096))
+    assert connection_cap(1000) == 300 - DESCRIPTORS_KEPT
+    assert connection_cap(100) == 100
+
+
+def test_a_flood_of_one_log_message_is_rate_limited():
+    from alexnet.serve.connections import rate_limited_logs
+
+    logger, seen = logging.getLogger("asyncio"), []
+    handler = logging.Handler()
+    handler.emit = seen.append  # type: ignore[method-assign]
+    logger.addHandler(handler)
+    try:
+        with rate_limited_logs(burst=10):
+            for _ in range(10_000):
+                logger.error("socket.accept() out of system resource")
+        logger.error("socket.accept() out of system resource")  # the filter is gone with the block
+    finally:
+        logger.removeHandler(handler)
+    assert len(seen) == 11

@@ -264,6 +264,25 @@ def _add_v2_routes(app: FastAPI, service: Service) -> None:
 # running it
 
 
+def server_config(app: FastAPI, config: ServeConfig, **uvicorn_options: Any):
+    """The ``uvicorn.Config`` that runs ``app`` with ``config``'s connection limits (see ``connections``)."""
+    import uvicorn
+
+    from .connections import GuardedH11Protocol
+
+    options = {
+        "host": config.host,
+        "port": config.port,
+        "log_level": "info",
+        "server_header": False,
+        "timeout_graceful_shutdown": int(config.timeout_s) + 5,
+        "timeout_keep_alive": config.keep_alive_s,
+        "http": GuardedH11Protocol.configured(config.header_timeout_s, config.max_connections),
+        **uvicorn_options,
+    }
+    return uvicorn.Config(app, **options)
+
+
 def serve(app: FastAPI, config: ServeConfig, *, access_log: bool = False) -> None:
     """Run ``app`` with uvicorn until SIGINT / SIGTERM; then stop accepting, finish the requests in flight (up to
     ``timeout_s`` + 5 s), finish the queued batches and return.
@@ -274,18 +293,9 @@ def serve(app: FastAPI, config: ServeConfig, *, access_log: bool = False) -> Non
     """
     import uvicorn
 
+    from .connections import rate_limited_logs
+
     if config.threads is not None:
         torch.set_num_threads(config.threads)
-
-    server = uvicorn.Server(
-        uvicorn.Config(
-            app,
-            host=config.host,
-            port=config.port,
-            log_level="info",
-            access_log=access_log,
-            server_header=False,
-            timeout_graceful_shutdown=int(config.timeout_s) + 5,
-        )
-    )
-    server.run()
+    with rate_limited_logs():  # a flood of connections (accept errors, bad requests): 10 lines a minute per message
+        uvicorn.Server(server_config(app, config, access_log=access_log)).run()

@@ -42,6 +42,9 @@ class ServeConfig:
     retry_after_s: int = 1  # the Retry-After header of a 503
     explain: bool = False  # POST /explain: Grad-CAM overlays (a backward pass per image; torch models only)
     explain_max_images: int = 8  # images being explained or waiting to be, all requests together; more: 503
+    max_connections: int = 1000  # open connections (fewer if the descriptor limit is lower); past it, idle ones close
+    header_timeout_s: float = 10.0  # a request's line and headers, from the connection's start or the last answer
+    keep_alive_s: float = 5.0  # a connection idle after an answer is closed
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "cors", tuple(self.cors))
@@ -62,6 +65,9 @@ class ServeConfig:
             ("--decode-threads", self.decode_threads, 1 <= self.decode_threads <= 256, "from 1 to 256"),
             ("--threads", self.threads, self.threads is None or 1 <= self.threads <= 1024, "from 1 to 1024"),
             ("retry_after_s", self.retry_after_s, 1 <= self.retry_after_s <= 3600, "from 1 to 3600 s"),
+            ("--max-connections", self.max_connections, 1 <= self.max_connections <= 1_000_000, "from 1 to 1000000"),
+            ("--header-timeout-s", self.header_timeout_s, 0 < self.header_timeout_s <= 3600, "over 0, at most 3600 s"),
+            ("--keep-alive-s", self.keep_alive_s, 0 < self.keep_alive_s <= 3600, "over 0 and at most 3600 s"),
         ]
         for flag, value, ok, what in checks:
             if not ok:
