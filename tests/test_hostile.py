@@ -163,6 +163,36 @@ def test_a_second_packer_is_refused_while_the_first_holds_the_lock(folder, tmp_p
     assert json.loads((out / "manifest.json").read_text())["splits"]["train"]["count"] == 6
 
 
+@pytest.mark.parametrize("name", [".packing", "manifest.json.tmp", "manifest.json", ".lock"])
+def test_pack_never_writes_through_a_planted_symlink(folder, tmp_path, name):
+    """Issue 20 item 1: a link in an existing pack to a user's file was overwritten (the marker text, the manifest),
+    and the .tmp link was then renamed to manifest.json."""
+    out = tmp_path / "pack"
+    P.pack_dataset(folder, out, size=40, workers=0, progress=False)
+    mine = tmp_path / "thesis.json"
+    mine.write_text((out / "manifest.json").read_text() if name == "manifest.json" else "precious")
+    before = mine.read_text()
+    (out / name).unlink(missing_ok=True)
+    (out / name).symlink_to(mine)
+    with pytest.raises(UserError, match="symbolic link") as e:
+        P.pack_dataset(folder, out, size=48, workers=0, progress=False)
+    assert str(out / name) in str(e.value) and "\n" not in str(e.value)
+    assert mine.read_text() == before and (out / name).is_symlink()
+    if name != "manifest.json":
+        assert not (out / "manifest.json").is_symlink()
+
+
+def test_a_dangling_lock_symlink_creates_nothing_at_its_target(folder, tmp_path):
+    out, target = tmp_path / "pack", tmp_path / "elsewhere" / "created"
+    out.mkdir()
+    target.parent.mkdir()
+    (out / ".lock").symlink_to(target)
+    with pytest.raises(UserError, match="symbolic link"):
+        P.pack_dataset(folder, out, size=40, workers=0, progress=False)
+    assert not target.exists() and not list(target.parent.iterdir())
+    assert main(["data", "pack", str(folder), str(out), "--size", "40", "--workers", "0"]) == 2  # one line, no trace
+
+
 def test_a_block_of_only_unreadable_images_is_skipped(folder, tmp_path):
     for i in range(2 * W.TASK_IMAGES + 5):  # at least one whole worker block is junk, whatever its alignment
         (folder / "train" / "a" / f"junk{i:03d}.jpg").write_bytes(b"not an image")

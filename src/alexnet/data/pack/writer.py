@@ -96,6 +96,8 @@ def _is_our_pack(out: Path) -> bool:
     marker = out / IN_PROGRESS
     if marker.is_file() and not marker.is_symlink():
         return marker.read_text(errors="replace").startswith(_MARKER_TEXT)
+    if (out / MANIFEST).is_symlink():
+        return False
     try:
         manifest = json.loads((out / MANIFEST).read_text())
     except (OSError, ValueError):
@@ -119,6 +121,8 @@ def _prepare_out(out: Path, sources: list[Path]) -> None:
         src = src.resolve()
         if target == src or target in src.parents or src in target.parents:
             raise UserError(f"{out} and the source {src} overlap; write the pack to a folder outside the source")
+    if out.is_dir():
+        _refuse_links(out)
     if out.is_dir() and any(c.name != LOCK for c in out.iterdir()):
         if not _is_our_pack(out):
             raise UserError(f"{out} is a non-empty directory that is not an alexnet pack; choose an empty or new one")
@@ -131,11 +135,44 @@ def _prepare_out(out: Path, sources: list[Path]) -> None:
     out.mkdir(parents=True, exist_ok=True)
 
 
+MARKERS = (MANIFEST, IN_PROGRESS, LOCK, MANIFEST + ".tmp")  # the names a pack writes at its top level
+
+
+def _refuse_links(out: Path) -> None:
+    """Each of our top-level names in ``out`` is absent or a regular file: a symbolic link (or anything else) there
+    was not made by us, and writing to it would write to whatever it points at."""
+    for name in MARKERS:
+        path = out / name
+        if path.is_symlink():
+            raise UserError(f"{path} is a symbolic link, which a pack never makes; remove it (nothing was written)")
+        if path.exists() and not path.is_file():
+            raise UserError(f"{path} is not a regular file, so not a pack's; move it (nothing was written)")
+
+
+def _create(path: Path, mode: str = "wb"):
+    """A new file at ``path``, opened for writing, never through a link: a file or link already there is an error
+    (``O_EXCL``: nothing followed, nothing replaced)."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o644)
+    except FileExistsError:
+        raise UserError(f"{path} appeared while packing (another program?); nothing was written to it") from None
+    return os.fdopen(fd, mode)
+
+
+def _replace_file(path: Path, data: bytes) -> None:
+    """Write ``data`` as a fresh regular file at ``path`` (ours: ``_refuse_links`` checked the name)."""
+    path.unlink(missing_ok=True)  # unlink never follows a link
+    with _create(path) as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
 def _foreign_files(out: Path) -> list[Path]:
     """What in our pack ``out`` a pack does not write (so must not be removed with it)."""
     foreign = []
     for child in out.iterdir():
-        if child.name in (MANIFEST, IN_PROGRESS, LOCK, MANIFEST + ".tmp"):
+        if child.name in MARKERS:  # regular files: _refuse_links checked
             continue
         if child.is_dir() and not child.is_symlink():
             foreign += [g for g in child.iterdir() if g.name not in OWN_FILES or not g.is_file() or g.is_symlink()]
@@ -146,7 +183,7 @@ def _foreign_files(out: Path) -> list[Path]:
 
 def _start(out: Path) -> None:
     """Mark ``out`` as being written, then remove the previous pack's files (never anything else)."""
-    (out / IN_PROGRESS).write_text(_MARKER_TEXT)
+    _replace_file(out / IN_PROGRESS, _MARKER_TEXT.encode())
     (out / MANIFEST).unlink(missing_ok=True)  # from here on, the directory never looks complete until the end
     for child in out.iterdir():
         if child.is_dir() and not child.is_symlink():
@@ -159,7 +196,11 @@ def _lock(out: Path):
     """An exclusive lock on ``out`` for this process's lifetime of the pack (released if it dies)."""
     import fcntl
 
-    fd = os.open(out / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fd = os.open(out / LOCK, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+    except OSError as e:  # ELOOP: a symbolic link, which O_CREAT would have followed to create its target
+        raise UserError(f"{out / LOCK}: cannot open the lock file ({e.strerror}); is it a symbolic link? "
+                        "remove it (nothing was written)") from None  # fmt: skip
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -230,7 +271,7 @@ def _pack_split(
     sums = np.zeros(13)
     digests: list[str] = []
     hasher, rows_in_chunk, written = hashlib.blake2b(digest_size=16), 0, 0
-    with open(d / "images.u8", "wb") as f, progress_bar(len(split), f"pack {split.name}", unit="img",
+    with _create(d / "images.u8") as f, progress_bar(len(split), f"pack {split.name}", unit="img",
                                                           enabled=progress) as bar:  # fmt: skip
         for imgs, good, bad, s in decoded_blocks(split, size, resize, workers):
             if len(imgs):  # a block whose every image failed to decode writes nothing
@@ -250,8 +291,10 @@ def _pack_split(
         os.fsync(f.fileno())
     if rows_in_chunk:
         digests.append(hasher.hexdigest())
-    np.save(d / "labels.npy", np.concatenate(labels) if labels else np.zeros(0, np.int64))
-    _fsync(d / "labels.npy")
+    with _create(d / "labels.npy") as f:
+        np.save(f, np.concatenate(labels) if labels else np.zeros(0, np.int64))
+        f.flush()
+        os.fsync(f.fileno())
     entry = {
         "count": written,
         "images_bytes": written * row_bytes,
@@ -322,8 +365,7 @@ def _write_manifest(out: Path, size: int, resize: str, classes, stats_sums, entr
         "peak_rss_mib": _peak_rss_mib(),
     }
     tmp = out / (MANIFEST + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=1))
-    _fsync(tmp)
+    _replace_file(tmp, json.dumps(manifest, indent=1).encode())
     os.replace(tmp, out / MANIFEST)  # atomic: the pack is complete exactly when this name exists ...
     (out / IN_PROGRESS).unlink()  # ... and no longer marked in progress
     _fsync(out)
