@@ -13,7 +13,8 @@ from importlib.metadata import version
 import pytest
 
 import alexnet.cli
-from alexnet.cli import ARCHS, HelpFormatter, build_parser, describe, main
+from alexnet.cli import HelpFormatter, build_parser, describe, main
+from alexnet.names import ARCHS
 
 
 def _parsers(parser: argparse.ArgumentParser, name: str = "alexnet"):

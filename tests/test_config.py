@@ -6,8 +6,10 @@ import sys
 
 import pytest
 
-from alexnet.config import ARCHS, MAX_IMAGE_SIZE, MIN_IMAGE_SIZE, RECIPES, TrainConfig, read_config_file, resolve_config
+from alexnet import names
+from alexnet.config import RECIPES, TrainConfig, read_config_file, resolve_config
 from alexnet.errors import UserError
+from alexnet.names import ARCHS, MAX_IMAGE_SIZE, MIN_IMAGE_SIZE
 
 
 def _train_parser():
@@ -31,6 +33,13 @@ def test_constants_match_the_model():
 
     assert list(ARCHS) == list_models()
     assert (MIN_IMAGE_SIZE, MAX_IMAGE_SIZE) == (MIN_INPUT_SIZE, MAX_SIDE)
+    assert tuple(RECIPES) == names.RECIPES and TrainConfig().recipe == names.DEFAULT_RECIPE
+
+
+def test_shared_names_are_the_code_they_name():
+    from alexnet.data import presets
+
+    assert tuple(presets.PRESETS) == names.PRESETS
 
 
 def test_defaults_are_the_fast_recipe_and_recipes_list_only_differences():

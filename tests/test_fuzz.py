@@ -29,13 +29,14 @@ from hypothesis import HealthCheck, example, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from alexnet.cli.train import config_from_args  # noqa: E402
-from alexnet.config import TrainConfig, field_kind, flag_name, read_config_file, resolve_config  # noqa: E402
+from alexnet.config import TrainConfig, read_config_file, resolve_config  # noqa: E402
 from alexnet.data import pack as P  # noqa: E402
 from alexnet.data.sources import open_dataset, open_splits  # noqa: E402
 from alexnet.data.stats import load_or_compute_stats  # noqa: E402
 from alexnet.errors import UserError  # noqa: E402
 from alexnet.model import create_model  # noqa: E402
 from alexnet.preprocess import Preprocess  # noqa: E402
+from alexnet.settings import field_kind, flag_name  # noqa: E402
 from alexnet.weights import model_from_file, model_from_info  # noqa: E402
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))

@@ -1,8 +1,8 @@
 """Training configuration: ``TrainConfig`` is the one list of settings, three recipes, and how sources combine.
 
-Each field carries its help text, choices and allowed range (``dataclasses.field(metadata=...)``): ``alexnet train``
-builds its flags from them and ``TrainConfig.validate`` checks every value against them, whether it came from a flag,
-a config file or Python. The defaults are the ``fast`` recipe; the other recipes list only what they change.
+Each field carries its help text, choices and allowed range (``alexnet.settings.setting``): ``alexnet train`` builds
+its flags from them and ``TrainConfig.validate`` checks every value against them, whether it came from a flag, a
+config file or Python. The defaults are the ``fast`` recipe; the other recipes list only what they change.
 
 Precedence, lowest first: the defaults, the recipe, ``--config FILE`` (TOML, YAML or JSON), command-line flags.
 The resolved config is written to ``RUN_DIR/config.json`` and stored inside every checkpoint.
@@ -14,49 +14,24 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .errors import UserError
-
-# The names ``alexnet.model.list_models()`` returns, and the model's smallest input side (``MIN_INPUT_SIZE``), spelled
-# out so that validating needs no torch; tests keep them equal to the model's.
-ARCHS = ("alexnet", "alexnet2012")
-MIN_IMAGE_SIZE = 63  # px: the smallest side for which AlexNet's three 3x3/2 max-pools still leave one pixel
-MAX_IMAGE_SIZE = 2048  # px: alexnet.preprocess.MAX_SIDE
-DEFAULT_RECIPE = "fast"
-_DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
-
-
-def setting(
-    default: Any,
-    help: str,
-    *,
-    choices: tuple | None = None,
-    low: float | None = None,
-    high: float | None = None,
-    low_open: bool = False,
-    high_open: bool = False,
-    why: str = "",
-    none_text: str | None = None,
-    flags: tuple[str, ...] | None = None,
-    metavar: str | None = None,
-    switch: bool = False,
-    auto: bool = False,
-) -> Any:
-    """A ``TrainConfig`` field with what the CLI and ``validate`` need to know about it.
-
-    ``low``/``high``: the allowed range (``*_open``: the bound itself is excluded); ``why``: a reason shown with a
-    range error; ``none_text``: what ``None`` means, for the help; ``flags``: option strings
-    (default ``--kebab-name``; ``()`` = positional); ``switch``: a ``--name`` / ``--no-name`` flag instead of on/off;
-    ``auto``: ``None`` means "chosen from the data when training starts" and may be written ``auto``.
-    """
-    meta = dict(help=help, choices=choices, low=low, high=high, low_open=low_open, high_open=high_open, why=why,
-                none_text=none_text, flags=flags, metavar=metavar, switch=switch, auto=auto)  # fmt: skip
-    return field(default=default, metadata=meta)
+from .names import (
+    ARCHS,
+    DEFAULT_RECIPE,
+    DEVICE_HELP,
+    DEVICE_PATTERN,
+    MAX_IMAGE_SIZE,
+    MIN_IMAGE_SIZE,
+    PRECISIONS,
+    PRESETS,
+)
+from .names import RECIPES as RECIPE_NAMES
+from .settings import InvalidSetting, field_kind, flag_name, setting, show, validate_fields
 
 
 @dataclass
@@ -75,7 +50,7 @@ class TrainConfig:
     resize_size: int | None = setting(None, "shorter side in px before cropping", metavar="PX", low=MIN_IMAGE_SIZE,
                                       high=MAX_IMAGE_SIZE, none_text="crop x 256/224")  # fmt: skip
     augment: str = setting("paper", "crop style: paper (stored square, random crop, flip) or torchvision "
-                           "(RandomResizedCrop, flip)", choices=("paper", "torchvision"))  # fmt: skip
+                           "(RandomResizedCrop, flip)", choices=PRESETS)  # fmt: skip
     pca_std: float = setting(0.1, "std of the paper's PCA colour noise (0 = off)", low=0)
     in_memory: bool | None = setting(None, "decode the images once into memory (no loader processes, no decoding per "
                                      "epoch)", auto=True,
@@ -94,7 +69,7 @@ class TrainConfig:
                                     "0")  # fmt: skip
     # optimisation
     recipe: str = setting(DEFAULT_RECIPE, "settings to start from: paper, torchvision or fast (see the README)",
-                          choices=("fast", "paper", "torchvision"))  # fmt: skip
+                          choices=RECIPE_NAMES)  # fmt: skip
     epochs: int | None = setting(None, "epochs to train (with --time-budget: at most)", low=1, high=100_000, auto=True,
                                  none_text="16; with --time-budget as many as fit")  # fmt: skip
     time_budget: str | None = setting(None, "train for this long, start to final report: measure the speed on the "
@@ -127,9 +102,9 @@ class TrainConfig:
     freeze: str = setting("none", "layers kept fixed when fine-tuning", choices=("none", "features", "all-but-head"))
     head_lr_mult: float = setting(1.0, "learning-rate multiplier of the new last layer", low=0)
     # hardware
-    device: str = setting("auto", "auto, cpu, cuda, cuda:N or mps")
+    device: str = setting("auto", DEVICE_HELP, pattern=DEVICE_PATTERN, pattern_rule=f"choose from {DEVICE_HELP}")
     precision: str = setting("auto", "autocast precision (auto: bf16 or fp16 on GPUs, fp32 on CPUs)",
-                             choices=("auto", "fp32", "bf16", "fp16"))  # fmt: skip
+                             choices=PRECISIONS)  # fmt: skip
     channels_last: bool | None = setting(None, "channels-last memory format", none_text="on for CUDA")
     compile: bool | None = setting(None, "torch.compile the model", none_text="on for CUDA")
     # run
@@ -145,7 +120,7 @@ class TrainConfig:
                                               none_text="the whole epoch")  # fmt: skip
     ten_crop_eval: bool = setting(False, "final evaluation with ten crops (paper §4.1)", switch=True)
     plots: bool = setting(False, "write the pictures at the end (needs matplotlib)", switch=True)
-    extra: dict[str, Any] = field(default_factory=dict, metadata={"help": "free-form notes recorded with the run"})
+    extra: dict[str, Any] = setting(help="free-form notes recorded with the run", factory=dict, cli=False)  # noqa: RUF009 (a field)
 
     def __post_init__(self) -> None:
         self.validate()
@@ -159,9 +134,7 @@ class TrainConfig:
         Raises ``InvalidSetting`` (a ``UserError``) naming the first wrong setting and what it may be. Whole floats
         given for float settings as ints (``lr = 1``) are converted.
         """
-        for f in dataclasses.fields(self):
-            value = _check(f, getattr(self, f.name))
-            object.__setattr__(self, f.name, value)
+        validate_fields(self)
         if self.image_size is not None and self.resize_size is not None and self.resize_size < self.image_size:
             raise InvalidSetting("resize_size", self.resize_size, f"must be at least --image-size ({self.image_size})")
         if self.warmup_epochs is not None and self.epochs is not None and self.warmup_epochs > self.epochs:
@@ -177,102 +150,6 @@ class TrainConfig:
                 raise InvalidSetting("time_budget", self.time_budget, "must be between 1 second and 30 days")
         if self.overwrite and self.resume:
             raise InvalidSetting("overwrite", True, "contradicts --resume (one continues a run, the other erases it)")
-
-
-class InvalidSetting(UserError):
-    """A setting outside its type, range or choices: ``--name value: must be ...``."""
-
-    def __init__(self, name: str, value: Any, rule: str) -> None:
-        self.name, self.value, self.rule = name, value, rule
-        super().__init__(f"--{flag_name(name)} {_show(value)}: {rule}")
-
-
-def flag_name(name: str) -> str:
-    return name.replace("_", "-")
-
-
-def _show(value: Any) -> str:
-    if isinstance(value, bool):
-        return "on" if value else "off"
-    return repr(value) if isinstance(value, str) else str(value)
-
-
-def field_kind(f: dataclasses.Field) -> tuple[str, bool]:
-    """(base type name, optional) from the annotation string, e.g. ``"int | None"`` -> ``("int", True)``."""
-    parts = [p.strip() for p in str(f.type).split("|")]
-    return next(p for p in parts if p != "None"), "None" in parts
-
-
-def bounds_text(meta: dict) -> str:
-    """``>= 1``, ``> 0``, ``in [0, 1)``, or ``""`` for a field without bounds."""
-    low, high = meta.get("low"), meta.get("high")
-    if low is not None and high is not None:
-        return f"in {'(' if meta['low_open'] else '['}{low:g}, {high:g}{')' if meta['high_open'] else ']'}"
-    if low is not None:
-        return f"{'>' if meta['low_open'] else '>='} {low:g}"
-    if high is not None:
-        return f"{'<' if meta['high_open'] else '<='} {high:g}"
-    return ""
-
-
-def range_text(meta: dict, kind: str) -> str:
-    """``an integer >= 1``, ``a number > 0``, ``a number in [0, 1)``."""
-    noun = "an integer" if kind == "int" else "a number"
-    return f"{noun} {bounds_text(meta)}".strip()
-
-
-def _check(f: dataclasses.Field, value: Any) -> Any:
-    """``value`` if it fits field ``f`` (ints widened to float for float fields), else ``InvalidSetting``."""
-    kind, optional = field_kind(f)
-    meta = f.metadata
-    if meta.get("auto") and value == "auto":
-        value = None
-    if value is None:
-        if optional:
-            return None
-        raise InvalidSetting(f.name, value, "must be set")
-    if kind in ("int", "float"):
-        is_int = isinstance(value, int) and not isinstance(value, bool)
-        if kind == "int" and not is_int:
-            raise InvalidSetting(f.name, value, f"must be {range_text(meta, kind)}")
-        if kind == "float":
-            try:
-                number = float(value) if is_int or isinstance(value, float) else math.nan
-            except OverflowError:  # an integer past a float's range (lr = 1e400 written out in full)
-                number = math.inf
-            if not math.isfinite(number):
-                raise InvalidSetting(f.name, value, f"must be {range_text(meta, kind)}")
-            value = number
-        low, high = meta.get("low"), meta.get("high")
-        too_low = low is not None and (value <= low if meta["low_open"] else value < low)
-        too_high = high is not None and (value >= high if meta["high_open"] else value > high)
-        if too_low or too_high:
-            why = f" ({meta['why']})" if meta.get("why") else ""
-            raise InvalidSetting(f.name, value, f"must be {range_text(meta, kind)}{why}")
-        return value
-    if kind == "bool":
-        if not isinstance(value, bool):
-            raise InvalidSetting(f.name, value, "must be on or off (true or false)")
-        return value
-    if kind == "str":
-        if not isinstance(value, str):
-            raise InvalidSetting(f.name, value, "must be a string")
-        if meta.get("choices") and value not in meta["choices"]:
-            raise InvalidSetting(f.name, value, f"choose from {', '.join(meta['choices'])}")
-        if f.name == "device" and not _DEVICE.fullmatch(value):
-            raise InvalidSetting(f.name, value, f"choose from {meta['help']}")
-        return value
-    if not isinstance(value, dict) or not _json_safe(value):  # extra: config.json and every checkpoint hold it
-        raise InvalidSetting(f.name, value, "must be a table of notes (text, numbers, on/off, lists, tables)")
-    return value
-
-
-def _json_safe(value: Any) -> bool:
-    try:
-        json.dumps(value)
-    except (TypeError, ValueError, RecursionError):  # dates, sets or bytes from TOML/YAML; a table holding itself
-        return False
-    return True
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -417,7 +294,7 @@ def resolve_config(
         return TrainConfig(**{**RECIPES[recipe], **file_values, **flags, "recipe": recipe})
     except InvalidSetting as e:
         if e.name in file_values and e.name not in flags and source:
-            raise UserError(f"--config {source}: {flag_name(e.name)} = {_show(e.value)}: {e.rule}") from None
+            raise UserError(f"--config {source}: {flag_name(e.name)} = {show(e.value)}: {e.rule}") from None
         raise
 
 

@@ -13,12 +13,12 @@ import contextlib
 from typing import TYPE_CHECKING
 
 from .errors import UserError
+from .names import PRECISIONS
 
 if TYPE_CHECKING:
     import torch
 
 # torch is imported inside the functions: the CLI reads these names while building its parsers.
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
 

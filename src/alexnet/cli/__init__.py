@@ -19,12 +19,10 @@ import sys
 import textwrap
 
 from ..errors import UserError
+from ..names import ARCHS as ARCHS  # for the commands' --arch choices (alexnet.names keeps it equal to the models)
 
 # Command modules, in the order `alexnet --help` lists them.
 COMMANDS = ["info", "data", "train", "evaluate", "predict", "features", "explain", "export", "serve", "plot", "bench"]
-
-# The names `alexnet.model.list_models()` returns, spelled out so that choices need no torch (a test keeps them equal).
-ARCHS = ("alexnet", "alexnet2012")
 
 
 # ----------------------------------------------------------------------------------------------------------------

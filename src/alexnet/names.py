@@ -1,0 +1,20 @@
+"""Names and bounds shared by several commands, defined once. No imports: the CLI reads them to build its parsers.
+
+Tests keep each equal to the code it names: ``ARCHS`` to ``alexnet.model.list_models()``, ``MIN_IMAGE_SIZE`` to
+``model.MIN_INPUT_SIZE``, ``MAX_IMAGE_SIZE`` to ``preprocess.MAX_SIDE``, ``PRESETS`` to the data transforms' presets,
+``RECIPES`` to ``config.RECIPES``.
+"""
+
+ARCHS = ("alexnet", "alexnet2012")  # alexnet.model.list_models()
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # autocast precisions (alexnet.device.resolve_precision)
+PRESETS = ("paper", "torchvision")  # augmentation presets: the paper's crop + flip + PCA noise; RandomResizedCrop
+RECIPES = ("fast", "paper", "torchvision")  # training recipes (alexnet.config.RECIPES)
+DEFAULT_RECIPE = "fast"
+
+# One image-size range for every command (train, bench, and the preprocessing a served model carries): bench once
+# stopped at 1024 px while train went to 2048.
+MIN_IMAGE_SIZE = 63  # px: the smallest side for which AlexNet's three 3x3/2 max-pools still leave one pixel
+MAX_IMAGE_SIZE = 2048  # px: larger crops are refused (a 100000-px crop would allocate 120 GB per image)
+
+DEVICE_PATTERN = r"auto|cpu|mps|cuda(:\d+)?"  # what --device accepts (alexnet.device.resolve_device)
+DEVICE_HELP = "auto, cpu, cuda, cuda:N or mps"
