@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from alexnet import names
-from alexnet.config import RECIPES, TrainConfig, read_config_file, resolve_config
+from alexnet.config import RECIPES, TrainConfig, fixed_on_resume, read_config_file, resolve_config
 from alexnet.errors import UserError
 from alexnet.names import ARCHS, MAX_IMAGE_SIZE, MIN_IMAGE_SIZE
 
@@ -179,3 +179,14 @@ def test_construction_validates_in_python():
         TrainConfig(epochs=True)
     with pytest.raises(UserError, match="--arch 'vgg'"):
         resolve_config(flags={"arch": "vgg"})
+
+
+def test_every_setting_says_whether_a_resumed_run_may_change_it():
+    kinds = {f.name: f.metadata["on_resume"] for f in dataclasses.fields(TrainConfig)}
+    assert {k for k, v in kinds.items() if v not in ("fixed", "free")} == set()  # a new setting must choose
+    fixed = fixed_on_resume()
+    # issue 19: data, architecture, classes, image size, batch, lr schedule, seed are fixed; progress is not
+    for name in ("data", "arch", "image_size", "batch_size", "lr", "schedule", "epochs", "seed", "precision"):
+        assert name in fixed
+    for name in ("workers", "device", "out", "resume", "log_every", "checkpoint_minutes", "plots", "extra"):
+        assert name not in fixed

@@ -5,7 +5,8 @@ its flags from them and ``TrainConfig.validate`` checks every value against them
 config file or Python. The defaults are the ``fast`` recipe; the other recipes list only what they change.
 
 Precedence, lowest first: the defaults, the recipe, ``--config FILE`` (TOML, YAML or JSON), command-line flags.
-The resolved config is written to ``RUN_DIR/config.json`` and stored inside every checkpoint.
+The resolved config is written to ``RUN_DIR/config.json`` and stored inside every checkpoint. Each field also says
+whether a resumed run may change it (``on_resume``: ``fixed`` or ``free``; ``fixed_on_resume()`` lists the first).
 
 This module does not import torch: the CLI reads it to build ``alexnet train --help``.
 """
@@ -41,86 +42,112 @@ class TrainConfig:
 
     # data
     data: str | None = setting(None, "image folders, ImageNet layout, CIFAR archive or packed dir; omit for the "
-                               "built-in synthetic data set", flags=(), metavar="DATA")  # fmt: skip
-    train_dir: str | None = setting(None, "a folder of class subfolders for training (instead of DATA)", metavar="DIR")
-    val_dir: str | None = setting(None, "a folder of class subfolders for validation", metavar="DIR")
+                               "built-in synthetic data set", flags=(), metavar="DATA", on_resume="fixed")  # fmt: skip
+    train_dir: str | None = setting(
+        None, "a folder of class subfolders for training (instead of DATA)", metavar="DIR", on_resume="fixed"
+    )
+    val_dir: str | None = setting(None, "a folder of class subfolders for validation", metavar="DIR", on_resume="fixed")
     image_size: int | None = setting(None, "training crop in px", metavar="PX|auto", low=MIN_IMAGE_SIZE,
                                      high=MAX_IMAGE_SIZE, why="AlexNet's smallest input is 63 px", auto=True,
-                                     none_text="auto: 224/256 of the images' shorter side, 64 to 224")  # fmt: skip
+                                     none_text="auto: 224/256 of the images' shorter side, 64 to 224",
+                                     on_resume="fixed")  # fmt: skip
     resize_size: int | None = setting(None, "shorter side in px before cropping", metavar="PX", low=MIN_IMAGE_SIZE,
-                                      high=MAX_IMAGE_SIZE, none_text="crop x 256/224")  # fmt: skip
+                                      high=MAX_IMAGE_SIZE, none_text="crop x 256/224", on_resume="fixed")  # fmt: skip
     augment: str = setting("paper", "crop style: paper (stored square, random crop, flip) or torchvision "
-                           "(RandomResizedCrop, flip)", choices=PRESETS)  # fmt: skip
-    pca_std: float = setting(0.1, "std of the paper's PCA colour noise (0 = off)", low=0)
+                           "(RandomResizedCrop, flip)", choices=PRESETS, on_resume="fixed")  # fmt: skip
+    pca_std: float = setting(0.1, "std of the paper's PCA colour noise (0 = off)", low=0, on_resume="fixed")
     in_memory: bool | None = setting(None, "decode the images once into memory (no loader processes, no decoding per "
                                      "epoch)", auto=True,
                                      none_text="auto: on when they fit in a quarter of the free memory, 4 GiB "
-                                     "at most")  # fmt: skip
-    workers: int | None = setting(None, "data loader processes", low=0, none_text="0 on CPU, else cores - 1")
+                                     "at most", on_resume="free")  # fmt: skip
+    workers: int | None = setting(
+        None, "data loader processes", low=0, none_text="0 on CPU, else cores - 1", on_resume="free"
+    )
     max_bad_fraction: float = setting(0.01, "stop when more than this fraction of a split cannot be decoded",
-                                      low=0, high=1)  # fmt: skip
+                                      low=0, high=1, on_resume="free")  # fmt: skip
     # model
-    arch: str = setting("alexnet", "architecture", choices=ARCHS)
+    arch: str = setting("alexnet", "architecture", choices=ARCHS, on_resume="fixed")
     init: str | None = setting("kaiming", "weight init", choices=("torchvision", "paper", "kaiming"),
-                               none_text="the architecture's own")  # fmt: skip
+                               none_text="the architecture's own", on_resume="fixed")  # fmt: skip
     dropout: float | None = setting(None, "dropout probability of the two hidden fully connected layers", low=0,
                                     high=1, high_open=True, auto=True,
                                     none_text="auto: the paper's 0.5 for runs of 30 epochs or more, else "
-                                    "0")  # fmt: skip
+                                    "0", on_resume="fixed")  # fmt: skip
     # optimisation
     recipe: str = setting(DEFAULT_RECIPE, "settings to start from: paper, torchvision or fast (see the README)",
-                          choices=RECIPE_NAMES)  # fmt: skip
+                          choices=RECIPE_NAMES, on_resume="fixed")  # fmt: skip
     epochs: int | None = setting(None, "epochs to train (with --time-budget: at most)", low=1, high=100_000, auto=True,
-                                 none_text="16; with --time-budget as many as fit")  # fmt: skip
+                                 none_text="16; with --time-budget as many as fit", on_resume="fixed")  # fmt: skip
     time_budget: str | None = setting(None, "train for this long, start to final report: measure the speed on the "
                                       "first steps, then fix the step count and decay the lr linearly to zero over "
-                                      "it", metavar="DURATION", none_text="off; e.g. 300s, 5m, 1h30m")  # fmt: skip
+                                      "it", metavar="DURATION", none_text="off; e.g. 300s, 5m, 1h30m",
+                                      on_resume="fixed")  # fmt: skip
     batch_size: int | None = setting(None, "images per step, summed over all processes", low=1, auto=True,
                                      none_text="auto: the largest of 128/64/32/16 giving 50 steps per "
-                                     "epoch")  # fmt: skip
+                                     "epoch", on_resume="fixed")  # fmt: skip
     lr: float | None = setting(None, "peak learning rate for --batch-size images per step", low=0, low_open=True,
-                               auto=True, none_text="auto: 0.01, x sqrt(batch/32) below 32")  # fmt: skip
-    momentum: float = setting(0.9, "SGD momentum", low=0, high=1, high_open=True)
-    nesterov: bool = setting(True, "Nesterov momentum")
-    weight_decay: float = setting(5e-4, "L2 weight decay", low=0)
-    label_smoothing: float = setting(0.1, "label smoothing of the cross-entropy", low=0, high=1, high_open=True)
+                               auto=True, none_text="auto: 0.01, x sqrt(batch/32) below 32",
+                               on_resume="fixed")  # fmt: skip
+    momentum: float = setting(0.9, "SGD momentum", low=0, high=1, high_open=True, on_resume="fixed")
+    nesterov: bool = setting(True, "Nesterov momentum", on_resume="fixed")
+    weight_decay: float = setting(5e-4, "L2 weight decay", low=0, on_resume="fixed")
+    label_smoothing: float = setting(
+        0.1, "label smoothing of the cross-entropy", low=0, high=1, high_open=True, on_resume="fixed"
+    )
     schedule: str | None = setting(None, "learning-rate schedule: cosine or linear (to zero), step (x lr-decay "
                                    "every step-epochs), plateau (x lr-decay when val top-1 stalls)",
                                    choices=("cosine", "linear", "step", "plateau"),
-                                   none_text="cosine; linear with --time-budget")  # fmt: skip
+                                   none_text="cosine; linear with --time-budget", on_resume="fixed")  # fmt: skip
     warmup_epochs: float | None = setting(None, "linear warm-up from lr/100, in epochs (fractions allowed; 0 = none)",
                                           low=0, auto=True,
-                                          none_text="auto: 100 steps, at most half an epoch")  # fmt: skip
-    step_epochs: int = setting(30, "step schedule: epochs between decays", low=1)
-    lr_decay: float = setting(0.1, "factor of each step or plateau decay", low=0, high=1, low_open=True)
-    plateau_patience: int = setting(2, "plateau schedule: epochs without val top-1 improvement before a decay", low=1)
-    plateau_max_decays: int = setting(3, "plateau schedule: most decays (paper: three)", low=0)
+                                          none_text="auto: 100 steps, at most half an epoch",
+                                          on_resume="fixed")  # fmt: skip
+    step_epochs: int = setting(30, "step schedule: epochs between decays", low=1, on_resume="fixed")
+    lr_decay: float = setting(
+        0.1, "factor of each step or plateau decay", low=0, high=1, low_open=True, on_resume="fixed"
+    )
+    plateau_patience: int = setting(
+        2, "plateau schedule: epochs without val top-1 improvement before a decay", low=1, on_resume="fixed"
+    )
+    plateau_max_decays: int = setting(3, "plateau schedule: most decays (paper: three)", low=0, on_resume="fixed")
     # fine-tuning
     init_weights: str | None = setting(None, "fine-tune: start from a torchvision weights file or one of our "
                                        "checkpoints (a new last layer for this data's classes)",
-                                       flags=("--init-weights", "--finetune-from"), metavar="MODEL")  # fmt: skip
-    freeze: str = setting("none", "layers kept fixed when fine-tuning", choices=("none", "features", "all-but-head"))
-    head_lr_mult: float = setting(1.0, "learning-rate multiplier of the new last layer", low=0)
+                                       flags=("--init-weights", "--finetune-from"), metavar="MODEL",
+                                       on_resume="fixed")  # fmt: skip
+    freeze: str = setting(
+        "none", "layers kept fixed when fine-tuning", choices=("none", "features", "all-but-head"), on_resume="fixed"
+    )
+    head_lr_mult: float = setting(1.0, "learning-rate multiplier of the new last layer", low=0, on_resume="fixed")
     # hardware
-    device: str = setting("auto", DEVICE_HELP, pattern=DEVICE_PATTERN, pattern_rule=f"choose from {DEVICE_HELP}")
+    device: str = setting(
+        "auto", DEVICE_HELP, pattern=DEVICE_PATTERN, pattern_rule=f"choose from {DEVICE_HELP}", on_resume="free"
+    )
     precision: str = setting("auto", "autocast precision (auto: bf16 or fp16 on GPUs, fp32 on CPUs)",
-                             choices=PRECISIONS)  # fmt: skip
-    channels_last: bool | None = setting(None, "channels-last memory format", none_text="on for CUDA")
-    compile: bool | None = setting(None, "torch.compile the model", none_text="on for CUDA")
+                             choices=PRECISIONS, on_resume="fixed")  # fmt: skip
+    channels_last: bool | None = setting(
+        None, "channels-last memory format", none_text="on for CUDA", on_resume="fixed"
+    )
+    compile: bool | None = setting(None, "torch.compile the model", none_text="on for CUDA", on_resume="free")
     # run
-    out: str | None = setting(None, "run directory", metavar="DIR", none_text="runs/ARCH-RECIPE-TIME")
+    out: str | None = setting(None, "run directory", metavar="DIR", none_text="runs/ARCH-RECIPE-TIME", on_resume="free")
     overwrite: bool = setting(False, "start afresh in an --out that holds another run's checkpoints or metrics",
-                              switch=True)  # fmt: skip
+                              switch=True, on_resume="free")  # fmt: skip
     resume: str | None = setting(None, "auto (RUN_DIR/checkpoints/last.pt, if there is one) or a checkpoint path",
-                                 metavar="auto|PATH")  # fmt: skip
-    seed: int = setting(0, "random seed (shuffle, augmentation, init)", low=0)
-    log_every: int = setting(100, "steps between loss readings (each reading waits for the device)", low=1)
-    checkpoint_minutes: float = setting(0.0, "also save last.pt every this many minutes (0 = once per epoch)", low=0)
+                                 metavar="auto|PATH", on_resume="free")  # fmt: skip
+    seed: int = setting(0, "random seed (shuffle, augmentation, init)", low=0, on_resume="fixed")
+    log_every: int = setting(
+        100, "steps between loss readings (each reading waits for the device)", low=1, on_resume="free"
+    )
+    checkpoint_minutes: float = setting(
+        0.0, "also save last.pt every this many minutes (0 = once per epoch)", low=0, on_resume="free"
+    )
     max_steps_per_epoch: int | None = setting(None, "cut each epoch short (smoke tests)", low=1,
-                                              none_text="the whole epoch")  # fmt: skip
-    ten_crop_eval: bool = setting(False, "final evaluation with ten crops (paper §4.1)", switch=True)
-    plots: bool = setting(False, "write the pictures at the end (needs matplotlib)", switch=True)
-    extra: dict[str, Any] = setting(help="free-form notes recorded with the run", factory=dict, cli=False)  # noqa: RUF009 (a field)
+                                              none_text="the whole epoch", on_resume="fixed")  # fmt: skip
+    ten_crop_eval: bool = setting(False, "final evaluation with ten crops (paper §4.1)", switch=True, on_resume="free")
+    plots: bool = setting(False, "write the pictures at the end (needs matplotlib)", switch=True, on_resume="free")
+    extra: dict[str, Any] = setting(help="free-form notes recorded with the run", factory=dict, cli=False,  # noqa: RUF009
+                                    on_resume="free")  # fmt: skip
 
     def __post_init__(self) -> None:
         self.validate()
@@ -299,3 +326,10 @@ def resolve_config(
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
+
+
+def fixed_on_resume() -> tuple[str, ...]:
+    """The settings that change what a run means (data, architecture, image size, batch, lr schedule, seed...):
+    given on resume with another value than the run's, they are refused; the others (workers, checkpoint interval,
+    progress) apply. In field order."""
+    return tuple(f.name for f in dataclasses.fields(TrainConfig) if f.metadata["on_resume"] == "fixed")
