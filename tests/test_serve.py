@@ -622,7 +622,8 @@ def test_sigterm_finishes_the_requests_in_flight(model_path, files):
         with socket.create_connection(("127.0.0.1", port), timeout=60) as s:
             s.sendall(b"POST /predict?topk=3 HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(png) + png[:100])
             metrics = f"http://127.0.0.1:{port}/metrics"
-            wait_until(lambda: "alexnet_images_in_flight 1.0" in httpx.get(metrics).text, "the request to be admitted")
+            held = "alexnet_request_body_bytes_held 100.0"  # the first 100 bytes arrived: the request is in flight
+            wait_until(lambda: held in httpx.get(metrics).text, "the request to be admitted")
             proc.send_signal(signal.SIGTERM)
             wait_for("Waiting for connections to close")  # uvicorn stopped accepting; our request is in flight
             s.sendall(png[100:])
@@ -800,7 +801,7 @@ def test_request_bodies_over_the_byte_budget_get_503(predictor, files):
         threads = [threading.Thread(target=lambda: answers.put(c.post("/predict", content=png))) for _ in range(2)]
         for t in threads:
             t.start()
-        wait_until(lambda: service.bodies.held == 2 * len(png), "two bodies held")
+        wait_until(lambda: service.bodies.held == 2 * len(png) and service.batcher.admitted == 2, "two bodies held")
         assert service.batcher.admitted == 2 < config.queue  # the images are not what is full
         r = c.post("/predict", content=png)  # Content-Length: refused before the body is read
         assert r.status_code == 503 and r.headers["retry-after"] == "1"
@@ -819,18 +820,18 @@ def test_request_bodies_over_the_byte_budget_get_503(predictor, files):
 
 
 def test_the_byte_budget_refuses_before_the_body_is_read(predictor):
-    """On a real socket: a body that says its length holds that many bytes from its first byte, and a request that
-    would go over the budget is answered 503 while its client still holds back the whole body."""
+    """On a real socket: a body holds its bytes as they arrive, and a request whose declared length would go over
+    the budget is answered 503 while its client still holds back the whole body."""
     cap = 50_000
     config = ServeConfig(max_upload_mb=cap / (1 << 20), max_queued_mb=cap / (1 << 20), decode_threads=1)
     with live_server(create_app(predictor, config)) as url:
         port = int(url.rsplit(":", 1)[1])
         with socket.create_connection(("127.0.0.1", port), timeout=60) as first:
-            first.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % cap + b"x" * 100)
-            wait_until(lambda: "alexnet_request_body_bytes_held 50000.0" in httpx.get(url + "/metrics").text,
-                       "the first body's declared length to be held")  # fmt: skip
+            first.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % cap + b"x" * 49_990)
+            wait_until(lambda: "alexnet_request_body_bytes_held 49990.0" in httpx.get(url + "/metrics").text,
+                       "the first body's bytes to be held")  # fmt: skip
             with socket.create_connection(("127.0.0.1", port), timeout=60) as second:
-                second.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n")  # no body
+                second.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: 20\r\n\r\n")  # no body
                 answer = b""
                 while b"}" not in answer:
                     data = second.recv(65536)  # a server waiting for the body would time out here

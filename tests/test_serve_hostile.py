@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import io
 import json
 import logging
 import socket
@@ -22,7 +23,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 import alexnet  # noqa: E402
 from alexnet.serve.app import create_app  # noqa: E402
 from alexnet.serve.config import ServeConfig  # noqa: E402
-from tests.test_serve import live_server  # noqa: E402
+from tests.test_serve import live_server, wait_until  # noqa: E402
 from tests.test_serve import model_path as model_path  # noqa: E402 (a fixture, shared)
 
 
@@ -185,3 +186,51 @@ def test_a_flood_of_one_log_message_is_rate_limited():
     finally:
         logger.removeHandler(handler)
     assert len(seen) == 11
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# item 5: slow uploads hold what they sent, not what they announced, and are cut off under the minimum rate
+
+
+def noise_png(width: int = 64, height: int = 64) -> bytes:
+    """An RGB PNG of noise: 12 KB at 64 x 64 (noise does not compress)."""
+    import numpy as np
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (height, width, 3), dtype=np.uint8)).save(out, "PNG")
+    return out.getvalue()
+
+
+def test_slow_uploads_cannot_starve_the_byte_budget(predictor, monkeypatch):
+    import alexnet.serve.wire
+
+    monkeypatch.setattr(alexnet.serve.wire, "UPLOAD_GRACE_S", 1.0)
+    cap = 100_000
+    config = ServeConfig(max_upload_mb=cap / (1 << 20), max_queued_mb=2 * cap / (1 << 20), queue=4,
+                         min_upload_kb_s=1, decode_threads=1)  # fmt: skip
+    with live_server(create_app(predictor, config)) as url:
+        address = ("127.0.0.1", int(url.rsplit(":", 1)[1]))
+        slow = [socket.create_connection(address) for _ in range(8)]  # 8 x 99 KB announced: 4x the budget
+        for s in slow:
+            s.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: 99000\r\n\r\nx")
+        try:
+            r = httpx.post(url + "/predict", content=noise_png(), timeout=10)  # was 503 (--max-queued-mb)
+            assert r.status_code == 200, r.text
+            answers = [b""] * len(slow)
+            start = time.monotonic()
+            while time.monotonic() - start < 4 and not all(answers):  # a byte every 0.25 s: under 1 KB/s
+                time.sleep(0.25)
+                for i, s in enumerate(slow):
+                    with contextlib.suppress(OSError):
+                        s.send(b"x")
+                        s.setblocking(False)
+                        with contextlib.suppress(BlockingIOError):
+                            answers[i] += s.recv(65536)
+                        s.setblocking(True)
+            assert all(a.startswith(b"HTTP/1.1 408 ") and b"--min-upload-kb-s" in a for a in answers), answers
+            assert time.monotonic() - start < 3
+        finally:
+            for s in slow:
+                s.close()
+        wait_until(lambda: "alexnet_request_body_bytes_held 0.0" in httpx.get(url + "/metrics").text, "released")

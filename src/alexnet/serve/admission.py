@@ -1,10 +1,11 @@
 """Admission: the one path every POST route takes from a request's arrival to its images.
 
-In order: the deadline (``--timeout-s`` from arrival), the Content-Length check (413 before a byte is read), a place
-in the image budget (and the explain budget for ``/explain``) before the body is read, so that a full server refuses
-without reading it, the body read while its bytes are held against ``--max-queued-mb`` (408 past the deadline), the
-body parsed into images in a thread (multipart, one raw image, or a v2 request), and the places of the other images.
-What the request reserved is released when it ends, whatever happens.
+In order: the deadline (``--timeout-s`` from arrival), the Content-Length check (413 before a byte is read), a check
+that one image (and for ``/explain`` one Grad-CAM) and the declared body would fit, so that a full server refuses
+without reading the body, the body read while its bytes are held against ``--max-queued-mb`` as they arrive (408 past
+the deadline or under ``--min-upload-kb-s``), the body parsed into images in a thread (multipart, one raw image, or a
+v2 request), and the images' places. Nothing is held for a body until its bytes arrive: slow clients hold what they
+sent, not what they announced. What the request reserved is released when it ends, whatever happens.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi import Request
 
-from .wire import HTTPError, check_content_length, read_body
+from .wire import HTTPError, check_content_length, declared_length, read_body
 
 if TYPE_CHECKING:
     from .service import Service
@@ -32,21 +33,37 @@ class Admission:
         self.bytes = 0  # of --max-queued-mb
         self.explained = 0  # of --explain-max-images, until handed over to the explain thread
 
+    def _busy(self, what: str):
+        c = self.service.config
+        return self.service.busy(
+            {
+                "images": f"{c.queue} images in flight, --queue",
+                "bytes": f"{c.max_queued_mb:g} MB of request bodies held, --max-queued-mb",
+                "explained": f"{c.explain_max_images} images being explained, --explain-max-images",
+            }[what]
+        )
+
+    def check_room(self, images: int, bytes: int, explained: int) -> None:
+        """503 unless this much would fit now; holds nothing (the request has not shown it will send its body)."""
+        s = self.service
+        for what, budget, n in [("explained", s.explaining, explained), ("images", s.batcher.admission, images),
+                                ("bytes", s.bodies, bytes)]:  # fmt: skip
+            if n and not budget.fits(n):
+                raise self._busy(what)
+
     def reserve_images(self, n: int) -> None:
         if not self.service.batcher.reserve(n):
-            raise self.service.busy(f"{self.service.config.queue} images in flight, --queue")
+            raise self._busy("images")
         self.images += n
 
     def reserve_bytes(self, n: int) -> None:
         if not self.service.bodies.reserve(n):
-            mb = self.service.config.max_queued_mb
-            raise self.service.busy(f"{mb:g} MB of request bodies held, --max-queued-mb")
+            raise self._busy("bytes")
         self.bytes += n
 
     def reserve_explained(self, n: int) -> None:
         if not self.service.explaining.reserve(n):
-            limit = self.service.config.explain_max_images
-            raise self.service.busy(f"{limit} images being explained, --explain-max-images")
+            raise self._busy("explained")
         self.explained += n
 
     def hand_over_explained(self) -> int:
@@ -84,11 +101,11 @@ async def admit(request: Request, service: Service, parse: Parser, *, explain: b
     check_content_length(request, config.max_upload_bytes)
     holding = Admission(service)
     try:
-        if explain:
-            holding.reserve_explained(1)  # before the body is read: a full server refuses without reading it
-        holding.reserve_images(1)
-        body = await service.within(read_body(request, config.max_upload_bytes, holding.reserve_bytes), deadline, 408,
-                                    "the upload")  # fmt: skip
+        # a full server refuses before reading the body; what the body needs is held once it is here
+        holding.check_room(images=1, bytes=declared_length(request), explained=1 if explain else 0)
+        min_rate = config.min_upload_kb_s * 1024
+        read = read_body(request, config.max_upload_bytes, holding.reserve_bytes, min_rate)
+        body = await service.within(read, deadline, 408, "the upload")
         content_type = request.headers.get("content-type", "")
         work = asyncio.to_thread(parse, body, content_type)
         del body
@@ -96,8 +113,8 @@ async def admit(request: Request, service: Service, parse: Parser, *, explain: b
         if not images:  # the parsers refuse this; without an image there is nothing to reserve or to answer
             raise HTTPError(400, "no image in the request")
         if explain:
-            holding.reserve_explained(len(images) - 1)
-        holding.reserve_images(len(images) - 1)
+            holding.reserve_explained(len(images))
+        holding.reserve_images(len(images))
         yield Admitted(images, deadline, holding, parsed)
     finally:
         holding.release()

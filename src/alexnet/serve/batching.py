@@ -54,6 +54,10 @@ class Budget:
         with self._lock:
             self._held -= n
 
+    def fits(self, n: int) -> bool:
+        """Whether ``n`` more would fit now (holds nothing: a check before work that ends in ``reserve``)."""
+        return self._held + n <= self.capacity
+
     @property
     def held(self) -> int:
         return self._held
@@ -78,7 +82,7 @@ class Batcher:
         self.on_batch = on_batch
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._lock = threading.Lock()
-        self._admission = Budget(capacity)  # images from reserve() to release()
+        self.admission = Budget(capacity)  # images from reserve() to release(); read-only to others
         self._waiting = 0  # images submitted and not yet taken into a forward pass
         self._thread: threading.Thread | None = None
         self._closed = False
@@ -87,14 +91,14 @@ class Batcher:
 
     def reserve(self, n: int) -> bool:
         """Admit ``n`` more images if the server then holds at most ``capacity``; False (nothing admitted) if not."""
-        return self._admission.reserve(n)
+        return self.admission.reserve(n)
 
     def release(self, n: int) -> None:
-        self._admission.release(n)
+        self.admission.release(n)
 
     @property
     def admitted(self) -> int:
-        return self._admission.held
+        return self.admission.held
 
     @property
     def waiting(self) -> int:

@@ -45,6 +45,7 @@ class ServeConfig:
     max_connections: int = 1000  # open connections (fewer if the descriptor limit is lower); past it, idle ones close
     header_timeout_s: float = 10.0  # a request's line and headers, from the connection's start or the last answer
     keep_alive_s: float = 5.0  # a connection idle after an answer is closed
+    min_upload_kb_s: float = 20.0  # a body slower than this on average (after its first 5 s) gets 408; 0: no minimum
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "cors", tuple(self.cors))
@@ -68,6 +69,7 @@ class ServeConfig:
             ("--max-connections", self.max_connections, 1 <= self.max_connections <= 1_000_000, "from 1 to 1000000"),
             ("--header-timeout-s", self.header_timeout_s, 0 < self.header_timeout_s <= 3600, "over 0, at most 3600 s"),
             ("--keep-alive-s", self.keep_alive_s, 0 < self.keep_alive_s <= 3600, "over 0 and at most 3600 s"),
+            ("--min-upload-kb-s", self.min_upload_kb_s, 0 <= self.min_upload_kb_s <= 1 << 20, "from 0 to 1048576"),
         ]
         for flag, value, ok, what in checks:
             if not ok:

@@ -3,6 +3,7 @@ and the errors a client is shown (``HTTPError`` -> ``{"error": "..."}`` with its
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
@@ -16,6 +17,7 @@ from ..errors import UserError
 MAX_NAME_CHARS = 200  # an image's name (its multipart filename) as echoed back; it is a label, never a path
 MAX_MESSAGE_CHARS = 1000  # an error message, whatever it quotes of the request
 MAX_SHOWN_CHARS = 60  # a value of the client's quoted in an error message
+UPLOAD_GRACE_S = 5.0  # a body's first seconds, before its average rate must reach --min-upload-kb-s
 
 
 class HTTPError(Exception):
@@ -62,28 +64,47 @@ def check_content_length(request: Request, max_bytes: int) -> None:
         raise HTTPError(413, f"a body of {n:,} bytes is over the {max_bytes:,}-byte limit (--max-upload-mb)")
 
 
-async def read_body(request: Request, max_bytes: int, hold: Callable[[int], None]) -> bytes:
+async def read_body(
+    request: Request, max_bytes: int, hold: Callable[[int], None], min_bytes_per_s: float = 0.0
+) -> bytes:
     """The body, counted while it streams in (chunked uploads have no Content-Length): 413 at ``max_bytes`` + 1.
 
-    ``hold(n)`` reserves n more bytes of the server's budget or raises 503: the declared Content-Length before a
-    byte is read, or each chunk as it arrives when there is none. The caller releases them with the request.
+    ``hold(n)`` reserves n more bytes of the server's budget as they arrive, or raises 503; the caller releases them
+    with the request. Bytes are held when they arrive, not when they are announced: a client that declares 10 MB
+    and sends a byte a second holds a byte a second. After the first ``UPLOAD_GRACE_S``, a body whose average rate
+    falls under ``min_bytes_per_s`` (0: no minimum) is cut off with 408.
     """
-    length = request.headers.get("content-length")  # a number within max_bytes: check_content_length ran first
-    held = int(length) if length else 0
-    hold(held)
+    loop = asyncio.get_running_loop()
+    start = loop.time()
     chunks, total = [], 0
+    stream = request.stream().__aiter__()
     try:
-        async for chunk in request.stream():
+        while True:
+            try:
+                if min_bytes_per_s > 0:  # the next chunk must come before the average falls under the minimum
+                    due = start + UPLOAD_GRACE_S + total / min_bytes_per_s
+                    chunk = await asyncio.wait_for(stream.__anext__(), max(due - loop.time(), 0.001))
+                else:
+                    chunk = await stream.__anext__()
+            except StopAsyncIteration:
+                break
+            except asyncio.TimeoutError:
+                kb_s = min_bytes_per_s / 1024
+                raise HTTPError(408, f"the upload is slower than {kb_s:g} KB/s (--min-upload-kb-s)") from None
             total += len(chunk)
             if total > max_bytes:
                 raise HTTPError(413, f"the body is over the {max_bytes:,}-byte limit (--max-upload-mb)")
-            if total > held:
-                hold(total - held)
-                held = total
+            hold(len(chunk))
             chunks.append(chunk)
     except ClientDisconnect:
         raise HTTPError(400, "the client disconnected before sending the whole body") from None
     return b"".join(chunks)
+
+
+def declared_length(request: Request) -> int:
+    """The Content-Length (checked by ``check_content_length``), 0 when the body is chunked."""
+    length = request.headers.get("content-length")
+    return int(length) if length else 0
 
 
 def split_images(body: bytes, content_type: str, max_images: int, flag: str = "--queue") -> list[tuple[str, bytes]]:
