@@ -571,7 +571,7 @@ def test_cli_refuses_bad_flags_in_one_line(model_path, tmp_path, capsys, monkeyp
     onnx_file = tmp_path / "m.onnx"
     onnx_file.write_bytes(b"")
     cases = [
-        (["serve", str(model_path), "--max-batch", "0"], "--max-batch 0: must be from 1 to 4096 images"),
+        (["serve", str(model_path), "--max-batch", "0"], "--max-batch 0: must be an integer in [1, 4096]"),
         (["serve", str(model_path), "--cors", "evil.test/x"], "--cors 'evil.test/x': an origin is scheme://host"),
         (["serve", str(model_path), "--backend", "onnxruntime"], "alexnet export"),
         (["serve", str(onnx_file), "--backend", "torch"], "runs with --backend onnxruntime"),

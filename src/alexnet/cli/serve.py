@@ -27,57 +27,13 @@ from pathlib import Path
 
 from ..errors import UserError
 from ..serve.config import ServeConfig
-
-BACKENDS = ("auto", "torch", "onnxruntime")
+from ._settings import add_settings, given
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    d = ServeConfig()  # the defaults: one source for the library and the flags
     p = subparsers.add_parser("serve", help="an HTTP service and a web page for a model", description=__doc__)
     p.add_argument("model", help="our checkpoint (.pt), a torchvision AlexNet .pth, .safetensors + .json, or .onnx")
-    p.add_argument("--host", default=d.host, help="address to listen on; 0.0.0.0 serves every network (no auth!)")
-    p.add_argument("--port", type=int, default=d.port, help="TCP port")
-    p.add_argument("--max-batch", type=int, default=d.max_batch, help="images per forward pass (1: no batching)")
-    p.add_argument("--max-wait-ms", type=float, default=d.max_wait_ms, help="ms a batch waits for more images")
-    p.add_argument("--max-upload-mb", type=float, default=d.max_upload_mb, help="largest request body, MB")
-    p.add_argument("--queue", type=int, default=d.queue, help="images in the server at once; more get 503")
-    p.add_argument(
-        "--max-queued-mb",
-        type=float,
-        default=d.max_queued_mb,
-        help="request bodies held at once (arriving, decoding, waiting), MB; more get 503",
-    )
-    p.add_argument("--timeout-s", type=float, default=d.timeout_s, help="seconds to answer one request")
-    p.add_argument("--decode-threads", type=int, default=None, help="threads decoding images (default: CPUs, <= 4)")
-    p.add_argument(
-        "--threads",
-        type=int,
-        default=None,
-        help="torch threads for the forward pass (default: torch's, as alexnet predict; other counts change the "
-        "last bits of the probabilities)",
-    )
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
-    p.add_argument("--backend", choices=BACKENDS, default="auto", help="auto: onnxruntime for .onnx, else torch")
-    p.add_argument("--name", default=None, help="model name in /v2/models/NAME (default: the file name's stem)")
-    p.add_argument(
-        "--cors",
-        action="append",
-        default=[],
-        metavar="ORIGIN",
-        help="allow this browser origin (repeat the flag for more; none by default)",
-    )
-    p.add_argument(
-        "--explain",
-        action="store_true",
-        help="serve POST /explain: Grad-CAM overlays, shown on the page (needs the plots extra; not for .onnx)",
-    )
-    p.add_argument(
-        "--explain-max-images",
-        type=int,
-        default=d.explain_max_images,
-        help="images being explained or waiting to be, all requests together; more get 503",
-    )
-    p.add_argument("--access-log", action="store_true", help="log one line per request")
+    add_settings(p, ServeConfig)  # every other flag: a ServeConfig field, its help, range and default
     p.set_defaults(func=run)
 
 
@@ -94,24 +50,8 @@ def check_backend(model: str, backend: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    extra = {} if args.decode_threads is None else {"decode_threads": args.decode_threads}
-    config = ServeConfig(
-        host=args.host,
-        port=args.port,
-        max_batch=args.max_batch,
-        max_wait_ms=args.max_wait_ms,
-        max_upload_mb=args.max_upload_mb,
-        queue=args.queue,
-        max_queued_mb=args.max_queued_mb,
-        explain=args.explain,
-        explain_max_images=args.explain_max_images,
-        timeout_s=args.timeout_s,
-        cors=tuple(args.cors),
-        name=args.name,
-        threads=args.threads,
-        **extra,
-    )
-    check_backend(args.model, args.backend)
+    config = ServeConfig(**given(args, ServeConfig))
+    check_backend(args.model, config.backend)
     try:
         from ..serve.app import create_app, explain_missing, serve
     except ImportError as e:
@@ -127,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
             raise UserError(f"--explain: {missing}")
     from ..predict import load
 
-    predictor = load(args.model, device=args.device)
+    predictor = load(args.model, device=config.device)
     app = create_app(predictor, config, model_path=args.model)
     service = app.state.service
     url = f"http://{_url_host(config.host)}:{config.port}/"
@@ -144,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
             "model (there is no authentication)",
             file=sys.stderr,
         )
-    serve(app, config, access_log=args.access_log)
+    serve(app, config, access_log=config.access_log)
     return 0
 
 

@@ -11,12 +11,16 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from ..errors import UserError
+from ..names import DEVICE_HELP, DEVICE_PATTERN
+from ..settings import InvalidSetting, setting, validate_fields
 
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
-_ORIGIN = re.compile(r"https?://[A-Za-z0-9.\-\[\]:]+")  # scheme://host[:port], no path
+BACKENDS = ("auto", "torch", "onnxruntime")
+_ORIGIN = r"\*|https?://[A-Za-z0-9.\-\[\]:]+"  # scheme://host[:port], no path; * = any
+_ORIGIN_RULE = "an origin is scheme://host[:port] (e.g. http://localhost:3000)"
+_NAME = r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}"
 
 
 def _default_decode_threads() -> int:
@@ -25,60 +29,55 @@ def _default_decode_threads() -> int:
 
 @dataclass(frozen=True)
 class ServeConfig:
-    """Where to listen, how to batch, and the limits. Sizes in MB are 2**20 bytes."""
+    """Where to listen, how to batch, and the limits. Sizes in MB are 2**20 bytes. ``alexnet serve`` generates its
+    flags from these fields (``alexnet.settings``); construction checks every value (``UserError`` naming the flag)."""
 
-    host: str = "127.0.0.1"  # loopback only; 0.0.0.0 serves every network (there is no authentication)
-    port: int = 8000
-    max_batch: int = 32  # images per forward pass
-    max_wait_ms: float = 5.0  # how long the first image of a batch waits for more
-    max_upload_mb: float = 10.0  # one request's body; larger ones get 413 before they are read in full
-    queue: int = 256  # images in the server at once (decoding, waiting or in the forward pass); more: 503
-    max_queued_mb: float = 256.0  # request bodies held at once (arriving, decoding, waiting); more: 503
-    timeout_s: float = 30.0  # one request, from its first byte to its answer (408 reading, 504 computing)
-    decode_threads: int = field(default_factory=_default_decode_threads)  # threads decoding and cropping images
-    threads: int | None = None  # torch's intra-op threads for the forward pass; None: torch's default, as predict
-    cors: tuple[str, ...] = ()  # origins allowed to call the API from a browser; none by default
-    name: str | None = None  # model name in the v2 protocol's URLs; default: the model file's stem
-    retry_after_s: int = 1  # the Retry-After header of a 503
-    explain: bool = False  # POST /explain: Grad-CAM overlays (a backward pass per image; torch models only)
-    explain_max_images: int = 8  # images being explained or waiting to be, all requests together; more: 503
-    max_connections: int = 1000  # open connections (fewer if the descriptor limit is lower); past it, idle ones close
-    header_timeout_s: float = 10.0  # a request's line and headers, from the connection's start or the last answer
-    keep_alive_s: float = 5.0  # a connection idle after an answer is closed
-    min_upload_kb_s: float = 20.0  # a body slower than this on average (after its first 5 s) gets 408; 0: no minimum
+    host: str = setting("127.0.0.1", "address to listen on; 0.0.0.0 serves every network (no auth!)")
+    port: int = setting(8000, "TCP port", low=0, high=65535)
+    max_batch: int = setting(32, "images per forward pass (1: no batching)", low=1, high=4096)
+    max_wait_ms: float = setting(5.0, "ms a batch waits for more images", low=0, high=10_000)
+    max_upload_mb: float = setting(10.0, "largest request body, MB; larger ones get 413 before they are read in full",
+                                   low=0, low_open=True, high=1024)  # fmt: skip
+    queue: int = setting(256, "images in the server at once (decoding, waiting, in the forward pass); more get 503",
+                         low=1, high=1_000_000)  # fmt: skip
+    max_queued_mb: float = setting(256.0, "request bodies held at once (arriving, decoding, waiting), MB, at least "
+                                   "--max-upload-mb; more get 503", low=0, low_open=True, high=1 << 20)  # fmt: skip
+    timeout_s: float = setting(30.0, "seconds to answer one request, from its first byte (408 reading, 504 computing)",
+                               low=0, low_open=True, high=3600)  # fmt: skip
+    decode_threads: int = setting(help="threads decoding and cropping images", factory=_default_decode_threads, low=1,
+                                  high=256, default_text="CPUs, <= 4")  # fmt: skip
+    threads: int | None = setting(None, "torch threads for the forward pass", low=1, high=1024,
+                                  none_text="torch's, as alexnet predict; other counts change the last bits of the "
+                                  "probabilities")  # fmt: skip
+    device: str = setting("auto", DEVICE_HELP, pattern=DEVICE_PATTERN, pattern_rule=f"choose from {DEVICE_HELP}")
+    backend: str = setting("auto", "auto: onnxruntime for .onnx, else torch", choices=BACKENDS)
+    name: str | None = setting(None, "model name in /v2/models/NAME", pattern=_NAME,
+                               pattern_rule="use 1 to 64 letters, digits, '_', '.' or '-'",
+                               none_text="the file name's stem")  # fmt: skip
+    cors: tuple[str, ...] = setting((), "allow this browser origin; repeat the flag for more", metavar="ORIGIN",
+                                    pattern=_ORIGIN, pattern_rule=_ORIGIN_RULE, default_text="none")  # fmt: skip
+    retry_after_s: int = setting(1, "the Retry-After header of a 503, s", low=1, high=3600, cli=False)
+    explain: bool = setting(False, "serve POST /explain: Grad-CAM overlays, shown on the page (a backward pass per "
+                            "image; needs the plots extra; not for .onnx)", switch=True)  # fmt: skip
+    explain_max_images: int = setting(8, "images being explained or waiting to be, all requests together; more get "
+                                      "503", low=1, high=1024)  # fmt: skip
+    max_connections: int = setting(1000, "open connections (fewer if the descriptor limit is lower); past it, idle "
+                                   "ones are closed", low=1, high=1_000_000)  # fmt: skip
+    header_timeout_s: float = setting(10.0, "seconds for a request's line and headers, from the connection's start "
+                                      "or the last answer", low=0, low_open=True, high=3600)  # fmt: skip
+    keep_alive_s: float = setting(5.0, "seconds a connection idle after an answer stays open", low=0, low_open=True,
+                                  high=3600)  # fmt: skip
+    min_upload_kb_s: float = setting(20.0, "KB/s: a body slower than this on average (after its first 5 s) gets 408; "
+                                     "0: no minimum", low=0, high=1 << 20)  # fmt: skip
+    access_log: bool = setting(False, "log one line per request", switch=True)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "cors", tuple(self.cors))
-        checks = [
-            ("--port", self.port, 0 <= self.port <= 65535, "an integer from 0 to 65535"),
-            ("--max-batch", self.max_batch, 1 <= self.max_batch <= 4096, "from 1 to 4096 images"),
-            ("--max-wait-ms", self.max_wait_ms, 0 <= self.max_wait_ms <= 10_000, "from 0 to 10000 ms"),
-            ("--max-upload-mb", self.max_upload_mb, 0 < self.max_upload_mb <= 1024, "over 0 and at most 1024 MB"),
-            ("--queue", self.queue, 1 <= self.queue <= 1_000_000, "from 1 to 1000000 images"),
-            (
-                "--max-queued-mb",
-                self.max_queued_mb,
-                self.max_upload_mb <= self.max_queued_mb <= 1 << 20,
-                f"at least --max-upload-mb ({self.max_upload_mb:g}: one upload must fit) and at most 1048576 MB",
-            ),
-            ("--explain-max-images", self.explain_max_images, 1 <= self.explain_max_images <= 1024, "from 1 to 1024"),
-            ("--timeout-s", self.timeout_s, 0 < self.timeout_s <= 3600, "over 0 and at most 3600 s"),
-            ("--decode-threads", self.decode_threads, 1 <= self.decode_threads <= 256, "from 1 to 256"),
-            ("--threads", self.threads, self.threads is None or 1 <= self.threads <= 1024, "from 1 to 1024"),
-            ("retry_after_s", self.retry_after_s, 1 <= self.retry_after_s <= 3600, "from 1 to 3600 s"),
-            ("--max-connections", self.max_connections, 1 <= self.max_connections <= 1_000_000, "from 1 to 1000000"),
-            ("--header-timeout-s", self.header_timeout_s, 0 < self.header_timeout_s <= 3600, "over 0, at most 3600 s"),
-            ("--keep-alive-s", self.keep_alive_s, 0 < self.keep_alive_s <= 3600, "over 0 and at most 3600 s"),
-            ("--min-upload-kb-s", self.min_upload_kb_s, 0 <= self.min_upload_kb_s <= 1 << 20, "from 0 to 1048576"),
-        ]
-        for flag, value, ok, what in checks:
-            if not ok:
-                raise UserError(f"{flag} {value}: must be {what}")
-        for origin in self.cors:
-            if origin != "*" and not _ORIGIN.fullmatch(origin):
-                raise UserError(f"--cors {origin!r}: an origin is scheme://host[:port] (e.g. http://localhost:3000)")
-        if self.name is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}", self.name):
-            raise UserError(f"--name {self.name!r}: use 1 to 64 letters, digits, '_', '.' or '-'")
+        validate_fields(self)  # types, ranges, choices, patterns; lists become tuples
+        if self.max_queued_mb < self.max_upload_mb:
+            raise InvalidSetting(
+                "max_queued_mb", self.max_queued_mb, f"must be at least --max-upload-mb ({self.max_upload_mb:g}: one "
+                "upload must fit)"
+            )  # fmt: skip
 
     @property
     def max_upload_bytes(self) -> int:
