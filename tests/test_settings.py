@@ -8,15 +8,17 @@ import dataclasses
 
 import pytest
 
+from alexnet.bench_config import BenchConfig
 from alexnet.cli import build_parser
 from alexnet.cli._settings import given
+from alexnet.cli.explain import ExplainConfig
 from alexnet.config import TrainConfig
 from alexnet.errors import UserError
 from alexnet.serve.config import ServeConfig
 from alexnet.settings import flag_name
 
 # (command, its settings class): every field is a flag of the command, except those declared cli=False
-COMMANDS = [("train", TrainConfig), ("serve", ServeConfig)]
+COMMANDS = [("train", TrainConfig), ("serve", ServeConfig), ("bench", BenchConfig), ("explain", ExplainConfig)]
 
 
 def _parser(command: str) -> argparse.ArgumentParser:
@@ -81,3 +83,63 @@ def test_serve_config_refuses_bad_values_in_one_line(kwargs, expected):
     with pytest.raises(UserError) as e:
         ServeConfig(**kwargs)
     assert str(e.value).startswith(expected) and "\n" not in str(e.value)
+
+
+def test_train_bench_and_serve_share_the_image_size_bounds():
+    """One range for every command: bench stopped at 1024 px while train went to 2048; serve refuses a model whose
+    preprocessing is outside it (``Preprocess``), and packs are written within it."""
+    from alexnet.model import MIN_INPUT_SIZE
+    from alexnet.names import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE
+    from alexnet.preprocess import MAX_SIDE, Preprocess
+
+    fields = [{f.name: f for f in dataclasses.fields(c)}["image_size"].metadata for c in (TrainConfig, BenchConfig)]
+    assert [(m["low"], m["high"]) for m in fields] == [(MIN_IMAGE_SIZE, MAX_IMAGE_SIZE)] * 2
+    assert (MIN_IMAGE_SIZE, MAX_IMAGE_SIZE) == (MIN_INPUT_SIZE, MAX_SIDE)
+    BenchConfig(image_size=2048)  # train's largest crop can be benchmarked
+    TrainConfig(image_size=2048)
+    Preprocess(crop=2048, resize=2048)  # and served
+    for make in (BenchConfig, TrainConfig, lambda image_size: Preprocess(crop=image_size, resize=image_size)):
+        with pytest.raises(UserError, match="2049"):
+            make(image_size=2049)
+        with pytest.raises(UserError, match="62"):
+            make(image_size=62)
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["bench", "--image-size", "32"], "--image-size 32: must be an integer in [63, 2048]"),
+        (["bench", "--batch-size", "0"], "--batch-size 0: must be an integer >= 1"),
+        (["bench", "--workers", "-1"], "--workers -1: must be an integer >= 0"),
+        (["bench", "--min-time", "nan"], "--min-time nan: must be a number >= 0"),
+        (["bench", "--device", "gpu"], "--device 'gpu': choose from auto, cpu, cuda, cuda:N or mps"),
+        (["explain", "m.pt", "x.jpg", "--every", "0"], "--every 0.0: must be a number > 0"),
+        (["explain", "m.pt", "x.jpg", "--steps", "0"], "--steps 0: must be an integer >= 1"),
+        (["explain", "m.pt", "x.jpg", "--window", "0"], "--window 0: must be an integer >= 1"),
+        (["serve", "m.pt", "--keep-alive-s", "0"], "--keep-alive-s 0.0: must be a number in (0, 3600]"),
+    ],
+)
+def test_bad_flags_are_one_line_before_anything_runs(argv, expected, capsys, tmp_path, monkeypatch):
+    from alexnet.cli import main
+
+    monkeypatch.chdir(tmp_path)  # nothing is written, nothing is loaded: m.pt does not exist
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"alexnet {argv[0]}: error: {expected}") and err.count("\n") == 1, err
+
+
+def test_bench_and_explain_flags_reach_their_config():
+    bench = _parser("bench").parse_args(["d", "--channels-last", "--workers", "0", "--image-size", "64"])
+    cfg = BenchConfig(**given(bench, BenchConfig))
+    assert (cfg.data, cfg.channels_last, cfg.workers, cfg.image_size, cfg.compile) == ("d", True, 0, 64, False)
+    argv = ["m", "a.jpg", "--format", "npy", "--format", "png", "--layer", "auto", "--method", "occlusion"]
+    cfg = ExplainConfig(**given(_parser("explain").parse_args(argv), ExplainConfig))
+    assert (cfg.formats, cfg.layer, cfg.method) == (("npy", "png"), None, "occlusion")
+    assert ExplainConfig().formats == ("png",)
+
+
+def test_explain_methods_are_the_library_s():
+    from alexnet.explain import METHODS
+    from alexnet.names import EXPLAIN_METHODS
+
+    assert tuple(METHODS) == EXPLAIN_METHODS

@@ -24,58 +24,20 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .bench_config import BenchConfig
 from .device import resolve_device, resolve_precision, synchronize
 from .errors import UserError
 from .preprocess import IMAGENET, Preprocess, default_resize
 
 # Dense peak tensor-core FLOP/s (bf16/fp16, no sparsity), from the vendors' data sheets.
 PEAK_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12}
-
-
-@dataclass
-class BenchConfig:
-    data: str | None = None  # image folder / ImageNet / CIFAR / pack dir; None = generated synthetic data
-    arch: str = "alexnet"
-    batch_size: int = 256
-    image_size: int = 224  # px, the training crop
-    precision: str = "auto"
-    channels_last: bool = False
-    compile: bool = False
-    steps: int = 20  # batches per timed window, at least
-    min_time: float = 1.0  # seconds per timed window, at least (more batches for fast rows)
-    repeats: int = 3  # timed windows; medians are reported
-    warmup: int = 3  # untimed batches before the windows
-    workers: int = 4  # DataLoader workers (reference and folder pipelines) and packing processes
-    device: str = "auto"
-    synthetic_images: int = 2000  # generated train images when data is None
-    max_images: int = 4000  # DATA: pack at most this many train images, evenly spaced (ImageNet would be 250 GB)
-
-    def validate(self) -> None:
-        from .device import PRECISIONS
-        from .model import MIN_INPUT_SIZE, list_models
-
-        if self.arch not in list_models():
-            raise UserError(f"--arch {self.arch!r}: choose one of {', '.join(list_models())}")
-        if self.precision not in PRECISIONS:
-            raise UserError(f"--precision {self.precision!r}: choose one of {', '.join(PRECISIONS)}")
-
-        for name in ("batch_size", "steps", "repeats", "synthetic_images", "max_images"):
-            if getattr(self, name) < 1:
-                raise UserError(f"--{name.replace('_', '-')} {getattr(self, name)}: must be at least 1")
-        for name in ("warmup", "workers"):
-            if getattr(self, name) < 0:
-                raise UserError(f"--{name} {getattr(self, name)}: must be 0 or more")
-        if not MIN_INPUT_SIZE <= self.image_size <= 1024:
-            raise UserError(f"--image-size {self.image_size}: must be {MIN_INPUT_SIZE} to 1024 px")
-        if not self.min_time >= 0:
-            raise UserError(f"--min-time {self.min_time}: must be 0 or more seconds")
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ Tests keep each equal to the code it names: ``ARCHS`` to ``alexnet.model.list_mo
 ARCHS = ("alexnet", "alexnet2012")  # alexnet.model.list_models()
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # autocast precisions (alexnet.device.resolve_precision)
 PRESETS = ("paper", "torchvision")  # augmentation presets: the paper's crop + flip + PCA noise; RandomResizedCrop
+EXPLAIN_METHODS = ("gradcam", "occlusion", "saliency", "integrated-gradients")  # alexnet.explain.METHODS
 RECIPES = ("fast", "paper", "torchvision")  # training recipes (alexnet.config.RECIPES)
 DEFAULT_RECIPE = "fast"
 

@@ -21,13 +21,43 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import UserError
+from ..names import DEVICE_HELP, DEVICE_PATTERN, EXPLAIN_METHODS
+from ..settings import setting, validate_fields
+from ._settings import add_settings, given
 
-METHODS = ("gradcam", "occlusion", "saliency", "integrated-gradients")  # alexnet.explain.METHODS, without torch
 LAYERS = ("auto", "conv1", "conv2", "conv3", "conv4", "conv5")
 FORMATS = ("png", "npy")
+
+
+@dataclass
+class ExplainConfig:
+    """The settings of ``alexnet explain`` (the model and the inputs are its positionals); the flags are generated
+    from these fields and construction checks every value (``UserError`` naming the flag)."""
+
+    method: str = setting("gradcam", "attribution method", choices=EXPLAIN_METHODS)
+    layer: str | None = setting(None, "gradcam: the conv layer whose maps are weighted", choices=LAYERS, auto=True,
+                                none_text="auto: the deepest with >= 7x7 maps at the model's crop: conv5 at 224 px, "
+                                "conv2 at 64 px")  # fmt: skip
+    target: str = setting("top1", "top1 (each image's prediction), a class name or a class index", metavar="CLASS")
+    out: str = setting("explanations", "output folder", metavar="DIR")
+    format: tuple[str, ...] | None = setting(None, "png (the overlay) or npy (the raw map); give twice for both",
+                                             choices=FORMATS, none_text="png")  # fmt: skip
+    window: int | None = setting(None, "occlusion: square side in px", low=1, metavar="PX", none_text="crop / 4")
+    stride: int | None = setting(None, "occlusion: step in px", low=1, metavar="PX", none_text="window / 2")
+    steps: int = setting(32, "integrated gradients: points along the path", low=1, metavar="N")
+    every: float = setting(1.0, "video: seconds between sampled frames", low=0, low_open=True, metavar="S")
+    device: str = setting("auto", DEVICE_HELP, pattern=DEVICE_PATTERN, pattern_rule=f"choose from {DEVICE_HELP}")
+
+    def __post_init__(self) -> None:
+        validate_fields(self)
+
+    @property
+    def formats(self) -> tuple[str, ...]:
+        return self.format or ("png",)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -36,30 +66,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("model", help="our checkpoint (.pt), a torchvision AlexNet .pth, or .safetensors + .json")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders (searched recursively), videos")
-    p.add_argument("--method", choices=METHODS, default="gradcam", help="attribution method")
-    p.add_argument(
-        "--layer",
-        choices=LAYERS,
-        default=None,
-        help="gradcam: the conv layer whose maps are weighted (default auto: the deepest with >= 7x7 maps at the "
-        "model's crop: conv5 at 224 px, conv2 at 64 px)",
-    )
-    p.add_argument(
-        "--target",
-        default="top1",
-        metavar="CLASS",
-        help="top1 (each image's prediction), a class name or a class index",
-    )
-    p.add_argument("--out", default="explanations", metavar="DIR", help="output folder")
-    p.add_argument("--format", choices=FORMATS, action="append", default=None,
-                   help="png (the overlay) or npy (the raw map); give twice for both (default: png)")  # fmt: skip
-    p.add_argument(
-        "--window", type=int, default=None, metavar="PX", help="occlusion: square side in px (default: crop / 4)"
-    )
-    p.add_argument("--stride", type=int, default=None, metavar="PX", help="occlusion: step in px (default: window / 2)")
-    p.add_argument("--steps", type=int, default=32, metavar="N", help="integrated gradients: points along the path")
-    p.add_argument("--every", type=float, default=1.0, metavar="S", help="video: seconds between sampled frames")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
+    add_settings(p, ExplainConfig)  # every other flag: an ExplainConfig field, its help, range and default
     p.set_defaults(func=run)
 
 
@@ -71,35 +78,33 @@ def run(args: argparse.Namespace) -> int:
     from ..predict import load
     from .predict import expand_inputs, list_inputs
 
-    formats = args.format or ["png"]
-    if args.every <= 0:
-        raise UserError(f"--every {args.every}: must be a positive number of seconds")
-    if args.layer is not None and args.method != "gradcam":
-        print(f"alexnet explain: note: --layer is for gradcam; {args.method} ignores it", file=sys.stderr)
-    predictor = load(args.model, device=args.device)
+    cfg = ExplainConfig(**given(args, ExplainConfig))
+    if cfg.layer is not None and cfg.method != "gradcam":
+        print(f"alexnet explain: note: --layer is for gradcam; {cfg.method} ignores it", file=sys.stderr)
+    predictor = load(args.model, device=cfg.device)
     if predictor.model is None:
         raise UserError(
             f"{args.model}: explain needs gradients, which an .onnx export does not have; use the checkpoint"
         )
     from ..explain import resolve_target
 
-    resolve_target(args.target, predictor.classes)  # a wrong --target stops here, before any image
-    if "png" in formats:
+    resolve_target(cfg.target, predictor.classes)  # a wrong --target stops here, before any image
+    if "png" in cfg.formats:
         from ..plots import plot_explanation
-    layer = resolve_layer(predictor.model, args.layer, predictor.preprocess.crop)
+    layer = resolve_layer(predictor.model, cfg.layer, predictor.preprocess.crop)
     side = layer_size(predictor.model, layer, predictor.preprocess.crop)
-    out_dir = Path(args.out)
+    out_dir = Path(cfg.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     used: set[str] = set()
     failed = 0
-    for name, t, src in expand_inputs(list_inputs(args.inputs), every=args.every):
+    for name, t, src in expand_inputs(list_inputs(args.inputs), every=cfg.every):
         label = name if t is None else f"{name} @ {t:.2f}s"
         try:
             if isinstance(src, UserError):
                 raise src
             (expl,) = predictor.explain(
-                src, method=args.method, target=args.target, layer=layer, window=args.window,
-                stride=args.stride, steps=args.steps, batch_size=1,
+                src, method=cfg.method, target=cfg.target, layer=layer, window=cfg.window,
+                stride=cfg.stride, steps=cfg.steps, batch_size=1,
             )  # fmt: skip
         except UserError as e:
             failed += 1
@@ -108,12 +113,12 @@ def run(args: argparse.Namespace) -> int:
             continue
         stem = _unique(_stem(name, t), used)
         written = []
-        if "png" in formats:
-            path = out_dir / f"{stem}.{args.method}.png"
+        if "png" in cfg.formats:
+            path = out_dir / f"{stem}.{cfg.method}.png"
             plot_explanation(expl, path, name=label, layer_side=side)
             written.append(path)
-        if "npy" in formats:
-            path = out_dir / f"{stem}.{args.method}.npy"
+        if "npy" in cfg.formats:
+            path = out_dir / f"{stem}.{cfg.method}.npy"
             np.save(path, expl.map.numpy())
             written.append(path)
         print(
