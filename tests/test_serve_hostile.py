@@ -234,3 +234,70 @@ def test_slow_uploads_cannot_starve_the_byte_budget(predictor, monkeypatch):
             for s in slow:
                 s.close()
         wait_until(lambda: "alexnet_request_body_bytes_held 0.0" in httpx.get(url + "/metrics").text, "released")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# item 6: decoding memory reserved from the image header; item 3: JPEGs of too many scans refused before decoding
+
+
+def gray_png(side: int) -> bytes:
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.new("L", (side, side)).save(out, "PNG")  # 3000 x 3000: 13 KB of file, 9 MP decoded
+    return out.getvalue()
+
+
+def test_decoding_memory_is_reserved_from_the_header(predictor):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    config = ServeConfig(decode_threads=1, max_decoded_mb=100)
+    with TestClient(create_app(predictor, config)) as c:
+        service = c.app.state.service
+        assert c.get("/info").json()["limits"]["max_decoded_bytes"] == 100 << 20
+        # 10 copies of a 9-MP PNG (144 MB each to decode and crop) in a 130 KB request: refused from the header
+        start = time.monotonic()
+        r = c.post("/predict", files=[("file", (f"{i}.png", gray_png(3000))) for i in range(10)])
+        assert r.status_code == 422, r.text  # was 200, after 10 decodes of the full image
+        assert "over --max-decoded-mb 100" in r.json()["results"][9]["error"] and time.monotonic() - start < 5
+        # another request's large image holds most of the budget: a large one waits its turn (503), a small one not
+        assert service.decoding.reserve(50 << 20)
+        try:
+            r = c.post("/predict", content=gray_png(2200))  # 4.8 MP: 77 MB
+            assert r.status_code == 503 and r.headers["retry-after"] == "1" and "--max-decoded-mb" in r.text
+            families = text_string_to_metric_families(c.get("/metrics").text)
+            held = [s.value for f in families for s in f.samples if s.name == "alexnet_decoding_bytes_held"]
+            assert held == [50 << 20]
+            assert c.post("/predict", content=noise_png()).status_code == 200  # 4 KB decoded: not counted
+            r = c.post(
+                "/v2/models/alexnet/infer", json=v2_image("BYTES", [1], [base64.b64encode(gray_png(2200)).decode()])
+            )
+            assert r.status_code == 503 and r.headers["retry-after"] == "1"
+        finally:
+            service.decoding.release(50 << 20)
+        assert c.post("/predict", content=gray_png(2200)).status_code == 200
+        assert service.decoding.held == 0
+
+
+def many_scans_jpeg(side: int, scans: int) -> bytes:
+    """A progressive JPEG whose last scan is repeated until the file holds ``scans`` scans."""
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.new("RGB", (side, side), (90, 120, 200)).save(out, "JPEG", progressive=True)
+    data = out.getvalue()
+    assert data.endswith(b"\xff\xd9")
+    last = data.rindex(b"\xff\xda")
+    scan = data[last:-2]
+    return data[:-2] + scan * (scans - data.count(b"\xff\xda")) + b"\xff\xd9"
+
+
+def test_a_jpeg_of_thousands_of_scans_is_refused_before_decoding(client):
+    from alexnet.serve.images import MAX_JPEG_SCANS
+
+    attack = many_scans_jpeg(1000, 3000)
+    start = time.monotonic()
+    r = client.post("/predict", content=attack)
+    assert r.status_code == 422 and "refused a JPEG of 3,000 scans" in r.json()["error"], r.text
+    assert time.monotonic() - start < 2
+    assert client.post("/predict", content=many_scans_jpeg(64, MAX_JPEG_SCANS)).status_code == 200  # at the limit

@@ -160,7 +160,8 @@ def _images_of(max_images: int, flag: str):
 def _answer(service: Service, results: list[dict[str, Any]], **fields: Any) -> JSONResponse:
     """200 with every result if any image was answered, else the first refusal's status."""
     if all("error" in r for r in results):
-        return error(results[0]["status"], results[0]["error"], results=results)
+        status = results[0]["status"]
+        return error(status, results[0]["error"], service.retry_after(status), results=results)
     return JSONResponse({"model": service.name, **fields, "results": results})
 
 
@@ -256,7 +257,8 @@ def _add_v2_routes(app: FastAPI, service: Service) -> None:
             answers = await service.within(service.probabilities(req.images), req.deadline, 504, "answering")
         for answer in answers:
             if isinstance(answer, UserError):  # the protocol has no per-image errors: the request fails
-                raise HTTPError(image_status(answer), str(answer))
+                status = image_status(answer)
+                raise HTTPError(status, str(answer), service.retry_after(status))
         return v2.infer_response(torch.stack(answers), req.parsed, service.name, service.classes, service.top)
 
 

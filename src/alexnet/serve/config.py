@@ -69,6 +69,8 @@ class ServeConfig:
                                   high=3600)  # fmt: skip
     min_upload_kb_s: float = setting(20.0, "KB/s: a body slower than this on average (after its first 5 s) gets 408; "
                                      "0: no minimum", low=0, high=1 << 20)  # fmt: skip
+    max_decoded_mb: float = setting(512.0, "MB of large images (over 4 MP) decoding at once, estimated from their "
+                                    "headers; more get 503, one alone over it 422", low=1, high=1 << 20)  # fmt: skip
     access_log: bool = setting(False, "log one line per request", switch=True)
 
     def __post_init__(self) -> None:
@@ -86,6 +88,10 @@ class ServeConfig:
     @property
     def max_queued_bytes(self) -> int:
         return int(self.max_queued_mb * (1 << 20))
+
+    @property
+    def max_decoded_bytes(self) -> int:
+        return int(self.max_decoded_mb * (1 << 20))
 
     @property
     def loopback(self) -> bool:

@@ -12,7 +12,7 @@ from .batching import Batcher, Budget
 class Metrics:
     """The Prometheus metrics of one app, in a registry of its own (two apps in one process do not mix)."""
 
-    def __init__(self, batcher: Batcher, bodies: Budget, explaining: Budget) -> None:
+    def __init__(self, batcher: Batcher, bodies: Budget, explaining: Budget, decoding: Budget) -> None:
         from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
         r = self.registry = CollectorRegistry()
@@ -55,6 +55,11 @@ class Metrics:
             "images admitted to POST /explain and not yet explained (at most --explain-max-images)",
             registry=r,
         ).set_function(lambda: explaining.held)
+        Gauge(
+            "alexnet_decoding_bytes_held",
+            "estimated bytes of the large images decoding now, from their headers (at most --max-decoded-mb)",
+            registry=r,
+        ).set_function(lambda: decoding.held)
 
     def on_batch(self, images: int, seconds: float) -> None:
         self.batch_size.observe(images)

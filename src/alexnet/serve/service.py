@@ -19,11 +19,12 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import numpy as np
 import torch
 
-from ..data.decode import decode_image
+from ..data.decode import DecodeBoundsError, decode_image
 from ..errors import UserError
 from ..limits import limits
 from .batching import Batcher, Budget
 from .config import ServeConfig, model_name
+from .images import SMALL_DECODE_BYTES, DecodeBusy, decode_bytes
 from .metrics import Metrics
 from .wire import HTTPError
 
@@ -47,6 +48,7 @@ class Service:
         self.bounds = limits()
         self.bodies = Budget(config.max_queued_bytes)  # bytes of request bodies, from arrival to answer
         self.explaining = Budget(config.explain_max_images)  # images from admission until their Grad-CAM is done
+        self.decoding = Budget(config.max_decoded_bytes)  # estimated bytes of the images decoding now (``images``)
         # Grad-CAM's layer, set when it is on: alexnet explain's default (conv5 at 224 px, conv2 at 64 px)
         self.explain_layer: str | None = None
         # Grad-CAM hooks a conv layer of the model: a forward pass of the batcher's thread must not run meanwhile
@@ -58,7 +60,7 @@ class Service:
             capacity=config.queue,
             on_batch=self._on_batch,
         )
-        self.metrics = Metrics(self.batcher, self.bodies, self.explaining)
+        self.metrics = Metrics(self.batcher, self.bodies, self.explaining, self.decoding)
         self.pool: ThreadPoolExecutor | None = None
         self.explainer: ThreadPoolExecutor | None = None  # one thread: one Grad-CAM request at a time
         self.ready = False
@@ -107,6 +109,10 @@ class Service:
 
     # ---- one request
 
+    def retry_after(self, status: int) -> dict[str, str] | None:
+        """The headers of an answer with ``status``: ``Retry-After`` for a 503."""
+        return {"Retry-After": str(self.config.retry_after_s)} if status == 503 else None
+
     def busy(self, what: str) -> HTTPError:
         return HTTPError(
             503, f"the server is busy ({what}); retry shortly", {"Retry-After": str(self.config.retry_after_s)}
@@ -122,10 +128,27 @@ class Service:
     def _crop(self, image: bytes | torch.Tensor, name: str) -> torch.Tensor | UserError:
         """Encoded bytes or a uint8 (3, H, W) tensor -> its uint8 (3, c, c) crop, or the decoder's refusal."""
         try:
-            img = decode_image(image, name=name) if isinstance(image, bytes) else image
-            return self.predictor.transform(img)
+            held = self._hold_decoding(decode_bytes(image, name), name) if isinstance(image, bytes) else 0
+            try:
+                img = decode_image(image, name=name) if isinstance(image, bytes) else image
+                return self.predictor.transform(img)
+            finally:
+                self.decoding.release(held)
         except UserError as e:
             return e
+
+    def _hold_decoding(self, cost: int, name: str) -> int:
+        """Hold ``cost`` bytes of ``--max-decoded-mb`` for one image (0 for a small one); refuse it if it cannot fit."""
+        if cost <= SMALL_DECODE_BYTES:
+            return 0
+        mb, limit = cost / (1 << 20), self.config.max_decoded_mb
+        if cost > self.decoding.capacity:
+            raise DecodeBoundsError(
+                f"{name}: decoding it would take about {mb:,.0f} MB, over --max-decoded-mb {limit:g}"
+            )
+        if not self.decoding.reserve(cost):
+            raise DecodeBusy(f"{name}: the server is decoding {limit:g} MB of images (--max-decoded-mb); retry shortly")
+        return cost
 
     async def crops(self, images: list[tuple[str, bytes | torch.Tensor]]) -> list[torch.Tensor | UserError]:
         """Per image, in order, decoded and cropped in the thread pool: its uint8 (3, c, c) crop or its refusal."""
@@ -235,6 +258,7 @@ class Service:
                 "timeout_s": c.timeout_s,
                 "max_image_pixels": b.max_image_pixels,
                 "max_image_aspect": b.max_image_aspect,
+                "max_decoded_bytes": c.max_decoded_bytes,
             },
             "explain": {
                 "enabled": unavailable is None,

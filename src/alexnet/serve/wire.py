@@ -175,8 +175,9 @@ def parse_multipart(body: bytes, content_type: str, max_files: int, flag: str = 
 
 
 def image_status(err: UserError) -> int:
-    """422 for an image the decoder's bounds refuse (bombs, pixel and aspect-ratio limits), 415 for the rest."""
-    return 422 if isinstance(err, DecodeBoundsError) else 415
+    """422 for an image the decoder's bounds refuse (bombs, pixel and aspect-ratio limits, too many scans), 503 for
+    one the server has no decoding memory for now, 415 for the rest."""
+    return getattr(err, "http_status", None) or (422 if isinstance(err, DecodeBoundsError) else 415)
 
 
 def parse_topk(raw: str | None) -> int:
