@@ -2,9 +2,10 @@
 
     PYTHONPATH=src python benchmarks/cpu_paths.py [--image-size 64] [--batches 32 64 128 256] [--rounds 5]
 
-Every case is one ``alexnet.train.train_step`` on a fixed random batch (torchvision's AlexNet, 10 classes, dropout
-0): fp32 with the foreach SGD kernel (what training used before the fused one), and with SGD's fused kernel fp32,
-fp32 + channels-last and bf16 autocast + channels-last (the candidates ``alexnet.device.choose_cpu_path`` measures).
+Every case is one ``alexnet.training.step.train_step`` on a fixed random batch (torchvision's AlexNet, 10 classes,
+dropout 0): fp32 with the foreach SGD kernel (what training used before the fused one), and with SGD's fused kernel
+fp32, fp32 + channels-last and bf16 autocast + channels-last (the candidates
+``alexnet.training.cpu_path.choose_cpu_path`` measures).
 Cases of one batch size run round-robin (A B C D A B C D ...) after one warm-up step each; the table gives the median
 img/s of the rounds. Writes ``runs/cpu-paths.json``.
 """
@@ -31,7 +32,7 @@ CASES = {  # name: (autocast dtype, channels-last, fused SGD)
 
 def step_fn(batch: int, size: int, dtype: torch.dtype, channels_last: bool, fused: bool):
     from alexnet.model import create_model
-    from alexnet.train import train_step
+    from alexnet.training.step import train_step
 
     model = create_model("alexnet", num_classes=10, dropout=0.0)
     x, y = torch.randn(batch, 3, size, size), torch.randint(0, 10, (batch,))

@@ -158,7 +158,7 @@ def shapes(tmp_path_factory):
 
 def _fixed_timing(monkeypatch, step_seconds: float, remaining: float) -> None:
     """Make the budget's clock deterministic: every timed step took ``step_seconds``, ``remaining`` seconds left."""
-    import alexnet.train as T
+    import alexnet.training.budget as T
 
     monkeypatch.setattr(T.Budget, "step_seconds", lambda self: step_seconds)
     monkeypatch.setattr(T.Budget, "remaining", lambda self: remaining)
@@ -172,7 +172,8 @@ def _budget_config(data, out, **kw):
 
 def test_time_budget_fixes_the_step_count_decays_to_zero_and_resumes_exactly(shapes, tmp_path, monkeypatch):
 
-    from alexnet.train import BUDGET_MARGIN, EVAL_COST, train
+    from alexnet.training import train
+    from alexnet.training.budget import BUDGET_MARGIN, EVAL_COST
     from alexnet.weights import load_checkpoint, read_state_dict
 
     # 36 train images in batches of 6: 6 steps per epoch; 12 val images. With 1 s per step and 60 s left the plan is
@@ -221,7 +222,7 @@ def test_the_progress_line_shows_the_planned_epochs_once_the_plan_is_made():
 
 def ckpt_save_seconds(remaining: float, epoch_seconds: float) -> float:
     from alexnet.model import create_model
-    from alexnet.train import BUDGET_SAVE_SECONDS, SAVE_BYTES_PER_PARAM, SAVE_RATE
+    from alexnet.training.budget import BUDGET_SAVE_SECONDS, SAVE_BYTES_PER_PARAM, SAVE_RATE
 
     params = sum(p.numel() for p in create_model("alexnet", num_classes=3).parameters())
     return SAVE_BYTES_PER_PARAM * params / SAVE_RATE * (1 + remaining / max(BUDGET_SAVE_SECONDS, epoch_seconds))
@@ -231,7 +232,7 @@ def test_no_flags_at_all_learns_a_small_set(tmp_path):
     """`alexnet train DATA` with nothing else on 3 classes x 40 images: the settings chosen from the data learn
     (before: batch 128 gave no full step per epoch). Threshold from measurement, with a margin."""
     from alexnet.data.synthetic import make_synthetic
-    from alexnet.train import train
+    from alexnet.training import train
 
     data = make_synthetic(tmp_path / "d", classes=3, per_class=40, val_per_class=20, size=64, show_progress=False)
     run = train(resolve_config("fast", flags={"data": str(data), "out": str(tmp_path / "run"), "device": "cpu"}))

@@ -15,11 +15,11 @@ import pytest
 import torch
 import torch.distributed as dist
 
-import alexnet.train
+import alexnet.training.loop
 from alexnet.data.pack import pack_dataset
 from alexnet.data.synthetic import make_synthetic
 from alexnet.distributed import Preempted
-from alexnet.train import train
+from alexnet.training import train
 from alexnet.weights import load_checkpoint, read_state_dict
 
 from .test_train import PINNED_FLAGS, tiny_config
@@ -104,7 +104,7 @@ def test_ddp_two_processes_match_one_process_with_the_same_global_batch(tiny, on
 def _sigterm_to_rank_1(rank, world_size, port, data, out, results):
     _join(rank, world_size, port)
     if rank == 1:  # only this rank receives SIGTERM, during its second step; rank 0 never does
-        real, calls = alexnet.train.train_step, [0]
+        real, calls = alexnet.training.loop.train_step, [0]
 
         def step(*args, **kw):
             loss = real(*args, **kw)
@@ -113,7 +113,7 @@ def _sigterm_to_rank_1(rank, world_size, port, data, out, results):
                 os.kill(os.getpid(), signal.SIGTERM)
             return loss
 
-        alexnet.train.train_step = step
+        alexnet.training.loop.train_step = step
     try:
         train(tiny_config(data, out, **{**DDP, "epochs": 2}, log_every=100))
     except Preempted as e:

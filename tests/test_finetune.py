@@ -8,7 +8,8 @@ import torch
 
 from alexnet.data.synthetic import CLASSES, make_synthetic
 from alexnet.errors import WeightsError
-from alexnet.train import build_model, train
+from alexnet.training import train
+from alexnet.training.step import build_model
 from alexnet.weights import load_checkpoint, read_state_dict
 
 from .test_train import tiny_config
@@ -77,7 +78,7 @@ def test_new_head_frozen_layers_and_head_lr(tmp_path):
         "classifier.6.weight",
         "classifier.6.bias",
     ]
-    from alexnet.train import build_optimizer
+    from alexnet.training.step import build_optimizer
 
     opt = build_optimizer(cfg, model, torch.device("cpu"))
     assert [g["lr_mult"] for g in opt.param_groups] == [1.0, 10.0]

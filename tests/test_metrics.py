@@ -8,7 +8,7 @@ import torch
 from alexnet.config import RECIPES, TrainConfig, resolve_config
 from alexnet.errors import UserError
 from alexnet.evaluate import confusion_matrix, evaluate, ten_crop_probs, topk_correct
-from alexnet.train import Plateau, lr_factor
+from alexnet.training.schedule import Plateau, lr_factor
 
 
 def test_topk_by_hand():

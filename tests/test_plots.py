@@ -88,7 +88,7 @@ def test_a_short_real_run_with_plots_writes_every_png(tmp_path):
 
     from alexnet.config import resolve_config
     from alexnet.data.synthetic import make_synthetic
-    from alexnet.train import train
+    from alexnet.training import train
 
     data = make_synthetic(tmp_path / "data", classes=3, per_class=6, val_per_class=2, size=64)
     flags = dict(data=str(data), out=str(tmp_path / "run"), epochs=2, batch_size=6, image_size=64, resize_size=72,

@@ -14,13 +14,13 @@ from pathlib import Path
 import pytest
 import torch
 
-import alexnet.train
+import alexnet.training.loop
 from alexnet.config import resolve_config
 from alexnet.data.pack import pack_dataset
 from alexnet.data.synthetic import make_synthetic
 from alexnet.distributed import Preempted
 from alexnet.errors import UserError
-from alexnet.train import train
+from alexnet.training import train
 from alexnet.weights import load_checkpoint, read_state_dict, save_checkpoint
 
 
@@ -54,7 +54,7 @@ def _records(run: Path, kind: str) -> list[dict]:
 
 def signal_at_steps(monkeypatch, steps: dict[int, list[int]]) -> None:
     """Make the training step send itself ``steps[n]`` signals in the n-th step of this process (1-based)."""
-    real, calls = alexnet.train.train_step, [0]
+    real, calls = alexnet.training.loop.train_step, [0]
 
     def step(*args, **kw):
         loss = real(*args, **kw)
@@ -63,7 +63,7 @@ def signal_at_steps(monkeypatch, steps: dict[int, list[int]]) -> None:
             os.kill(os.getpid(), signum)  # delivered to the main thread before this function returns
         return loss
 
-    monkeypatch.setattr(alexnet.train, "train_step", step)
+    monkeypatch.setattr(alexnet.training.loop, "train_step", step)
 
 
 def test_exact_resume_is_bitwise_identical(tiny_data, tmp_path, monkeypatch):
@@ -209,14 +209,14 @@ def test_evaluate_command_on_a_checkpoint(tiny_data, tmp_path):
 def test_epoch_loss_is_the_mean_of_every_batch_and_chooses_best_without_val(tiny_data, tmp_path, monkeypatch):
     """The epoch's loss is the mean over all its batches, not of the log-step readings (here: one per epoch, at its
     last step), and without a val split it chooses best.pt (lower is better), as the metrics say."""
-    losses, real = [], alexnet.train.train_step
+    losses, real = [], alexnet.training.loop.train_step
 
     def step(*args, **kw):
         loss = real(*args, **kw)
         losses.append(loss.item())
         return loss
 
-    monkeypatch.setattr(alexnet.train, "train_step", step)
+    monkeypatch.setattr(alexnet.training.loop, "train_step", step)
     common = dict(train_dir=str(Path(tiny_data) / "train"), epochs=2, max_steps_per_epoch=2, lr=0.05, log_every=100)
     run = train(tiny_config(None, tmp_path / "run", **common))
     epochs = _records(run, "epoch")
@@ -324,7 +324,7 @@ def test_the_optimizer_is_fused_sgd_with_the_update_of_the_foreach_one():
     """build_optimizer takes SGD's fused kernel where it works (1.1-1.5x faster steps on 2 CPU cores) and keeps
     every setting: the same updates as the foreach SGD for momentum, Nesterov, weight decay and per-group lr."""
     from alexnet.model import create_model
-    from alexnet.train import build_optimizer, fused_sgd_works
+    from alexnet.training.step import build_optimizer, fused_sgd_works
 
     assert fused_sgd_works("cpu") == (tuple(int(v) for v in torch.__version__.split(".")[:2]) >= (2, 4))
     cfg = resolve_config(

@@ -3,8 +3,8 @@
 1. model: training steps on random tensors already on the device -> img/s and MFU (counted FLOPs / peak FLOPs).
 2. loaders: (a) the reference pipeline of pytorch/examples (PIL + RandomResizedCrop + ToTensor + Normalize in
    DataLoader workers), (b) our folder pipeline (``FolderLoader``), (c) the packed loader (``PackedLoader``).
-3. end to end: training steps (``alexnet.train.train_step``, what training runs) fed by (b) and by (c), and their
-   ratio to (1). Model-only and end-to-end windows are interleaved (A B C A B C ...) and each ratio is a median of
+3. end to end: training steps (``alexnet.training.step.train_step``, what training runs) fed by (b) and by (c), and
+   their ratio to (1). Model-only and end-to-end windows are interleaved (A B C A B C ...) and each ratio is a median of
    window pairs side by side, with its min and max: an end-to-end ratio above 1.0 is noise and reads as such.
 
 Every number is the median over ``repeats`` windows, after warm-up. A window is ``steps`` batches, lengthened to
@@ -102,8 +102,8 @@ def _consume(it: Iterator, device: torch.device, step: Callable | None = None) -
 
 
 def _train_step(model: torch.nn.Module, device: torch.device, dtype: torch.dtype, channels_last: bool) -> Callable:
-    """``step(x, y)``: ``alexnet.train.train_step`` (what training runs), after moving a CPU batch to the device."""
-    from .train import sgd, train_step
+    """``step(x, y)``: ``training.step.train_step`` (what training runs), after moving a CPU batch to the device."""
+    from .training.step import sgd, train_step
 
     opt = sgd(model.parameters(), device, lr=1e-3, momentum=0.9, weight_decay=5e-4)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)

@@ -1,4 +1,4 @@
-"""``alexnet train``: flags generated from ``TrainConfig`` -> a validated config -> ``alexnet.train.train``.
+"""``alexnet train``: flags generated from ``TrainConfig`` -> a validated config -> ``alexnet.training.train``.
 
 Exit codes: 0 trained, 2 a mistake in the settings or data (one line), 143 / 130 stopped by SIGTERM / SIGINT after
 saving ``last.pt`` (resume with ``--resume auto``), so a scheduler can tell a preempted run from a finished one.
@@ -43,7 +43,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 def run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)  # every setting checked before torch is imported or anything is read or written
     from ..distributed import Preempted
-    from ..train import train
+    from ..training import train
 
     try:
         train(cfg, started=STARTED)

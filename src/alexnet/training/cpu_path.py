@@ -1,0 +1,143 @@
+"""The fastest CPU path (precision, channels-last), chosen by a short measurement and cached, and the run's
+precision decided from it."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+
+import torch
+
+from ..config import TrainConfig
+from ..device import resolve_precision
+from ..errors import UserError
+
+CPU_PATHS = (("fp32", False), ("fp32", True), ("bf16", True))  # (precision, channels-last) candidates on a CPU
+
+CPU_PATH_VERSION = 2
+
+
+def cpu_has_bf16() -> bool:
+    """Whether the CPU advertises native bf16 arithmetic (AVX512-BF16 or AMX-BF16; Linux ``/proc/cpuinfo``)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line for line in f if line.startswith("flags")), "")
+    except OSError:
+        return False
+    return " avx512_bf16" in flags or " amx_bf16" in flags
+
+
+def _cpu_name() -> str:
+    import platform
+
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
+    except OSError:
+        return platform.processor()
+
+
+def choose_cpu_path(
+    arch: str,
+    num_classes: int,
+    image_size: int,
+    batch_size: int,
+    *,
+    precision: str = "auto",
+    channels_last: bool | None = None,
+    cache: str | None = None,
+    log=print,
+) -> tuple[str, bool]:
+    """(precision, channels-last) that trains fastest on this CPU: a few interleaved training steps of each
+    candidate (``CPU_PATHS``; bf16 only where the CPU has bf16 units; those matching a given ``precision`` or
+    ``channels_last``) on random data with a throw-away model, once
+    per (CPU, torch, threads, model, size, batch); cached in the cache directory (``ALEXNET_CACHE``)."""
+    import json
+    from pathlib import Path
+
+    import torch
+
+    from ..data.stats import save_json
+    from ..data.synthetic import cache_root
+
+    candidates = [c for c in CPU_PATHS if c[0] == "fp32" or cpu_has_bf16()]
+    candidates = [(p, cl) for p, cl in candidates if precision in ("auto", p) and channels_last in (None, cl)]
+    if not candidates:  # e.g. bf16 without channels-last: nothing to choose
+        return ("fp32" if precision == "auto" else precision), bool(channels_last)
+    key = "|".join(map(str, (CPU_PATH_VERSION, _cpu_name(), torch.__version__, torch.get_num_threads(), arch,
+                             num_classes, image_size, batch_size, candidates)))  # fmt: skip
+    path = Path(cache) if cache else cache_root() / "cpu-path.json"
+    try:
+        known = json.loads(path.read_text())
+        known = known if isinstance(known, dict) else {}
+    except (OSError, ValueError):
+        known = {}
+    hit = known.get(key)
+    if isinstance(hit, list) and len(hit) == 2 and tuple(hit) in candidates:
+        return hit[0], bool(hit[1])
+    if len(candidates) == 1:
+        return candidates[0]
+    with torch.random.fork_rng(devices=[]):  # the run's random state must not depend on whether the cache hit
+        best, shown, seconds = _measure_cpu_paths(arch, num_classes, image_size, batch_size, candidates)
+    log(f"fastest CPU path measured in {seconds:.1f} s (img/s, median of 3 interleaved steps): "
+        f"{shown} -> {best[0]}{' + channels-last' if best[1] else ''} (cached in {path}; --precision and "
+        "--channels-last override)")  # fmt: skip
+    known[key] = list(best)
+    with contextlib.suppress(UserError):  # a read-only cache: measure again next time
+        save_json(known, path)
+    return best
+
+
+def _measure_cpu_paths(arch: str, num_classes: int, image_size: int, batch_size: int, candidates: list):
+    import statistics
+    import time
+
+    import torch
+
+    from ..model import create_model
+    from .step import sgd, train_step
+
+    t0 = time.perf_counter()
+    steps, rates = {}, {c: [] for c in candidates}
+    torch.manual_seed(0)
+    for precision, cl in candidates:
+        model = create_model(arch, num_classes=num_classes, dropout=0.0)
+        x = torch.randn(batch_size, 3, image_size, image_size)
+        if cl:
+            model, x = model.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
+        y = torch.randint(0, num_classes, (batch_size,))
+        opt = sgd(model.parameters(), torch.device("cpu"), lr=1e-3, momentum=0.9, weight_decay=5e-4)
+        scaler = torch.amp.GradScaler("cpu", enabled=False)
+        dtype = resolve_precision(precision, torch.device("cpu"))
+        crit = torch.nn.CrossEntropyLoss()
+        steps[(precision, cl)] = lambda m=model, x=x, y=y, o=opt, s=scaler, d=dtype, c=crit: train_step(
+            m, x, y, c, o, s, torch.device("cpu"), d
+        )
+        steps[(precision, cl)]()  # warm-up: allocation, kernel selection
+    for _ in range(3):  # interleaved windows: A B C A B C ...
+        for c, step in steps.items():
+            t = time.perf_counter()
+            step()
+            rates[c].append(batch_size / (time.perf_counter() - t))
+    best = max(candidates, key=lambda c: statistics.median(rates[c]))
+    shown = ", ".join(f"{p}{' + channels-last' if cl else ''} {statistics.median(rates[(p, cl)]):.0f}"
+                      for p, cl in candidates)  # fmt: skip
+    return best, shown, time.perf_counter() - t0
+
+
+def choose_precision(cfg: TrainConfig, device: torch.device, num_classes: int, log) -> TrainConfig:
+    """``cfg`` with ``precision`` and ``channels_last`` decided: bf16/fp16 + channels-last on GPUs; on a CPU what a
+    short, cached measurement finds fastest (``device.choose_cpu_path``) for what is left ``auto``."""
+    precision, channels_last = cfg.precision, cfg.channels_last
+    if device.type == "cpu" and (precision == "auto" or channels_last is None):
+        size, batch = cfg.image_size, cfg.batch_size
+        fast_precision, fast_cl = choose_cpu_path(cfg.arch, num_classes, size, batch, precision=precision,
+                                                  channels_last=channels_last, log=log)  # fmt: skip
+        precision = fast_precision if precision == "auto" else precision
+        channels_last = fast_cl if channels_last is None else channels_last
+    if precision == "auto":
+        dtype = resolve_precision("auto", device)
+        precision = {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, "fp32")
+    if channels_last is None:
+        channels_last = device.type == "cuda"
+    return dataclasses.replace(cfg, precision=precision, channels_last=channels_last)

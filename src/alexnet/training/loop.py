@@ -1,0 +1,217 @@
+"""Training: ``train(TrainConfig) -> run directory``. One process, or DDP under ``torchrun`` (one node or several).
+
+``train`` reads top to bottom: set up -> for each epoch: ``train_one_epoch`` (lr -> ``train_step`` -> occasional
+log) -> ``end_of_epoch`` (validate, schedule, checkpoint, one log line) -> ``finish`` (final evaluation, pictures).
+Checkpoints are atomic and resume bit for bit; SIGTERM / SIGINT save ``last.pt`` and raise ``Preempted``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from ..config import TrainConfig
+from ..distributed import Preempted, StopSignals, max_over_ranks, process_group, sum_over_ranks
+from ..errors import UserError
+from ..evaluate import evaluate, format_report
+from ..progress import progress
+from .budget import BUDGET_SAVE_SECONDS, plan_budget
+from .run_dir import copy_checkpoint
+from .schedule import best_improved, lr_factor
+from .setup import Run, setup
+from .state import save
+from .step import train_step
+
+
+def train(cfg: TrainConfig, *, stop_after_epoch: int | None = None, started: float | None = None) -> Path:
+    """Train as ``cfg`` says; returns the run directory. Under torchrun, every rank calls this.
+
+    Set up (``UserError`` for any mistake, before anything is written), then for each epoch: its steps, then
+    validation, schedule, ``last.pt`` / ``best.pt`` and a log line; at the end the final evaluation and pictures.
+    SIGTERM / SIGINT: the ranks finish their step, save ``last.pt`` and raise ``Preempted`` (the CLI exits 143 /
+    130); a second signal stops at once. Signal handlers and the process group are as before when this returns.
+    ``stop_after_epoch``: return after that many epochs, as if killed after the checkpoint (tests of resuming).
+    ``started``: when the run began (``time.time()``; default: now), the start of ``cfg.time_budget``.
+    """
+    started = time.time() if started is None else started
+    cfg.validate()
+    with process_group(cfg.device) as dist_info:
+        run = setup(cfg, dist_info, started)  # a signal here stops at once, as usual: there is nothing to save yet
+        with run.log, StopSignals() as stop:
+            epoch = run.start_epoch
+            while epoch < run.epochs:  # run.epochs is fixed once a time budget's steps are planned
+                loss, images, seconds, data_wait = train_one_epoch(run, epoch, stop)
+                saved = end_of_epoch(run, epoch, loss, images, seconds, data_wait)
+                check_stop(run, stop, epoch + 1, 0, saved=saved)  # a signal during validation
+                epoch += 1
+                if stop_after_epoch is not None and epoch >= stop_after_epoch:
+                    return run.dir
+            finish(run)
+    return run.dir
+
+
+def train_one_epoch(run: Run, epoch: int, stop: StopSignals) -> tuple[float, int, float, float]:
+    """The epoch's steps from ``run.start_batch``: (mean train loss of the epoch and images of this session, both
+    over all ranks; seconds; seconds spent waiting for data). The loss sum stays on the device until the end."""
+    cfg, data = run.cfg, run.data
+    run.train_model.train()
+    data.train.set_epoch(epoch, run.start_batch)
+    loss_dtype = torch.float32 if run.device.type == "mps" else torch.float64
+    loss_sum = torch.tensor(run.partial[0], dtype=loss_dtype, device=run.device)  # sum of loss x batch size
+    images, wait = run.partial[1], 0.0
+    images_log = images
+    t_epoch = t_log = time.perf_counter()
+    end = epoch_end(run, epoch)
+    bar = progress(end, f"epoch {epoch + 1}/{epochs_text(run)}", unit="step", initial=run.start_batch,
+                   enabled=run.dist.main)  # fmt: skip
+    batches = iter(data.train)
+    if run.budget is not None and run.total_steps is None:
+        run.budget.begin_epoch(run.start_batch, end)
+    batch_idx = run.start_batch
+    while batch_idx < end:
+        t0 = time.perf_counter()
+        x, y = next(batches)  # (B, 3, S, S) normalised on the device, (B,)
+        wait += time.perf_counter() - t0
+        run.lr = cfg.lr * lr_factor(cfg, run.step, run.steps_per_epoch, run.plateau.decays, run.total_steps)
+        for group in run.optimizer.param_groups:
+            group["lr"] = run.lr * group["lr_mult"]
+        loss = train_step(run.train_model, x, y, run.criterion, run.optimizer, run.scaler, run.device, run.dtype)
+        loss_sum += loss * y.shape[0]
+        run.step, images = run.step + 1, images + y.shape[0]
+        bar.update(1)
+        if run.budget is not None and run.total_steps is None and run.budget.timed(batch_idx, run.device):
+            plan_budget(run, epoch)  # fixes run.total_steps; the epoch may now end sooner
+            end = epoch_end(run, epoch)
+            bar.set_total(end, f"epoch {epoch + 1}/{epochs_text(run)}")
+        last = batch_idx == end - 1
+        if run.step % cfg.log_every == 0 or last:
+            now = time.perf_counter()
+            rate = (images - images_log) * run.dist.world_size / max(now - t_log, 1e-9)
+            t_log, images_log = now, images
+            value = loss.item()  # .item() waits for the device: only at log steps
+            run.log.step(epoch=epoch + 1, step=run.step, train_loss=value, lr=run.lr, img_per_s=rate,
+                         data_wait=wait / max(now - t_epoch, 1e-9))  # fmt: skip
+            bar.set_postfix_str(f"loss {value:.3f} lr {run.lr:.2e} {rate:.0f} img/s")
+        if last or run.step % run.check_every == 0 or (not run.dist.enabled and (stop.signum or save_due(run))):
+            check_stop(run, stop, epoch, batch_idx + 1, saved=False, loss_sum=loss_sum, images=images)
+        batch_idx += 1
+    bar.close()
+    session = images - run.partial[1]  # images of this session (a resumed epoch's first part is in run.partial)
+    run.start_batch, run.partial = 0, (0.0, 0)
+    totals = torch.tensor([images, session], dtype=loss_dtype, device=run.device)
+    loss_total, images, session = sum_over_ranks(torch.cat([loss_sum[None], totals]), run.dist).tolist()
+    return loss_total / max(images, 1), int(session), time.perf_counter() - t_epoch, wait
+
+
+def epoch_end(run: Run, epoch: int) -> int:
+    """The batch index this epoch stops at: the whole epoch, or where a time budget's planned steps end."""
+    if run.total_steps is None:
+        return run.steps_per_epoch
+    return max(0, min(run.steps_per_epoch, run.total_steps - epoch * run.steps_per_epoch))
+
+
+def epochs_text(run: Run) -> str:
+    return "?" if run.epochs >= 10**9 else str(run.epochs)
+
+
+def save_due(run: Run) -> bool:
+    minutes = run.cfg.checkpoint_minutes
+    return bool(minutes) and run.dist.main and time.time() - run.last_save > 60 * minutes
+
+
+def check_stop(run: Run, stop: StopSignals, epoch: int, batch: int, *, saved: bool, loss_sum=None, images=0) -> None:
+    """At a step every rank reaches: agree on a stop signal, a non-finite loss and a timed save (``--checkpoint-
+    minutes``) of any rank, then act on them: fail without saving, or save ``last.pt`` (unless ``saved``), and on a
+    signal raise ``Preempted``."""
+    nonfinite = torch.zeros((), device=run.device) if loss_sum is None else (~torch.isfinite(loss_sum)).float()
+    flags = torch.stack([torch.tensor(float(stop.signum or 0), device=run.device), nonfinite,
+                         torch.tensor(float(save_due(run)), device=run.device)])  # fmt: skip
+    signum, bad, due = (int(v) for v in max_over_ranks(flags, run.dist).tolist())  # waits for the device
+    if bad:
+        good = run.dir / "checkpoints" / "last.pt"
+        where = f"the last good checkpoint is {good}" if good.exists() else "no checkpoint was written yet"
+        raise UserError(
+            f"training loss became non-finite by step {run.step}; stopped without saving these weights; {where}. "
+            "Lower --lr, add --warmup-epochs, or use --precision fp32."
+        )
+    if (signum or due) and not saved:
+        partial = (0.0, 0)
+        if loss_sum is not None:  # the epoch's loss so far, over all ranks, so the resumed epoch's mean is whole
+            totals = torch.stack([loss_sum, torch.tensor(images, dtype=loss_sum.dtype, device=run.device)])
+            s, n = sum_over_ranks(totals, run.dist).tolist()
+            partial = (s, int(n))
+        save(run, epoch, batch, partial=partial)
+        run.last_save = time.time()
+    if signum:
+        name = {15: "SIGTERM", 2: "SIGINT"}.get(signum, f"signal {signum}")
+        path = run.dir / "checkpoints" / "last.pt"
+        message = (f"stopped by {name} at step {run.step} (epoch {epoch + (batch > 0)}); saved {path}; resume with: "
+                   f"alexnet train --out {run.dir} --resume auto (same data and flags)")  # fmt: skip
+        raise Preempted(signum, str(path), message)
+
+
+def end_of_epoch(run: Run, epoch: int, loss: float, images: int, seconds: float, data_wait: float) -> bool:
+    """Validate, step the plateau schedule, write ``last.pt`` (and ``best.pt`` when the chosen metric improved:
+    val top-1, or the epoch's train loss without a val split), one metrics record and one console line. Returns
+    whether ``last.pt`` was written."""
+    data, report = run.data, None
+    if data.val is not None:
+        data.val.set_epoch(epoch)
+        report = evaluate(run.train_model if not run.dist.enabled else run.model, data.val,
+                          num_classes=len(data.classes), classes=data.classes, device=run.device, dtype=run.dtype,
+                          distributed=run.dist.enabled)  # fmt: skip
+        run.plateau.update(report["top1"])
+    run.report = report
+    metric, value = ("val_top1", report["top1"]) if report else ("train_loss", loss)
+    # Under a time budget a 61M-parameter checkpoint (0.5 GB, ~3 s here) at every end of a seconds-long epoch would
+    # eat the budget: last.pt then waits BUDGET_SAVE_SECONDS (a signal still saves at once), and best.pt is the best
+    # of the saved epochs.
+    final = epoch + 1 >= run.epochs
+    saving = run.budget is None or final or time.time() - run.last_save >= BUDGET_SAVE_SECONDS
+    previous = run.best.get("value") if run.best.get("metric") == metric else None
+    is_best = saving and best_improved(metric, value, previous)
+    if is_best:
+        run.best = {"metric": metric, "value": value, "epoch": epoch + 1}
+    if saving:
+        save(run, epoch + 1, 0)
+        run.last_save = time.time()
+    if is_best and run.dist.main:
+        copy_checkpoint(run.dir / "checkpoints" / "last.pt", run.dir / "checkpoints" / "best.pt")
+    rate = images / max(seconds, 1e-9)
+    val = {f"val_{k}": report[k] if report else None for k in ("loss", "top1", "top5")}
+    run.log.epoch(epoch=epoch + 1, step=run.step, train_loss=loss, **val, lr=run.lr, img_per_s=rate,
+                  data_wait=data_wait / max(seconds, 1e-9), best_metric=metric, is_best=is_best)  # fmt: skip
+    summary = f"epoch {epoch + 1}/{epochs_text(run)}: train loss {loss:.4f}"
+    if report:
+        summary += f", val loss {report['loss']:.4f}, top-1 {100 * report['top1']:.2f}%"
+        summary += f", top-5 {100 * report['top5']:.2f}%"
+    run.log.print(summary + f", {rate:.0f} img/s, {seconds:.1f} s" + (", best so far" if is_best else ""))
+    return saving
+
+
+def finish(run: Run) -> None:
+    """The final report on the whole val split (ten crops with ``--ten-crop-eval``; all ranks evaluate their shard
+    and the sums are all-reduced), written by rank 0 to ``eval.json``; then the pictures."""
+    data, cfg = run.data, run.cfg
+    if data.val is not None:
+        kw = dict(num_classes=len(data.classes), classes=data.classes, device=run.device, dtype=run.dtype,
+                  distributed=run.dist.enabled)  # fmt: skip
+        report = run.report
+        if cfg.ten_crop_eval:
+            report = {**evaluate(run.model, data.val_ten_crop(), **kw), "ten_crop": True}
+        elif report is None:  # resumed after the last epoch: no validation ran in this session
+            data.val.set_epoch(run.epochs)
+            report = evaluate(run.model, data.val, **kw)
+        if run.dist.main:
+            (run.dir / "eval.json").write_text(json.dumps(report, indent=1) + "\n")
+            run.log.print("final evaluation: " + format_report(report, max_classes=5))
+    if cfg.plots and run.dist.main:
+        from ..plots import make_plots
+
+        for path in make_plots(run.dir):
+            run.log.print(f"wrote {path}")
+    ckpt_dir = run.dir / "checkpoints"
+    run.log.print(f"run: {run.dir}  checkpoints: {ckpt_dir}/{{last,best}}.pt  metrics: {run.dir / 'metrics.jsonl'}")
