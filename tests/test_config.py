@@ -94,6 +94,16 @@ def test_help_shows_each_default_once_without_markup(capsys):
     assert "--finetune-from" in text and "--channels-last on|off" in text
 
 
+def test_config_does_not_import_auto():
+    """auto.py reads the config; config reading auto (for parse_duration) made the two a cycle (issue 19)."""
+    code = (
+        "import sys, alexnet.config as c; c.TrainConfig(time_budget='5m'); c.resolve_config(flags={'epochs': 2}); "
+        "print(sorted(m for m in sys.modules if m in ('alexnet.auto', 'torch')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
 def test_building_the_train_parser_does_not_import_torch():
     code = "import sys, alexnet.cli.train, alexnet.config; print(sorted(m for m in sys.modules if m == 'torch'))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

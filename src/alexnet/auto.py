@@ -22,10 +22,9 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import re
 
 from .config import MIN_IMAGE_SIZE, TrainConfig
-from .errors import UserError
+from .config import parse_duration as parse_duration  # moved to config.py (no auto <-> config cycle); train reads it
 
 BASE_LR, BASE_BATCH = 0.01, 32  # the peak lr (the paper's, at batch 128), and the batch below which it is scaled down
 BATCHES = (128, 64, 32, 16)  # candidates, largest first
@@ -58,18 +57,6 @@ def scaled_lr(batch_size: int) -> float:
 def choose_warmup_epochs(steps_per_epoch: int) -> float:
     """``WARMUP_STEPS`` steps, at most half an epoch, in epochs (rounded to 3 digits)."""
     return round(min(0.5, WARMUP_STEPS / max(1, steps_per_epoch)), 3)
-
-
-def parse_duration(text: str) -> float:
-    """``"300"``, ``"90s"``, ``"5m"``, ``"1.5h"``, ``"1h30m"`` -> seconds. ``UserError`` otherwise."""
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-    text = str(text).strip().lower()
-    if re.fullmatch(r"\d+(\.\d+)?", text):
-        return float(text)
-    parts = re.findall(r"(\d+(?:\.\d+)?)([smhd])", text)
-    if not parts or "".join(n + u for n, u in parts) != text:
-        raise UserError(f"--time-budget {text!r}: not a duration; write e.g. 300s, 5m, 1h30m")
-    return sum(float(n) * units[u] for n, u in parts)
 
 
 # ----------------------------------------------------------------------------------------------------------------

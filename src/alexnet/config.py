@@ -167,8 +167,6 @@ class TrainConfig:
         if self.warmup_epochs is not None and self.epochs is not None and self.warmup_epochs > self.epochs:
             raise InvalidSetting("warmup_epochs", self.warmup_epochs, f"must be at most --epochs ({self.epochs})")
         if self.time_budget is not None:
-            from .auto import parse_duration
-
             try:
                 seconds = parse_duration(self.time_budget)
             except UserError as e:
@@ -177,6 +175,18 @@ class TrainConfig:
                 raise InvalidSetting("time_budget", self.time_budget, "must be between 1 second and 30 days")
         if self.overwrite and self.resume:
             raise InvalidSetting("overwrite", True, "contradicts --resume (one continues a run, the other erases it)")
+
+
+def parse_duration(text: str) -> float:
+    """``"300"``, ``"90s"``, ``"5m"``, ``"1.5h"``, ``"1h30m"`` -> seconds. ``UserError`` otherwise."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    text = str(text).strip().lower()
+    if re.fullmatch(r"\d+(\.\d+)?", text):
+        return float(text)
+    parts = re.findall(r"(\d+(?:\.\d+)?)([smhd])", text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        raise UserError(f"--time-budget {text!r}: not a duration; write e.g. 300s, 5m, 1h30m")
+    return sum(float(n) * units[u] for n, u in parts)
 
 
 # ----------------------------------------------------------------------------------------------------------------
