@@ -622,3 +622,82 @@ def test_flags(train_parser, tmp_path_factory, line):
     with contextlib.suppress(UserError):
         in_file = tuple(read_config_file(path)) if path else ()
     config_or_user_error(lambda: config_from_args(args), given, file=path, also_named=in_file)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# the other commands' settings (serve, bench, explain): the same declaration checks them, from Python and from flags
+
+
+def _other_settings():
+    from alexnet.bench_config import BenchConfig
+    from alexnet.cli.explain import ExplainConfig
+    from alexnet.serve.config import ServeConfig
+
+    return {"serve": ServeConfig, "bench": BenchConfig, "explain": ExplainConfig}
+
+
+def valid_or_user_error(cls, kwargs: dict) -> None:
+    """``cls(**kwargs)`` holds every value given, each within its field's rules, or raises one ``UserError`` line
+    naming one of the settings given."""
+    try:
+        cfg = cls(**kwargs)
+    except UserError as e:
+        message = str(e)
+        assert message and "\n" not in message, message
+        assert any(f"--{flag_name(k)} " in message for k in kwargs), message
+        return
+    for f in dataclasses.fields(cls):
+        value, (kind, optional), meta = getattr(cfg, f.name), field_kind(f), f.metadata
+        if value is None:
+            assert optional, f.name
+        elif kind in ("int", "float"):
+            assert type(value) is (int if kind == "int" else float) and math.isfinite(value), (f.name, value)
+            low, high = meta["low"], meta["high"]
+            assert low is None or (value > low if meta["low_open"] else value >= low), (f.name, value)
+            assert high is None or (value < high if meta["high_open"] else value <= high), (f.name, value)
+        elif kind.startswith("tuple"):
+            assert type(value) is tuple and all(type(v) is str for v in value), (f.name, value)
+            assert not meta["choices"] or set(value) <= set(meta["choices"]), (f.name, value)
+        else:
+            assert type(value) is (bool if kind == "bool" else str), (f.name, value)
+            assert not meta["choices"] or value in meta["choices"], (f.name, value)
+    assert cls(**dataclasses.asdict(cfg)) == cfg  # what it holds is valid again
+
+
+@pytest.mark.parametrize("command", ["serve", "bench", "explain"])
+@SETTINGS
+@given(data=st.data())
+def test_other_settings_from_python(command, data):
+    cls = _other_settings()[command]
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = data.draw(st.dictionaries(st.sampled_from(names), values, max_size=3))
+    valid_or_user_error(cls, kwargs)
+
+
+@pytest.mark.parametrize("command", ["serve", "bench", "explain"])
+@SETTINGS
+@given(data=st.data())
+def test_other_settings_from_flags(command, data):
+    from alexnet.cli import build_parser
+    from alexnet.cli._settings import given as given_flags
+
+    from .test_cli import _parsers
+
+    cls = _other_settings()[command]
+    parser = dict(_parsers(build_parser()))[f"alexnet {command}"]
+    options = [a for a in parser._actions if a.option_strings and a.dest in {f.name for f in dataclasses.fields(cls)}]
+    argv = [] if command == "bench" else ["m.pt", "x.jpg"][: 1 + (command == "explain")]
+    for action in data.draw(st.lists(st.sampled_from(options), max_size=4)):
+        argv.append(data.draw(st.sampled_from(action.option_strings)))
+        if action.nargs != 0:
+            text = st.text(max_size=8) | st.sampled_from(["0", "-1", "1", "1e9", "nan", "inf", "auto", "cuda:1", "*"])
+            text = st.sampled_from(list(action.choices or ["http://a.test"])) | text
+            argv.append(data.draw(text.filter(lambda t: not t.startswith("-"))))
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        try:
+            args = parser.parse_args(argv)
+        except SystemExit as e:
+            assert e.code == 2 and err.getvalue().splitlines()[-1].startswith(f"alexnet {command}: error: ")
+            return
+    valid_or_user_error(cls, given_flags(args, cls))
