@@ -5,8 +5,9 @@ and the normalisation run as whole-batch tensor ops on the training device. Ever
 of ``(seed, epoch, sample index)`` (see ``sampling.py``), so the stream of batches is the same whatever the number of
 workers, after a resume in the middle of an epoch, and across DDP ranks.
 
-Files that fail to decode are skipped (the batch gets smaller), named in a warning, counted in ``bad_files``, and
-above ``max_bad_fraction`` of the split the epoch stops with a ``UserError`` that lists examples.
+Files that fail to decode are skipped (the batch gets smaller), counted in ``bad_files`` and accounted for as every
+loader does (``skipped.Skipped``: each named once, the first few one line each, then a count; above
+``max_bad_fraction`` of the split the epoch stops with a ``UserError`` that lists examples).
 
 Workers are started once and kept across epochs (``persistent_workers``): the epoch travels with each sample index,
 as ``(epoch, i)`` keys from a batch sampler that runs in the main process, because the workers' copies of the dataset
@@ -17,7 +18,6 @@ parent, so forked workers inherit them: imported in each worker on its first ima
 
 from __future__ import annotations
 
-import sys
 import weakref
 from collections.abc import Iterator, Sequence
 
@@ -26,10 +26,10 @@ import torchvision.io  # before DataLoader forks its workers (see the module doc
 import torchvision.transforms.functional  # noqa: F401
 from torch.utils.data import DataLoader, Dataset
 
-from ..errors import UserError
 from .decode import DecodeError
 from .device_ops import normalize, pca_shift
 from .sampling import generator, loader_batches
+from .skipped import Skipped
 from .sources import Split
 from .transforms import EvalTransform, TenCrop, TrainTransform
 
@@ -146,7 +146,8 @@ class FolderLoader:
         self._samples = _Samples(split, transform, train=train, seed=seed, with_alpha=use_pca)
         self._keys = _Keys()
         self._loader: DataLoader | None = None  # created on first use, its workers kept across epochs
-        self.bad_files: list[tuple[str, str]] = []
+        self.bad_files: list[tuple[str, str]] = []  # this epoch's
+        self.skipped = Skipped(split.name, str(split.root), self.num_samples, max_bad_fraction)  # every epoch's
         self.epoch, self.start_batch = 0, 0
 
     def _batches(self) -> list[torch.Tensor]:
@@ -185,21 +186,15 @@ class FolderLoader:
             # that holds the DataLoader keeps it out of the cycle's garbage, so it is freed with intact queues.
             weakref.finalize(self, _release, self._loader)
         self._keys.batches = [[(self.epoch, i) for i in b.tolist()] for b in self._batches()[self.start_batch :]]
-        limit = self.max_bad_fraction * self.num_samples
         for x, y, alpha, bad in self._loader:
             for path, reason in bad:
                 self.bad_files.append((path, reason))
-                print(f"warning: skipped {path}: {reason}", file=sys.stderr)
-            if len(self.bad_files) > limit:
-                examples = "\n  ".join(f"{p}: {r}" for p, r in self.bad_files[:5])
-                raise UserError(
-                    f"{len(self.bad_files)} unreadable images in {self.split.root} ({self.split.name}), more than "
-                    f"{self.max_bad_fraction:.1%} of its {self.num_samples}; fix or remove them (see "
-                    f"`alexnet data check`), or raise --max-bad-fraction. Examples:\n  {examples}"
-                )
+                self.skipped.add(path, reason)
+            self.skipped.check(len(self.bad_files))
             if x is None:
                 continue
             yield self._to_device(x, y, alpha)
+        self.skipped.summarise()
 
     def _to_device(self, x: torch.Tensor, y: torch.Tensor, alpha: torch.Tensor | None):
         x = x.to(self.device, non_blocking=True)  # uint8 (B, 3, S, S), or (B, 10, 3, S, S) for ten crops

@@ -19,6 +19,7 @@ from ..errors import UserError
 from ..preprocess import Preprocess
 from .loaders import Loader, make_loader
 from .memory import fits_in_memory, load_into_memory
+from .skipped import Skipped
 from .sources import Dataset, open_dataset
 
 SYNTHETIC_IMAGE_SIZE = 64  # px: the built-in synthetic data set's images
@@ -89,18 +90,19 @@ def build_data(
         splits["train"], stats = load_into_memory(dataset.train, geometry.resize, workers=workers, progress=show)
         if dataset.val is not None:
             splits["val"] = load_into_memory(dataset.val, geometry.resize, workers=workers, progress=show)[0]
-        for name, split in splits.items():
-            if split is not None:
-                check_skipped(split, len(dataset.splits[name]), cfg.max_bad_fraction)
+        skipped = report_skipped(dataset, splits, cfg.max_bad_fraction, warn=rank == 0)
         held = sum(s.images.nbytes for s in splits.values() if s is not None)
         if rank == 0:
-            log(f"in memory: {', '.join(f'{len(s):,} {n}' for n, s in splits.items() if s is not None)} images "
-                f"decoded once at {geometry.resize} px ({held / 2**20:.0f} MiB) in {time.perf_counter() - t0:.1f} s; "
-                "--in-memory off to read the files every epoch")  # fmt: skip
-    elif stats is None:
-        from .stats import load_or_compute_stats
+            log(f"in memory: {_counts(splits, skipped)} decoded once at {geometry.resize} px ({held / 2**20:.0f} MiB) "
+                f"in {time.perf_counter() - t0:.1f} s; --in-memory off to read the files every epoch")  # fmt: skip
+    elif dataset.kind == "pack":
+        skipped = report_skipped(dataset, splits, cfg.max_bad_fraction, warn=rank == 0)
+    else:
+        skipped = None  # found by the folder loader while it decodes
+        if stats is None:
+            from .stats import load_or_compute_stats
 
-        stats = load_or_compute_stats(dataset.train, max_images=5000, progress=show)
+            stats = load_or_compute_stats(dataset.train, max_images=5000, progress=show)
     preprocess = training_preprocess(cfg, dataset, stats)
 
     def make(split, **kw) -> Loader:
@@ -115,7 +117,7 @@ def build_data(
         return make_loader(splits["val"], preprocess, batch_size=max(1, per_rank // 10), ten_crop=True, seed=cfg.seed,
                            device=device, rank=rank, world_size=world_size, workers=cfg.workers)  # fmt: skip
 
-    desc = f"{dataset.describe()}; {preprocess.crop} px crops"
+    desc = f"{dataset.describe(_counts(splits, skipped) if skipped else None)}; {preprocess.crop} px crops"
     return DataBundle(train, val, list(dataset.classes), preprocess, desc, ten_crop, dataset)
 
 
@@ -127,15 +129,29 @@ def use_memory(cfg: TrainConfig, dataset: Dataset, size: int, world_size: int = 
     return bool(cfg.in_memory) or fits_in_memory(_images(dataset) * world_size, size)
 
 
-def check_skipped(split, total: int, max_bad_fraction: float) -> None:
-    """``UserError`` when more than ``max_bad_fraction`` of a split's ``total`` images could not be decoded."""
-    skipped = split.manifest["skipped"]
-    if len(skipped) > max_bad_fraction * max(1, total):
-        examples = "; ".join(f"{d}: {r}" if not r.startswith(d) else r for d, r in skipped[:3])
-        raise UserError(
-            f"{len(skipped)} of {total} {split.name} images cannot be decoded (more than --max-bad-fraction "
-            f"{max_bad_fraction:g}), e.g. {examples}"
-        )
+def report_skipped(dataset: Dataset, splits: dict, max_bad_fraction: float, *, warn: bool = True) -> dict[str, int]:
+    """Account for the images a pack or an in-memory set could not decode, as the folder loader does for the files
+    it reads (``skipped.Skipped``: named once, bounded, ``UserError`` above ``max_bad_fraction``); returns the count
+    per split. ``warn``: print the lines (one process of several prints them)."""
+    counts = {}
+    for name, split in splits.items():
+        if split is None:
+            continue
+        files = split.skipped
+        total = len(split) + len(files)
+        record = Skipped(name, str(split.root), total, max_bad_fraction)
+        if warn:
+            record.add_all(files).summarise()
+        record.check(len(files))
+        counts[name] = len(files)
+    return counts
+
+
+def _counts(splits: dict, skipped: dict[str, int]) -> str:
+    """``120 train (20 unreadable, skipped), 20 val images``: what the loaders hold."""
+    parts = [f"{len(s):,} {n}" + (f" ({skipped[n]:,} unreadable, skipped)" if skipped.get(n) else "")
+             for n, s in splits.items() if s is not None]  # fmt: skip
+    return ", ".join(parts) + " images"
 
 
 def _decoders(dataset: Dataset) -> int:

@@ -84,10 +84,11 @@ class Dataset:
         have = ", ".join(self.splits) or "none"
         raise UserError(f"{self.source}: has no {name} split (it has: {have})")
 
-    def describe(self) -> str:
-        counts = ", ".join(f"{len(s)} {n}" for n, s in self.splits.items())
+    def describe(self, counts: str | None = None) -> str:
+        """One line: source, kind, image counts (``counts``: as the loaders hold them, e.g. after skipping)."""
+        counts = counts or ", ".join(f"{len(s)} {n}" for n, s in self.splits.items()) + " images"
         size = f", {self.image_size} px" if self.image_size else ""
-        return f"{self.source} ({self.kind}{size}): {counts} images, {len(self.classes)} classes"
+        return f"{self.source} ({self.kind}{size}): {counts}, {len(self.classes)} classes"
 
 
 def open_dataset(

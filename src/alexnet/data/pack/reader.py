@@ -62,6 +62,12 @@ class PackedSplit:
     def describe(self, i: int) -> str:
         return f"{self.root}/{self.name} #{i}"
 
+    @property
+    def skipped(self) -> list:
+        """``[describe, reason]`` of each source image that could not be decoded when this split was made."""
+        entry = self.manifest.get("splits", {}).get(self.name, self.manifest)  # a pack's, or an in-memory set's
+        return list(entry.get("skipped", []))
+
 
 def _rerun_hint(root: Path, manifest: dict | None = None) -> str:
     size = f" --size {manifest['size']}" if manifest else ""
