@@ -91,8 +91,11 @@ def test_a_short_real_run_with_plots_writes_every_png(tmp_path):
     from alexnet.training import train
 
     data = make_synthetic(tmp_path / "data", classes=3, per_class=6, val_per_class=2, size=64)
+    for split in ("train", "val"):  # files training skips: the plots skip them too (they stopped on the first one)
+        (data / split / "circle" / "bad_1.jpg").write_bytes(b"")
     flags = dict(data=str(data), out=str(tmp_path / "run"), epochs=2, batch_size=6, image_size=64, resize_size=72,
-                 workers=0, max_steps_per_epoch=2, log_every=1, device="cpu", precision="fp32", plots=True)  # fmt: skip
+                 workers=0, max_steps_per_epoch=2, log_every=1, device="cpu", precision="fp32", plots=True,
+                 max_bad_fraction=0.2)  # fmt: skip
     run = train(resolve_config("fast", flags=flags))
     for name, size in SIZES.items():
         with Image.open(run / "plots" / f"{name}.png") as im:
@@ -119,6 +122,29 @@ def test_plot_cli_on_a_hand_made_alexnet2012_run(tmp_path, capsys):
     for name, path in names.items():
         with Image.open(path) as im:
             assert im.size == SIZES[name], name
+
+
+def test_plots_skip_the_images_training_skipped(tmp_path, capsys):
+    """``make_plots`` (what ``train --plots`` calls) on data with unreadable files in both splits: every figure,
+    each bad file named once (bounded), no stop on the first one."""
+    pytest.importorskip("matplotlib", reason="plots need matplotlib: pip install 'alexnet[plots]'")
+    from alexnet.data.skipped import WARN_FIRST
+    from alexnet.data.synthetic import make_synthetic
+    from alexnet.plots import make_plots
+
+    data = make_synthetic(tmp_path / "data", classes=3, per_class=4, val_per_class=3, size=64, seed=0)
+    for i in range(WARN_FIRST + 2):
+        (data / "train" / "circle" / f"bad_{i}.jpg").write_bytes(b"")
+    (data / "val" / "ring" / "bad_val.png").write_bytes(b"\x89PNG not really")
+    run = tmp_path / "run"
+    make_run(run, data, "alexnet", sorted(p.name for p in (data / "train").iterdir()))
+    written = make_plots(run, device="cpu")
+    assert sorted(p.name for p in written) == sorted(f"{name}.png" for name in SIZES)
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning: skipped")]
+    named = [line for line in lines if "bad_" in line]
+    assert len(named) == len(set(named)) == WARN_FIRST + 1  # 5 train files and the val file, each once
+    assert sum("bad_val.png" in line for line in named) == 1
+    assert [line for line in lines if "2 more unreadable images" in line and "(train)" in line]
 
 
 def test_confusion_with_many_classes_and_missing_run(tmp_path):

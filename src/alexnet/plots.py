@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .data.split import Subset
+from .data.skipped import Skipped, load_readable
 from .errors import UserError
 from .plotting import DPI, EXPLANATION_SIZE, HEAT_CMAP, new_figure, overlay, plain_text, pyplot, save, show_image
 
@@ -203,21 +203,32 @@ def plot_confusion(report: dict[str, Any], out: Path) -> Path:
 
 
 @plain_text
-def plot_neighbours(predictor, train, val, out: Path, *, pool: int = NEIGHBOUR_POOL, seed: int = 0) -> Path:
-    """Paper Figure 4 (right): each row a val image, then its six nearest training images in fc7 space."""
+def plot_neighbours(predictor, train, val, out: Path, *, pool: int = NEIGHBOUR_POOL, seed: int = 0,
+                    skipped: dict[str, Skipped] | None = None) -> Path:  # fmt: skip
+    """Paper Figure 4 (right): each row a val image, then its six nearest training images in fc7 space. Images that
+    do not decode are skipped (``skipped``: the record per split name), as training skipped them."""
+    skipped = skipped or {}
     g = torch.Generator().manual_seed(seed)
-    keys_idx = torch.randperm(len(train), generator=g)[:pool].sort().values.tolist()
-    query_idx = torch.randperm(len(val), generator=g)[:NUM_QUERIES].tolist()
-    subset = Subset(train, keys_idx)
-    keys = predictor.features(subset, layer="fc7").to(predictor.device)  # (N, 4096)
-    queries = predictor.features(Subset(val, query_idx), layer="fc7").to(predictor.device)  # (Q, 4096)
+    keys_order = torch.randperm(len(train), generator=g)[:pool].sort().values.tolist()
+    keys_idx, keys = [], []
+    for start in range(0, len(keys_order), 64):  # decoded once, 64 at a time: memory bounded whatever the pool
+        kept, images = load_readable(train, keys_order[start : start + 64], skipped.get(train.name))
+        if images:
+            keys_idx += kept
+            keys.append(predictor.features(images, layer="fc7"))  # (k, 4096)
+    query_order = torch.randperm(len(val), generator=g).tolist()
+    query_idx, query_images = load_readable(val, query_order, skipped.get(val.name), want=NUM_QUERIES)
+    if not keys or not query_idx:
+        raise UserError(f"{out.name}: no readable {'training' if not keys else 'val'} images to draw")
+    keys = torch.cat(keys).to(predictor.device)  # (N, 4096)
+    queries = predictor.features(query_images, layer="fc7").to(predictor.device)  # (Q, 4096)
     dist, nn_idx = nearest_neighbours(queries, keys, min(NUM_NEIGHBOURS, len(keys)))
     dist, nn_idx = dist.cpu(), nn_idx.cpu()
     fig = new_figure("neighbours")
     cols = 1 + NUM_NEIGHBOURS
     axes = fig.subplots(len(query_idx), cols, squeeze=False)
-    for r, q in enumerate(query_idx):
-        show_image(axes[r, 0], predictor.transform(val.load(q)), f"val: {val.classes[val.labels[q]]}", "C0")
+    for r, (q, image) in enumerate(zip(query_idx, query_images)):
+        show_image(axes[r, 0], predictor.transform(image), f"val: {val.classes[val.labels[q]]}", "C0")
         for c in range(cols - 1):
             ax = axes[r, c + 1]
             if c >= nn_idx.shape[1]:
@@ -231,11 +242,13 @@ def plot_neighbours(predictor, train, val, out: Path, *, pool: int = NEIGHBOUR_P
 
 
 @plain_text
-def plot_predictions(predictor, val, out: Path, *, n: int = 16, seed: int = 0) -> Path:
+def plot_predictions(predictor, val, out: Path, *, n: int = 16, seed: int = 0, skipped: Skipped | None = None) -> Path:
     """A grid of val images titled ``true / predicted (probability)``; wrong predictions in red."""
     g = torch.Generator().manual_seed(seed + 1)
-    idx = torch.randperm(len(val), generator=g)[:n].tolist()
-    crops = [predictor.transform(val.load(i)) for i in idx]
+    idx, images = load_readable(val, torch.randperm(len(val), generator=g).tolist(), skipped, want=n)
+    if not idx:
+        raise UserError(f"{out.name}: no readable val images to draw")
+    crops = [predictor.transform(img) for img in images]
     probs = predictor.probabilities(torch.stack(crops)).cpu()
     p, pred = probs.max(1)
     fig = new_figure("predictions")
@@ -294,8 +307,9 @@ def plot_explanation(expl, out: Path, *, name: str = "", layer_side: int | None 
 
 
 def _gradcam_figure(
-    predictor, val, *, layer: str | None = None, pool: int = GRADCAM_POOL, seed: int = 0, batch: int = 64
-):
+    predictor, val, *, layer: str | None = None, pool: int = GRADCAM_POOL, seed: int = 0, batch: int = 64,
+    skipped: Skipped | None = None,
+):  # fmt: skip
     """The Grad-CAM grid and its cells: ``(fig, cells)``, each cell a dict with ``ax``, ``index`` (into ``val``),
     ``crop``, ``map``, ``correct``, ``true`` and ``predicted`` (class names)."""
     from .explain import explain_crops, layer_size, resolve_layer
@@ -308,10 +322,12 @@ def _gradcam_figure(
     wrong: list[tuple[int, torch.Tensor]] = []
     searched = 0
     for start in range(0, len(order), batch):  # stop as soon as both sides are full
-        idx = order[start : start + batch]
-        crops = torch.stack([predictor.transform(val.load(i)) for i in idx])
+        idx, images = load_readable(val, order[start : start + batch], skipped)
+        if not idx:
+            continue
+        crops = torch.stack([predictor.transform(img) for img in images])
         pred = predictor.probabilities(crops).argmax(1).cpu().tolist()
-        searched += len(idx)
+        searched += len(idx)  # readable images searched
         for i, crop, p in zip(idx, crops, pred):
             side = right if predictor.classes[p] == val.classes[val.labels[i]] else wrong
             if len(side) < n:
@@ -354,23 +370,26 @@ def _gradcam_figure(
 
 @plain_text
 def plot_gradcam(
-    predictor, val, out: Path, *, layer: str | None = None, pool: int = GRADCAM_POOL, seed: int = 0
-) -> Path:
+    predictor, val, out: Path, *, layer: str | None = None, pool: int = GRADCAM_POOL, seed: int = 0,
+    skipped: Skipped | None = None,
+) -> Path:  # fmt: skip
     """Grad-CAM overlays for the predicted class: right predictions on the left, wrong ones on the right.
     ``layer``: conv1..conv5, or ``None`` for ``alexnet.explain.default_layer``."""
-    fig, _ = _gradcam_figure(predictor, val, layer=layer, pool=pool, seed=seed)
+    fig, _ = _gradcam_figure(predictor, val, layer=layer, pool=pool, seed=seed, skipped=skipped)
     return save(fig, out)
 
 
 def _units_figure(predictor, val, *, layer: str = "conv5", units: int = NUM_UNITS, per_unit: int = PATCHES_PER_UNIT,
-                  pool: int = UNIT_POOL, seed: int = 0):  # fmt: skip
+                  pool: int = UNIT_POOL, seed: int = 0, skipped: Skipped | None = None):  # fmt: skip
     """The unit view, its cells and the val images searched: ``(fig, cells, searched)``, each cell a dict with ``ax``,
     ``unit``, ``index`` (into ``val``), ``box`` (receptive field in crop px) and ``patch`` (uint8 ``(3, h, w)``)."""
     from .explain import top_patches, unit_maxima
 
     g = torch.Generator().manual_seed(seed + 3)
-    idx = torch.randperm(len(val), generator=g)[:pool].sort().values.tolist()
-    crops = torch.stack([predictor.transform(val.load(i)) for i in idx])
+    idx, images = load_readable(val, torch.randperm(len(val), generator=g)[:pool].sort().values.tolist(), skipped)
+    if not idx:
+        raise UserError("units.png: no readable val images to draw")
+    crops = torch.stack([predictor.transform(img) for img in images])
     maxima = unit_maxima(predictor.model, crops, predictor.preprocess, layer)
     alive = torch.nonzero(maxima.values.amax(0) > 0).flatten()  # units that fire on some image
     chosen = alive[torch.randperm(len(alive), generator=g)[:units]].sort().values.tolist()  # ZF: a random subset
@@ -407,9 +426,11 @@ def _units_figure(predictor, val, *, layer: str = "conv5", units: int = NUM_UNIT
 
 
 @plain_text
-def plot_units(predictor, val, out: Path, *, layer: str = "conv5", seed: int = 0) -> Path:
+def plot_units(
+    predictor, val, out: Path, *, layer: str = "conv5", seed: int = 0, skipped: Skipped | None = None
+) -> Path:
     """Zeiler & Fergus Fig. 2 style: for a few random conv5 units, the 9 val patches that activate each most."""
-    fig, _, _ = _units_figure(predictor, val, layer=layer, seed=seed)
+    fig, _, _ = _units_figure(predictor, val, layer=layer, seed=seed, skipped=skipped)
     return save(fig, out)
 
 
@@ -456,8 +477,12 @@ def make_plots(
             f"{dataset.source}: needs train and val splits for the neighbour, prediction, Grad-CAM and unit figures "
             "(give one with --data)"
         )
-    written.append(plot_neighbours(predictor, train, val, out / "neighbours.png"))
-    written.append(plot_predictions(predictor, val, out / "predictions.png"))
-    written.append(plot_gradcam(predictor, val, out / "gradcam.png"))
-    written.append(plot_units(predictor, val, out / "units.png"))
+    # images that do not decode are skipped as training skipped them: each named once (the first few, then a count)
+    skipped = {s.name: Skipped(s.name, str(getattr(s, "root", dataset.source)), len(s), 1.0) for s in (train, val)}
+    written.append(plot_neighbours(predictor, train, val, out / "neighbours.png", skipped=skipped))
+    written.append(plot_predictions(predictor, val, out / "predictions.png", skipped=skipped[val.name]))
+    written.append(plot_gradcam(predictor, val, out / "gradcam.png", skipped=skipped[val.name]))
+    written.append(plot_units(predictor, val, out / "units.png", skipped=skipped[val.name]))
+    for record in skipped.values():
+        record.summarise()
     return written
