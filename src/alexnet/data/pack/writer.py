@@ -7,6 +7,8 @@ recognisably one of our packs holding nothing else.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -183,7 +185,8 @@ def _foreign_files(out: Path) -> list[Path]:
 
 def _start(out: Path) -> None:
     """Mark ``out`` as being written, then remove the previous pack's files (never anything else)."""
-    _replace_file(out / IN_PROGRESS, _MARKER_TEXT.encode())
+    with _writing(out / IN_PROGRESS):
+        _replace_file(out / IN_PROGRESS, _MARKER_TEXT.encode())
     (out / MANIFEST).unlink(missing_ok=True)  # from here on, the directory never looks complete until the end
     for child in out.iterdir():
         if child.is_dir() and not child.is_symlink():
@@ -262,7 +265,8 @@ def _pack_split(
     """Write one split; returns its manifest entry and its pixel sums."""
     from ...progress import progress as progress_bar
 
-    d.mkdir(parents=True)
+    with _writing(d):
+        d.mkdir(parents=True)
     row_bytes = size * size * 3
     chunk_rows = max(1, CHUNK_BYTES // row_bytes)
     labels_all = np.asarray(split.labels, dtype=np.int64)
@@ -271,8 +275,8 @@ def _pack_split(
     sums = np.zeros(13)
     digests: list[str] = []
     hasher, rows_in_chunk, written = hashlib.blake2b(digest_size=16), 0, 0
-    with _create(d / "images.u8") as f, progress_bar(len(split), f"pack {split.name}", unit="img",
-                                                          enabled=progress) as bar:  # fmt: skip
+    bar = progress_bar(len(split), f"pack {split.name}", unit="img", enabled=progress)
+    with bar, _writing(d / "images.u8"), _create(d / "images.u8") as f:  # a failed close (flush) is named too
         for imgs, good, bad, s in decoded_blocks(split, size, resize, workers):
             if len(imgs):  # a block whose every image failed to decode writes nothing
                 f.write(memoryview(np.ascontiguousarray(imgs)).cast("B"))
@@ -291,7 +295,7 @@ def _pack_split(
         os.fsync(f.fileno())
     if rows_in_chunk:
         digests.append(hasher.hexdigest())
-    with _create(d / "labels.npy") as f:
+    with _writing(d / "labels.npy"), _create(d / "labels.npy") as f:
         np.save(f, np.concatenate(labels) if labels else np.zeros(0, np.int64))
         f.flush()
         os.fsync(f.fileno())
@@ -333,20 +337,60 @@ def pack_splits(
     workers = (os.cpu_count() or 1) if workers is None else workers
     out = Path(out)
     t0 = time.perf_counter()
+    created = not out.exists()
     _prepare_out(out, list(source_dirs or []))
     lock = _lock(out)
     try:
         _prepare_out(out, list(source_dirs or []))  # again, now that no other packer can change it
-        _start(out)
-        entries, stats_sums = {}, None
-        for name, split in splits.items():
-            entries[name], sums = _pack_split(split, out / name, size, resize, workers, progress)
-            if stats_sums is None or name == "train":
-                stats_sums = sums
-        manifest = _write_manifest(out, size, resize, classes, stats_sums, entries, source, t0)
+        try:
+            _start(out)
+            entries, stats_sums = {}, None
+            for name, split in splits.items():
+                entries[name], sums = _pack_split(split, out / name, size, resize, workers, progress)
+                if stats_sums is None or name == "train":
+                    stats_sums = sums
+            manifest = _write_manifest(out, size, resize, classes, stats_sums, entries, source, t0)
+        except _WriteFailed as e:  # a full disk, a quota, an I/O error: no torn pack left behind
+            _remove_partial(out, list(splits), created)
+            raise UserError(str(e)) from None
     finally:
         os.close(lock)
     return manifest
+
+
+class _WriteFailed(Exception):
+    """Writing ``path`` failed with ``error``: the message names both, for the user."""
+
+    def __init__(self, path: Path, error: OSError) -> None:
+        if error.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+            why = "no space left on the device" if error.errno == errno.ENOSPC else "disk quota exceeded"
+            hint = "free some space or pack to another disk"
+        else:
+            why, hint = f"cannot write ({error.strerror or error})", "check the disk"
+        super().__init__(f"{path}: {why}; the partial pack was removed ({hint})")
+
+
+@contextlib.contextmanager
+def _writing(path: Path):
+    """Turn an ``OSError`` while writing ``path`` into ``_WriteFailed`` naming it (``write`` errors name no file)."""
+    try:
+        yield
+    except OSError as e:
+        raise _WriteFailed(path, e) from None
+
+
+def _remove_partial(out: Path, names: list[str], created: bool) -> None:
+    """Remove what this pack wrote before it failed (only our names), and ``out`` itself if this pack created it."""
+    for name in names:
+        for own in OWN_FILES:
+            (out / name / own).unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            (out / name).rmdir()
+    for name in (MANIFEST + ".tmp", IN_PROGRESS, *((LOCK,) if created else ())):
+        (out / name).unlink(missing_ok=True)
+    if created:
+        with contextlib.suppress(OSError):
+            out.rmdir()
 
 
 def _write_manifest(out: Path, size: int, resize: str, classes, stats_sums, entries: dict, source: str, t0) -> dict:
@@ -365,7 +409,8 @@ def _write_manifest(out: Path, size: int, resize: str, classes, stats_sums, entr
         "peak_rss_mib": _peak_rss_mib(),
     }
     tmp = out / (MANIFEST + ".tmp")
-    _replace_file(tmp, json.dumps(manifest, indent=1).encode())
+    with _writing(tmp):
+        _replace_file(tmp, json.dumps(manifest, indent=1).encode())
     os.replace(tmp, out / MANIFEST)  # atomic: the pack is complete exactly when this name exists ...
     (out / IN_PROGRESS).unlink()  # ... and no longer marked in progress
     _fsync(out)
