@@ -477,8 +477,9 @@ def make_plots(
             f"{dataset.source}: needs train and val splits for the neighbour, prediction, Grad-CAM and unit figures "
             "(give one with --data)"
         )
-    # images that do not decode are skipped as training skipped them: each named once (the first few, then a count)
-    skipped = {s.name: Skipped(s.name, str(getattr(s, "root", dataset.source)), len(s), 1.0) for s in (train, val)}
+    # images that do not decode are skipped as training skipped them (and named them): one line per split counts them
+    skipped = {s.name: Skipped(s.name, str(getattr(s, "root", dataset.source)), len(s), 1.0, named=0)
+               for s in (train, val)}  # fmt: skip
     written.append(plot_neighbours(predictor, train, val, out / "neighbours.png", skipped=skipped))
     written.append(plot_predictions(predictor, val, out / "predictions.png", skipped=skipped[val.name]))
     written.append(plot_gradcam(predictor, val, out / "gradcam.png", skipped=skipped[val.name]))

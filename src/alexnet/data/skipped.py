@@ -22,11 +22,12 @@ def skip_line(describe: str, reason: str) -> str:
 class Skipped:
     """The unreadable files of one split (``where``: its folder or pack, ``total``: its image count)."""
 
-    def __init__(self, name: str, where: str, total: int, max_bad_fraction: float) -> None:
+    def __init__(self, name: str, where: str, total: int, max_bad_fraction: float, *, named: int = WARN_FIRST) -> None:
         self.name, self.where, self.total, self.max_bad_fraction = name, where, total, max_bad_fraction
+        self.named = named  # files named one line each; 0: counted only (files a run already named)
         self.files: list[tuple[str, str]] = []  # (describe, reason), each file once, in the order found
         self._seen: set[str] = set()
-        self._counted = 0  # files beyond WARN_FIRST already summarised in a "more" line
+        self._counted = 0  # files beyond the named ones already counted in a summary line
 
     def add(self, describe: str, reason: str) -> None:
         """Account for one unreadable file; named on stderr if among the split's first ``WARN_FIRST``."""
@@ -34,7 +35,7 @@ class Skipped:
             return
         self._seen.add(describe)
         self.files.append((describe, reason))
-        if len(self.files) <= WARN_FIRST:
+        if len(self.files) <= self.named:
             print(f"warning: skipped {skip_line(describe, reason)}", file=sys.stderr)
 
     def add_all(self, files: Iterable) -> Skipped:
@@ -44,12 +45,13 @@ class Skipped:
 
     def summarise(self) -> None:
         """One line counting the files found since the last summary beyond those named (none if there are none)."""
-        more = len(self.files) - max(WARN_FIRST, self._counted + WARN_FIRST)
+        more = len(self.files) - self.named - self._counted
         if more > 0:
             self._counted += more
+            what = f"{more} {'more ' if self.named else ''}unreadable image{'s' if more > 1 else ''}"
             print(
-                f"warning: skipped {more} more unreadable images in {self.where} ({self.name}), {len(self.files)} "
-                f"of {self.total} in all; `alexnet data check` lists them",
+                f"warning: skipped {what} in {self.where} ({self.name}), {len(self.files)} of {self.total} in all; "
+                "`alexnet data check` lists them",
                 file=sys.stderr,
             )
 
