@@ -14,6 +14,11 @@
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import functools
+import sys
+
 from ..data.decode import DecodeBoundsError, read_header
 from ..errors import UserError
 
@@ -50,3 +55,22 @@ def decode_bytes(data: bytes, name: str) -> int:
     w, h = img.size
     wide = img.mode in _WIDE_MODES or (img.mode == "P" and "transparency" in img.info)
     return w * h * (BYTES_PER_PIXEL_WIDE if wide else BYTES_PER_PIXEL)
+
+
+@functools.cache
+def _malloc_trim():
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc (musl has no malloc_trim)
+        return None
+
+
+def give_back_memory() -> None:
+    """Return the freed heap to the system (glibc's ``malloc_trim``). After a large image, glibc keeps the freed
+    blocks of its decode for reuse (its mmap threshold grows with the blocks freed): the server's RSS stayed 500 MB
+    up after a burst of 20-MP images. A no-op where there is no glibc."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)

@@ -24,7 +24,7 @@ from ..errors import UserError
 from ..limits import limits
 from .batching import Batcher, Budget
 from .config import ServeConfig, model_name
-from .images import SMALL_DECODE_BYTES, DecodeBusy, decode_bytes
+from .images import SMALL_DECODE_BYTES, DecodeBusy, decode_bytes, give_back_memory
 from .metrics import Metrics
 from .wire import HTTPError
 
@@ -133,7 +133,9 @@ class Service:
                 img = decode_image(image, name=name) if isinstance(image, bytes) else image
                 return self.predictor.transform(img)
             finally:
-                self.decoding.release(held)
+                if held:
+                    self.decoding.release(held)
+                    give_back_memory()
         except UserError as e:
             return e
 
