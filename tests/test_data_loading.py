@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from alexnet.config import TrainConfig
+from alexnet.data.loading.skipped import WARN_FIRST
 from alexnet.data.pack import pack_dataset
 from alexnet.data.pipeline import build_data
-from alexnet.data.skipped import WARN_FIRST
 from alexnet.data.sources import open_dataset
 from alexnet.data.synthetic import make_synthetic
 from alexnet.errors import UserError

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from alexnet.data import batch_aug as A
-from alexnet.data.loader import _Samples
+from alexnet.data.loading.folder import _Samples
 from alexnet.data.presets import FLIP_P, RRC_RATIO, RRC_SCALE
 from alexnet.data.sampling import generator
 from alexnet.data.split import Split

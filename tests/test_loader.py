@@ -10,7 +10,7 @@ import torch
 import torchvision.transforms.functional as TF
 from PIL import Image
 
-from alexnet.data.loader import FolderLoader
+from alexnet.data.loading.folder import FolderLoader
 from alexnet.data.sources import Split
 from alexnet.errors import UserError
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from alexnet.data.loaders import make_loader
-from alexnet.data.memory import MEMORY_CAP, fits_in_memory, load_into_memory
+from alexnet.data.loading import make_loader
+from alexnet.data.loading.memory import MEMORY_CAP, fits_in_memory, load_into_memory
 from alexnet.data.pack import pack_dataset
 from alexnet.data.sources import open_dataset
 from alexnet.data.synthetic import make_synthetic

@@ -16,8 +16,8 @@ import torchvision.transforms.v2.functional as TF2
 from alexnet.data import batch_aug as A
 from alexnet.data import pack as P
 from alexnet.data.decode import DecodeError, decode_image
+from alexnet.data.loading.packed import PackedLoader
 from alexnet.data.pack import writer as W
-from alexnet.data.packed_loader import PackedLoader
 from alexnet.data.sampling import normals, uniforms
 from alexnet.data.transforms import TrainTransform, center_crop, resize_shorter
 from alexnet.errors import UserError

@@ -128,7 +128,7 @@ def test_plots_skip_the_images_training_skipped(tmp_path, capsys):
     """``make_plots`` (what ``train --plots`` calls) on data with unreadable files in both splits: every figure,
     each bad file named once (bounded), no stop on the first one."""
     pytest.importorskip("matplotlib", reason="plots need matplotlib: pip install 'alexnet[plots]'")
-    from alexnet.data.skipped import WARN_FIRST
+    from alexnet.data.loading.skipped import WARN_FIRST
     from alexnet.data.synthetic import make_synthetic
     from alexnet.plots import make_plots
 

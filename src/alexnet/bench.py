@@ -232,7 +232,7 @@ def _reference_loader(folder: str, cfg: BenchConfig, device: torch.device):
 
 
 def _folder_loader(folder: str, cfg: BenchConfig, device: torch.device):
-    from .data.loaders import make_loader
+    from .data.loading import make_loader
     from .data.sources import open_dataset
 
     train = open_dataset(folder).split("train")
@@ -242,7 +242,7 @@ def _folder_loader(folder: str, cfg: BenchConfig, device: torch.device):
 
 
 def _packed_loader(pack: Path, cfg: BenchConfig, device: torch.device, preset: str = "torchvision"):
-    from .data.loaders import make_loader
+    from .data.loading import make_loader
     from .data.sources import open_dataset
 
     dataset = open_dataset(pack)  # the paper preset adds PCA colour noise from the pack's statistics

@@ -133,7 +133,7 @@ def evaluate_file(
     ``UserError`` unless ``allow_class_mismatch``, which scores by position and says so in ``report["warnings"]``.
     An ``.onnx`` export runs through onnxruntime (on the CPU, fp32).
     """
-    from .data.loaders import make_loader
+    from .data.loading import make_loader
     from .data.sources import match_classes, open_dataset, relabel
     from .device import resolve_device, resolve_precision
     from .errors import UserError

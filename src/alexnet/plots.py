@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .data.skipped import Skipped, load_readable
+from .data.loading.skipped import Skipped, load_readable
 from .errors import UserError
 from .plotting import DPI, EXPLANATION_SIZE, HEAT_CMAP, new_figure, overlay, plain_text, pyplot, save, show_image
 

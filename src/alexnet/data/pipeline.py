@@ -17,9 +17,9 @@ import torch
 from ..config import TrainConfig
 from ..errors import UserError
 from ..preprocess import Preprocess
-from .loaders import Loader, make_loader
-from .memory import fits_in_memory, load_into_memory
-from .skipped import Skipped
+from .loading import Loader, make_loader
+from .loading.memory import fits_in_memory, load_into_memory
+from .loading.skipped import Skipped
 from .sources import Dataset, open_dataset
 
 SYNTHETIC_IMAGE_SIZE = 64  # px: the built-in synthetic data set's images
@@ -76,7 +76,7 @@ def build_data(
     log: Callable[[str], None] = print,
 ) -> DataBundle:
     """Loaders for ``dataset`` as ``cfg`` says (``cfg.batch_size`` and ``cfg.image_size`` resolved, see
-    ``alexnet.auto``). Image files that fit in memory are decoded once into RAM (``cfg.in_memory``, ``memory``)."""
+    ``alexnet.auto``). Image files that fit in memory are decoded once into RAM (``cfg.in_memory``, ``loading.memory``)."""
     if cfg.batch_size % world_size:
         raise UserError(f"--batch-size {cfg.batch_size} is not divisible by the {world_size} processes")
     per_rank = cfg.batch_size // world_size

@@ -4,7 +4,7 @@
 recognises a pack (``alexnet data pack``), CIFAR-10/100 archives or folders, the ``ROOT/train/<class>/`` (+ ``val/``)
 layout including ImageNet's flat val folder, a single folder of class sub-folders (one split, e.g. ``d/val``), and
 ``None`` for the built-in synthetic set. Every split has one interface (``SplitLike``): ``len``, ``labels``,
-``classes``, ``load(i)`` -> ``uint8 (3, H, W)`` and ``describe(i)``; ``loaders.make_loader`` turns one into batches.
+``classes``, ``load(i)`` -> ``uint8 (3, H, W)`` and ``describe(i)``; ``loading.make_loader`` turns one into batches.
 
 ``open_splits`` is the lower level for image files and CIFAR: ``(train, val)`` as ``Split`` objects. Val labels
 always use the train class order.

@@ -24,13 +24,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import UserError
-from . import batch_aug as A
-from .device_ops import normalize, pca_shift
-from .pack.reader import PackedSplit, open_packed
-from .presets import PRESETS
-from .sampling import loader_batches
-from .transforms import center_crop
+from ...errors import UserError
+from .. import batch_aug as A
+from ..device_ops import normalize, pca_shift
+from ..pack.reader import PackedSplit, open_packed
+from ..presets import PRESETS
+from ..sampling import loader_batches
+from ..transforms import center_crop
 
 _DONE = object()
 

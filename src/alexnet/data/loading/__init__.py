@@ -1,8 +1,11 @@
-"""One loader factory for every split: ``make_loader(split, preprocess, ...)`` -> a ``Loader``.
+"""Loading: one loader factory for every split, ``make_loader(split, preprocess, ...)`` -> a ``Loader``.
 
-A pack's split gets the packed loader (rows copied out of a memory map, augmented on the device in whole batches);
-image files and CIFAR get the folder loader (decode + crop in DataLoader workers). Both follow the ``Loader``
-protocol, so training, evaluation, features, plots and the benchmark never ask which one they hold.
+A pack's split, or a small set decoded into RAM (``memory``), gets the packed loader (``packed``: rows copied out of
+an array, augmented on the device in whole batches); image files and CIFAR get the folder loader (``folder``: decode
++ crop in DataLoader workers). Both follow the ``Loader`` protocol, so training, evaluation, features, plots and
+the benchmark never ask which one they hold. What they share: the per-rank order and batching
+(``sampling.loader_batches``), the accounting of unreadable images (``skipped``) and the final device step, colour
+noise and normalisation in one pass (``device_ops.normalize``).
 """
 
 from __future__ import annotations
@@ -12,8 +15,8 @@ from typing import Protocol
 
 import torch
 
-from ..preprocess import Preprocess
-from .pack.reader import PackedSplit
+from ...preprocess import Preprocess
+from ..pack.reader import PackedSplit
 
 
 class Loader(Protocol):
@@ -59,10 +62,10 @@ def make_loader(
                   mean=preprocess.mean, std=preprocess.std, pca=pca, pca_std=pca_std, seed=seed, device=device,
                   rank=rank, world_size=world_size, channels_last=channels_last, ten_crop=ten_crop)  # fmt: skip
     if isinstance(split, PackedSplit):
-        from .packed_loader import PackedLoader
+        from .packed import PackedLoader
 
         return PackedLoader(split, **common)
-    from .loader import FolderLoader
+    from .folder import FolderLoader
 
     return FolderLoader(split, resize_size=preprocess.resize, resize_mode=preprocess.resize_mode,
                         workers=default_workers(device) if workers is None else workers,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterable
 
-from ..errors import UserError
+from ...errors import UserError
 
 WARN_FIRST = 5  # unreadable files named one line each, per split; the rest are counted
 
@@ -72,7 +72,7 @@ def load_readable(split, indices, skipped: Skipped | None = None, *, want: int |
     """``(kept indices, uint8 (3, H, W) images)`` of the items of ``split`` at ``indices`` that decode, in order;
     the others are accounted for in ``skipped`` (a fresh record of the split if None). ``want``: stop once that many
     are kept (for "the first n readable images of this order")."""
-    from .decode import DecodeError
+    from ..decode import DecodeError
 
     if skipped is None:
         skipped = Skipped(split.name, str(getattr(split, "root", split.name)), len(split), 1.0)

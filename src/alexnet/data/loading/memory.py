@@ -14,11 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import UserError
-from .pack.reader import RESIZE_MODES, PackedSplit
-from .pack.writer import decoded_blocks
-from .split import SplitLike
-from .stats import stats_from_sums
+from ...errors import UserError
+from ..pack.reader import RESIZE_MODES, PackedSplit
+from ..pack.writer import decoded_blocks
+from ..split import SplitLike
+from ..stats import stats_from_sums
 
 MEMORY_FRACTION = 0.25  # of the machine's available memory, at most, for the decoded set
 MEMORY_CAP = 4 << 30  # bytes, at most, whatever the machine
@@ -58,7 +58,7 @@ def load_into_memory(
 
     Images that fail to decode are skipped (listed in ``PackedSplit.manifest["skipped"]``), as when packing.
     """
-    from ..progress import progress as progress_bar
+    from ...progress import progress as progress_bar
 
     if resize not in RESIZE_MODES:
         raise UserError(f"resize {resize!r} is not one of {', '.join(RESIZE_MODES)}")

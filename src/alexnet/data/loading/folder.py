@@ -26,12 +26,12 @@ import torchvision.io  # before DataLoader forks its workers (see the module doc
 import torchvision.transforms.functional  # noqa: F401
 from torch.utils.data import DataLoader, Dataset
 
-from .decode import DecodeError
-from .device_ops import normalize, pca_shift
-from .sampling import generator, loader_batches
+from ..decode import DecodeError
+from ..device_ops import normalize, pca_shift
+from ..sampling import generator, loader_batches
+from ..split import Split
+from ..transforms import EvalTransform, TenCrop, TrainTransform
 from .skipped import Skipped
-from .sources import Split
-from .transforms import EvalTransform, TenCrop, TrainTransform
 
 
 class _Samples(Dataset):
