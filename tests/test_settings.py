@@ -19,6 +19,8 @@ from alexnet.settings import flag_name
 
 # (command, its settings class): every field is a flag of the command, except those declared cli=False
 COMMANDS = [("train", TrainConfig), ("serve", ServeConfig), ("bench", BenchConfig), ("explain", ExplainConfig)]
+# and the only arguments that are not a field: files to read or write
+NOT_SETTINGS = {"train": {"config"}, "serve": {"model"}, "bench": {"json"}, "explain": {"model", "inputs"}}
 
 
 def _parser(command: str) -> argparse.ArgumentParser:
@@ -42,6 +44,8 @@ def test_every_field_is_a_flag_with_its_help(command, cls):
         assert f.metadata["help"] in formatter._expand_help(action), f"{command} --help lacks {f.name}'s help"
         if f.metadata.get("choices"):
             assert tuple(action.choices) == tuple(f.metadata["choices"]), f.name
+    hand_written = set(actions) - {f.name for f in dataclasses.fields(cls)} - {"help"}
+    assert hand_written == NOT_SETTINGS[command], f"{command}: a flag outside {cls.__name__}"
 
 
 def test_serve_flags_reach_the_config_and_are_checked_alike():
