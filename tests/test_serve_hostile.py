@@ -12,6 +12,7 @@ import io
 import json
 import logging
 import socket
+import subprocess
 import sys
 import time
 
@@ -317,3 +318,18 @@ def test_memory_of_a_large_decode_is_given_back(client):
     for _ in range(3):
         assert client.post("/predict", content=image).status_code == 200
     assert rss_mb() - before < 100, f"RSS {before:.0f} MB -> {rss_mb():.0f} MB after three 20-MP images"
+
+
+def test_attack_benchmark_smoke(tmp_path):
+    """benchmarks/serve_attack.py: one attack for a second against a server it starts; a table and JSON come out."""
+    from tests.test_serve import ROOT, same_alexnet
+
+    out = tmp_path / "attack.json"
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "serve_attack.py"), "--seconds", "1", "--baseline-s", "1",
+           "--attacks", "malformed", "--json", str(out)]  # fmt: skip
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=same_alexnet())
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "health max ms" in result.stdout
+    baseline, malformed = json.loads(out.read_text())["rows"]
+    assert malformed["name"] == "malformed" and set(malformed["attack_statuses"]) == {"400"}
+    assert baseline["legit"] >= 1 and malformed["peak_rss_mb"] > 0
