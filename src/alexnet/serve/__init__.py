@@ -7,6 +7,8 @@
 - ``admission.admit``: the one path of every POST from arrival to images (deadline, budgets, body, parsing).
 - ``wire``: body and multipart reading, query numbers, JSON errors; ``v2``: the Open Inference Protocol v2 parse and
   format; ``metrics``: the Prometheus metrics.
+- ``connections``: the header deadline and the cap on open connections (uvicorn's protocol), rate-limited logs;
+  ``images``: what decoding an image will cost (memory, JPEG scans), read from its header.
 - ``static/index.html``: the page at ``/`` (self-contained: no CDN, works offline).
 
 Nothing is imported here, so ``alexnet --help`` stays fast and the extra is only needed to serve.

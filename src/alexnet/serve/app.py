@@ -15,12 +15,14 @@ Endpoints (every error is JSON ``{"error": "..."}`` with a 4xx or 5xx status, ne
   missing. One request at a time (a backward pass per image), at most ``--explain-max-images`` images in the server.
 - ``GET /metrics``: Prometheus text (requests by endpoint and status, latency, batch sizes, queue depth).
 
-Status codes: 400 a malformed request, 404 an unknown endpoint or model, 408 the body did not arrive within
-``--timeout-s``, 413 a body over ``--max-upload-mb`` (from Content-Length before reading, or counted while streaming)
-or more images than ``--queue``, 415 a file that is not an image, 422 an image the decoder's bounds refuse
-(``DecodeBoundsError``: decompression bombs, pixel and aspect-ratio limits of ``alexnet.limits``), 503 the server
-holds ``--queue`` images or ``--max-queued-mb`` of request bodies already (with ``Retry-After``), 504 no answer
-within ``--timeout-s``, 500 a bug (the server's log has the traceback).
+Status codes: 400 a malformed request (values it quotes are cut short), 404 an unknown endpoint or model, 408 the
+body did not arrive within ``--timeout-s`` or arrived slower than ``--min-upload-kb-s``, 413 a body over
+``--max-upload-mb`` (from Content-Length before reading, or counted while streaming) or more images than ``--queue``,
+415 a file that is not an image, 422 an image the decoder's bounds refuse (``DecodeBoundsError``: decompression
+bombs, pixel and aspect-ratio limits of ``alexnet.limits``, JPEGs of too many scans, decoding over the whole of
+``--max-decoded-mb``), 503 the server holds ``--queue`` images, ``--max-queued-mb`` of request bodies or
+``--max-decoded-mb`` of decoding images already (with ``Retry-After``), 504 no answer within ``--timeout-s``, 500 a
+bug (the server's log has the traceback). Connections: see ``connections`` (header deadline, connection cap).
 
 The routes only: a request is admitted (``admission``), its images answered by the ``service``, the v2 protocol
 parsed and formatted by ``v2``, the body read by ``wire``, everything counted by ``metrics``. Nothing a client sends
