@@ -90,29 +90,37 @@ def test_serve_config_refuses_bad_values_in_one_line(kwargs, expected):
 
 
 def test_train_bench_and_serve_share_the_image_size_bounds():
-    """One range for every command: bench stopped at 1024 px while train went to 2048; serve refuses a model whose
-    preprocessing is outside it (``Preprocess``), and packs are written within it."""
+    """One range for every command, from names.py: bench stopped at 1024 px while train went to 2048; serve refuses a
+    model whose preprocessing is outside it (``Preprocess``). A crop resized by default (x 256/224) is at most 1792
+    px, since its resize must fit too: train refuses a larger one unless --resize-size is given, and bench always
+    resizes by default."""
     from alexnet.model import MIN_INPUT_SIZE
-    from alexnet.names import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE
+    from alexnet.names import MAX_CROP_DEFAULT_RESIZE, MAX_IMAGE_SIZE, MIN_IMAGE_SIZE
     from alexnet.preprocess import MAX_SIDE, Preprocess
 
-    fields = [{f.name: f for f in dataclasses.fields(c)}["image_size"].metadata for c in (TrainConfig, BenchConfig)]
-    assert [(m["low"], m["high"]) for m in fields] == [(MIN_IMAGE_SIZE, MAX_IMAGE_SIZE)] * 2
-    assert (MIN_IMAGE_SIZE, MAX_IMAGE_SIZE) == (MIN_INPUT_SIZE, MAX_SIDE)
-    BenchConfig(image_size=2048)  # train's largest crop can be benchmarked
-    TrainConfig(image_size=2048)
-    Preprocess(crop=2048, resize=2048)  # and served
-    for make in (BenchConfig, TrainConfig, lambda image_size: Preprocess(crop=image_size, resize=image_size)):
-        with pytest.raises(UserError, match="2049"):
-            make(image_size=2049)
+    train, bench = [
+        {f.name: f for f in dataclasses.fields(c)}["image_size"].metadata for c in (TrainConfig, BenchConfig)
+    ]
+    assert (train["low"], train["high"]) == (MIN_IMAGE_SIZE, MAX_IMAGE_SIZE) == (MIN_INPUT_SIZE, MAX_SIDE)
+    assert (bench["low"], bench["high"]) == (MIN_IMAGE_SIZE, MAX_CROP_DEFAULT_RESIZE)
+    largest = MAX_CROP_DEFAULT_RESIZE
+    assert Preprocess.for_crop(largest).resize == MAX_SIDE  # the largest crop the preprocessing takes by default
+    TrainConfig(image_size=largest), BenchConfig(image_size=largest)
+    TrainConfig(image_size=MAX_SIDE, resize_size=MAX_SIDE), Preprocess.for_crop(MAX_SIDE, resize=MAX_SIDE)
+    for make in (TrainConfig, BenchConfig, lambda image_size: Preprocess.for_crop(image_size)):
+        with pytest.raises(UserError, match=str(largest + 1)):
+            make(image_size=largest + 1)
         with pytest.raises(UserError, match="62"):
             make(image_size=62)
+    with pytest.raises(UserError, match=f"--image-size {MAX_SIDE + 1}"):
+        TrainConfig(image_size=MAX_SIDE + 1, resize_size=MAX_SIDE)
 
 
 @pytest.mark.parametrize(
     ("argv", "expected"),
     [
-        (["bench", "--image-size", "32"], "--image-size 32: must be an integer in [63, 2048]"),
+        (["bench", "--image-size", "32"], "--image-size 32: must be an integer in [63, 1792]"),
+        (["train", "--image-size", "2000"], "--image-size 2000: must be at most 1792 with the default resize"),
         (["bench", "--batch-size", "0"], "--batch-size 0: must be an integer >= 1"),
         (["bench", "--workers", "-1"], "--workers -1: must be an integer >= 0"),
         (["bench", "--min-time", "nan"], "--min-time nan: must be a number >= 0"),

@@ -6,7 +6,15 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from .names import ARCHS, DEVICE_HELP, DEVICE_PATTERN, MAX_IMAGE_SIZE, MIN_IMAGE_SIZE, PRECISIONS
+from .names import (
+    ARCHS,
+    DEVICE_HELP,
+    DEVICE_PATTERN,
+    MAX_CROP_DEFAULT_RESIZE,
+    MAX_IMAGE_SIZE,
+    MIN_IMAGE_SIZE,
+    PRECISIONS,
+)
 from .settings import setting, validate_fields
 
 
@@ -21,8 +29,10 @@ class BenchConfig:
     data: str | None = setting(None, "image folder, CIFAR or pack dir", flags=(), none_text="generated")
     arch: str = setting("alexnet", "architecture", choices=ARCHS)
     batch_size: int = setting(256, "images per step", low=1)
-    image_size: int = setting(224, "training crop in px", low=MIN_IMAGE_SIZE, high=MAX_IMAGE_SIZE,
-                              why="AlexNet's smallest input is 63 px")  # fmt: skip
+    # the images are packed at the crop's default resize (x 256/224), which must stay within MAX_IMAGE_SIZE
+    image_size: int = setting(224, "training crop in px", low=MIN_IMAGE_SIZE, high=MAX_CROP_DEFAULT_RESIZE,
+                              why="AlexNet's smallest input is 63 px; images are packed at crop x 256/224, at most "
+                              f"{MAX_IMAGE_SIZE} px")  # fmt: skip
     precision: str = setting(
         "auto", "autocast precision (auto: bf16 or fp16 on GPUs, fp32 on CPUs)", choices=PRECISIONS
     )

@@ -26,6 +26,7 @@ from .names import (
     DEFAULT_RECIPE,
     DEVICE_HELP,
     DEVICE_PATTERN,
+    MAX_CROP_DEFAULT_RESIZE,
     MAX_IMAGE_SIZE,
     MIN_IMAGE_SIZE,
     PRECISIONS,
@@ -164,6 +165,8 @@ class TrainConfig:
         validate_fields(self)
         if self.image_size is not None and self.resize_size is not None and self.resize_size < self.image_size:
             raise InvalidSetting("resize_size", self.resize_size, f"must be at least --image-size ({self.image_size})")
+        if self.image_size is not None and self.resize_size is None:
+            check_default_resize(self.image_size)
         if self.warmup_epochs is not None and self.epochs is not None and self.warmup_epochs > self.epochs:
             raise InvalidSetting("warmup_epochs", self.warmup_epochs, f"must be at most --epochs ({self.epochs})")
         if self.time_budget is not None:
@@ -175,6 +178,16 @@ class TrainConfig:
                 raise InvalidSetting("time_budget", self.time_budget, "must be between 1 second and 30 days")
         if self.overwrite and self.resume:
             raise InvalidSetting("overwrite", True, "contradicts --resume (one continues a run, the other erases it)")
+
+
+def check_default_resize(image_size: int) -> None:
+    """A crop whose default resize (x 256/224) would pass the largest side is refused now, naming the flags, rather
+    than by the preprocessing once the data is read."""
+    if image_size > MAX_CROP_DEFAULT_RESIZE:
+        raise InvalidSetting(
+            "image_size", image_size, f"must be at most {MAX_CROP_DEFAULT_RESIZE} with the default resize (crop x "
+            f"256/224 would be over {MAX_IMAGE_SIZE} px); give --resize-size up to {MAX_IMAGE_SIZE} for larger crops"
+        )  # fmt: skip
 
 
 def parse_duration(text: str) -> float:

@@ -15,7 +15,9 @@ DEFAULT_RECIPE = "fast"
 # One image-size range for every command (train, bench, and the preprocessing a served model carries): bench once
 # stopped at 1024 px while train went to 2048.
 MIN_IMAGE_SIZE = 63  # px: the smallest side for which AlexNet's three 3x3/2 max-pools still leave one pixel
-MAX_IMAGE_SIZE = 2048  # px: larger crops are refused (a 100000-px crop would allocate 120 GB per image)
+MAX_IMAGE_SIZE = 2048  # px: larger crops or resizes are refused (a 100000-px crop would allocate 120 GB per image)
+# px: the largest crop whose default resize (x 256/224, preprocess.default_resize) is still within MAX_IMAGE_SIZE
+MAX_CROP_DEFAULT_RESIZE = MAX_IMAGE_SIZE * 224 // 256  # 1792
 
 DEVICE_PATTERN = r"auto|cpu|mps|cuda(:\d+)?"  # what --device accepts (alexnet.device.resolve_device)
 DEVICE_HELP = "auto, cpu, cuda, cuda:N or mps"
