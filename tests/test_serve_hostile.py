@@ -333,3 +333,23 @@ def test_attack_benchmark_smoke(tmp_path):
     baseline, malformed = json.loads(out.read_text())["rows"]
     assert malformed["name"] == "malformed" and set(malformed["attack_statuses"]) == {"400"}
     assert baseline["legit"] >= 1 and malformed["peak_rss_mb"] > 0
+
+
+def test_a_request_that_times_out_gives_up_its_queued_decodes(predictor):
+    """504 at --timeout-s, and the images it had not started decoding are dropped: the next request waits for the
+    one decode running, not for the other 19."""
+    app = create_app(predictor, ServeConfig(decode_threads=1, timeout_s=1))
+    service, png = app.state.service, noise_png()
+    crop = service._crop
+
+    def slow_crop(image, name):
+        time.sleep(0.3)
+        return crop(image, name)
+
+    with TestClient(app) as c:
+        service._crop = slow_crop
+        r = c.post("/predict", files=[("file", (f"{i}.png", png)) for i in range(20)])  # 6 s of decoding
+        assert r.status_code == 504
+        start = time.monotonic()
+        assert c.post("/predict", content=png).status_code == 200
+        assert time.monotonic() - start < 2.5
