@@ -66,3 +66,25 @@ def normalize(
     fmt = memory_format if x.dim() == 4 else torch.contiguous_format
     out = torch.empty(x.shape, dtype=torch.float32, device=x.device, memory_format=fmt)
     return torch.addcmul(bias, x, scale, out=out)
+
+
+class Normalizer:
+    """The last step of every loader, on the training device: the paper's colour noise and the normalisation, in
+    one pass (``normalize``), into the memory format the model wants (channels-last if asked; 4-D batches only).
+
+    ``mean``, ``std``: 3 values, [0, 1] scale. ``pca``: ``(eigvals (3,), eigvecs (3, 3))`` with the eigenvalues
+    scaled as the loader draws its coefficients (times ``pca_std`` when the coefficients are N(0, 1)), or None.
+    """
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float], *, device: torch.device,
+                 pca: tuple | None = None, channels_last: bool = False) -> None:  # fmt: skip
+        self.mean = torch.as_tensor(mean, dtype=torch.float32).to(device)
+        self.std = torch.as_tensor(std, dtype=torch.float32).to(device)
+        self.pca = None if pca is None else tuple(torch.as_tensor(t, dtype=torch.float32).to(device) for t in pca)
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+
+    def __call__(self, x: torch.Tensor, alpha: torch.Tensor | None = None) -> torch.Tensor:
+        """uint8 (or [0, 1] float) ``(B, 3, c, c)`` or ten crops ``(B, 10, 3, c, c)`` on the device -> normalised
+        float32; ``alpha`` ``(B, 3)`` on the device: each image's colour-noise coefficients (ignored without pca)."""
+        shift = None if alpha is None or self.pca is None else pca_shift(alpha, *self.pca)  # (B, 3) RGB per image
+        return normalize(x, self.mean, self.std, shift, memory_format=self.memory_format)

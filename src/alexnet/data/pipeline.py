@@ -76,7 +76,8 @@ def build_data(
     log: Callable[[str], None] = print,
 ) -> DataBundle:
     """Loaders for ``dataset`` as ``cfg`` says (``cfg.batch_size`` and ``cfg.image_size`` resolved, see
-    ``alexnet.auto``). Image files that fit in memory are decoded once into RAM (``cfg.in_memory``, ``loading.memory``)."""
+    ``alexnet.auto``). Image files that fit in memory are decoded once into RAM (``cfg.in_memory``,
+    ``loading.memory``)."""
     if cfg.batch_size % world_size:
         raise UserError(f"--batch-size {cfg.batch_size} is not divisible by the {world_size} processes")
     per_rank = cfg.batch_size // world_size

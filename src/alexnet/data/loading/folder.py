@@ -27,7 +27,7 @@ import torchvision.transforms.functional  # noqa: F401
 from torch.utils.data import DataLoader, Dataset
 
 from ..decode import DecodeError
-from ..device_ops import normalize, pca_shift
+from ..device_ops import Normalizer
 from ..sampling import generator, loader_batches
 from ..split import Split
 from ..transforms import EvalTransform, TenCrop, TrainTransform
@@ -129,14 +129,10 @@ class FolderLoader:
         self.device = torch.device(device)
         self.channels_last, self.ten_crop = channels_last, ten_crop
         self.workers, self.max_bad_fraction = workers, max_bad_fraction
-        self.mean = torch.tensor(mean, dtype=torch.float32, device=self.device)
-        self.std = torch.tensor(std, dtype=torch.float32, device=self.device)
         use_pca = train and pca is not None and pca_std > 0
-        self.pca = None
-        if use_pca:
-            eigvals = torch.as_tensor(pca["eigvals"], dtype=torch.float32, device=self.device)
-            eigvecs = torch.as_tensor(pca["eigvecs"], dtype=torch.float32, device=self.device)
-            self.pca = (eigvals * pca_std, eigvecs)
+        # alpha ~ N(0, 1) per image (drawn with its crop), so the eigenvalues carry pca_std
+        scaled = (torch.as_tensor(pca["eigvals"], dtype=torch.float32) * pca_std, pca["eigvecs"]) if use_pca else None
+        self.normalize = Normalizer(mean, std, device=self.device, pca=scaled, channels_last=channels_last)
         if train:
             transform = TrainTransform(preset=preset, crop_size=crop_size, resize_size=resize_size)
         elif ten_crop:
@@ -199,9 +195,5 @@ class FolderLoader:
     def _to_device(self, x: torch.Tensor, y: torch.Tensor, alpha: torch.Tensor | None):
         x = x.to(self.device, non_blocking=True)  # uint8 (B, 3, S, S), or (B, 10, 3, S, S) for ten crops
         y = y.to(self.device, non_blocking=True)
-        shift = None
-        if self.pca is not None and alpha is not None:
-            eigvals, eigvecs = self.pca
-            shift = pca_shift(alpha.to(self.device, non_blocking=True), eigvals, eigvecs)  # (B, 3) RGB per image
-        fmt = torch.channels_last if self.channels_last else torch.contiguous_format
-        return normalize(x, self.mean, self.std, shift, memory_format=fmt), y
+        alpha = None if alpha is None else alpha.to(self.device, non_blocking=True)
+        return self.normalize(x, alpha), y

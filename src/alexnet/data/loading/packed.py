@@ -26,7 +26,7 @@ import torch
 
 from ...errors import UserError
 from .. import batch_aug as A
-from ..device_ops import normalize, pca_shift
+from ..device_ops import Normalizer
 from ..pack.reader import PackedSplit, open_packed
 from ..presets import PRESETS
 from ..sampling import loader_batches
@@ -91,13 +91,10 @@ class PackedLoader:
         if gather_threads is None:
             gather_threads = 1 if self.device.type == "cpu" else min(8, os.cpu_count() or 1)
         self.prefetch, self.gather_threads = max(1, prefetch), max(1, gather_threads)
-        self.mean, self.std = A.as_tensor3(mean, self.device), A.as_tensor3(std, self.device)
         self.pca_std = pca_std if (train and pca is not None and pca_std > 0 and preset == "paper") else None
-        if self.pca_std is not None:
-            self.eigvals, self.eigvecs = (
-                A.as_tensor3(pca["eigvals"], self.device),
-                A.as_tensor3(pca["eigvecs"], self.device),
-            )
+        # alpha is drawn times pca_std (batch_aug.sample_paper), so the eigenvalues go in as they are
+        scaled = (pca["eigvals"], pca["eigvecs"]) if self.pca_std is not None else None
+        self.normalize = Normalizer(mean, std, device=self.device, pca=scaled, channels_last=channels_last)
         self.labels = torch.from_numpy(np.asarray(self.data.labels, dtype=np.int64))
         self.bad_files: list[tuple[str, str]] = []  # bad files were skipped when packing
         self.epoch, self.start_batch, self.next_batch = 0, 0, 0
@@ -227,16 +224,13 @@ class PackedLoader:
 
     def _augment(self, x: torch.Tensor, params: A.AugParams | None) -> torch.Tensor:
         """uint8 (B, S, S, 3) on the device -> normalised float32 batch (a new tensor: the staging buffer is free)."""
-        crop, shift = self.crop_size, None
-        fmt = torch.channels_last if self.channels_last else torch.contiguous_format
+        crop = self.crop_size
         if params is None and self.ten_crop:
-            return normalize(A.ten_crop(x, crop), self.mean, self.std)  # (B, 10, 3, crop, crop)
+            return self.normalize(A.ten_crop(x, crop))  # (B, 10, 3, crop, crop)
         if params is None:
             out = center_crop(x.permute(0, 3, 1, 2), crop)  # (B, 3, crop, crop) view
         elif self.preset == "paper":
             out = A.crop_flip(x, params.top, params.left, params.flip, crop)
         else:
             out = A.resized_crop_flip(x, params.boxes, params.flip, crop)
-        if params is not None and params.alpha is not None:
-            shift = pca_shift(params.alpha, self.eigvals, self.eigvecs)
-        return normalize(out, self.mean, self.std, shift, memory_format=fmt)
+        return self.normalize(out, None if params is None else params.alpha)
