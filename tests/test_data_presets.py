@@ -74,3 +74,30 @@ def test_pca_noise_coefficients_agree() -> None:
         assert np.abs(x.mean(0)).max() < 0.06 and np.abs(x.std(0) - 1).max() < 0.05
         assert np.abs(np.corrcoef(x.T) - np.eye(3)).max() < 0.06  # three independent coefficients
     assert np.abs(np.quantile(per_image, [0.1, 0.5, 0.9]) - np.quantile(batched, [0.1, 0.5, 0.9])).max() < 0.08
+
+
+def test_colour_noise_belongs_to_the_paper_preset_in_both_loaders(tmp_path) -> None:
+    """The packed loader adds PCA noise for ``paper`` only; the folder loader added it to ``torchvision`` too."""
+    from PIL import Image
+
+    from alexnet.data.loading import make_loader
+    from alexnet.data.loading.memory import load_into_memory
+    from alexnet.preprocess import Preprocess
+
+    rng = np.random.default_rng(0)
+    files = []
+    for i in range(8):
+        files.append(str(tmp_path / f"{i}.png"))
+        Image.fromarray(rng.integers(0, 256, (80, 80, 3), dtype=np.uint8)).save(files[-1])
+    split = Split("train", files, [i % 2 for i in range(8)], ["a", "b"], str(tmp_path))
+    pre = Preprocess(crop=64, resize=72, mean=[0.5] * 3, std=[0.25] * 3)
+    pca = {"eigvals": [0.2, 0.02, 0.005], "eigvecs": np.eye(3).tolist()}
+    memory, _ = load_into_memory(split, 72)
+
+    def batches(source, preset: str, noise: dict | None) -> list[torch.Tensor]:
+        loader = make_loader(source, pre, batch_size=4, train=True, preset=preset, pca=noise, pca_std=0.5, workers=0)
+        return [x for x, _ in loader]
+
+    for s in (split, memory):  # the folder loader, the packed loader (in-memory)
+        assert all(torch.equal(a, b) for a, b in zip(batches(s, "torchvision", pca), batches(s, "torchvision", None)))
+        assert not any(torch.equal(a, b) for a, b in zip(batches(s, "paper", pca), batches(s, "paper", None)))

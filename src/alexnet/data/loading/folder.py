@@ -129,7 +129,7 @@ class FolderLoader:
         self.device = torch.device(device)
         self.channels_last, self.ten_crop = channels_last, ten_crop
         self.workers, self.max_bad_fraction = workers, max_bad_fraction
-        use_pca = train and pca is not None and pca_std > 0
+        use_pca = train and pca is not None and pca_std > 0 and preset == "paper"  # colour noise: the paper's preset
         # alpha ~ N(0, 1) per image (drawn with its crop), so the eigenvalues carry pca_std
         scaled = (torch.as_tensor(pca["eigvals"], dtype=torch.float32) * pca_std, pca["eigvecs"]) if use_pca else None
         self.normalize = Normalizer(mean, std, device=self.device, pca=scaled, channels_last=channels_last)
