@@ -2,6 +2,8 @@
 
 Each command lives in its own module here with ``register(subparsers)``, which adds the parser and sets
 ``func(args) -> int``. Only this package sees argparse; it turns flags into explicit arguments for the library.
+Commands with a settings class (train, serve, bench, explain) generate their flags from its fields with
+``_settings.add_settings``: to add a setting, add a field with ``alexnet.settings.setting`` and the flag follows.
 
 Building the parser must stay fast (``alexnet --help`` builds every subparser): no module of this package imports
 torch, torchvision or numpy at import time; ``run`` functions import what they need. Every parser in the tree is an
