@@ -14,6 +14,8 @@ Endpoints (every error is JSON ``{"error": "..."}`` with a 4xx or 5xx status, ne
   server runs with ``--explain`` (404 then); 501 for ``.onnx`` models (no gradients) and when a needed extra is
   missing. One request at a time (a backward pass per image), at most ``--explain-max-images`` images in the server.
 - ``GET /metrics``: Prometheus text (requests by endpoint and status, latency, batch sizes, queue depth).
+- ``GET /openapi.json``: FastAPI's OpenAPI schema of these routes, with the bodies the POST routes read. No
+  ``/docs`` or ``/redoc`` page: those load their scripts from a CDN, and the server may have no internet.
 
 Status codes: 400 a malformed request (values it quotes are cut short), 404 an unknown endpoint or model, 408 the
 body did not arrive within ``--timeout-s`` or arrived slower than ``--min-upload-kb-s``, 413 a body over
@@ -43,7 +45,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..errors import UserError
-from . import v2
+from . import schema, v2
 from .admission import Admitted, admit
 from .config import ServeConfig
 from .metrics import Observe
@@ -80,7 +82,16 @@ def create_app(predictor: Predictor, config: ServeConfig | None = None, *, model
         yield
         await asyncio.to_thread(service.stop)
 
-    app = FastAPI(title="alexnet serve", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app = FastAPI(
+        title="alexnet serve",
+        version=v2.server_metadata()["version"],
+        description="Image classification with an AlexNet model: /predict, the Open Inference Protocol v2 under /v2, "
+        'Grad-CAM at /explain (with --explain), Prometheus /metrics. Errors are JSON {"error": "..."}.',
+        lifespan=lifespan,
+        docs_url=None,  # the docs pages load JavaScript from a CDN: the schema alone, for offline tools
+        redoc_url=None,
+        openapi_url="/openapi.json",
+    )
     app.state.service = service
     if config.cors:
         from fastapi.middleware.cors import CORSMiddleware
@@ -133,14 +144,17 @@ def _add_page_routes(app: FastAPI, service: Service) -> None:
 
     @app.get("/", response_class=HTMLResponse)
     async def index() -> HTMLResponse:
+        """The page: drop images, see each one's top-5 (and Grad-CAM with --explain)."""
         return HTMLResponse(page, headers=PAGE_HEADERS)
 
     @app.get("/info")
     async def info() -> dict[str, Any]:
+        """The model's name, file, architecture, classes and preprocessing, and the server's limits."""
         return service.info()
 
     @app.get("/metrics")
     async def metrics() -> Response:
+        """Prometheus text: requests by endpoint and status, latency, batch sizes, queue depth."""
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
         return Response(generate_latest(service.metrics.registry), media_type=CONTENT_TYPE_LATEST)
@@ -170,8 +184,9 @@ def _answer(service: Service, results: list[dict[str, Any]], **fields: Any) -> J
 def _add_prediction_routes(app: FastAPI, service: Service) -> None:
     config = service.config
 
-    @app.post("/predict")
+    @app.post("/predict", openapi_extra=schema.PREDICT)
     async def predict(request: Request) -> JSONResponse:
+        """The top-k classes of each image."""
         topk = parse_topk(request.query_params.get("topk"))
         async with admit(request, service, _images_of(config.queue, "--queue")) as req:
             answers = await service.within(service.probabilities(req.images), req.deadline, 504, "answering")
@@ -187,8 +202,9 @@ def _add_prediction_routes(app: FastAPI, service: Service) -> None:
                 service.metrics.images.labels("ok").inc()
         return _answer(service, results)
 
-    @app.post("/explain")
+    @app.post("/explain", openapi_extra=schema.EXPLAIN)
     async def explain(request: Request) -> JSONResponse:
+        """Where the network looked: a Grad-CAM overlay per image."""
         unavailable = service.explain_unavailable()
         if unavailable is not None:
             raise HTTPError(*unavailable)
@@ -228,23 +244,28 @@ def _add_v2_routes(app: FastAPI, service: Service) -> None:
 
     @app.get("/v2")
     async def v2_server() -> dict[str, Any]:
+        """v2 server metadata."""
         return v2.server_metadata()
 
     @app.get("/v2/health/live")
     async def v2_live() -> dict[str, bool]:
+        """v2 liveness: the process answers."""
         return {"live": True}
 
     @app.get("/v2/health/ready")
     async def v2_ready() -> JSONResponse:
+        """v2 readiness: 200 when the model answers, else 503."""
         return JSONResponse({"ready": service.ready}, status_code=200 if service.ready else 503)
 
     @app.get("/v2/models/{name}")
     async def v2_model(name: str) -> dict[str, Any]:
+        """v2 model metadata: the input and output tensors."""
         service.check_model(name)
         return v2.model_metadata(service.name, service.backend, len(service.classes))
 
     @app.get("/v2/models/{name}/ready")
     async def v2_model_ready(name: str) -> JSONResponse:
+        """v2 model readiness."""
         service.check_model(name)
         return JSONResponse({"name": service.name, "ready": service.ready}, status_code=200 if service.ready else 503)
 
@@ -252,8 +273,9 @@ def _add_v2_routes(app: FastAPI, service: Service) -> None:
         req = v2.parse_infer_request(body, b.max_image_pixels, b.max_image_aspect, config.queue)
         return [(f"image {i}", im) for i, im in enumerate(req.pop("images"))], req
 
-    @app.post("/v2/models/{name}/infer")
+    @app.post("/v2/models/{name}/infer", openapi_extra=schema.V2_INFER)
     async def v2_infer(name: str, request: Request) -> dict[str, Any]:
+        """v2 inference: the probabilities of each image."""
         service.check_model(name)
         async with admit(request, service, parse) as req:
             answers = await service.within(service.probabilities(req.images), req.deadline, 504, "answering")
