@@ -7,7 +7,14 @@ import torch
 
 from alexnet.config import RECIPES, TrainConfig, resolve_config
 from alexnet.errors import UserError
-from alexnet.evaluate import confusion_matrix, evaluate, ten_crop_probs, topk_correct
+from alexnet.evaluate import (
+    confusion_matrix,
+    evaluate,
+    format_report,
+    precision_recall_f1,
+    ten_crop_probs,
+    topk_correct,
+)
 from alexnet.training.schedule import Plateau, lr_factor
 
 
@@ -67,6 +74,26 @@ def test_evaluate_report_by_hand():
     assert report["per_class"] == {"a": 1.0, "b": 1.0, "c": 0.5}
     expected = torch.nn.functional.cross_entropy(table, y).item()
     assert report["loss"] == pytest.approx(expected, rel=1e-6)
+    # by hand from the confusion matrix: b is predicted twice (once right), c is found once of twice
+    assert report["precision"] == pytest.approx({"a": 1.0, "b": 0.5, "c": 1.0})
+    assert report["recall"] == pytest.approx({"a": 1.0, "b": 1.0, "c": 0.5})
+    assert report["f1"] == pytest.approx({"a": 1.0, "b": 2 / 3, "c": 2 / 3})  # 2PR / (P + R)
+    assert report["support"] == {"a": 1, "b": 1, "c": 2}
+    assert report["macro"] == pytest.approx({"precision": 5 / 6, "recall": 5 / 6, "f1": 7 / 9})
+    text = format_report(report)
+    assert "macro precision: 83.33%  recall: 83.33%  F1: 77.78%" in text
+    assert text.splitlines()[-1].split() == ["a", "100.0%", "100.0%", "100.0%", "1"]  # lowest F1 first, a last
+
+
+def test_precision_recall_f1_conventions():
+    # class 2 never occurs and is never predicted: 0 everywhere, and left out of the macro means (as sklearn does);
+    # class 1 is never predicted: precision 0 (nothing to count), recall 0, F1 0
+    conf = torch.tensor([[3, 0, 0], [2, 0, 0], [0, 0, 0]])
+    m = precision_recall_f1(conf)
+    assert m["precision"] == pytest.approx([3 / 5, 0.0, 0.0])
+    assert m["recall"] == pytest.approx([1.0, 0.0, 0.0])
+    assert m["f1"] == pytest.approx([2 * 0.6 / 1.6, 0.0, 0.0])
+    assert m["macro"] == pytest.approx({"precision": 0.3, "recall": 0.5, "f1": 0.6 / 1.6})
 
 
 def test_evaluate_ten_crop_path():

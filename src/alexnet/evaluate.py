@@ -32,6 +32,34 @@ def confusion_matrix(preds: torch.Tensor, labels: torch.Tensor, num_classes: int
     return torch.bincount(idx, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
 
 
+def precision_recall_f1(confusion: torch.Tensor) -> dict:
+    """Per-class precision, recall and F1 from a (C, C) confusion matrix (rows true, columns predicted), and their
+    unweighted (macro) means.
+
+    Returns ``{"precision": [C], "recall": [C], "f1": [C], "support": [C], "macro": {"precision", "recall", "f1"}}``.
+    A ratio with nothing to count (a class never predicted has no precision) is 0; the macro means are over the classes
+    that occur among the labels or the predictions, as sklearn's ``precision_recall_fscore_support`` does by default,
+    so a class absent from the split does not pull them down.
+    """
+    conf = confusion.double()
+    tp = conf.diag()
+    predicted, actual = conf.sum(dim=0), conf.sum(dim=1)  # (C,) column and row totals
+    precision = torch.where(predicted > 0, tp / predicted.clamp_min(1), 0.0)
+    recall = torch.where(actual > 0, tp / actual.clamp_min(1), 0.0)
+    denom = precision + recall
+    f1 = torch.where(denom > 0, 2 * precision * recall / denom.clamp_min(1e-300), 0.0)
+    seen = (predicted + actual) > 0
+    macro = {k: (v[seen].mean().item() if seen.any() else 0.0) for k, v in
+             (("precision", precision), ("recall", recall), ("f1", f1))}  # fmt: skip
+    return {
+        "precision": precision.tolist(),
+        "recall": recall.tolist(),
+        "f1": f1.tolist(),
+        "support": actual.long().tolist(),
+        "macro": macro,
+    }
+
+
 def ten_crop_probs(logits: torch.Tensor) -> torch.Tensor:
     """paper §4.1: average the softmax over the ten views. ``logits`` (B, 10, C) -> probabilities (B, C)."""
     return logits.float().softmax(dim=-1).mean(dim=1)
@@ -52,8 +80,10 @@ def evaluate(
     """Run ``model`` in eval mode over ``(x, y)`` batches; x is (B, 3, H, W) or (B, 10, 3, H, W) for ten crops.
     ``desc``: show progress under this name (a bar on a terminal, a line every 30 s elsewhere).
 
-    Returns ``{"count", "loss", "top1", "top5", "per_class": {name: acc}, "confusion": [[int]], "classes"}``; loss is
-    the mean cross-entropy (of the averaged ten-crop probabilities when ten crops are given).
+    Returns ``{"count", "loss", "top1", "top5", "per_class": {name: acc}, "precision" / "recall" / "f1" /
+    "support": {name: value}, "macro": {"precision", "recall", "f1"}, "confusion": [[int]], "classes"}``; loss is the
+    mean cross-entropy (of the averaged ten-crop probabilities when ten crops are given); per-class accuracy is the
+    class's recall; see ``precision_recall_f1`` for the conventions.
     """
     device = torch.device(device)
     was_training = model.training
@@ -88,27 +118,41 @@ def evaluate(
     names = list(classes) if classes is not None else [str(i) for i in range(num_classes)]
     per_class_total = conf.sum(dim=1).clamp_min(1)
     per_class = (conf.diag().double() / per_class_total).tolist()
+    prf = precision_recall_f1(conf)
     return {
         "count": int(count.item()),
         "loss": loss_sum.item() / n,
         "top1": correct[0].item() / n,
         "top5": correct[1].item() / n,
         "per_class": dict(zip(names, per_class)),
+        **{k: dict(zip(names, prf[k])) for k in ("precision", "recall", "f1", "support")},
+        "macro": prf["macro"],
         "confusion": conf.tolist(),
         "classes": names,
     }
 
 
 def format_report(report: dict, max_classes: int = 20) -> str:
-    """A short human summary: totals, then the worst classes."""
+    """A short human summary: totals, macro precision / recall / F1, then a table of the classes with the lowest F1
+    (at most ``max_classes`` rows; all of them when there are no more)."""
     lines = [
         f"images: {report['count']}  loss: {report['loss']:.4f}  "
         f"top-1: {100 * report['top1']:.2f}%  top-5: {100 * report['top5']:.2f}%"
     ]
-    per_class = sorted(report["per_class"].items(), key=lambda kv: kv[1])
-    if per_class:
-        shown = per_class[:max_classes]
-        lines.append("lowest per-class top-1: " + ", ".join(f"{name} {100 * acc:.1f}%" for name, acc in shown))
+    m = report["macro"]
+    lines.append(f"macro precision: {100 * m['precision']:.2f}%  recall: {100 * m['recall']:.2f}%  "
+                 f"F1: {100 * m['f1']:.2f}%")  # fmt: skip
+    rows = sorted(report["f1"], key=lambda c: (report["f1"][c], c))
+    if not rows:
+        return "\n".join(lines)
+    shown = rows[:max_classes]
+    width = max(5, *(len(c) for c in shown))
+    title = "per class" if len(shown) == len(rows) else f"the {len(shown)} classes of {len(rows)} with the lowest F1"
+    lines.append(f"{title}:")
+    lines.append(f"  {'class':<{width}}  precision  recall      F1  images")  # each column right-aligned
+    for c in shown:
+        p, r, f = (100 * report[k][c] for k in ("precision", "recall", "f1"))
+        lines.append(f"  {c:<{width}}  {p:8.1f}%  {r:5.1f}%  {f:5.1f}%  {report['support'][c]:6d}")
     return "\n".join(lines)
 
 
