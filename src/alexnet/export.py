@@ -6,7 +6,9 @@
   onnxruntime runs random inputs and the outputs must match PyTorch's to ``atol`` (1e-4 in fp32) or it fails loudly.
 - ``pt2``: a ``torch.export`` program (``torch.jit.trace`` is deprecated from torch 2.10 on; this is not TorchScript)
   saved as a ``.pt2`` archive with ``alexnet.json`` (classes, preprocessing) inside; load it with
-  ``torch.export.load(path).module()``.
+  ``torch.export.load(path).module()``, but only a file you trust: that unpickles parts of it, so a crafted archive
+  runs code. ``alexnet predict``, ``evaluate`` and ``serve`` refuse ``.pt2`` for that reason
+  (``weights.refuse_program``).
 - ``safetensors``: the weights plus a JSON sidecar (arch, num_classes, classes, preprocess, config, model_kwargs),
   which ``alexnet.load`` and ``weights.model_from_file`` read back.
 

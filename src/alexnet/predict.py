@@ -43,18 +43,13 @@ def load(model_path: str | os.PathLike, *, device: str = "auto", precision: str 
     Weights (our checkpoint, torchvision ``.pth``, ``.safetensors`` + sidecar) give a ``Predictor`` running PyTorch
     on ``device`` in ``precision`` (fp32, or autocast bf16 / fp16 / auto: see ``alexnet.device``). An ``.onnx``
     export (``alexnet export``) gives an ``OnnxPredictor`` running onnxruntime, with the same methods except
-    ``features``.
+    ``features``. A ``.pt2`` archive is refused in one line (``torch.export.load`` can run code from the file).
     """
     suffix = Path(model_path).suffix.lower()
     if not Path(model_path).is_file():
         raise UserError(f"{model_path}: no such model file")
     if suffix == ".onnx":
         return OnnxPredictor(model_path, device=device, precision=precision)
-    if suffix == ".pt2":
-        raise UserError(
-            f"{model_path}: a torch.export archive runs with torch.export.load(path).module(); "
-            "alexnet.load takes the checkpoint or an .onnx export"
-        )
     from .weights import model_from_file
 
     model, meta = model_from_file(model_path)

@@ -5,6 +5,8 @@ Formats read:
 - our checkpoints (``RUN_DIR/checkpoints/*.pt``): a dict with ``format == "alexnet-checkpoint"`` and ``model``;
 - ``.safetensors`` weights, optionally with a JSON sidecar (``NAME.json``) written by ``alexnet export``.
 
+``torch.export`` archives (``.pt2``) are refused: ``torch.export.load`` can run code from the file.
+
 Checkpoint layout (version 1), all plain tensors / numbers / strings so ``weights_only=True`` can read it::
 
     format, version, arch, num_classes, model_kwargs, model (state_dict), classes, preprocess,
@@ -94,15 +96,41 @@ def _torch_load(path: Path) -> Any:
         raise WeightsError(f"{path}: not a readable weights file ({first})") from None
 
 
+def refuse_program(path: str | os.PathLike) -> WeightsError:
+    """The one line for a ``torch.export`` archive (``.pt2``): refused, because ``torch.export.load`` unpickles parts
+    of it without ``weights_only`` (it falls back to full pickle when the safe loader fails: checked on torch 2.14), so
+    a crafted file runs code. tests/test_pt2.py shows it doing so."""
+    return WeightsError(
+        f"{path}: a torch.export archive (.pt2) is not loaded here: loading one can run code hidden in the file. Use "
+        "the checkpoint it was exported from, or an .onnx or .safetensors export (alexnet export MODEL --format onnx)"
+    )
+
+
+def is_program(path: Path) -> bool:
+    """Whether ``path`` is a ``torch.export`` archive, by its suffix or, renamed, by the zip entries torch writes."""
+    import zipfile
+
+    if path.suffix.lower() == ".pt2":
+        return True
+    try:
+        with zipfile.ZipFile(path) as z:
+            return any(n.endswith(("/archive_format", "serialized_exported_program.json")) for n in z.namelist())
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return False
+
+
 def read_file(path: str | os.PathLike) -> dict[str, Any]:
     """Read any supported weights file into a dict with at least ``model`` (a state dict without prefixes).
 
     Our checkpoints come back whole (with ``classes``, ``preprocess``, ``config``...); torchvision files and bare
-    safetensors come back as ``{"model": state_dict}`` plus whatever a JSON sidecar adds.
+    safetensors come back as ``{"model": state_dict}`` plus whatever a JSON sidecar adds. A ``.pt2`` archive is
+    refused (``refuse_program``).
     """
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"{path}: no such weights file")
+    if is_program(path):
+        raise refuse_program(path)
     if path.suffix == ".safetensors":
         from safetensors import SafetensorError
         from safetensors.torch import load_file

@@ -3,7 +3,8 @@
 ONNX and pt2 (a ``torch.export`` archive) are run on random inputs after writing and compared with PyTorch (max abs
 diff <= 1e-4 in fp32); a mismatch is an error. safetensors writes the weights plus a ``.json`` sidecar that
 ``alexnet.load`` reads back. Every format carries the class names and the preprocessing; ``alexnet predict`` and
-``alexnet evaluate`` run ``.onnx`` files through onnxruntime.
+``alexnet evaluate`` run ``.onnx`` files through onnxruntime. A ``.pt2`` is for ``torch.export.load`` in a program
+of yours, on files you trust: loading one can run code hidden in it, so predict, evaluate and serve refuse it.
 """
 
 from __future__ import annotations
