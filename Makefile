@@ -2,7 +2,7 @@
 # `make demo` and `make test` install what is missing first, so a fresh clone needs only Python 3.11 and pip.
 PYTHON ?= python3
 PIP := $(PYTHON) -m pip install --quiet --disable-pip-version-check
-EXTRAS ?= dev,onnx,plots,video,yaml,imagenet,serve,explain
+EXTRAS ?= dev,onnx,plots,video,yaml,imagenet,serve,explain,medical
 
 .PHONY: install demo test lint format bench
 

@@ -19,8 +19,10 @@ import torch
 
 from ..errors import UserError
 from ..limits import limits, read_bounded
+from . import dicom
+from . import window as window_mod
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".dcm", ".dicom")
 _EXIF_ORIENTATION = 0x0112
 
 
@@ -78,15 +80,21 @@ def read_header(data: bytes, name: str, *, max_pixels: int | None = None, max_as
 
 
 def decode_image(
-    src: str | os.PathLike | bytes, *, max_pixels: int | None = None, name: str | None = None
+    src: str | os.PathLike | bytes,
+    *,
+    max_pixels: int | None = None,
+    name: str | None = None,
+    window: str = "auto",
+    channels: int = 3,
 ) -> torch.Tensor:
-    """Decode a file path or encoded bytes to a ``uint8 (3, H, W)`` RGB tensor.
+    """Decode a file path or encoded bytes to a ``uint8 (3, H, W)`` RGB tensor (``(1, H, W)`` with ``channels=1``).
 
     Grayscale, palette, CMYK, 16-bit and EXIF-rotated images become upright RGB; transparent pixels are composited
     on white. The file's content decides the format, not its extension. Raises ``DecodeError`` naming ``name``
     (default: the path) for empty, truncated, non-image, non-regular or too large files, and its subclass
     ``DecodeBoundsError`` for images over the pixel or aspect-ratio bounds. Messages hold the name and the reason
-    only (no Python object reprs).
+    only (no Python object reprs). DICOMs and 16-bit grayscale images are windowed with ``window``
+    (``data.window``: auto, minmax, lung, bone, brain, soft-tissue, C,W or pLOW-pHIGH).
     """
     if isinstance(src, (bytes, bytearray, memoryview)):
         data, name = bytes(src), name or "<bytes>"
@@ -96,17 +104,29 @@ def decode_image(
             data = read_bounded(src, limits().max_image_file_bytes, "image")
         except UserError as e:
             raise DecodeError(str(e)) from None
+    if channels not in (1, 3):
+        raise UserError(f"channels {channels}: must be 1 (grayscale) or 3 (RGB)")
+    if dicom.is_dicom(data):
+        bounds = limits()
+        a = dicom.decode(
+            data,
+            name,
+            max_pixels=bounds.max_image_pixels if max_pixels is None else max_pixels,
+            max_aspect=bounds.max_image_aspect,
+            window=window,
+        )
+        return _to_tensor(a, channels)
     img = read_header(data, name, max_pixels=max_pixels)
     if _fast_jpeg(img, data):
         try:
             from torchvision.io import ImageReadMode, decode_jpeg
 
             buf = torch.frombuffer(bytearray(data), dtype=torch.uint8)
-            return decode_jpeg(buf, mode=ImageReadMode.RGB)
+            return decode_jpeg(buf, mode=ImageReadMode.RGB if channels == 3 else ImageReadMode.GRAY)
         except Exception:  # odd JPEG flavours libjpeg-turbo rejects: let Pillow try
             pass
     try:
-        return _pillow_to_tensor(img)
+        return _to_tensor(_pillow_to_array(img, window), channels)
     except DecodeError:
         raise
     except Exception as e:
@@ -127,24 +147,34 @@ def _fast_jpeg(img, data: bytes) -> bool:
     return orientation in (None, 1)
 
 
-def _pillow_to_tensor(img) -> torch.Tensor:
+def _to_tensor(a: np.ndarray, channels: int) -> torch.Tensor:
+    """uint8 ``(H, W)`` gray or ``(H, W, 3)`` RGB -> ``(channels, H, W)``: gray repeated, or RGB to luma."""
+    if a.ndim == 3 and channels == 1:  # ITU-R 601-2 luma, as Pillow's convert("L"): L = (299 R + 587 G + 114 B) / 1000
+        a = ((a.astype(np.uint32) @ np.array([299, 587, 114], np.uint32) + 500) // 1000).astype(np.uint8)
+    if a.ndim == 2:
+        t = torch.from_numpy(np.array(a, dtype=np.uint8))[None]  # copy: Pillow arrays are read-only
+        return t if channels == 1 else t.expand(3, -1, -1).contiguous()
+    return torch.from_numpy(np.array(a)).permute(2, 0, 1).contiguous()
+
+
+def _pillow_to_array(img, window: str = "auto") -> np.ndarray:
+    """uint8 ``(H, W)`` for grayscale images, ``(H, W, 3)`` for the rest."""
     from PIL import Image, ImageOps
 
     img.load()  # raises OSError on truncated data (LOAD_TRUNCATED_IMAGES is off)
     img = ImageOps.exif_transpose(img)
     mode = img.mode
     if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
-        # 16-bit grayscale: Pillow's convert("RGB") would clip at 255 instead of scaling.
-        a = np.asarray(img).astype(np.int64)
-        a = np.clip(a, 0, 65535) // 257
-        a = np.repeat(a.astype(np.uint8)[:, :, None], 3, axis=2)
-    elif mode == "F":
-        a = np.clip(np.asarray(img), 0, 255).astype(np.uint8)
-        a = np.repeat(a[:, :, None], 3, axis=2)
-    elif mode in ("RGBA", "LA", "PA", "La", "RGBa") or (mode == "P" and "transparency" in img.info):
+        # 16-bit grayscale: windowed (Pillow's convert("RGB") would clip at 255); "auto" scales the full 16-bit range.
+        return window_mod.apply(np.asarray(img), window, full=(0.0, 65535.0))
+    if mode == "F":
+        return np.clip(np.asarray(img), 0, 255).astype(np.uint8)
+    if mode in ("L", "1"):
+        return np.asarray(img.convert("L"))
+    if mode in ("RGBA", "LA", "PA", "La", "RGBa") or (mode == "P" and "transparency" in img.info):
         rgba = img.convert("RGBA")
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         a = np.asarray(Image.alpha_composite(white, rgba).convert("RGB"))
-    else:  # RGB, L, 1, P, CMYK, YCbCr, LAB, HSV
+    else:  # RGB, P, CMYK, YCbCr, LAB, HSV
         a = np.asarray(img if mode == "RGB" else img.convert("RGB"))
-    return torch.from_numpy(np.array(a)).permute(2, 0, 1).contiguous()  # copy: Pillow arrays are read-only
+    return a

@@ -1,0 +1,278 @@
+"""DICOM files as images (pydicom, the ``medical`` extra): pixel data -> modality LUT -> VOI window -> uint8.
+
+The header is checked before any pixel is decoded: rows x columns x frames against ``max_image_pixels`` and the
+aspect bound (``alexnet.limits``), the pixel data's length against what the header declares (a truncated file), the
+pixel module's values (a wrong VR), DICOMDIRs and files without pixel data; each is one ``DecodeError`` line naming
+the file. Multi-frame files give their first frame (only that frame is decoded), said once per process on stderr.
+
+Privacy: a DICOM header carries patient names, IDs and birth dates. Nothing here reads, prints or raises with any
+element outside the image pixel module, the transfer syntax, the modality and the pixel spacing; pydicom's own
+warnings (which may quote element values) are silenced while a file is read. Messages name the file path only.
+"""
+
+from __future__ import annotations
+
+import io
+import sys
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import window as windowing
+
+MAGIC_OFFSET = 128  # Part 10: a 128-byte preamble, then "DICM"
+DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"  # Media Storage Directory Storage
+_said_multiframe = False
+
+
+def is_dicom(data: bytes) -> bool:
+    """True for a DICOM Part 10 file (``DICM`` after the 128-byte preamble)."""
+    return data[MAGIC_OFFSET : MAGIC_OFFSET + 4] == b"DICM"
+
+
+def _pydicom():
+    from .decode import DecodeError
+
+    try:
+        import pydicom
+    except ImportError:
+        raise DecodeError("reading DICOM files needs pydicom: pip install 'alexnet[medical]'") from None
+    return pydicom
+
+
+@dataclass(frozen=True)
+class Header:
+    """What a DICOM header says about its pixels (no patient data)."""
+
+    rows: int
+    columns: int
+    frames: int
+    samples: int  # 1 gray, 3 colour
+    bits_allocated: int
+    bits_stored: int
+    photometric: str  # MONOCHROME1 (inverted), MONOCHROME2, RGB, YBR_FULL...
+    transfer_syntax: str  # its name, e.g. "JPEG 2000 Image Compression"
+    compressed: bool
+    modality: str
+    window: tuple[float, float] | None  # the first stored (centre, width)
+    pixel_spacing: tuple[float, float] | None  # mm, (row, column)
+
+
+def _read(data: bytes, name: str):
+    from .decode import DecodeError
+
+    pydicom = _pydicom()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # pydicom's warnings may quote element values (names, dates)
+            ds = pydicom.dcmread(io.BytesIO(data))
+    except Exception as e:
+        raise DecodeError(f"{name}: not a readable DICOM file ({type(e).__name__})") from None
+    return ds
+
+
+def _int(ds, keyword: str, name: str, default: int | None = None) -> int:
+    """An integer element of the pixel module, or one line naming the element (its value is not printed)."""
+    from .decode import DecodeError
+
+    elem = ds.get(keyword, None) if hasattr(ds, "get") else None
+    if elem is None:
+        if default is None:
+            raise DecodeError(f"{name}: DICOM file without {keyword}; not an image")
+        return default
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            value = ds[keyword].value
+        if isinstance(value, (bytes, bytearray, list, tuple)):
+            raise TypeError
+        out = int(value)
+        if out != float(value):
+            raise ValueError
+    except Exception:
+        tag = ds.data_element(keyword).tag
+        vr = ds.data_element(keyword).VR
+        raise DecodeError(
+            f"{name}: DICOM {keyword} {tag} is not an integer (value representation {vr}); the file is malformed"
+        ) from None
+    return out
+
+
+def _floats(ds, keyword: str) -> list[float] | None:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            v = ds.get(keyword, None)
+            if v is None:
+                return None
+            v = list(v) if isinstance(v, (list, tuple)) or type(v).__name__ == "MultiValue" else [v]
+            return [float(x) for x in v]
+    except Exception:
+        return None
+
+
+def read_header(data: bytes, name: str, *, max_pixels: int, max_aspect: float, _ds=None) -> Header:
+    """Parse and bound-check a DICOM header; ``DecodeError``/``DecodeBoundsError`` name the file."""
+    from .decode import DecodeBoundsError, DecodeError
+
+    ds = _ds if _ds is not None else _read(data, name)
+    meta = getattr(ds, "file_meta", None)
+    sop = str(meta.get("MediaStorageSOPClassUID", "")) if meta is not None else ""
+    if sop == DICOMDIR_SOP_CLASS or "DirectoryRecordSequence" in ds:
+        raise DecodeError(f"{name}: a DICOMDIR (an index of DICOM files), not an image; use the files it lists")
+    if not any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
+        modality = str(ds.get("Modality", "") or "unknown modality")
+        raise DecodeError(f"{name}: a DICOM file without pixel data ({modality}); not an image")
+    rows, cols = _int(ds, "Rows", name), _int(ds, "Columns", name)
+    frames = _int(ds, "NumberOfFrames", name, default=1)
+    samples = _int(ds, "SamplesPerPixel", name, default=1)
+    bits_allocated = _int(ds, "BitsAllocated", name)
+    bits_stored = _int(ds, "BitsStored", name, default=bits_allocated)
+    if rows < 1 or cols < 1 or frames < 1 or samples not in (1, 3) or bits_allocated not in (1, 8, 16, 32, 64):
+        raise DecodeError(
+            f"{name}: DICOM header declares {cols}x{rows} px, {frames} frame(s), {samples} sample(s) per pixel, "
+            f"{bits_allocated} bits allocated; not an image this reader handles"
+        )
+    total = rows * cols * frames
+    if rows * cols > max_pixels or total > max_pixels:
+        raise DecodeBoundsError(
+            f"{name}: refused to decode a DICOM of {cols}x{rows} px x {frames} frame(s) ({total:,} pixels > limit "
+            f"{max_pixels:,}); raise ALEXNET_MAX_IMAGE_PIXELS if it is genuine"
+        )
+    if max(rows, cols) > max_aspect * min(rows, cols):
+        raise DecodeBoundsError(
+            f"{name}: refused a {cols}x{rows} DICOM: its aspect ratio is over {max_aspect:g}:1; "
+            "raise ALEXNET_MAX_IMAGE_ASPECT if it is genuine"
+        )
+    ts = meta.get("TransferSyntaxUID", None) if meta is not None else None
+    ts_name = getattr(ts, "name", str(ts)) if ts is not None else "Implicit VR Little Endian"
+    compressed = bool(getattr(ts, "is_compressed", False))
+    if not compressed and "PixelData" in ds:
+        need = (total * samples * bits_allocated + 7) // 8
+        have = len(ds["PixelData"].value or b"")
+        if have < need:
+            raise DecodeError(
+                f"{name}: truncated DICOM: {have:,} bytes of pixel data, the header declares {need:,} "
+                f"({cols}x{rows} px x {frames} frame(s) x {samples} x {bits_allocated} bits)"
+            )
+    centre, width = _floats(ds, "WindowCenter"), _floats(ds, "WindowWidth")
+    win = (centre[0], width[0]) if centre and width and width[0] >= 1 else None
+    spacing = _floats(ds, "PixelSpacing")
+    return Header(
+        rows=rows,
+        columns=cols,
+        frames=frames,
+        samples=samples,
+        bits_allocated=bits_allocated,
+        bits_stored=bits_stored,
+        photometric=str(ds.get("PhotometricInterpretation", "") or "MONOCHROME2").strip(),
+        transfer_syntax=ts_name,
+        compressed=compressed,
+        modality=str(ds.get("Modality", "") or ""),
+        window=win,
+        pixel_spacing=(spacing[0], spacing[1]) if spacing and len(spacing) == 2 else None,
+    )
+
+
+def decode(data: bytes, name: str, *, max_pixels: int, max_aspect: float, window: str = "auto") -> np.ndarray:
+    """A DICOM's first frame as uint8 ``(H, W)`` (grayscale, windowed) or ``(H, W, 3)`` (colour)."""
+    from .decode import DecodeError
+
+    pydicom = _pydicom()
+    ds = _read(data, name)
+    h = read_header(data, name, max_pixels=max_pixels, max_aspect=max_aspect, _ds=ds)
+    from pydicom.pixels import apply_modality_lut, pixel_array
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            arr = pixel_array(io.BytesIO(data), index=0 if h.frames > 1 else None)
+    except Exception as e:
+        missing = isinstance(e, (NotImplementedError, RuntimeError)) and (
+            "plugin" in str(e) or "support" in str(e) or "missing" in str(e)
+        )
+        if h.compressed and missing:
+            raise DecodeError(
+                f"{name}: DICOM transfer syntax {h.transfer_syntax!r} cannot be decoded by the installed pydicom "
+                "plugins; install pylibjpeg (pip install pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg) or convert "
+                "the file to an uncompressed transfer syntax"
+            ) from None
+        raise DecodeError(
+            f"{name}: cannot decode the DICOM pixel data ({type(e).__name__}, transfer syntax {h.transfer_syntax})"
+        ) from None
+    del pydicom
+    if h.frames > 1:
+        _say_multiframe(name, h.frames)
+    if arr.ndim == 3 and h.samples == 1:  # a decoder that returned every frame anyway
+        arr = arr[0]
+    if h.samples == 3:  # pydicom converted YBR to RGB
+        if arr.dtype != np.uint8:
+            arr = windowing.scale(arr, 0, 2 ** min(h.bits_stored, 16) - 1)
+        return np.ascontiguousarray(arr)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        x = apply_modality_lut(arr, ds)  # rescale slope / intercept (or the modality LUT): stored values -> HU...
+    out = windowing.apply(x, window, stored=h.window, full=None)
+    if h.photometric == "MONOCHROME1":  # 0 is white
+        out = 255 - out
+    return out
+
+
+def _say_multiframe(name: str, frames: int) -> None:
+    global _said_multiframe
+    if not _said_multiframe:
+        _said_multiframe = True
+        print(
+            f"{name}: a multi-frame DICOM ({frames} frames); the first frame is used, here and for every other "
+            "multi-frame DICOM",
+            file=sys.stderr,
+        )
+
+
+def write(
+    path,
+    pixels: np.ndarray,
+    *,
+    modality: str = "CT",
+    slope: float | None = None,
+    intercept: float | None = None,
+    window: tuple[float, float] | None = None,
+    photometric: str = "MONOCHROME2",
+    pixel_spacing: tuple[float, float] | None = None,
+    patient_name: str = "",
+    patient_id: str = "",
+) -> None:
+    """Write an uncompressed DICOM of ``pixels`` (``(H, W)`` or ``(frames, H, W)`` int16/uint16/uint8 stored
+    values), for tests and demos (``benchmarks/medical_demo.py``): the pixel module, the rescale and window given,
+    and the patient elements a real file carries."""
+    pydicom = _pydicom()
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    sop_class = "1.2.840.10008.5.1.4.1.1.2" if modality == "CT" else "1.2.840.10008.5.1.4.1.1.7"  # CT / SC storage
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = sop_class, generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = sop_class, meta.MediaStorageSOPInstanceUID
+    ds.PatientName, ds.PatientID, ds.PatientBirthDate = patient_name, patient_id, "19700101" if patient_id else ""
+    ds.Modality = modality
+    a = np.asarray(pixels)
+    if a.ndim == 3:
+        ds.NumberOfFrames = a.shape[0]
+    ds.Rows, ds.Columns = a.shape[-2], a.shape[-1]
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, photometric
+    bits = a.dtype.itemsize * 8
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = bits, bits, bits - 1
+    ds.PixelRepresentation = 1 if a.dtype.kind == "i" else 0
+    if slope is not None or intercept is not None:
+        ds.RescaleSlope, ds.RescaleIntercept = slope if slope is not None else 1, intercept or 0
+    if window is not None:
+        ds.WindowCenter, ds.WindowWidth = window
+    if pixel_spacing is not None:
+        ds.PixelSpacing = list(pixel_spacing)
+    ds.PixelData = np.ascontiguousarray(a.astype(a.dtype.newbyteorder("<"))).tobytes()
+    ds.save_as(path, enforce_file_format=True)
+    del pydicom

@@ -1,0 +1,212 @@
+"""Medical images: DICOM decoding (modality LUT, VOI window, MONOCHROME1, compressed syntaxes, multi-frame), hostile
+DICOMs refused in one line before allocating, 16-bit grayscale windowing. Golden values are computed by hand (DICOM
+PS3.3 C.11.2.1.2.1) or by pydicom's own ``apply_voi_lut``."""
+
+import sys
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from alexnet.data import dicom
+from alexnet.data.decode import DecodeBoundsError, DecodeError, decode_image
+from alexnet.errors import UserError
+
+pydicom = pytest.importorskip("pydicom")
+from pydicom.data import get_testdata_file  # noqa: E402
+
+
+def sample(name: str) -> str:
+    """One of pydicom's shipped test files (never downloaded: skip if this pydicom lacks it)."""
+    path = get_testdata_file(name, download=False)
+    if path is None:
+        pytest.skip(f"pydicom ships no {name}")
+    return path
+
+
+# stored values s; HU = 2 s - 1024 (slope 2, intercept -1024): -1024, 0, 20, 40, 80 HU
+STORED = np.array([[0, 512, 522, 532, 552]], dtype=np.int16)
+
+
+def test_modality_lut_then_stored_window_by_hand(tmp_path):
+    p = tmp_path / "ct.dcm"
+    dicom.write(p, STORED, slope=2, intercept=-1024, window=(40, 80))
+    # window c=40, w=80: x <= c - 0.5 - (w-1)/2 = 0 -> 0; x > 79 -> 255; else ((x - 39.5) / 79 + 0.5) * 255
+    # 20 HU: (-19.5/79 + 0.5) * 255 = 64.56 -> 65; 40 HU: (0.5/79 + 0.5) * 255 = 129.11 -> 129
+    t = decode_image(p)
+    assert t.shape == (3, 1, 5) and t.dtype.is_floating_point is False
+    assert t[0, 0].tolist() == [0, 0, 65, 129, 255]
+    assert (t[0] == t[2]).all()
+    g = decode_image(p, channels=1)
+    assert g.shape == (1, 1, 5) and g[0, 0].tolist() == [0, 0, 65, 129, 255]
+
+
+def test_window_setting_overrides_the_file(tmp_path):
+    p = tmp_path / "ct.dcm"
+    dicom.write(p, STORED, slope=2, intercept=-1024, window=(40, 80))
+    # lung: c=-600, w=1500: ((x + 600.5) / 1499 + 0.5) * 255 -> -1024: 55.46, 0: 229.65, 20: 233.06, 40: 236.46,
+    # 80: 243.26
+    assert decode_image(p, window="lung")[0, 0].tolist() == [55, 230, 233, 236, 243]
+    assert decode_image(p, window="-600,1500")[0, 0].tolist() == [55, 230, 233, 236, 243]
+    # min..max over -1024..80 HU: (x + 1024) * 255 / 1104
+    assert decode_image(p, window="minmax")[0, 0].tolist() == [0, 237, 241, 246, 255]
+    assert decode_image(p, window="p0-p100")[0, 0].tolist() == [0, 237, 241, 246, 255]
+
+
+def test_no_stored_window_is_min_max_and_monochrome1_inverted(tmp_path):
+    p = tmp_path / "m1.dcm"
+    dicom.write(p, np.array([[0, 50, 200]], np.uint16), photometric="MONOCHROME1")
+    assert decode_image(p, channels=1)[0, 0].tolist() == [255, 191, 0]  # 0, 63.75 -> 64, 255, then 255 - y
+    dicom.write(p, np.array([[0, 50, 200]], np.uint16))
+    assert decode_image(p, channels=1)[0, 0].tolist() == [0, 64, 255]
+
+
+def _reference(path: str) -> np.ndarray:
+    """pydicom's modality LUT then VOI LUT, scaled from its output range (apply_windowing's y_min..y_max) to 0..255."""
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+
+    ds = pydicom.dcmread(path)
+    v = apply_voi_lut(apply_modality_lut(ds.pixel_array, ds), ds)
+    bits = ds.BitsStored
+    lo, hi = (0, 2**bits - 1) if ds.PixelRepresentation == 0 else (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1)
+    if "RescaleSlope" in ds and "RescaleIntercept" in ds:
+        lo, hi = lo * ds.RescaleSlope + ds.RescaleIntercept, hi * ds.RescaleSlope + ds.RescaleIntercept
+    return np.rint((v - lo) / (hi - lo) * 255)
+
+
+@pytest.mark.parametrize("name", ["MR_small.dcm", "MR_small_RLE.dcm", "MR_small_jp2klossless.dcm"])
+def test_shipped_files_with_a_window_match_pydicom_apply_voi_lut(name):
+    path = sample(name)
+    t = decode_image(path, channels=1)
+    assert t.shape == (1, 64, 64)
+    ref = _reference(path)
+    assert np.abs(t[0].numpy().astype(int) - ref).max() <= 1
+    assert 0 < t.float().mean() < 255  # a real picture, not all black or white
+
+
+@pytest.mark.parametrize("name, shape", [("CT_small.dcm", (128, 128)), ("JPEG2000.dcm", (1024, 256))])
+def test_shipped_files_without_a_window_decode_min_max(name, shape):
+    t = decode_image(sample(name))
+    assert t.shape == (3, *shape)
+    assert t.min() == 0 and t.max() == 255
+
+
+def test_undecodable_transfer_syntax_is_one_line_naming_it():
+    path = sample("MR_small_jpeg_ls_lossless.dcm")
+    try:
+        decode_image(path)
+    except DecodeError as e:
+        msg = str(e)
+        assert "JPEG-LS Lossless" in msg and path in msg and "\n" not in msg
+    else:
+        pytest.skip("this environment has a JPEG-LS decoder")
+
+
+def test_multi_frame_gives_the_first_frame_and_says_so(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(dicom, "_said_multiframe", False)
+    frames = np.stack([np.full((4, 6), v, np.uint16) for v in (10, 20, 30)])
+    frames[0, 0, 0] = 0
+    p = tmp_path / "cine.dcm"
+    dicom.write(p, frames)
+    t = decode_image(p, channels=1)
+    assert t.shape == (1, 4, 6)
+    assert t[0, 0, 0] == 0 and t[0, 1, 1] == 255  # frame 0 (0 and 10), min..max
+    assert "(3 frames); the first frame is used" in capsys.readouterr().err
+
+
+# ---- hostile files: one line each, nothing allocated first
+
+
+def _raw(tmp_path, name, **elements) -> Path:
+    """A small valid DICOM, then its pixel-module elements overwritten (``elements``: keyword -> (VR, value))."""
+    from pydicom.datadict import tag_for_keyword
+    from pydicom.dataelem import DataElement
+
+    p = tmp_path / name
+    dicom.write(p, np.zeros((8, 8), np.int16))
+    ds = pydicom.dcmread(p)
+    for k, (vr, v) in elements.items():
+        ds[tag_for_keyword(k)] = DataElement(tag_for_keyword(k), vr, v)
+    ds.save_as(p, enforce_file_format=True)
+    return p
+
+
+def test_declared_size_past_the_pixel_limit_refused_before_allocating(tmp_path):
+    p = _raw(tmp_path, "bomb.dcm", Rows=("US", 60000), Columns=("US", 60000))
+    data = p.read_bytes()
+    tracemalloc.start()
+    with pytest.raises(DecodeBoundsError, match=r"bomb\.dcm.*60000x60000") as e:
+        decode_image(data, name=str(p))
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 16 << 20 and "\n" not in str(e.value)
+
+
+def test_frames_count_towards_the_pixel_limit(tmp_path, monkeypatch):
+    p = tmp_path / "many.dcm"
+    dicom.write(p, np.zeros((8, 64, 64), np.uint16))
+    monkeypatch.setenv("ALEXNET_MAX_IMAGE_PIXELS", "20000")  # 64 x 64 = 4,096 per frame, 32,768 for the 8
+    with pytest.raises(DecodeBoundsError, match=r"8 frame"):
+        decode_image(p)
+
+
+def test_truncated_pixel_data(tmp_path):
+    p = _raw(tmp_path, "cut.dcm", Rows=("US", 64), Columns=("US", 64))
+    with pytest.raises(DecodeError, match=r"cut\.dcm: truncated DICOM: 128 bytes of pixel data, the header declares "):
+        decode_image(p)
+
+
+def test_wrong_vr(tmp_path):
+    p = _raw(tmp_path, "vr.dcm", Rows=("LO", "eight"))
+    with pytest.raises(DecodeError, match=r"vr\.dcm: DICOM Rows \(0028,0010\) is not an integer \(value repr"):
+        decode_image(p)
+
+
+def test_dicomdir_and_no_pixels():
+    with pytest.raises(DecodeError, match=r"a DICOMDIR"):
+        decode_image(sample("DICOMDIR"))
+    with pytest.raises(DecodeError, match=r"rtplan\.dcm: a DICOM file without pixel data \(RTPLAN\)"):
+        decode_image(sample("rtplan.dcm"))
+
+
+def test_preamble_only(tmp_path):
+    p = tmp_path / "empty.dcm"
+    p.write_bytes(b"\0" * 128 + b"DICM")
+    with pytest.raises(DecodeError, match=r"empty\.dcm: (not a readable DICOM file|a DICOM file without pixel)"):
+        decode_image(p)
+
+
+def test_missing_pydicom_names_the_extra(tmp_path, monkeypatch):
+    p = tmp_path / "x.dcm"
+    dicom.write(p, STORED)
+    monkeypatch.setitem(sys.modules, "pydicom", None)
+    with pytest.raises(DecodeError, match=r"alexnet\[medical\]"):
+        decode_image(p)
+
+
+# ---- 16-bit PNG / TIFF: the same windows
+
+
+def test_16bit_png_windows(tmp_path):
+    a = np.array([[0, 1000, 2000, 3000, 4000]], dtype=np.uint16)
+    p = tmp_path / "deep.png"
+    Image.fromarray(a).save(p)
+    assert decode_image(p, channels=1)[0, 0].tolist() == [0, 4, 8, 12, 16]  # auto: the full 16 bits, x 255 / 65535
+    assert decode_image(p, window="minmax", channels=1)[0, 0].tolist() == [0, 64, 128, 191, 255]
+    # c=2000.5, w=2001 -> ((x - 2000) / 2000 + 0.5) * 255: 0 up to x = 1000, 127.5 -> 128, 255 from x = 3000
+    assert decode_image(p, window="2000.5,2001", channels=1)[0, 0].tolist() == [0, 0, 128, 255, 255]
+    tif = tmp_path / "deep.tif"
+    Image.fromarray(a).save(tif)
+    assert decode_image(tif, window="minmax", channels=1)[0, 0].tolist() == [0, 64, 128, 191, 255]
+
+
+def test_bad_window_names_the_choices():
+    from alexnet.data.window import check_window
+
+    for good in ("auto", "lung", "soft-tissue", "40,400", "p1-p99"):
+        assert check_window(good) == good
+    for bad in ("lungs", "40", "p99-p1", "40,0"):
+        with pytest.raises(UserError, match="window"):
+            check_window(bad)
