@@ -85,4 +85,4 @@ def test_imbalance_and_unlabelled_flat_val(tmp_path, capsys):
     png(tmp_path / "val/ILSVRC2012_val_00000001.JPEG", 60)
     assert main(["data", "check", str(tmp_path)]) == 1
     text = capsys.readouterr().out
-    assert "class imbalance: 1 to 12" in text and "LOC_val_solution.csv" in text
+    assert "class imbalance 12.0x (1 to 12 images per class" in text and "LOC_val_solution.csv" in text

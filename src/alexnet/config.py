@@ -95,6 +95,9 @@ class TrainConfig:
     label_smoothing: float = setting(
         0.1, "label smoothing of the cross-entropy", low=0, high=1, high_open=True, on_resume="fixed"
     )
+    balance: bool = setting(False, "weight the cross-entropy so that every class counts the same however many "
+                            "training images it has (for imbalanced classes)", switch=True,
+                            on_resume="fixed")  # fmt: skip
     schedule: str | None = setting(None, "learning-rate schedule: cosine or linear (to zero), step (x lr-decay "
                                    "every step-epochs), plateau (x lr-decay when val top-1 stalls)",
                                    choices=("cosine", "linear", "step", "plateau"),

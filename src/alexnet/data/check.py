@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UserError
+from ..imbalance import WARN_RATIO, imbalance_ratio
 from ..limits import limits, read_bounded
 from ..progress import progress as progress_bar
 from .decode import decode_image, read_header
@@ -59,7 +60,7 @@ def check_dataset(
     val_dir: str | None = None,
     workers: int | None = None,
     progress: bool = True,
-    imbalance_ratio: float = 10.0,
+    imbalance_ratio: float = WARN_RATIO,
     max_bad_fraction: float = MAX_BAD_FRACTION,
 ) -> dict:
     """Check a data set; returns a JSON-able report with ``ok`` (would it train), ``errors``, ``warnings``, ...."""
@@ -77,7 +78,7 @@ def check_dataset(
     for split in splits:
         if split is not None:
             _check_split(report, split, hashes, workers=workers or os.cpu_count() or 1, progress=progress,
-                         imbalance_ratio=imbalance_ratio, max_bad_fraction=max_bad_fraction)  # fmt: skip
+                         warn_ratio=imbalance_ratio, max_bad_fraction=max_bad_fraction)  # fmt: skip
     dups = [paths for paths in hashes.values() if len(paths) > 1]
     report["duplicates"] = dups
     if dups:
@@ -123,10 +124,10 @@ def _open_for_check(report: dict, data, train_dir, val_dir) -> tuple | None:
         return None
 
 
-def _check_split(report: dict, split, hashes: dict, *, workers: int, progress: bool, imbalance_ratio: float,
+def _check_split(report: dict, split, hashes: dict, *, workers: int, progress: bool, warn_ratio: float,
                  max_bad_fraction: float) -> None:  # fmt: skip
     """Add one split's counts, sizes and file findings to ``report``; its files' hashes to ``hashes``."""
-    err, warn = report["errors"].append, report["warnings"].append
+    err = report["errors"].append
     counts = Counter(split.labels)
     info: dict = {
         "root": split.root,
@@ -142,8 +143,7 @@ def _check_split(report: dict, split, hashes: dict, *, workers: int, progress: b
             err(f"train classes without images: {', '.join(empty[:20])}")
         if len(present) < 2:
             err(f"train has {len(present)} class(es) with images; classification needs at least 2")
-    if present and max(present) > imbalance_ratio * min(present):
-        warn(f"{split.name}: class imbalance: {min(present)} to {max(present)} images per class")
+    _imbalance(report, split.name, info, warn_ratio)
     if isinstance(split.items, np.ndarray):  # CIFAR: pixels already decoded
         info["sizes"] = {"min": [32, 32], "median": [32, 32], "max": [32, 32]}
         return
@@ -152,6 +152,17 @@ def _check_split(report: dict, split, hashes: dict, *, workers: int, progress: b
         if r["hash"]:
             hashes[r["hash"]].append(r["path"])
     _file_findings(report, split.name, info, results, max_bad_fraction)
+
+
+def _imbalance(report: dict, name: str, info: dict, ratio: float) -> None:
+    """Largest over smallest class (among classes with images) into ``info["imbalance"]``; a warning past ``ratio``."""
+    counts = list(info["per_class"].values())
+    info["imbalance"] = imbalance_ratio(counts)
+    if info["imbalance"] is not None and info["imbalance"] > ratio:
+        present = [n for n in counts if n > 0]
+        hint = "; train --balance weights the loss so that every class counts the same" if name == "train" else ""
+        report["warnings"].append(f"{name}: class imbalance {info['imbalance']:.1f}x ({min(present)} to "
+                                  f"{max(present)} images per class, over {ratio:g}x){hint}")  # fmt: skip
 
 
 def _inspect_all(files: list[str], name: str, *, workers: int, progress: bool) -> list[dict]:
@@ -226,6 +237,7 @@ def _check_pack(root: str, *, progress: bool) -> dict:
         }
         if info["skipped"]:
             report["warnings"].append(f"{name}: {len(info['skipped'])} file(s) were skipped when packing")
+        _imbalance(report, name, report["splits"][name], WARN_RATIO)
         if name == "train" and sum(n > 0 for n in per_class.values()) < 2:
             report["errors"].append("train has fewer than 2 classes with images; classification needs at least 2")
     if "train" not in manifest["splits"]:
@@ -244,7 +256,9 @@ def format_report(report: dict) -> str:
             shown = list(counts.items())
             body = ", ".join(f"{c}={n}" for c, n in shown[:20]) + (" ..." if len(shown) > 20 else "")
             lines.append(f"  per class: {body}")
-            lines.append(f"  per class min/max: {min(counts.values())}/{max(counts.values())}")
+            ratio = s.get("imbalance")
+            lines.append(f"  per class min/max: {min(counts.values())}/{max(counts.values())}"
+                         + (f" (largest/smallest class: {ratio:.1f}x)" if ratio else ""))  # fmt: skip
         if "sizes" in s:
             z = s["sizes"]
             lines.append(

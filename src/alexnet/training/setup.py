@@ -17,6 +17,7 @@ from ..config import TrainConfig
 from ..device import describe, resolve_device, resolve_precision
 from ..distributed import Dist, on_main
 from ..errors import UserError
+from ..imbalance import balanced_weights, class_counts, describe_weights
 from ..runlog import RunLog
 from ..weights import load_checkpoint
 from .budget import Budget
@@ -122,7 +123,11 @@ def setup(cfg: TrainConfig, dist_info: Dist, started: float | None = None) -> Ru
     if dist_info.main:  # everything is checked: from here on the run directory is written
         clear_run_dir(run_dir, overwrite=cfg.overwrite)
     log = RunLog(run_dir, enabled=dist_info.main, resume_step=state.get("step"), elapsed=state.pop("elapsed", 0.0))
-    criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    weight = balanced_weights(class_counts(data.dataset.train.labels, len(data.classes))) if cfg.balance else None
+    if weight is not None:
+        say(describe_weights(weight, data.classes))
+    criterion = nn.CrossEntropyLoss(weight=None if weight is None else weight.to(device),
+                                    label_smoothing=cfg.label_smoothing)  # fmt: skip
     run = Run(cfg, dist_info, run_dir, device, dtype, data, model, train_model, optimizer, scaler, plateau, criterion,
               log, steps_per_epoch, check_every, **state)  # fmt: skip
     if cfg.time_budget:
