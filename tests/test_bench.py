@@ -40,6 +40,12 @@ def test_bench_runs_and_writes_table_and_json(tmp_path: Path, capsys) -> None:
     forward = sum(row.flops for row in layer_table(create_model("alexnet", num_classes=10), 64)) / 1e9
     assert 2.8 * forward < r["train_gflop_per_image"] < 3.0 * forward
     assert r["settings"]["image_size"] == 64 and r["torch"] == torch.__version__
+    # a line as each measurement ends, before the table (bench was silent for minutes after its first line)
+    before_table = table[: table.index("device: cpu")]
+    for name in ("reference", "folder", "packed", "packed_paper"):
+        assert f"2. loader only, {name}: {r['results'][f'loader_{name}']['img_s']:,.0f} img/s" in before_table
+    rates = ", ".join(f"{k} {r['results'][k]['runs'][1]:,.0f}" for k in ("model", "train_folder", "train_packed"))
+    assert f"round 2/2: {rates} img/s" in before_table
 
 
 def test_peak_flops_table() -> None:

@@ -35,6 +35,7 @@ from .bench_config import BenchConfig
 from .device import resolve_device, resolve_precision, synchronize
 from .errors import UserError
 from .preprocess import IMAGENET, Preprocess, default_resize
+from .progress import progress
 
 # Dense peak tensor-core FLOP/s (bf16/fp16, no sparsity), from the vendors' data sheets.
 PEAK_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12}
@@ -119,19 +120,24 @@ def _train_step(model: torch.nn.Module, device: torch.device, dtype: torch.dtype
     return step
 
 
-def _interleaved(device: torch.device, cfg: BenchConfig, runs: dict[str, Callable[[int], None]], images: int) -> dict:
+def _interleaved(device: torch.device, cfg: BenchConfig, runs: dict[str, Callable[[int], None]], images: int,
+                 log: Callable[[str], None] = lambda line: None) -> dict:  # fmt: skip
     """``_measure`` for several runs at once, their windows interleaved (A B C A B C ...), so that a change in the
-    machine's load hits all of them alike and a ratio of two is taken from windows side by side."""
+    machine's load hits all of them alike and a ratio of two is taken from windows side by side. ``log`` gets a
+    line once the windows are sized and one per round of windows."""
     steps = {}
     for name, run in runs.items():
         run(cfg.warmup)
         first = _timed(device, lambda run=run: run(cfg.steps))
         steps[name] = max(cfg.steps, math.ceil(cfg.steps * cfg.min_time / max(first, 1e-6)))
+    log("   windows of " + ", ".join(f"{name} {n} batches" for name, n in steps.items()))
     rates: dict[str, list[float]] = {name: [] for name in runs}
-    for _ in range(cfg.repeats):
+    for i in range(cfg.repeats):
         for name, run in runs.items():
             seconds = _timed(device, lambda run=run, n=steps[name]: run(n))
             rates[name].append(images * steps[name] / seconds)
+        log(f"   round {i + 1}/{cfg.repeats}: " + ", ".join(f"{name} {r[-1]:,.0f}" for name, r in rates.items())
+            + " img/s")  # fmt: skip
     return {name: {"img_s": statistics.median(r), "runs": r, "steps": steps[name]} for name, r in rates.items()}
 
 
@@ -169,6 +175,7 @@ def _prepare_data(cfg: BenchConfig, tmp: Path, log: Callable[[str], None]) -> tu
 
     resize = default_resize(cfg.image_size)
     if cfg.data is None:
+        log(f"drawing {cfg.synthetic_images:,} synthetic JPEGs of {resize} px (--synthetic-images) ...")
         folder = str(_make_folder(tmp / "synthetic", cfg.synthetic_images, resize))
         dataset = open_dataset(folder)
     else:
@@ -180,7 +187,8 @@ def _prepare_data(cfg: BenchConfig, tmp: Path, log: Callable[[str], None]) -> tu
         log(f"packing {cfg.max_images} of the {len(train)} train images of {cfg.data} (evenly spaced; --max-images)")
         train = Subset(train, np.linspace(0, len(train) - 1, cfg.max_images).round().astype(int))
     pack = tmp / "packed"
-    pack_splits({"train": train}, pack, size=resize, workers=cfg.workers, progress=False, source=str(folder))
+    log(f"packing {len(train):,} images at {resize} px for the packed loader ...")
+    pack_splits({"train": train}, pack, size=resize, workers=cfg.workers, progress=True, source=str(folder))
     return folder, pack
 
 
@@ -191,13 +199,17 @@ def _make_folder(out: Path, n: int, size: int, classes: int = 10) -> Path:
 
     from .data.synthetic import make_synthetic
 
-    small = make_synthetic(out.parent / "small", classes=classes, per_class=4, val_per_class=0, size=32)
+    small = make_synthetic(out.parent / "small", classes=classes, per_class=4, val_per_class=0, size=32,
+                           show_progress=False)  # fmt: skip
     bases = sorted((small / "train").glob("*/*.jpg"))
-    for i in range(n):
-        src = bases[i % len(bases)]
-        folder = out / "train" / src.parent.name
-        folder.mkdir(parents=True, exist_ok=True)
-        Image.open(src).convert("RGB").resize((size, size), Image.BILINEAR).save(folder / f"{i:06d}.jpg", quality=90)
+    with progress(n, "draw", unit="img") as bar:  # a bar on a terminal, else a line every 30 s
+        for i in range(n):
+            src = bases[i % len(bases)]
+            folder = out / "train" / src.parent.name
+            folder.mkdir(parents=True, exist_ok=True)
+            image = Image.open(src).convert("RGB").resize((size, size), Image.BILINEAR)
+            image.save(folder / f"{i:06d}.jpg", quality=90)
+            bar.update(1)
     return out
 
 
@@ -256,8 +268,13 @@ def _packed_loader(pack: Path, cfg: BenchConfig, device: torch.device, preset: s
 # the run
 
 
-def run_bench(cfg: BenchConfig, log: Callable[[str], None] = print) -> dict:
-    """Run all measurements on one device and return the results (see ``format_results``)."""
+def _say(line: str) -> None:
+    print(line, flush=True)  # flushed: into a pipe or a log file too, a line as each measurement ends
+
+
+def run_bench(cfg: BenchConfig, log: Callable[[str], None] = _say) -> dict:
+    """Run all measurements on one device and return the results (see ``format_results``); ``log`` gets a line
+    per stage and per measurement as it ends (a minute or more each at the defaults)."""
     from .model import create_model
 
     cfg.validate()
@@ -265,8 +282,10 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = print) -> dict:
     dtype = resolve_precision(cfg.precision, device)
     results: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(prefix="alexnet-bench-") as tmp:
-        log("preparing data ...")
+        t0 = time.perf_counter()
         folder, pack = _prepare_data(cfg, Path(tmp), log)
+        log(f"data ready in {time.perf_counter() - t0:.0f} s; measuring {cfg.repeats} windows per row, each at least "
+            f"{cfg.steps} batches and {cfg.min_time:g} s, after {cfg.warmup} warm-up batches")  # fmt: skip
         from .data.pack import read_manifest
 
         num_classes = len(read_manifest(pack)["classes"])
@@ -292,9 +311,11 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = print) -> dict:
         loaders["packed"] = lambda: _packed_loader(pack, cfg, device)
         loaders["packed_paper"] = lambda: _packed_loader(pack, cfg, device, preset="paper")
         for name, make in loaders.items():
-            log(f"2. loader only: {name} ...")
+            t0 = time.perf_counter()
             with contextlib.closing(_endless(make())) as it:
-                results[f"loader_{name}"] = _measure(device, cfg, _consume(it, device), cfg.batch_size)
+                m = results[f"loader_{name}"] = _measure(device, cfg, _consume(it, device), cfg.batch_size)
+            log(f"2. loader only, {name}: {m['img_s']:,.0f} img/s (median of {len(m['runs'])} windows of {m['steps']} "
+                f"batches; {time.perf_counter() - t0:.0f} s)")  # fmt: skip
         log("1 + 3. model only and end to end, interleaved ...")
         with contextlib.ExitStack() as stack:
             runs = {"model": model_only}
@@ -302,7 +323,7 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = print) -> dict:
                 if name in loaders:
                     it = stack.enter_context(contextlib.closing(_endless(loaders[name]())))
                     runs[f"train_{name}"] = _consume(it, device, step)
-            results.update(_interleaved(device, cfg, runs, cfg.batch_size))
+            results.update(_interleaved(device, cfg, runs, cfg.batch_size, log))
         results = {key: results[key] for key in LABELS if key in results}  # in the table's order
 
     model_rate = results["model"]["img_s"]
