@@ -7,6 +7,8 @@ EXTRAS ?= dev,onnx,plots,video,yaml,imagenet,serve,explain,medical
 .PHONY: install demo test lint format bench
 
 install:
+	@echo "installing alexnet with its extras [$(EXTRAS)] into $$($(PYTHON) -c 'import sys; print(sys.prefix)') (pip, quiet):" \
+	  "the first time it downloads PyTorch and the extras (a few GB, several minutes); afterwards it only checks"
 	$(PIP) -e ".[$(EXTRAS)]"
 
 # The demo: torchvision's AlexNet, `fast` recipe, on the built-in synthetic data set (64 px, 10 classes), on the CPU,
