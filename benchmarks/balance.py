@@ -1,9 +1,9 @@
 """``train --balance`` on an imbalanced stand-in: macro-F1 and the lowest per-class recall, off against on.
 
-    python benchmarks/balance.py OUT [--repeats 3] [--epochs 5] [--classes 6] [--keep 0.15]
+    python benchmarks/balance.py OUT [--repeats 3] [--epochs 8] [--classes 4] [--per-class 150] [--keep 0.15]
 
-The stand-in is the built-in synthetic generator (``--classes`` classes, 64 px, 200 training images per class, 50
-validation images per class), with the training images of the second half of the classes cut to ``--keep`` of 200
+The stand-in is the built-in synthetic generator (``--classes`` classes, 64 px, ``--per-class`` training images per
+class, 50 validation images per class), with the training images of the second half of the classes cut to ``--keep``
 (the validation split stays balanced, so macro-F1 and per-class recall on it say how the small classes fare).
 Each repeat trains once with ``--balance`` off and once on, same seed, interleaved, for ``--epochs`` epochs,
 everything else the defaults.
@@ -27,11 +27,11 @@ from alexnet.data.synthetic import make_synthetic
 from alexnet.training import train
 
 
-def stand_in(out: Path, classes: int, keep: float) -> Path:
+def stand_in(out: Path, classes: int, per_class: int, keep: float) -> Path:
     """The synthetic set with the second half of train's classes cut to ``keep`` of their images (the first ones)."""
     if (out / "train").is_dir():
         return out
-    make_synthetic(out, classes=classes, per_class=200, val_per_class=50, size=64, seed=0, show_progress=False)
+    make_synthetic(out, classes=classes, per_class=per_class, val_per_class=50, size=64, seed=0, show_progress=False)
     for folder in sorted((out / "train").iterdir())[classes // 2 :]:
         files = sorted(folder.iterdir())
         for f in files[round(keep * len(files)) :]:
@@ -47,12 +47,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("out")
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--epochs", type=int, default=5)
-    ap.add_argument("--classes", type=int, default=6, help="classes (2 to 10); the second half are cut")
+    ap.add_argument("--epochs", type=int, default=8)
+    ap.add_argument("--classes", type=int, default=4, help="classes (2 to 10); the second half are cut")
+    ap.add_argument("--per-class", type=int, default=150, help="training images of each class before the cut")
     ap.add_argument("--keep", type=float, default=0.15, help="fraction of the small classes' training images kept")
     args = ap.parse_args()
     out = Path(args.out)
-    data = stand_in(out / "data", args.classes, args.keep)
+    data = stand_in(out / "data", args.classes, args.per_class, args.keep)
     rows = []
     for seed in range(args.repeats):
         for balance in (False, True):
@@ -69,11 +70,14 @@ def main() -> None:
                          "small_recall": statistics.mean(report["recall"][c] for c in small)})  # fmt: skip
             shutil.rmtree(run / "checkpoints", ignore_errors=True)
             print(json.dumps(rows[-1]), flush=True)
+    big, small_n = args.classes // 2, args.classes - args.classes // 2
+    machine = (
+        f"torch {torch.__version__}, {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+    )
     lines = [
-        f"imbalanced stand-in: {args.classes} synthetic classes, 200 train images each for {args.classes // 2} of them "
-        f"and {round(200 * args.keep)} for the other {args.classes - args.classes // 2}, 50 val each; "
-        f"{args.epochs} epochs; n={args.repeats} seeds; torch {torch.__version__}, "
-        f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads",
+        f"imbalanced stand-in: {args.classes} synthetic classes, {args.per_class} train images each for {big} of them "
+        f"and {round(args.per_class * args.keep)} for the other {small_n}, 50 val each; {args.epochs} epochs; "
+        f"n={args.repeats} seeds; {machine}",
         "",
         "| --balance | macro-F1 | lowest per-class recall | mean recall of the small classes | top-1 |",
         "|---|---|---|---|---|",
