@@ -19,8 +19,10 @@ import ctypes.util
 import functools
 import sys
 
+from ..data import dicom
 from ..data.decode import DecodeBoundsError, read_header
 from ..errors import UserError
+from ..limits import limits
 
 MAX_JPEG_SCANS = 100  # a progressive JPEG from libjpeg or mozjpeg has at most 10-20
 BYTES_PER_PIXEL = 16  # decoded uint8 RGB plus the resize's float32 copy, with some slack (see the module)
@@ -44,6 +46,10 @@ def decode_bytes(data: bytes, name: str) -> int:
     """The estimated peak bytes of decoding and cropping ``data``, from its header; raises the decoder's
     ``DecodeError`` for what is not an image or is over the pixel bounds, and ``DecodeBoundsError`` for a JPEG of
     over ``MAX_JPEG_SCANS`` scans."""
+    if dicom.is_dicom(data):  # one frame decoded; the modality LUT and the window work in float64 (16 bytes a pixel)
+        bounds = limits()
+        h = dicom.read_header(data, name, max_pixels=bounds.max_image_pixels, max_aspect=bounds.max_image_aspect)
+        return h.rows * h.columns * (BYTES_PER_PIXEL_WIDE + 16)
     img = read_header(data, name)
     if img.format == "JPEG":
         scans = jpeg_scans(data)
