@@ -210,3 +210,32 @@ def test_bad_window_names_the_choices():
     for bad in ("lungs", "40", "p99-p1", "40,0"):
         with pytest.raises(UserError, match="window"):
             check_window(bad)
+
+
+# ---- data check
+
+
+def test_data_check_reports_dicom_headers_and_undecodable_files(tmp_path):
+    from alexnet.data.check import check_dataset, format_report
+
+    px = np.zeros((8, 8), np.uint16)
+    for i, (cls, spacing) in enumerate([("a", (0.5, 0.5)), ("a", (1.0, 1.0)), ("b", (0.7, 0.7)), ("b", None)]):
+        (tmp_path / "train" / cls).mkdir(parents=True, exist_ok=True)
+        dicom.write(tmp_path / "train" / cls / f"{i}.dcm", px, modality="CT" if i < 3 else "MR",
+                    window=(40, 400) if i < 2 else None, pixel_spacing=spacing,
+                    photometric="MONOCHROME1" if i == 3 else "MONOCHROME2")  # fmt: skip
+    cut = tmp_path / "train" / "b" / "cut.dcm"
+    cut.write_bytes((tmp_path / "train" / "b" / "2.dcm").read_bytes()[:-40])
+    report = check_dataset(str(tmp_path), progress=False, workers=1, max_bad_fraction=0.5)
+    d = report["splits"]["train"]["dicom"]
+    assert d["files"] == 4 and d["modality"] == {"CT": 3, "MR": 1} and d["bits_stored"] == {"16": 4}
+    assert d["photometric"] == {"MONOCHROME2": 3, "MONOCHROME1": 1}
+    assert d["window"] == {"40/400": 2, "none": 2}
+    assert d["pixel_spacing_mm"] == {"min": 0.5, "median": 0.7, "max": 1.0, "missing": 1}
+    assert d["transfer_syntax"] == {"Explicit VR Little Endian": 4}
+    assert [e.split(":")[0] for e in report["splits"]["train"]["undecodable"]] == [str(cut)]
+    assert not report["splits"]["train"]["wrong_extension"]
+    text = format_report(report)
+    assert "modality: CT (3), MR (1); bits stored: 16 (4)" in text
+    assert "window (centre/width): 40/400 (2), none (2); pixel spacing: 0.5 / 0.7 / 1 mm" in text
+    assert "truncated DICOM" in text

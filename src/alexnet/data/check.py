@@ -20,6 +20,7 @@ from ..errors import UserError
 from ..imbalance import WARN_RATIO, imbalance_ratio
 from ..limits import limits, read_bounded
 from ..progress import progress as progress_bar
+from . import dicom
 from .decode import decode_image, read_header
 from .pack.reader import is_packed, read_manifest, verify_pack
 from .sources import UnlabelledValError, class_folders, open_dataset
@@ -35,17 +36,30 @@ _EXT_FORMATS = {
     ".webp": "WEBP",
     ".tif": "TIFF",
     ".tiff": "TIFF",
+    ".dcm": "DICOM",
+    ".dicom": "DICOM",
 }
+_GRAY_MODES = ("L", "LA", "1", "I", "I;16", "I;16B", "MONOCHROME1", "MONOCHROME2")
 
 
 def inspect_file(path: str) -> dict:
-    """One file's facts: ``{"path", "hash", "format", "mode", "size", "error"}``."""
-    out = {"path": path, "hash": None, "format": None, "mode": None, "size": None, "error": None}
+    """One file's facts: ``{"path", "hash", "format", "mode", "size", "error", "dicom"}`` (``dicom``: modality,
+    bits stored, window, pixel spacing, transfer syntax and frames of a DICOM; its ``mode`` is the photometric
+    interpretation)."""
+    out = {"path": path, "hash": None, "format": None, "mode": None, "size": None, "error": None, "dicom": None}
     try:
         data = read_bounded(path, limits().max_image_file_bytes, "image")
         out["hash"] = hashlib.blake2b(data, digest_size=16).hexdigest()
-        img = read_header(data, path)
-        out["format"], out["mode"] = img.format, img.mode
+        if dicom.is_dicom(data):  # the header's pixel module, modality and spacing: no patient data
+            bounds = limits()
+            h = dicom.read_header(data, path, max_pixels=bounds.max_image_pixels, max_aspect=bounds.max_image_aspect)
+            out["format"], out["mode"] = "DICOM", h.photometric
+            out["dicom"] = {"modality": h.modality or "?", "bits": h.bits_stored, "window": h.window,
+                            "photometric": h.photometric,
+                            "spacing": h.pixel_spacing, "syntax": h.transfer_syntax, "frames": h.frames}  # fmt: skip
+        else:
+            img = read_header(data, path)
+            out["format"], out["mode"] = img.format, img.mode
         t = decode_image(data, name=path)
         out["size"] = [int(t.shape[2]), int(t.shape[1])]  # (W, H)
     except UserError as e:  # DecodeError, or a file read_bounded refused
@@ -183,7 +197,10 @@ def _file_findings(report: dict, name: str, info: dict, results: list[dict], max
     bad = [r for r in results if r["error"]]
     info["undecodable"] = [r["error"] for r in bad]
     info["cmyk"] = [r["path"] for r in results if r["mode"] == "CMYK"]
-    info["grayscale"] = [r["path"] for r in results if r["mode"] in ("L", "LA", "1", "I", "I;16", "I;16B")]
+    info["grayscale"] = [r["path"] for r in results if r["mode"] in _GRAY_MODES]
+    dicoms = [r["dicom"] for r in results if r.get("dicom")]
+    if dicoms:
+        info["dicom"] = _dicom_summary(dicoms)
     info["wrong_extension"] = [
         f"{r['path']} is {r['format']}"
         for r in results
@@ -210,6 +227,55 @@ def _file_findings(report: dict, name: str, info: dict, results: list[dict], max
             f"{name}: {len(info['wrong_extension'])} file(s) whose content is another format than the "
             f"extension says (they still load), e.g. {info['wrong_extension'][0]}"
         )
+
+
+def _dicom_summary(headers: list[dict]) -> dict:
+    """What a set of DICOM headers hold: modality, bits stored, photometric interpretation, transfer syntax and
+    window counts, and the pixel spacing's spread (mm; min, median, max of the row spacing)."""
+
+    def counts(key, fmt=str) -> dict:
+        return dict(Counter(fmt(h[key]) for h in headers).most_common())
+
+    spacing = [h["spacing"][0] for h in headers if h["spacing"]]
+    return {
+        "files": len(headers),
+        "modality": counts("modality"),
+        "bits_stored": counts("bits"),
+        "photometric": counts("photometric"),
+        "transfer_syntax": counts("syntax"),
+        "window": counts("window", lambda w: f"{w[0]:g}/{w[1]:g}" if w else "none"),
+        "multi_frame": sum(h["frames"] > 1 for h in headers),
+        "pixel_spacing_mm": (
+            {
+                "min": min(spacing),
+                "median": float(np.median(spacing)),
+                "max": max(spacing),
+                "missing": len(headers) - len(spacing),
+            }
+            if spacing
+            else None
+        ),
+    }
+
+
+def _format_dicom(d: dict) -> list[str]:
+    def top(c: dict) -> str:
+        items = list(c.items())
+        return ", ".join(f"{k} ({v})" for k, v in items[:6]) + (f" (+{len(items) - 6} more)" if len(items) > 6 else "")
+
+    sp = d["pixel_spacing_mm"]
+    spacing = (
+        f"{sp['min']:g} / {sp['median']:g} / {sp['max']:g} mm (min / median / max)"
+        + (f", {sp['missing']} file(s) without" if sp["missing"] else "")
+        if sp
+        else "not given"
+    )
+    return [
+        f"  DICOM: {d['files']} file(s); modality: {top(d['modality'])}; bits stored: {top(d['bits_stored'])}",
+        f"    photometric: {top(d['photometric'])}; transfer syntax: {top(d['transfer_syntax'])}",
+        f"    window (centre/width): {top(d['window'])}; pixel spacing: {spacing}"
+        + (f"; multi-frame: {d['multi_frame']} (the first frame is used)" if d["multi_frame"] else ""),
+    ]
 
 
 def _check_pack(root: str, *, progress: bool) -> dict:
@@ -265,6 +331,8 @@ def format_report(report: dict) -> str:
                 f"  image size (WxH) min {z['min'][0]}x{z['min'][1]}, median {z['median'][0]}x"
                 f"{z['median'][1]}, max {z['max'][0]}x{z['max'][1]}"
             )
+        if s.get("dicom"):
+            lines += _format_dicom(s["dicom"])
         for key in ("undecodable", "cmyk", "grayscale", "wrong_extension"):
             if s.get(key):
                 lines.append(f"  {key.replace('_', ' ')}: {len(s[key])}")
