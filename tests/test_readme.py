@@ -1,8 +1,10 @@
-"""The README stays true: its v2 infer request is answered as it shows, and its FLOPs and parameter counts are what
-``alexnet info`` prints."""
+"""The README stays true: every ```python block runs (in order, in one namespace, in an empty folder where the test
+first creates the files the blocks name), its v2 infer request is answered as it shows, and its FLOPs and parameter
+counts are what ``alexnet info`` prints."""
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 from pathlib import Path
@@ -10,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torchvision
+from PIL import Image
 
 from alexnet.cli import main
 from alexnet.data.synthetic import CLASSES as DEMO_CLASSES
@@ -34,6 +38,66 @@ def save_model(path: Path, classes: list[str], crop: int = 64) -> Path:
     meta = {"arch": "alexnet", "classes": classes, "preprocess": Preprocess(resize=crop, crop=crop).to_dict()}
     path.with_suffix(".json").write_text(json.dumps(meta))
     return path
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the Python blocks
+
+
+def named_files(code: str) -> list[str]:
+    """The string literals of ``code`` that name a file (they have a suffix: ``"cat.jpg"``, ``"runs/x/best.pt"``)."""
+    strings = [n.value for n in ast.walk(ast.parse(code)) if isinstance(n, ast.Constant) and isinstance(n.value, str)]
+    return [s for s in strings if re.fullmatch(r"[\w./-]+\.[A-Za-z0-9]+", s)]
+
+
+def create(name: str) -> None:
+    """The file a README block names, made the way a user would have it."""
+    from alexnet.weights import save_checkpoint
+
+    path = Path(name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix in (".jpg", ".png"):
+        rng = np.random.default_rng(len(name))
+        Image.fromarray(rng.integers(0, 256, (80, 96, 3), dtype=np.uint8)).save(path)
+    elif path.name == "alexnet-owt-7be5be79.pth":  # torchvision's file: its state dict, 1000 classes
+        torch.save(torchvision.models.alexnet(weights=None).state_dict(), path)
+    elif path.suffix == ".pt":  # a run's checkpoint, as `make demo` leaves it (10 classes at 64 px)
+        torch.manual_seed(0)
+        model = create_model("alexnet", num_classes=len(DEMO_CLASSES))
+        preprocess = Preprocess(resize=73, crop=64).to_dict()
+        save_checkpoint({"arch": "alexnet", "num_classes": len(DEMO_CLASSES), "model": model.state_dict(),
+                         "classes": DEMO_CLASSES, "preprocess": preprocess, "config": {}}, path)  # fmt: skip
+    else:
+        raise AssertionError(f"the README names {name!r}: teach tests/test_readme.py to create such a file")
+
+
+def test_every_python_block_of_the_readme_runs(tmp_path, monkeypatch, capsys):
+    blocks = [(m.group(2), README.count("\n", 0, m.start()) + 1) for m in FENCE.finditer(README)
+              if m.group(1).split()[:1] == ["python"]]  # fmt: skip
+    assert len(blocks) >= 2
+    monkeypatch.chdir(tmp_path)
+    for name in sorted({f for code, _ in blocks for f in named_files(code)}):
+        create(name)
+    ns: dict = {"__name__": "__main__"}
+    for code, line in blocks:
+        exec(compile("\n" * line + code, str(ROOT / "README.md"), "exec"), ns)
+    # what the first block promises: the ImageNet body loaded, a fresh 10-class head, fc7 features
+    file = torch.load("alexnet-owt-7be5be79.pth", weights_only=True)
+    state = ns["model"].state_dict()
+    assert all(torch.equal(state[k], v) for k, v in file.items() if not k.startswith("classifier.6."))
+    assert state["classifier.6.weight"].shape == (10, 4096) and ns["fc7"].shape == (2, 4096)
+    assert capsys.readouterr().out.count("\n") == 1  # the explain block printed one line for its one image
+
+
+def test_load_weights_says_how_to_keep_a_new_head(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    create("alexnet-owt-7be5be79.pth")
+    import alexnet
+
+    with pytest.raises(alexnet.WeightsError, match=r"head has 1000 classes .* new_head=True"):
+        alexnet.load_weights(create_model("alexnet", num_classes=10), "alexnet-owt-7be5be79.pth")
+    with pytest.raises(alexnet.WeightsError, match=r"holds 'alexnet' weights .* create_model\('alexnet'"):
+        alexnet.load_weights(create_model("alexnet2012", num_classes=1000), "alexnet-owt-7be5be79.pth")
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -202,19 +202,52 @@ def check_state_dict(model: nn.Module, state_dict: dict[str, torch.Tensor], sour
         raise WeightsError(f"{source} does not fit {type(model).__name__}: " + " | ".join(parts))
 
 
-def load_weights(model: nn.Module, path: str | os.PathLike, *, skip: tuple[str, ...] = ()) -> nn.Module:
+def load_weights(
+    model: nn.Module, path: str | os.PathLike, *, new_head: bool = False, skip: tuple[str, ...] = ()
+) -> nn.Module:
     """Load a torchvision ``.pth``, an alexnet checkpoint or a ``.safetensors`` file into ``model`` (in place).
 
-    ``skip``: key prefixes to leave as they are in ``model`` (fine-tuning skips the head, ``classifier.6.``).
+    ``new_head``: load every layer but the head (fc8, ``classifier.6``), which keeps the model's own fresh weights:
+    fine-tuning ImageNet weights to other classes. ``skip``: more key prefixes to leave as they are in ``model``.
+    A file that does not fit raises ``WeightsError`` naming the keys, and saying what to do for a head of other
+    classes or the other architecture.
     """
     sd = read_state_dict(path)
+    skip = (*skip, _HEAD) if new_head else tuple(skip)
     if skip:
         sd = {k: v for k, v in sd.items() if not k.startswith(skip)}
         own = model.state_dict()
         sd.update({k: v for k, v in own.items() if k.startswith(skip)})
-    check_state_dict(model, sd, source=str(path))
+    try:
+        check_state_dict(model, sd, source=str(path))
+    except WeightsError as e:
+        hint = _mismatch_hint(model, sd)
+        raise WeightsError(f"{e}. {hint}" if hint else str(e)) from None
     model.load_state_dict(sd)
     return model
+
+
+_HEAD = "classifier.6."  # fc8's keys: the layer fine-tuning replaces
+_ARCH_BY_CONV1 = {64: "alexnet", 96: "alexnet2012"}  # conv1's filters tell the two architectures apart
+
+
+def _mismatch_hint(model: nn.Module, sd: dict[str, torch.Tensor]) -> str:
+    """What to do when ``sd`` does not fit ``model``: the other architecture, and/or a new head for other classes."""
+    own, hints = model.state_dict(), []
+    conv1, theirs = own.get("features.0.weight"), sd.get("features.0.weight")
+    if conv1 is not None and theirs is not None and conv1.shape != theirs.shape:
+        arch = _ARCH_BY_CONV1.get(int(theirs.shape[0]))
+        if arch:
+            hints.append(
+                f"The file holds {arch!r} weights ({theirs.shape[0]} conv1 filters): create_model({arch!r}, ...)"
+            )
+    head, theirs = own.get(_HEAD + "weight"), sd.get(_HEAD + "weight")
+    if head is not None and theirs is not None and head.shape != theirs.shape:
+        hints.append(
+            f"Its head has {theirs.shape[0]} classes and the model's {head.shape[0]}: to fine-tune, "
+            "load_weights(model, path, new_head=True) loads every layer but the head"
+        )
+    return ". ".join(hints)
 
 
 def model_from_file(path: str | os.PathLike) -> tuple[nn.Module, dict[str, Any]]:
