@@ -199,7 +199,9 @@ def evaluate_file(
     if data is None and not config:  # a run's checkpoint always has a config (data None = the built-in set)
         raise UserError(f"{model_path} records no data set: give DATA")
     if data is None:
-        dataset = open_dataset(config.get("data"), train_dir=config.get("train_dir"), val_dir=config.get("val_dir"))
+        from .data.holdout import open_run_dataset
+
+        dataset = open_run_dataset(config, model_path)  # with the run's held-out val split, if it made one
     else:
         dataset = open_dataset(data)
     chosen = dataset.split(split)

@@ -467,8 +467,9 @@ def make_plots(
     from .data.sources import open_dataset
 
     if data is None:
-        config = predictor.meta.get("config") or {}
-        dataset = open_dataset(config.get("data"), train_dir=config.get("train_dir"), val_dir=config.get("val_dir"))
+        from .data.holdout import open_run_dataset
+
+        dataset = open_run_dataset(predictor.meta.get("config") or {}, _checkpoint(run_dir))
     else:
         dataset = open_dataset(data)
     train, val = dataset.train, dataset.val

@@ -83,16 +83,27 @@ def register_check(sub: argparse._SubParsersAction) -> None:
     p.add_argument("data", metavar="DATA", help="data set folder, archive or pack")
     p.add_argument("--json", default=None, metavar="OUT", help="also write the report as JSON here")
     p.add_argument("--workers", type=int, default=None, help="threads (default: all cores)")
+    p.add_argument(
+        "--val-fraction",
+        type=float,
+        default=None,
+        metavar="F",
+        help="for folders without a val split: the fraction train would hold out (default: train's)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="the --seed train would use (which images are held out)")
     p.set_defaults(func=run_check)
 
 
 def run_check(args: argparse.Namespace) -> int:
     from ..data.check import check_dataset, format_report
+    from ..errors import UserError
     from ..outputs import prepare_output
 
     if args.json:
         prepare_output(args.json, flag="--json")
-    report = check_dataset(args.data, workers=args.workers)
+    if args.val_fraction is not None and not 0 <= args.val_fraction < 1:
+        raise UserError(f"--val-fraction {args.val_fraction}: must be at least 0 and below 1")
+    report = check_dataset(args.data, workers=args.workers, val_fraction=args.val_fraction, seed=args.seed)
     print(format_report(report))
     if args.json:
         with open(args.json, "w") as f:

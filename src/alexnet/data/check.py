@@ -76,15 +76,24 @@ def check_dataset(
     progress: bool = True,
     imbalance_ratio: float = WARN_RATIO,
     max_bad_fraction: float = MAX_BAD_FRACTION,
+    val_fraction: float | None = None,
+    seed: int = 0,
 ) -> dict:
-    """Check a data set; returns a JSON-able report with ``ok`` (would it train), ``errors``, ``warnings``, ...."""
+    """Check a data set; returns a JSON-able report with ``ok`` (would it train), ``errors``, ``warnings``, ....
+
+    Image folders without a val split are checked as ``alexnet train`` would split them (``val_fraction``, default
+    train's; ``seed``): the report's train and val splits are the held-out ones, and ``notes`` says so."""
     if train_dir is None and is_packed(data):
         return _check_pack(data, progress=progress)
-    report: dict = {"data": data, "ok": True, "errors": [], "warnings": [], "splits": {}}
+    if val_fraction is None:
+        from ..config import TrainConfig
+
+        val_fraction = TrainConfig.__dataclass_fields__["val_fraction"].default
+    report: dict = {"data": data, "ok": True, "errors": [], "warnings": [], "notes": [], "splits": {}}
     if not _classes_agree(report, data, train_dir, val_dir):
         report["ok"] = False
         return report
-    splits = _open_for_check(report, data, train_dir, val_dir)
+    splits = _open_for_check(report, data, train_dir, val_dir, val_fraction, seed)
     if splits is None:
         report["ok"] = False
         return report
@@ -121,13 +130,21 @@ def _classes_agree(report: dict, data: str | None, train_dir: str | None, val_di
     return not v_classes - t_classes
 
 
-def _open_for_check(report: dict, data, train_dir, val_dir) -> tuple | None:
-    """``(train, val)`` as training would open them (val None if absent or unlabelled); None if they cannot be."""
+def _open_for_check(report: dict, data, train_dir, val_dir, val_fraction: float, seed: int) -> tuple | None:
+    """``(train, val)`` as training would open them, a held-out val split included (val None if absent or
+    unlabelled); None if they cannot be."""
+    from .holdout import with_holdout
+
     try:
         dataset = open_dataset(data, train_dir=train_dir, val_dir=val_dir)
-        if dataset.kind == "folder":
+        dataset, line = with_holdout(dataset, val_fraction, seed, train_dir=train_dir)
+        if line:
+            report["notes"].append(f"alexnet train (--seed {seed}) will have {line}")
+            report["held_out"] = {"train": len(dataset.train), "val": len(dataset.val), "val_fraction": val_fraction}
+        elif dataset.val is None:
             report["warnings"].append(
-                f"{data}: one folder of class sub-folders, checked as a train split (no val split)"
+                f"{data or train_dir}: no val split: training would measure no accuracy and choose best.pt by train "
+                "loss" + (" (--val-fraction 0 holds nothing out)" if val_fraction == 0 and not train_dir else "")
             )
         return dataset.split("train"), dataset.val
     except UnlabelledValError as e:
@@ -345,6 +362,7 @@ def format_report(report: dict) -> str:
     lines.append("")
     lines += [f"ERROR: {e}" for e in report["errors"]]
     lines += [f"warning: {w}" for w in report["warnings"]]
+    lines += [f"note: {n}" for n in report.get("notes", [])]
     verdict = "OK: this data set would train" if report["ok"] else "NOT OK: this data set would not train"
     lines.append(verdict)
     return "\n".join(lines)

@@ -57,11 +57,29 @@ def training_preprocess(cfg: TrainConfig, dataset: Dataset, stats: dict) -> Prep
     return Preprocess.for_crop(crop, resize=cfg.resize_size, mean=stats["mean"], std=stats["std"])
 
 
-def open_training_data(cfg: TrainConfig) -> Dataset:
-    """The data set ``cfg`` names, with a train split (``UserError`` otherwise)."""
+def open_training_data(
+    cfg: TrainConfig, *, stored_split: dict | None = None, log: Callable[[str], None] = print
+) -> Dataset:
+    """The data set ``cfg`` names, with a train split (``UserError`` otherwise). Image folders without a val split
+    get one held out (``holdout.with_holdout``: ``cfg.val_fraction``, ``cfg.seed``; ``stored_split``: a resumed
+    run's ``split.json``); a run left without validation says so once (best.pt is then chosen by train loss)."""
+    from .holdout import with_holdout
+
     dataset = open_dataset(cfg.data, train_dir=cfg.train_dir, val_dir=cfg.val_dir)
+    dataset, line = with_holdout(dataset, cfg.val_fraction, cfg.seed, stored=stored_split, train_dir=cfg.train_dir)
+    if line:
+        log(line)
     if dataset.train is None:
         raise UserError(f"{dataset.source}: has no train split to train on")
+    if dataset.val is None:
+        how = ("give --val-dir" if cfg.train_dir else
+               "give DATA with a val/ folder" if cfg.val_fraction == 0 or dataset.kind not in ("folder", "folders")
+               else "add images: no class has two")  # fmt: skip
+        if cfg.train_dir and cfg.val_fraction:
+            how += ", or pass the folder as DATA to hold out --val-fraction of it"
+        elif cfg.val_fraction == 0 and dataset.kind in ("folder", "folders"):
+            how += ", or a --val-fraction above 0"
+        log(f"warning: no validation split: best.pt is chosen by train loss and no accuracy is measured; {how}")
     return dataset
 
 

@@ -18,7 +18,7 @@ def default_run_dir(cfg: TrainConfig) -> Path:
 
 RUN_FILES = ("checkpoints/last.pt", "checkpoints/best.pt", "metrics.jsonl", "metrics.csv")
 
-OVERWRITTEN = (*RUN_FILES, "eval.json", "config.json", "tensorboard", "plots")
+OVERWRITTEN = (*RUN_FILES, "eval.json", "config.json", "split.json", "tensorboard", "plots")
 
 
 def find_run_dir(cfg: TrainConfig) -> tuple[Path, Path | None]:

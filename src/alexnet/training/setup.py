@@ -84,9 +84,11 @@ def setup(cfg: TrainConfig, dist_info: Dist, started: float | None = None) -> Ru
         check_resume(ckpt, resume_path, cfg)
 
     seed_everything(cfg.seed)
-    dataset = open_training_data(cfg)
-    cfg, choices = resolve_auto(cfg, dataset, dist_info.world_size)
+    from ..data.holdout import is_held_out, read_split, run_dir_of, write_split
+
     say = print if dist_info.main else (lambda line: None)
+    dataset = open_training_data(cfg, stored_split=read_split(run_dir_of(resume_path)) if ckpt else None, log=say)
+    cfg, choices = resolve_auto(cfg, dataset, dist_info.world_size)
     if choices:
         say("chosen from the data: " + "; ".join(choices) + " (flags override)")
     cfg = on_main(lambda: choose_precision(cfg, device, len(dataset.classes), say), dist_info)
@@ -139,6 +141,8 @@ def setup(cfg: TrainConfig, dist_info: Dist, started: float | None = None) -> Ru
     run.lr = cfg.lr * lr_factor(cfg, run.step, steps_per_epoch, plateau.decays, run.total_steps)
     if dist_info.main:
         (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+        if is_held_out(dataset):  # its file lists, for evaluate, plot and resume
+            write_split(run_dir, dataset, cfg.val_fraction, cfg.seed)
         log.print(describe(device, dtype) + (f", {dist_info.world_size} processes" if dist_info.enabled else ""))
         log.print(f"data: {data.description}; run: {run_dir}")
         if ckpt is not None:
