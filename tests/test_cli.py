@@ -41,6 +41,12 @@ def test_building_the_parser_imports_no_torch():
     assert out.strip() == "[]", out
 
 
+def test_every_command_has_a_description():
+    """``--help`` says what a command does beyond its one-line summary (info, evaluate, bench and data had none)."""
+    bare = [name for name, p in _parsers(build_parser()) if name != "alexnet" and len(p.description or "") < 80]
+    assert bare == []
+
+
 def test_version(capsys):
     with pytest.raises(SystemExit) as e:
         main(["--version"])

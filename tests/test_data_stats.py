@@ -1,6 +1,7 @@
 """Colour statistics against numpy on the very same pixels."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -56,13 +57,25 @@ def test_skips_bad_files_and_max_images(data):
     assert compute_stats(train, max_images=2, progress=False)["images"] + 0 <= 2
 
 
-def test_cached_next_to_the_data(data, monkeypatch):
+def test_cached_in_the_cache_not_in_the_data(data, monkeypatch, capsys):
     root, _ = data
+    before = sorted(root.rglob("*"))
     train, _ = open_splits(str(root))
     first = load_or_compute_stats(train, progress=False)
-    assert json.loads((root / "alexnet-stats.json").read_text())["mean"] == first["mean"]
+    cached = stats_mod.default_stats_path(train)
+    assert cached.is_relative_to(os.environ["ALEXNET_CACHE"])  # conftest: a private cache
+    assert json.loads(cached.read_text())["mean"] == first["mean"]
     monkeypatch.setattr(stats_mod, "compute_stats", lambda *a, **k: pytest.fail("recomputed"))
     assert load_or_compute_stats(train, progress=False) == first
+    assert load_or_compute_stats(train, progress=False, max_images=5000) == first  # 5,000 of 3 images: all of them
+    monkeypatch.undo()
+    # data stats without --out: into the same cache file (training reads it back), nothing in the user's folder
+    cached.unlink()
+    assert main(["data", "stats", str(root)]) == 0
+    assert f"written to {cached}" in capsys.readouterr().out
+    assert sorted(root.rglob("*")) == before
+    monkeypatch.setattr(stats_mod, "compute_stats", lambda *a, **k: pytest.fail("recomputed"))
+    assert load_or_compute_stats(train, progress=False, max_images=5000)["mean"] == first["mean"]
 
 
 def test_cli_stats(data, tmp_path, capsys):

@@ -310,8 +310,15 @@ def test_cli_explain_writes_overlays_and_maps_and_reports_bad_inputs(tiny, tmp_p
         torch.testing.assert_close(torch.from_numpy(np.load(f"{stem}.npy")), e.map)
         with Image.open(f"{stem}.png") as im:
             assert im.size == (1200, 470)
-    # a second folder with the same file names: nothing is overwritten
-    assert main([*args[:2], str(tiny.images[0]), str(tiny.images[0]), "--out", str(out), "--target", "1"]) == 0
+    # outputs that exist are refused before any work, as features and export refuse them; --overwrite replaces them
+    before = (out / f"{tiny.images[0].stem}.gradcam.png").stat().st_mtime_ns
+    again = [*args[:2], str(tiny.images[0]), str(tiny.images[0]), "--out", str(out), "--target", "1"]
+    assert main(again) == 2
+    err = capsys.readouterr().err
+    assert f"{out / tiny.images[0].stem}.gradcam.png" in err and "pass --overwrite to replace" in err
+    assert (out / f"{tiny.images[0].stem}.gradcam.png").stat().st_mtime_ns == before
+    # a second input with the same file name: nothing is overwritten, it gets its own name
+    assert main([*again, "--overwrite"]) == 0
     written = [line.rsplit("-> ", 1)[1] for line in capsys.readouterr().out.splitlines()]
     assert written == [
         str(out / f"{tiny.images[0].stem}.gradcam.png"),

@@ -32,7 +32,7 @@ from alexnet.cli.train import config_from_args  # noqa: E402
 from alexnet.config import TrainConfig, read_config_file, resolve_config  # noqa: E402
 from alexnet.data import pack as P  # noqa: E402
 from alexnet.data.sources import open_dataset, open_splits  # noqa: E402
-from alexnet.data.stats import load_or_compute_stats  # noqa: E402
+from alexnet.data.stats import default_stats_path, load_or_compute_stats  # noqa: E402
 from alexnet.errors import UserError  # noqa: E402
 from alexnet.model import create_model  # noqa: E402
 from alexnet.preprocess import Preprocess  # noqa: E402
@@ -291,7 +291,7 @@ def test_stats_cache_is_recomputed_when_malformed(tmp_path_factory, data):
     root = make_synthetic(tmp_path_factory.mktemp("st") / "d", classes=2, per_class=2, val_per_class=0, size=16)
     train, _ = open_splits(str(root))
     good = load_or_compute_stats(train, progress=False)
-    cache = root / "alexnet-stats.json"
+    cache = default_stats_path(train)
     stored = json.loads(cache.read_text())
     bad = mutate(stored, data, ["mean", "std", "eigvals", "eigvecs", "fingerprint"])
     cache.write_text(json.dumps(bad))

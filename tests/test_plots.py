@@ -122,6 +122,14 @@ def test_plot_cli_on_a_hand_made_alexnet2012_run(tmp_path, capsys):
     for name, path in names.items():
         with Image.open(path) as im:
             assert im.size == SIZES[name], name
+    # a second plot into the same folder is refused before any work (as features and export refuse), unless asked
+    before = {p: p.stat().st_mtime_ns for p in names.values()}
+    assert main(["plot", str(run), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert f"{names['curves']} and " in err and "already exist; pass --overwrite to replace" in err
+    assert {p: p.stat().st_mtime_ns for p in names.values()} == before
+    assert main(["plot", str(run), "--device", "cpu", "--overwrite"]) == 0
+    assert all(p.stat().st_mtime_ns > before[p] for p in names.values())
 
 
 def test_plots_skip_the_images_training_skipped(tmp_path, capsys):

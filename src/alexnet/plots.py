@@ -28,6 +28,7 @@ import torch
 
 from .data.loading.skipped import Skipped, load_readable
 from .errors import UserError
+from .outputs import prepare_output
 from .plotting import DPI, EXPLANATION_SIZE, HEAT_CMAP, new_figure, overlay, plain_text, pyplot, save, show_image
 
 NUM_QUERIES = 5  # val images in the neighbours figure
@@ -437,16 +438,30 @@ def plot_units(
 # ----------------------------------------------------------------------------------------------------------------
 
 
+FIGURES = (
+    "curves.png",
+    "conv1_filters.png",
+    "confusion.png",
+    "neighbours.png",
+    "predictions.png",
+    "gradcam.png",
+    "units.png",
+)  # fmt: skip  (the files make_plots writes)
+
+
 def make_plots(
     run_dir: str | os.PathLike,
     out_dir: str | os.PathLike | None = None,
     *,
     data: str | None = None,
     device: str = "auto",
+    overwrite: bool = True,
 ) -> list[Path]:
     """Write every figure the run has the inputs for into ``out_dir`` (default ``RUN_DIR/plots``); return the paths.
 
     ``data`` overrides the data set recorded in the checkpoint's config (for the figures of val images).
+    ``overwrite=False``: a ``UserError`` before any work if one of the ``FIGURES`` exists there (``alexnet plot``'s
+    rule, as for features and export; a training run replaces its own).
     """
     from .predict import load
 
@@ -455,7 +470,7 @@ def make_plots(
         raise UserError(f"{run_dir}: no such run directory")
     pyplot()  # fail early, with the extra's name, if matplotlib is missing
     out = Path(out_dir) if out_dir is not None else run_dir / "plots"
-    out.mkdir(parents=True, exist_ok=True)
+    prepare_output(out / FIGURES[0], also=[out / f for f in FIGURES[1:]], overwrite=overwrite)
     written = []
     if (run_dir / "metrics.jsonl").is_file():
         written.append(plot_curves(read_metrics(run_dir / "metrics.jsonl"), out / "curves.png"))

@@ -10,7 +10,14 @@ import json
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("data", help="make, inspect and check data sets")
+    p = subparsers.add_parser(
+        "data",
+        help="make, inspect and check data sets",
+        description="Make, inspect and check data sets: synth writes the built-in synthetic shapes as image "
+        "folders, check says whether a data set would train (and what is wrong with it), stats computes colour "
+        "statistics, pack decodes and resizes once into a pack that loads fast, verify re-hashes a pack. "
+        "'alexnet data SUBCOMMAND --help' for each.",
+    )
     sub = p.add_subparsers(dest="data_command", metavar="SUBCOMMAND", required=True)
     for reg in SUBCOMMANDS:
         reg(sub)
@@ -20,7 +27,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def register_synth(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("synth", help="write the synthetic shapes data set as image folders")
+    p = sub.add_parser("synth", help="write the synthetic shapes data set as image folders",
+                       description="Write the built-in synthetic data set as OUT/train/<class>/*.jpg and "
+                       "OUT/val/<class>/*.jpg, with every image's object box in OUT/boxes.json: shapes whose colours, "
+                       "positions, sizes and rotations are random, so mean colour says nothing about the class. The "
+                       "same seed gives the same files.")  # fmt: skip
     p.add_argument("out", metavar="OUT", help="output folder (gets train/ and val/)")
     p.add_argument("--classes", type=int, default=10, help="number of classes (2 to 10)")
     p.add_argument("--per-class", type=int, default=300, help="train images per class")
@@ -49,9 +60,14 @@ def run_synth(args: argparse.Namespace) -> int:
 
 
 def register_stats(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("stats", help="per-channel mean/std and RGB eigenvectors of the train split")
+    p = sub.add_parser("stats", help="per-channel mean/std and RGB eigenvectors of the train split",
+                       description="Per-channel mean and std and the RGB covariance's eigenvalues and eigenvectors "
+                       "(for the paper's PCA colour noise) of the train split, written as JSON into the cache, where "
+                       "training finds them, or to --out; the data folder is not written to. A pack reports the "
+                       "statistics it stored when it was packed.")  # fmt: skip
     p.add_argument("data", metavar="DATA", help="data set folder, archive or pack")
-    p.add_argument("--out", default=None, help="JSON path (default: alexnet-stats.json next to the data)")
+    p.add_argument("--out", default=None, help="JSON path (default: in the cache, $ALEXNET_CACHE or ~/.cache/alexnet, "
+                   "where training looks for them; the data folder is left alone)")  # fmt: skip
     p.add_argument("--max-images", type=int, default=None, help="use this many evenly spaced images (default: all)")
     p.add_argument("--workers", type=int, default=2, help="decoding threads")
     p.set_defaults(func=run_stats)
@@ -59,7 +75,7 @@ def register_stats(sub: argparse._SubParsersAction) -> None:
 
 def run_stats(args: argparse.Namespace) -> int:
     from ..data.sources import open_dataset
-    from ..data.stats import compute_stats, default_stats_path, save_json
+    from ..data.stats import default_stats_path, load_or_compute_stats, save_json
 
     dataset = open_dataset(args.data)
     train = dataset.split("train")
@@ -71,15 +87,20 @@ def run_stats(args: argparse.Namespace) -> int:
         print(f"{len(train)} packed images: mean {fmt(stats['mean'])} std {fmt(stats['std'])}")
         print(f"eigvals {fmt(stats['eigvals'])}; from {where}")
         return 0
-    stats = compute_stats(train, max_images=args.max_images, workers=args.workers)
-    path = save_json(stats, args.out or default_stats_path(train))
+    stats = load_or_compute_stats(train, path=args.out, max_images=args.max_images, workers=args.workers, refresh=True)
+    path = args.out or default_stats_path(train)
     print(f"{stats['images']} images ({stats['skipped']} skipped): mean {fmt(stats['mean'])} std {fmt(stats['std'])}")
     print(f"eigvals {fmt(stats['eigvals'])}; written to {path}")
     return 0
 
 
 def register_check(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("check", help="check a data set; exit 0 if it would train, 1 if not")
+    p = sub.add_parser("check", help="check a data set; exit 0 if it would train, 1 if not",
+                       description="Check a data set before training on it: images per class and split, the class "
+                       "imbalance (largest/smallest class; a warning past 3x), image sizes, files that do not decode, "
+                       "CMYK and grayscale images, contents that are another format than the extension says, "
+                       "identical files, val classes train lacks. Exit status: 0 if it would train, "
+                       "1 if not.")  # fmt: skip
     p.add_argument("data", metavar="DATA", help="data set folder, archive or pack")
     p.add_argument("--json", default=None, metavar="OUT", help="also write the report as JSON here")
     p.add_argument("--workers", type=int, default=None, help="threads (default: all cores)")
@@ -112,7 +133,11 @@ def run_check(args: argparse.Namespace) -> int:
 
 
 def register_pack(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("pack", help="decode + resize once into a memory-mappable pack for fast loading")
+    p = sub.add_parser("pack", help="decode + resize once into a memory-mappable pack for fast loading",
+                       description="Decode every image once, resize it to --size x --size px (--resize says how), "
+                       "and store the splits as uint8 arrays with labels, colour statistics and checksums in a "
+                       "manifest: a pack trains without decoding JPEGs every epoch. Give the pack wherever a data "
+                       "set is asked for.")  # fmt: skip
     p.add_argument("src", metavar="SRC", help="image folder, ImageNet layout or CIFAR archive ('synthetic': built-in)")
     p.add_argument("out", metavar="OUT", help="output pack directory (new or empty, or an earlier pack to redo)")
     p.add_argument("--size", type=int, default=256, help="stored image side in px")
@@ -130,7 +155,9 @@ def run_pack(args: argparse.Namespace) -> int:
 
 
 def register_verify(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("verify", help="re-hash every image of a pack against its manifest; exit 0 if intact, 1 if not")
+    p = sub.add_parser("verify", help="re-hash every image of a pack against its manifest; exit 0 if intact, 1 if not",
+                       description="Re-hash every chunk of a pack's images and its labels against the checksums "
+                       "in its manifest. Exit status: 0 if intact, 1 if not.")  # fmt: skip
     p.add_argument("pack", metavar="PACK", help="a pack directory (from `alexnet data pack`)")
     p.set_defaults(func=run_verify)
 

@@ -44,6 +44,8 @@ class ExplainConfig:
                                 "conv2 at 64 px")  # fmt: skip
     target: str = setting("top1", "top1 (each image's prediction), a class name or a class index", metavar="CLASS")
     out: str = setting("explanations", "output folder", metavar="DIR")
+    overwrite: bool = setting(False, "replace output files that exist (refused otherwise, as features and export do)",
+                              switch=True)  # fmt: skip
     format: tuple[str, ...] | None = setting(None, "png (the overlay) or npy (the raw map); give twice for both",
                                              choices=FORMATS, none_text="png")  # fmt: skip
     window: int | None = setting(None, "occlusion: square side in px", low=1, metavar="PX", none_text="crop / 4")
@@ -75,7 +77,8 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from ..explain import layer_size, resolve_layer
-    from ..predict import load
+    from ..outputs import prepare_output
+    from ..predict import VIDEO_EXTENSIONS, load
     from .predict import expand_inputs, list_inputs
 
     cfg = ExplainConfig(**given(args, ExplainConfig))
@@ -94,10 +97,16 @@ def run(args: argparse.Namespace) -> int:
     layer = resolve_layer(predictor.model, cfg.layer, predictor.preprocess.crop)
     side = layer_size(predictor.model, layer, predictor.preprocess.crop)
     out_dir = Path(cfg.out)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    listed = list_inputs(args.inputs)
+    planned, seen = [], set()  # the images' outputs, refused before any work when they exist (videos: as written)
+    for name, path in listed:
+        if isinstance(path, Path) and path.suffix.lower() not in VIDEO_EXTENSIONS:
+            stem = _unique(_stem(name, None), seen)
+            planned += [out_dir / f"{stem}.{cfg.method}.{fmt}" for fmt in cfg.formats]
+    prepare_output(planned[0] if planned else out_dir / "x", also=planned[1:], overwrite=cfg.overwrite)
     used: set[str] = set()
     failed = 0
-    for name, t, src in expand_inputs(list_inputs(args.inputs), every=cfg.every):
+    for name, t, src in expand_inputs(listed, every=cfg.every):
         label = name if t is None else f"{name} @ {t:.2f}s"
         try:
             if isinstance(src, UserError):
@@ -114,11 +123,11 @@ def run(args: argparse.Namespace) -> int:
         stem = _unique(_stem(name, t), used)
         written = []
         if "png" in cfg.formats:
-            path = out_dir / f"{stem}.{cfg.method}.png"
+            path = prepare_output(out_dir / f"{stem}.{cfg.method}.png", overwrite=cfg.overwrite)
             plot_explanation(expl, path, name=label, layer_side=side)
             written.append(path)
         if "npy" in cfg.formats:
-            path = out_dir / f"{stem}.{cfg.method}.npy"
+            path = prepare_output(out_dir / f"{stem}.{cfg.method}.npy", overwrite=cfg.overwrite)
             np.save(path, expl.map.numpy())
             written.append(path)
         print(

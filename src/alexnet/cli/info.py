@@ -8,7 +8,13 @@ from . import ARCHS
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("info", help="print the layer table: output shapes, parameters and FLOPs")
+    p = subparsers.add_parser(
+        "info",
+        help="print the layer table: output shapes, parameters and FLOPs",
+        description="Print an architecture's layer table at one input size: each layer's output shape, parameters "
+        "and forward MFLOPs (1 MAC = 2 FLOPs), then the totals. The network is built with random weights; nothing "
+        "is read, downloaded or trained. For a training step count about 3x the forward FLOPs.",
+    )
     p.add_argument("--arch", default="alexnet", choices=ARCHS, help="architecture")
     p.add_argument("--image-size", type=int, default=224, help="input side in px (at least 63)")
     p.add_argument("--num-classes", type=int, default=1000, help="number of output classes")

@@ -16,12 +16,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default=None, help="output folder (default: RUN_DIR/plots)")
     p.add_argument("--data", default=None, help="data set for the image figures (default: the one the run used)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps (default auto)")
+    p.add_argument("--overwrite", action="store_true", help="replace figures that exist in the output folder")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from ..plots import make_plots
 
-    for path in make_plots(args.run_dir, args.out, data=args.data, device=args.device):
+    for path in make_plots(args.run_dir, args.out, data=args.data, device=args.device, overwrite=args.overwrite):
         print(f"wrote {path}")
     return 0

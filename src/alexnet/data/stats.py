@@ -21,7 +21,6 @@ from .decode import DecodeError
 from .split import Split
 from .transforms import resize_shorter
 
-STATS_FILE = "alexnet-stats.json"
 MIN_STD = 1 / 255  # per channel, [0, 1] scale
 FINGERPRINT_SAMPLE = 2000  # files whose size and mtime enter the fingerprint (all names always do)
 
@@ -149,15 +148,14 @@ def stats_from_sums(sums: np.ndarray) -> dict:
 
 
 def default_stats_path(split: Split, cache_dir: str | None = None) -> Path:
-    """``<data folder>/alexnet-stats.json`` when writable, else a file named after the data path in the cache."""
-    root = Path(split.root)
-    folder = root.parent if root.is_file() or root.name == "train" else root
-    if os.access(folder, os.W_OK):
-        return folder / STATS_FILE
+    """Where ``split``'s statistics are kept: a file named after the data's path in the cache
+    (``cache_root()/stats/``), never in the user's data folder; ``data stats`` writes it and training reads it."""
     from .synthetic import cache_root
 
+    root = Path(split.root)
+    folder = root.parent if root.is_file() or root.name == "train" else root
     key = hashlib.sha1(str(root.resolve()).encode()).hexdigest()[:12]
-    return cache_root(cache_dir) / "stats" / f"{root.name}-{key}.json"
+    return cache_root(cache_dir) / "stats" / f"{folder.name}-{root.name}-{key}.json"
 
 
 def load_or_compute_stats(
@@ -168,12 +166,17 @@ def load_or_compute_stats(
     workers: int = 0,
     progress: bool = True,
     cache_dir: str | None = None,
+    refresh: bool = False,
 ) -> dict:
     """Read cached statistics for ``split`` (same data ``fingerprint`` and ``max_images``), else compute and save them
-    as JSON. A cache that is unreadable, malformed or computed from other files is recomputed (and replaced)."""
+    as JSON (``default_stats_path`` unless ``path``). A cache that is unreadable, malformed or computed from other
+    files is recomputed (and replaced); ``refresh``: recompute it anyway. ``max_images`` at or above the split's
+    size means all of them."""
+    if max_images is not None and max_images >= len(split):
+        max_images = None  # the same statistics as "all": data stats' cache serves a run that asks for 5,000
     p = Path(path) if path else default_stats_path(split, cache_dir)
     key = fingerprint(split)
-    if p.is_file():
+    if p.is_file() and not refresh:
         try:
             cached = check_stats(json.loads(read_bounded(p, limits().max_json_bytes, "JSON")), str(p))
             if cached.get("fingerprint") == key and cached.get("max_images") == max_images:
