@@ -36,6 +36,7 @@ from .device import resolve_device, resolve_precision, synchronize
 from .errors import UserError
 from .preprocess import IMAGENET, Preprocess, default_resize
 from .progress import progress
+from .text import plural
 
 # Dense peak tensor-core FLOP/s (bf16/fp16, no sparsity), from the vendors' data sheets.
 PEAK_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12}
@@ -130,7 +131,7 @@ def _interleaved(device: torch.device, cfg: BenchConfig, runs: dict[str, Callabl
         run(cfg.warmup)
         first = _timed(device, lambda run=run: run(cfg.steps))
         steps[name] = max(cfg.steps, math.ceil(cfg.steps * cfg.min_time / max(first, 1e-6)))
-    log("   windows of " + ", ".join(f"{name} {n} batches" for name, n in steps.items()))
+    log("   windows of " + ", ".join(f"{name} {plural(n, 'batch', 'batches')}" for name, n in steps.items()))
     rates: dict[str, list[float]] = {name: [] for name in runs}
     for i in range(cfg.repeats):
         for name, run in runs.items():
@@ -284,8 +285,9 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = _say) -> dict:
     with tempfile.TemporaryDirectory(prefix="alexnet-bench-") as tmp:
         t0 = time.perf_counter()
         folder, pack = _prepare_data(cfg, Path(tmp), log)
-        log(f"data ready in {time.perf_counter() - t0:.0f} s; measuring {cfg.repeats} windows per row, each at least "
-            f"{cfg.steps} batches and {cfg.min_time:g} s, after {cfg.warmup} warm-up batches")  # fmt: skip
+        log(f"data ready in {time.perf_counter() - t0:.0f} s; measuring {plural(cfg.repeats, 'window')} per row, each "
+            f"at least {plural(cfg.steps, 'batch', 'batches')} and {cfg.min_time:g} s, after "
+            f"{plural(cfg.warmup, 'warm-up batch', 'warm-up batches')}")  # fmt: skip
         from .data.pack import read_manifest
 
         num_classes = len(read_manifest(pack)["classes"])
@@ -314,8 +316,8 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = _say) -> dict:
             t0 = time.perf_counter()
             with contextlib.closing(_endless(make())) as it:
                 m = results[f"loader_{name}"] = _measure(device, cfg, _consume(it, device), cfg.batch_size)
-            log(f"2. loader only, {name}: {m['img_s']:,.0f} img/s (median of {len(m['runs'])} windows of {m['steps']} "
-                f"batches; {time.perf_counter() - t0:.0f} s)")  # fmt: skip
+            log(f"2. loader only, {name}: {m['img_s']:,.0f} img/s (median of {plural(len(m['runs']), 'window')} of "
+                f"{plural(m['steps'], 'batch', 'batches')}; {time.perf_counter() - t0:.0f} s)")  # fmt: skip
         log("1 + 3. model only and end to end, interleaved ...")
         with contextlib.ExitStack() as stack:
             runs = {"model": model_only}
@@ -359,7 +361,7 @@ def _device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return f"cuda ({torch.cuda.get_device_name(device)})"
     if device.type == "cpu":
-        return f"cpu ({torch.get_num_threads()} threads)"
+        return f"cpu ({plural(torch.get_num_threads(), 'thread')})"
     return device.type
 
 
@@ -380,7 +382,8 @@ def format_results(r: dict) -> str:
     lines = [
         f"device: {r['device']}, torch {r['torch']}, precision {r['precision']}",
         f"arch {s['arch']}, batch {s['batch_size']}, {s['image_size']} px, channels_last {s['channels_last']}, "
-        f"compile {s['compile']}, {s['workers']} workers; median of {s['repeats']} windows of >= {s['steps']} "
+        f"compile {s['compile']}, {plural(s['workers'], 'worker')}; median of {plural(s['repeats'], 'window')} of >= "
+        f"{s['steps']} "
         f"batches and >= {s.get('min_time', 0):g} s",
         f"{'measurement':<46}{'img/s':>12}{'min':>10}{'max':>10}{'batches':>9}{'ratio':>15}",
         "-" * 102,

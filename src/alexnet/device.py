@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from .errors import UserError
 from .names import PRECISIONS
+from .text import plural
 
 if TYPE_CHECKING:
     import torch
@@ -86,7 +87,7 @@ def describe(device: torch.device, dtype: torch.dtype) -> str:
     if device.type == "cuda":
         where = f"cuda ({torch.cuda.get_device_name(device)})"
     elif device.type == "cpu":
-        where = f"cpu ({torch.get_num_threads()} threads)"
+        where = f"cpu ({plural(torch.get_num_threads(), 'thread')})"
     else:
         where = device.type
     names = {torch.float32: "fp32", torch.bfloat16: "bf16 autocast", torch.float16: "fp16 autocast + GradScaler"}

@@ -16,6 +16,7 @@ from torch import nn
 
 from .device import autocast
 from .progress import progress
+from .text import plural
 
 
 def topk_correct(logits: torch.Tensor, labels: torch.Tensor, ks: Sequence[int] = (1, 5)) -> torch.Tensor:
@@ -147,7 +148,11 @@ def format_report(report: dict, max_classes: int = 20) -> str:
         return "\n".join(lines)
     shown = rows[:max_classes]
     width = max(5, *(len(c) for c in shown))
-    title = "per class" if len(shown) == len(rows) else f"the {len(shown)} classes of {len(rows)} with the lowest F1"
+    title = (
+        "per class"
+        if len(shown) == len(rows)
+        else f"the {plural(len(shown), 'class', 'classes')} of {len(rows)} with the lowest F1"
+    )
     lines.append(f"{title}:")
     lines.append(f"  {'class':<{width}}  precision  recall      F1  images")  # each column right-aligned
     for c in shown:

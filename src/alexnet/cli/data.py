@@ -8,6 +8,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from ..text import plural
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
@@ -55,7 +57,7 @@ def run_synth(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
     )
     n = args.classes * (args.per_class + args.val_per_class)
-    print(f"wrote {n} images ({args.classes} classes, {args.size} px) to {out}")
+    print(f"wrote {plural(n, 'image')} ({plural(args.classes, 'class', 'classes')}, {args.size} px) to {out}")
     return 0
 
 
@@ -89,7 +91,8 @@ def run_stats(args: argparse.Namespace) -> int:
         return 0
     stats = load_or_compute_stats(train, path=args.out, max_images=args.max_images, workers=args.workers, refresh=True)
     path = args.out or default_stats_path(train)
-    print(f"{stats['images']} images ({stats['skipped']} skipped): mean {fmt(stats['mean'])} std {fmt(stats['std'])}")
+    images = plural(stats["images"], "image")
+    print(f"{images} ({stats['skipped']} skipped): mean {fmt(stats['mean'])} std {fmt(stats['std'])}")
     print(f"eigvals {fmt(stats['eigvals'])}; written to {path}")
     return 0
 
@@ -174,8 +177,8 @@ def run_verify(args: argparse.Namespace) -> int:
     except UserError as e:
         print(f"NOT OK: {e}")
         return 1
-    counts = ", ".join(f"{v['count']} {k}" for k, v in manifest["splits"].items())
-    print(f"OK: {args.pack}: every image and label matches its checksum ({counts} images)")
+    counts = ", ".join(f"{k} {plural(v['count'], 'image')}" for k, v in manifest["splits"].items())
+    print(f"OK: {args.pack}: every image and label matches its checksum ({counts})")
     return 0
 
 

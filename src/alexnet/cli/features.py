@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 
+from ..text import plural
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
@@ -48,5 +50,5 @@ def run(args: argparse.Namespace) -> int:
         args.out, feats, labels=list(split.labels), paths=paths, classes=split.classes, layer=args.layer
     ):
         print(f"wrote {path}")
-    print(f"{args.layer} features: {tuple(feats.shape)} from {len(split)} {args.split} images")
+    print(f"{args.layer} features: {tuple(feats.shape)} from {plural(len(split), args.split + ' image')}")
     return 0

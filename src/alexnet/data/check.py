@@ -20,6 +20,7 @@ from ..errors import UserError
 from ..imbalance import WARN_RATIO, imbalance_ratio
 from ..limits import limits, read_bounded
 from ..progress import progress as progress_bar
+from ..text import plural
 from . import dicom
 from .decode import decode_image, read_header
 from .pack.reader import is_packed, read_manifest, verify_pack
@@ -333,7 +334,9 @@ def format_report(report: dict) -> str:
     """The report as text for a terminal."""
     lines = [f"data: {report['data'] or '(built-in synthetic)'}"]
     for name, s in report["splits"].items():
-        lines.append(f"\n{name}: {s['images']} images, {s['classes']} classes  ({s['root']})")
+        lines.append(
+            f"\n{name}: {plural(s['images'], 'image')}, {plural(s['classes'], 'class', 'classes')}  ({s['root']})"
+        )
         counts = s["per_class"]
         if counts:
             shown = list(counts.items())

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from ...errors import UserError
+from ...text import plural
 from ..split import SplitLike
 from ..stats import stats_from_sums
 from .reader import FORMAT, IN_PROGRESS, LOCK, MANIFEST, RESIZE_MODES, VERSION, _file_digest
@@ -455,9 +456,8 @@ def describe_pack(manifest: dict) -> str:
         f"{manifest['seconds']:.1f} s"
     ]
     for name, info in manifest["splits"].items():
-        lines.append(
-            f"  {name}: {info['count']} images, {info['images_bytes'] / 2**20:.1f} MiB, {len(info['skipped'])} skipped"
-        )
+        mib = info["images_bytes"] / 2**20
+        lines.append(f"  {name}: {plural(info['count'], 'image')}, {mib:.1f} MiB, {len(info['skipped'])} skipped")
         for desc, reason in info["skipped"][:10]:
             lines.append(f"    skipped {reason if reason.startswith(desc) else f'{desc}: {reason}'}")
     rss = manifest["peak_rss_mib"]
