@@ -64,6 +64,31 @@ def as_dict(result: list[tuple[str, float]]) -> dict[str, float]:
 # Python API
 
 
+def test_probabilities_takes_what_predict_takes_or_says_what_it_wants(ckpt, images):
+    path, model = ckpt
+    _, paths, arrays, _ = images
+    p = alexnet.load(path, device="cpu")
+    expected = reference_probs(model, arrays)
+    # was AttributeError: 'list' object has no attribute 'ndim'
+    torch.testing.assert_close(p.probabilities([str(x) for x in paths]), expected, atol=1e-5, rtol=0)
+    torch.testing.assert_close(p.probabilities([Image.fromarray(a) for a in arrays]), expected, atol=1e-5, rtol=0)
+    torch.testing.assert_close(p.probabilities(arrays[0]), expected[:1], atol=1e-5, rtol=0)
+    crops = torch.stack([torch.from_numpy(a).permute(2, 0, 1) for a in arrays])  # the crops themselves: as before
+    torch.testing.assert_close(p.probabilities(crops), expected, atol=1e-5, rtol=0)
+    with pytest.raises(alexnet.UserError, match=r"a tensor is taken as crops, uint8 \(B, 3, 64, 64\).*float32"):
+        p.probabilities(crops.float() / 255)
+
+
+def test_a_read_only_array_predicts_without_a_warning(ckpt, images, recwarn):
+    path, _ = ckpt
+    _, _, arrays, _ = images
+    frozen = arrays[0].copy()
+    frozen.flags.writeable = False  # a video frame, a memory map, np.frombuffer over bytes
+    p = alexnet.load(path, device="cpu")
+    assert p.predict(frozen, topk=1) == p.predict(arrays[0], topk=1)
+    assert [str(w.message) for w in recwarn] == []  # was PyTorch's "The given NumPy array is not writable" warning
+
+
 def test_every_input_type_gives_the_pytorch_probabilities(ckpt, images):
     path, model = ckpt
     _, paths, arrays, _ = images

@@ -85,7 +85,11 @@ def _from_numpy(a: np.ndarray) -> torch.Tensor:
         raise UserError(f"numpy image of shape {a.shape}: expected (H, W, 3) RGB, (H, W, 4) RGBA or (H, W) gray")
     if a.dtype != np.uint8:
         raise UserError(f"numpy image of dtype {a.dtype}: expected uint8 0..255 (convert with .astype(np.uint8))")
-    return torch.from_numpy(np.ascontiguousarray(a[:, :, :3])).permute(2, 0, 1).contiguous()
+    rgb = a[:, :, :3]
+    # torch.from_numpy shares memory and warns on a read-only array (a decoded video frame, a memory map, np.frombuffer
+    # of bytes): copy those only; .contiguous() below copies into torch's own memory either way
+    rgb = np.ascontiguousarray(rgb) if rgb.flags.writeable else np.array(rgb, order="C")
+    return torch.from_numpy(rgb).permute(2, 0, 1).contiguous()
 
 
 def _from_tensor(t: torch.Tensor) -> list[torch.Tensor]:
@@ -142,12 +146,28 @@ class Predictor:
             out = self.model(x) if layer == "logits" else self.model.extract(x, layer)
         return out.float()
 
-    def probabilities(self, crops: torch.Tensor) -> torch.Tensor:
-        """``uint8 (B, 3, c, c)`` or ten-crop ``(B, 10, 3, c, c)`` -> float32 softmax ``(B, num_classes)`` on
-        ``self.device``.
+    def probabilities(self, crops: Any, *, ten_crop: bool = False) -> torch.Tensor:
+        """Class probabilities: float32 softmax ``(N, num_classes)`` on ``self.device``.
 
-        Ten-crop averages the ten softmax outputs (paper §4.1: "averaging the predictions ... on the ten patches").
+        ``crops``: a tensor is taken as preprocessed crops, ``uint8 (B, 3, c, c)`` or ten-crop ``(B, 10, 3, c, c)``
+        (``transform`` makes them; anything else is a ``UserError`` saying so); anything else is one image or a
+        list of images as ``predict`` takes them (paths, PIL images, numpy arrays), decoded and cropped here
+        (``ten_crop`` for the ten views). Ten-crop averages the ten softmax outputs (paper §4.1: "averaging the
+        predictions ... on the ten patches").
         """
+        if not isinstance(crops, torch.Tensor):
+            images = crops if isinstance(crops, (list, tuple)) else [crops]
+            if not images:
+                raise UserError("probabilities: no images given")
+            crops = torch.stack([self.transform(img, ten_crop=ten_crop) for src in images
+                                 for img in as_uint8_images(src)])  # fmt: skip
+        c = self.preprocess.crop
+        if crops.dtype != torch.uint8 or crops.ndim not in (4, 5) or tuple(crops.shape[-3:]) != (3, c, c):
+            raise UserError(
+                f"probabilities: a tensor is taken as crops, uint8 (B, 3, {c}, {c}) or (B, 10, 3, {c}, {c}), not "
+                f"{str(crops.dtype).removeprefix('torch.')} {tuple(crops.shape)}; pass images in a list (paths, PIL "
+                "images, arrays or tensors) to have them decoded and cropped"
+            )
         if crops.ndim == 5:
             b, n = crops.shape[:2]
             return self._forward(crops.flatten(0, 1)).softmax(-1).view(b, n, -1).mean(1)
