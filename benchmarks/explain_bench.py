@@ -36,9 +36,11 @@ from alexnet.explain import (
     LAYERS,
     METHODS,
     attribute,
+    default_layer,
+)
+from alexnet.explain_checks import (
     boxed_crops,
     centre_hits,
-    default_layer,
     mass_in_box,
     off_centre_images,
     pointing_hits,
@@ -136,7 +138,7 @@ def maps(run_dir: str, data: str | None, off_centre: int, batch: int, methods: l
         return torch.cat(out), torch.cat(preds)
 
     print(head)
-    print(f"model {run_dir} ({predictor.meta.get('arch')}, {size} px crops); val {root}: {len(val)} images; "
+    print(f"model {run_dir} ({predictor.info.arch}, {size} px crops); val {root}: {len(val)} images; "
           f"{len(extra_crops)} fresh off-centre images (seed 1)")  # fmt: skip
 
     def accuracy(c: torch.Tensor, y: torch.Tensor) -> float:

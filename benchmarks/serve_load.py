@@ -81,14 +81,14 @@ def make_model(path: Path, image_size: int, num_classes: int) -> None:
     """A torchvision-layout AlexNet for ``image_size`` crops, random (He) weights: speed does not depend on them."""
     import torch
 
+    from alexnet.checkpoint import save_payload
     from alexnet.model import create_model
     from alexnet.preprocess import Preprocess
-    from alexnet.weights import save_checkpoint
 
     torch.manual_seed(0)
     model = create_model("alexnet", num_classes=num_classes, init="kaiming")
     classes = [f"class{i}" for i in range(num_classes)]
-    save_checkpoint(
+    save_payload(
         {
             "arch": "alexnet",
             "num_classes": num_classes,

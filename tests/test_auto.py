@@ -172,9 +172,10 @@ def _budget_config(data, out, **kw):
 
 def test_time_budget_fixes_the_step_count_decays_to_zero_and_resumes_exactly(shapes, tmp_path, monkeypatch):
 
+    from alexnet.checkpoint import load as load_checkpoint
     from alexnet.training import train
     from alexnet.training.budget import BUDGET_MARGIN, EVAL_COST
-    from alexnet.weights import load_checkpoint, read_state_dict
+    from alexnet.weights import read_state_dict
 
     # 36 train images in batches of 6: 6 steps per epoch; 12 val images. With 1 s per step and 60 s left the plan is
     # plan_steps's answer for these costs (worked out independently below)
@@ -185,12 +186,12 @@ def test_time_budget_fixes_the_step_count_decays_to_zero_and_resumes_exactly(sha
     expected = plan_steps(remaining=remaining, step_seconds=1.0, steps_done=6, steps_per_epoch=6,
                           epoch_seconds=EVAL_COST * 12 / 6, final_seconds=ckpt_save_seconds(remaining, 6 * 1.0),
                           max_steps=None)  # fmt: skip
-    assert ckpt["total_steps"] == expected and ckpt["step"] == expected
-    assert ckpt["config"]["schedule"] == "linear" and ckpt["config"]["epochs"] is None
+    assert ckpt.total_steps == expected and ckpt.step == expected
+    assert ckpt.config["schedule"] == "linear" and ckpt.config["epochs"] is None
     steps = [r for r in map(json.loads, (straight / "metrics.jsonl").read_text().splitlines()) if r["kind"] == "step"]
     lrs = [r["lr"] for r in steps]
-    warm = round(ckpt["config"]["warmup_epochs"] * 6)
-    assert lrs[-1] == pytest.approx(ckpt["config"]["lr"] * (1 - (expected - 1 - warm) / (expected - warm)))
+    warm = round(ckpt.config["warmup_epochs"] * 6)
+    assert lrs[-1] == pytest.approx(ckpt.config["lr"] * (1 - (expected - 1 - warm) / (expected - warm)))
     assert all(a >= b for a, b in zip(lrs[warm:], lrs[warm + 1 :]))  # linear decay after the warm-up
     # stopped by Ctrl-C in step 10 (the plan made at step 6 is in last.pt), resumed with another clock: the same plan
     signal_at_steps(monkeypatch, {10: [signal.SIGINT]})
@@ -201,7 +202,7 @@ def test_time_budget_fixes_the_step_count_decays_to_zero_and_resumes_exactly(sha
     resumed = train(_budget_config(shapes, tmp_path / "resumed", resume="auto"))
     a, b = read_state_dict(straight / "checkpoints" / "last.pt"), read_state_dict(resumed / "checkpoints" / "last.pt")
     assert all(torch.equal(a[k], b[k]) for k in a)
-    assert load_checkpoint(resumed / "checkpoints" / "last.pt")["step"] == expected
+    assert load_checkpoint(resumed / "checkpoints" / "last.pt").step == expected
 
 
 def test_the_progress_line_shows_the_planned_epochs_once_the_plan_is_made():

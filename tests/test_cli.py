@@ -187,10 +187,10 @@ def test_progress_bar_on_a_terminal_only_when_results_go_elsewhere(monkeypatch, 
 
 
 def _tiny_checkpoint(path):
+    from alexnet.checkpoint import save_payload
     from alexnet.model import create_model
-    from alexnet.weights import save_checkpoint
 
     model = create_model("alexnet", num_classes=2, init="kaiming")
     preprocess = {"resize": 64, "crop": 64, "mean": [0.5] * 3, "std": [0.25] * 3}
-    return save_checkpoint({"arch": "alexnet", "num_classes": 2, "model": model.state_dict(), "classes": ["a", "b"],
+    return save_payload({"arch": "alexnet", "num_classes": 2, "model": model.state_dict(), "classes": ["a", "b"],
                             "preprocess": preprocess, "config": {"data": None}}, path)  # fmt: skip

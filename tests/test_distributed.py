@@ -16,11 +16,12 @@ import torch
 import torch.distributed as dist
 
 import alexnet.training.loop
+from alexnet.checkpoint import load as load_checkpoint
 from alexnet.data.pack import pack_dataset
 from alexnet.data.synthetic import make_synthetic
 from alexnet.distributed import Preempted
 from alexnet.training import train
-from alexnet.weights import load_checkpoint, read_state_dict
+from alexnet.weights import read_state_dict
 
 from .test_train import PINNED_FLAGS, tiny_config
 
@@ -93,7 +94,7 @@ def test_ddp_two_processes_match_one_process_with_the_same_global_batch(tiny, on
     single = one_process(data)
     _spawn(_ddp_worker, data, str(tmp_path / "ddp"))
     _assert_same_weights(single, tmp_path / "ddp")
-    assert load_checkpoint(tmp_path / "ddp" / "checkpoints" / "last.pt")["step"] == 3
+    assert load_checkpoint(tmp_path / "ddp" / "checkpoints" / "last.pt").step == 3
     raw = torch.load(tmp_path / "ddp" / "checkpoints" / "last.pt", weights_only=True)["model"]
     assert not any(k.startswith("module.") for k in raw)  # saved unwrapped, as other tools read it
     epoch = [json.loads(line) for line in (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()][-1]
@@ -130,7 +131,7 @@ def test_sigterm_to_one_rank_ends_both_cleanly_with_one_checkpoint(tiny, tmp_pat
         assert json.loads((results / f"rank{rank}.json").read_text()) == {"signum": 15, "exit_code": 143}
     assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == ["last.pt"]
     ckpt = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
-    assert (ckpt["epoch"], ckpt["batch_in_epoch"], ckpt["step"]) == (0, 2, 2)
+    assert (ckpt.epoch, ckpt.batch_in_epoch, ckpt.step) == (0, 2, 2)
 
 
 def _final_eval(rank, world_size, port, data, last, out):
@@ -180,7 +181,7 @@ def test_two_nodes_match_one_process(tiny, one_process, tmp_path):
     for p, (_, err) in zip(procs, outputs):
         assert p.returncode == 0, err[-3000:]
     _assert_same_weights(single, out)
-    assert load_checkpoint(out / "checkpoints" / "last.pt")["step"] == 3
+    assert load_checkpoint(out / "checkpoints" / "last.pt").step == 3
 
 
 # ----------------------------------------------------------------------------------------------------------------

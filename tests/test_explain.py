@@ -17,29 +17,31 @@ import torch
 from torch import nn
 
 import alexnet
+from alexnet.checkpoint import save_payload
 from alexnet.cli import main
 from alexnet.errors import UserError
 from alexnet.explain import (
     attribute,
-    box_in_crop,
-    boxed_crops,
-    centre_hits,
     conv_layer,
     default_layer,
     gradcam,
     layer_size,
+    receptive_fields,
+    resolve_target,
+)
+from alexnet.explain_checks import (
+    box_in_crop,
+    boxed_crops,
+    centre_hits,
     mass_in_box,
     off_centre_images,
     pointing_hits,
     random_point_rate,
     randomised_copy,
-    receptive_fields,
-    resolve_target,
     spearman,
 )
 from alexnet.model import create_model
 from alexnet.preprocess import Preprocess
-from alexnet.weights import save_checkpoint
 
 from .test_train import PINNED_FLAGS
 
@@ -246,7 +248,7 @@ def tiny(tmp_path_factory):
     model = create_model("alexnet", num_classes=3, init="kaiming").eval()
     pre = {"resize": 73, "crop": 64, "mean": [0.5] * 3, "std": [0.25] * 3}
     ckpt = root / "model.pt"
-    save_checkpoint({"arch": "alexnet", "num_classes": 3, "model": model.state_dict(), "preprocess": pre,
+    save_payload({"arch": "alexnet", "num_classes": 3, "model": model.state_dict(), "preprocess": pre,
                      "classes": ["circle", "ring", "square"], "config": {"data": str(data)}}, ckpt)  # fmt: skip
     return SimpleNamespace(ckpt=ckpt, data=data, images=sorted((data / "val").rglob("*.jpg")))
 

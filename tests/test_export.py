@@ -8,11 +8,12 @@ import pytest
 import torch
 
 import alexnet
+from alexnet.checkpoint import Checkpoint, save_payload
 from alexnet.cli import main
 from alexnet.export import ParityError, check_onnx, export
 from alexnet.model import create_model
 from alexnet.preprocess import Preprocess
-from alexnet.weights import model_from_file, save_checkpoint
+from alexnet.weights import model_from_file
 
 CLASSES = ["ant", "bee", "cow", "dog"]
 PREPROCESS = {"resize": 73, "crop": 64, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
@@ -24,7 +25,7 @@ def ckpt(tmp_path_factory):
     torch.manual_seed(0)
     model = create_model("alexnet2012", num_classes=4, init="kaiming").eval()
     path = tmp_path_factory.mktemp("export") / "best.pt"
-    save_checkpoint({"arch": "alexnet2012", "num_classes": 4, "model": model.state_dict(), "classes": CLASSES,
+    save_payload({"arch": "alexnet2012", "num_classes": 4, "model": model.state_dict(), "classes": CLASSES,
                      "preprocess": PREPROCESS, "config": {"data": None, "epochs": 3}}, path)  # fmt: skip
     return path, model
 
@@ -51,7 +52,7 @@ def test_onnx_parity_dynamic_batch_and_metadata(ckpt, tmp_path, capsys):
     # the check fails loudly when the file does not match the model
     wrong = create_model("alexnet2012", num_classes=4, init="kaiming").eval()
     with pytest.raises(ParityError, match="differ from PyTorch"):
-        check_onnx(wrong, {"preprocess": PREPROCESS}, out)
+        check_onnx(wrong, Checkpoint(model={}, preprocess=Preprocess.from_dict(PREPROCESS)), out)
 
 
 def test_torch_export_program_parity(ckpt, tmp_path):
@@ -73,9 +74,9 @@ def test_safetensors_round_trip_through_load(ckpt, tmp_path):
     assert diff is None and out.with_suffix(".json").is_file()
     loaded, meta = model_from_file(out)
     assert type(loaded).__name__ == "AlexNet2012"
-    assert meta["classes"] == CLASSES and meta["config"]["epochs"] == 3
-    assert Preprocess.from_dict(json.loads(out.with_suffix(".json").read_text())["preprocess"]) == meta["preprocess"]
-    assert meta["preprocess"] == Preprocess.from_dict(PREPROCESS)
+    assert meta.classes == CLASSES and meta.config["epochs"] == 3
+    assert Preprocess.from_dict(json.loads(out.with_suffix(".json").read_text())["preprocess"]) == meta.preprocess
+    assert meta.preprocess == Preprocess.from_dict(PREPROCESS)
     for k, v in model.state_dict().items():
         assert torch.equal(loaded.state_dict()[k], v), k
     img = torch.randint(0, 256, (3, 80, 90), dtype=torch.uint8)

@@ -6,11 +6,12 @@ import shutil
 import pytest
 import torch
 
+from alexnet.checkpoint import load as load_checkpoint
 from alexnet.data.synthetic import CLASSES, make_synthetic
 from alexnet.errors import WeightsError
 from alexnet.training import train
 from alexnet.training.step import build_model
-from alexnet.weights import load_checkpoint, read_state_dict
+from alexnet.weights import read_state_dict
 
 from .test_train import tiny_config
 
@@ -56,8 +57,8 @@ def test_finetuning_reaches_the_target_in_fewer_steps_than_scratch(class_sets, t
     assert first["tuned"] is not None, acc
     assert first["scratch"] is None or first["tuned"] < first["scratch"], acc
     ckpt = load_checkpoint(tmp_path / "tuned" / "checkpoints" / "last.pt")
-    assert ckpt["init_from"] == start
-    assert ckpt["classes"] == sorted(CLASSES[5:])  # folder classes are sorted by name
+    assert ckpt.init_from == start
+    assert ckpt.classes == sorted(CLASSES[5:])  # folder classes are sorted by name
 
 
 def test_new_head_frozen_layers_and_head_lr(tmp_path):

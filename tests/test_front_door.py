@@ -12,6 +12,7 @@ import torch
 import torchvision.transforms.functional as TF
 
 from alexnet.bench import BenchConfig, _prepare_data
+from alexnet.checkpoint import save_payload
 from alexnet.cli import main
 from alexnet.data.pack import pack_dataset, read_manifest
 from alexnet.data.sources import open_dataset
@@ -20,7 +21,6 @@ from alexnet.errors import UserError
 from alexnet.evaluate import evaluate_file
 from alexnet.model import create_model
 from alexnet.preprocess import IMAGENET, Preprocess
-from alexnet.weights import save_checkpoint
 
 CLASSES = ["circle", "ring", "square"]
 
@@ -53,7 +53,7 @@ def checkpoint(path: Path, *, classes=CLASSES, order=None, config=None) -> Path:
     pre = Preprocess(crop=64, resize=72, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
     payload = {"arch": "alexnet", "num_classes": 3, "model_kwargs": {"dropout": 0.0}, "model": sd, "classes": names,
                "preprocess": pre.to_dict(), "config": config or {}}  # fmt: skip
-    return save_checkpoint(payload, path)
+    return save_payload(payload, path)
 
 
 # ---------------------------------------------------------------------------------------------------------------------

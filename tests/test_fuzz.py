@@ -28,6 +28,7 @@ hypothesis = pytest.importorskip("hypothesis", reason="the fuzz suite needs hypo
 from hypothesis import HealthCheck, example, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
+from alexnet.checkpoint import from_payload  # noqa: E402
 from alexnet.cli.train import config_from_args  # noqa: E402
 from alexnet.config import TrainConfig, read_config_file, resolve_config  # noqa: E402
 from alexnet.data import pack as P  # noqa: E402
@@ -240,11 +241,11 @@ def test_checkpoint_contents(state_dict, data):
         bad[field] = data.draw(values)
 
     def check():
-        model, meta = model_from_info(bad, "ck.pt")
-        assert len(meta["classes"]) == meta["num_classes"] == model.head.out_features
-        assert all(isinstance(c, str) for c in meta["classes"])
+        model, meta = model_from_info(from_payload(bad, "ck.pt"), "ck.pt")
+        assert len(meta.classes) == meta.num_classes == model.head.out_features
+        assert all(isinstance(c, str) for c in meta.classes)
         if bad.get("classes") is not None:
-            assert meta["classes"] == bad["classes"]  # never re-read: a string split into letters is wrong
+            assert meta.classes == bad["classes"]  # never re-read: a string split into letters is wrong
 
     works_or_user_error(check)
 
@@ -305,7 +306,7 @@ def test_stats_cache_is_recomputed_when_malformed(tmp_path_factory, data):
 def test_class_lists_that_do_not_match_the_head(state_dict, classes):
     info = {"arch": "alexnet", "model": state_dict, "classes": classes, "preprocess": PRE}
     with pytest.raises(UserError, match=r"ck\.pt: 'classes' must be a list of 3 names"):
-        model_from_info(info, "ck.pt")
+        model_from_info(from_payload(info, "ck.pt"), "ck.pt")
 
 
 # ---------------------------------------------------------------------------------------------------------------------

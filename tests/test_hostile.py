@@ -321,12 +321,12 @@ def test_a_pack_split_name_cannot_leave_the_pack(folder, tmp_path):
 def test_export_refuses_an_unrelated_sidecar_and_unwritable_paths(tmp_path, capsys):
     import torch
 
+    from alexnet.checkpoint import save_payload
     from alexnet.model import create_model
     from alexnet.preprocess import Preprocess
-    from alexnet.weights import save_checkpoint
 
     ck = tmp_path / "ck.pt"
-    save_checkpoint({"arch": "alexnet", "model": create_model("alexnet", num_classes=2).state_dict(),
+    save_payload({"arch": "alexnet", "model": create_model("alexnet", num_classes=2).state_dict(),
                      "classes": ["a", "b"], "preprocess": Preprocess(crop=64, resize=73).to_dict()}, ck)  # fmt: skip
     (tmp_path / "x.json").write_text("someone's notes")
     assert main(["export", str(ck), "--format", "safetensors", "--out", str(tmp_path / "x.safetensors")]) == 2
@@ -348,12 +348,12 @@ def test_a_failed_checkpoint_write_is_one_line_and_keeps_the_last_good_one(tmp_p
     ck = tmp_path / "last.pt"
     code = f"""
         import signal, torch
-        from alexnet.weights import save_checkpoint
-        save_checkpoint({{"model": {{"w": torch.ones(4)}}}}, {str(ck)!r})  # the last good one
+        from alexnet.checkpoint import save_payload
+        save_payload({{"model": {{"w": torch.ones(4)}}}}, {str(ck)!r})  # the last good one
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writes past the limit fail (EFBIG) instead of killing
         resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, resource.RLIM_INFINITY))
         try:
-            save_checkpoint({{"model": {{"w": torch.zeros(1 << 20)}}}}, {str(ck)!r})
+            save_payload({{"model": {{"w": torch.zeros(1 << 20)}}}}, {str(ck)!r})
         except Exception as e:
             print(type(e).__name__ + ": " + str(e))
     """
@@ -368,7 +368,7 @@ def test_a_failed_checkpoint_write_is_one_line_and_keeps_the_last_good_one(tmp_p
 
 
 def test_stale_temporary_files_are_cleaned(tmp_path):
-    from alexnet.weights import clean_stale_temps
+    from alexnet.checkpoint import clean_stale_temps
 
     (tmp_path / ".last.pt.abc123.tmp").write_bytes(b"x" * 100)  # a save killed with -9
     (tmp_path / "last.pt").write_bytes(b"keep")

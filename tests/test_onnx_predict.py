@@ -11,11 +11,11 @@ import torch
 from PIL import Image
 
 import alexnet
+from alexnet.checkpoint import save_payload
 from alexnet.cli import main
 from alexnet.export import export
 from alexnet.model import create_model
 from alexnet.predict import OnnxPredictor
-from alexnet.weights import save_checkpoint
 
 pytest.importorskip("onnxscript", reason="ONNX export needs pip install 'alexnet[onnx]'")
 onnx = pytest.importorskip("onnx", reason="ONNX export needs pip install 'alexnet[onnx]'")
@@ -33,7 +33,7 @@ def exported(tmp_path_factory):
     model = create_model("alexnet", num_classes=3, init="kaiming").eval()
     root = tmp_path_factory.mktemp("onnx")
     ckpt = root / "model.pt"
-    save_checkpoint({"arch": "alexnet", "num_classes": 3, "model": model.state_dict(), "classes": CLASSES,
+    save_payload({"arch": "alexnet", "num_classes": 3, "model": model.state_dict(), "classes": CLASSES,
                      "preprocess": PREPROCESS, "config": {"data": None}}, ckpt)  # fmt: skip
     out, _ = export(ckpt, "onnx")
     return ckpt, out

@@ -57,15 +57,15 @@ def test_top_confusions():
 
 def make_run(run_dir, data, arch: str, classes: list[str], preprocess: dict | None = None) -> None:
     """A run directory by hand: checkpoint, metrics.jsonl with step and epoch lines, eval.json."""
+    from alexnet.checkpoint import save_payload
     from alexnet.model import create_model
-    from alexnet.weights import save_checkpoint
 
     torch.manual_seed(0)
     model = create_model(arch, num_classes=len(classes), init="kaiming")
     pre = preprocess or {"resize": 64, "crop": 64, "mean": [0.5] * 3, "std": [0.25] * 3}
     payload = {"arch": arch, "num_classes": len(classes), "model": model.state_dict(), "classes": classes,
                "preprocess": pre, "config": {"data": str(data)}}  # fmt: skip
-    save_checkpoint(payload, run_dir / "checkpoints" / "best.pt")
+    save_payload(payload, run_dir / "checkpoints" / "best.pt")
     lines = []
     for e in range(1, 4):
         lines.append({"kind": "step", "epoch": e, "step": 10 * e - 5, "train_loss": 2.0 / e, "lr": 0.01,

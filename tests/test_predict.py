@@ -12,10 +12,10 @@ import torch
 from PIL import Image
 
 import alexnet
+from alexnet.checkpoint import save_payload
 from alexnet.cli import main
 from alexnet.model import create_model
 from alexnet.predict import save_features
-from alexnet.weights import save_checkpoint
 
 CLASSES = ["cat", "dog", "fox"]
 MEAN, STD = [0.5, 0.4, 0.3], [0.2, 0.25, 0.3]
@@ -28,7 +28,7 @@ def ckpt(tmp_path_factory):
     model = create_model("alexnet", num_classes=3, init="kaiming").eval()
     path = tmp_path_factory.mktemp("ckpt") / "model.pt"
     preprocess = {"resize": 64, "crop": 64, "mean": MEAN, "std": STD}
-    save_checkpoint({"arch": "alexnet", "num_classes": 3, "model": model.state_dict(), "classes": CLASSES,
+    save_payload({"arch": "alexnet", "num_classes": 3, "model": model.state_dict(), "classes": CLASSES,
                      "preprocess": preprocess, "config": {"data": None}}, path)  # fmt: skip
     return path, model
 
@@ -147,18 +147,22 @@ def test_bad_inputs_are_named_and_the_rest_still_run(ckpt, images):
         p.predict(torch.zeros(4, 64, 64, dtype=torch.uint8))
 
 
-def test_predictor_takes_a_preprocess_or_its_stored_dict(ckpt, images):
+def test_predictor_takes_typed_metadata_read_from_a_file_or_built(ckpt, images):
+    """A ``Predictor`` gets a ``Checkpoint``: its ``preprocess`` is always a validated ``Preprocess`` (read from a
+    file's stored dict by ``checkpoint.from_metadata``, or built), never a dict to coerce."""
+    from alexnet.checkpoint import Checkpoint, from_metadata
     from alexnet.predict import Predictor
     from alexnet.preprocess import Preprocess
 
     _, model = ckpt
     _, paths, _, _ = images
     stored = {"resize": 64, "crop": 64, "mean": MEAN, "std": STD}
-    a = Predictor(model, {"classes": CLASSES, "preprocess": stored})
-    b = Predictor(model, {"classes": CLASSES, "preprocess": Preprocess(crop=64, resize=64, mean=MEAN, std=STD)})
+    a = Predictor(model, from_metadata({"classes": CLASSES, "preprocess": stored}, "m.pt"))
+    b = Predictor(model, Checkpoint(model={}, classes=CLASSES, preprocess=Preprocess(crop=64, resize=64, mean=MEAN,
+                                                                                     std=STD)))  # fmt: skip
     assert a.preprocess == b.preprocess and a.predict(paths, topk=3) == b.predict(paths, topk=3)
-    with pytest.raises(alexnet.UserError, match="preprocess has no 'mean'"):
-        Predictor(model, {"classes": CLASSES, "preprocess": {"resize": 64, "crop": 64, "std": STD}})
+    with pytest.raises(alexnet.UserError, match=r"m\.pt: preprocess has no 'mean'"):
+        from_metadata({"classes": CLASSES, "preprocess": {"resize": 64, "crop": 64, "std": STD}}, "m.pt")
 
 
 # ----------------------------------------------------------------------------------------------------------------

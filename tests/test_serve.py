@@ -25,11 +25,11 @@ import torch
 from PIL import Image
 
 import alexnet
+from alexnet.checkpoint import save_payload
 from alexnet.cli import main
 from alexnet.model import create_model
 from alexnet.serve.batching import Batcher
 from alexnet.serve.config import ServeConfig
-from alexnet.weights import save_checkpoint
 
 pytest.importorskip("fastapi", reason="alexnet serve needs pip install 'alexnet[serve]'")
 httpx = pytest.importorskip("httpx", reason="FastAPI's test client needs httpx (pip install 'alexnet[dev]')")
@@ -58,7 +58,7 @@ def model_path(tmp_path_factory) -> Path:
     torch.manual_seed(0)
     model = create_model("alexnet", num_classes=3, init="kaiming")
     path = tmp_path_factory.mktemp("serve-model") / "tiny.pt"
-    save_checkpoint({"arch": "alexnet", "num_classes": 3, "model": model.state_dict(), "classes": CLASSES,
+    save_payload({"arch": "alexnet", "num_classes": 3, "model": model.state_dict(), "classes": CLASSES,
                      "preprocess": PREPROCESS, "config": {}}, path)  # fmt: skip
     return path
 
@@ -845,7 +845,7 @@ def test_the_byte_budget_refuses_before_the_body_is_read(predictor):
 
 def test_image_status_follows_the_error_type():
     from alexnet.data.decode import DecodeBoundsError, DecodeError
-    from alexnet.serve.wire import image_status
+    from alexnet.serve.app import image_status
 
     assert image_status(DecodeBoundsError("x.png: too many pixels")) == 422
     assert image_status(DecodeError("refused.png: refused to be an image")) == 415  # no guessing from the words

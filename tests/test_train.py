@@ -15,13 +15,15 @@ import pytest
 import torch
 
 import alexnet.training.loop
+from alexnet.checkpoint import load as load_checkpoint
+from alexnet.checkpoint import save_payload
 from alexnet.config import resolve_config
 from alexnet.data.pack import pack_dataset
 from alexnet.data.synthetic import make_synthetic
 from alexnet.distributed import Preempted
 from alexnet.errors import UserError
 from alexnet.training import train
-from alexnet.weights import load_checkpoint, read_state_dict, save_checkpoint
+from alexnet.weights import read_state_dict
 
 
 @pytest.fixture(scope="module")
@@ -75,15 +77,15 @@ def test_exact_resume_is_bitwise_identical(tiny_data, tmp_path, monkeypatch):
         train(tiny_config(tiny_data, tmp_path / "resumed"))
     assert stopped.value.exit_code == 130 and signal.getsignal(signal.SIGINT) is handler
     first = load_checkpoint(tmp_path / "resumed" / "checkpoints" / "last.pt")
-    assert (first["epoch"], first["batch_in_epoch"], first["step"]) == (1, 2, 5)
+    assert (first.epoch, first.batch_in_epoch, first.step) == (1, 2, 5)
     monkeypatch.undo()
     resumed = train(tiny_config(tiny_data, tmp_path / "resumed", resume="auto"))
     # different worker counts on purpose: augmentation is keyed by sample, not by worker
     assert same_weights(straight / "checkpoints" / "last.pt", resumed / "checkpoints" / "last.pt")
     ckpt = load_checkpoint(resumed / "checkpoints" / "last.pt")
-    assert ckpt["epoch"] == 4 and ckpt["step"] == 12
-    assert ckpt["classes"] == ["circle", "ring", "square"]
-    assert {"resize", "crop", "mean", "std"} <= set(ckpt["preprocess"])
+    assert ckpt.epoch == 4 and ckpt.step == 12
+    assert ckpt.classes == ["circle", "ring", "square"]
+    assert {"resize", "crop", "mean", "std"} <= set(ckpt.preprocess.to_dict())
     # the metrics read as one run: every epoch once, the stopped epoch's loss over all its batches
     epochs, whole = _records(resumed, "epoch"), _records(straight, "epoch")
     assert [e["epoch"] for e in epochs] == [1, 2, 3, 4]
@@ -102,19 +104,22 @@ def test_packed_data_trains_and_resumes_exactly(tiny_data, tmp_path):
     resumed = train(tiny_config(str(pack), tmp_path / "resumed", resume="auto", **cfg))
     assert same_weights(straight / "checkpoints" / "last.pt", resumed / "checkpoints" / "last.pt")
     ckpt = load_checkpoint(resumed / "checkpoints" / "last.pt")
-    assert ckpt["epoch"] == 3 and ckpt["step"] == 3 * (36 // 6)  # 36 train images in batches of 6, every epoch
-    assert ckpt["classes"] == ["circle", "ring", "square"]
-    assert ckpt["preprocess"]["resize"] == 72 and ckpt["preprocess"]["crop"] == 64
+    assert ckpt.epoch == 3 and ckpt.step == 3 * (36 // 6)  # 36 train images in batches of 6, every epoch
+    assert ckpt.classes == ["circle", "ring", "square"]
+    assert ckpt.preprocess.resize == 72 and ckpt.preprocess.crop == 64
     report = json.loads((resumed / "eval.json").read_text())
     assert report["count"] == 12 and sum(map(sum, report["confusion"])) == 12  # every val image, once
 
 
-def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tiny_data, tmp_path):
-    run = train(tiny_config(tiny_data, tmp_path / "run", epochs=1))
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tiny_data, tmp_path, monkeypatch):
+    run = train(tiny_config(tiny_data, tmp_path / "run", epochs=2), stop_after_epoch=1)
     before = (run / "checkpoints" / "last.pt").read_bytes()
     handlers = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
-    with pytest.raises(UserError, match="non-finite"):
-        train(tiny_config(tiny_data, tmp_path / "run", epochs=2, resume="auto", lr=1e12, warmup_epochs=0))
+    real = alexnet.training.loop.train_step
+    monkeypatch.setattr(alexnet.training.loop, "train_step", lambda *a, **k: real(*a, **k) * float("nan"))
+    with pytest.raises(UserError, match="non-finite"):  # the resumed run's losses diverge (a resume cannot raise lr)
+        train(tiny_config(tiny_data, tmp_path / "run", epochs=2, resume="auto"))
+    monkeypatch.setattr(alexnet.training.loop, "train_step", real)
     assert (run / "checkpoints" / "last.pt").read_bytes() == before
     assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == handlers  # restored after an error
     # the failed attempt logged steps after the checkpoint; resuming drops them, so each step appears once
@@ -125,21 +130,21 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tiny_data, tmp_pat
 
 _WRITER = """
 import sys, torch
-from alexnet.weights import save_checkpoint
+from alexnet.checkpoint import save_payload
 path = sys.argv[1]
-big = {"model": {"w": torch.randn(4_000_000)}, "epoch": 0}
+big = {"model": {"w": torch.randn(4_000_000)}, "epoch": 0, "step": 0}
 i = 0
 while True:
     i += 1
-    big["epoch"] = i
-    save_checkpoint(big, path)
+    big["epoch"] = big["step"] = i
+    save_payload(big, path)
     print(i, flush=True)
 """
 
 
 def test_checkpoint_survives_sigkill_during_saving(tmp_path):
     path = tmp_path / "last.pt"
-    save_checkpoint({"model": {"w": torch.zeros(3)}, "epoch": 0}, path)
+    save_payload({"model": {"w": torch.zeros(3)}, "epoch": 0, "step": 0}, path)
     proc = subprocess.Popen([sys.executable, "-c", _WRITER, str(path)], stdout=subprocess.PIPE, text=True)
     try:
         proc.stdout.readline()  # at least one complete save happened; the next one is under way
@@ -150,14 +155,14 @@ def test_checkpoint_survives_sigkill_during_saving(tmp_path):
         if proc.poll() is None:
             proc.kill()
     ckpt = load_checkpoint(path)  # whatever is there must load
-    assert ckpt["epoch"] >= 1 and ckpt["model"]["w"].numel() == 4_000_000
+    assert ckpt.epoch >= 1 and ckpt.model["w"].numel() == 4_000_000
     leftovers = [p for p in tmp_path.iterdir() if p.name != "last.pt"]
     assert all(p.name.endswith(".tmp") for p in leftovers)  # only a torn temp file may remain, never a torn last.pt
 
 
 def test_sigterm_saves_and_resumes(tiny_data, tmp_path):
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "alexnet", "train", tiny_data, "--out", str(out), "--epochs", "200"]
+    cmd = [sys.executable, "-m", "alexnet", "train", tiny_data, "--out", str(out), "--epochs", "3"]
     cmd += ["--batch-size", "6", "--image-size", "64", "--workers", "0", "--log-every", "1", "--device", "cpu"]
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
@@ -170,12 +175,12 @@ def test_sigterm_saves_and_resumes(tiny_data, tmp_path):
     assert proc.returncode == 143, err  # preempted, not finished: 128 + SIGTERM
     assert "resume with: alexnet train" in err
     ckpt = load_checkpoint(out / "checkpoints" / "last.pt")
-    assert ckpt["step"] >= 1
-    resumed = subprocess.run([*cmd[:7], "--epochs", str(ckpt["epoch"] + 1), "--resume", "auto", *cmd[9:]],
-                             capture_output=True, text=True, timeout=300)  # fmt: skip
-    assert resumed.returncode == 0, resumed.stderr
+    assert ckpt.step >= 1
+    assert ckpt.epoch < 3, "the run finished before SIGTERM arrived"
+    resumed = subprocess.run([*cmd[:7], "--resume", "auto"], capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr  # its own data, 3 epochs and batch 6 come from the checkpoint
     assert f"resumed from {out / 'checkpoints' / 'last.pt'}" in resumed.stderr
-    assert load_checkpoint(out / "checkpoints" / "last.pt")["epoch"] == ckpt["epoch"] + 1
+    assert load_checkpoint(out / "checkpoints" / "last.pt").epoch == 3
 
 
 def test_a_short_run_learns(tmp_path):
@@ -226,8 +231,8 @@ def test_epoch_loss_is_the_mean_of_every_batch_and_chooses_best_without_val(tiny
     assert all(e["best_metric"] == "train_loss" and e["val_top1"] is None for e in epochs)
     assert [e["is_best"] for e in epochs] == [True, means[1] < means[0]]
     ckpt = load_checkpoint(run / "checkpoints" / "best.pt")
-    assert ckpt["best"] == {"metric": "train_loss", "value": means[best], "epoch": best + 1}
-    assert ckpt["epoch"] == best + 1 and ckpt["best_top1"] is None
+    assert ckpt.best == {"metric": "train_loss", "value": means[best], "epoch": best + 1}
+    assert ckpt.epoch == best + 1 and ckpt.best_top1 is None
     with open(run / "metrics.csv", newline="") as f:
         times = [float(row["time"]) for row in csv.DictReader(f)]  # seconds since the run started
     assert len(times) == 2 and 0 < times[0] <= times[1]
@@ -253,7 +258,7 @@ def test_an_existing_run_needs_resume_or_overwrite(tiny_data, tmp_path):
     assert {p.name for p in run.rglob("*") if p.is_file()} == {"metrics.jsonl", "best.pt", "curves.png"}  # untouched
     train(tiny_config(tiny_data, run, epochs=1, max_steps_per_epoch=1, overwrite=True))
     assert [(e["epoch"], e["step"]) for e in _records(run, "epoch")] == [(1, 1)]  # a fresh run: no duplicate epochs
-    assert load_checkpoint(run / "checkpoints" / "best.pt")["step"] == 1
+    assert load_checkpoint(run / "checkpoints" / "best.pt").step == 1
     assert not (run / "plots").exists()  # the old run's pictures went with it
 
 
@@ -261,7 +266,7 @@ def test_resume_with_another_arch_or_classes_is_one_line(tiny_data, tmp_path, ca
     from alexnet.cli import main
 
     last = tmp_path / "last.pt"  # what resuming reads first: arch, then (once the data is open) classes
-    save_checkpoint({"arch": "alexnet", "num_classes": 3, "classes": ["circle", "ring", "square"],
+    save_payload({"arch": "alexnet", "num_classes": 3, "classes": ["circle", "ring", "square"],
                      "model": {"w": torch.zeros(1)}}, last)  # fmt: skip
     flags = ["--out", str(tmp_path / "other"), "--resume", str(last), "--batch-size", "6", "--image-size", "64"]
     flags += ["--device", "cpu", "--epochs", "2"]

@@ -9,7 +9,8 @@ import torchvision
 from safetensors.torch import save_file
 
 from alexnet import AlexNet, AlexNet2012, WeightsError, load_weights, model_from_file
-from alexnet.weights import load_checkpoint, save_checkpoint
+from alexnet.checkpoint import load as load_checkpoint
+from alexnet.checkpoint import save_payload
 
 
 @pytest.fixture(scope="module")
@@ -42,18 +43,18 @@ def test_safetensors_and_checkpoint(tmp_path, tv_weights):
     ref, _ = tv_weights
     save_file(ref.state_dict(), str(tmp_path / "w.safetensors"))
     assert _same(load_weights(AlexNet(num_classes=10), tmp_path / "w.safetensors"), ref)
-    save_checkpoint({"arch": "alexnet", "model": ref.state_dict(), "classes": list("abcdefghij")}, tmp_path / "c.pt")
+    save_payload({"arch": "alexnet", "model": ref.state_dict(), "classes": list("abcdefghij")}, tmp_path / "c.pt")
     assert _same(load_weights(AlexNet(num_classes=10), tmp_path / "c.pt"), ref)
     model, meta = model_from_file(tmp_path / "c.pt")
-    assert meta["classes"] == list("abcdefghij") and not model.training
-    assert load_checkpoint(tmp_path / "c.pt")["format"] == "alexnet-checkpoint"
+    assert meta.classes == list("abcdefghij") and not model.training
+    assert load_checkpoint(tmp_path / "c.pt").classes == list("abcdefghij")
 
 
 def test_torchvision_file_gets_imagenet_metadata(tmp_path):
     torch.save(torchvision.models.alexnet(weights=None).state_dict(), tmp_path / "tv.pth")
     _, meta = model_from_file(tmp_path / "tv.pth")
-    assert meta["arch"] == "alexnet" and len(meta["classes"]) == 1000
-    assert meta["classes"][0] == "tench" and meta["preprocess"].crop == 224
+    assert meta.arch == "alexnet" and len(meta.classes) == 1000
+    assert meta.classes[0] == "tench" and meta.preprocess.crop == 224
 
 
 def test_mismatch_names_missing_unexpected_and_misshaped_keys(tv_weights):

@@ -16,7 +16,7 @@ from torch import nn
 
 from .device import autocast
 from .progress import progress
-from .text import plural
+from .text import plural, printable
 
 
 def topk_correct(logits: torch.Tensor, labels: torch.Tensor, ks: Sequence[int] = (1, 5)) -> torch.Tensor:
@@ -144,10 +144,11 @@ def format_report(report: dict, max_classes: int = 20) -> str:
     lines.append(f"macro precision: {100 * m['precision']:.2f}%  recall: {100 * m['recall']:.2f}%  "
                  f"F1: {100 * m['f1']:.2f}%")  # fmt: skip
     rows = sorted(report["f1"], key=lambda c: (report["f1"][c], c))
+    names = {c: printable(c) for c in rows}  # class-folder names may hold tabs, line breaks, escape sequences
     if not rows:
         return "\n".join(lines)
     shown = rows[:max_classes]
-    width = max(5, *(len(c) for c in shown))
+    width = max(5, *(len(names[c]) for c in shown))
     title = (
         "per class"
         if len(shown) == len(rows)
@@ -157,7 +158,7 @@ def format_report(report: dict, max_classes: int = 20) -> str:
     lines.append(f"  {'class':<{width}}  precision  recall      F1  images")  # each column right-aligned
     for c in shown:
         p, r, f = (100 * report[k][c] for k in ("precision", "recall", "f1"))
-        lines.append(f"  {c:<{width}}  {p:8.1f}%  {r:5.1f}%  {f:5.1f}%  {report['support'][c]:6d}")
+        lines.append(f"  {names[c]:<{width}}  {p:8.1f}%  {r:5.1f}%  {f:5.1f}%  {report['support'][c]:6d}")
     return "\n".join(lines)
 
 
@@ -197,10 +198,10 @@ def evaluate_file(
 
         onnx = OnnxPredictor(model_path, device="cpu")
         model, device, precision = onnx.as_module(), "cpu", "fp32"
-        meta = {"classes": onnx.classes, "num_classes": len(onnx.classes), "preprocess": onnx.preprocess}
+        info = onnx.info
     else:
-        model, meta = model_from_file(model_path)
-    config = meta.get("config") or {}
+        model, info = model_from_file(model_path)
+    config = info.config or {}
     if data is None and not config:  # a run's checkpoint always has a config (data None = the built-in set)
         raise UserError(f"{model_path} records no data set: give DATA")
     if data is None:
@@ -210,7 +211,7 @@ def evaluate_file(
     else:
         dataset = open_dataset(data)
     chosen = dataset.split(split)
-    classes, warnings = list(meta["classes"]), []
+    classes, warnings = list(info.classes), []
     try:
         chosen = relabel(chosen, match_classes(chosen.classes, classes, source=dataset.source, model=str(model_path)),
                          classes)  # fmt: skip
@@ -222,11 +223,11 @@ def evaluate_file(
         chosen = relabel(chosen, range(len(chosen.classes)), classes)
     dev = resolve_device(device)
     dtype = resolve_precision(precision, dev)
-    loader = make_loader(chosen, meta["preprocess"], batch_size=max(1, batch_size // 10) if ten_crop else batch_size,
+    loader = make_loader(chosen, info.preprocess, batch_size=max(1, batch_size // 10) if ten_crop else batch_size,
                          ten_crop=ten_crop, device=dev, workers=workers)  # fmt: skip
     model.to(dev)
     desc = f"evaluate {dataset.source} ({split})" if progress else None
-    report = evaluate(model, loader, num_classes=meta["num_classes"], classes=classes, device=dev, dtype=dtype,
+    report = evaluate(model, loader, num_classes=len(classes), classes=classes, device=dev, dtype=dtype,
                       desc=desc)  # fmt: skip
     report.update(model=str(model_path), data=dataset.source, split=split, ten_crop=ten_crop,
                   bad_files=loader.bad_files, warnings=warnings)  # fmt: skip

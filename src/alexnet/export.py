@@ -21,18 +21,17 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
 
+from .checkpoint import Checkpoint
 from .errors import UserError
-from .preprocess import Preprocess
+from .outputs import atomic_file, check_free_space, prepare_output
 
 FORMATS = ("onnx", "pt2", "safetensors")
 SUFFIXES = {"onnx": ".onnx", "pt2": ".pt2", "safetensors": ".safetensors"}
 PARITY_ATOL = 1e-4  # max abs difference of logits, fp32
-_META_KEYS = ("arch", "num_classes", "classes", "preprocess", "model_kwargs", "config", "epoch", "step", "best_top1")
 
 
 class ParityError(UserError):
@@ -52,7 +51,6 @@ def export(
     ``out`` defaults to the model path with the format's suffix (``.onnx``, ``.pt2``, ``.safetensors``). An existing
     output (or, for safetensors, its ``.json`` sidecar) is refused unless ``overwrite``; checked before any work.
     """
-    from .outputs import prepare_output
     from .weights import model_from_file
 
     if fmt == "torchscript":
@@ -67,7 +65,7 @@ def export(
         raise UserError(f"--out {out}: would overwrite the model file itself; choose another path")
     prepare_output(out, also=sidecars, overwrite=overwrite)
     model, meta = model_from_file(model_path)
-    meta = {**meta, "preprocess": Preprocess.coerce(meta["preprocess"], source=str(model_path))}
+    check_free_space(out, sum(t.numel() * t.element_size() for t in model.state_dict().values()))
     if fmt == "onnx":
         return out, export_onnx(model, meta, out, check=check)
     if fmt == "pt2":
@@ -76,15 +74,8 @@ def export(
     return out, None
 
 
-def _metadata(meta: dict[str, Any]) -> dict[str, Any]:
-    """The metadata every export carries, in plain types (``preprocess`` as ``Preprocess.to_dict()``)."""
-    info = {k: meta[k] for k in _META_KEYS if k in meta}
-    info["preprocess"] = Preprocess.coerce(meta["preprocess"]).to_dict()
-    return info
-
-
-def _example(meta: dict[str, Any], batch: int, seed: int = 0) -> torch.Tensor:
-    crop = Preprocess.coerce(meta["preprocess"]).crop
+def _example(meta: Checkpoint, batch: int, seed: int = 0) -> torch.Tensor:
+    crop = meta.preprocess.crop
     g = torch.Generator().manual_seed(seed)
     return torch.randn(batch, 3, crop, crop, generator=g)  # (B, 3, crop, crop): normalised images look ~N(0, 1)
 
@@ -104,7 +95,7 @@ def _check(name: str, path: Path, expected: torch.Tensor, got: torch.Tensor, ato
 
 
 def export_onnx(
-    model: nn.Module, meta: dict[str, Any], out: Path, *, check: bool = True, atol: float = PARITY_ATOL
+    model: nn.Module, meta: Checkpoint, out: Path, *, check: bool = True, atol: float = PARITY_ATOL
 ) -> float | None:
     """Write ``out`` (.onnx) with a dynamic batch axis and metadata; return the parity max abs diff (or None)."""
     try:
@@ -125,16 +116,20 @@ def export_onnx(
         dynamic_shapes=({0: batch},),
         verbose=False,
     )
-    info = _metadata(meta)
+    info = meta.metadata()
     info["input"] = "float32 (B, 3, crop, crop) RGB, scaled to 0..1 then (x - mean) / std; output: logits"
     for key, value in info.items():  # program.model is an onnx_ir Model: set metadata before the one save
         program.model.metadata_props[key] = value if isinstance(value, str) else json.dumps(value)
-    program.save(str(out))
-    return check_onnx(model, meta, out, atol=atol) if check else None
+    with atomic_file(out) as tmp:  # a full disk or a failed check leaves nothing behind
+        program.save(str(tmp))
+        return check_onnx(model, meta, tmp, atol=atol, name=out) if check else None
 
 
-def check_onnx(model: nn.Module, meta: dict[str, Any], path: Path, *, atol: float = PARITY_ATOL) -> float:
-    """Run onnxruntime on random batches (sizes 1 and 3) and compare with PyTorch; raise ``ParityError`` if off."""
+def check_onnx(
+    model: nn.Module, meta: Checkpoint, path: Path, *, atol: float = PARITY_ATOL, name: Path | None = None
+) -> float:
+    """Run onnxruntime on random batches (sizes 1 and 3) and compare with PyTorch; raise ``ParityError`` (naming
+    ``name``, default ``path``) if off."""
     try:
         import onnxruntime as ort
     except ImportError:
@@ -146,7 +141,7 @@ def check_onnx(model: nn.Module, meta: dict[str, Any], path: Path, *, atol: floa
         with torch.inference_mode():
             expected = model.cpu()(x)
         got = torch.from_numpy(session.run(None, {"input": x.numpy()})[0])
-        worst = max(worst, _check("onnxruntime", path, expected, got, atol))
+        worst = max(worst, _check("onnxruntime", name or path, expected, got, atol))
     return worst
 
 
@@ -155,36 +150,39 @@ def check_onnx(model: nn.Module, meta: dict[str, Any], path: Path, *, atol: floa
 
 
 def export_program(
-    model: nn.Module, meta: dict[str, Any], out: Path, *, check: bool = True, atol: float = PARITY_ATOL
+    model: nn.Module, meta: Checkpoint, out: Path, *, check: bool = True, atol: float = PARITY_ATOL
 ) -> float | None:
     """Write a ``torch.export`` archive (.pt2) with a dynamic batch axis and ``alexnet.json`` metadata inside."""
     model = model.float().eval().cpu()
     batch = torch.export.Dim("batch", min=1, max=4096)
     program = torch.export.export(model, (_example(meta, 2),), dynamic_shapes=({0: batch},))
-    torch.export.save(program, str(out), extra_files={"alexnet.json": json.dumps(_metadata(meta))})
-    if not check:
-        return None
-    loaded = torch.export.load(str(out)).module()
-    worst = 0.0
-    for batch_size in (1, 3):
-        x = _example(meta, batch_size, seed=batch_size)
-        with torch.inference_mode():
-            worst = max(worst, _check("torch.export", out, model(x), loaded(x), atol))
-    return worst
+    with atomic_file(out) as tmp:  # torch.export.save aborts the process on a full disk: export() checks first
+        torch.export.save(program, str(tmp), extra_files={"alexnet.json": json.dumps(meta.metadata())})
+        if not check:
+            return None
+        loaded = torch.export.load(str(tmp)).module()
+        worst = 0.0
+        for batch_size in (1, 3):
+            x = _example(meta, batch_size, seed=batch_size)
+            with torch.inference_mode():
+                worst = max(worst, _check("torch.export", out, model(x), loaded(x), atol))
+        return worst
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # safetensors
 
 
-def export_safetensors(model: nn.Module, meta: dict[str, Any], out: Path) -> list[Path]:
+def export_safetensors(model: nn.Module, meta: Checkpoint, out: Path) -> list[Path]:
     """Write the weights to ``out`` and the metadata to ``out`` with suffix ``.json``. Returns both paths."""
     from safetensors.torch import save_file
 
     if out.suffix != ".safetensors":
         raise UserError(f"--out {out}: a safetensors file name must end in .safetensors")
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(out), metadata={"format": "alexnet-safetensors"})
     sidecar = out.with_suffix(".json")
-    sidecar.write_text(json.dumps(_metadata(meta), indent=2, default=str) + "\n")
+    with atomic_file(out) as tmp:  # both or neither: a failed sidecar removes the weights' temp file too
+        save_file(state, str(tmp), metadata={"format": "alexnet-safetensors"})
+        with atomic_file(sidecar) as tmp_sidecar:
+            tmp_sidecar.write_text(json.dumps(meta.metadata(), indent=2) + "\n")
     return [out, sidecar]

@@ -23,6 +23,14 @@ from torch import nn
 MIN_INPUT_SIZE = 63  # px: the smallest side for which the three 3x3/2 max-pools still leave one pixel
 
 FEATURE_LAYERS = ("conv5", "fc6", "fc7", "logits")
+HEAD = "classifier.6"  # fc8's name in the state dict (torchvision's too): what fine-tuning replaces
+HEAD_WEIGHT, CONV1_WEIGHT = f"{HEAD}.weight", "features.0.weight"  # the keys that tell a file's classes and arch
+FREEZE = ("none", "features", "all-but-head")  # what fine-tuning may keep fixed
+
+
+def is_head(name: str) -> bool:
+    """Whether a parameter or state-dict key belongs to the head (fc8)."""
+    return name.startswith(HEAD + ".")
 
 
 class _AlexNetBase(nn.Module):
@@ -59,6 +67,24 @@ class _AlexNetBase(nn.Module):
     def head(self) -> nn.Linear:
         """The last linear layer (fc8): what fine-tuning replaces."""
         return self.classifier[-1]
+
+    def freeze(self, which: str) -> None:
+        """Keep ``which`` fixed while training: ``none``, ``features`` (the conv layers) or ``all-but-head``."""
+        if which not in FREEZE:
+            raise ValueError(f"unknown freeze {which!r}; choose from {', '.join(FREEZE)}")
+        for name, p in self.named_parameters():
+            if (which == "features" and name.startswith("features.")) or (
+                which == "all-but-head" and not is_head(name)
+            ):
+                p.requires_grad_(False)
+
+    def param_groups(self, head_lr_mult: float = 1.0) -> list[dict]:
+        """The trainable parameters as optimizer groups: the body (``lr_mult`` 1) and the head (``head_lr_mult``);
+        empty groups left out (nanoGPT's ``configure_optimizers``)."""
+        body = [p for n, p in self.named_parameters() if not is_head(n) and p.requires_grad]
+        head = [p for n, p in self.named_parameters() if is_head(n) and p.requires_grad]
+        groups = [{"params": body, "lr_mult": 1.0}, {"params": head, "lr_mult": head_lr_mult}]
+        return [g for g in groups if g["params"]]
 
     def reset_head(self, num_classes: int) -> None:
         """Replace fc8 with a freshly initialised layer for ``num_classes`` classes."""

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from .errors import UserError
@@ -45,3 +46,42 @@ def prepare_output(
     except OSError as e:
         raise UserError(f"{flag} {path}: cannot write in {folder} ({e.strerror or e})") from None
     return path
+
+
+def check_free_space(path: str | os.PathLike, needed: int, *, flag: str = "--out") -> None:
+    """``UserError`` naming ``path`` when its folder has less than ``needed`` bytes free (plus 16 MiB): some writers
+    (``torch.export.save``) abort the whole process on a full disk instead of raising, so ask first."""
+    import shutil
+
+    folder = Path(path).parent if str(Path(path).parent) else Path(".")
+    free = shutil.disk_usage(folder).free
+    if free < needed + (16 << 20):
+        raise UserError(f"{flag} {path}: no space left on the device ({free >> 20} MiB free, about "
+                        f"{needed >> 20} MiB needed)")  # fmt: skip
+
+
+@contextmanager
+def atomic_file(path: str | os.PathLike, *, flag: str = "--out") -> Iterator[Path]:
+    """Write ``path`` through a temporary file beside it, renamed over ``path`` only when the block succeeds.
+
+    A failure (a full disk, Ctrl-C, a writer's own error) removes the temporary file and leaves any previous
+    ``path`` as it was, so a rerun is never blocked by a torn file; an ``OSError`` becomes one ``UserError``
+    naming ``path``."""
+    import errno
+
+    path = Path(path)
+    fd, name = tempfile.mkstemp(
+        prefix=f".{path.name}.", suffix=f".tmp{path.suffix}", dir=path.parent if str(path.parent) else "."
+    )
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException as e:
+        tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError) or "No space left" in str(e) or "inline_container" in str(e):
+            full = getattr(e, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or "No space left" in str(e)
+            reason = "no space left on the device" if full else (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise UserError(f"{flag} {path}: cannot write it ({reason}); nothing was left behind") from None
+        raise

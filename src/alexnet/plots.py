@@ -476,7 +476,7 @@ def make_plots(
         written.append(plot_curves(read_metrics(run_dir / "metrics.jsonl"), out / "curves.png"))
     predictor = load(_checkpoint(run_dir), device=device)
     conv1 = predictor.model.features[0].weight
-    written.append(plot_filters(conv1, predictor.meta["arch"], out / "conv1_filters.png"))
+    written.append(plot_filters(conv1, predictor.info.arch, out / "conv1_filters.png"))
     if (run_dir / "eval.json").is_file():
         written.append(plot_confusion(json.loads((run_dir / "eval.json").read_text()), out / "confusion.png"))
     from .data.sources import open_dataset
@@ -484,7 +484,7 @@ def make_plots(
     if data is None:
         from .data.holdout import open_run_dataset
 
-        dataset = open_run_dataset(predictor.meta.get("config") or {}, _checkpoint(run_dir))
+        dataset = open_run_dataset(predictor.info.config or {}, _checkpoint(run_dir))
     else:
         dataset = open_dataset(data)
     train, val = dataset.train, dataset.val

@@ -26,10 +26,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from . import checkpoint
+from .checkpoint import Checkpoint
 from .device import autocast, resolve_device, resolve_precision
 from .errors import UserError
 from .model import FEATURE_LAYERS
-from .preprocess import Preprocess
+from .preprocess import IMAGENET, Preprocess
 
 if TYPE_CHECKING:
     from .explain import Explanation
@@ -52,8 +54,8 @@ def load(model_path: str | os.PathLike, *, device: str = "auto", precision: str 
         return OnnxPredictor(model_path, device=device, precision=precision)
     from .weights import model_from_file
 
-    model, meta = model_from_file(model_path)
-    return Predictor(model, meta, device=resolve_device(device), precision=precision)
+    model, info = model_from_file(model_path)
+    return Predictor(model, info, device=resolve_device(device), precision=precision)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -119,20 +121,20 @@ class Predictor:
     def __init__(
         self,
         model: nn.Module,
-        meta: dict[str, Any],
+        info: Checkpoint,
         *,
         device: torch.device | None = None,
         precision: str = "fp32",
     ) -> None:
         self.device = device or torch.device("cpu")
         self.model = model.to(self.device).eval()
-        self._set_meta(meta)
+        self._set_info(info)
         self.dtype = resolve_precision(precision, self.device)  # torch.float32: no autocast
 
-    def _set_meta(self, meta: dict[str, Any], source: str = "preprocess") -> None:
-        self.meta = meta
-        self.classes: list[str] = list(meta["classes"])
-        self.preprocess: Preprocess = Preprocess.coerce(meta["preprocess"], source=source)
+    def _set_info(self, info: Checkpoint) -> None:
+        self.info = info  # arch, classes, preprocess and the run's settings, as the model file gave them
+        self.classes: list[str] = list(info.classes or [])
+        self.preprocess: Preprocess = info.preprocess or IMAGENET
         self._transforms = {False: self.preprocess.transform(), True: self.preprocess.transform(ten_crop=True)}
 
     def transform(self, img: torch.Tensor, *, ten_crop: bool = False) -> torch.Tensor:
@@ -336,11 +338,10 @@ class OnnxPredictor(Predictor):
         except Exception as e:  # onnxruntime raises its own Fail / InvalidProtobuf / InvalidGraph types
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise UserError(f"{path}: onnxruntime cannot read this file ({first})") from None
-        meta = onnx_metadata(self.session, path)
         self.model = None
         self.device = torch.device("cpu")  # outputs come back as CPU tensors, whatever ran them
         self.dtype = torch.float32
-        self._set_meta(meta, source=str(path))
+        self._set_info(onnx_metadata(self.session, path))
         self._input = self.session.get_inputs()[0]
         shape = self._input.shape  # [batch, 3, crop, crop]; batch is a name (dynamic axis)
         crop = self.preprocess.crop
@@ -378,8 +379,9 @@ class _OnnxModule(nn.Module):
         return torch.from_numpy(p.session.run(None, {p._input.name: x.float().cpu().numpy()})[0])
 
 
-def onnx_metadata(session: Any, path: str | os.PathLike) -> dict[str, Any]:
-    """The ``metadata_props`` that ``alexnet export`` writes, decoded: JSON values parsed, ``arch`` as written."""
+def onnx_metadata(session: Any, path: str | os.PathLike) -> Checkpoint:
+    """The ``metadata_props`` that ``alexnet export`` writes, decoded (JSON values parsed, ``arch`` as written) and
+    checked as every model file's metadata is (``checkpoint.from_metadata``)."""
     raw = dict(session.get_modelmeta().custom_metadata_map)
     missing = [k for k in ("classes", "preprocess") if k not in raw]
     if missing:
@@ -393,10 +395,7 @@ def onnx_metadata(session: Any, path: str | os.PathLike) -> dict[str, Any]:
             meta[key] = value if key in ("arch", "input") else json.loads(value)
         except ValueError:
             raise UserError(f"{path}: ONNX metadata {key!r} is not valid JSON") from None
-    classes = meta["classes"]
-    if not (isinstance(classes, list) and classes and all(isinstance(c, str) for c in classes)):
-        raise UserError(f"{path}: ONNX metadata 'classes' must be a list of class names")
-    return meta
+    return checkpoint.from_metadata(meta, str(path))
 
 
 # ----------------------------------------------------------------------------------------------------------------

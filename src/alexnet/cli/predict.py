@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from ..errors import UserError
+from ..text import printable
 
 FORMATS = ("table", "json", "csv")
 
@@ -109,13 +110,6 @@ def run(args: argparse.Namespace) -> int:
             writer.write(name, t, top)
     out.flush()
     return 1 if failed else 0
-
-
-def printable(text: str) -> str:
-    """``text`` safe to print as one line: undecodable bytes of a file name (``surrogateescape``) as ``\\xNN``, control
-    characters (a newline in a file or class name would forge an output line) as ``\\n``, ``\\t``, ``\\x1b``..."""
-    text = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-    return "".join(c if c.isprintable() or c == " " else c.encode("unicode_escape").decode("ascii") for c in text)
 
 
 class _Writer:

@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
     service = app.state.service
     url = f"http://{_url_host(config.host)}:{config.port}/"
     print(
-        f"alexnet serve: {service.name} ({service.predictor.meta.get('arch')}, {len(service.classes)} classes, "
+        f"alexnet serve: {service.name} ({service.predictor.info.arch}, {len(service.classes)} classes, "
         f"{service.backend} on {getattr(predictor, 'device', 'cpu')}) at {url} (batches of <= {config.max_batch} "
         f"images, {config.max_wait_ms:g} ms wait; uploads <= {config.max_upload_mb:g} MB; queue {config.queue} images, "
         f"{config.max_queued_mb:g} MB; Grad-CAM {'on' if config.explain else 'off'})",

@@ -247,7 +247,7 @@ class Service:
         return {
             "name": self.name,
             "file": self.file,
-            "arch": self.predictor.meta.get("arch"),
+            "arch": self.predictor.info.arch,
             "backend": self.backend,
             "classes": self.classes,
             "preprocess": self.predictor.preprocess.to_dict(),

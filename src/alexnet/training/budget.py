@@ -5,16 +5,10 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
 
-from ..auto import epochs_for, plan_steps
 from ..device import synchronize
-from ..distributed import max_over_ranks
-
-if TYPE_CHECKING:
-    from .setup import Run
 
 # time budgets: the first steps of an epoch are timed, then the step count is fixed (auto.plan_steps)
 CALIBRATION_SKIP = 5  # steps not timed (allocation, autotuning, compilation)
@@ -67,31 +61,3 @@ class Budget:
     def step_seconds(self) -> float:
         assert self.step_time is not None
         return self.step_time
-
-
-def plan_budget(run: Run, epoch: int) -> None:
-    """Fix the time budget's step count from the timed steps (the slowest rank's), so that the steps, the epoch ends'
-    validation and the checkpoints fit in what is left of ``cfg.time_budget``; print the plan."""
-    budget, cfg, data = run.budget, run.cfg, run.data
-    step_seconds = float(max_over_ranks(torch.tensor([budget.step_seconds()], device=run.device), run.dist)[0])
-    per_image = step_seconds / (cfg.batch_size // run.dist.world_size)
-    val_images = data.val.num_samples / run.dist.world_size if data.val is not None else 0
-    eval_seconds = EVAL_COST * per_image * val_images  # a forward pass costs about a third of a training step
-    params = sum(p.numel() for p in run.model.parameters())
-    save_seconds = SAVE_BYTES_PER_PARAM * params / SAVE_RATE
-    remaining = budget.remaining() - BUDGET_MARGIN * budget.seconds
-    # last.pt at an epoch end at most once a minute (end_of_epoch), and at the last one
-    final = save_seconds * (1 + remaining / max(BUDGET_SAVE_SECONDS, run.steps_per_epoch * step_seconds))
-    if cfg.ten_crop_eval:
-        final += 10 * eval_seconds
-    max_steps = cfg.epochs * run.steps_per_epoch if cfg.epochs else None
-    run.total_steps = plan_steps(remaining=remaining, step_seconds=step_seconds, steps_done=run.step,
-                                 steps_per_epoch=run.steps_per_epoch, epoch_seconds=eval_seconds, final_seconds=final,
-                                 max_steps=max_steps)  # fmt: skip
-    run.epochs = max(epoch + 1, epochs_for(run.total_steps, run.steps_per_epoch))
-    run.log.print(
-        f"time budget {cfg.time_budget}: {budget.elapsed():.1f} s used by set-up and {run.step} steps; "
-        f"{step_seconds:.3f} s per step (batch {cfg.batch_size}) -> {run.total_steps} steps in all "
-        f"({run.total_steps / run.steps_per_epoch:.2f} epochs), lr decaying {cfg.schedule} to zero by then; "
-        f"{run.epochs * eval_seconds + final:.0f} s kept for validation and checkpoints"
-    )

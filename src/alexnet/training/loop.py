@@ -9,24 +9,33 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Collection
 from pathlib import Path
 
 import torch
 
+from ..auto import epochs_for, plan_steps
 from ..config import TrainConfig
 from ..distributed import Preempted, StopSignals, max_over_ranks, process_group, sum_over_ranks
 from ..errors import UserError
 from ..evaluate import evaluate, format_report
 from ..progress import progress
-from .budget import BUDGET_SAVE_SECONDS, plan_budget
+from .budget import BUDGET_MARGIN, BUDGET_SAVE_SECONDS, EVAL_COST, SAVE_BYTES_PER_PARAM, SAVE_RATE
+from .run import Run
 from .run_dir import copy_checkpoint
 from .schedule import best_improved, lr_factor
-from .setup import Run, setup
+from .setup import setup
 from .state import save
 from .step import train_step
 
 
-def train(cfg: TrainConfig, *, stop_after_epoch: int | None = None, started: float | None = None) -> Path:
+def train(
+    cfg: TrainConfig,
+    *,
+    stop_after_epoch: int | None = None,
+    started: float | None = None,
+    given: Collection[str] | None = None,
+) -> Path:
     """Train as ``cfg`` says; returns the run directory. Under torchrun, every rank calls this.
 
     Set up (``UserError`` for any mistake, before anything is written), then for each epoch: its steps, then
@@ -35,11 +44,15 @@ def train(cfg: TrainConfig, *, stop_after_epoch: int | None = None, started: flo
     130); a second signal stops at once. Signal handlers and the process group are as before when this returns.
     ``stop_after_epoch``: return after that many epochs, as if killed after the checkpoint (tests of resuming).
     ``started``: when the run began (``time.time()``; default: now), the start of ``cfg.time_budget``.
+    ``given``: the names of the settings the user gave (the CLI's flags and config file); a resumed run takes the
+    others from its checkpoint. Default: those of ``cfg`` that differ from ``TrainConfig()``.
     """
     started = time.time() if started is None else started
     cfg.validate()
     with process_group(cfg.device) as dist_info:
-        run = setup(cfg, dist_info, started)  # a signal here stops at once, as usual: there is nothing to save yet
+        run = setup(
+            cfg, dist_info, started, given
+        )  # a signal here stops at once, as usual: there is nothing to save yet
         with run.log, StopSignals() as stop:
             epoch = run.start_epoch
             while epoch < run.epochs:  # run.epochs is fixed once a time budget's steps are planned
@@ -115,6 +128,34 @@ def epoch_end(run: Run, epoch: int) -> int:
 
 def epochs_text(run: Run) -> str:
     return "?" if run.epochs >= 10**9 else str(run.epochs)
+
+
+def plan_budget(run: Run, epoch: int) -> None:
+    """Fix the time budget's step count from the timed steps (the slowest rank's), so that the steps, the epoch ends'
+    validation and the checkpoints fit in what is left of ``cfg.time_budget``; print the plan."""
+    budget, cfg, data = run.budget, run.cfg, run.data
+    step_seconds = float(max_over_ranks(torch.tensor([budget.step_seconds()], device=run.device), run.dist)[0])
+    per_image = step_seconds / (cfg.batch_size // run.dist.world_size)
+    val_images = data.val.num_samples / run.dist.world_size if data.val is not None else 0
+    eval_seconds = EVAL_COST * per_image * val_images  # a forward pass costs about a third of a training step
+    params = sum(p.numel() for p in run.model.parameters())
+    save_seconds = SAVE_BYTES_PER_PARAM * params / SAVE_RATE
+    remaining = budget.remaining() - BUDGET_MARGIN * budget.seconds
+    # last.pt at an epoch end at most once a minute (end_of_epoch), and at the last one
+    final = save_seconds * (1 + remaining / max(BUDGET_SAVE_SECONDS, run.steps_per_epoch * step_seconds))
+    if cfg.ten_crop_eval:
+        final += 10 * eval_seconds
+    max_steps = cfg.epochs * run.steps_per_epoch if cfg.epochs else None
+    run.total_steps = plan_steps(remaining=remaining, step_seconds=step_seconds, steps_done=run.step,
+                                 steps_per_epoch=run.steps_per_epoch, epoch_seconds=eval_seconds, final_seconds=final,
+                                 max_steps=max_steps)  # fmt: skip
+    run.epochs = max(epoch + 1, epochs_for(run.total_steps, run.steps_per_epoch))
+    run.log.print(
+        f"time budget {cfg.time_budget}: {budget.elapsed():.1f} s used by set-up and {run.step} steps; "
+        f"{step_seconds:.3f} s per step (batch {cfg.batch_size}) -> {run.total_steps} steps in all "
+        f"({run.total_steps / run.steps_per_epoch:.2f} epochs), lr decaying {cfg.schedule} to zero by then; "
+        f"{run.epochs * eval_seconds + final:.0f} s kept for validation and checkpoints"
+    )
 
 
 def save_due(run: Run) -> bool:

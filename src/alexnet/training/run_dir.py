@@ -3,11 +3,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from datetime import datetime
 from pathlib import Path
 
+from ..checkpoint import clean_stale_temps
 from ..config import TrainConfig
 from ..errors import UserError
 
@@ -17,8 +19,19 @@ def default_run_dir(cfg: TrainConfig) -> Path:
 
 
 RUN_FILES = ("checkpoints/last.pt", "checkpoints/best.pt", "metrics.jsonl", "metrics.csv")
+MARKER = ".alexnet-run"  # written into every run folder before anything else: what makes a folder ours
+# what --overwrite removes: the files our runs write, by name or pattern, and nothing else in the folder
+OURS = (*RUN_FILES, "eval.json", "config.json", "split.json", MARKER)
+OUR_PATTERNS = ("plots/*.png", "tensorboard/events.out.tfevents.*")
 
-OVERWRITTEN = (*RUN_FILES, "eval.json", "config.json", "split.json", "tensorboard", "plots")
+
+def is_run_dir(run_dir: Path) -> bool:
+    """Whether ``run_dir`` is one of our run folders: it has our marker, or (runs from before the marker) a
+    ``metrics.jsonl`` and a ``checkpoints`` folder, neither a link."""
+    if (run_dir / MARKER).is_file() and not (run_dir / MARKER).is_symlink():
+        return True
+    metrics, checkpoints = run_dir / "metrics.jsonl", run_dir / "checkpoints"
+    return metrics.is_file() and not metrics.is_symlink() and checkpoints.is_dir() and not checkpoints.is_symlink()
 
 
 def find_run_dir(cfg: TrainConfig) -> tuple[Path, Path | None]:
@@ -30,6 +43,12 @@ def find_run_dir(cfg: TrainConfig) -> tuple[Path, Path | None]:
         resume = run_dir / "checkpoints" / "last.pt" if (run_dir / "checkpoints" / "last.pt").exists() else None
     elif cfg.resume:
         resume = Path(cfg.resume)
+    if run_dir.is_dir() and any(run_dir.iterdir()) and not is_run_dir(run_dir):
+        shown = ", ".join(sorted(p.name for p in run_dir.iterdir())[:4])
+        raise UserError(
+            f"--out {run_dir} holds files that are not an alexnet run ({shown}...); nothing there is touched: "
+            "choose a new or empty folder"
+        )
     found = [name for name in RUN_FILES if (run_dir / name).exists()]
     if found and not cfg.resume and not cfg.overwrite:
         raise UserError(
@@ -55,13 +74,20 @@ def probe_writable(run_dir: Path) -> None:
 
 
 def clear_run_dir(run_dir: Path, *, overwrite: bool) -> None:
-    """With ``overwrite``, delete the previous run's files; always, the temp files of a save that was killed."""
+    """Mark ``run_dir`` as ours (``MARKER``; ``find_run_dir`` has refused a folder of someone else's files). With
+    ``overwrite``, delete the files a previous run wrote (``OURS``, ``OUR_PATTERNS``: regular files, not links, not
+    anything else in the folder); always, the temp files of a save that was killed."""
+    run_dir.mkdir(parents=True, exist_ok=True)
     if overwrite:
-        for name in OVERWRITTEN:
-            path = run_dir / name
-            shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
-    for tmp in (run_dir / "checkpoints").glob(".*.tmp"):  # see weights.save_checkpoint
-        tmp.unlink(missing_ok=True)
+        doomed = [run_dir / name for name in OURS] + [p for pattern in OUR_PATTERNS for p in run_dir.glob(pattern)]
+        for path in doomed:
+            if path.is_file() or path.is_symlink():  # a link is removed, never followed
+                path.unlink()
+        for folder in ("plots", "tensorboard"):
+            with contextlib.suppress(OSError):  # only when empty: a file of the user's keeps its folder
+                (run_dir / folder).rmdir()
+    (run_dir / MARKER).write_text('{"alexnet": "run folder"}\n')
+    clean_stale_temps(run_dir / "checkpoints")  # .last.pt.<random>.tmp files only: see checkpoint.save_payload
 
 
 def copy_checkpoint(src: Path, dst: Path) -> None:

@@ -5,117 +5,62 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from ..auto import epochs_for, parse_duration, resolve_auto
-from ..config import TrainConfig
+from .. import checkpoint
+from ..auto import epochs_for, resolve_auto
+from ..config import TrainConfig, parse_duration
+from ..data.holdout import is_held_out, read_split, run_dir_of, write_split
 from ..device import describe, resolve_device, resolve_precision
 from ..distributed import Dist, on_main
 from ..errors import UserError
 from ..imbalance import balanced_weights, class_counts, describe_weights
 from ..runlog import RunLog
-from ..weights import load_checkpoint
 from .budget import Budget
 from .cpu_path import choose_precision
+from .resume import resumed_config
 from .rng import seed_everything
+from .run import Run
 from .run_dir import clear_run_dir, find_run_dir, probe_writable
 from .schedule import Plateau, lr_factor
 from .state import check_resume, restore
 from .step import build_model, build_optimizer
 
 
-@dataclass
-class Run:
-    """What the training functions share: the settings, the hardware, the data, the model and optimisation state."""
-
-    cfg: TrainConfig
-    dist: Dist
-    dir: Path
-    device: torch.device
-    dtype: torch.dtype
-    data: Any  # a DataBundle: .train, .val, .classes, .preprocess, .description, .val_ten_crop()
-    model: nn.Module  # the plain module (checkpoints, evaluation under DDP)
-    train_model: nn.Module  # the same, compiled and/or DDP-wrapped
-    optimizer: torch.optim.SGD
-    scaler: torch.amp.GradScaler
-    plateau: Plateau
-    criterion: nn.Module
-    log: RunLog
-    steps_per_epoch: int
-    check_every: int  # steps between the ranks' checks for stop signals and non-finite losses (see setup)
-    epochs: int = 0  # epochs to run: cfg.epochs, or under a time budget what the planned steps need
-    total_steps: int | None = None  # the planned optimizer steps of a time budget (None: not planned / no budget)
-    budget: Budget | None = None
-    start_epoch: int = 0
-    start_batch: int = 0
-    step: int = 0
-    lr: float = 0.0
-    best: dict = field(default_factory=dict)  # {"metric", "value", "epoch"}: what chose best.pt
-    report: dict | None = None  # the last validation report
-    partial: tuple[float, int] = (0.0, 0)  # (loss sum, images) of an epoch stopped part-way, over all ranks
-    last_save: float = field(default_factory=time.time)
-
-
-def setup(cfg: TrainConfig, dist_info: Dist, started: float | None = None) -> Run:
+def setup(cfg: TrainConfig, dist_info: Dist, started: float | None = None, given: Collection[str] | None = None) -> Run:
     """Device and precision, run directory (refused before anything is read if it holds another run), checkpoint to
-    resume, data, settings chosen from the data (``alexnet.auto``), model, optimizer; restores the training state
-    when resuming. ``started``: when the run began (``time.time()``), for ``cfg.time_budget``."""
-    from ..data.pipeline import build_data, open_training_data
-
-    device = resolve_device(cfg.device)
-    if device.type == "cuda" and dist_info.enabled:
-        device = torch.device("cuda", dist_info.local_rank)
-    use_compile = cfg.compile if cfg.compile is not None else device.type == "cuda"
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-    if cfg.init_weights and not Path(cfg.init_weights).is_file():
-        raise UserError(f"--init-weights {cfg.init_weights}: no such file")
+    resume (its own settings restored: ``resume.resumed_config``), data, settings chosen from the data
+    (``alexnet.auto``), model, optimizer; restores the training state when resuming. ``started``: when the run began
+    (``time.time()``), for ``cfg.time_budget``; ``given``: the settings the user gave (see ``train``)."""
+    say = print if dist_info.main else (lambda line: None)
+    device = _device(cfg, dist_info)
     run_dir, resume_path = on_main(lambda: find_run_dir(cfg), dist_info)
     on_main(lambda: probe_writable(run_dir), dist_info)  # before minutes of data loading, not after
-    ckpt = load_checkpoint(resume_path) if resume_path else None
+    ckpt = checkpoint.load(resume_path) if resume_path else None
     if ckpt is not None:
+        cfg = resumed_config(cfg, ckpt, resume_path, given, say)
         check_resume(ckpt, resume_path, cfg)
-
+    if cfg.init_weights and not Path(cfg.init_weights).is_file():
+        raise UserError(f"--init-weights {cfg.init_weights}: no such file")
     seed_everything(cfg.seed)
-    from ..data.holdout import is_held_out, read_split, run_dir_of, write_split
-
-    say = print if dist_info.main else (lambda line: None)
-    dataset = open_training_data(cfg, stored_split=read_split(run_dir_of(resume_path)) if ckpt else None, log=say)
-    cfg, choices = resolve_auto(cfg, dataset, dist_info.world_size)
-    if choices:
-        say("chosen from the data: " + "; ".join(choices) + " (flags override)")
-    cfg = on_main(lambda: choose_precision(cfg, device, len(dataset.classes), say), dist_info)
-    dtype = resolve_precision(cfg.precision, device)
-    channels_last = cfg.channels_last
-    data = build_data(cfg, dataset, device=device, rank=dist_info.rank, world_size=dist_info.world_size,
-                      channels_last=channels_last, log=say)  # fmt: skip
-    if len(data.train) == 0:
-        n = getattr(data.train, "num_samples", None)
-        fits = n - n % dist_info.world_size if n else None
-        raise UserError(
-            f"the training set has {n if n is not None else 'fewer'} images, fewer than one batch "
-            f"(--batch-size {cfg.batch_size}); lower --batch-size" + (f" to {fits} or less" if fits else "")
-        )
+    stored_split = read_split(run_dir_of(resume_path)) if ckpt is not None else None  # a held-out split's files
+    cfg, data = _data(cfg, dist_info, device, say, stored_split)
     if ckpt is not None:
         check_resume(ckpt, resume_path, cfg, data.classes)
+    dtype = resolve_precision(cfg.precision, device)
     model = build_model(cfg, len(data.classes)).to(device)
-    if channels_last:
+    if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(cfg, model, device)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     plateau = Plateau(cfg.plateau_patience, cfg.plateau_max_decays)
     state = restore(ckpt, resume_path, model, optimizer, scaler, plateau, dist_info) if ckpt else {}
-    train_model = torch.compile(model) if use_compile else model
-    if dist_info.enabled:
-        ids = [device.index] if device.type == "cuda" else None
-        train_model = nn.parallel.DistributedDataParallel(train_model, device_ids=ids)
+    train_model = _wrap(model, cfg, device, dist_info)
     steps_per_epoch = min(len(data.train), cfg.max_steps_per_epoch or len(data.train))
     # Under DDP the ranks agree (a collective) on stopping and on non-finite losses. On a GPU that read waits for
     # the device, so it happens at log steps only; on CPUs, where every op is synchronous anyway, it is cheap: a
@@ -125,11 +70,7 @@ def setup(cfg: TrainConfig, dist_info: Dist, started: float | None = None) -> Ru
     if dist_info.main:  # everything is checked: from here on the run directory is written
         clear_run_dir(run_dir, overwrite=cfg.overwrite)
     log = RunLog(run_dir, enabled=dist_info.main, resume_step=state.get("step"), elapsed=state.pop("elapsed", 0.0))
-    weight = balanced_weights(class_counts(data.dataset.train.labels, len(data.classes))) if cfg.balance else None
-    if weight is not None:
-        say(describe_weights(weight, data.classes))
-    criterion = nn.CrossEntropyLoss(weight=None if weight is None else weight.to(device),
-                                    label_smoothing=cfg.label_smoothing)  # fmt: skip
+    criterion = _criterion(cfg, data, device, say)
     run = Run(cfg, dist_info, run_dir, device, dtype, data, model, train_model, optimizer, scaler, plateau, criterion,
               log, steps_per_epoch, check_every, **state)  # fmt: skip
     if cfg.time_budget:
@@ -140,12 +81,70 @@ def setup(cfg: TrainConfig, dist_info: Dist, started: float | None = None) -> Ru
         run.epochs = cfg.epochs or 10**9
     run.lr = cfg.lr * lr_factor(cfg, run.step, steps_per_epoch, plateau.decays, run.total_steps)
     if dist_info.main:
-        (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
-        if is_held_out(dataset):  # its file lists, for evaluate, plot and resume
-            write_split(run_dir, dataset, cfg.val_fraction, cfg.seed)
-        log.print(describe(device, dtype) + (f", {dist_info.world_size} processes" if dist_info.enabled else ""))
-        log.print(f"data: {data.description}; run: {run_dir}")
-        if ckpt is not None:
-            log.print(f"resumed from {resume_path} at epoch {run.start_epoch + 1}, batch {run.start_batch}, "
-                      f"step {run.step}")  # fmt: skip
+        _announce(run, resume_path if ckpt is not None else None)
     return run
+
+
+def _device(cfg: TrainConfig, dist_info: Dist) -> torch.device:
+    """The run's device (this rank's GPU under DDP), with cuDNN autotuning and TF32 on for CUDA."""
+    device = resolve_device(cfg.device)
+    if device.type == "cuda" and dist_info.enabled:
+        device = torch.device("cuda", dist_info.local_rank)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    return device
+
+
+def _data(cfg: TrainConfig, dist_info: Dist, device: torch.device, say, stored_split) -> tuple[TrainConfig, Any]:
+    """Open the data (a resumed run's held-out split as stored), choose what is left ``auto`` from it (printed),
+    decide the precision, build the loaders."""
+    from ..data.pipeline import build_data, open_training_data
+
+    dataset = open_training_data(cfg, stored_split=stored_split, log=say)
+    cfg, choices = resolve_auto(cfg, dataset, dist_info.world_size)
+    if choices:
+        say("chosen from the data: " + "; ".join(choices) + " (flags override)")
+    cfg = on_main(lambda: choose_precision(cfg, device, len(dataset.classes), say), dist_info)
+    data = build_data(cfg, dataset, device=device, rank=dist_info.rank, world_size=dist_info.world_size,
+                      channels_last=cfg.channels_last, log=say)  # fmt: skip
+    if len(data.train) == 0:
+        n = getattr(data.train, "num_samples", None)
+        fits = n - n % dist_info.world_size if n else None
+        raise UserError(
+            f"the training set has {n if n is not None else 'fewer'} images, fewer than one batch "
+            f"(--batch-size {cfg.batch_size}); lower --batch-size" + (f" to {fits} or less" if fits else "")
+        )
+    return cfg, data
+
+
+def _criterion(cfg: TrainConfig, data: Any, device: torch.device, say) -> nn.Module:
+    """Cross-entropy with label smoothing; with ``--balance``, each class weighted by its inverse frequency."""
+    weight = balanced_weights(class_counts(data.dataset.train.labels, len(data.classes))) if cfg.balance else None
+    if weight is not None:
+        say(describe_weights(weight, data.classes))
+    return nn.CrossEntropyLoss(weight=None if weight is None else weight.to(device),
+                               label_smoothing=cfg.label_smoothing)  # fmt: skip
+
+
+def _wrap(model: nn.Module, cfg: TrainConfig, device: torch.device, dist_info: Dist) -> nn.Module:
+    """The module the steps run: compiled (default on CUDA) and/or DDP-wrapped."""
+    use_compile = cfg.compile if cfg.compile is not None else device.type == "cuda"
+    train_model = torch.compile(model) if use_compile else model
+    if dist_info.enabled:
+        ids = [device.index] if device.type == "cuda" else None
+        train_model = nn.parallel.DistributedDataParallel(train_model, device_ids=ids)
+    return train_model
+
+
+def _announce(run: Run, resumed_from: Path | None) -> None:
+    """Write ``config.json`` and print the device, the data and where a resumed run continues."""
+    (run.dir / "config.json").write_text(json.dumps(run.cfg.to_dict(), indent=2) + "\n")
+    if is_held_out(run.data.dataset):  # its file lists, for evaluate, plot and resume
+        write_split(run.dir, run.data.dataset, run.cfg.val_fraction, run.cfg.seed)
+    run.log.print(describe(run.device, run.dtype) + (f", {run.dist.world_size} processes" if run.dist.enabled else ""))
+    run.log.print(f"data: {run.data.description}; run: {run.dir}")
+    if resumed_from is not None:
+        run.log.print(f"resumed from {resumed_from} at epoch {run.start_epoch + 1}, batch {run.start_batch}, "
+                      f"step {run.step}")  # fmt: skip

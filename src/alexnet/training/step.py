@@ -10,7 +10,7 @@ from torch import nn
 
 from ..config import TrainConfig
 from ..device import autocast
-from ..model import create_model
+from ..model import create_model, is_head
 from ..weights import check_state_dict, read_file
 
 
@@ -40,27 +40,19 @@ def build_model(cfg: TrainConfig, num_classes: int) -> nn.Module:
     if cfg.init is not None:
         kwargs["init"] = cfg.init
     model = create_model(cfg.arch, num_classes=num_classes, **kwargs)
-    if cfg.init_weights:  # fine-tuning: everything but the last layer from the file, a new head for our classes
-        sd = read_file(cfg.init_weights)["model"]
-        head = {k: v for k, v in model.state_dict().items() if k.startswith("classifier.6.")}
-        sd = {**{k: v for k, v in sd.items() if not k.startswith("classifier.6.")}, **head}
+    if cfg.init_weights:  # fine-tuning: everything but the head from the file, a new head for our classes
+        sd = read_file(cfg.init_weights).model
+        own = model.state_dict()
+        sd = {**{k: v for k, v in sd.items() if not is_head(k)}, **{k: v for k, v in own.items() if is_head(k)}}
         check_state_dict(model, sd, source=cfg.init_weights)
         model.load_state_dict(sd)
-    for name, p in model.named_parameters():
-        if cfg.freeze == "features" and name.startswith("features."):
-            p.requires_grad_(False)
-        if cfg.freeze == "all-but-head" and not name.startswith("classifier.6."):
-            p.requires_grad_(False)
+    model.freeze(cfg.freeze)
     return model
 
 
 def build_optimizer(cfg: TrainConfig, model: nn.Module, device: torch.device) -> torch.optim.SGD:
-    head = [p for n, p in model.named_parameters() if n.startswith("classifier.6.") and p.requires_grad]
-    body = [p for n, p in model.named_parameters() if not n.startswith("classifier.6.") and p.requires_grad]
-    groups = [{"params": body, "lr_mult": 1.0}, {"params": head, "lr_mult": cfg.head_lr_mult}]
-    groups = [g for g in groups if g["params"]]
     return sgd(
-        groups,
+        model.param_groups(cfg.head_lr_mult),
         device,
         lr=cfg.lr or 0.0,  # set before every step (train_one_epoch); None: not yet chosen from the data
         momentum=cfg.momentum,

@@ -1,0 +1,73 @@
+"""Resuming restores the run (issue 19); a run folder is ours before anything in it is replaced (issue 20 item 2)."""
+
+import json
+
+from alexnet.checkpoint import load as load_checkpoint
+from alexnet.cli import main
+from alexnet.training import train
+
+from .test_train import PINNED_FLAGS, tiny_config, tiny_data  # noqa: F401 - tiny_data is a fixture
+
+
+def test_resume_from_out_alone_continues_with_the_runs_own_data_and_settings(tiny_data, tmp_path, capsys):  # noqa: F811
+    """The README's ``alexnet train --out RUN --resume auto`` built the built-in set and failed ("3 classes, this
+    data set has 10"); with DATA it resumed at another batch size, lr and epoch count."""
+    run = tmp_path / "run"
+    train(tiny_config(tiny_data, run, epochs=2, lr=0.005), stop_after_epoch=1)
+    before = load_checkpoint(run / "checkpoints" / "last.pt")
+    assert main(["train", "--out", str(run), "--resume", "auto"]) == 0, capsys.readouterr().err
+    after = load_checkpoint(run / "checkpoints" / "last.pt")
+    assert after.epoch == 2 and after.step == 2 * 3  # 3 steps per epoch (max_steps_per_epoch), both epochs
+    unchanged = {k: v for k, v in after.config.items() if k != "resume"}
+    assert unchanged == {k: v for k, v in before.config.items() if k != "resume"}
+    assert after.config["data"] == tiny_data and after.config["batch_size"] == 6 and after.config["lr"] == 0.005
+
+
+def test_a_setting_that_changes_the_run_is_refused_and_harmless_ones_apply(tiny_data, tmp_path, capsys):  # noqa: F811
+    run = tmp_path / "run"
+    train(tiny_config(tiny_data, run, epochs=2), stop_after_epoch=1)
+    capsys.readouterr()
+    base = ["train", "--out", str(run), "--resume", "auto"]
+    for flag, value, stored in [("--batch-size", "8", "6"), ("--image-size", "96", "64"), ("--lr", "0.1", None)]:
+        assert main([*base, flag, value]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and f"{flag} {value} would change the run (it was trained with " in err[0], err
+        if stored is not None:
+            assert f"trained with {stored})" in err[0], err
+    assert load_checkpoint(run / "checkpoints" / "last.pt").epoch == 1  # refused before anything ran
+    assert main([*base, tiny_data, "--batch-size", "6", "--workers", "1", "--log-every", "2"]) == 0  # same values: fine
+    out = capsys.readouterr().out
+    assert "with its own settings, except --log-every 2, --workers 1" in out, out
+    assert json.loads((run / "config.json").read_text())["workers"] == 1
+
+
+def test_a_folder_of_someone_elses_files_is_never_touched(tmp_path, capsys):
+    """``--out DIR`` on a folder that holds no run of ours replaced its config.json and deleted a hidden .tmp file;
+    with --overwrite it deleted plots/ and tensorboard/thesis.tex."""
+    folder = tmp_path / "thesis"
+    files = {"config.json": "{my settings}", "checkpoints/.notes.tmp": "notes", "plots/figure.png": "png",
+             "tensorboard/thesis.tex": "tex"}  # fmt: skip
+    for name, text in files.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text(text)
+    for extra in ([], ["--overwrite"]):
+        assert main(["train", "--out", str(folder), "--epochs", "1", *extra]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "holds files that are not an alexnet run" in err[0], err
+        assert {n: (folder / n).read_text() for n in files} == files
+        assert sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()) == sorted(files)
+
+
+def test_overwrite_removes_only_what_our_runs_write(tiny_data, tmp_path):  # noqa: F811
+    run = tmp_path / "run"
+    train(tiny_config(tiny_data, run, epochs=1, max_steps_per_epoch=1, plots=False))
+    mine = {"notes.txt": "n", "plots/mine.txt": "m", "tensorboard/thesis.tex": "t", "checkpoints/.notes.tmp": "x"}
+    for name, text in mine.items():
+        (run / name).parent.mkdir(parents=True, exist_ok=True)
+        (run / name).write_text(text)
+    (run / "plots" / "curves.png").write_bytes(b"old picture")
+    (run / "checkpoints" / ".last.pt.abc123.tmp").write_bytes(b"torn save")
+    train(tiny_config(tiny_data, run, epochs=1, max_steps_per_epoch=1, overwrite=True))
+    assert {n: (run / n).read_text() for n in mine} == mine
+    assert not (run / "plots" / "curves.png").exists() and not (run / "checkpoints" / ".last.pt.abc123.tmp").exists()
+    assert load_checkpoint(run / "checkpoints" / "last.pt").step == 1
