@@ -16,12 +16,11 @@ from alexnet.auto import (
     choose_batch_size,
     choose_image_size,
     choose_warmup_epochs,
-    parse_duration,
     plan_steps,
     resolve_auto,
     scaled_lr,
 )
-from alexnet.config import TrainConfig, resolve_config
+from alexnet.config import TrainConfig, parse_duration, resolve_config
 from alexnet.data.sources import open_dataset
 from alexnet.distributed import Preempted
 from alexnet.errors import UserError

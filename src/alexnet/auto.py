@@ -24,7 +24,6 @@ import math
 import os
 
 from .config import MIN_IMAGE_SIZE, TrainConfig
-from .config import parse_duration as parse_duration  # moved to config.py (no auto <-> config cycle); train reads it
 
 BASE_LR, BASE_BATCH = 0.01, 32  # the peak lr (the paper's, at batch 128), and the batch below which it is scaled down
 BATCHES = (128, 64, 32, 16)  # candidates, largest first

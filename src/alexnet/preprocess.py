@@ -96,11 +96,6 @@ class Preprocess:
         except UserError as e:
             raise UserError(f"{source}: {e}") from None
 
-    @classmethod
-    def coerce(cls, p: Preprocess | Any, *, source: str = "preprocess") -> Preprocess:
-        """A ``Preprocess`` as it is, or the validated ``Preprocess`` of a stored mapping (``source``: its file)."""
-        return p if isinstance(p, Preprocess) else cls.from_dict(p, source=source)
-
     def validate(self) -> None:
         if not MIN_CROP <= self.crop <= MAX_SIDE:
             raise UserError(f"preprocess crop {self.crop} px: must be {MIN_CROP} to {MAX_SIDE} (AlexNet's input)")

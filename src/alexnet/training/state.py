@@ -12,7 +12,6 @@ from ..checkpoint import Checkpoint
 from ..config import TrainConfig
 from ..distributed import Dist
 from ..errors import UserError
-from ..preprocess import Preprocess
 from ..weights import check_state_dict, unwrap
 from .rng import rng_state, set_rng_state
 from .schedule import Plateau
@@ -76,7 +75,7 @@ def save(run: Run, epoch: int, batch_in_epoch: int, name: str = "last.pt", parti
         model=unwrap(run.model).state_dict(),
         arch=run.cfg.arch,
         classes=list(run.data.classes),
-        preprocess=Preprocess.coerce(run.data.preprocess),
+        preprocess=run.data.preprocess,
         model_kwargs={"dropout": run.cfg.dropout},
         config=run.cfg.to_dict(),
         init_from=run.cfg.init_weights,
