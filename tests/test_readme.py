@@ -52,7 +52,7 @@ def named_files(code: str) -> list[str]:
 
 def create(name: str) -> None:
     """The file a README block names, made the way a user would have it."""
-    from alexnet.weights import save_checkpoint
+    from alexnet.checkpoint import save_payload
 
     path = Path(name)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -65,7 +65,7 @@ def create(name: str) -> None:
         torch.manual_seed(0)
         model = create_model("alexnet", num_classes=len(DEMO_CLASSES))
         preprocess = Preprocess(resize=73, crop=64).to_dict()
-        save_checkpoint({"arch": "alexnet", "num_classes": len(DEMO_CLASSES), "model": model.state_dict(),
+        save_payload({"arch": "alexnet", "num_classes": len(DEMO_CLASSES), "model": model.state_dict(),
                          "classes": DEMO_CLASSES, "preprocess": preprocess, "config": {}}, path)  # fmt: skip
     else:
         raise AssertionError(f"the README names {name!r}: teach tests/test_readme.py to create such a file")
