@@ -35,6 +35,9 @@ from .names import (
 from .names import RECIPES as RECIPE_NAMES
 from .settings import InvalidSetting, field_kind, flag_name, setting, show, validate_fields
 
+# --window: data.window's choices (checked further by check_window: widths >= 1, percentiles in order)
+WINDOW_PATTERN = r"auto|minmax|lung|bone|brain|soft-tissue|-?\d+(\.\d*)?,\d+(\.\d*)?|p\d+(\.\d*)?-p\d+(\.\d*)?"
+
 
 @dataclass
 class TrainConfig:
@@ -69,6 +72,15 @@ class TrainConfig:
     workers: int | None = setting(
         None, "data loader processes", low=0, none_text="0 on CPU, else cores - 1", on_resume="free"
     )
+    in_channels: int | None = setting(None, "input channels: 3 (RGB) or 1 (grayscale: a single-channel model, packs "
+                                      "and in-memory sets; colour images become luma)", choices=(1, 3), auto=True,
+                                      none_text="auto: 1 when every sampled image is grayscale (DICOM, 8/16-bit "
+                                      "gray), else 3", on_resume="fixed")  # fmt: skip
+    window: str = setting("auto", "how DICOMs and 16-bit gray images become 8 bits: auto (the DICOM's window, else "
+                          "min..max; 16-bit PNG/TIFF: the full range), minmax, lung, bone, brain, soft-tissue, C,W "
+                          "(centre, width) or pLOW-pHIGH (percentiles)", pattern=WINDOW_PATTERN,
+                          pattern_rule="auto, minmax, lung, bone, brain, soft-tissue, C,W or pLOW-pHIGH",
+                          metavar="WINDOW", on_resume="fixed")  # fmt: skip
     max_bad_fraction: float = setting(0.01, "stop when more than this fraction of a split cannot be decoded",
                                       low=0, high=1, on_resume="free")  # fmt: skip
     # model
@@ -184,6 +196,13 @@ class TrainConfig:
                 raise InvalidSetting("time_budget", self.time_budget, str(e).split(": ", 1)[1]) from None
             if not 1 <= seconds <= 30 * 86400:
                 raise InvalidSetting("time_budget", self.time_budget, "must be between 1 second and 30 days")
+        if self.window != "auto":
+            from .data.window import check_window
+
+            try:
+                check_window(self.window)
+            except UserError as e:
+                raise InvalidSetting("window", self.window, str(e).split(": ", 1)[1]) from None
         if self.overwrite and self.resume:
             raise InvalidSetting("overwrite", True, "contradicts --resume (one continues a run, the other erases it)")
 

@@ -262,7 +262,8 @@ def explain_crops(
         probs = model(x).float().softmax(-1)  # (B, classes)
     predicted = probs.argmax(1)
     targets = predicted if fixed is None else torch.full_like(predicted, fixed)
-    black = preprocess.normalize(torch.zeros(3, 1, 1, dtype=torch.uint8, device=x.device)).expand(x.shape[1:])
+    black = preprocess.normalize(torch.zeros(preprocess.channels, 1, 1, dtype=torch.uint8, device=x.device))
+    black = black.expand(x.shape[1:])
     maps = attribute(
         model, x, targets, method=method, layer=layer, window=window, stride=stride, steps=steps, baseline=black
     )

@@ -75,9 +75,9 @@ def export(
 
 
 def _example(meta: Checkpoint, batch: int, seed: int = 0) -> torch.Tensor:
-    crop = meta.preprocess.crop
+    p = meta.preprocess
     g = torch.Generator().manual_seed(seed)
-    return torch.randn(batch, 3, crop, crop, generator=g)  # (B, 3, crop, crop): normalised images look ~N(0, 1)
+    return torch.randn(batch, p.channels, p.crop, p.crop, generator=g)  # (B, C, crop, crop): normalised ~ N(0, 1)
 
 
 def _check(name: str, path: Path, expected: torch.Tensor, got: torch.Tensor, atol: float) -> float:
@@ -117,7 +117,11 @@ def export_onnx(
         verbose=False,
     )
     info = meta.metadata()
-    info["input"] = "float32 (B, 3, crop, crop) RGB, scaled to 0..1 then (x - mean) / std; output: logits"
+    c = meta.preprocess.channels
+    info["input"] = (
+        f"float32 (B, {c}, crop, crop) {'RGB' if c == 3 else 'gray'}, scaled to 0..1 then (x - mean) / std; "
+        "output: logits"
+    )
     for key, value in info.items():  # program.model is an onnx_ir Model: set metadata before the one save
         program.model.metadata_props[key] = value if isinstance(value, str) else json.dumps(value)
     with atomic_file(out) as tmp:  # a full disk or a failed check leaves nothing behind

@@ -114,10 +114,12 @@ class AlexNet(_AlexNetBase):
     data without normalisation layers (see the ``fast`` recipe).
     """
 
-    def __init__(self, num_classes: int = 1000, dropout: float = 0.5, init: str = "torchvision") -> None:
+    def __init__(
+        self, num_classes: int = 1000, dropout: float = 0.5, init: str = "torchvision", in_channels: int = 3
+    ) -> None:
         super().__init__()
         self.features = nn.Sequential(
-            nn.Conv2d(3, 64, kernel_size=11, stride=4, padding=2),
+            nn.Conv2d(in_channels, 64, kernel_size=11, stride=4, padding=2),
             nn.ReLU(inplace=True),
             nn.MaxPool2d(kernel_size=3, stride=2),
             nn.Conv2d(64, 192, kernel_size=5, padding=2),
@@ -148,7 +150,9 @@ class AlexNet2012(_AlexNetBase):
     always sees 256x6x6.
     """
 
-    def __init__(self, num_classes: int = 1000, dropout: float = 0.5, init: str = "paper") -> None:
+    def __init__(
+        self, num_classes: int = 1000, dropout: float = 0.5, init: str = "paper", in_channels: int = 3
+    ) -> None:
         super().__init__()
 
         # paper §3.3: LRN with k=2, n=5, α=1e-4, β=0.75. nn.LocalResponseNorm divides alpha by size, so α·n = 5e-4.
@@ -156,7 +160,7 @@ class AlexNet2012(_AlexNetBase):
             return nn.LocalResponseNorm(size=5, alpha=5e-4, beta=0.75, k=2.0)
 
         self.features = nn.Sequential(
-            nn.Conv2d(3, 96, kernel_size=11, stride=4, padding=2),  # conv1 -> (B, 96, 55, 55)
+            nn.Conv2d(in_channels, 96, kernel_size=11, stride=4, padding=2),  # conv1 -> (B, 96, 55, 55)
             nn.ReLU(inplace=True),
             lrn(),
             nn.MaxPool2d(kernel_size=3, stride=2),  # paper §3.4: overlapping pooling, z=3, s=2 -> 27x27
@@ -236,6 +240,16 @@ def create_model(name: str, num_classes: int = 1000, **kwargs) -> _AlexNetBase:
     if name not in _MODELS:
         raise ValueError(f"unknown model {name!r}; available: {', '.join(list_models())}")
     return _MODELS[name](num_classes=num_classes, **kwargs)
+
+
+def adapt_input_conv(weight: torch.Tensor, in_channels: int) -> torch.Tensor:
+    """conv1's RGB kernels ``(out, 3, k, k)`` for a model of ``in_channels`` inputs, as timm's ``adapt_input_conv``:
+    1 channel sums them over R, G, B (a gray image x gives the response the RGB image (x, x, x) gave); 3 is as is."""
+    if weight.shape[1] == in_channels:
+        return weight
+    if in_channels == 1 and weight.shape[1] == 3:
+        return weight.sum(dim=1, keepdim=True)
+    raise ValueError(f"cannot adapt conv1 of {weight.shape[1]} input channels to {in_channels}")
 
 
 def count_params(model: nn.Module) -> int:

@@ -31,7 +31,7 @@ from .checkpoint import Checkpoint
 from .device import autocast, resolve_device, resolve_precision
 from .errors import UserError
 from .model import FEATURE_LAYERS
-from .preprocess import IMAGENET, Preprocess
+from .preprocess import IMAGENET, Preprocess, match_channels
 
 if TYPE_CHECKING:
     from .explain import Explanation
@@ -62,12 +62,13 @@ def load(model_path: str | os.PathLike, *, device: str = "auto", precision: str 
 # turning any image-like input into uint8 (3, H, W) tensors
 
 
-def as_uint8_images(image: Any) -> list[torch.Tensor]:
-    """One input -> a list of ``uint8 (3, H, W)`` RGB tensors (a ``(B, 3, H, W)`` tensor gives B of them)."""
+def as_uint8_images(image: Any, preprocess: Preprocess | None = None) -> list[torch.Tensor]:
+    """One input -> a list of ``uint8 (3, H, W)`` RGB tensors (a ``(B, 3, H, W)`` tensor gives B of them); files
+    are decoded as ``preprocess`` says (its channels and window) when given."""
     if isinstance(image, (str, os.PathLike)):
         from .data.decode import decode_image
 
-        return [decode_image(image)]
+        return [preprocess.decode(image) if preprocess is not None else decode_image(image)]
     if isinstance(image, np.ndarray):
         return [_from_numpy(image)]
     if isinstance(image, torch.Tensor):
@@ -138,8 +139,9 @@ class Predictor:
         self._transforms = {False: self.preprocess.transform(), True: self.preprocess.transform(ten_crop=True)}
 
     def transform(self, img: torch.Tensor, *, ten_crop: bool = False) -> torch.Tensor:
-        """``uint8 (3, H, W)`` -> ``uint8 (3, crop, crop)``, or ``(10, 3, crop, crop)`` with ``ten_crop``."""
-        return self._transforms[ten_crop](img)
+        """``uint8 (3, H, W)`` -> ``uint8 (C, crop, crop)``, or ``(10, C, crop, crop)`` with ``ten_crop`` (C: the
+        model's channels; RGB becomes luma for a grayscale model)."""
+        return self._transforms[ten_crop](match_channels(img, self.preprocess.channels))
 
     def _forward(self, batch: torch.Tensor, layer: str = "logits") -> torch.Tensor:
         """``uint8 (B, 3, c, c)`` on the CPU -> float32 activations of ``layer`` on the device."""
@@ -206,7 +208,7 @@ class Predictor:
             try:
                 if isinstance(image, UserError):
                     raise image
-                decoded = as_uint8_images(image)
+                decoded = as_uint8_images(image, self.preprocess)
                 crops = [self.transform(img, ten_crop=ten_crop) for img in decoded]
             except UserError as e:
                 pending.append((image, None, e))
@@ -244,7 +246,7 @@ class Predictor:
         else:
             if not isinstance(images, (list, tuple)):
                 images = [images]
-            flat = [img for src in images for img in as_uint8_images(src)]
+            flat = [img for src in images for img in as_uint8_images(src, self.preprocess)]
             loader, n = flat.__getitem__, len(flat)
         out = []
         for start in range(0, n, batch_size):
@@ -286,7 +288,7 @@ class Predictor:
             raise UserError(f"--batch-size {batch_size}: must be at least 1")
         if not isinstance(images, (list, tuple)):
             images = [images]
-        crops = [self.transform(img) for src in images for img in as_uint8_images(src)]
+        crops = [self.transform(img) for src in images for img in as_uint8_images(src, self.preprocess)]
         if not crops:
             raise UserError("no images to explain")
         out = []
@@ -345,7 +347,8 @@ class OnnxPredictor(Predictor):
         self._input = self.session.get_inputs()[0]
         shape = self._input.shape  # [batch, 3, crop, crop]; batch is a name (dynamic axis)
         crop = self.preprocess.crop
-        if len(shape) != 4 or shape[1] != 3 or (isinstance(shape[2], int) and shape[2:] != [crop, crop]):
+        channels = self.preprocess.channels
+        if len(shape) != 4 or shape[1] != channels or (isinstance(shape[2], int) and shape[2:] != [crop, crop]):
             raise UserError(f"{path}: input shape {shape} does not match the stored preprocessing (crop {crop} px)")
         outputs = self.session.get_outputs()[0].shape
         if isinstance(outputs[-1], int) and outputs[-1] != len(self.classes):

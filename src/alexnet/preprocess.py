@@ -24,6 +24,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 RESIZE_RATIO = 256 / 224  # paper §2: "rescaled the image such that the shorter side was of length 256", crops 224
 RESIZE_MODES = ("shorter", "squash")  # shorter side to `resize` then centre square; or both sides to `resize`
 INTERPOLATIONS = ("bilinear",)
+MIN_STD_GRAY = 1 / 255  # a constant gray set: one grey level, as data.stats.MIN_STD
 MAX_SIDE = 2048  # px: larger crops or resizes are refused (a 100000-px crop would allocate 120 GB per image)
 
 
@@ -34,14 +35,19 @@ def default_resize(crop: int) -> int:
 
 @dataclass(frozen=True)
 class Preprocess:
-    """Resize, centre-crop and normalise. Sizes in px; ``mean`` / ``std`` per RGB channel in [0, 1] pixel scale."""
+    """Decode, resize, centre-crop and normalise. Sizes in px; ``mean`` / ``std`` per channel (R, G, B, or the one
+    gray channel) in [0, 1] pixel scale. ``channels``: 3 (RGB) or 1 (grayscale: colour images become luma);
+    ``window``: how DICOMs and 16-bit grayscale images become 8 bits (``data.window``). Files written before these
+    two fields existed mean 3 channels and the ``auto`` window (what decoding did then)."""
 
     crop: int  # px, the square the network sees
     resize: int  # px: the shorter side ("shorter") or both sides ("squash") before the centre crop
-    mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
     resize_mode: str = "shorter"
     interpolation: str = "bilinear"  # antialiased, as torchvision's resize on tensors
+    channels: int = 3
+    window: str = "auto"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
@@ -69,13 +75,20 @@ class Preprocess:
         """
         if not isinstance(d, Mapping):
             raise UserError(f"{source}: preprocess must be a mapping, got {type(d).__name__}")
-        unknown = sorted(set(d) - {"crop", "resize", "mean", "std", "resize_mode", "interpolation"})
+        known = {"crop", "resize", "mean", "std", "resize_mode", "interpolation", "channels", "window"}
+        unknown = sorted(set(d) - known)
         if unknown:
             raise UserError(f"{source}: unknown preprocess field(s) {', '.join(map(str, unknown))}")
         for key in ("crop", "resize", "mean", "std"):
             if key not in d:
                 raise UserError(f"{source}: preprocess has no {key!r}")
         kw: dict[str, Any] = {}
+        channels = d.get("channels", 3)
+        if isinstance(channels, bool) or channels not in (1, 3):
+            raise UserError(f"{source}: preprocess channels must be 1 or 3, got {channels!r}")
+        kw["channels"] = channels
+        if "window" in d:
+            kw["window"] = d["window"]
         for key in ("crop", "resize"):
             v = d[key]
             if isinstance(v, bool) or not isinstance(v, int):
@@ -83,10 +96,11 @@ class Preprocess:
             kw[key] = v
         for key in ("mean", "std"):
             v = d[key]
-            if isinstance(v, (str, bytes)) or not isinstance(v, Sequence) or len(v) != 3:
-                raise UserError(f"{source}: preprocess {key} must be 3 numbers (R, G, B), got {v!r}")
+            what = "3 numbers (R, G, B)" if channels == 3 else "1 number (gray)"
+            if isinstance(v, (str, bytes)) or not isinstance(v, Sequence) or len(v) != channels:
+                raise UserError(f"{source}: preprocess {key} must be {what}, got {v!r}")
             if not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v):
-                raise UserError(f"{source}: preprocess {key} must be 3 numbers (R, G, B), got {v!r}")
+                raise UserError(f"{source}: preprocess {key} must be {what}, got {v!r}")
             kw[key] = tuple(float(x) for x in v)
         for key in ("resize_mode", "interpolation"):
             if key in d:
@@ -105,6 +119,14 @@ class Preprocess:
             raise UserError(f"preprocess resize_mode {self.resize_mode!r}: choose {' or '.join(RESIZE_MODES)}")
         if self.interpolation not in INTERPOLATIONS:
             raise UserError(f"preprocess interpolation {self.interpolation!r}: choose {', '.join(INTERPOLATIONS)}")
+        if self.channels not in (1, 3) or len(self.mean) != self.channels or len(self.std) != self.channels:
+            raise UserError(
+                f"preprocess channels {self.channels}: must be 1 or 3, with as many mean ({len(self.mean)}) and std "
+                f"({len(self.std)}) values"
+            )
+        from .data.window import check_window
+
+        check_window(self.window)
         if not all(math.isfinite(v) for v in self.mean):
             raise UserError(f"preprocess mean {list(self.mean)}: must be finite")
         if not all(math.isfinite(v) and v > 1e-6 for v in self.std):
@@ -112,8 +134,14 @@ class Preprocess:
 
     # ---- use
 
+    def decode(self, src, *, name: str | None = None):
+        """A file path or encoded bytes -> ``uint8 (channels, H, W)``, windowed as trained (``decode_image``)."""
+        from .data.decode import decode_image
+
+        return decode_image(src, name=name, window=self.window, channels=self.channels)
+
     def transform(self, *, ten_crop: bool = False):
-        """The per-image eval transform: ``uint8 (3, H, W)`` -> ``(3, crop, crop)`` or ``(10, 3, crop, crop)``."""
+        """The per-image eval transform: ``uint8 (C, H, W)`` -> ``(C, crop, crop)`` or ``(10, C, crop, crop)``."""
         from .data.transforms import EvalTransform, TenCrop
 
         kind = TenCrop if ten_crop else EvalTransform
@@ -122,10 +150,20 @@ class Preprocess:
     def normalize(
         self, x: torch.Tensor, *, memory_format: torch.memory_format = torch.contiguous_format
     ) -> torch.Tensor:
-        """``uint8`` crops (..., 3, c, c) on any device -> float32 ``(x / 255 - mean) / std``."""
+        """``uint8`` crops (..., C, c, c) on any device -> float32 ``(x / 255 - mean) / std``."""
         from .data.device_ops import normalize
 
         return normalize(x, self.mean, self.std, memory_format=memory_format)
+
+
+def match_channels(img: torch.Tensor, channels: int) -> torch.Tensor:
+    """``uint8 (C, H, W)`` with ``channels`` channels: RGB to luma (ITU-R 601, as decoding does), gray repeated."""
+    if img.shape[-3] == channels:
+        return img
+    if channels == 1:
+        w = torch.tensor([299, 587, 114], dtype=torch.int32).view(3, 1, 1)
+        return ((img.to(torch.int32) * w).sum(-3, keepdim=True) + 500).div(1000, rounding_mode="floor").to(torch.uint8)
+    return img.expand(*img.shape[:-3], 3, *img.shape[-2:]).contiguous()
 
 
 IMAGENET = Preprocess(crop=224, resize=256)  # torchvision's AlexNet weights

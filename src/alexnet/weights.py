@@ -213,11 +213,17 @@ def model_from_info(info: Checkpoint, path: str = "weights") -> tuple[nn.Module,
         classes = imagenet_classes() if num_classes == 1000 else [str(i) for i in range(num_classes)]
     if len(classes) != num_classes:
         raise WeightsError(f"{path}: 'classes' must be a list of {num_classes} names (one per output)")
-    model = create_model(arch, num_classes=num_classes, **info.model_kwargs)
+    preprocess = info.preprocess or IMAGENET
+    in_channels = int(conv1.shape[1])  # 3, or 1 for a grayscale model (--in-channels 1)
+    if in_channels != preprocess.channels:
+        raise WeightsError(
+            f"{path}: conv1 takes {in_channels} input channel(s) but the preprocessing says {preprocess.channels}"
+        )
+    model = create_model(arch, num_classes=num_classes, in_channels=in_channels, **info.model_kwargs)
     check_state_dict(model, sd, source=str(path))
     model.load_state_dict(sd)
     model.eval()
-    return model, dataclasses.replace(info, arch=arch, classes=list(classes), preprocess=info.preprocess or IMAGENET)
+    return model, dataclasses.replace(info, arch=arch, classes=list(classes), preprocess=preprocess)
 
 
 def unwrap(model: nn.Module) -> nn.Module:

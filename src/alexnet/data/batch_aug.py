@@ -120,7 +120,7 @@ def crop_flip(
     """
     if images.device.type != "cpu":
         return crop_flip_gather(images, top, left, flip, crop)
-    out = torch.empty(images.shape[0], crop, crop, 3, dtype=images.dtype)
+    out = torch.empty(images.shape[0], crop, crop, images.shape[3], dtype=images.dtype)  # 3 channels, or 1 (gray)
     for i, (t, c, f) in enumerate(zip(top.tolist(), left.tolist(), flip.tolist())):
         window = images[i, t : t + crop, c : c + crop]
         out[i] = window.flip(1) if f else window
@@ -170,15 +170,15 @@ def _resized_crop_flip_loop(images: torch.Tensor, boxes: torch.Tensor, flip: tor
 
 def resized_crop_flip_matmul(images: torch.Tensor, boxes: torch.Tensor, flip: torch.Tensor, crop: int) -> torch.Tensor:
     """``resized_crop_flip`` as two batched matmuls (float32 in [0, 1] out), for devices where launches cost."""
-    b, s = images.shape[:2]
+    b, s, c = images.shape[0], images.shape[1], images.shape[3]  # c: 3, or 1 for gray
     x1, y1, x2, y2 = boxes.float().unbind(1)
     wy = resize_weights(y1, y2 - y1, s, crop) / 255.0  # (B, crop, S), and [0, 255] -> [0, 1] for free
     wx = resize_weights(x1, x2 - x1, s, crop, flip=flip)  # (B, crop, S), rows reversed where flipped
     # (B, S_row, 3, S_col), made contiguous by the uint8 -> float copy: both passes are then plain bmm
     x = images.permute(0, 1, 3, 2).to(torch.float32, memory_format=torch.contiguous_format)
-    t = torch.bmm(wy, x.view(b, s, 3 * s)).view(b, crop * 3, s)  # rows resized: (B, crop_row * 3, S_col)
+    t = torch.bmm(wy, x.view(b, s, c * s)).view(b, crop * c, s)  # rows resized: (B, crop_row * 3, S_col)
     out = torch.bmm(t, wx.transpose(1, 2))  # columns resized: (B, crop_row * 3, crop_col)
-    return out.view(b, crop, 3, crop).permute(0, 2, 1, 3)
+    return out.view(b, crop, c, crop).permute(0, 2, 1, 3)
 
 
 def resize_weights(

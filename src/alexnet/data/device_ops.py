@@ -59,8 +59,8 @@ def normalize(
     0.38 ms at 64 px and 1.9 ms at 128 px, against 0.87 and 3.1 ms for a converting copy + multiply + add; at 224 px
     29 vs 20 ms (the mixed-dtype kernel is not vectorised there), under 1 % of a CPU training step at that size.
     """
-    m = torch.as_tensor(mean, dtype=torch.float32, device=x.device).view(3, 1, 1)
-    s = torch.as_tensor(std, dtype=torch.float32, device=x.device).view(3, 1, 1)
+    m = torch.as_tensor(mean, dtype=torch.float32, device=x.device).view(-1, 1, 1)  # (C, 1, 1): 3, or 1 for gray
+    s = torch.as_tensor(std, dtype=torch.float32, device=x.device).view(-1, 1, 1)
     scale = 1.0 / (255.0 * s) if x.dtype == torch.uint8 else 1.0 / s
     bias = -m / s if shift is None else (shift[:, :, None, None] - m) / s
     fmt = memory_format if x.dim() == 4 else torch.contiguous_format

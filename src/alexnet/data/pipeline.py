@@ -21,6 +21,7 @@ from .loading import Loader, make_loader
 from .loading.memory import fits_in_memory, load_into_memory
 from .loading.skipped import Skipped
 from .sources import Dataset, open_dataset
+from .split import set_decoding
 
 SYNTHETIC_IMAGE_SIZE = 64  # px: the built-in synthetic data set's images
 __all__ = ["DataBundle", "build_data", "open_training_data", "training_preprocess"]
@@ -39,8 +40,12 @@ class DataBundle:
 
 def training_preprocess(cfg: TrainConfig, dataset: Dataset, stats: dict) -> Preprocess:
     """Crop (``cfg.image_size``, chosen from the data when not given: ``alexnet.auto``) and resize in px, the
-    training data's mean and std. A pack's stored size is its resize (its images are already resized)."""
+    training data's mean and std (of the luma for ``cfg.in_channels`` 1), the channels and the window. A pack's
+    stored size is its resize (its images are already resized)."""
     crop = cfg.image_size or (SYNTHETIC_IMAGE_SIZE if dataset.kind == "synthetic" else 224)
+    channels = cfg.in_channels or 3
+    stats = gray_stats(stats) if channels == 1 else stats
+    decoding = {"channels": channels, "window": cfg.window}
     if dataset.kind == "pack":
         if cfg.resize_size and cfg.resize_size != dataset.image_size:
             raise UserError(
@@ -53,8 +58,28 @@ def training_preprocess(cfg: TrainConfig, dataset: Dataset, stats: dict) -> Prep
                 f"{dataset.source}); re-pack with a larger --size or crop smaller"
             )
         resize, mode = dataset.image_size, dataset.resize_mode or "shorter"
-        return Preprocess(crop=crop, resize=resize, mean=stats["mean"], std=stats["std"], resize_mode=mode)
-    return Preprocess.for_crop(crop, resize=cfg.resize_size, mean=stats["mean"], std=stats["std"])
+        return Preprocess(crop=crop, resize=resize, mean=stats["mean"], std=stats["std"], resize_mode=mode, **decoding)
+    return Preprocess.for_crop(crop, resize=cfg.resize_size, mean=stats["mean"], std=stats["std"], **decoding)
+
+
+LUMA = (0.299, 0.587, 0.114)  # ITU-R 601, as decoding converts colour to gray
+
+
+def gray_stats(stats: dict) -> dict:
+    """RGB statistics -> those of the luma ``L = w . rgb``: mean ``w . mean``, std ``sqrt(w^T cov w)`` (the RGB
+    covariance from the eigen-decomposition; exact, and for a gray set R = G = B gives the gray values' own)."""
+    import numpy as np
+
+    w = np.array(LUMA)
+    mean = float(w @ np.asarray(stats["mean"], np.float64))
+    if "eigvals" in stats and "eigvecs" in stats:
+        vecs = np.asarray(stats["eigvecs"], np.float64)
+        var = float(w @ (vecs @ np.diag(stats["eigvals"]) @ vecs.T) @ w)
+    else:  # no covariance: the channels' stds, as if perfectly correlated (gray)
+        var = float(w @ np.asarray(stats["std"], np.float64)) ** 2
+    from ..preprocess import MIN_STD_GRAY
+
+    return {**stats, "mean": [mean], "std": [max(var, 0.0) ** 0.5 or MIN_STD_GRAY]}
 
 
 def open_training_data(
@@ -103,6 +128,9 @@ def build_data(
     stats = dataset.stats
     show = rank == 0 and sys.stderr.isatty()
     geometry = training_preprocess(cfg, dataset, {"mean": (0.5,) * 3, "std": (0.25,) * 3})  # crop and resize only
+    for split in (dataset.train, dataset.val):  # decode as the model wants: its channels, the window
+        if split is not None:
+            set_decoding(split, geometry.channels, geometry.window)
     if use_memory(cfg, dataset, geometry.resize, world_size):
         t0 = time.perf_counter()
         workers = _decoders(dataset)
@@ -145,7 +173,7 @@ def use_memory(cfg: TrainConfig, dataset: Dataset, size: int, world_size: int = 
     process's copy fits (``memory.fits_in_memory``)."""
     if dataset.kind == "pack" or cfg.in_memory is False:
         return False
-    return bool(cfg.in_memory) or fits_in_memory(_images(dataset) * world_size, size)
+    return bool(cfg.in_memory) or fits_in_memory(_images(dataset) * world_size, size, cfg.in_channels or 3)
 
 
 def report_skipped(dataset: Dataset, splits: dict, max_bad_fraction: float, *, warn: bool = True) -> dict[str, int]:

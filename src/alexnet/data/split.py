@@ -23,22 +23,48 @@ class Split:
     labels: Sequence[int]
     classes: list[str]  # class names, index = label
     root: str  # where it came from (messages, stats cache)
+    channels: int = 3  # what load gives: 3 (RGB) or 1 (gray; colour images become luma)
+    window: str = "auto"  # how DICOMs and 16-bit gray images become 8 bits (data.window)
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def load(self, i: int) -> torch.Tensor:
-        """Item ``i`` as ``uint8 (3, H, W)`` RGB; raises ``DecodeError`` naming the file."""
+        """Item ``i`` as ``uint8 (C, H, W)`` (RGB, or gray with ``channels=1``); raises ``DecodeError`` naming the
+        file."""
         item = self.items[i]
         if isinstance(item, np.ndarray):  # (32, 32, 3)
-            return torch.from_numpy(np.ascontiguousarray(item)).permute(2, 0, 1).contiguous()
-        return decode_image(item)
+            from ..preprocess import match_channels
+
+            rgb = torch.from_numpy(np.ascontiguousarray(item)).permute(2, 0, 1).contiguous()
+            return match_channels(rgb, self.channels)
+        return decode_image(item, window=self.window, channels=self.channels)
 
     def describe(self, i: int) -> str:
         """The file path of item ``i``, or e.g. ``cifar-10 train #12``."""
         if isinstance(self.items, np.ndarray):
             return f"{Path(self.root).name.split('-python')[0].split('-batches')[0]} {self.name} #{i}"
         return str(self.items[i])
+
+
+def set_decoding(split, channels: int, window: str) -> None:
+    """Make ``split`` (a ``Split``, or a ``Subset`` of one) decode ``channels`` channels with ``window``. A pack or an
+    in-memory set holds decoded pixels: one with other channels is refused (``UserError``)."""
+    from ..errors import UserError
+
+    base = split
+    while isinstance(base, Subset):
+        base = base.split
+    if isinstance(base, Split):
+        base.channels, base.window = channels, window
+        return
+    images = getattr(base, "images", None)
+    held = images.shape[-1] if images is not None and images.ndim == 4 else 3
+    if held != channels:
+        raise UserError(
+            f"{getattr(base, 'root', 'the data')}: holds {held}-channel images, the model takes {channels}; "
+            "use the image files (or --in-memory) instead of the pack"
+        )
 
 
 class SplitLike(Protocol):

@@ -97,7 +97,8 @@ def compute_stats(
             return None
         if resize_size is not None:
             img = resize_shorter(img, min(resize_size, min(img.shape[-2:])))
-        x = img.reshape(3, -1).numpy().astype(np.float64) / 255.0  # (3, P)
+        x = img.reshape(img.shape[0], -1).numpy().astype(np.float64) / 255.0  # (3, P), or (1, P) for a gray split
+        x = np.repeat(x, 3 // x.shape[0], axis=0)  # the statistics stay RGB (gray: R = G = B)
         return x.sum(axis=1), x @ x.T, x.shape[1]
 
     s1, s2, pixels, images, skipped = np.zeros(3), np.zeros((3, 3)), 0, 0, 0

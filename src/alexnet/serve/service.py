@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import numpy as np
 import torch
 
-from ..data.decode import DecodeBoundsError, decode_image
+from ..data.decode import DecodeBoundsError
 from ..errors import UserError
 from ..limits import limits
 from .batching import Batcher, Budget
@@ -130,7 +130,7 @@ class Service:
         try:
             held = self._hold_decoding(decode_bytes(image, name), name) if isinstance(image, bytes) else 0
             try:
-                img = decode_image(image, name=name) if isinstance(image, bytes) else image
+                img = self.predictor.preprocess.decode(image, name=name) if isinstance(image, bytes) else image
                 return self.predictor.transform(img)
             finally:
                 if held:

@@ -15,6 +15,7 @@ from torch import nn
 from .. import checkpoint
 from ..auto import epochs_for, resolve_auto
 from ..config import TrainConfig, parse_duration
+from ..data.channels import choose_in_channels
 from ..data.holdout import is_held_out, read_split, run_dir_of, write_split
 from ..device import describe, resolve_device, resolve_precision
 from ..distributed import Dist, on_main
@@ -104,6 +105,8 @@ def _data(cfg: TrainConfig, dist_info: Dist, device: torch.device, say, stored_s
 
     dataset = open_training_data(cfg, stored_split=stored_split, log=say)
     cfg, choices = resolve_auto(cfg, dataset, dist_info.world_size)
+    cfg, gray = choose_in_channels(cfg, dataset)  # --in-channels auto: 1 for a grayscale set
+    choices = [*choices, gray] if gray else choices
     if choices:
         say("chosen from the data: " + "; ".join(choices) + " (flags override)")
     cfg = on_main(lambda: choose_precision(cfg, device, len(dataset.classes), say), dist_info)

@@ -10,7 +10,7 @@ from torch import nn
 
 from ..config import TrainConfig
 from ..device import autocast
-from ..model import create_model, is_head
+from ..model import CONV1_WEIGHT, adapt_input_conv, create_model, is_head
 from ..weights import check_state_dict, read_file
 
 
@@ -39,9 +39,12 @@ def build_model(cfg: TrainConfig, num_classes: int) -> nn.Module:
     kwargs = {} if cfg.dropout is None else {"dropout": cfg.dropout}  # None (not resolved): the model's default
     if cfg.init is not None:
         kwargs["init"] = cfg.init
-    model = create_model(cfg.arch, num_classes=num_classes, **kwargs)
+    model = create_model(cfg.arch, num_classes=num_classes, in_channels=cfg.in_channels or 3, **kwargs)
     if cfg.init_weights:  # fine-tuning: everything but the head from the file, a new head for our classes
         sd = read_file(cfg.init_weights).model
+        conv1 = sd.get(CONV1_WEIGHT)
+        if conv1 is not None and conv1.ndim == 4 and conv1.shape[1] == 3 and cfg.in_channels == 1:
+            sd = {**sd, CONV1_WEIGHT: adapt_input_conv(conv1, 1)}  # RGB kernels summed for gray input
         own = model.state_dict()
         sd = {**{k: v for k, v in sd.items() if not is_head(k)}, **{k: v for k, v in own.items() if is_head(k)}}
         check_state_dict(model, sd, source=cfg.init_weights)

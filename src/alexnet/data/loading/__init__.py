@@ -17,6 +17,7 @@ import torch
 
 from ...preprocess import Preprocess
 from ..pack.reader import PackedSplit
+from ..split import set_decoding
 
 
 class Loader(Protocol):
@@ -58,6 +59,9 @@ def make_loader(
     ``ten_crop``), in order. ``workers``: decoding processes for image files (default: none on the CPU, else cores - 1).
     """
     device = torch.device(device)
+    set_decoding(split, preprocess.channels, preprocess.window)
+    if preprocess.channels == 1:
+        pca = None  # the paper's PCA colour noise is for RGB
     common = dict(batch_size=batch_size, train=train, preset=preset, crop_size=preprocess.crop,
                   mean=preprocess.mean, std=preprocess.std, pca=pca, pca_std=pca_std, seed=seed, device=device,
                   rank=rank, world_size=world_size, channels_last=channels_last, ten_crop=ten_crop)  # fmt: skip

@@ -24,8 +24,8 @@ MEMORY_FRACTION = 0.25  # of the machine's available memory, at most, for the de
 MEMORY_CAP = 4 << 30  # bytes, at most, whatever the machine
 
 
-def decoded_bytes(n: int, size: int) -> int:
-    return n * size * size * 3
+def decoded_bytes(n: int, size: int, channels: int = 3) -> int:
+    return n * size * size * channels
 
 
 def available_memory() -> int:
@@ -40,10 +40,10 @@ def available_memory() -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
-def fits_in_memory(n: int, size: int) -> bool:
+def fits_in_memory(n: int, size: int, channels: int = 3) -> bool:
     """Whether ``n`` images of ``size`` px fit the in-memory budget: ``MEMORY_FRACTION`` of the available memory,
     at most ``MEMORY_CAP``."""
-    return decoded_bytes(n, size) <= min(MEMORY_CAP, MEMORY_FRACTION * available_memory())
+    return decoded_bytes(n, size, channels) <= min(MEMORY_CAP, MEMORY_FRACTION * available_memory())
 
 
 def load_into_memory(
@@ -63,7 +63,7 @@ def load_into_memory(
     if resize not in RESIZE_MODES:
         raise UserError(f"resize {resize!r} is not one of {', '.join(RESIZE_MODES)}")
     n = len(split)
-    images = np.empty((n, size, size, 3), np.uint8)
+    images = np.empty((n, size, size, getattr(split, "channels", 3)), np.uint8)  # 1 channel for a gray set
     labels_all = np.asarray(split.labels, dtype=np.int64)
     keep: list[np.ndarray] = []
     skipped: list[tuple[str, str]] = []

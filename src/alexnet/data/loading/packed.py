@@ -124,7 +124,7 @@ class PackedLoader:
         cuda = self.device.type == "cuda"
         size = self.data.size
         nbuf = self.prefetch + 2  # queue (prefetch) + one being filled + one in use by the consumer
-        shape = (self.batch_size, size, size, 3)
+        shape = (self.batch_size, size, size, self.data.images.shape[-1])  # 3 channels, or 1 (gray)
         bufs = [torch.empty(shape, dtype=torch.uint8, pin_memory=cuda) for _ in range(nbuf)]
         copied = [None] * nbuf  # CUDA event per buffer: its last host-to-device copy finished
         side = torch.cuda.Stream(self.device) if cuda else None

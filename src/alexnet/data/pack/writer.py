@@ -62,7 +62,8 @@ def _decode_range(start: int, stop: int) -> DecodedBlock:
     from ..decode import DecodeError
 
     split, size, resize = _WORKER["split"], _WORKER["size"], _WORKER["resize"]
-    out = np.empty((stop - start, size, size, 3), np.uint8)
+    c = getattr(split, "channels", 3)  # 1 for a grayscale set (--in-channels 1)
+    out = np.empty((stop - start, size, size, c), np.uint8)
     good, bad = [], []
     sums = np.zeros(3 + 9 + 1)  # sum x (3), sum x x^T (9), pixel count, in [0, 1] scale
     for i in range(start, stop):
@@ -74,7 +75,9 @@ def _decode_range(start: int, stop: int) -> DecodedBlock:
         img = resize_for_pack(img, size, resize)  # (3, S, S)
         row = out[len(good)]
         row[...] = img.permute(1, 2, 0).numpy()
-        px = row.reshape(-1, 3).astype(np.float64) / 255.0
+        px = row.reshape(-1, c).astype(np.float64) / 255.0
+        if c == 1:  # the statistics stay RGB (the stats cache's format): gray is R = G = B
+            px = np.repeat(px, 3, axis=1)
         sums[:3] += px.sum(0)
         sums[3:12] += (px.T @ px).ravel()
         sums[12] += len(px)
