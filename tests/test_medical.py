@@ -224,6 +224,9 @@ def test_data_check_reports_dicom_headers_and_undecodable_files(tmp_path):
         dicom.write(tmp_path / "train" / cls / f"{i}.dcm", px, modality="CT" if i < 3 else "MR",
                     window=(40, 400) if i < 2 else None, pixel_spacing=spacing,
                     photometric="MONOCHROME1" if i == 3 else "MONOCHROME2")  # fmt: skip
+    for cls in ("a", "b"):  # a val split of its own (else one is held out of train)
+        (tmp_path / "val" / cls).mkdir(parents=True)
+        dicom.write(tmp_path / "val" / cls / "v.dcm", px)
     cut = tmp_path / "train" / "b" / "cut.dcm"
     cut.write_bytes((tmp_path / "train" / "b" / "2.dcm").read_bytes()[:-40])
     report = check_dataset(str(tmp_path), progress=False, workers=1, max_bad_fraction=0.5)

@@ -164,11 +164,11 @@ class Predictor:
             if not images:
                 raise UserError("probabilities: no images given")
             crops = torch.stack([self.transform(img, ten_crop=ten_crop) for src in images
-                                 for img in as_uint8_images(src)])  # fmt: skip
-        c = self.preprocess.crop
-        if crops.dtype != torch.uint8 or crops.ndim not in (4, 5) or tuple(crops.shape[-3:]) != (3, c, c):
+                                 for img in as_uint8_images(src, self.preprocess)])  # fmt: skip
+        c, k = self.preprocess.crop, self.preprocess.channels
+        if crops.dtype != torch.uint8 or crops.ndim not in (4, 5) or tuple(crops.shape[-3:]) != (k, c, c):
             raise UserError(
-                f"probabilities: a tensor is taken as crops, uint8 (B, 3, {c}, {c}) or (B, 10, 3, {c}, {c}), not "
+                f"probabilities: a tensor is taken as crops, uint8 (B, {k}, {c}, {c}) or (B, 10, {k}, {c}, {c}), not "
                 f"{str(crops.dtype).removeprefix('torch.')} {tuple(crops.shape)}; pass images in a list (paths, PIL "
                 "images, arrays or tensors) to have them decoded and cropped"
             )
