@@ -155,53 +155,103 @@ def shapes(tmp_path_factory):
     return str(make_synthetic(tmp_path_factory.mktemp("shapes"), classes=3, per_class=12, val_per_class=4, size=64))
 
 
-def _fixed_timing(monkeypatch, step_seconds: float, remaining: float) -> None:
-    """Make the budget's clock deterministic: every timed step took ``step_seconds``, ``remaining`` seconds left."""
-    import alexnet.training.budget as T
+class FakeClock:
+    """The budget's clock made deterministic: training step n (1-based) takes ``speed(n)`` seconds and each
+    validation ``eval_s``; checkpoints cost what the plan estimates but take no time. ``remaining`` is what is left
+    of ``total``; the speed a re-plan measures is ``speed`` at its step. ``steps`` / ``evals`` may be set to resume."""
 
-    monkeypatch.setattr(T.Budget, "step_seconds", lambda self: step_seconds)
-    monkeypatch.setattr(T.Budget, "remaining", lambda self: remaining)
+    def __init__(self, monkeypatch, total: float, speed, eval_s: float = 1.0) -> None:
+        import alexnet.training.budget as B
+        import alexnet.training.loop as L
+
+        self.total, self.speed, self.eval_s, self.steps, self.evals = total, speed, eval_s, 0, 0
+        real_step, real_eval = L.train_step, L.evaluate
+
+        def step(*a, **k):
+            self.steps += 1
+            return real_step(*a, **k)
+
+        def evaluate(*a, **k):
+            self.evals += 1
+            return real_eval(*a, **k)
+
+        monkeypatch.setattr(L, "train_step", step)
+        monkeypatch.setattr(L, "evaluate", evaluate)
+        monkeypatch.setattr(B.Budget, "step_seconds", lambda b: speed(self.steps))
+        monkeypatch.setattr(B.Budget, "window_seconds", lambda b, step, device: speed(step))
+        monkeypatch.setattr(B.Budget, "remaining", lambda b: self.total - self.used())
+        monkeypatch.setattr(B.Budget, "costs", lambda b, est_eval, est_save: (self.eval_s, est_save))
+
+    def used(self) -> float:
+        return sum(self.speed(n) for n in range(1, self.steps + 1)) + self.evals * self.eval_s
 
 
 def _budget_config(data, out, **kw):
-    flags = dict(data=data, out=str(out), time_budget="1m", batch_size=6, image_size=64, workers=0, log_every=1,
+    flags = dict(data=data, out=str(out), time_budget="50s", batch_size=6, image_size=64, workers=0, log_every=1,
                  seed=3, device="cpu", precision="fp32", channels_last=False, **kw)  # fmt: skip
     return resolve_config("fast", flags=flags)
 
 
-def test_time_budget_fixes_the_step_count_decays_to_zero_and_resumes_exactly(shapes, tmp_path, monkeypatch):
+def _lrs(run) -> list[float]:
+    return [r["lr"] for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if r["kind"] == "step"]
 
+
+def test_a_step_time_that_doubles_is_followed_and_the_run_ends_on_time(shapes, tmp_path, monkeypatch, capsys):
+    """Re-planning by hand: 1 s per step, then 3 s from step 13 on, 50 s in all (36 images in batches of 6: 6 steps
+    per epoch). The first plan (at step 6) is too long for the slower steps; re-plans shorten it, the run's steps and
+    validations end within the budget, and the lr bends (no jump) to zero at the new end."""
     from alexnet.checkpoint import load as load_checkpoint
     from alexnet.training import train
-    from alexnet.training.budget import BUDGET_MARGIN, EVAL_COST
+    from alexnet.training.budget import BUDGET_MARGIN
+
+    clock = FakeClock(monkeypatch, 50.0, lambda n: 1.0 if n <= 12 else 3.0)
+    run = train(_budget_config(shapes, tmp_path / "run"))
+    ckpt = load_checkpoint(run / "checkpoints" / "last.pt")
+    first, last = ckpt.plan[0], ckpt.plan[-1]
+    assert first[0] == 6 and first[2] == 1_000_000 and last[2] == 3_000_000, ckpt.plan
+    assert last[1] < first[1] and ckpt.step == ckpt.total_steps == last[1], ckpt.plan  # the new end, reached
+    assert clock.used() <= 50.0 * (1 - BUDGET_MARGIN)  # on time (checkpoint costs are reserved on top)
+    assert clock.used() >= 50.0 - 20  # and not by stopping early: 20 s = the final save reserve and a step or two
+    lrs = _lrs(run)
+    warm = round(ckpt.config["warmup_epochs"] * 6)
+    drops = [a - b for a, b in zip(lrs[warm:], lrs[warm + 1 :])]
+    assert min(drops) >= -1e-12, drops  # falls after the warm-up
+    # bends, never jumps: no step drops more than the final, steeper slope (re-planning by the old formula would drop
+    # the lr at the re-plan step by the plans' difference, 0.3 of the peak here, in one step)
+    assert max(drops) <= drops[-1] * 1.001 + 1e-12 and drops[-1] > 1.5 * drops[warm + 1], drops
+    assert lrs[-1] <= drops[-1] * 1.001  # the last step's lr: one step from zero
+    out = capsys.readouterr().err.splitlines()  # the run's log lines
+    assert any(line.startswith(f"time budget: re-planned at step {ckpt.plan[1][0]}: 3.000 s per step") for line in out)
+    assert any(line.startswith("final evaluation (last epoch, ") for line in out)
+    assert out[-1].startswith(f"note: this run got {ckpt.step} steps of the {first[1]} first planned (steps slowed "
+                              "from 1.000 to 3.000 s"), out[-1]  # fmt: skip
+
+
+def test_a_resumed_budget_repeats_the_plans_exactly(shapes, tmp_path, monkeypatch):
+    """Exact resume across a re-plan: stopped by Ctrl-C after the speed changed (the plans so far are in last.pt),
+    resumed with the clock where it was: the same plans, the same weights."""
+    from alexnet.checkpoint import load as load_checkpoint
+    from alexnet.training import train
     from alexnet.weights import read_state_dict
 
-    # 36 train images in batches of 6: 6 steps per epoch; 12 val images. With 1 s per step and 60 s left the plan is
-    # plan_steps's answer for these costs (worked out independently below)
-    _fixed_timing(monkeypatch, 1.0, 60.0)
+    speed = lambda n: 1.0 if n <= 12 else 2.0  # noqa: E731
+    FakeClock(monkeypatch, 50.0, speed)
     straight = train(_budget_config(shapes, tmp_path / "straight"))
-    ckpt = load_checkpoint(straight / "checkpoints" / "last.pt")
-    remaining = 60.0 - BUDGET_MARGIN * 60
-    expected = plan_steps(remaining=remaining, step_seconds=1.0, steps_done=6, steps_per_epoch=6,
-                          epoch_seconds=EVAL_COST * 12 / 6, final_seconds=ckpt_save_seconds(remaining, 6 * 1.0),
-                          max_steps=None)  # fmt: skip
-    assert ckpt.total_steps == expected and ckpt.step == expected
-    assert ckpt.config["schedule"] == "linear" and ckpt.config["epochs"] is None
-    steps = [r for r in map(json.loads, (straight / "metrics.jsonl").read_text().splitlines()) if r["kind"] == "step"]
-    lrs = [r["lr"] for r in steps]
-    warm = round(ckpt.config["warmup_epochs"] * 6)
-    assert lrs[-1] == pytest.approx(ckpt.config["lr"] * (1 - (expected - 1 - warm) / (expected - warm)))
-    assert all(a >= b for a, b in zip(lrs[warm:], lrs[warm + 1 :]))  # linear decay after the warm-up
-    # stopped by Ctrl-C in step 10 (the plan made at step 6 is in last.pt), resumed with another clock: the same plan
-    signal_at_steps(monkeypatch, {10: [signal.SIGINT]})
+    monkeypatch.undo()
+    FakeClock(monkeypatch, 50.0, speed)
+    signal_at_steps(monkeypatch, {20: [signal.SIGINT]})
     with pytest.raises(Preempted):
         train(_budget_config(shapes, tmp_path / "resumed"))
+    stopped = load_checkpoint(tmp_path / "resumed" / "checkpoints" / "last.pt")
+    assert stopped.step == 20 and len(stopped.plan) >= 2  # a re-plan after the speed changed, before the stop
     monkeypatch.undo()
-    _fixed_timing(monkeypatch, 0.1, 600.0)  # a re-plan would now give many more steps
+    clock = FakeClock(monkeypatch, 50.0, speed)
+    clock.steps, clock.evals = stopped.step, stopped.epoch  # the clock where the stopped run left it
     resumed = train(_budget_config(shapes, tmp_path / "resumed", resume="auto"))
     a, b = read_state_dict(straight / "checkpoints" / "last.pt"), read_state_dict(resumed / "checkpoints" / "last.pt")
     assert all(torch.equal(a[k], b[k]) for k in a)
-    assert load_checkpoint(resumed / "checkpoints" / "last.pt").step == expected
+    assert load_checkpoint(resumed / "checkpoints" / "last.pt").plan == load_checkpoint(
+        straight / "checkpoints" / "last.pt").plan  # fmt: skip
 
 
 def test_the_progress_line_shows_the_planned_epochs_once_the_plan_is_made():
@@ -220,14 +270,6 @@ def test_the_progress_line_shows_the_planned_epochs_once_the_plan_is_made():
     assert first.startswith("epoch 1/?: 1/468 step") and second.startswith("epoch 1/2: 2/364 step")
 
 
-def ckpt_save_seconds(remaining: float, epoch_seconds: float) -> float:
-    from alexnet.model import create_model
-    from alexnet.training.budget import BUDGET_SAVE_SECONDS, SAVE_BYTES_PER_PARAM, SAVE_RATE
-
-    params = sum(p.numel() for p in create_model("alexnet", num_classes=3).parameters())
-    return SAVE_BYTES_PER_PARAM * params / SAVE_RATE * (1 + remaining / max(BUDGET_SAVE_SECONDS, epoch_seconds))
-
-
 def test_no_flags_at_all_learns_a_small_set(tmp_path):
     """`alexnet train DATA` with nothing else on 3 classes x 40 images: the settings chosen from the data learn
     (before: batch 128 gave no full step per epoch). Threshold from measurement, with a margin."""
@@ -243,3 +285,29 @@ def test_no_flags_at_all_learns_a_small_set(tmp_path):
 
 
 NO_FLAGS_TOP1 = 0.45  # measured 60.0% (36 of 60; 55% on a harder draft of the data); chance is 33%
+
+
+def test_the_cpu_path_is_cached_per_machine_size_and_batch_not_per_data_set(tmp_path, monkeypatch):
+    """The measurement is keyed by CPU, torch, threads, architecture, image size and batch (it was per class count,
+    so every new data set measured again), and skipped when it would take over 5% of a time budget."""
+    import alexnet.training.cpu_path as C
+
+    cache, calls = str(tmp_path / "cpu-path.json"), []
+
+    def measure(arch, size, batch, candidates, limit):
+        calls.append((arch, size, batch))
+        return ("fp32", True), "", 0.0
+
+    monkeypatch.setattr(C, "_measure_cpu_paths", measure)
+    assert C.choose_cpu_path("alexnet", 64, 32, cache=cache, log=lambda s: None) == ("fp32", True)
+    assert C.choose_cpu_path("alexnet", 64, 32, cache=cache, log=lambda s: None) == ("fp32", True)  # cached
+    assert calls == [("alexnet", 64, 32)]
+    C.choose_cpu_path("alexnet", 96, 32, cache=cache, log=lambda s: None)
+    C.choose_cpu_path("alexnet", 64, 16, cache=cache, log=lambda s: None)
+    assert calls[1:] == [("alexnet", 96, 32), ("alexnet", 64, 16)]
+    monkeypatch.undo()
+    said = []  # a 1-second budget: the first warm-up step shows the measurement cannot pay for itself
+    assert C.choose_cpu_path("alexnet", 64, 8, cache=str(tmp_path / "other.json"), budget_seconds=1.0,
+                             log=said.append) == ("fp32", False)  # fmt: skip
+    assert said == ["CPU path not measured: it would take more than 5% of the time budget; fp32 (--precision and "
+                    "--channels-last override)"], said  # fmt: skip

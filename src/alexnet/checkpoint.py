@@ -39,8 +39,8 @@ VERSION = 1
 TEMP_SUFFIX = ".tmp"  # temporary files of a save: .NAME.<random>.tmp next to NAME
 MAX_CONFIG_NODES = 10_000  # values in a stored config (TrainConfig has ~50)
 MAX_CONFIG_DEPTH = 16
-_TRAINING = ("epoch", "batch_in_epoch", "step", "total_steps", "best", "epoch_partial", "elapsed", "optimizer",
-             "scheduler", "scaler", "rng")  # fmt: skip
+_TRAINING = ("epoch", "batch_in_epoch", "step", "total_steps", "plan", "best", "epoch_partial", "elapsed",
+             "optimizer", "scheduler", "scaler", "rng")  # fmt: skip
 _METADATA = ("arch", "num_classes", "classes", "preprocess", "model_kwargs", "config", "epoch", "step", "best_top1")
 
 
@@ -60,6 +60,7 @@ class Checkpoint:
     batch_in_epoch: int = 0
     step: int | None = None  # optimizer steps done
     total_steps: int | None = None  # a time budget's planned steps: a resumed run keeps them
+    plan: list[tuple[int, int, int]] = field(default_factory=list)  # a budget's plans: (step made, total, µs/step)
     best: dict[str, Any] = field(default_factory=dict)  # {"metric", "value", "epoch"}: what chose best.pt
     epoch_partial: tuple[float, int] = (0.0, 0)  # (loss sum, images) of an epoch stopped part-way, over all ranks
     elapsed: float = 0.0  # seconds trained so far
@@ -94,6 +95,7 @@ class Checkpoint:
         if self.step is not None:
             out.update({k: getattr(self, k) for k in _TRAINING})
             out["epoch_partial"] = list(self.epoch_partial)
+            out["plan"] = [list(p) for p in self.plan]
         return out
 
     def metadata(self) -> dict[str, Any]:
@@ -242,6 +244,16 @@ def _training_state(ckpt: Checkpoint, obj: dict[str, Any], source: str) -> None:
     if not (isinstance(partial, (list, tuple)) and len(partial) == 2):
         raise WeightsError(f"{source}: checkpoint field 'epoch_partial' must be (loss sum, images)")
     ckpt.epoch_partial = (float(partial[0]), int(partial[1]))
+    plan = obj.get("plan", [])
+    if not (
+        isinstance(plan, list)
+        and len(plan) <= 1_000_000
+        and all(
+            isinstance(p, (list, tuple)) and len(p) == 3 and all(type(v) is int and v >= 0 for v in p) for p in plan
+        )
+    ):
+        raise WeightsError(f"{source}: checkpoint field 'plan' must be a list of (step, total steps, µs) triples")
+    ckpt.plan = [(int(a), int(b), int(c)) for a, b, c in plan]
     for key in ("optimizer", "scheduler", "scaler", "rng"):
         value = obj.get(key)
         if value is not None and not isinstance(value, dict):

@@ -1,5 +1,5 @@
 """Words of printed lines: text from untrusted sources (file and class names, request values) made safe to print on
-one line, and counts in the singular or plural."""
+one line, counts in the singular or plural, and durations."""
 
 from __future__ import annotations
 
@@ -23,3 +23,15 @@ def plural(n: float, word: str, many: str | None = None) -> str:
     """
     number = f"{n:,}" if isinstance(n, int) else f"{n:g}"
     return f"{number} {word if n == 1 else many or word + 's'}"
+
+
+def duration_text(seconds: float) -> str:
+    """``42 s``, ``3 min 5 s``, ``1 h 2 min``: a duration as people read it."""
+    seconds = round(seconds)
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes, s = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes} min {s} s" if s else f"{minutes} min"
+    hours, m = divmod(minutes, 60)
+    return f"{hours} h {m} min" if m else f"{hours} h"

@@ -1,5 +1,9 @@
-"""A time budget: the first steps are timed, then the step count is fixed (``auto.plan_steps``) so that the steps,
-validation and checkpoints fit in what is left."""
+"""A time budget is a deadline: the first steps are timed and the step count planned (``auto.plan_steps``) so that
+the steps, validation, checkpoints and the final report fit in what is left; then the speed is measured again every
+``REPLAN_EVERY`` steps and at each epoch's end, and the plan follows it (``loop.plan_budget``), so a load that comes
+or goes mid-run moves the end of training, not the end of the command. Each plan is kept (``Run.plan``, stored in
+every checkpoint): the learning rate is a function of the plans (``schedule.lr_factor``), so a resumed run repeats
+them exactly."""
 
 from __future__ import annotations
 
@@ -10,23 +14,22 @@ import torch
 
 from ..device import synchronize
 
-# time budgets: the first steps of an epoch are timed, then the step count is fixed (auto.plan_steps)
 CALIBRATION_SKIP = 5  # steps not timed (allocation, autotuning, compilation)
-
 CALIBRATION_STEPS = 20  # steps timed (10 after 3 skipped measured 0.47 s per step where the run then took 0.36-0.41)
-
+MIN_WINDOW = 10  # steps timed before a re-plan trusts their speed
+REPLAN_EVERY = 50  # steps between re-plans (one more at each epoch's end): a 2x slow-down is caught within 50 steps
 EVAL_COST = 0.3  # seconds of validation per image, in units of a training step's seconds per image (measured ~0.2)
-
 SAVE_BYTES_PER_PARAM, SAVE_RATE = 8, 150e6  # a checkpoint holds weights + momentum (fp32); bytes/s measured here
-
 BUDGET_SAVE_SECONDS = 60  # under a time budget, last.pt at an epoch end only if the last save is this old
-
 BUDGET_MARGIN = 0.02  # of the budget, kept free (process exit, timing noise)
+PLOTS_SECONDS = 15.0  # --plots after the final report (the demo's seven pictures took 9-12 s on 2 cores)
+FEW_STEPS = 0.7  # a run that got fewer than this share of its first plan's steps says so in its last line
 
 
 @dataclass
 class Budget:
-    """A time budget of ``seconds`` from ``started`` (``time.time()``), and the timing of an epoch's first steps."""
+    """A time budget of ``seconds`` from ``started`` (``time.time()``), the timing of the first steps, and of the
+    steps since the last plan (a window that never includes validation or checkpoint saves)."""
 
     seconds: float
     started: float
@@ -34,6 +37,12 @@ class Budget:
     last: int = 0
     t0: float | None = None
     step_time: float | None = None
+    window_t0: float | None = None  # perf_counter() where the window's current stretch of steps began (None: paused)
+    window_elapsed: float = 0.0  # seconds of steps in the window before that stretch
+    window_step: int = -1  # the run's step count where the window began (-1: no window yet)
+    eval_seconds: float | None = None  # the last epoch end's validation, measured
+    save_seconds: float | None = None  # the last checkpoint save, measured
+    pending: float | None = None  # the speed of an epoch's last steps, for the re-plan after its validation
 
     def elapsed(self) -> float:
         return time.time() - self.started
@@ -61,3 +70,39 @@ class Budget:
     def step_seconds(self) -> float:
         assert self.step_time is not None
         return self.step_time
+
+    def costs(self, est_eval: float, est_save: float) -> tuple[float, float]:
+        """(validation, checkpoint) seconds: the last measured, else the estimates given."""
+        return (self.eval_seconds if self.eval_seconds is not None else est_eval,
+                self.save_seconds if self.save_seconds is not None else est_save)  # fmt: skip
+
+    def start_window(self, step: int) -> None:
+        """Time the steps from the run's ``step`` on (after a plan made from a measured speed)."""
+        self.window_t0, self.window_elapsed, self.window_step = time.perf_counter(), 0.0, step
+
+    def pause(self) -> None:
+        """Stop the clock at an epoch's end: validation and checkpoints are not steps."""
+        if self.window_t0 is not None:
+            self.window_elapsed += time.perf_counter() - self.window_t0
+            self.window_t0 = None
+
+    def resume(self, step: int) -> None:
+        """Restart the clock at an epoch's start (a new window at ``step`` if there is none: a resumed run)."""
+        if self.window_step < 0:
+            self.start_window(step)
+        else:
+            self.window_t0 = time.perf_counter()
+
+    def window_seconds(self, step: int, device: torch.device) -> float | None:
+        """Seconds per step since ``start_window``, pauses excluded (waits for the device), or None for fewer than
+        ``MIN_WINDOW`` steps (too few to tell a slow-down from noise)."""
+        if self.window_step < 0 or step - self.window_step < MIN_WINDOW:
+            return None
+        synchronize(device)
+        running = time.perf_counter() - self.window_t0 if self.window_t0 is not None else 0.0
+        return (self.window_elapsed + running) / (step - self.window_step)
+
+    def replan_due(self, step: int, epoch_done: bool) -> bool:
+        """Whether to plan again after the run's ``step``: at every multiple of ``REPLAN_EVERY`` and at an epoch's
+        end (the same steps in a resumed run as in an uninterrupted one)."""
+        return epoch_done or step % REPLAN_EVERY == 0

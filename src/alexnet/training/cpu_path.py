@@ -8,13 +8,16 @@ import dataclasses
 
 import torch
 
+from ..auto import parse_duration
 from ..config import TrainConfig
 from ..device import resolve_precision
 from ..errors import UserError
 
 CPU_PATHS = (("fp32", False), ("fp32", True), ("bf16", True))  # (precision, channels-last) candidates on a CPU
 
-CPU_PATH_VERSION = 2
+CPU_PATH_VERSION = 3
+MEASURE_CLASSES = 10  # the throw-away model's head: the path does not depend on the data set (its class count)
+MEASURE_SHARE = 0.05  # of a time budget, the most the measurement may take; beyond it the run keeps fp32
 
 
 def cpu_has_bf16() -> bool:
@@ -39,19 +42,21 @@ def _cpu_name() -> str:
 
 def choose_cpu_path(
     arch: str,
-    num_classes: int,
     image_size: int,
     batch_size: int,
     *,
     precision: str = "auto",
     channels_last: bool | None = None,
+    budget_seconds: float | None = None,
     cache: str | None = None,
     log=print,
 ) -> tuple[str, bool]:
     """(precision, channels-last) that trains fastest on this CPU: a few interleaved training steps of each
     candidate (``CPU_PATHS``; bf16 only where the CPU has bf16 units; those matching a given ``precision`` or
-    ``channels_last``) on random data with a throw-away model, once
-    per (CPU, torch, threads, model, size, batch); cached in the cache directory (``ALEXNET_CACHE``)."""
+    ``channels_last``) on random data with a throw-away model, once per (CPU, torch, threads, architecture, size,
+    batch), whatever the data set; cached in the cache directory (``ALEXNET_CACHE``). Under a time budget of
+    ``budget_seconds`` the measurement is skipped when its first step says it would take more than
+    ``MEASURE_SHARE`` of the budget (a winner 10% faster cannot pay that back): fp32 without channels-last."""
     import json
     from pathlib import Path
 
@@ -65,7 +70,7 @@ def choose_cpu_path(
     if not candidates:  # e.g. bf16 without channels-last: nothing to choose
         return ("fp32" if precision == "auto" else precision), bool(channels_last)
     key = "|".join(map(str, (CPU_PATH_VERSION, _cpu_name(), torch.__version__, torch.get_num_threads(), arch,
-                             num_classes, image_size, batch_size, candidates)))  # fmt: skip
+                             image_size, batch_size, candidates)))  # fmt: skip
     path = Path(cache) if cache else cache_root() / "cpu-path.json"
     try:
         known = json.loads(path.read_text())
@@ -77,8 +82,17 @@ def choose_cpu_path(
         return hit[0], bool(hit[1])
     if len(candidates) == 1:
         return candidates[0]
+    limit = MEASURE_SHARE * budget_seconds if budget_seconds else None
     with torch.random.fork_rng(devices=[]):  # the run's random state must not depend on whether the cache hit
-        best, shown, seconds = _measure_cpu_paths(arch, num_classes, image_size, batch_size, candidates)
+        measured = _measure_cpu_paths(arch, image_size, batch_size, candidates, limit)
+    if measured is None:
+        default = next((c for c in candidates if c[0] == "fp32"), candidates[0])
+        log(
+            f"CPU path not measured: it would take more than {MEASURE_SHARE:.0%} of the time budget; "
+            f"{default[0]}{' + channels-last' if default[1] else ''} (--precision and --channels-last override)"
+        )
+        return default
+    best, shown, seconds = measured
     log(f"fastest CPU path measured in {seconds:.1f} s (img/s, median of 3 interleaved steps): "
         f"{shown} -> {best[0]}{' + channels-last' if best[1] else ''} (cached in {path}; --precision and "
         "--channels-last override)")  # fmt: skip
@@ -88,7 +102,8 @@ def choose_cpu_path(
     return best
 
 
-def _measure_cpu_paths(arch: str, num_classes: int, image_size: int, batch_size: int, candidates: list):
+def _measure_cpu_paths(arch: str, image_size: int, batch_size: int, candidates: list, limit: float | None):
+    """(best, table text, seconds), or None when the first warm-up step says it would take over ``limit`` s."""
     import statistics
     import time
 
@@ -101,11 +116,11 @@ def _measure_cpu_paths(arch: str, num_classes: int, image_size: int, batch_size:
     steps, rates = {}, {c: [] for c in candidates}
     torch.manual_seed(0)
     for precision, cl in candidates:
-        model = create_model(arch, num_classes=num_classes, dropout=0.0)
+        model = create_model(arch, num_classes=MEASURE_CLASSES, dropout=0.0)
         x = torch.randn(batch_size, 3, image_size, image_size)
         if cl:
             model, x = model.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
-        y = torch.randint(0, num_classes, (batch_size,))
+        y = torch.randint(0, MEASURE_CLASSES, (batch_size,))
         opt = sgd(model.parameters(), torch.device("cpu"), lr=1e-3, momentum=0.9, weight_decay=5e-4)
         scaler = torch.amp.GradScaler("cpu", enabled=False)
         dtype = resolve_precision(precision, torch.device("cpu"))
@@ -113,7 +128,10 @@ def _measure_cpu_paths(arch: str, num_classes: int, image_size: int, batch_size:
         steps[(precision, cl)] = lambda m=model, x=x, y=y, o=opt, s=scaler, d=dtype, c=crit: train_step(
             m, x, y, c, o, s, torch.device("cpu"), d
         )
+        t = time.perf_counter()
         steps[(precision, cl)]()  # warm-up: allocation, kernel selection
+        if limit is not None and (time.perf_counter() - t) * 4 * len(candidates) > limit:  # 1 warm-up + 3 timed each
+            return None
     for _ in range(3):  # interleaved windows: A B C A B C ...
         for c, step in steps.items():
             t = time.perf_counter()
@@ -125,14 +143,16 @@ def _measure_cpu_paths(arch: str, num_classes: int, image_size: int, batch_size:
     return best, shown, time.perf_counter() - t0
 
 
-def choose_precision(cfg: TrainConfig, device: torch.device, num_classes: int, log) -> TrainConfig:
+def choose_precision(cfg: TrainConfig, device: torch.device, log) -> TrainConfig:
     """``cfg`` with ``precision`` and ``channels_last`` decided: bf16/fp16 + channels-last on GPUs; on a CPU what a
-    short, cached measurement finds fastest (``device.choose_cpu_path``) for what is left ``auto``."""
+    short, cached measurement finds fastest (``choose_cpu_path``) for what is left ``auto``."""
     precision, channels_last = cfg.precision, cfg.channels_last
     if device.type == "cpu" and (precision == "auto" or channels_last is None):
         size, batch = cfg.image_size, cfg.batch_size
-        fast_precision, fast_cl = choose_cpu_path(cfg.arch, num_classes, size, batch, precision=precision,
-                                                  channels_last=channels_last, log=log)  # fmt: skip
+        budget = parse_duration(cfg.time_budget) if cfg.time_budget else None
+        fast_precision, fast_cl = choose_cpu_path(cfg.arch, size, batch, precision=precision,
+                                                  channels_last=channels_last, budget_seconds=budget,
+                                                  log=log)  # fmt: skip
         precision = fast_precision if precision == "auto" else precision
         channels_last = fast_cl if channels_last is None else channels_last
     if precision == "auto":

@@ -14,13 +14,14 @@ from pathlib import Path
 
 import torch
 
-from ..auto import epochs_for, plan_steps
 from ..config import TrainConfig
 from ..distributed import Preempted, StopSignals, max_over_ranks, process_group, sum_over_ranks
 from ..errors import UserError
 from ..evaluate import evaluate, format_report
 from ..progress import progress
-from .budget import BUDGET_MARGIN, BUDGET_SAVE_SECONDS, EVAL_COST, SAVE_BYTES_PER_PARAM, SAVE_RATE
+from ..text import duration_text
+from .budget import BUDGET_SAVE_SECONDS
+from .planning import few_steps_note, plan_budget
 from .run import Run
 from .run_dir import copy_checkpoint
 from .schedule import best_improved, lr_factor
@@ -83,20 +84,21 @@ def train_one_epoch(run: Run, epoch: int, stop: StopSignals) -> tuple[float, int
     batches = iter(data.train)
     if run.budget is not None and run.total_steps is None:
         run.budget.begin_epoch(run.start_batch, end)
+    elif run.budget is not None:
+        run.budget.resume(run.step)  # the clock of the steps runs again (validation is not timed)
     batch_idx = run.start_batch
     while batch_idx < end:
         t0 = time.perf_counter()
         x, y = next(batches)  # (B, 3, S, S) normalised on the device, (B,)
         wait += time.perf_counter() - t0
-        run.lr = cfg.lr * lr_factor(cfg, run.step, run.steps_per_epoch, run.plateau.decays, run.total_steps)
+        run.lr = cfg.lr * lr_factor(cfg, run.step, run.steps_per_epoch, run.plateau.decays, run.total_steps, run.plan)
         for group in run.optimizer.param_groups:
             group["lr"] = run.lr * group["lr_mult"]
         loss = train_step(run.train_model, x, y, run.criterion, run.optimizer, run.scaler, run.device, run.dtype)
         loss_sum += loss * y.shape[0]
         run.step, images = run.step + 1, images + y.shape[0]
         bar.update(1)
-        if run.budget is not None and run.total_steps is None and run.budget.timed(batch_idx, run.device):
-            plan_budget(run, epoch)  # fixes run.total_steps; the epoch may now end sooner
+        if run.budget is not None and follow_budget(run, epoch, batch_idx, end):  # the epoch may now end sooner
             end = epoch_end(run, epoch)
             bar.set_total(end, f"epoch {epoch + 1}/{epochs_text(run)}")
         last = batch_idx == end - 1
@@ -112,6 +114,8 @@ def train_one_epoch(run: Run, epoch: int, stop: StopSignals) -> tuple[float, int
             check_stop(run, stop, epoch, batch_idx + 1, saved=False, loss_sum=loss_sum, images=images)
         batch_idx += 1
     bar.close()
+    if run.budget is not None:
+        run.budget.pause()
     session = images - run.partial[1]  # images of this session (a resumed epoch's first part is in run.partial)
     run.start_batch, run.partial = 0, (0.0, 0)
     totals = torch.tensor([images, session], dtype=loss_dtype, device=run.device)
@@ -130,32 +134,31 @@ def epochs_text(run: Run) -> str:
     return "?" if run.epochs >= 10**9 else str(run.epochs)
 
 
-def plan_budget(run: Run, epoch: int) -> None:
-    """Fix the time budget's step count from the timed steps (the slowest rank's), so that the steps, the epoch ends'
-    validation and the checkpoints fit in what is left of ``cfg.time_budget``; print the plan."""
-    budget, cfg, data = run.budget, run.cfg, run.data
-    step_seconds = float(max_over_ranks(torch.tensor([budget.step_seconds()], device=run.device), run.dist)[0])
-    per_image = step_seconds / (cfg.batch_size // run.dist.world_size)
-    val_images = data.val.num_samples / run.dist.world_size if data.val is not None else 0
-    eval_seconds = EVAL_COST * per_image * val_images  # a forward pass costs about a third of a training step
-    params = sum(p.numel() for p in run.model.parameters())
-    save_seconds = SAVE_BYTES_PER_PARAM * params / SAVE_RATE
-    remaining = budget.remaining() - BUDGET_MARGIN * budget.seconds
-    # last.pt at an epoch end at most once a minute (end_of_epoch), and at the last one
-    final = save_seconds * (1 + remaining / max(BUDGET_SAVE_SECONDS, run.steps_per_epoch * step_seconds))
-    if cfg.ten_crop_eval:
-        final += 10 * eval_seconds
-    max_steps = cfg.epochs * run.steps_per_epoch if cfg.epochs else None
-    run.total_steps = plan_steps(remaining=remaining, step_seconds=step_seconds, steps_done=run.step,
-                                 steps_per_epoch=run.steps_per_epoch, epoch_seconds=eval_seconds, final_seconds=final,
-                                 max_steps=max_steps)  # fmt: skip
-    run.epochs = max(epoch + 1, epochs_for(run.total_steps, run.steps_per_epoch))
-    run.log.print(
-        f"time budget {cfg.time_budget}: {budget.elapsed():.1f} s used by set-up and {run.step} steps; "
-        f"{step_seconds:.3f} s per step (batch {cfg.batch_size}) -> {run.total_steps} steps in all "
-        f"({run.total_steps / run.steps_per_epoch:.2f} epochs), lr decaying {cfg.schedule} to zero by then; "
-        f"{run.epochs * eval_seconds + final:.0f} s kept for validation and checkpoints"
-    )
+def follow_budget(run: Run, epoch: int, batch_idx: int, end: int) -> bool:
+    """After step ``batch_idx`` of a time-budgeted epoch: plan once the first steps are timed, then re-plan every
+    ``REPLAN_EVERY`` steps from the speed since the last plan (at an epoch's last step, the speed is kept for the
+    re-plan after validation, in ``train``). Returns whether the plan changed."""
+    budget = run.budget
+    if run.total_steps is None:
+        if not budget.timed(batch_idx, run.device):
+            return False
+        plan_budget(run, epoch, budget.step_seconds())
+    elif budget.replan_due(run.step, epoch_done=batch_idx == end - 1):
+        seconds = budget.window_seconds(run.step, run.device)
+        if seconds is None:  # too few steps timed: the last plan's speed (stored: a resumed run uses the same)
+            seconds = run.plan[-1][2] / 1e6
+        else:
+            budget.start_window(run.step)
+        if batch_idx == end - 1:
+            budget.pending = seconds
+            return False
+        before = run.total_steps
+        plan_budget(run, epoch, seconds)
+        return run.total_steps != before
+    else:
+        return False
+    budget.start_window(run.step)
+    return True
 
 
 def save_due(run: Run) -> bool:
@@ -198,7 +201,8 @@ def end_of_epoch(run: Run, epoch: int, loss: float, images: int, seconds: float,
     """Validate, step the plateau schedule, write ``last.pt`` (and ``best.pt`` when the chosen metric improved:
     val top-1, or the epoch's train loss without a val split), one metrics record and one console line. Returns
     whether ``last.pt`` was written."""
-    data, report = run.data, None
+    data, report, budget = run.data, None, run.budget
+    t0 = time.perf_counter()
     if data.val is not None:
         data.val.set_epoch(epoch)
         report = evaluate(run.train_model if not run.dist.enabled else run.model, data.val,
@@ -206,6 +210,12 @@ def end_of_epoch(run: Run, epoch: int, loss: float, images: int, seconds: float,
                           distributed=run.dist.enabled)  # fmt: skip
         run.plateau.update(report["top1"])
     run.report = report
+    eval_seconds = time.perf_counter() - t0
+    if budget is not None:
+        budget.eval_seconds = eval_seconds
+        if budget.pending is not None:  # the epoch-end re-plan, with this validation's time measured
+            plan_budget(run, epoch, budget.pending)
+            budget.pending = None
     metric, value = ("val_top1", report["top1"]) if report else ("train_loss", loss)
     # Under a time budget a 61M-parameter checkpoint (0.5 GB, ~3 s here) at every end of a seconds-long epoch would
     # eat the budget: last.pt then waits BUDGET_SAVE_SECONDS (a signal still saves at once), and best.pt is the best
@@ -213,12 +223,18 @@ def end_of_epoch(run: Run, epoch: int, loss: float, images: int, seconds: float,
     final = epoch + 1 >= run.epochs
     saving = run.budget is None or final or time.time() - run.last_save >= BUDGET_SAVE_SECONDS
     previous = run.best.get("value") if run.best.get("metric") == metric else None
+    improved = best_improved(metric, value, run.best_seen if run.best_seen is not None else previous)
+    if improved:
+        run.best_seen = value
     is_best = saving and best_improved(metric, value, previous)
     if is_best:
         run.best = {"metric": metric, "value": value, "epoch": epoch + 1}
     if saving:
+        t0 = time.perf_counter()
         save(run, epoch + 1, 0)
         run.last_save = time.time()
+        if budget is not None and run.dist.main:
+            budget.save_seconds = time.perf_counter() - t0
     if is_best and run.dist.main:
         copy_checkpoint(run.dir / "checkpoints" / "last.pt", run.dir / "checkpoints" / "best.pt")
     rate = images / max(seconds, 1e-9)
@@ -229,8 +245,32 @@ def end_of_epoch(run: Run, epoch: int, loss: float, images: int, seconds: float,
     if report:
         summary += f", val loss {report['loss']:.4f}, top-1 {100 * report['top1']:.2f}%"
         summary += f", top-5 {100 * report['top5']:.2f}%"
-    run.log.print(summary + f", {rate:.0f} img/s, {seconds:.1f} s" + (", best so far" if is_best else ""))
+    left = _time_left(run, epoch, seconds, images, eval_seconds)
+    summary += f", {rate:.0f} img/s, {seconds:.1f} s" + (f", about {left} left" if left else "")
+    run.log.print(summary + (", best so far" if improved else ""))
     return saving
+
+
+def _time_left(run: Run, epoch: int, seconds: float, images: int, eval_seconds: float) -> str | None:
+    """The whole run's time still to come after ``epoch``, as text: what is left of a time budget, or the remaining
+    steps at this epoch's speed plus their validations. None after the last epoch."""
+    if epoch + 1 >= run.epochs:
+        return None
+    if run.budget is not None:
+        return duration_text(max(0.0, run.budget.remaining()))
+    steps = max(1, round(images / run.cfg.batch_size))  # this session's steps in the epoch (images of all ranks)
+    step_s = seconds / steps
+    left = (run.epochs * run.steps_per_epoch - run.step) * step_s + (run.epochs - epoch - 1) * eval_seconds
+    return duration_text(left)
+
+
+def _which_epoch(run: Run) -> str:
+    """Which weights the final report is about: the last epoch's (best.pt may be another)."""
+    best = run.best.get("epoch")
+    text = f"last epoch, {run.epochs}"
+    if best is not None:
+        text += f"; best.pt is epoch {best}" if best != run.epochs else "; also best.pt"
+    return text
 
 
 def finish(run: Run) -> None:
@@ -248,7 +288,7 @@ def finish(run: Run) -> None:
             report = evaluate(run.model, data.val, **kw)
         if run.dist.main:
             (run.dir / "eval.json").write_text(json.dumps(report, indent=1) + "\n")
-            run.log.print("final evaluation: " + format_report(report, max_classes=5))
+            run.log.print(f"final evaluation ({_which_epoch(run)}): " + format_report(report, max_classes=5))
     if cfg.plots and run.dist.main:
         from ..plots import make_plots
 
@@ -256,3 +296,6 @@ def finish(run: Run) -> None:
             run.log.print(f"wrote {path}")
     ckpt_dir = run.dir / "checkpoints"
     run.log.print(f"run: {run.dir}  checkpoints: {ckpt_dir}/{{last,best}}.pt  metrics: {run.dir / 'metrics.jsonl'}")
+    note = few_steps_note(run)
+    if note:
+        run.log.print(note)

@@ -41,12 +41,14 @@ class Run:
     check_every: int  # steps between the ranks' checks for stop signals and non-finite losses (see setup)
     epochs: int = 0  # epochs to run: cfg.epochs, or under a time budget what the planned steps need
     total_steps: int | None = None  # the planned optimizer steps of a time budget (None: not planned / no budget)
+    plan: list[tuple[int, int, int]] = field(default_factory=list)  # a budget's plans: (step, total, µs per step)
     budget: Budget | None = None
     start_epoch: int = 0
     start_batch: int = 0
     step: int = 0
     lr: float = 0.0
     best: dict = field(default_factory=dict)  # {"metric", "value", "epoch"}: what chose best.pt
+    best_seen: float | None = None  # the best value of any epoch (under a budget, not every epoch is saved)
     report: dict | None = None  # the last validation report
     partial: tuple[float, int] = (0.0, 0)  # (loss sum, images) of an epoch stopped part-way, over all ranks
     last_save: float = field(default_factory=time.time)

@@ -4,6 +4,7 @@ Small pure pieces, unit-tested (tests/test_metrics.py)."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from ..config import TrainConfig
@@ -11,26 +12,56 @@ from ..errors import UserError
 
 
 def lr_factor(
-    cfg: TrainConfig, step: int, steps_per_epoch: int, plateau_decays: int = 0, total_steps: int | None = None
+    cfg: TrainConfig,
+    step: int,
+    steps_per_epoch: int,
+    plateau_decays: int = 0,
+    total_steps: int | None = None,
+    plan: Sequence[Sequence[int]] = (),
 ) -> float:
     """Multiplier of ``cfg.lr`` at optimizer step ``step`` (0-based): linear warm-up from 1%, then the schedule.
 
     Cosine and linear decay to zero at ``total_steps`` (default ``cfg.epochs`` epochs). Under a time budget the
-    total is unknown until the first steps are timed (``None`` and no ``cfg.epochs``): the peak lr until then."""
+    total is unknown until the first steps are timed: the peak lr until then, and from then on the decay follows
+    ``plan``, the budget's plans as ``(step made, total steps, µs per step)`` (``planned_decay``)."""
     warmup = (cfg.warmup_epochs or 0.0) * steps_per_epoch
     if step < warmup:
         return 0.01 + 0.99 * step / warmup
     if cfg.schedule in ("cosine", "linear"):
+        shape = _SHAPES[cfg.schedule]
+        if plan:
+            return planned_decay(step, warmup, plan, shape)
         total = total_steps if total_steps is not None else (cfg.epochs or 0) * steps_per_epoch
         if total <= 0:
             return 1.0
-        progress = min(1.0, (step - warmup) / max(1.0, total - warmup))
-        return 0.5 * (1.0 + math.cos(math.pi * progress)) if cfg.schedule == "cosine" else 1.0 - progress
+        return shape(min(1.0, (step - warmup) / max(1.0, total - warmup)))
     if cfg.schedule == "step":
         return cfg.lr_decay ** ((step // steps_per_epoch) // cfg.step_epochs)
     if cfg.schedule == "plateau":
         return cfg.lr_decay**plateau_decays
     raise UserError(f"unknown schedule {cfg.schedule!r}; choose from cosine, step, plateau")
+
+
+_SHAPES: dict[str, Callable[[float], float]] = {
+    "linear": lambda p: 1.0 - p,
+    "cosine": lambda p: 0.5 * (1.0 + math.cos(math.pi * p)),
+}
+
+
+def planned_decay(step: float, warmup: float, plan: Sequence[Sequence[int]], shape: Callable[[float], float]) -> float:
+    """The decay under a time budget's plans ``[(s0, T0), (s1, T1), ...]`` (plan k made after step s_k, to end at
+    step T_k): 1 until the first plan (or the warm-up's end, if later), then from each plan's start to the next the
+    value there times ``shape`` of the progress toward T_k. Continuous: a re-plan bends the curve, never jumps it,
+    and the lr reaches zero at the last plan's end."""
+    value = 1.0
+    for k, (made, total, *_) in enumerate(plan):
+        start = max(float(made), warmup)
+        end = max(float(plan[k + 1][0]), warmup) if k + 1 < len(plan) else float("inf")
+        progress = min(1.0, (min(step, end) - start) / max(1.0, total - start)) if step > start else 0.0
+        if step <= end:
+            return value * shape(max(0.0, progress))
+        value *= shape(max(0.0, progress))
+    return value
 
 
 @dataclass

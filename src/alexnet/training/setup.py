@@ -70,17 +70,19 @@ def setup(cfg: TrainConfig, dist_info: Dist, started: float | None = None, given
     check_every = 1 if device.type == "cpu" and dist_info.enabled else cfg.log_every
     if dist_info.main:  # everything is checked: from here on the run directory is written
         clear_run_dir(run_dir, overwrite=cfg.overwrite)
-    log = RunLog(run_dir, enabled=dist_info.main, resume_step=state.get("step"), elapsed=state.pop("elapsed", 0.0))
+    elapsed = state.pop("elapsed", 0.0)  # seconds trained before this session: a resumed budget has the rest
+    log = RunLog(run_dir, enabled=dist_info.main, resume_step=state.get("step"), elapsed=elapsed)
     criterion = _criterion(cfg, data, device, say)
     run = Run(cfg, dist_info, run_dir, device, dtype, data, model, train_model, optimizer, scaler, plateau, criterion,
               log, steps_per_epoch, check_every, **state)  # fmt: skip
     if cfg.time_budget:
-        run.budget = Budget(parse_duration(cfg.time_budget), started if started is not None else time.time())
+        seconds = parse_duration(cfg.time_budget) - elapsed
+        run.budget = Budget(seconds, started if started is not None else time.time())
     if run.total_steps is not None:  # resumed after a time budget's plan
         run.epochs = epochs_for(run.total_steps, steps_per_epoch)
     else:  # under a time budget not yet planned: until the first steps are timed (plan_budget)
         run.epochs = cfg.epochs or 10**9
-    run.lr = cfg.lr * lr_factor(cfg, run.step, steps_per_epoch, plateau.decays, run.total_steps)
+    run.lr = cfg.lr * lr_factor(cfg, run.step, steps_per_epoch, plateau.decays, run.total_steps, run.plan)
     if dist_info.main:
         _announce(run, resume_path if ckpt is not None else None)
     return run
@@ -109,7 +111,7 @@ def _data(cfg: TrainConfig, dist_info: Dist, device: torch.device, say, stored_s
     choices = [*choices, gray] if gray else choices
     if choices:
         say("chosen from the data: " + "; ".join(choices) + " (flags override)")
-    cfg = on_main(lambda: choose_precision(cfg, device, len(dataset.classes), say), dist_info)
+    cfg = on_main(lambda: choose_precision(cfg, device, say), dist_info)
     data = build_data(cfg, dataset, device=device, rank=dist_info.rank, world_size=dist_info.world_size,
                       channels_last=cfg.channels_last, log=say)  # fmt: skip
     if len(data.train) == 0:

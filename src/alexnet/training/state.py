@@ -61,6 +61,7 @@ def restore(ckpt: Checkpoint, path: Path, model: nn.Module, optimizer: torch.opt
         "step": ckpt.step,
         "best": ckpt.best,
         "total_steps": ckpt.total_steps,
+        "plan": list(ckpt.plan),
         # the loss of the epoch's first part, summed over all ranks: rank 0 carries it, the others start at zero
         "partial": ckpt.epoch_partial if dist_info.main and ckpt.batch_in_epoch else (0.0, 0),
         "elapsed": ckpt.elapsed,
@@ -83,6 +84,7 @@ def save(run: Run, epoch: int, batch_in_epoch: int, name: str = "last.pt", parti
         batch_in_epoch=batch_in_epoch,
         step=run.step,
         total_steps=run.total_steps,
+        plan=list(run.plan),
         best=run.best,
         epoch_partial=partial,
         elapsed=run.log.elapsed(),
