@@ -8,8 +8,7 @@ import dataclasses
 
 import torch
 
-from ..auto import parse_duration
-from ..config import TrainConfig
+from ..config import TrainConfig, parse_duration
 from ..device import resolve_precision
 from ..errors import UserError
 
