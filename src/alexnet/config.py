@@ -132,14 +132,18 @@ class TrainConfig:
     )
     plateau_max_decays: int = setting(3, "plateau schedule: most decays (paper: three)", low=0, on_resume="fixed")
     # fine-tuning
-    init_weights: str | None = setting(None, "fine-tune: start from a torchvision weights file or one of our "
-                                       "checkpoints (a new last layer for this data's classes)",
-                                       flags=("--init-weights", "--finetune-from"), metavar="MODEL",
-                                       on_resume="fixed")  # fmt: skip
+    init_weights: str | None = setting(None, "start from these weights: torchvision (torchvision's ImageNet file, "
+                                       "$TORCH_HOME/hub/checkpoints/alexnet-owt-7be5be79.pth, never downloaded) or "
+                                       "a weights file or one of our checkpoints; a new last layer for this data's "
+                                       "classes, and settings chosen for fine-tuning (224 px, lr / 10, head lr x 10)",
+                                       flags=("--pretrained", "--init-weights", "--finetune-from"),
+                                       metavar="torchvision|PATH", on_resume="fixed")  # fmt: skip
     freeze: str = setting(
         "none", "layers kept fixed when fine-tuning", choices=("none", "features", "all-but-head"), on_resume="fixed"
     )
-    head_lr_mult: float = setting(1.0, "learning-rate multiplier of the new last layer", low=0, on_resume="fixed")
+    head_lr_mult: float | None = setting(None, "learning-rate multiplier of the new last layer", low=0, auto=True,
+                                         none_text="auto: 10 with --pretrained, else 1",
+                                         on_resume="fixed")  # fmt: skip
     # hardware
     device: str = setting(
         "auto", DEVICE_HELP, pattern=DEVICE_PATTERN, pattern_rule=f"choose from {DEVICE_HELP}", on_resume="free"

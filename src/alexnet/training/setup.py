@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from .. import checkpoint
-from ..auto import epochs_for, resolve_auto
+from ..auto import epochs_for
 from ..config import TrainConfig, parse_duration
 from ..data.channels import choose_in_channels
 from ..data.holdout import is_held_out, read_split, run_dir_of, write_split
@@ -24,6 +24,7 @@ from ..imbalance import balanced_weights, class_counts, describe_weights
 from ..runlog import RunLog
 from .budget import Budget
 from .cpu_path import choose_precision
+from .finetune import pretrained_path, resolve_settings
 from .resume import resumed_config
 from .rng import seed_everything
 from .run import Run
@@ -46,15 +47,15 @@ def setup(cfg: TrainConfig, dist_info: Dist, started: float | None = None, given
     if ckpt is not None:
         cfg = resumed_config(cfg, ckpt, resume_path, given, say)
         check_resume(ckpt, resume_path, cfg)
-    if cfg.init_weights and not Path(cfg.init_weights).is_file():
-        raise UserError(f"--init-weights {cfg.init_weights}: no such file")
+    if cfg.init_weights:
+        pretrained_path(cfg.init_weights)  # present, or one line saying where to put it
     seed_everything(cfg.seed)
     stored_split = read_split(run_dir_of(resume_path)) if ckpt is not None else None  # a held-out split's files
     cfg, data = _data(cfg, dist_info, device, say, stored_split)
     if ckpt is not None:
         check_resume(ckpt, resume_path, cfg, data.classes)
     dtype = resolve_precision(cfg.precision, device)
-    model = build_model(cfg, len(data.classes)).to(device)
+    model = build_model(cfg, len(data.classes), log=say if ckpt is None else None).to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(cfg, model, device)
@@ -106,7 +107,7 @@ def _data(cfg: TrainConfig, dist_info: Dist, device: torch.device, say, stored_s
     from ..data.pipeline import build_data, open_training_data
 
     dataset = open_training_data(cfg, stored_split=stored_split, log=say)
-    cfg, choices = resolve_auto(cfg, dataset, dist_info.world_size)
+    cfg, choices = resolve_settings(cfg, dataset, dist_info.world_size, say)  # resolve_auto, and fine-tuning's
     cfg, gray = choose_in_channels(cfg, dataset)  # --in-channels auto: 1 for a grayscale set
     choices = [*choices, gray] if gray else choices
     if choices:

@@ -10,8 +10,7 @@ from torch import nn
 
 from ..config import TrainConfig
 from ..device import autocast
-from ..model import CONV1_WEIGHT, adapt_input_conv, create_model, is_head
-from ..weights import check_state_dict, read_file
+from ..model import create_model
 
 
 def train_step(
@@ -35,27 +34,27 @@ def train_step(
     return loss.detach()
 
 
-def build_model(cfg: TrainConfig, num_classes: int) -> nn.Module:
+def build_model(cfg: TrainConfig, num_classes: int, log=None) -> nn.Module:
+    """``cfg.arch`` for ``num_classes``; with ``cfg.init_weights`` (``--pretrained``) every layer but the head from
+    that file (``finetune.load_pretrained``; ``log`` gets the line saying what was loaded), frozen as ``cfg.freeze``
+    says."""
     kwargs = {} if cfg.dropout is None else {"dropout": cfg.dropout}  # None (not resolved): the model's default
     if cfg.init is not None:
         kwargs["init"] = cfg.init
     model = create_model(cfg.arch, num_classes=num_classes, in_channels=cfg.in_channels or 3, **kwargs)
     if cfg.init_weights:  # fine-tuning: everything but the head from the file, a new head for our classes
-        sd = read_file(cfg.init_weights).model
-        conv1 = sd.get(CONV1_WEIGHT)
-        if conv1 is not None and conv1.ndim == 4 and conv1.shape[1] == 3 and cfg.in_channels == 1:
-            sd = {**sd, CONV1_WEIGHT: adapt_input_conv(conv1, 1)}  # RGB kernels summed for gray input
-        own = model.state_dict()
-        sd = {**{k: v for k, v in sd.items() if not is_head(k)}, **{k: v for k, v in own.items() if is_head(k)}}
-        check_state_dict(model, sd, source=cfg.init_weights)
-        model.load_state_dict(sd)
+        from .finetune import load_pretrained
+
+        line = load_pretrained(model, cfg.init_weights, in_channels=cfg.in_channels or 3)
+        if log is not None:
+            log(line)
     model.freeze(cfg.freeze)
     return model
 
 
 def build_optimizer(cfg: TrainConfig, model: nn.Module, device: torch.device) -> torch.optim.SGD:
     return sgd(
-        model.param_groups(cfg.head_lr_mult),
+        model.param_groups(1.0 if cfg.head_lr_mult is None else cfg.head_lr_mult),  # None: not yet resolved
         device,
         lr=cfg.lr or 0.0,  # set before every step (train_one_epoch); None: not yet chosen from the data
         momentum=cfg.momentum,
