@@ -130,3 +130,15 @@ def test_auto_stays_three_channels_for_colour(tmp_path):
     (root / "train" / "a" / "red.png").unlink()
     cfg, line = choose_in_channels(TrainConfig(), open_dataset(str(root)))
     assert cfg.in_channels == 1 and "8 sampled train images are grayscale" in line
+
+
+def test_statistics_cache_follows_the_window(tmp_path):
+    """Cached mean/std of 16-bit images are not reused under another --window (the window decides the values)."""
+    from alexnet.data.sources import open_dataset
+    from alexnet.data.stats import load_or_compute_stats
+
+    split = open_dataset(str(_gray_set(tmp_path))).train
+    auto = load_or_compute_stats(split, progress=False)["mean"][0]  # 12-bit values in the full 16-bit range: dark
+    split.window = "minmax"
+    stretched = load_or_compute_stats(split, progress=False)["mean"][0]
+    assert auto < 0.1 and stretched > 3 * auto

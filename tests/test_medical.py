@@ -242,3 +242,21 @@ def test_data_check_reports_dicom_headers_and_undecodable_files(tmp_path):
     assert "modality: CT (3), MR (1); bits stored: 16 (4)" in text
     assert "window (centre/width): 40/400 (2), none (2); pixel spacing: 0.5 / 0.7 / 1 mm" in text
     assert "truncated DICOM" in text
+
+
+def test_medical_demo_writes_a_readable_set(tmp_path):
+    """benchmarks/medical_demo.py's data: three classes of CT-like DICOMs that decode, with the lung window stored."""
+    import importlib.util
+
+    path = Path(__file__).parents[1] / "benchmarks" / "medical_demo.py"
+    spec = importlib.util.spec_from_file_location("medical_demo", path)
+    demo = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(demo)
+    demo.write_set(tmp_path, train=2, val=1, size=64)
+    files = sorted(tmp_path.rglob("*.dcm"))
+    assert len(files) == 9 and {f.parent.name for f in files} == set(demo.CLASSES)
+    h = dicom.read_header(files[0].read_bytes(), str(files[0]), max_pixels=10**6, max_aspect=20)
+    assert (h.modality, h.window, h.pixel_spacing) == ("CT", (-600.0, 1500.0), (0.7, 0.7))
+    bone = decode_image(tmp_path / "train" / "bone" / "0.dcm", channels=1)[0]
+    clear = decode_image(tmp_path / "train" / "clear" / "0.dcm", channels=1)[0]
+    assert bone.shape == (64, 64) and (bone == 255).sum() > (clear == 255).sum()  # 700 HU is over the lung window

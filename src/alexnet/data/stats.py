@@ -169,9 +169,9 @@ def load_or_compute_stats(
     cache_dir: str | None = None,
     refresh: bool = False,
 ) -> dict:
-    """Read cached statistics for ``split`` (same data ``fingerprint`` and ``max_images``), else compute and save them
-    as JSON (``default_stats_path`` unless ``path``). A cache that is unreadable, malformed or computed from other
-    files is recomputed (and replaced); ``refresh``: recompute it anyway. ``max_images`` at or above the split's
+    """Read cached statistics for ``split`` (same data ``fingerprint``, ``max_images`` and window), else compute and
+    save them as JSON (``default_stats_path`` unless ``path``). A cache that is unreadable, malformed or computed from
+    other files is recomputed (and replaced); ``refresh``: recompute it anyway. ``max_images`` at or above the split's
     size means all of them."""
     if max_images is not None and max_images >= len(split):
         max_images = None  # the same statistics as "all": data stats' cache serves a run that asks for 5,000
@@ -180,12 +180,13 @@ def load_or_compute_stats(
     if p.is_file() and not refresh:
         try:
             cached = check_stats(json.loads(read_bounded(p, limits().max_json_bytes, "JSON")), str(p))
-            if cached.get("fingerprint") == key and cached.get("max_images") == max_images:
+            same = cached.get("fingerprint") == key and cached.get("max_images") == max_images
+            if same and cached.get("window", "auto") == getattr(split, "window", "auto"):  # DICOM/16-bit: it decides
                 return cached
         except (UserError, ValueError):
             pass  # unreadable, malformed or foreign: recompute
     stats = compute_stats(split, max_images=max_images, workers=workers, progress=progress)
-    stats["fingerprint"] = key
+    stats["fingerprint"], stats["window"] = key, getattr(split, "window", "auto")
     save_json(stats, p)
     return stats
 
