@@ -17,7 +17,8 @@ from ..device import synchronize
 CALIBRATION_SKIP = 5  # steps not timed (allocation, autotuning, compilation)
 CALIBRATION_STEPS = 20  # steps timed (10 after 3 skipped measured 0.47 s per step where the run then took 0.36-0.41)
 MIN_WINDOW = 10  # steps timed before a re-plan trusts their speed
-REPLAN_EVERY = 50  # steps between re-plans (one more at each epoch's end): a 2x slow-down is caught within 50 steps
+REPLAN_EVERY = 20  # steps between re-plans (and one at each epoch end); every 50 overran a 45 s budget by 13%
+# when the steps slowed 3x mid-epoch (another process took the cores)
 EVAL_COST = 0.3  # seconds of validation per image, in units of a training step's seconds per image (measured ~0.2)
 SAVE_BYTES_PER_PARAM, SAVE_RATE = 8, 150e6  # a checkpoint holds weights + momentum (fp32); bytes/s measured here
 BUDGET_SAVE_SECONDS = 60  # under a time budget, last.pt at an epoch end only if the last save is this old
