@@ -1,6 +1,7 @@
 """--in-channels 1: single-channel models (RGB weights adapted as timm's adapt_input_conv), single-channel in-memory
 sets and loaders, preprocessing that carries channels and window, chosen from the data when every image is gray."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -142,3 +143,28 @@ def test_statistics_cache_follows_the_window(tmp_path):
     split.window = "minmax"
     stretched = load_or_compute_stats(split, progress=False)["mean"][0]
     assert auto < 0.1 and stretched > 3 * auto
+
+
+def test_gray_pack_holds_one_channel_and_trains_as_one(tmp_path):
+    from alexnet.config import TrainConfig
+    from alexnet.data.channels import choose_in_channels
+    from alexnet.data.loading import make_loader
+    from alexnet.data.pack import pack_dataset, verify_pack
+    from alexnet.data.pipeline import training_preprocess
+    from alexnet.data.sources import open_dataset
+
+    pack = tmp_path / "pack"
+    m = pack_dataset(str(_gray_set(tmp_path / "src")), pack, size=72, workers=0, progress=False, channels=1,
+                     window="minmax")  # fmt: skip
+    assert (m["channels"], m["window"]) == (1, "minmax")
+    assert (pack / "train" / "images.u8").stat().st_size == 8 * 72 * 72  # a third of RGB's
+    verify_pack(pack, progress=False)
+    ds = open_dataset(str(pack))
+    cfg, line = choose_in_channels(TrainConfig(image_size=64), ds)
+    assert cfg.in_channels == 1 and line
+    p = training_preprocess(cfg, ds, ds.stats)
+    assert (p.channels, p.window, len(p.mean)) == (1, "minmax", 1)  # the pack's window, whatever --window says
+    x, _ = next(iter(make_loader(ds.train, p, batch_size=4, train=True)))
+    assert x.shape == (4, 1, 64, 64)
+    with pytest.raises(UserError, match="packed with window minmax"):
+        training_preprocess(dataclasses.replace(cfg, window="lung"), ds, ds.stats)

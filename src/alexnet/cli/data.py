@@ -146,6 +146,9 @@ def register_pack(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--size", type=int, default=256, help="stored image side in px")
     p.add_argument("--resize", default="shorter-centre", choices=["shorter-centre", "squash"], help="how to get SxS")
     p.add_argument("--workers", type=int, default=None, help="decoding processes (default: all cores)")
+    p.add_argument("--channels", type=int, default=3, choices=(1, 3),
+                   help="3 (RGB) or 1 (gray: a third of the bytes; train it with --in-channels 1)")  # fmt: skip
+    p.add_argument("--window", default="auto", help="how DICOMs and 16-bit gray images become 8 bits (see train)")
     p.set_defaults(func=run_pack)
 
 
@@ -153,7 +156,12 @@ def run_pack(args: argparse.Namespace) -> int:
     from ..data.pack import describe_pack, pack_dataset
 
     src = None if args.src == "synthetic" else args.src
-    print(describe_pack(pack_dataset(src, args.out, size=args.size, resize=args.resize, workers=args.workers)))
+    from ..data.window import check_window
+
+    check_window(args.window)
+    manifest = pack_dataset(src, args.out, size=args.size, resize=args.resize, workers=args.workers,
+                            channels=args.channels, window=args.window)  # fmt: skip
+    print(describe_pack(manifest))
     return 0
 
 

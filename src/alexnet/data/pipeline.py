@@ -58,6 +58,13 @@ def training_preprocess(cfg: TrainConfig, dataset: Dataset, stats: dict) -> Prep
                 f"{dataset.source}); re-pack with a larger --size or crop smaller"
             )
         resize, mode = dataset.image_size, dataset.resize_mode or "shorter"
+        packed_window = getattr(dataset.train, "manifest", {}).get("window", "auto")  # its pixels are windowed
+        if cfg.window not in ("auto", packed_window):
+            raise UserError(
+                f"--window {cfg.window}: {dataset.source} was packed with window {packed_window}; re-pack with "
+                f"--window {cfg.window}"
+            )
+        decoding["window"] = packed_window
         return Preprocess(crop=crop, resize=resize, mean=stats["mean"], std=stats["std"], resize_mode=mode, **decoding)
     return Preprocess.for_crop(crop, resize=cfg.resize_size, mean=stats["mean"], std=stats["std"], **decoding)
 

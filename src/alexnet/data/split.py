@@ -63,7 +63,7 @@ def set_decoding(split, channels: int, window: str) -> None:
     if held != channels:
         raise UserError(
             f"{getattr(base, 'root', 'the data')}: holds {held}-channel images, the model takes {channels}; "
-            "use the image files (or --in-memory) instead of the pack"
+            f"re-pack with alexnet data pack --channels {channels}, or train from the image files"
         )
 
 

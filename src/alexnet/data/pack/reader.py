@@ -4,7 +4,8 @@ Layout of a pack directory ``OUT`` (format ``alexnet-packed``, version 1)::
 
     OUT/manifest.json          written LAST, atomically (tmp file + rename): its presence marks a complete pack
     OUT/.packing               present while ``pack_dataset`` runs; a directory with it and no manifest is half-written
-    OUT/<split>/images.u8      raw uint8, N x S x S x 3 (NHWC, RGB), C order: np.memmap(..., shape=(N, S, S, 3))
+    OUT/<split>/images.u8      raw uint8, N x S x S x C (NHWC; C = 3 RGB, or the manifest's "channels": 1 gray),
+                               C order: np.memmap(..., shape=(N, S, S, C))
     OUT/<split>/labels.npy     int64 (N,), class indices into manifest["classes"]
 
 ``manifest.json`` holds: ``format``, ``version``, ``size`` (S, px), ``resize`` (``shorter-centre``: shorter side to S
@@ -107,7 +108,7 @@ def read_manifest(root: str | Path) -> dict:
     size = manifest["size"]
     for name, info in manifest["splits"].items():
         images, labels = root / name / "images.u8", root / name / "labels.npy"
-        expected = info["count"] * size * size * 3
+        expected = info["count"] * size * size * manifest.get("channels", 3)
         if labels.is_file() and labels.stat().st_size > 8 * info["count"] + 4096:
             raise UserError(f"{labels}: larger than {info['count']} int64 labels (corrupt pack); {_rerun_hint(root)}")
         if not images.is_file() or images.stat().st_size != expected:
@@ -132,6 +133,10 @@ def _check_structure(m: dict, path: Path) -> None:
 
     if not _is_int(m.get("size")) or not 1 <= m["size"] <= MAX_SIDE:
         raise bad("size", f"an integer number of px from 1 to {MAX_SIDE}")
+    if m.get("channels", 3) not in (1, 3) or isinstance(m.get("channels"), bool):
+        raise bad("channels", "1 or 3")
+    if not isinstance(m.get("window", "auto"), str):
+        raise bad("window", "a string (data.window)")
     if m.get("resize") not in RESIZE_MODES:
         raise bad("resize", " or ".join(RESIZE_MODES))
     classes = m.get("classes")
@@ -195,12 +200,12 @@ def open_packed(root: str | Path, split: str, *, verify: bool = False, manifest:
         raise UserError(f"{root} has no split {split!r} (it has: {', '.join(manifest['splits'])})")
     if verify:
         verify_pack(root, splits=[split], manifest=manifest)
-    size, n = manifest["size"], manifest["splits"][split]["count"]
+    size, n, c = manifest["size"], manifest["splits"][split]["count"], manifest.get("channels", 3)
     d = root / split
     if n:
-        images = np.memmap(d / "images.u8", dtype=np.uint8, mode="r", shape=(n, size, size, 3))
+        images = np.memmap(d / "images.u8", dtype=np.uint8, mode="r", shape=(n, size, size, c))
     else:
-        images = np.zeros((0, size, size, 3), np.uint8)
+        images = np.zeros((0, size, size, c), np.uint8)
     try:
         labels = np.load(d / "labels.npy", allow_pickle=False)
     except (OSError, ValueError) as e:
@@ -223,7 +228,7 @@ def verify_pack(
 
     root = Path(root)
     manifest = manifest or read_manifest(root)
-    row_bytes = manifest["size"] ** 2 * 3
+    row_bytes = manifest["size"] ** 2 * manifest.get("channels", 3)
     for name in splits or list(manifest["splits"]):
         info = manifest["splits"][name]
         step = info["chunk_rows"] * row_bytes

@@ -271,7 +271,7 @@ def _pack_split(
 
     with _writing(d):
         d.mkdir(parents=True)
-    row_bytes = size * size * 3
+    row_bytes = size * size * getattr(split, "channels", 3)  # 1 channel for a gray pack
     chunk_rows = max(1, CHUNK_BYTES // row_bytes)
     labels_all = np.asarray(split.labels, dtype=np.int64)
     labels: list[np.ndarray] = []
@@ -353,7 +353,9 @@ def pack_splits(
                 entries[name], sums = _pack_split(split, out / name, size, resize, workers, progress)
                 if stats_sums is None or name == "train":
                     stats_sums = sums
-            manifest = _write_manifest(out, size, resize, classes, stats_sums, entries, source, t0)
+            first = next(iter(splits.values()))
+            decoding = {"channels": getattr(first, "channels", 3), "window": getattr(first, "window", "auto")}
+            manifest = _write_manifest(out, size, resize, classes, stats_sums, entries, source, t0, decoding)
         except _WriteFailed as e:  # a full disk, a quota, an I/O error: no torn pack left behind
             _remove_partial(out, list(splits), created)
             raise UserError(str(e)) from None
@@ -397,13 +399,17 @@ def _remove_partial(out: Path, names: list[str], created: bool) -> None:
             out.rmdir()
 
 
-def _write_manifest(out: Path, size: int, resize: str, classes, stats_sums, entries: dict, source: str, t0) -> dict:
+def _write_manifest(
+    out: Path, size: int, resize: str, classes, stats_sums, entries: dict, source: str, t0, decoding: dict
+) -> dict:
     manifest = {
         "format": FORMAT,
         "version": VERSION,
         "size": size,
         "resize": resize,
-        "layout": "NHWC uint8 RGB",
+        "layout": "NHWC uint8 RGB" if decoding["channels"] == 3 else "NHWC uint8 gray",
+        "channels": decoding["channels"],  # absent in packs written before: 3
+        "window": decoding["window"],  # how DICOMs and 16-bit gray images were made 8-bit
         "classes": classes,
         "stats": stats_from_sums(stats_sums),
         "splits": entries,
@@ -432,13 +438,20 @@ def pack_dataset(
     train_dir: str | None = None,
     val_dir: str | None = None,
     cache_dir: str | None = None,
+    channels: int = 3,
+    window: str = "auto",
 ) -> dict:
-    """Pack any supported source (image folders, ImageNet layout, CIFAR; None = built-in synthetic) into ``out``."""
+    """Pack any supported source (image folders, ImageNet layout, CIFAR; None = built-in synthetic) into ``out``;
+    ``channels`` 1 stores gray images (a third of the bytes; colour becomes luma), ``window``: how DICOMs and 16-bit
+    gray images become 8 bits (``data.window``)."""
     from ..sources import open_dataset
+    from ..split import set_decoding
 
     dataset = open_dataset(src, train_dir=train_dir, val_dir=val_dir, cache_dir=cache_dir)
     if dataset.kind == "pack":
         raise UserError(f"{src} is already a pack; pack its source instead")
+    for split in dataset.splits.values():
+        set_decoding(split, channels, window)
     roots = [Path(getattr(s, "root", "")) for s in dataset.splits.values() if getattr(s, "root", "")]
     return pack_splits(
         dataset.splits,
