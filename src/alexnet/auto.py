@@ -24,6 +24,7 @@ import math
 import os
 
 from .config import MIN_IMAGE_SIZE, TrainConfig
+from .text import plural
 
 BASE_LR, BASE_BATCH = 0.01, 32  # the peak lr (the paper's, at batch 128), and the batch below which it is scaled down
 BATCHES = (128, 64, 32, 16)  # candidates, largest first
@@ -117,7 +118,8 @@ def resolve_auto(cfg: TrainConfig, dataset, world_size: int = 1) -> tuple[TrainC
     if cfg.warmup_epochs is None:
         steps = max(1, n // batch)
         changes["warmup_epochs"] = choose_warmup_epochs(steps)
-        notes.append(f"warm-up {changes['warmup_epochs']:g} epochs ({round(changes['warmup_epochs'] * steps)} steps)")
+        warm = changes["warmup_epochs"]
+        notes.append(f"warm-up {plural(warm, 'epoch')} ({plural(round(warm * steps), 'step')})")
     if cfg.schedule is None:
         changes["schedule"] = "linear" if cfg.time_budget else "cosine"
     epochs = cfg.epochs
@@ -125,7 +127,7 @@ def resolve_auto(cfg: TrainConfig, dataset, world_size: int = 1) -> tuple[TrainC
         changes["epochs"] = epochs = DEFAULT_EPOCHS
     if cfg.dropout is None:
         changes["dropout"] = LONG_DROPOUT if epochs is not None and epochs >= LONG_RUN_EPOCHS else 0.0
-        why = "a long run" if changes["dropout"] else "a time budget" if epochs is None else f"{epochs} epochs"
+        why = "a long run" if changes["dropout"] else "a time budget" if epochs is None else plural(epochs, "epoch")
         notes.append(f"dropout {changes['dropout']:g} ({why}; the paper's 0.5 is for long runs)")
     return dataclasses.replace(cfg, **changes), notes
 

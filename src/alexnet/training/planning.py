@@ -8,6 +8,7 @@ import torch
 
 from ..auto import epochs_for, plan_steps
 from ..distributed import max_over_ranks
+from ..text import plural
 from .budget import (
     BUDGET_MARGIN,
     BUDGET_SAVE_SECONDS,
@@ -51,9 +52,9 @@ def plan_budget(run: Run, epoch: int, step_seconds: float) -> None:
     run.epochs = max(epoch + 1, epochs_for(total, run.steps_per_epoch))
     if first:
         run.log.print(
-            f"time budget {cfg.time_budget}: {budget.elapsed():.1f} s used by set-up and {run.step} steps; "
+            f"time budget {cfg.time_budget}: {budget.elapsed():.1f} s used by set-up and {plural(run.step, 'step')}; "
             f"{step_seconds:.3f} s per step (batch {cfg.batch_size}) -> {total} steps in all "
-            f"({total / run.steps_per_epoch:.2f} epochs), lr decaying {cfg.schedule} to zero by then; "
+            f"({plural(round(total / run.steps_per_epoch, 2), 'epoch')}), lr decaying {cfg.schedule} to zero by then; "
             f"{run.epochs * eval_seconds + final:.0f} s kept for validation and checkpoints; planned again every "
             f"{REPLAN_EVERY} steps as the speed changes"
         )
