@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from alexnet.errors import UserError
-from alexnet.plots import filter_grid, nearest_neighbours, top_confusions
-from alexnet.plotting import SIZES
+from alexnet.plots import nearest_neighbours
+from alexnet.plotting import SIZES, filter_grid, top_confusions
 
 
 def test_nearest_neighbours_on_a_hand_made_case():

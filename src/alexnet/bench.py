@@ -328,21 +328,9 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = _say) -> dict:
             results.update(_interleaved(device, cfg, runs, cfg.batch_size, log))
         results = {key: results[key] for key in LABELS if key in results}  # in the table's order
 
-    model_rate = results["model"]["img_s"]
     peak = peak_flops(device, dtype)
-    results["model"]["mfu"] = None if peak is None else model_rate * flops / peak
-    ratios = {}
-    if "loader_reference" in results:
-        ref = results["loader_reference"]["img_s"]
-        for name in ("folder", "packed", "packed_paper"):
-            if f"loader_{name}" in results:
-                ratios[f"loader_{name}_vs_reference"] = results[f"loader_{name}"]["img_s"] / ref
-    spread = {}  # each end-to-end window over the model-only window beside it: above 1.0 is noise
-    for name in ("folder", "packed"):
-        if f"train_{name}" in results:
-            pair = paired_ratio(results[f"train_{name}"]["runs"], results["model"]["runs"])
-            ratios[f"train_{name}_vs_model"] = pair["median"]
-            spread[f"train_{name}_vs_model"] = pair
+    results["model"]["mfu"] = None if peak is None else results["model"]["img_s"] * flops / peak
+    ratios, spread = _ratios(results)
     return {
         "device": _device_name(device),
         "torch": torch.__version__,
@@ -355,6 +343,23 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = _say) -> dict:
         "ratio_spread": spread,
         "date": time.strftime("%Y-%m-%d", time.gmtime()),
     }
+
+
+def _ratios(results: dict[str, dict]) -> tuple[dict, dict]:
+    """Each loader over the reference loader, and each end-to-end row over the model-only windows beside it
+    (median of the pairs; the spread too: above 1.0 is noise)."""
+    ratios, spread = {}, {}
+    if "loader_reference" in results:
+        ref = results["loader_reference"]["img_s"]
+        for name in ("folder", "packed", "packed_paper"):
+            if f"loader_{name}" in results:
+                ratios[f"loader_{name}_vs_reference"] = results[f"loader_{name}"]["img_s"] / ref
+    for name in ("folder", "packed"):
+        if f"train_{name}" in results:
+            pair = paired_ratio(results[f"train_{name}"]["runs"], results["model"]["runs"])
+            ratios[f"train_{name}_vs_model"] = pair["median"]
+            spread[f"train_{name}_vs_model"] = pair
+    return ratios, spread
 
 
 def _device_name(device: torch.device) -> str:

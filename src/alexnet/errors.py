@@ -1,4 +1,4 @@
-"""One exception type for mistakes a user can fix: the CLI prints its message on one line, without a traceback."""
+"""The exceptions for mistakes a user can fix: the CLI prints their message on one line, without a traceback."""
 
 
 class UserError(Exception):
@@ -7,3 +7,13 @@ class UserError(Exception):
 
 class WeightsError(UserError):
     """A weights or checkpoint file that cannot be read, or does not fit the model."""
+
+
+class DecodeError(UserError):
+    """A file that is not a readable image: truncated, empty, not an image, not a regular file or over the size cap."""
+
+
+class DecodeBoundsError(DecodeError):
+    """A readable image refused by the decoder's bounds before its pixels are decoded: a decompression bomb, more
+    pixels than ``max_image_pixels`` or an aspect ratio over ``max_image_aspect`` (``alexnet.limits``). The image may
+    be genuine; the limit can be raised. ``alexnet serve`` answers these 422, the other decode errors 415."""

@@ -29,7 +29,19 @@ import torch
 from .data.loading.skipped import Skipped, load_readable
 from .errors import UserError
 from .outputs import prepare_output
-from .plotting import DPI, EXPLANATION_SIZE, HEAT_CMAP, new_figure, overlay, plain_text, pyplot, save, show_image
+from .plotting import (
+    DPI,
+    EXPLANATION_SIZE,
+    HEAT_CMAP,
+    filter_grid,
+    new_figure,
+    overlay,
+    plain_text,
+    pyplot,
+    save,
+    show_image,
+    top_confusions,
+)
 
 NUM_QUERIES = 5  # val images in the neighbours figure
 NUM_NEIGHBOURS = 6  # as in the paper's Figure 4
@@ -123,22 +135,6 @@ def plot_curves(metrics: list[dict[str, Any]], out: Path) -> Path:
     return save(fig, out)
 
 
-def filter_grid(weight: torch.Tensor, cols: int = 8, pad: int = 1) -> np.ndarray:
-    """conv1 weights (K, 3, h, w) -> an RGB mosaic (rows*(h+pad)+pad, cols*(w+pad)+pad, 3), each kernel min-max
-    scaled to 0..1 on its own (the paper's Figure 3 contrast normalisation), white between kernels."""
-    w = weight.detach().float().cpu()
-    k, _, h, wd = w.shape
-    lo = w.flatten(1).min(1).values.view(k, 1, 1, 1)
-    hi = w.flatten(1).max(1).values.view(k, 1, 1, 1)
-    w = ((w - lo) / (hi - lo).clamp_min(1e-12)).permute(0, 2, 3, 1).numpy()  # (K, h, w, 3)
-    rows = -(-k // cols)
-    grid = np.ones((rows * (h + pad) + pad, cols * (wd + pad) + pad, 3), dtype=np.float32)
-    for i in range(k):
-        r, c = divmod(i, cols)
-        grid[pad + r * (h + pad) : pad + r * (h + pad) + h, pad + c * (wd + pad) : pad + c * (wd + pad) + wd] = w[i]
-    return grid
-
-
 @plain_text
 def plot_filters(weight: torch.Tensor, arch: str, out: Path) -> Path:
     """The conv1 kernels; for ``alexnet2012`` the two groups that fed the two GPUs' conv2 halves, side by side."""
@@ -159,15 +155,6 @@ def plot_filters(weight: torch.Tensor, arch: str, out: Path) -> Path:
     fig.suptitle(f"conv1: {k} kernels of {size}, each contrast-normalised")
     fig.tight_layout()
     return save(fig, out)
-
-
-def top_confusions(confusion: np.ndarray, classes: list[str], n: int = 30) -> list[tuple[str, str, int]]:
-    """The ``n`` largest off-diagonal counts as ``(true, predicted, count)``, largest first."""
-    off = confusion.copy()
-    np.fill_diagonal(off, 0)
-    flat = np.argsort(off, axis=None)[::-1][:n]
-    pairs = [np.unravel_index(i, off.shape) for i in flat]
-    return [(classes[t], classes[p], int(off[t, p])) for t, p in pairs if off[t, p] > 0]
 
 
 @plain_text

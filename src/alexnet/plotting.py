@@ -90,3 +90,28 @@ def overlay(crop: torch.Tensor, amap: torch.Tensor, *, cmap: str = HEAT_CMAP, al
     colours = matplotlib.colormaps[cmap](h)[..., :3]
     a = (alpha * h)[..., None]
     return np.clip((1 - a) * img + a * colours, 0, 1)  # float rounding may step past 1
+
+
+def filter_grid(weight: torch.Tensor, cols: int = 8, pad: int = 1) -> np.ndarray:
+    """conv1 weights (K, 3, h, w) -> an RGB mosaic (rows*(h+pad)+pad, cols*(w+pad)+pad, 3), each kernel min-max
+    scaled to 0..1 on its own (the paper's Figure 3 contrast normalisation), white between kernels."""
+    w = weight.detach().float().cpu()
+    k, _, h, wd = w.shape
+    lo = w.flatten(1).min(1).values.view(k, 1, 1, 1)
+    hi = w.flatten(1).max(1).values.view(k, 1, 1, 1)
+    w = ((w - lo) / (hi - lo).clamp_min(1e-12)).permute(0, 2, 3, 1).numpy()  # (K, h, w, 3)
+    rows = -(-k // cols)
+    grid = np.ones((rows * (h + pad) + pad, cols * (wd + pad) + pad, 3), dtype=np.float32)
+    for i in range(k):
+        r, c = divmod(i, cols)
+        grid[pad + r * (h + pad) : pad + r * (h + pad) + h, pad + c * (wd + pad) : pad + c * (wd + pad) + wd] = w[i]
+    return grid
+
+
+def top_confusions(confusion: np.ndarray, classes: list[str], n: int = 30) -> list[tuple[str, str, int]]:
+    """The ``n`` largest off-diagonal counts as ``(true, predicted, count)``, largest first."""
+    off = confusion.copy()
+    np.fill_diagonal(off, 0)
+    flat = np.argsort(off, axis=None)[::-1][:n]
+    pairs = [np.unravel_index(i, off.shape) for i in flat]
+    return [(classes[t], classes[p], int(off[t, p])) for t, p in pairs if off[t, p] > 0]

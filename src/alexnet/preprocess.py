@@ -95,13 +95,7 @@ class Preprocess:
                 raise UserError(f"{source}: preprocess {key} must be an integer number of px, got {v!r}")
             kw[key] = v
         for key in ("mean", "std"):
-            v = d[key]
-            what = "3 numbers (R, G, B)" if channels == 3 else "1 number (gray)"
-            if isinstance(v, (str, bytes)) or not isinstance(v, Sequence) or len(v) != channels:
-                raise UserError(f"{source}: preprocess {key} must be {what}, got {v!r}")
-            if not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v):
-                raise UserError(f"{source}: preprocess {key} must be {what}, got {v!r}")
-            kw[key] = tuple(float(x) for x in v)
+            kw[key] = _per_channel(d[key], channels, f"{source}: preprocess {key}")
         for key in ("resize_mode", "interpolation"):
             if key in d:
                 kw[key] = d[key]
@@ -164,6 +158,16 @@ def match_channels(img: torch.Tensor, channels: int) -> torch.Tensor:
         w = torch.tensor([299, 587, 114], dtype=torch.int32).view(3, 1, 1)
         return ((img.to(torch.int32) * w).sum(-3, keepdim=True) + 500).div(1000, rounding_mode="floor").to(torch.uint8)
     return img.expand(*img.shape[:-3], 3, *img.shape[-2:]).contiguous()
+
+
+def _per_channel(v: Any, channels: int, what: str) -> tuple[float, ...]:
+    """``v`` as one float per channel, or ``UserError`` saying ``what`` must be."""
+    numbers = "3 numbers (R, G, B)" if channels == 3 else "1 number (gray)"
+    if isinstance(v, (str, bytes)) or not isinstance(v, Sequence) or len(v) != channels:
+        raise UserError(f"{what} must be {numbers}, got {v!r}")
+    if not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v):
+        raise UserError(f"{what} must be {numbers}, got {v!r}")
+    return tuple(float(x) for x in v)
 
 
 IMAGENET = Preprocess(crop=224, resize=256)  # torchvision's AlexNet weights

@@ -236,6 +236,11 @@ def _file_findings(report: dict, name: str, info: dict, results: list[dict], max
         (err if frac > max_bad_fraction else warn)(
             msg + (f" -- above the {max_bad_fraction:.0%} a run tolerates" if frac > max_bad_fraction else "")
         )
+    _mode_warnings(warn, name, info)
+
+
+def _mode_warnings(warn, name: str, info: dict) -> None:
+    """One warning line each for CMYK, grayscale and misnamed files."""
     if info["cmyk"]:
         warn(f"{name}: {len(info['cmyk'])} CMYK image(s) (converted to RGB), e.g. {info['cmyk'][0]}")
     if info["grayscale"]:

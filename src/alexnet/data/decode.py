@@ -17,23 +17,13 @@ import warnings
 import numpy as np
 import torch
 
-from ..errors import UserError
+from ..errors import DecodeBoundsError, DecodeError, UserError
 from ..limits import limits, read_bounded
 from . import dicom
 from . import window as window_mod
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".dcm", ".dicom")
 _EXIF_ORIENTATION = 0x0112
-
-
-class DecodeError(UserError):
-    """A file that is not a readable image: truncated, empty, not an image, not a regular file or over the size cap."""
-
-
-class DecodeBoundsError(DecodeError):
-    """A readable image refused by the decoder's bounds before its pixels are decoded: a decompression bomb, more
-    pixels than ``max_image_pixels`` or an aspect ratio over ``max_image_aspect`` (``alexnet.limits``). The image may
-    be genuine; the limit can be raised. ``alexnet serve`` answers these 422, the other decode errors 415."""
 
 
 _REPR = re.compile(r"\s*<[^<>]* at 0x[0-9a-fA-F]+>")  # <_io.BytesIO object at 0x7f...>: a heap address, no use

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..errors import DecodeBoundsError, DecodeError
 from . import window as windowing
 
 MAGIC_OFFSET = 128  # Part 10: a 128-byte preamble, then "DICM"
@@ -32,7 +33,6 @@ def is_dicom(data: bytes) -> bool:
 
 
 def _pydicom():
-    from .decode import DecodeError
 
     try:
         import pydicom
@@ -60,7 +60,6 @@ class Header:
 
 
 def _read(data: bytes, name: str):
-    from .decode import DecodeError
 
     pydicom = _pydicom()
     try:
@@ -74,7 +73,6 @@ def _read(data: bytes, name: str):
 
 def _int(ds, keyword: str, name: str, default: int | None = None) -> int:
     """An integer element of the pixel module, or one line naming the element (its value is not printed)."""
-    from .decode import DecodeError
 
     elem = ds.get(keyword, None) if hasattr(ds, "get") else None
     if elem is None:
@@ -114,42 +112,21 @@ def _floats(ds, keyword: str) -> list[float] | None:
 
 def read_header(data: bytes, name: str, *, max_pixels: int, max_aspect: float, _ds=None) -> Header:
     """Parse and bound-check a DICOM header; ``DecodeError``/``DecodeBoundsError`` name the file."""
-    from .decode import DecodeBoundsError, DecodeError
 
     ds = _ds if _ds is not None else _read(data, name)
     meta = getattr(ds, "file_meta", None)
-    sop = str(meta.get("MediaStorageSOPClassUID", "")) if meta is not None else ""
-    if sop == DICOMDIR_SOP_CLASS or "DirectoryRecordSequence" in ds:
-        raise DecodeError(f"{name}: a DICOMDIR (an index of DICOM files), not an image; use the files it lists")
-    if not any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
-        modality = str(ds.get("Modality", "") or "unknown modality")
-        raise DecodeError(f"{name}: a DICOM file without pixel data ({modality}); not an image")
+    _check_kind(ds, meta, name)
     rows, cols = _int(ds, "Rows", name), _int(ds, "Columns", name)
     frames = _int(ds, "NumberOfFrames", name, default=1)
     samples = _int(ds, "SamplesPerPixel", name, default=1)
     bits_allocated = _int(ds, "BitsAllocated", name)
     bits_stored = _int(ds, "BitsStored", name, default=bits_allocated)
-    if rows < 1 or cols < 1 or frames < 1 or samples not in (1, 3) or bits_allocated not in (1, 8, 16, 32, 64):
-        raise DecodeError(
-            f"{name}: DICOM header declares {cols}x{rows} px, {frames} frame(s), {samples} sample(s) per pixel, "
-            f"{bits_allocated} bits allocated; not an image this reader handles"
-        )
-    total = rows * cols * frames
-    if rows * cols > max_pixels or total > max_pixels:
-        raise DecodeBoundsError(
-            f"{name}: refused to decode a DICOM of {cols}x{rows} px x {frames} frame(s) ({total:,} pixels > limit "
-            f"{max_pixels:,}); raise ALEXNET_MAX_IMAGE_PIXELS if it is genuine"
-        )
-    if max(rows, cols) > max_aspect * min(rows, cols):
-        raise DecodeBoundsError(
-            f"{name}: refused a {cols}x{rows} DICOM: its aspect ratio is over {max_aspect:g}:1; "
-            "raise ALEXNET_MAX_IMAGE_ASPECT if it is genuine"
-        )
+    _check_geometry(name, rows, cols, frames, samples, bits_allocated, max_pixels, max_aspect)
     ts = meta.get("TransferSyntaxUID", None) if meta is not None else None
     ts_name = getattr(ts, "name", str(ts)) if ts is not None else "Implicit VR Little Endian"
     compressed = bool(getattr(ts, "is_compressed", False))
     if not compressed and "PixelData" in ds:
-        need = (total * samples * bits_allocated + 7) // 8
+        need = (rows * cols * frames * samples * bits_allocated + 7) // 8
         have = len(ds["PixelData"].value or b"")
         if have < need:
             raise DecodeError(
@@ -175,9 +152,40 @@ def read_header(data: bytes, name: str, *, max_pixels: int, max_aspect: float, _
     )
 
 
+def _check_kind(ds, meta, name: str) -> None:
+    """``DecodeError`` for a DICOMDIR or a file without pixel data."""
+    sop = str(meta.get("MediaStorageSOPClassUID", "")) if meta is not None else ""
+    if sop == DICOMDIR_SOP_CLASS or "DirectoryRecordSequence" in ds:
+        raise DecodeError(f"{name}: a DICOMDIR (an index of DICOM files), not an image; use the files it lists")
+    if not any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
+        modality = str(ds.get("Modality", "") or "unknown modality")
+        raise DecodeError(f"{name}: a DICOM file without pixel data ({modality}); not an image")
+
+
+def _check_geometry(name: str, rows: int, cols: int, frames: int, samples: int, bits_allocated: int,
+                    max_pixels: int, max_aspect: float) -> None:  # fmt: skip
+    """``DecodeError`` for a shape this reader does not handle; ``DecodeBoundsError`` past the pixel and aspect
+    limits (checked from the header, before any pixel is decoded)."""
+    if rows < 1 or cols < 1 or frames < 1 or samples not in (1, 3) or bits_allocated not in (1, 8, 16, 32, 64):
+        raise DecodeError(
+            f"{name}: DICOM header declares {cols}x{rows} px, {frames} frame(s), {samples} sample(s) per pixel, "
+            f"{bits_allocated} bits allocated; not an image this reader handles"
+        )
+    total = rows * cols * frames
+    if rows * cols > max_pixels or total > max_pixels:
+        raise DecodeBoundsError(
+            f"{name}: refused to decode a DICOM of {cols}x{rows} px x {frames} frame(s) ({total:,} pixels > limit "
+            f"{max_pixels:,}); raise ALEXNET_MAX_IMAGE_PIXELS if it is genuine"
+        )
+    if max(rows, cols) > max_aspect * min(rows, cols):
+        raise DecodeBoundsError(
+            f"{name}: refused a {cols}x{rows} DICOM: its aspect ratio is over {max_aspect:g}:1; "
+            "raise ALEXNET_MAX_IMAGE_ASPECT if it is genuine"
+        )
+
+
 def decode(data: bytes, name: str, *, max_pixels: int, max_aspect: float, window: str = "auto") -> np.ndarray:
     """A DICOM's first frame as uint8 ``(H, W)`` (grayscale, windowed) or ``(H, W, 3)`` (colour)."""
-    from .decode import DecodeError
 
     pydicom = _pydicom()
     ds = _read(data, name)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
+from pathlib import Path
 
 import torch
 
@@ -56,9 +58,6 @@ def choose_cpu_path(
     batch), whatever the data set; cached in the cache directory (``ALEXNET_CACHE``). Under a time budget of
     ``budget_seconds`` the measurement is skipped when its first step says it would take more than
     ``MEASURE_SHARE`` of the budget (a winner 10% faster cannot pay that back): fp32 without channels-last."""
-    import json
-    from pathlib import Path
-
     import torch
 
     from ..data.stats import save_json
@@ -71,11 +70,7 @@ def choose_cpu_path(
     key = "|".join(map(str, (CPU_PATH_VERSION, _cpu_name(), torch.__version__, torch.get_num_threads(), arch,
                              image_size, batch_size, candidates)))  # fmt: skip
     path = Path(cache) if cache else cache_root() / "cpu-path.json"
-    try:
-        known = json.loads(path.read_text())
-        known = known if isinstance(known, dict) else {}
-    except (OSError, ValueError):
-        known = {}
+    known = _read_cache(path)
     hit = known.get(key)
     if isinstance(hit, list) and len(hit) == 2 and tuple(hit) in candidates:
         return hit[0], bool(hit[1])
@@ -99,6 +94,15 @@ def choose_cpu_path(
     with contextlib.suppress(UserError):  # a read-only cache: measure again next time
         save_json(known, path)
     return best
+
+
+def _read_cache(path: Path) -> dict:
+    """The cached answers, keyed by machine and settings ({} when the file is missing or not a JSON table)."""
+    try:
+        known = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return known if isinstance(known, dict) else {}
 
 
 def _measure_cpu_paths(arch: str, image_size: int, batch_size: int, candidates: list, limit: float | None):

@@ -217,9 +217,27 @@ def end_of_epoch(run: Run, epoch: int, loss: float, images: int, seconds: float,
             plan_budget(run, epoch, budget.pending)
             budget.pending = None
     metric, value = ("val_top1", report["top1"]) if report else ("train_loss", loss)
-    # Under a time budget a 61M-parameter checkpoint (0.5 GB, ~3 s here) at every end of a seconds-long epoch would
-    # eat the budget: last.pt then waits BUDGET_SAVE_SECONDS (a signal still saves at once), and best.pt is the best
-    # of the saved epochs.
+    saving, is_best, improved = save_epoch(run, epoch, metric, value)
+    rate = images / max(seconds, 1e-9)
+    val = {f"val_{k}": report[k] if report else None for k in ("loss", "top1", "top5")}
+    run.log.epoch(epoch=epoch + 1, step=run.step, train_loss=loss, **val, lr=run.lr, img_per_s=rate,
+                  data_wait=data_wait / max(seconds, 1e-9), best_metric=metric, is_best=is_best)  # fmt: skip
+    summary = f"epoch {epoch + 1}/{epochs_text(run)}: train loss {loss:.4f}"
+    if report:
+        summary += f", val loss {report['loss']:.4f}, top-1 {100 * report['top1']:.2f}%"
+        summary += f", top-5 {100 * report['top5']:.2f}%"
+    left = _time_left(run, epoch, seconds, images, eval_seconds)
+    summary += f", {rate:.0f} img/s, {seconds:.1f} s" + (f", about {left} left" if left else "")
+    run.log.print(summary + (", best so far" if improved else ""))
+    return saving
+
+
+def save_epoch(run: Run, epoch: int, metric: str, value: float) -> tuple[bool, bool, bool]:
+    """Write ``last.pt`` (and link ``best.pt`` when ``value`` of ``metric`` beats the saved best): (saved, best.pt
+    written, better than every epoch so far). Under a time budget a 61M-parameter checkpoint (0.5 GB, ~3 s here) at
+    every end of a seconds-long epoch would eat the budget: ``last.pt`` then waits ``BUDGET_SAVE_SECONDS`` (a signal
+    still saves at once), and ``best.pt`` is the best of the saved epochs, while "best so far" is printed for every
+    improvement."""
     final = epoch + 1 >= run.epochs
     saving = run.budget is None or final or time.time() - run.last_save >= BUDGET_SAVE_SECONDS
     previous = run.best.get("value") if run.best.get("metric") == metric else None
@@ -233,22 +251,11 @@ def end_of_epoch(run: Run, epoch: int, loss: float, images: int, seconds: float,
         t0 = time.perf_counter()
         save(run, epoch + 1, 0)
         run.last_save = time.time()
-        if budget is not None and run.dist.main:
-            budget.save_seconds = time.perf_counter() - t0
+        if run.budget is not None and run.dist.main:
+            run.budget.save_seconds = time.perf_counter() - t0
     if is_best and run.dist.main:
         copy_checkpoint(run.dir / "checkpoints" / "last.pt", run.dir / "checkpoints" / "best.pt")
-    rate = images / max(seconds, 1e-9)
-    val = {f"val_{k}": report[k] if report else None for k in ("loss", "top1", "top5")}
-    run.log.epoch(epoch=epoch + 1, step=run.step, train_loss=loss, **val, lr=run.lr, img_per_s=rate,
-                  data_wait=data_wait / max(seconds, 1e-9), best_metric=metric, is_best=is_best)  # fmt: skip
-    summary = f"epoch {epoch + 1}/{epochs_text(run)}: train loss {loss:.4f}"
-    if report:
-        summary += f", val loss {report['loss']:.4f}, top-1 {100 * report['top1']:.2f}%"
-        summary += f", top-5 {100 * report['top5']:.2f}%"
-    left = _time_left(run, epoch, seconds, images, eval_seconds)
-    summary += f", {rate:.0f} img/s, {seconds:.1f} s" + (f", about {left} left" if left else "")
-    run.log.print(summary + (", best so far" if improved else ""))
-    return saving
+    return saving, is_best, improved
 
 
 def _time_left(run: Run, epoch: int, seconds: float, images: int, eval_seconds: float) -> str | None:
