@@ -12,7 +12,7 @@ import sys
 import time
 
 from ..config import DEFAULT_RECIPE, RECIPES, TrainConfig, read_config_file, resolve_config
-from ._settings import add_settings
+from ._settings import add_settings, given
 
 STARTED = time.time()  # when the command began (before torch is imported): the start of --time-budget
 
@@ -40,13 +40,19 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     return resolve_config(DEFAULT_RECIPE, flags=flags, file_values=file_values, source=args.config or "")
 
 
+def _given(args: argparse.Namespace) -> set[str]:
+    """The settings the user gave, by flag or in ``--config``: a resumed run takes the others from its checkpoint."""
+    file_values = read_config_file(args.config) if args.config else {}
+    return set(given(args, TrainConfig)) | set(file_values)
+
+
 def run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)  # every setting checked before torch is imported or anything is read or written
     from ..distributed import Preempted
     from ..training import train
 
     try:
-        train(cfg, started=STARTED)
+        train(cfg, started=STARTED, given=_given(args))
     except Preempted as e:
         print(f"alexnet train: {e}", file=sys.stderr)
         return e.exit_code

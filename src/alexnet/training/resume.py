@@ -25,17 +25,19 @@ def given_settings(cfg: TrainConfig) -> set[str]:
 
 
 def resumed_config(
-    cfg: TrainConfig, ckpt: Checkpoint, path: Path, given: Collection[str] | None, say: Callable[[str], Any]
+    cfg: TrainConfig, ck: Checkpoint, path: Path, given: Collection[str] | None, say: Callable[[str], Any]
 ) -> TrainConfig:
-    """The run's stored settings, with the harmless ones of ``given`` (names of settings the user gave; ``None``:
-    those of ``cfg`` that differ from the defaults) taken from ``cfg``. ``UserError`` for a given setting that is
-    fixed on resume and differs from the stored value; ``WeightsError`` for stored settings that are not valid."""
-    if ckpt.config is None:  # a checkpoint without settings: nothing to restore (check_resume compares the model)
+    """The run's stored settings, with the harmless ones the user gave taken from ``cfg``. ``given``: the names of
+    the settings the user gave (the CLI's flags and config file); ``None`` (a Python caller, whose ``cfg`` is whole):
+    every harmless setting, and the fixed ones that differ from the defaults. ``UserError`` for a given setting that
+    is fixed on resume and differs from the stored value; the given harmless ones that differ are printed.
+    ``WeightsError`` for stored settings that are not valid."""
+    if ck.config is None:  # a checkpoint without settings: nothing to restore (check_resume compares the model)
         return cfg
     names = {f.name for f in dataclasses.fields(TrainConfig)}
-    stored = {k: v for k, v in ckpt.config.items() if k in names}  # a key of an older version is dropped
-    given = given_settings(cfg) if given is None else set(given)
+    stored = {k: v for k, v in ck.config.items() if k in names}  # a key of an older version is dropped
     fixed = set(fixed_on_resume())
+    given = given_settings(cfg) | (names - fixed) if given is None else set(given)
     for name in sorted(given & fixed):
         value, before = getattr(cfg, name), stored.get(name)
         if value is not None and name in stored and value != before:
@@ -43,7 +45,7 @@ def resumed_config(
                 f"--resume {path}: --{flag_name(name)} {_show(value)} would change the run (it was trained with "
                 f"{_show(before)}); drop the flag to continue it, or start a new run in another --out"
             )
-    free = (given - fixed) | set(_ALWAYS_GIVEN)
+    free = (given - fixed) | set(_ALWAYS_GIVEN)  # harmless and given: this session's (workers, logging, --plots...)
     applied = [f"--{flag_name(n)} {_show(getattr(cfg, n))}" for n in sorted(free - set(_ALWAYS_GIVEN))
                if n in stored and getattr(cfg, n) != stored[n]]  # fmt: skip
     try:
