@@ -223,6 +223,15 @@ def test_a_step_time_that_doubles_is_followed_and_the_run_ends_on_time(shapes, t
     out = capsys.readouterr().err.splitlines()  # the run's log lines
     assert any(line.startswith(f"time budget: re-planned at step {ckpt.plan[1][0]}: 3.000 s per step") for line in out)
     assert any(line.startswith("final evaluation (last epoch, ") for line in out)
+    # every epoch line but the last gives the whole run's time left; "best so far" marks each val top-1 improvement
+    # (under a budget last.pt is saved at most once a minute, so best.pt alone would miss some)
+    epochs = [line for line in out if line.startswith("epoch ") and ": train loss" in line]
+    records = [r for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if r["kind"] == "epoch"]
+    assert len(epochs) == len(records) >= 2
+    assert all(", about " in line and " left" in line for line in epochs[:-1]) and " left" not in epochs[-1]
+    tops = [r["val_top1"] for r in records]
+    improved = [i == 0 or t > max(tops[:i]) for i, t in enumerate(tops)]
+    assert [line.endswith(", best so far") for line in epochs] == improved, (epochs, tops)
     assert out[-1].startswith(f"note: this run got {ckpt.step} steps of the {first[1]} first planned (steps slowed "
                               "from 1.000 to 3.000 s"), out[-1]  # fmt: skip
 
