@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import errno
-import json
 import os
 import shutil
 import tempfile
@@ -359,8 +358,3 @@ def clean_stale_temps(folder: str | os.PathLike) -> list[Path]:
     for p in stale:
         p.unlink(missing_ok=True)
     return stale
-
-
-def dumps_json(meta: dict[str, Any]) -> str:
-    """``metadata()`` as JSON text (checked plain already; ``default=str`` never needed)."""
-    return json.dumps(meta, indent=2)

@@ -23,6 +23,7 @@ from . import checkpoint
 from .checkpoint import Checkpoint
 from .errors import UserError, WeightsError
 from .limits import limits, read_bounded
+from .model import CONV1_WEIGHT, HEAD, HEAD_WEIGHT, create_model, list_models
 from .safeload import check_inflated_size, torch_load
 
 
@@ -141,8 +142,6 @@ def load_weights(
     A file that does not fit raises ``WeightsError`` naming the keys, and saying what to do for a head of other
     classes or the other architecture.
     """
-    from .model import HEAD
-
     sd = read_state_dict(path)
     skip = (*skip, HEAD + ".") if new_head else tuple(skip)
     if skip:
@@ -163,8 +162,6 @@ _ARCH_BY_CONV1 = {64: "alexnet", 96: "alexnet2012"}  # conv1's filters tell the 
 
 def _mismatch_hint(model: nn.Module, sd: dict[str, torch.Tensor]) -> str:
     """What to do when ``sd`` does not fit ``model``: the other architecture, and/or a new head for other classes."""
-    from .model import CONV1_WEIGHT, HEAD_WEIGHT
-
     own, hints = model.state_dict(), []
     conv1, theirs = own.get(CONV1_WEIGHT), sd.get(CONV1_WEIGHT)
     if conv1 is not None and theirs is not None and conv1.shape != theirs.shape:
@@ -195,7 +192,6 @@ def model_from_file(path: str | os.PathLike) -> tuple[nn.Module, Checkpoint]:
 def model_from_info(info: Checkpoint, path: str = "weights") -> tuple[nn.Module, Checkpoint]:
     """``model_from_file`` once the file is read: fill in what a foreign file leaves out (architecture, class names,
     preprocessing), check the head, build the model. ``path`` names the source in errors."""
-    from .model import CONV1_WEIGHT, HEAD_WEIGHT, create_model, list_models
     from .preprocess import IMAGENET
 
     sd = info.model

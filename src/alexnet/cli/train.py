@@ -32,27 +32,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    """The validated config of these flags over ``--config`` over the recipe (``UserError`` names what is wrong)."""
+def config_from_args(args: argparse.Namespace, file_values: dict | None = None) -> TrainConfig:
+    """The validated config of these flags over ``--config`` over the recipe (``UserError`` names what is wrong).
+    ``file_values``: the ``--config`` file's settings, when already read."""
     skip = {"func", "command", "config"}
     flags = {k: v for k, v in vars(args).items() if k not in skip}
-    file_values = read_config_file(args.config) if args.config else {}
+    if file_values is None:
+        file_values = read_config_file(args.config) if args.config else {}
     return resolve_config(DEFAULT_RECIPE, flags=flags, file_values=file_values, source=args.config or "")
 
 
-def _given(args: argparse.Namespace) -> set[str]:
-    """The settings the user gave, by flag or in ``--config``: a resumed run takes the others from its checkpoint."""
-    file_values = read_config_file(args.config) if args.config else {}
-    return set(given(args, TrainConfig)) | set(file_values)
-
-
 def run(args: argparse.Namespace) -> int:
-    cfg = config_from_args(args)  # every setting checked before torch is imported or anything is read or written
+    file_values = read_config_file(args.config) if args.config else {}
+    cfg = config_from_args(args, file_values)  # every setting checked before torch is imported or anything is written
+    given_here = set(given(args, TrainConfig)) | set(file_values)  # a resumed run takes the others from its checkpoint
     from ..distributed import Preempted
     from ..training import train
 
     try:
-        train(cfg, started=STARTED, given=_given(args))
+        train(cfg, started=STARTED, given=given_here)
     except Preempted as e:
         print(f"alexnet train: {e}", file=sys.stderr)
         return e.exit_code
