@@ -31,6 +31,27 @@ def test_outputs_match_torchvision_with_same_weights(size):
     assert diff <= 1e-5
 
 
+@pytest.mark.parametrize("size,dropout", [(64, 0.0), (99, 0.0), (195, 0.0), (64, 0.5), (224, 0.0)])
+def test_training_forward_and_gradients_match_torchvision(size, dropout):
+    """Below a 6x6 conv5 map training folds the average pool into fc6 (model._small_map_forward): the logits and
+    every parameter's gradient must still be torchvision's, in training mode. With dropout the plain path runs, so the
+    same seed gives the same masks."""
+    torch.manual_seed(0)
+    ref = torchvision.models.alexnet(weights=None, num_classes=5, dropout=dropout).train()
+    ours = AlexNet(num_classes=5, dropout=dropout).train()
+    ours.load_state_dict(ref.state_dict())
+    x = torch.randn(3, 3, size, size)
+    outs, grads = [], []
+    for model in (ours, ref):
+        torch.manual_seed(1)
+        out = model(x)
+        outs.append(out)
+        grads.append(torch.autograd.grad((out * torch.linspace(-1, 1, 5)).sum(), list(model.parameters())))
+    assert (outs[0] - outs[1]).abs().max().item() <= 1e-5
+    for (name, _), g, g_ref in zip(ours.named_parameters(), *grads, strict=True):
+        assert (g - g_ref).abs().max().item() <= 1e-5 * (1 + g_ref.abs().max().item()), name
+
+
 def test_parameter_counts():
     assert count_params(AlexNet()) == 61_100_840  # torchvision's documented num_params
     # The paper's network by hand: conv weights (out * in/groups * k * k) + biases, then the three fc layers.

@@ -22,6 +22,7 @@ from torch import nn
 
 MIN_INPUT_SIZE = 63  # px: the smallest side for which the three 3x3/2 max-pools still leave one pixel
 
+POOL_CELLS = 36  # the 6x6 grid of the average pool before fc6
 FEATURE_LAYERS = ("conv5", "fc6", "fc7", "logits")
 HEAD = "classifier.6"  # fc8's name in the state dict (torchvision's too): what fine-tuning replaces
 HEAD_WEIGHT, CONV1_WEIGHT = f"{HEAD}.weight", "features.0.weight"  # the keys that tell a file's classes and arch
@@ -44,9 +45,29 @@ class _AlexNetBase(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.features(x)  # (B, 256, 6, 6) at 224 px
+        if self.training and x.shape[-2] * x.shape[-1] < POOL_CELLS and self.classifier[0].p == 0:
+            return self._small_map_forward(x)
         x = self.avgpool(x)  # (B, 256, 6, 6) whatever the input size
         x = torch.flatten(x, 1)  # (B, 9216)
         return self.classifier(x)  # (B, num_classes)
+
+    def _small_map_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The same function and gradients as ``forward`` for a conv5 map of fewer than 6x6 cells, ~1.1-1.4x faster.
+
+        Below 6x6 the average pool only copies cells (at 64 px the one 1x1 cell 36 times), so fc6 multiplies 9,216
+        inputs of which ``h*w*256`` differ: 58% of a 64-px image's multiply-adds. The pool is linear, ``fc6(P x) =
+        (W P) x``: fold its matrix P into fc6's weight once per step and multiply the ``h*w*256`` cells directly;
+        autograd carries the gradient back to every weight of W as the copies did. Only while training with no
+        dropout before fc6 (dropout would mask each copy separately); evaluation, hooks and exports see the plain
+        modules. Training at 64 px on 2 CPU cores: 350 -> 468 img/s in fp32, 477 -> 520 in bf16 (batch 128).
+        """
+        _, c, h, w = x.shape
+        cells = torch.eye(h * w, device=x.device, dtype=x.dtype).view(h * w, 1, h, w)
+        pool = self.avgpool(cells).view(h * w, POOL_CELLS)  # row q: where input cell q lands in the 6x6 grid
+        fc6 = self.classifier[1]
+        weight = fc6.weight.view(fc6.out_features, c, POOL_CELLS) @ pool.T.to(fc6.weight.dtype)  # (4096, c, h*w)
+        x = nn.functional.linear(torch.flatten(x, 1), weight.reshape(fc6.out_features, c * h * w), fc6.bias)
+        return self.classifier[2:](x)
 
     def extract(self, x: torch.Tensor, layer: str = "fc7") -> torch.Tensor:
         """Activations of a named layer, computed with the network's own modules (no copy).
