@@ -1,9 +1,12 @@
 """Accuracy against wall time: `alexnet train DATA --time-budget B` as a new user runs it, timed from outside.
 
-    python benchmarks/time_to_accuracy.py builtin digits --budget 2m [--repeats 2] [--load 1] [-- extra train flags]
+    python benchmarks/time_to_accuracy.py builtin digits standin --budget 2m [--repeats 2] [--load 1] [-- extra flags]
 
-DATA: a data folder, ``builtin`` (the built-in synthetic set) or ``digits`` (scikit-learn's 1,797 real 8x8
-handwritten digits, written once as ``train/`` (80%) and ``test/`` (20%, stratified, seed 0) PNG folders). Each run
+DATA: a data folder, ``builtin`` (the built-in synthetic set), ``digits`` (scikit-learn's 1,797 real 8x8
+handwritten digits, written once as ``train/`` (80%) and ``test/`` (20%, stratified, seed 0) PNG folders) or
+``standin`` (``benchmarks/standin.py``: 20,000 train and 2,000 test 32-px images of ten object classes on crops of
+real photographs, a stand-in for small real photos; written once under ``OUT``). With a ``test/`` folder and no
+``val/``, the trainer evaluates ``test/``, so the final top-1 is the test split's. Each run
 is a subprocess (``python -m alexnet train DATA --time-budget B --out RUN``); this script polls ``metrics.jsonl``
 and notes the wall time at which each epoch's validation appears, so the curve's x axis is seconds since launch,
 set-up included, measured independently of the trainer's own clock. ``--load N`` starts N busy processes (each a
@@ -97,9 +100,31 @@ def run_once(data: str | None, budget: str, run_dir: Path, extra: list[str], loa
             "deadline_error_s": round(wall - parse_duration(budget), 1)}  # fmt: skip
 
 
+def standin_module():
+    """``benchmarks/standin.py`` (this folder is not a package): ``write_standin``, ``VERSION``."""
+    here = str(Path(__file__).resolve().parent)
+    if here not in sys.path:
+        sys.path.insert(0, here)
+    import standin
+
+    return standin
+
+
+def data_path(name: str, out: Path) -> str | None:
+    """The path ``alexnet train`` gets for a DATA argument (None: the built-in set); generated sets are cached."""
+    if name == "builtin":
+        return None
+    if name == "digits":
+        return str(write_digits(out / "digits-data"))
+    if name == "standin":  # the default set: 2,000 train and 200 test images per class, 32 px, seed 0
+        standin = standin_module()
+        return str(standin.write_standin(out / f"standin-v{standin.VERSION}-data"))
+    return name
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("data", nargs="+", help="data folders, 'builtin' or 'digits'")
+    p.add_argument("data", nargs="+", help="data folders, 'builtin', 'digits' or 'standin'")
     p.add_argument("--budget", default="5m", help="--time-budget of each run (default 5m)")
     p.add_argument("--repeats", type=int, default=1, help="runs per data set (default 1)")
     p.add_argument("--out", default="runs/time_to_accuracy", help="folder for runs and results")
@@ -117,7 +142,7 @@ def main() -> None:
                "load_before": os.getloadavg()[0], "load": args.load, "load_after_s": args.load_after,
                "runs": {}}  # fmt: skip
     for name in args.data:
-        data = None if name == "builtin" else str(write_digits(out / "digits-data")) if name == "digits" else name
+        data = data_path(name, out)
         label = Path(name).name
         for r in range(args.repeats):
             print(f"{label}, run {r + 1}/{args.repeats}: alexnet train {data or ''} --time-budget {args.budget}")
