@@ -32,6 +32,21 @@ def test_rgb_weights_summed_give_the_rgb_model_on_gray_images(tmp_path):
         adapt_input_conv(torch.zeros(64, 2, 11, 11), 1)
 
 
+@pytest.mark.parametrize(
+    ("arch", "init"), [("alexnet", "kaiming"), ("alexnet", "torchvision"), ("alexnet2012", "paper")]
+)
+def test_one_channel_model_starts_as_the_rgb_model_summed(arch, init):
+    """Same seed: conv1 is the RGB model's summed over R, G, B (He-normal's fan-out would draw it sqrt(3) x smaller),
+    every other tensor and the random stream after it are the RGB model's."""
+    torch.manual_seed(0)
+    rgb, after_rgb = create_model(arch, num_classes=5, init=init).state_dict(), torch.rand(4)
+    torch.manual_seed(0)
+    gray, after_gray = create_model(arch, num_classes=5, init=init, in_channels=1).state_dict(), torch.rand(4)
+    assert gray["features.0.weight"].shape[1] == 1 and torch.equal(after_gray, after_rgb)
+    assert torch.equal(gray.pop("features.0.weight"), adapt_input_conv(rgb.pop("features.0.weight"), 1))
+    assert all(torch.equal(gray[k], rgb[k]) for k in rgb)
+
+
 def test_preprocess_carries_channels_and_window():
     p = Preprocess.for_crop(64, mean=[0.3], std=[0.2], channels=1, window="lung")
     d = p.to_dict()

@@ -140,7 +140,7 @@ class AlexNet(_AlexNetBase):
     ) -> None:
         super().__init__()
         self.features = nn.Sequential(
-            nn.Conv2d(in_channels, 64, kernel_size=11, stride=4, padding=2),
+            nn.Conv2d(3, 64, kernel_size=11, stride=4, padding=2),  # in_channels: set by _apply_init
             nn.ReLU(inplace=True),
             nn.MaxPool2d(kernel_size=3, stride=2),
             nn.Conv2d(64, 192, kernel_size=5, padding=2),
@@ -156,7 +156,7 @@ class AlexNet(_AlexNetBase):
         )
         self.avgpool = nn.AdaptiveAvgPool2d((6, 6))
         self.classifier = _classifier(num_classes, dropout)
-        _apply_init(self, init)
+        _apply_init(self, init, in_channels)
 
 
 class AlexNet2012(_AlexNetBase):
@@ -181,7 +181,7 @@ class AlexNet2012(_AlexNetBase):
             return nn.LocalResponseNorm(size=5, alpha=5e-4, beta=0.75, k=2.0)
 
         self.features = nn.Sequential(
-            nn.Conv2d(in_channels, 96, kernel_size=11, stride=4, padding=2),  # conv1 -> (B, 96, 55, 55)
+            nn.Conv2d(3, 96, kernel_size=11, stride=4, padding=2),  # conv1 -> (B, 96, 55, 55); see _apply_init
             nn.ReLU(inplace=True),
             lrn(),
             nn.MaxPool2d(kernel_size=3, stride=2),  # paper §3.4: overlapping pooling, z=3, s=2 -> 27x27
@@ -199,7 +199,7 @@ class AlexNet2012(_AlexNetBase):
         )
         self.avgpool = nn.AdaptiveAvgPool2d((6, 6))
         self.classifier = _classifier(num_classes, dropout)
-        _apply_init(self, init)
+        _apply_init(self, init, in_channels)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -238,12 +238,22 @@ _INITS: dict[str, Callable[[nn.Module], None] | None] = {
 }
 
 
-def _apply_init(model: nn.Module, init: str) -> None:
+def _apply_init(model: nn.Module, init: str, in_channels: int = 3) -> None:
+    """``init`` on a model built with an RGB conv1; for ``in_channels`` 1, conv1 is then that RGB conv1 summed over
+    R, G, B (``adapt_input_conv``), so a gray model starts as the RGB model fed (x, x, x) does, the same random draws
+    included (He-normal's fan-out and the paper's N(0, 0.01) would otherwise start its kernels sqrt(3) x smaller)."""
     if init not in _INITS:
         raise ValueError(f"unknown init {init!r}; choose from {', '.join(_INITS)}")
     fn = _INITS[init]
     if fn is not None:
         fn(model)
+    rgb = model.features[0]
+    if in_channels != rgb.in_channels:
+        conv1 = nn.utils.skip_init(nn.Conv2d, in_channels, rgb.out_channels, rgb.kernel_size, rgb.stride, rgb.padding)
+        with torch.no_grad():  # skip_init: no random draws, so the rest of the run's random stream stays the RGB run's
+            conv1.weight.copy_(adapt_input_conv(rgb.weight, in_channels))
+            conv1.bias.copy_(rgb.bias)
+        model.features[0] = conv1
 
 
 # ----------------------------------------------------------------------------------------------------------------
