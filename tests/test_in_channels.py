@@ -47,6 +47,37 @@ def test_one_channel_model_starts_as_the_rgb_model_summed(arch, init):
     assert all(torch.equal(gray[k], rgb[k]) for k in rgb)
 
 
+@pytest.mark.parametrize("freeze", ["none", "features"])
+def test_one_channel_conv1_follows_the_rgb_model_on_gray_images(freeze):
+    """SGD with momentum, Nesterov and weight decay (build_optimizer, lr set per group as training does): the 1-channel
+    model's conv1 stays the RGB model's conv1 summed over R, G, B, step after step, and the logits agree."""
+    from alexnet.config import TrainConfig
+    from alexnet.training.step import build_optimizer
+
+    torch.manual_seed(0)
+    rgb = create_model("alexnet", num_classes=5, dropout=0.0, init="kaiming")
+    gray = create_model("alexnet", num_classes=5, dropout=0.0, in_channels=1)
+    gray.load_state_dict({**rgb.state_dict(), "features.0.weight": adapt_input_conv(rgb.features[0].weight, 1)})
+    for m in (rgb, gray):
+        m.freeze(freeze)
+    start = gray.features[0].weight.detach().clone()
+    cfg = TrainConfig(lr=0.05, momentum=0.9, nesterov=True, weight_decay=0.01, head_lr_mult=10.0)
+    opts = [build_optimizer(cfg, m, torch.device("cpu")) for m in (rgb, gray)]
+    for step in range(4):
+        x, y = torch.rand(4, 1, 64, 64), torch.randint(0, 5, (4,))
+        for m, opt, inp in ((rgb, opts[0], x.expand(-1, 3, -1, -1)), (gray, opts[1], x)):
+            for g in opt.param_groups:
+                g["lr"] = cfg.lr * (step + 1) / 4 * g["lr_mult"]  # a warm-up, as train_one_epoch sets it
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(m(inp), y).backward()
+            opt.step()
+    summed = rgb.features[0].weight.detach().sum(1, keepdim=True)
+    assert ((summed - start).abs().max() > 0.05) == (freeze == "none")  # conv1 trained, or frozen
+    torch.testing.assert_close(gray.features[0].weight.detach(), summed, rtol=1e-4, atol=1e-6)
+    x = torch.rand(3, 1, 64, 64)
+    torch.testing.assert_close(gray(x), rgb(x.expand(-1, 3, -1, -1)), rtol=1e-4, atol=1e-5)
+
+
 def test_preprocess_carries_channels_and_window():
     p = Preprocess.for_crop(64, mean=[0.3], std=[0.2], channels=1, window="lung")
     d = p.to_dict()

@@ -99,12 +99,23 @@ class _AlexNetBase(nn.Module):
             ):
                 p.requires_grad_(False)
 
-    def param_groups(self, head_lr_mult: float = 1.0) -> list[dict]:
-        """The trainable parameters as optimizer groups: the body (``lr_mult`` 1) and the head (``head_lr_mult``);
-        empty groups left out (nanoGPT's ``configure_optimizers``)."""
-        body = [p for n, p in self.named_parameters() if not is_head(n) and p.requires_grad]
-        head = [p for n, p in self.named_parameters() if is_head(n) and p.requires_grad]
-        groups = [{"params": body, "lr_mult": 1.0}, {"params": head, "lr_mult": head_lr_mult}]
+    def param_groups(self, head_lr_mult: float = 1.0, weight_decay: float = 0.0) -> list[dict]:
+        """The trainable parameters as optimizer groups: the body (``lr_mult`` 1) and the head (``head_lr_mult``),
+        each with ``weight_decay``; empty groups left out (nanoGPT's ``configure_optimizers``).
+
+        With ``c`` < 3 input channels conv1's weight is a group of its own, ``lr_mult`` 3/c and weight decay x c/3:
+        an RGB model fed a gray image (x, x, x) uses only the sum of its kernels over R, G, B, and each copy gets the
+        same gradient, so that sum moves 3x as far per step; these follow its SGD trajectory exactly."""
+        conv1 = self.features[0]
+        own = conv1.in_channels < 3 and conv1.weight.requires_grad
+        trainable = [(n, p) for n, p in self.named_parameters() if p.requires_grad]
+        body = [p for n, p in trainable if not is_head(n) and not (own and n == CONV1_WEIGHT)]
+        head = [p for n, p in trainable if is_head(n)]
+        groups = [{"params": body, "lr_mult": 1.0, "weight_decay": weight_decay}]
+        if own:
+            c = conv1.in_channels
+            groups.append({"params": [conv1.weight], "lr_mult": 3 / c, "weight_decay": weight_decay * c / 3})
+        groups.append({"params": head, "lr_mult": head_lr_mult, "weight_decay": weight_decay})
         return [g for g in groups if g["params"]]
 
     def reset_head(self, num_classes: int) -> None:

@@ -54,7 +54,7 @@ def build_model(cfg: TrainConfig, num_classes: int, log=None) -> nn.Module:
 
 def build_optimizer(cfg: TrainConfig, model: nn.Module, device: torch.device) -> torch.optim.SGD:
     return sgd(
-        model.param_groups(1.0 if cfg.head_lr_mult is None else cfg.head_lr_mult),  # None: not yet resolved
+        model.param_groups(1.0 if cfg.head_lr_mult is None else cfg.head_lr_mult, cfg.weight_decay),  # None: unresolved
         device,
         lr=cfg.lr or 0.0,  # set before every step (train_one_epoch); None: not yet chosen from the data
         momentum=cfg.momentum,
