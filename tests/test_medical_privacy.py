@@ -102,22 +102,51 @@ def test_no_patient_data_in_any_output(data, tmp_path, capsys, caplog):
     assert not _leaks(json.dumps(report))
 
 
-def test_no_patient_data_in_http_answers(data, tmp_path):
+@pytest.fixture(scope="module")
+def served(data, tmp_path_factory):
+    """The last.pt of one training step on the DICOMs (one input channel, chosen from the data), as a Predictor."""
+    import alexnet
+
+    run = tmp_path_factory.mktemp("served") / "run"
+    flags = ["--epochs", "1", "--image-size", "64", "--batch-size", "4", "--max-steps-per-epoch", "1", *FLAGS]
+    assert main(["train", str(data), "--out", str(run), *flags]) == 0
+    return alexnet.load(run / "checkpoints" / "last.pt", device="cpu")
+
+
+def _client(predictor):
     pytest.importorskip("fastapi")
     from fastapi.testclient import TestClient
 
-    import alexnet
     from alexnet.serve.app import create_app
     from alexnet.serve.config import ServeConfig
 
-    run = tmp_path / "run"
-    flags = ["--epochs", "1", "--image-size", "64", "--batch-size", "4", "--max-steps-per-epoch", "1", *FLAGS]
-    assert main(["train", str(data), "--out", str(run), *flags]) == 0
-    predictor = alexnet.load(run / "checkpoints" / "last.pt", device="cpu")
-    with TestClient(create_app(predictor, ServeConfig(decode_threads=1))) as c:
+    return TestClient(create_app(predictor, ServeConfig(decode_threads=1, name="gray")))
+
+
+def test_no_patient_data_in_http_answers(data, served):
+    with _client(served) as c:
         good = c.post("/predict", content=(data / "val" / "ring" / "0.dcm").read_bytes(), headers=DICOM)
         assert good.status_code == 200 and ("ring" in good.text or "bar" in good.text), good.text
         for name in ("cut.dcm", "baddate.dcm"):
             r = c.post("/predict", content=(data / "train" / "ring" / name).read_bytes(), headers=DICOM)
             assert r.status_code == (415 if name == "cut.dcm" else 200), r.text
             assert not _leaks(r.text) and not _leaks(json.dumps(dict(r.headers))), r.text
+
+
+def test_a_one_channel_model_answers_dicom_uploads(data, served):
+    """A DICOM upload to a served 1-channel model, raw or as a V2 BYTES tensor, gets what predict gives the file."""
+    import base64
+
+    assert served.preprocess.channels == 1 and served.model.features[0].in_channels == 1
+    files = [data / "val" / "ring" / "0.dcm", data / "val" / "bar" / "1.dcm"]
+    expected = served.predict(files, topk=2)
+    with _client(served) as c:
+        r = c.post("/predict", content=files[1].read_bytes(), headers=DICOM)
+        [result] = r.json()["results"]
+        assert [(t["class"], t["probability"]) for t in result["top"]] == served.predict(files[1], topk=2)[0]
+        encoded = [base64.b64encode(f.read_bytes()).decode() for f in files]
+        request = {"inputs": [{"name": "image", "shape": [2], "datatype": "BYTES", "data": encoded}]}
+        [out] = c.post("/v2/models/gray/infer", json=request).json()["outputs"]
+    assert out["shape"] == [2, 2] and out["datatype"] == "FP32"
+    for i, top in enumerate(expected):
+        assert dict(top) == dict(zip(served.classes, out["data"][2 * i : 2 * i + 2]))
