@@ -143,6 +143,26 @@ def test_memory_and_folder_loaders_hold_one_channel(tmp_path):
     assert x.shape == (2, 10, 1, 64, 64)
 
 
+@pytest.mark.parametrize("in_memory", [True, False])
+def test_one_channel_batches_are_the_rgb_runs_first_channel_colour_noise_included(tmp_path, in_memory):
+    """On gray data a 1-channel run gets the batches (crops, flips and the luma of the paper's PCA colour noise, a
+    brightness shift) that an RGB run gets, channel for channel."""
+    from alexnet.config import TrainConfig
+    from alexnet.data.pipeline import build_data, open_training_data
+
+    data = _gray_set(tmp_path)
+    batches = {}
+    for channels, pca_std in ((3, 0.1), (1, 0.1), (1, 0.0)):
+        cfg = TrainConfig(data=str(data), in_channels=channels, image_size=64, batch_size=4, workers=0,
+                          in_memory=in_memory, pca_std=pca_std)  # fmt: skip
+        bundle = build_data(cfg, open_training_data(cfg, log=print), device=torch.device("cpu"), log=print)
+        batches[channels, pca_std] = next(iter(bundle.train))
+    (rgb, y3), (gray, y1), (plain, _) = batches[3, 0.1], batches[1, 0.1], batches[1, 0.0]
+    assert gray.shape == (4, 1, 64, 64) and torch.equal(y1, y3)
+    torch.testing.assert_close(rgb, gray.expand(-1, 3, -1, -1), rtol=0, atol=1e-5)
+    assert (gray - plain).abs().amax((1, 2, 3)).min() > 1e-4  # every image's brightness was shifted
+
+
 def test_train_chooses_one_channel_for_gray_data_and_predict_follows(tmp_path):
     import alexnet
     from alexnet.cli import main

@@ -60,8 +60,13 @@ def make_loader(
     """
     device = torch.device(device)
     set_decoding(split, preprocess.channels, preprocess.window)
-    if preprocess.channels == 1:
-        pca = None  # the paper's PCA colour noise is for RGB
+    if preprocess.channels == 1 and pca is not None:
+        from ..pipeline import LUMA
+
+        # the luma of the paper's RGB colour noise, LUMA . V (alpha * eigvals): exactly the brightness shift that an
+        # RGB run gives a gray image's (x, x, x), so a 1-channel run is augmented as that run is
+        luma = torch.tensor(LUMA, dtype=torch.float64) @ torch.as_tensor(pca["eigvecs"], dtype=torch.float64)
+        pca = {**pca, "eigvecs": luma[None].tolist()}  # (1, 3): a (B, 1) shift
     common = dict(batch_size=batch_size, train=train, preset=preset, crop_size=preprocess.crop,
                   mean=preprocess.mean, std=preprocess.std, pca=pca, pca_std=pca_std, seed=seed, device=device,
                   rank=rank, world_size=world_size, channels_last=channels_last, ten_crop=ten_crop)  # fmt: skip
