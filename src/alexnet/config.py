@@ -73,7 +73,8 @@ class TrainConfig:
         None, "data loader processes", low=0, none_text="0 on CPU, else cores - 1", on_resume="free"
     )
     in_channels: int | None = setting(None, "input channels: 3 (RGB) or 1 (grayscale: a single-channel model, packs "
-                                      "and in-memory sets; colour images become luma)", choices=(1, 3), auto=True,
+                                      "and in-memory sets; colour images become luma; on gray data it learns as the "
+                                      "RGB model does)", choices=(1, 3), auto=True,
                                       none_text="auto: 1 when every sampled image is grayscale (DICOM, 8/16-bit "
                                       "gray), else 3", on_resume="fixed")  # fmt: skip
     window: str = setting("auto", "how DICOMs and 16-bit gray images become 8 bits: auto (the DICOM's window, else "
