@@ -205,7 +205,9 @@ def test_a_step_time_that_doubles_is_followed_and_the_run_ends_on_time(shapes, t
     from alexnet.training.budget import BUDGET_MARGIN
 
     clock = FakeClock(monkeypatch, 50.0, lambda n: 1.0 if n <= 12 else 3.0)
+    threads = torch.get_num_threads()
     run = train(_budget_config(shapes, tmp_path / "run"))
+    assert torch.get_num_threads() == threads  # a thread count tried under the slow-down is given back
     ckpt = load_checkpoint(run / "checkpoints" / "last.pt")
     first, last = ckpt.plan[0], ckpt.plan[-1]
     assert first[0] == 6 and first[2] == 1_000_000 and last[2] == 3_000_000, ckpt.plan
@@ -232,6 +234,11 @@ def test_a_step_time_that_doubles_is_followed_and_the_run_ends_on_time(shapes, t
     tops = [r["val_top1"] for r in records]
     improved = [i == 0 or t > max(tops[:i]) for i, t in enumerate(tops)]
     assert [line.endswith(", best so far") for line in epochs] == improved, (epochs, tops)
+    if threads > 1:  # slowed 3x: one thread fewer tried for a window, and dropped (this clock is not faster on it)
+        assert f"time budget: CPU threads trying {threads - 1} (steps at 3.000 s, fastest on {threads}: 1.000 s)" in out
+        assert (
+            f"time budget: CPU threads back to {threads} (the {threads - 1}-thread window took 3.000 s per step)" in out
+        )
     assert out[-1].startswith(f"note: this run got {ckpt.step} steps of the {first[1]} first planned (steps slowed "
                               "from 1.000 to 3.000 s"), out[-1]  # fmt: skip
 
@@ -320,3 +327,26 @@ def test_the_cpu_path_is_cached_per_machine_size_and_batch_not_per_data_set(tmp_
                              log=said.append) == ("fp32", False)  # fmt: skip
     assert said == ["CPU path not measured: it would take more than 5% of the time budget; fp32 (--precision and "
                     "--channels-last override)"], said  # fmt: skip
+
+
+def test_under_a_busy_core_the_steps_move_to_the_threads_that_run_them_fastest(monkeypatch):
+    """A simulated 2-core machine: 0.18 s per step on 2 threads when quiet, 0.69 s when a busy process holds one core,
+    0.37 s on 1 thread either way. The thread count follows: 1 while the core is busy (tried again on 2 every
+    PROBE_EVERY windows, and dropped), 2 once it is free; every change is said in one line."""
+    from alexnet.training.budget import PROBE_EVERY, CpuThreads, threads_restored
+
+    with threads_restored():
+        torch.set_num_threads(2)
+        lines, used = [], []
+        tuner = CpuThreads(2, log=lines.append)
+        busy = [False] * 2 + [True] * 10 + [False] * 8
+        for loaded in busy:
+            now = torch.get_num_threads()
+            used.append(now)
+            tuner.after_window(0.37 if now == 1 else 0.69 if loaded else 0.18)
+        assert used[:3] == [2, 2, 2] and used[3] == 1  # slowed at window 3: 1 thread tried next
+        assert used[4 : 4 + PROBE_EVERY] == [1] * PROBE_EVERY  # kept: 0.37 < 0.69
+        assert 2 in used[4 + PROBE_EVERY : 12] and used[-3:] == [2, 2, 2]  # probed on 2 again; back for good when free
+        assert lines[0] == "time budget: CPU threads trying 1 (steps at 0.690 s, fastest on 2: 0.180 s)"
+        assert "time budget: 1 CPU thread(s) kept (0.370 s per step)" in lines
+        assert lines[-1] == "time budget: 2 CPU thread(s) kept (0.180 s per step)"

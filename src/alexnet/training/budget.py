@@ -7,6 +7,7 @@ them exactly."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass
 
@@ -107,3 +108,61 @@ class Budget:
         """Whether to plan again after the run's ``step``: at every multiple of ``REPLAN_EVERY`` and at an epoch's
         end (the same steps in a resumed run as in an uninterrupted one)."""
         return epoch_done or step % REPLAN_EVERY == 0
+
+
+SLOWED = 1.5  # a window this much slower than the fastest one on all threads: try one thread fewer
+PROBE_EVERY = 4  # windows between tries of the other thread count once one was kept
+
+
+@dataclass
+class CpuThreads:
+    """Under a time budget on a CPU, the intra-op thread count that runs the steps fastest now, chosen window by window.
+
+    A busy process on one of the cores makes every multi-threaded op wait for the thread that shares that core: on 2
+    cores the demo's step went from 0.18 to 0.69 s with one busy process, where one thread alone runs on the free
+    core. When a window is ``SLOWED`` x slower than the best on all threads, the next window tries one thread fewer
+    and the faster count is kept; the other count is tried again every ``PROBE_EVERY`` windows (the load may have
+    gone). Thread counts change the speed, not what is computed (up to float summation order)."""
+
+    full: int
+    best_full: float | None = None  # fastest window on all threads
+    seconds: dict | None = None  # threads -> seconds per step of the latest window run with them
+    trial: bool = False  # the current count is being tried for one window
+    kept_for: int = 0  # windows since the current count was kept
+    log: object = None  # print(line) for the changes
+
+    def after_window(self, step_seconds: float) -> None:
+        """Take one window's seconds per step (run on ``torch.get_num_threads()`` threads); maybe change the count."""
+        now = torch.get_num_threads()
+        self.seconds = {**(self.seconds or {}), now: step_seconds}
+        if now == self.full:
+            self.best_full = step_seconds if self.best_full is None else min(self.best_full, step_seconds)
+        other = self.full - 1 if now == self.full else self.full
+        if self.trial:  # the window just measured tried `now`: keep the faster of the two
+            self.trial, self.kept_for = False, 0
+            if step_seconds > self.seconds.get(other, float("inf")):
+                self._set(other, f"back to {other} (the {now}-thread window took {step_seconds:.3f} s per step)")
+            elif self.log is not None:
+                self.log(f"time budget: {now} CPU thread(s) kept ({step_seconds:.3f} s per step)")
+            return
+        self.kept_for += 1
+        slowed = now == self.full and self.full > 1 and step_seconds > SLOWED * (self.best_full or step_seconds)
+        if (slowed and other not in self.seconds) or (self.kept_for >= PROBE_EVERY and (slowed or now != self.full)):
+            self.trial = True
+            self._set(other, f"trying {other} (steps at {step_seconds:.3f} s, fastest on {self.full}: "
+                             f"{self.best_full:.3f} s)")  # fmt: skip
+
+    def _set(self, threads: int, why: str) -> None:
+        torch.set_num_threads(threads)
+        if self.log is not None:
+            self.log(f"time budget: CPU threads {why}")
+
+
+@contextlib.contextmanager
+def threads_restored():
+    """Run the block, then give torch back the intra-op thread count it had (``CpuThreads`` may change it)."""
+    threads = torch.get_num_threads()
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)

@@ -20,7 +20,7 @@ from ..errors import UserError
 from ..evaluate import evaluate, format_report
 from ..progress import progress
 from ..text import duration_text
-from .budget import BUDGET_SAVE_SECONDS
+from .budget import BUDGET_SAVE_SECONDS, threads_restored
 from .planning import few_steps_note, plan_budget
 from .run import Run
 from .run_dir import copy_checkpoint
@@ -54,7 +54,7 @@ def train(
         run = setup(
             cfg, dist_info, started, given
         )  # a signal here stops at once, as usual: there is nothing to save yet
-        with run.log, StopSignals() as stop:
+        with run.log, StopSignals() as stop, threads_restored():
             epoch = run.start_epoch
             while epoch < run.epochs:  # run.epochs is fixed once a time budget's steps are planned
                 loss, images, seconds, data_wait = train_one_epoch(run, epoch, stop)
@@ -149,6 +149,8 @@ def follow_budget(run: Run, epoch: int, batch_idx: int, end: int) -> bool:
             seconds = run.plan[-1][2] / 1e6
         else:
             budget.start_window(run.step)
+            if run.threads is not None:
+                run.threads.after_window(seconds)
         if batch_idx == end - 1:
             budget.pending = seconds
             return False

@@ -13,7 +13,7 @@ from torch import nn
 from ..config import TrainConfig
 from ..distributed import Dist
 from ..runlog import RunLog
-from .budget import Budget
+from .budget import Budget, CpuThreads
 from .schedule import Plateau
 
 if TYPE_CHECKING:
@@ -43,6 +43,7 @@ class Run:
     total_steps: int | None = None  # the planned optimizer steps of a time budget (None: not planned / no budget)
     plan: list[tuple[int, int, int]] = field(default_factory=list)  # a budget's plans: (step, total, µs per step)
     budget: Budget | None = None
+    threads: CpuThreads | None = None  # under a time budget on a CPU: the thread count that runs fastest now
     start_epoch: int = 0
     start_batch: int = 0
     step: int = 0
