@@ -234,11 +234,8 @@ def test_a_step_time_that_doubles_is_followed_and_the_run_ends_on_time(shapes, t
     tops = [r["val_top1"] for r in records]
     improved = [i == 0 or t > max(tops[:i]) for i, t in enumerate(tops)]
     assert [line.endswith(", best so far") for line in epochs] == improved, (epochs, tops)
-    if threads > 1:  # slowed 3x: one thread fewer tried for a window, and dropped (this clock is not faster on it)
+    if threads > 1:  # slowed 3x: one thread fewer is tried for a window (this short run may end during it)
         assert f"time budget: CPU threads trying {threads - 1} (steps at 3.000 s, fastest on {threads}: 1.000 s)" in out
-        assert (
-            f"time budget: CPU threads back to {threads} (the {threads - 1}-thread window took 3.000 s per step)" in out
-        )
     assert out[-1].startswith(f"note: this run got {ckpt.step} steps of the {first[1]} first planned (steps slowed "
                               "from 1.000 to 3.000 s"), out[-1]  # fmt: skip
 
@@ -246,15 +243,20 @@ def test_a_step_time_that_doubles_is_followed_and_the_run_ends_on_time(shapes, t
 def test_a_resumed_budget_repeats_the_plans_exactly(shapes, tmp_path, monkeypatch):
     """Exact resume across a re-plan: stopped by Ctrl-C after the speed changed (the plans so far are in last.pt),
     resumed with the clock where it was: the same plans, the same weights."""
+    import alexnet.training.budget
     from alexnet.checkpoint import load as load_checkpoint
     from alexnet.training import train
     from alexnet.weights import read_state_dict
 
     speed = lambda n: 1.0 if n <= 12 else 2.0  # noqa: E731
+    # bit for bit only on one thread count: another count sums floats in another order (README, "time budget")
+    no_thread_change = lambda: monkeypatch.setattr(alexnet.training.budget, "SLOWED", float("inf"))  # noqa: E731
     FakeClock(monkeypatch, 50.0, speed)
+    no_thread_change()
     straight = train(_budget_config(shapes, tmp_path / "straight"))
     monkeypatch.undo()
     FakeClock(monkeypatch, 50.0, speed)
+    no_thread_change()
     signal_at_steps(monkeypatch, {20: [signal.SIGINT]})
     with pytest.raises(Preempted):
         train(_budget_config(shapes, tmp_path / "resumed"))
@@ -262,6 +264,7 @@ def test_a_resumed_budget_repeats_the_plans_exactly(shapes, tmp_path, monkeypatc
     assert stopped.step == 20 and len(stopped.plan) >= 2  # a re-plan after the speed changed, before the stop
     monkeypatch.undo()
     clock = FakeClock(monkeypatch, 50.0, speed)
+    no_thread_change()
     clock.steps, clock.evals = stopped.step, stopped.epoch  # the clock where the stopped run left it
     resumed = train(_budget_config(shapes, tmp_path / "resumed", resume="auto"))
     a, b = read_state_dict(straight / "checkpoints" / "last.pt"), read_state_dict(resumed / "checkpoints" / "last.pt")
