@@ -704,3 +704,16 @@ def test_other_settings_from_flags(command, data):
             assert e.code == 2 and err.getvalue().splitlines()[-1].startswith(f"alexnet {command}: error: ")
             return
     valid_or_user_error(cls, given_flags(args, cls))
+
+
+def test_a_huge_chunk_in_the_manifest_is_hashed_in_blocks_not_read_whole(pack, tmp_path):
+    """Hypothesis found it: a manifest's chunk_rows of 131,646,803 made the check read ~1.6 TB into one bytes object
+    (MemoryError). One chunk holding every image is a valid manifest; its digest is wrong: one line, no allocation."""
+    root = tmp_path / "pack"
+    shutil.copytree(pack, root)
+    manifest = json.loads((root / P.MANIFEST).read_text())
+    manifest["splits"]["train"]["chunk_rows"] = 10**12
+    manifest["splits"]["train"]["chunk_blake2b"] = ["0" * 32]
+    (root / P.MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(UserError, match="checksum mismatch"):
+        open_and_read(root)
