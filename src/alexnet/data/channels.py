@@ -16,6 +16,7 @@ from ..errors import UserError
 from ..limits import limits, read_bounded
 from . import dicom
 
+LUMA = (0.299, 0.587, 0.114)  # ITU-R 601, as decoding converts colour to gray
 SAMPLE = 64  # files whose headers are read (evenly spaced over the train split)
 GRAY_MODES = {"L", "LA", "La", "1", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 

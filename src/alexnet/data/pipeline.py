@@ -17,6 +17,7 @@ import torch
 from ..config import TrainConfig
 from ..errors import UserError
 from ..preprocess import Preprocess
+from .channels import LUMA
 from .loading import Loader, make_loader
 from .loading.memory import fits_in_memory, load_into_memory
 from .loading.skipped import Skipped
@@ -67,9 +68,6 @@ def training_preprocess(cfg: TrainConfig, dataset: Dataset, stats: dict) -> Prep
         decoding["window"] = packed_window
         return Preprocess(crop=crop, resize=resize, mean=stats["mean"], std=stats["std"], resize_mode=mode, **decoding)
     return Preprocess.for_crop(crop, resize=cfg.resize_size, mean=stats["mean"], std=stats["std"], **decoding)
-
-
-LUMA = (0.299, 0.587, 0.114)  # ITU-R 601, as decoding converts colour to gray
 
 
 def gray_stats(stats: dict) -> dict:

@@ -166,3 +166,10 @@ def threads_restored():
         yield
     finally:
         torch.set_num_threads(threads)
+
+
+def cpu_threads(device: torch.device, distributed: bool, log) -> CpuThreads | None:
+    """The thread follower of a time-budgeted run: only for a single-process CPU run with threads to spare."""
+    if device.type != "cpu" or distributed or torch.get_num_threads() < 2:
+        return None
+    return CpuThreads(torch.get_num_threads(), log=log)

@@ -22,7 +22,7 @@ from ..distributed import Dist, on_main
 from ..errors import UserError
 from ..imbalance import balanced_weights, class_counts, describe_weights
 from ..runlog import RunLog
-from .budget import Budget, CpuThreads
+from .budget import Budget, cpu_threads
 from .cpu_path import choose_precision
 from .finetune import pretrained_path, resolve_settings
 from .resume import resumed_config
@@ -79,8 +79,7 @@ def setup(cfg: TrainConfig, dist_info: Dist, started: float | None = None, given
     if cfg.time_budget:
         seconds = parse_duration(cfg.time_budget) - elapsed
         run.budget = Budget(seconds, started if started is not None else time.time())
-        if device.type == "cpu" and not dist_info.enabled and torch.get_num_threads() > 1:
-            run.threads = CpuThreads(torch.get_num_threads(), log=run.log.print)
+        run.threads = cpu_threads(device, dist_info.enabled, run.log.print)
     if run.total_steps is not None:  # resumed after a time budget's plan
         run.epochs = epochs_for(run.total_steps, steps_per_epoch)
     else:  # under a time budget not yet planned: until the first steps are timed (plan_budget)

@@ -16,6 +16,7 @@ from typing import Protocol
 import torch
 
 from ...preprocess import Preprocess
+from ..channels import LUMA
 from ..pack.reader import PackedSplit
 from ..split import set_decoding
 
@@ -61,8 +62,6 @@ def make_loader(
     device = torch.device(device)
     set_decoding(split, preprocess.channels, preprocess.window)
     if preprocess.channels == 1 and pca is not None:
-        from ..pipeline import LUMA
-
         # the luma of the paper's RGB colour noise, LUMA . V (alpha * eigvals): exactly the brightness shift that an
         # RGB run gives a gray image's (x, x, x), so a 1-channel run is augmented as that run is
         luma = torch.tensor(LUMA, dtype=torch.float64) @ torch.as_tensor(pca["eigvecs"], dtype=torch.float64)
