@@ -1,20 +1,14 @@
 """benchmarks/standin.py, the stand-in for small real photos: layout, determinism, an interrupted write never passes
 for a complete set, and no shortcut through the mean colour."""
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.benchmark_module import load_benchmark
 
 
 def _standin():
-    spec = importlib.util.spec_from_file_location("standin", ROOT / "benchmarks" / "standin.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("standin")
 
 
 @pytest.fixture(scope="module")
@@ -78,9 +72,7 @@ def test_mean_colour_is_no_shortcut(standin):
 
 
 def test_time_to_accuracy_writes_the_standin_once_under_its_out(tmp_path, monkeypatch):
-    spec = importlib.util.spec_from_file_location("time_to_accuracy", ROOT / "benchmarks" / "time_to_accuracy.py")
-    tta = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tta)
+    tta = load_benchmark("time_to_accuracy")
     standin = tta.standin_module()
     calls = []
     monkeypatch.setattr(standin, "write_standin", lambda out: calls.append(out) or out)

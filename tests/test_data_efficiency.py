@@ -1,18 +1,12 @@
 """benchmarks/data_efficiency.py's transfer sets: the same 30 test digits per class for every N, N train per class."""
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.benchmark_module import load_benchmark
 
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("data_efficiency", ROOT / "benchmarks" / "data_efficiency.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("data_efficiency")
 
 
 def test_digit_subsets_share_one_test_set_and_hold_n_per_class(tmp_path):
