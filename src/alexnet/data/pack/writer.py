@@ -57,6 +57,9 @@ def _init_worker(split: SplitLike, size: int, resize: str, pool: bool = False) -
     _WORKER.update(split=split, size=size, resize=resize)
 
 
+STATS_IMAGES = 16  # images per numpy call of the colour sums: 16 x 256 x 256 x 3 float64 = 25 MiB
+
+
 def _decode_range(start: int, stop: int) -> DecodedBlock:
     """Decode images [start, stop): (good images (k,S,S,3), their positions, bad (describe, reason), pixel sums)."""
     from ..decode import DecodeError
@@ -73,15 +76,15 @@ def _decode_range(start: int, stop: int) -> DecodedBlock:
             bad.append((split.describe(i), str(e)))
             continue
         img = resize_for_pack(img, size, resize)  # (3, S, S)
-        row = out[len(good)]
-        row[...] = img.permute(1, 2, 0).numpy()
-        px = row.reshape(-1, c).astype(np.float64) / 255.0
+        out[len(good)] = img.permute(1, 2, 0).numpy()
+        good.append(i)
+    for a in range(0, len(good), STATS_IMAGES):  # a few images per numpy call (per image: a fifth of the time here)
+        px = out[a : min(a + STATS_IMAGES, len(good))].reshape(-1, c).astype(np.float64) / 255.0
         if c == 1:  # the statistics stay RGB (the stats cache's format): gray is R = G = B
             px = np.repeat(px, 3, axis=1)
         sums[:3] += px.sum(0)
         sums[3:12] += (px.T @ px).ravel()
         sums[12] += len(px)
-        good.append(i)
     return out[: len(good)], np.asarray(good, np.int64), bad, sums
 
 
