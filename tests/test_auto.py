@@ -37,21 +37,24 @@ def test_image_size_is_224_of_256_of_the_shorter_side_within_64_and_224(side, cr
 
 @pytest.mark.parametrize(
     "images, batch",
-    [(10, 16), (600, 16), (1437, 16), (1600, 32), (3000, 32), (3200, 64), (6399, 64), (6400, 128), (60000, 128)],
-)
+    [(10, 16), (600, 16), (1437, 16), (1600, 32), (3000, 32), (3200, 64), (6399, 64), (6400, 128), (12799, 128),
+     (12800, 256), (60000, 256)],
+)  # fmt: skip
 def test_batch_is_the_largest_giving_fifty_steps_per_epoch(images, batch):
-    assert choose_batch_size(images) == batch
+    assert choose_batch_size(images) == batch == choose_batch_size(images, image_size=64)
     if batch > 16:
         assert images // batch >= 50
+    assert choose_batch_size(images, image_size=65) == min(batch, 128)  # 256 only for small crops
 
 
 def test_batch_is_a_multiple_of_the_processes():
-    assert choose_batch_size(3000, world_size=3) == 33 and choose_batch_size(60000, world_size=8) == 128
+    assert choose_batch_size(3000, world_size=3) == 33 and choose_batch_size(60000, world_size=7) == 259
 
 
-def test_lr_is_0_01_scaled_down_below_batch_32_and_warmup_is_100_steps_at_most_half_an_epoch():
-    # 0.01 from batch 32 up (larger lr measured worse), scaled by sqrt(batch/32) below
+def test_lr_is_0_01_scaled_down_below_batch_32_up_above_128_and_warmup_is_100_steps_at_most_half_an_epoch():
+    # 0.01 from batch 32 to 128 (larger lr measured worse), scaled by sqrt(batch/32) below, batch/128 above
     assert scaled_lr(128) == scaled_lr(64) == scaled_lr(32) == pytest.approx(0.01)
+    assert scaled_lr(256) == pytest.approx(0.02)
     assert scaled_lr(16) == pytest.approx(0.01 / math.sqrt(2)) and scaled_lr(8) == pytest.approx(0.005)
     assert choose_warmup_epochs(93) == 0.5  # the demo: 46 steps
     assert choose_warmup_epochs(468) == pytest.approx(100 / 468, abs=1e-3)

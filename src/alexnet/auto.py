@@ -5,11 +5,15 @@
 
 - the crop (``image_size``): about 224/256 of the images' shorter side, at least 64 px (AlexNet's smallest input
   is 63) and at most 224 (the paper's): 28-px images train at 64, not 224 (12x fewer pixels, ~7x faster on a CPU);
-- the batch (``batch_size``): the largest of 128, 64, 32, 16 that still gives 50 steps per epoch (4 classes x 150
-  images at the fast recipe's old 128 gave 4 steps per epoch and learnt nothing in 3 epochs);
-- the learning rate: the paper's 0.01, scaled down by sqrt(batch/32) below batch 32 (0.0071 at 16). Not scaled up
-  for larger batches: on the built-in data, 2-minute runs at batch 64 reached 97.6% at lr 0.01 and 90.8% at 0.014,
-  and batch 128 at 0.02 diverged; digits at batch 16 reached 97.5% at 0.0071 and 95.8% at 0.01;
+- the batch (``batch_size``): the largest of 256, 128, 64, 32, 16 that still gives 50 steps per epoch (4 classes x
+  150 images at the fast recipe's old 128 gave 4 steps per epoch and learnt nothing in 3 epochs); 256 only for crops
+  of at most 64 px, where the 61M-parameter update is a large part of a step (64 px, 2-core CPU, bf16: 1.5x the
+  images per second of batch 128; at 224 px a step is compute and a larger batch only means fewer steps);
+- the learning rate: the paper's 0.01, scaled down by sqrt(batch/32) below batch 32 (0.0071 at 16), and up in
+  proportion above batch 128 (0.02 at 256). Not raised between 32 and 128: on the built-in data, 2-minute runs at
+  batch 64 reached 97.6% at lr 0.01 and 90.8% at 0.014, and batch 128 at 0.02 diverged; digits at batch 16 reached
+  97.5% at 0.0071 and 95.8% at 0.01. On the photo stand-in (20,000 images), batch 256 at 0.02 for 6 epochs beat
+  batch 128 at 0.01 for 4 (the same time), at 0.03 it wobbled, and batch 512 at 0.04 (too few steps) lost;
 - the warm-up: 100 steps, at most half an epoch;
 - dropout: the paper's 0.5 for runs of 30 epochs or more, else none: short runs underfit, and on the built-in data
   dropout 0.5 reached 37% val top-1 after 4 epochs where dropout 0 reached 95% after 8 (README, "Recipes").
@@ -27,7 +31,9 @@ from .config import MIN_IMAGE_SIZE, TrainConfig
 from .text import plural
 
 BASE_LR, BASE_BATCH = 0.01, 32  # the peak lr (the paper's, at batch 128), and the batch below which it is scaled down
-BATCHES = (128, 64, 32, 16)  # candidates, largest first
+PAPER_BATCH = 128  # above it the lr grows in proportion to the batch
+BATCHES = (256, 128, 64, 32, 16)  # candidates, largest first
+LARGE_BATCH, LARGE_BATCH_CROP = 256, 64  # batch 256 only for crops of at most 64 px (module docstring)
 STEPS_PER_EPOCH = 50  # the fewest steps per epoch auto batch sizes aim for
 WARMUP_STEPS = 100
 PAPER_CROP, PAPER_RESIZE = 224, 256
@@ -42,16 +48,17 @@ def choose_image_size(shorter_side: float) -> int:
     return max(64, MIN_IMAGE_SIZE, min(PAPER_CROP, crop))
 
 
-def choose_batch_size(images: int, world_size: int = 1) -> int:
+def choose_batch_size(images: int, world_size: int = 1, image_size: int = LARGE_BATCH_CROP) -> int:
     """The largest of ``BATCHES`` giving at least ``STEPS_PER_EPOCH`` steps per epoch (else the smallest), rounded
-    up to a multiple of ``world_size``."""
-    batch = next((b for b in BATCHES if images // b >= STEPS_PER_EPOCH), BATCHES[-1])
+    up to a multiple of ``world_size``; ``LARGE_BATCH`` only for crops of at most ``LARGE_BATCH_CROP`` px."""
+    allowed = [b for b in BATCHES if b < LARGE_BATCH or image_size <= LARGE_BATCH_CROP]
+    batch = next((b for b in allowed if images // b >= STEPS_PER_EPOCH), allowed[-1])
     return world_size * math.ceil(batch / world_size)
 
 
 def scaled_lr(batch_size: int) -> float:
-    """The peak lr for ``batch_size``: 0.01, times sqrt(batch/32) below batch 32."""
-    return BASE_LR * math.sqrt(min(1.0, batch_size / BASE_BATCH))
+    """The peak lr for ``batch_size``: 0.01, times sqrt(batch/32) below batch 32 and batch/128 above 128."""
+    return BASE_LR * math.sqrt(min(1.0, batch_size / BASE_BATCH)) * max(1.0, batch_size / PAPER_BATCH)
 
 
 def choose_warmup_epochs(steps_per_epoch: int) -> float:
@@ -108,12 +115,14 @@ def resolve_auto(cfg: TrainConfig, dataset, world_size: int = 1) -> tuple[TrainC
         notes.append(f"image size {crop} px ({what}; AlexNet needs >= {MIN_IMAGE_SIZE}, the paper used 224)")
     batch = cfg.batch_size
     if batch is None:
-        batch = choose_batch_size(n, world_size)
+        batch = choose_batch_size(n, world_size, changes.get("image_size", cfg.image_size))
         changes["batch_size"] = batch
         notes.append(f"batch {batch} ({n:,} training images: {max(1, n // batch)} steps per epoch)")
     if cfg.lr is None:
         changes["lr"] = round(scaled_lr(batch), 6)
-        why = "the paper's lr" if batch >= BASE_BATCH else f"0.01 x sqrt({batch}/{BASE_BATCH})"
+        why = "the paper's lr" if BASE_BATCH <= batch <= PAPER_BATCH else f"0.01 x sqrt({batch}/{BASE_BATCH})"
+        if batch > PAPER_BATCH:
+            why = f"the paper's 0.01 x {batch}/{PAPER_BATCH}"
         notes.append(f"lr {changes['lr']:g} ({why})")
     if cfg.warmup_epochs is None:
         steps = max(1, n // batch)
