@@ -74,7 +74,7 @@ def test_every_setting_has_a_flag_and_every_flag_reaches_the_config():
     args += ["--channels-last", "off", "--compile", "on", "--out", "o", "--resume", "r", "--seed", "5"]
     args += ["--log-every", "9", "--checkpoint-minutes", "1.5", "--max-steps-per-epoch", "4", "--ten-crop-eval"]
     args += ["--plots", "--in-memory", "off", "--time-budget", "5m", "--balance", "--val-fraction", "0.3"]
-    args += ["--in-channels", "1", "--window", "brain"]
+    args += ["--in-channels", "1", "--window", "brain", "--no-flip-eval"]
     cfg = config_from_args(parser.parse_args(args))
     defaults = TrainConfig()
     unchanged = [f.name for f in dataclasses.fields(TrainConfig) if getattr(cfg, f.name) == getattr(defaults, f.name)]

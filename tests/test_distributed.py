@@ -138,7 +138,8 @@ def _final_eval(rank, world_size, port, data, last, out):
     _join(rank, world_size, port)
     dist.init_process_group("gloo")  # the caller's own group: train uses it and leaves it joined
     for ten_crop in (True, False):  # resumed after its last epoch: only the final report runs
-        train(tiny_config(data, Path(out) / str(ten_crop), **DDP, resume=last, ten_crop_eval=ten_crop))
+        train(tiny_config(data, Path(out) / str(ten_crop), **DDP, resume=last, ten_crop_eval=ten_crop,
+                          flip_eval=False))  # fmt: skip
     assert dist.is_initialized()
     dist.destroy_process_group()
 

@@ -107,6 +107,19 @@ def test_evaluate_ten_crop_path():
     assert report["loss"] == pytest.approx(-math.log(p[0, 0].item()), rel=1e-6)
 
 
+def test_evaluate_flip_averages_each_image_with_its_mirror():
+    """``flip=True``: the softmax of the image and of its mirror, averaged (the model reads the top-left pixel, so the
+    mirror is the image's top-right pixel's row of the table)."""
+    table = torch.tensor([[1.0, 0.0], [0.0, 3.0]])
+    x = torch.tensor([[0.0, 1.0], [1.0, 0.0]]).view(2, 1, 1, 2).expand(2, 3, 1, 2)  # top-left 0 | 1, top-right 1 | 0
+    y = torch.tensor([0, 1])
+    p = ten_crop_probs(table[torch.tensor([[0, 1], [1, 0]])])  # (2 images, 2 views, 2 classes)
+    report = evaluate(_Fixed(table), [(x, y)], num_classes=2, flip=True)
+    assert report["top1"] == 0.5  # both images average the same two rows: class 1 wins for both
+    assert report["loss"] == pytest.approx(-(p[0, 0].log() + p[1, 1].log()).item() / 2, rel=1e-6)
+    assert evaluate(_Fixed(table), [(x, y)], num_classes=2)["top1"] == 1.0  # without the mirror: row 0, then row 1
+
+
 def test_cosine_with_warmup():
     cfg = TrainConfig(schedule="cosine", warmup_epochs=1, epochs=10)
     assert lr_factor(cfg, 0, 100) == pytest.approx(0.01)

@@ -129,6 +129,8 @@ def test_batch_size_and_ten_crop(ckpt, images):
     ref = (reference_probs(model, arrays) + reference_probs(model, [a[:, ::-1].copy() for a in arrays])) / 2
     for r, expected in zip(p.predict(paths, topk=3, ten_crop=True, batch_size=2), ref):
         torch.testing.assert_close(torch.tensor([as_dict(r)[c] for c in CLASSES]), expected, atol=1e-5, rtol=0)
+    for r, expected in zip(p.predict(paths, topk=3, flip=True, batch_size=2), ref):  # the image and its mirror
+        torch.testing.assert_close(torch.tensor([as_dict(r)[c] for c in CLASSES]), expected, atol=1e-5, rtol=0)
 
 
 def test_bad_inputs_are_named_and_the_rest_still_run(ckpt, images):

@@ -207,7 +207,12 @@ def test_evaluate_command_on_a_checkpoint(tiny_data, tmp_path):
     assert main(["evaluate", str(run / "checkpoints" / "last.pt"), "--out", str(out), "--device", "cpu"]) == 0
     report = json.loads(out.read_text())
     assert report["count"] == 12 and len(report["confusion"]) == 3
-    assert report["top1"] == pytest.approx(json.loads((run / "eval.json").read_text())["top1"])
+    final = json.loads((run / "eval.json").read_text())  # the run's report: each image and its mirror
+    assert final["flip"] and report["top1"] == pytest.approx(final["centre_top1"])
+    assert main(["evaluate", str(run / "checkpoints" / "last.pt"), "--flip", "--out", str(out), "--device", "cpu"]) == 0
+    flipped = json.loads(out.read_text())
+    assert flipped["flip"] and flipped["loss"] == pytest.approx(final["loss"], rel=1e-5)
+    assert (flipped["top1"], flipped["confusion"]) == (final["top1"], final["confusion"])
     assert main(["evaluate", str(run / "checkpoints" / "last.pt"), "--ten-crop", "--device", "cpu"]) == 0
 
 

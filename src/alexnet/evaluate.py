@@ -62,7 +62,7 @@ def precision_recall_f1(confusion: torch.Tensor) -> dict:
 
 
 def ten_crop_probs(logits: torch.Tensor) -> torch.Tensor:
-    """paper §4.1: average the softmax over the ten views. ``logits`` (B, 10, C) -> probabilities (B, C)."""
+    """paper §4.1: average the softmax over the views. ``logits`` (B, V, C) -> probabilities (B, C)."""
     return logits.float().softmax(dim=-1).mean(dim=1)
 
 
@@ -77,9 +77,12 @@ def evaluate(
     dtype: torch.dtype = torch.float32,
     distributed: bool = False,
     desc: str | None = None,
+    flip: bool = False,
 ) -> dict:
     """Run ``model`` in eval mode over ``(x, y)`` batches; x is (B, 3, H, W) or (B, 10, 3, H, W) for ten crops.
-    ``desc``: show progress under this name (a bar on a terminal, a line every 30 s elsewhere).
+    ``desc``: show progress under this name (a bar on a terminal, a line every 30 s elsewhere). ``flip``: each
+    (B, 3, H, W) batch is seen with its mirror too (two views, averaged as the ten crops are; training mirrors images
+    half the time, so the model knows both).
 
     Returns ``{"count", "loss", "top1", "top5", "per_class": {name: acc}, "precision" / "recall" / "f1" /
     "support": {name: value}, "macro": {"precision", "recall", "f1"}, "confusion": [[int]], "classes"}``; loss is the
@@ -96,8 +99,10 @@ def evaluate(
     bar = progress(len(batches) if hasattr(batches, "__len__") else None, desc or "", unit="batch", enabled=bool(desc))
     for x, y in batches:
         bar.update(1)
+        if flip and x.dim() == 4:
+            x = torch.stack((x, x.flip(-1)), dim=1)  # (B, 2, 3, H, W): the image and its mirror
         with autocast(device, dtype):
-            if x.dim() == 5:  # (B, 10, 3, H, W): ten views per image
+            if x.dim() == 5:  # (B, V, 3, H, W): V views per image (ten crops, or an image and its mirror)
                 b, v = x.shape[:2]
                 logits = model(x.flatten(0, 1)).float().view(b, v, -1)
                 probs = ten_crop_probs(logits)
@@ -168,6 +173,7 @@ def evaluate_file(
     *,
     split: str = "val",
     ten_crop: bool = False,
+    flip: bool = False,
     batch_size: int = 100,
     workers: int | None = None,
     device: str = "auto",
@@ -181,7 +187,8 @@ def evaluate_file(
     serves as the split). Preprocessing comes from the file (a torchvision weights file: ImageNet's). The data's
     classes are matched to the model's by name (order may differ); a class the model does not know is a
     ``UserError`` unless ``allow_class_mismatch``, which scores by position and says so in ``report["warnings"]``.
-    An ``.onnx`` export runs through onnxruntime (on the CPU, fp32).
+    An ``.onnx`` export runs through onnxruntime (on the CPU, fp32). ``flip``: average each image's softmax with its
+    mirror's, as a training run's final report does (ignored with ``ten_crop``: its ten views hold the mirrors).
     """
     from .data.loading import make_loader
     from .data.sources import match_classes, open_dataset, relabel
@@ -228,7 +235,8 @@ def evaluate_file(
     model.to(dev)
     desc = f"evaluate {dataset.source} ({split})" if progress else None
     report = evaluate(model, loader, num_classes=len(classes), classes=classes, device=dev, dtype=dtype,
-                      desc=desc)  # fmt: skip
+                      desc=desc, flip=flip and not ten_crop)  # fmt: skip
     report.update(model=str(model_path), data=dataset.source, split=split, ten_crop=ten_crop,
+                  flip=flip and not ten_crop,
                   bad_files=loader.bad_files, warnings=warnings)  # fmt: skip
     return report

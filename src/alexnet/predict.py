@@ -178,9 +178,16 @@ class Predictor:
         return self._forward(crops).softmax(-1)
 
     def iter_predict(
-        self, images: Iterable[Any], *, topk: int = 5, ten_crop: bool = False, batch_size: int = 64
+        self,
+        images: Iterable[Any],
+        *,
+        topk: int = 5,
+        ten_crop: bool = False,
+        batch_size: int = 64,
+        flip: bool = False,
     ) -> Iterator[tuple[Any, Prediction | None, UserError | None]]:
         """Yield ``(input, top-k, None)`` or ``(input, None, error)`` per image, in order; bad inputs don't stop it.
+        ``flip``: average each image's softmax with its mirror's (ignored with ``ten_crop``, whose views hold it).
 
         A ``(B, 3, H, W)`` tensor input yields B results, each paired with the whole tensor as its input. A
         ``UserError`` instance among the inputs (e.g. from a folder scan) comes back as that input's error, in order.
@@ -210,6 +217,8 @@ class Predictor:
                     raise image
                 decoded = as_uint8_images(image, self.preprocess)
                 crops = [self.transform(img, ten_crop=ten_crop) for img in decoded]
+                if flip and not ten_crop:  # (2, C, c, c): the image and its mirror, averaged as views
+                    crops = [torch.stack((c, c.flip(-1))) for c in crops]
             except UserError as e:
                 pending.append((image, None, e))
             else:
@@ -218,7 +227,9 @@ class Predictor:
                 yield from flush()
         yield from flush()
 
-    def predict(self, images: Any, *, topk: int = 5, ten_crop: bool = False, batch_size: int = 64) -> list[Prediction]:
+    def predict(
+        self, images: Any, *, topk: int = 5, ten_crop: bool = False, batch_size: int = 64, flip: bool = False
+    ) -> list[Prediction]:
         """Top-k ``(class name, probability)`` per image. ``images``: one image or a list (see module docstring).
 
         Raises ``UserError`` naming the first input that cannot be read.
@@ -226,7 +237,7 @@ class Predictor:
         if not isinstance(images, (list, tuple)):
             images = [images]
         out = []
-        for _, result, err in self.iter_predict(images, topk=topk, ten_crop=ten_crop, batch_size=batch_size):
+        for _, result, err in self.iter_predict(images, topk=topk, ten_crop=ten_crop, batch_size=batch_size, flip=flip):
             if err is not None:
                 raise err
             out.append(result)

@@ -21,6 +21,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    "(default: the one the checkpoint was trained on)")  # fmt: skip
     p.add_argument("--split", default="val", choices=["train", "val"], help="which split (ignored for one folder)")
     p.add_argument("--ten-crop", action="store_true", help="average softmax over ten crops (paper §4.1)")
+    p.add_argument("--flip", action="store_true", help="average softmax over each image and its mirror (as a "
+                   "training run's final report does, unless it ran with --no-flip-eval)")  # fmt: skip
     p.add_argument("--batch-size", type=int, default=100, help="images per forward pass")
     p.add_argument(
         "--workers", type=int, default=None, help="data loader processes (default: 0 on CPU, else cores - 1)"
@@ -45,6 +47,7 @@ def run(args: argparse.Namespace) -> int:
         args.data,
         split=args.split,
         ten_crop=args.ten_crop,
+        flip=args.flip,
         batch_size=args.batch_size,
         workers=args.workers,
         device=args.device,

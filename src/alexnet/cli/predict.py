@@ -33,6 +33,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--topk", type=int, default=5, help="classes to show per image")
     p.add_argument("--format", choices=FORMATS, default="table", help="output format")
     p.add_argument("--ten-crop", action="store_true", help="average the 10 crops of paper §4.1 (10x the compute)")
+    p.add_argument("--flip", action="store_true", help="average each image with its mirror (2x the compute; as a "
+                   "training run's final report does)")  # fmt: skip
     p.add_argument("--batch-size", type=int, default=64, help="images per forward pass")
     p.add_argument("--every", type=float, default=1.0, help="video: seconds between sampled frames")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
@@ -96,7 +98,8 @@ def run(args: argparse.Namespace) -> int:
     out = sys.stdout
     writer = _Writer(args.format, out)
     failed = 0
-    results = predictor.iter_predict(sources(), topk=args.topk, ten_crop=args.ten_crop, batch_size=args.batch_size)
+    results = predictor.iter_predict(sources(), topk=args.topk, ten_crop=args.ten_crop, batch_size=args.batch_size,
+                                     flip=args.flip)  # fmt: skip
     # on a terminal the results are the progress; a bar (stderr) only when they go to a file or a pipe
     with progress(None if videos else len(listed), "predict", unit="img", enabled=not out.isatty()) as bar:
         for _src, top, err in results:

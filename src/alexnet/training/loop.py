@@ -283,21 +283,28 @@ def _which_epoch(run: Run) -> str:
 
 
 def finish(run: Run) -> None:
-    """The final report on the whole val split (ten crops with ``--ten-crop-eval``; all ranks evaluate their shard
-    and the sums are all-reduced), written by rank 0 to ``eval.json``; then the pictures."""
+    """The final report on the whole val split (each image and its mirror averaged, or ten crops with
+    ``--ten-crop-eval``, or the last validation's centre crops with ``--no-flip-eval``; all ranks evaluate their
+    shard and the sums are all-reduced), written by rank 0 to ``eval.json``; then the pictures."""
     data, cfg = run.data, run.cfg
     if data.val is not None:
         kw = dict(num_classes=len(data.classes), classes=data.classes, device=run.device, dtype=run.dtype,
                   distributed=run.dist.enabled)  # fmt: skip
-        report = run.report
+        report, views = run.report, ""
         if cfg.ten_crop_eval:
-            report = {**evaluate(run.model, data.val_ten_crop(), **kw), "ten_crop": True}
+            report, views = {**evaluate(run.model, data.val_ten_crop(), **kw), "ten_crop": True}, " with ten crops"
+        elif cfg.flip_eval:  # the centre crop's top-1 is the last validation's, when it ran in this session
+            centre = {"centre_top1": report["top1"]} if report is not None else {}
+            data.val.set_epoch(run.epochs)
+            report = {**evaluate(run.model, data.val, flip=True, **kw), "flip": True, **centre}
+            alone = f" (the centre crop alone: {report['centre_top1']:.2%})" if centre else ""
+            views = " of each image and its mirror" + alone
         elif report is None:  # resumed after the last epoch: no validation ran in this session
             data.val.set_epoch(run.epochs)
             report = evaluate(run.model, data.val, **kw)
         if run.dist.main:
             (run.dir / "eval.json").write_text(json.dumps(report, indent=1) + "\n")
-            run.log.print(f"final evaluation ({_which_epoch(run)}): " + format_report(report, max_classes=5))
+            run.log.print(f"final evaluation ({_which_epoch(run)}){views}: " + format_report(report, max_classes=5))
     if cfg.plots and run.dist.main:
         from ..plots import make_plots
 
