@@ -10,7 +10,7 @@ What fine-tuning changes, where the flag is not given:
 - the lr: a tenth of what training from scratch would use (the body is already trained; the paper's 0.01 moves it
   away from what it learnt before the new head has learnt anything);
 - the new head's lr: 10x the body's (``--head-lr-mult``): it starts from random weights;
-- the warm-up: as the data's choice (100 steps, at most half an epoch), noted: the random head's first gradients
+- the warm-up: as the data's choice (20 steps, at most half an epoch), noted: the random head's first gradients
   are the largest of the run.
 
 ``--freeze features`` or ``all-but-head`` keeps those layers fixed (not chosen automatically: with little data it
