@@ -122,9 +122,12 @@ def resolve_auto(cfg: TrainConfig, dataset, world_size: int = 1) -> tuple[TrainC
         notes.append(f"batch {batch} ({n:,} training images: {max(1, n // batch)} steps per epoch)")
     if cfg.lr is None:
         changes["lr"] = round(scaled_lr(batch), 6)
-        why = "the paper's lr" if BASE_BATCH <= batch <= PAPER_BATCH else f"0.01 x sqrt({batch}/{BASE_BATCH})"
-        if batch > PAPER_BATCH:
+        if batch < BASE_BATCH:
+            why = f"0.01 x sqrt({batch}/{BASE_BATCH})"
+        elif batch > PAPER_BATCH:
             why = f"the paper's 0.01 x {batch}/{PAPER_BATCH}"
+        else:
+            why = "the paper's lr"
         notes.append(f"lr {changes['lr']:g} ({why})")
     if cfg.warmup_epochs is None:
         steps = max(1, n // batch)

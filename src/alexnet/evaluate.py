@@ -234,9 +234,9 @@ def evaluate_file(
                          ten_crop=ten_crop, device=dev, workers=workers)  # fmt: skip
     model.to(dev)
     desc = f"evaluate {dataset.source} ({split})" if progress else None
+    flip = flip and not ten_crop  # the ten crops hold the mirrors
     report = evaluate(model, loader, num_classes=len(classes), classes=classes, device=dev, dtype=dtype,
-                      desc=desc, flip=flip and not ten_crop)  # fmt: skip
-    report.update(model=str(model_path), data=dataset.source, split=split, ten_crop=ten_crop,
-                  flip=flip and not ten_crop,
+                      desc=desc, flip=flip)  # fmt: skip
+    report.update(model=str(model_path), data=dataset.source, split=split, ten_crop=ten_crop, flip=flip,
                   bad_files=loader.bad_files, warnings=warnings)  # fmt: skip
     return report
