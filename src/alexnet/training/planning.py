@@ -40,8 +40,8 @@ def plan_budget(run: Run, epoch: int, step_seconds: float) -> None:
     final = save_seconds * (1 + remaining / max(BUDGET_SAVE_SECONDS, run.steps_per_epoch * step_seconds))
     if cfg.ten_crop_eval:
         final += 10 * eval_seconds
-    elif cfg.flip_eval:  # the last validation's pass again, mirrored
-        final += eval_seconds
+    elif cfg.flip_eval:  # the image and its mirror: the centre view is evaluated again beside the mirror
+        final += 2 * eval_seconds
     max_steps = cfg.epochs * run.steps_per_epoch if cfg.epochs else None
     total = plan_steps(remaining=remaining, step_seconds=step_seconds, steps_done=run.step,
                        steps_per_epoch=run.steps_per_epoch, epoch_seconds=eval_seconds, final_seconds=final,
