@@ -328,11 +328,22 @@ def test_the_cpu_path_is_cached_per_machine_size_and_batch_not_per_data_set(tmp_
     C.choose_cpu_path("alexnet", 64, 16, cache=cache, log=lambda s: None)
     assert calls[1:] == [("alexnet", 96, 32), ("alexnet", 64, 16)]
     monkeypatch.undo()
-    said = []  # a 1-second budget: the first warm-up step shows the measurement cannot pay for itself
+    said = []  # a 1-second budget: the first candidate's steps show the measurement cannot pay for itself
     assert C.choose_cpu_path("alexnet", 64, 8, cache=str(tmp_path / "other.json"), budget_seconds=1.0,
                              log=said.append) == ("fp32", False)  # fmt: skip
     assert said == ["CPU path not measured: it would take more than 5% of the time budget; fp32 (--precision and "
                     "--channels-last override)"], said  # fmt: skip
+
+
+def test_the_cpu_path_measurement_is_projected_from_a_steady_step_not_the_first():
+    """By hand: a first candidate built and stepped twice in 1.9 s (a 1.3 s first step, then 0.4 s) projects
+    1.9 + 0.4 x (2 x 3 + 3 x 3) = 7.9 s for three candidates: within 5% of a 5-minute budget (15 s). The first step
+    alone (x 4 steps x 3 candidates = 15.6 s) skipped it, and kept fp32 where bf16 ran 1.5x faster."""
+    from alexnet.training.cpu_path import MEASURE_SHARE, measurement_seconds
+
+    assert measurement_seconds(1.9, 0.4, 3) == pytest.approx(7.9)
+    assert measurement_seconds(1.9, 0.4, 3) < MEASURE_SHARE * 300 < 1.3 * 4 * 3
+    assert measurement_seconds(1.9, 0.4, 1) == pytest.approx(1.9 + 0.4 * 3)  # one candidate: its timed steps only
 
 
 def test_under_a_busy_core_the_steps_move_to_the_threads_that_run_them_fastest(monkeypatch):
