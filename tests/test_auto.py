@@ -160,10 +160,11 @@ def shapes(tmp_path_factory):
 
 class FakeClock:
     """The budget's clock made deterministic: training step n (1-based) takes ``speed(n)`` seconds and each
-    validation ``eval_s``; checkpoints cost what the plan estimates but take no time. ``remaining`` is what is left
-    of ``total``; the speed a re-plan measures is ``speed`` at its step. ``steps`` / ``evals`` may be set to resume."""
+    validation ``eval_s`` per view (the image, and its mirror for the final report) of its ``val_images`` images;
+    checkpoints cost what the plan estimates but take no time. ``remaining`` is what is left of ``total``; the speed
+    a re-plan measures is ``speed`` at its step. ``steps`` / ``evals`` (views of val validated) may be set to resume."""
 
-    def __init__(self, monkeypatch, total: float, speed, eval_s: float = 1.0) -> None:
+    def __init__(self, monkeypatch, total: float, speed, eval_s: float = 1.0, val_images: int = 12) -> None:
         import alexnet.training.budget as B
         import alexnet.training.loop as L
 
@@ -174,16 +175,16 @@ class FakeClock:
             self.steps += 1
             return real_step(*a, **k)
 
-        def evaluate(*a, **k):
-            self.evals += 1
-            return real_eval(*a, **k)
+        def evaluate(model, loader, **k):
+            self.evals += (2 if k.get("flip") else 1) * loader.num_samples / val_images
+            return real_eval(model, loader, **k)
 
         monkeypatch.setattr(L, "train_step", step)
         monkeypatch.setattr(L, "evaluate", evaluate)
         monkeypatch.setattr(B.Budget, "step_seconds", lambda b: speed(self.steps))
         monkeypatch.setattr(B.Budget, "window_seconds", lambda b, step, device: speed(step))
         monkeypatch.setattr(B.Budget, "remaining", lambda b: self.total - self.used())
-        monkeypatch.setattr(B.Budget, "costs", lambda b, est_eval, est_save: (self.eval_s, est_save))
+        monkeypatch.setattr(B.Budget, "costs", lambda b, est_eval, est_save: (self.eval_s / val_images, est_save))
 
     def used(self) -> float:
         return sum(self.speed(n) for n in range(1, self.steps + 1)) + self.evals * self.eval_s
@@ -208,6 +209,7 @@ def test_a_step_time_that_doubles_is_followed_and_the_run_ends_on_time(shapes, t
     from alexnet.training.budget import BUDGET_MARGIN
 
     clock = FakeClock(monkeypatch, 50.0, lambda n: 1.0 if n <= 12 else 3.0)
+    monkeypatch.setattr("alexnet.data.pipeline.BUDGET_VAL_IMAGES", 6)  # the epoch ends before the last: 6 of 12
     threads = torch.get_num_threads()
     run = train(_budget_config(shapes, tmp_path / "run"))
     assert torch.get_num_threads() == threads  # a thread count tried under the slow-down is given back
@@ -234,6 +236,13 @@ def test_a_step_time_that_doubles_is_followed_and_the_run_ends_on_time(shapes, t
     records = [r for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if r["kind"] == "epoch"]
     assert len(epochs) == len(records) >= 2
     assert all(", about " in line and " left" in line for line in epochs[:-1]) and " left" not in epochs[-1]
+    # every 2nd val image at the epoch ends before the last; all 12 at the last, with their mirrors: that one pass
+    # is also the final report (no other validation ran)
+    assert [r["val_count"] for r in records] == [6] * (len(records) - 1) + [12], records
+    assert all(" (6 of the 12 val images)" in line for line in epochs[:-1]) and " val images)" not in epochs[-1]
+    assert clock.evals == (len(records) - 1) / 2 + 2
+    final = json.loads((run / "eval.json").read_text())
+    assert (final["count"], final["flip"], final["centre_top1"]) == (12, True, records[-1]["val_top1"])
     tops = [r["val_top1"] for r in records]
     improved = [i == 0 or t > max(tops[:i]) for i, t in enumerate(tops)]
     assert [line.endswith(", best so far") for line in epochs] == improved, (epochs, tops)
@@ -241,6 +250,25 @@ def test_a_step_time_that_doubles_is_followed_and_the_run_ends_on_time(shapes, t
         assert f"time budget: CPU threads trying {threads - 1} (steps at 3.000 s, fastest on {threads}: 1.000 s)" in out
     assert out[-1].startswith(f"note: this run got {ckpt.step} steps of the {first[1]} first planned (steps slowed "
                               "from 1.000 to 3.000 s"), out[-1]  # fmt: skip
+
+
+def test_the_epoch_ends_of_a_budget_validate_every_kth_image(tmp_path):
+    """``spread_subset``: every k-th image, k the smallest giving at most ``most``: class shares kept in a split in
+    class order; an in-memory (or packed) split stays one, a strided view of the same pixels."""
+    import numpy as np
+
+    from alexnet.data.pack.reader import PackedSplit
+    from alexnet.data.pipeline import spread_subset
+    from alexnet.data.split import Subset
+
+    images, labels = np.zeros((10, 4, 4, 3), np.uint8), np.repeat(np.arange(2), 5)
+    packed = PackedSplit(tmp_path, "val", images, labels, ["a", "b"], 4, {})
+    sub = spread_subset(packed, 4)  # k = 3: images 0, 3, 6, 9
+    assert isinstance(sub, PackedSplit) and np.shares_memory(sub.images, images)
+    assert sub.labels.tolist() == [0, 0, 1, 1] and len(sub) == 4
+    assert spread_subset(packed, 10) is packed
+    folder = Subset(packed, range(10))  # any other split: a Subset of it
+    assert spread_subset(folder, 5).indices == [0, 2, 4, 6, 8] and spread_subset(folder, 5).root == tmp_path
 
 
 def test_a_resumed_budget_repeats_the_plans_exactly(shapes, tmp_path, monkeypatch):

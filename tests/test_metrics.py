@@ -117,7 +117,12 @@ def test_evaluate_flip_averages_each_image_with_its_mirror():
     report = evaluate(_Fixed(table), [(x, y)], num_classes=2, flip=True)
     assert report["top1"] == 0.5  # both images average the same two rows: class 1 wins for both
     assert report["loss"] == pytest.approx(-(p[0, 0].log() + p[1, 1].log()).item() / 2, rel=1e-6)
-    assert evaluate(_Fixed(table), [(x, y)], num_classes=2)["top1"] == 1.0  # without the mirror: row 0, then row 1
+    alone = evaluate(_Fixed(table), [(x, y)], num_classes=2)
+    assert alone["top1"] == 1.0  # without the mirror: row 0, then row 1
+    # the same pass reports the image alone (the epoch's record under a fold of the final report into it)
+    centre = -(table[0].log_softmax(0)[0] + table[1].log_softmax(0)[1]).item() / 2  # by hand
+    assert report["centre"] == {"loss": pytest.approx(centre, rel=1e-6), "top1": 1.0, "top5": 1.0}
+    assert alone["loss"] == pytest.approx(centre, rel=1e-6) and "centre" not in alone
 
 
 def test_cosine_with_warmup():

@@ -172,7 +172,8 @@ class TrainConfig:
                                               none_text="the whole epoch", on_resume="fixed")  # fmt: skip
     ten_crop_eval: bool = setting(False, "final evaluation with ten crops (paper §4.1)", switch=True, on_resume="free")
     flip_eval: bool = setting(True, "final evaluation averaging each image with its mirror (training mirrors half "
-                              "the images; two more passes over val)", switch=True, on_resume="free")  # fmt: skip
+                              "the images; one more view of val, in the last epoch's validation)", switch=True,
+                              on_resume="free")  # fmt: skip
     plots: bool = setting(False, "write the pictures at the end (needs matplotlib)", switch=True, on_resume="free")
     extra: dict[str, Any] = setting(help="free-form notes recorded with the run", factory=dict, cli=False,  # noqa: RUF009
                                     on_resume="free")  # fmt: skip

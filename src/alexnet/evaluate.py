@@ -82,7 +82,8 @@ def evaluate(
     """Run ``model`` in eval mode over ``(x, y)`` batches; x is (B, 3, H, W) or (B, 10, 3, H, W) for ten crops.
     ``desc``: show progress under this name (a bar on a terminal, a line every 30 s elsewhere). ``flip``: each
     (B, 3, H, W) batch is seen with its mirror too (two views, averaged as the ten crops are; training mirrors images
-    half the time, so the model knows both).
+    half the time, so the model knows both), and the report's ``"centre"`` holds the loss, top-1 and top-5 of the
+    image alone (the same numbers as ``flip=False``: one pass gives both).
 
     Returns ``{"count", "loss", "top1", "top5", "per_class": {name: acc}, "precision" / "recall" / "f1" /
     "support": {name: value}, "macro": {"precision", "recall", "f1"}, "confusion": [[int]], "classes"}``; loss is the
@@ -96,15 +97,21 @@ def evaluate(
     correct = torch.zeros(2, dtype=torch.int64, device=device)
     confusion = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=device)
     count = torch.zeros((), dtype=torch.int64, device=device)
+    centre_loss = torch.zeros((), dtype=torch.float64, device=device)  # with ``flip``: the first view alone
+    centre_correct = torch.zeros(2, dtype=torch.int64, device=device)
+    flipped = False
     bar = progress(len(batches) if hasattr(batches, "__len__") else None, desc or "", unit="batch", enabled=bool(desc))
     for x, y in batches:
         bar.update(1)
         if flip and x.dim() == 4:
-            x = torch.stack((x, x.flip(-1)), dim=1)  # (B, 2, 3, H, W): the image and its mirror
+            x, flipped = torch.stack((x, x.flip(-1)), dim=1), True  # (B, 2, 3, H, W): the image and its mirror
         with autocast(device, dtype):
             if x.dim() == 5:  # (B, V, 3, H, W): V views per image (ten crops, or an image and its mirror)
                 b, v = x.shape[:2]
                 logits = model(x.flatten(0, 1)).float().view(b, v, -1)
+                if flipped:
+                    centre_loss += F.cross_entropy(logits[:, 0], y, reduction="sum").double()
+                    centre_correct += topk_correct(logits[:, 0], y, (1, 5))
                 probs = ten_crop_probs(logits)
                 scores = probs
                 loss_sum += F.nll_loss(probs.clamp_min(1e-12).log(), y, reduction="sum").double()
@@ -116,7 +123,7 @@ def evaluate(
         count += y.numel()
     bar.close()
     if distributed:
-        for t in (loss_sum, correct, confusion, count):
+        for t in (loss_sum, correct, confusion, count, centre_loss, centre_correct):
             dist.all_reduce(t)
     model.train(was_training)
     n = max(int(count.item()), 1)  # .item() syncs once, at the end
@@ -125,7 +132,10 @@ def evaluate(
     per_class_total = conf.sum(dim=1).clamp_min(1)
     per_class = (conf.diag().double() / per_class_total).tolist()
     prf = precision_recall_f1(conf)
+    centre = ({"centre": {"loss": centre_loss.item() / n, "top1": centre_correct[0].item() / n,
+                          "top5": centre_correct[1].item() / n}} if flipped else {})  # fmt: skip
     return {
+        **centre,
         "count": int(count.item()),
         "loss": loss_sum.item() / n,
         "top1": correct[0].item() / n,

@@ -87,6 +87,10 @@ class Subset:
         self.name, self.classes = split.name, split.classes
         self.labels = [int(split.labels[i]) for i in self.indices]
 
+    @property
+    def root(self):
+        return self.split.root
+
     def __len__(self) -> int:
         return len(self.indices)
 

@@ -203,35 +203,56 @@ def end_of_epoch(run: Run, epoch: int, loss: float, images: int, seconds: float,
     """Validate, step the plateau schedule, write ``last.pt`` (and ``best.pt`` when the chosen metric improved:
     val top-1, or the epoch's train loss without a val split), one metrics record and one console line. Returns
     whether ``last.pt`` was written."""
-    data, report, budget = run.data, None, run.budget
+    data, budget = run.data, run.budget
     t0 = time.perf_counter()
-    if data.val is not None:
-        data.val.set_epoch(epoch)
-        report = evaluate(run.train_model if not run.dist.enabled else run.model, data.val,
-                          num_classes=len(data.classes), classes=data.classes, device=run.device, dtype=run.dtype,
-                          distributed=run.dist.enabled)  # fmt: skip
-        run.plateau.update(report["top1"])
+    report, subset = validate(run, epoch)
     run.report = report
     eval_seconds = time.perf_counter() - t0
-    if budget is not None:
-        budget.eval_seconds = eval_seconds
-        if budget.pending is not None:  # the epoch-end re-plan, with this validation's time measured
-            plan_budget(run, epoch, budget.pending)
-            budget.pending = None
+    if budget is not None and budget.pending is not None:  # the epoch-end re-plan, this validation's time measured
+        plan_budget(run, epoch, budget.pending)
+        budget.pending = None
     metric, value = ("val_top1", report["top1"]) if report else ("train_loss", loss)
     saving, is_best, improved = save_epoch(run, epoch, metric, value)
     rate = images / max(seconds, 1e-9)
-    val = {f"val_{k}": report[k] if report else None for k in ("loss", "top1", "top5")}
+    val = {f"val_{k}": report[k] if report else None for k in ("loss", "top1", "top5", "count")}
     run.log.epoch(epoch=epoch + 1, step=run.step, train_loss=loss, **val, lr=run.lr, img_per_s=rate,
                   data_wait=data_wait / max(seconds, 1e-9), best_metric=metric, is_best=is_best)  # fmt: skip
     summary = f"epoch {epoch + 1}/{epochs_text(run)}: train loss {loss:.4f}"
     if report:
         summary += f", val loss {report['loss']:.4f}, top-1 {100 * report['top1']:.2f}%"
         summary += f", top-5 {100 * report['top5']:.2f}%"
+        if subset:
+            summary += f" ({report['count']:,} of the {data.val.num_samples:,} val images)"
     left = _time_left(run, epoch, seconds, images, eval_seconds)
     summary += f", {rate:.0f} img/s, {seconds:.1f} s" + (f", about {left} left" if left else "")
     run.log.print(summary + (", best so far" if improved else ""))
     return saving
+
+
+def validate(run: Run, epoch: int) -> tuple[dict | None, bool]:
+    """The epoch end's validation (None without a val split) and whether it was on ``data.val_epochs``, a subset.
+    The last epoch validates all of val, with the mirrors when the final report wants them: that pass is the final
+    report too (``run.final_report``; the epoch's record keeps the centre crops). Under a time budget, the seconds
+    per image and view go to the planning."""
+    data, cfg = run.data, run.cfg
+    if data.val is None:
+        return None, False
+    t0 = time.perf_counter()
+    last = epoch + 1 >= run.epochs
+    loader = data.val if last or data.val_epochs is None else data.val_epochs
+    fold = last and cfg.flip_eval and not cfg.ten_crop_eval
+    loader.set_epoch(epoch)
+    report = evaluate(run.train_model if not run.dist.enabled else run.model, loader, num_classes=len(data.classes),
+                      classes=data.classes, device=run.device, dtype=run.dtype, distributed=run.dist.enabled,
+                      flip=fold)  # fmt: skip
+    if last:
+        run.final_report, run.final_step = report, run.step
+    report = {**report, **report["centre"]} if fold else report
+    run.plateau.update(report["top1"])
+    if run.budget is not None:
+        images = loader.num_samples / run.dist.world_size
+        run.budget.eval_seconds = (time.perf_counter() - t0) / images / (2 if fold else 1)
+    return report, loader is not data.val
 
 
 def save_epoch(run: Run, epoch: int, metric: str, value: float) -> tuple[bool, bool, bool]:
@@ -284,24 +305,26 @@ def _which_epoch(run: Run) -> str:
 
 def finish(run: Run) -> None:
     """The final report on the whole val split (each image and its mirror averaged, or ten crops with
-    ``--ten-crop-eval``, or the last validation's centre crops with ``--no-flip-eval``; all ranks evaluate their
-    shard and the sums are all-reduced), written by rank 0 to ``eval.json``; then the pictures."""
+    ``--ten-crop-eval``, or the centre crops with ``--no-flip-eval``; all ranks evaluate their shard and the sums are
+    all-reduced), written by rank 0 to ``eval.json``; then the pictures. The last epoch's validation made it already
+    (one pass over val for both the epoch's record and the report), unless steps came after it."""
     data, cfg = run.data, run.cfg
     if data.val is not None:
         kw = dict(num_classes=len(data.classes), classes=data.classes, device=run.device, dtype=run.dtype,
                   distributed=run.dist.enabled)  # fmt: skip
-        report, views = run.report, ""
+        # the last epoch's validation is the report when it was made on these weights (not when the epoch was
+        # resumed after it, or the budget's re-plan after that validation added steps)
+        report, views = run.final_report if run.final_step == run.step else None, ""
         if cfg.ten_crop_eval:
             report, views = {**evaluate(run.model, data.val_ten_crop(), **kw), "ten_crop": True}, " with ten crops"
-        elif cfg.flip_eval:  # the centre crop's top-1 is the last validation's, when it ran in this session
-            centre = {"centre_top1": report["top1"]} if report is not None else {}
-            data.val.set_epoch(run.epochs)
-            report = {**evaluate(run.model, data.val, flip=True, **kw), "flip": True, **centre}
-            alone = f" (the centre crop alone: {report['centre_top1']:.2%})" if centre else ""
-            views = " of each image and its mirror" + alone
-        elif report is None:  # resumed after the last epoch: no validation ran in this session
-            data.val.set_epoch(run.epochs)
-            report = evaluate(run.model, data.val, **kw)
+        else:
+            if report is None:
+                data.val.set_epoch(run.epochs)
+                report = evaluate(run.model, data.val, flip=cfg.flip_eval, **kw)
+            if cfg.flip_eval:
+                centre = report.pop("centre")
+                report = {**report, "flip": True, "centre_top1": centre["top1"]}
+                views = f" of each image and its mirror (the centre crop alone: {centre['top1']:.2%})"
         if run.dist.main:
             (run.dir / "eval.json").write_text(json.dumps(report, indent=1) + "\n")
             run.log.print(f"final evaluation ({_which_epoch(run)}){views}: " + format_report(report, max_classes=5))

@@ -31,17 +31,19 @@ def plan_budget(run: Run, epoch: int, step_seconds: float) -> None:
     plan to ``run.plan`` when it changes, and print the first plan and any re-plan that moves the end by more than
     ``REPLAN_SHOWN``. Every rank calls it at the same step (a collective)."""
     budget, cfg = run.budget, run.cfg
-    eval_seconds, save_seconds = budget.costs(*_estimates(run, step_seconds))
-    measured = torch.tensor([step_seconds, eval_seconds, save_seconds, -budget.remaining()], dtype=torch.float64,
+    image_seconds, save_seconds = budget.costs(*_estimates(run, step_seconds))
+    measured = torch.tensor([step_seconds, image_seconds, save_seconds, -budget.remaining()], dtype=torch.float64,
                             device=run.device)  # fmt: skip
-    step_seconds, eval_seconds, save_seconds, neg_remaining = max_over_ranks(measured, run.dist).tolist()
+    step_seconds, image_seconds, save_seconds, neg_remaining = max_over_ranks(measured, run.dist).tolist()
     remaining = -neg_remaining - BUDGET_MARGIN * budget.seconds - (PLOTS_SECONDS if cfg.plots else 0.0)
     # last.pt at an epoch end at most once a minute (end_of_epoch), and at the last one
     final = save_seconds * (1 + remaining / max(BUDGET_SAVE_SECONDS, run.steps_per_epoch * step_seconds))
-    if cfg.ten_crop_eval:
-        final += 10 * eval_seconds
-    elif cfg.flip_eval:  # the image and its mirror: the centre view is evaluated again beside the mirror
-        final += 2 * eval_seconds
+    # each epoch end validates data.val_epochs (a subset of val); the last one all of val, with the mirrors for the
+    # final report (finish): that much more than an epoch end, and then ten crops with --ten-crop-eval
+    epoch_images, val_images = _val_images(run)
+    eval_seconds = image_seconds * epoch_images
+    views = 2 if cfg.flip_eval and not cfg.ten_crop_eval else 1
+    final += image_seconds * (views * val_images - epoch_images + (10 * val_images if cfg.ten_crop_eval else 0))
     max_steps = cfg.epochs * run.steps_per_epoch if cfg.epochs else None
     total = plan_steps(remaining=remaining, step_seconds=step_seconds, steps_done=run.step,
                        steps_per_epoch=run.steps_per_epoch, epoch_seconds=eval_seconds, final_seconds=final,
@@ -68,13 +70,20 @@ def plan_budget(run: Run, epoch: int, step_seconds: float) -> None:
 
 
 def _estimates(run: Run, step_seconds: float) -> tuple[float, float]:
-    """Validation and checkpoint seconds before they were measured: a forward pass costs about a third of a training
-    step per image; a checkpoint writes weights + momentum (rank 0 only: the others count 0)."""
-    cfg, data = run.cfg, run.data
-    per_image = step_seconds / (cfg.batch_size // run.dist.world_size)
-    val_images = data.val.num_samples / run.dist.world_size if data.val is not None else 0
+    """Validation seconds per image and checkpoint seconds, before they were measured: a forward pass costs about a
+    third of a training step per image; a checkpoint writes weights + momentum (rank 0 only: the others count 0)."""
+    per_image = step_seconds / (run.cfg.batch_size // run.dist.world_size)
     params = sum(p.numel() for p in run.model.parameters())
-    return EVAL_COST * per_image * val_images, SAVE_BYTES_PER_PARAM * params / SAVE_RATE if run.dist.main else 0.0
+    return EVAL_COST * per_image, SAVE_BYTES_PER_PARAM * params / SAVE_RATE if run.dist.main else 0.0
+
+
+def _val_images(run: Run) -> tuple[float, float]:
+    """Images one rank validates at an epoch end before the last (``data.val_epochs``) and at the last (all of val)."""
+    data, ranks = run.data, run.dist.world_size
+    if data.val is None:
+        return 0.0, 0.0
+    epochs = data.val_epochs if data.val_epochs is not None else data.val
+    return epochs.num_samples / ranks, data.val.num_samples / ranks
 
 
 def few_steps_note(run: Run) -> str | None:

@@ -51,5 +51,7 @@ class Run:
     best: dict = field(default_factory=dict)  # {"metric", "value", "epoch"}: what chose best.pt
     best_seen: float | None = None  # the best value of any epoch (under a budget, not every epoch is saved)
     report: dict | None = None  # the last validation report
+    final_report: dict | None = None  # the last epoch's validation on the whole val split (mirrored with flip_eval)
+    final_step: int = -1  # the step it was made at: the final report reuses it only for those weights
     partial: tuple[float, int] = (0.0, 0)  # (loss sum, images) of an epoch stopped part-way, over all ranks
     last_save: float = field(default_factory=time.time)
