@@ -42,7 +42,7 @@ class Budget:
     window_t0: float | None = None  # perf_counter() where the window's current stretch of steps began (None: paused)
     window_elapsed: float = 0.0  # seconds of steps in the window before that stretch
     window_step: int = -1  # the run's step count where the window began (-1: no window yet)
-    eval_seconds: float | None = None  # the last epoch end's validation, measured: seconds per image and view
+    eval_image_seconds: float | None = None  # the last epoch end's validation, measured: per image and view
     save_seconds: float | None = None  # the last checkpoint save, measured
     pending: float | None = None  # the speed of an epoch's last steps, for the re-plan after its validation
 
@@ -75,7 +75,7 @@ class Budget:
 
     def costs(self, est_eval: float, est_save: float) -> tuple[float, float]:
         """(validation per image and view, checkpoint) seconds: the last measured, else the estimates given."""
-        return (self.eval_seconds if self.eval_seconds is not None else est_eval,
+        return (self.eval_image_seconds if self.eval_image_seconds is not None else est_eval,
                 self.save_seconds if self.save_seconds is not None else est_save)  # fmt: skip
 
     def start_window(self, step: int) -> None:

@@ -251,7 +251,7 @@ def validate(run: Run, epoch: int) -> tuple[dict | None, bool]:
     run.plateau.update(report["top1"])
     if run.budget is not None:
         images = loader.num_samples / run.dist.world_size
-        run.budget.eval_seconds = (time.perf_counter() - t0) / images / (2 if fold else 1)
+        run.budget.eval_image_seconds = (time.perf_counter() - t0) / images / (2 if fold else 1)
     return report, loader is not data.val
 
 
@@ -321,9 +321,10 @@ def finish(run: Run) -> None:
             if report is None:
                 data.val.set_epoch(run.epochs)
                 report = evaluate(run.model, data.val, flip=cfg.flip_eval, **kw)
-            if cfg.flip_eval:
-                centre = report.pop("centre")
-                report = {**report, "flip": True, "centre_top1": centre["top1"]}
+            if cfg.flip_eval:  # eval.json keeps the centre crop's top-1 only (run.final_report is left as it is)
+                centre = report["centre"]
+                report = {**{k: v for k, v in report.items() if k != "centre"}, "flip": True,
+                          "centre_top1": centre["top1"]}  # fmt: skip
                 views = f" of each image and its mirror (the centre crop alone: {centre['top1']:.2%})"
         if run.dist.main:
             (run.dir / "eval.json").write_text(json.dumps(report, indent=1) + "\n")
