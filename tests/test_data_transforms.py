@@ -5,10 +5,11 @@ import math
 import pytest
 import torch
 import torchvision.transforms.functional as TF
+import torchvision.transforms.v2.functional as TF2
 
 from alexnet.data.device_ops import normalize, pca_noise, to_unit
 from alexnet.data.sampling import generator
-from alexnet.data.transforms import EvalTransform, TenCrop, TrainTransform, center_crop, resize_shorter
+from alexnet.data.transforms import EvalTransform, TenCrop, TrainTransform, center_crop, resize_shorter, resize_square
 from alexnet.errors import UserError
 
 
@@ -35,6 +36,19 @@ def test_resize_shorter_and_center_crop():
     assert c[0, :, 0].tolist() == [1, 2, 3] and c[1, 0].tolist() == [2, 3, 4]
     for h, w, s in [(6, 6, 3), (7, 10, 4), (9, 8, 5)]:  # odd margins round like torchvision
         assert center_crop(coords(h, w), s).equal(TF.center_crop(coords(h, w), [s, s]))
+
+
+def test_resizes_match_torchvision_v2():
+    """Our uint8 resizes give torchvision.transforms.v2's pixels (its uint8 kernel; v1's float path rounds some a
+    level apart), up and down, odd shapes, gray and batched; float images keep torchvision's float path."""
+    g = torch.Generator().manual_seed(0)
+    for shape in [(3, 32, 32), (3, 75, 100), (3, 100, 75), (1, 40, 90), (2, 3, 50, 60)]:
+        x = torch.randint(0, 256, shape, dtype=torch.uint8, generator=g)
+        for s in (17, 64, 73):
+            assert resize_shorter(x, s).equal(TF2.resize(x, [s], antialias=True)), (shape, s)
+            assert resize_square(x, s).equal(TF2.resize(x, [s, s], antialias=True)), (shape, s)
+    f = torch.rand(3, 20, 30, generator=g)
+    assert resize_shorter(f, 10).equal(TF.resize(f, [10], antialias=True))
 
 
 def test_paper_train_crop_is_an_exact_window_and_covers_all_positions():

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 import torchvision.transforms.functional as TF
+import torchvision.transforms.v2.functional as TF2
 
 from alexnet.bench import BenchConfig, _prepare_data
 from alexnet.checkpoint import save_payload
@@ -71,7 +72,7 @@ def test_every_kind_has_one_split_interface(data, pack):
         img = split.load(5)
         assert img.dtype == torch.uint8 and img.shape[0] == 3 and split.describe(5)
     # the pack's image i is the folder's image i resized as the pack says (shorter side 72, centre square)
-    expect = TF.resize(folders.val.load(5), [72], antialias=True)
+    expect = TF2.resize(folders.val.load(5), [72], antialias=True)
     assert torch.equal(packed.val.load(5), expect)
     assert packed.stats is not None and packed.image_size == 72 and packed.resize_mode == "shorter"
     train_only = data.parent / "train-only"
@@ -195,7 +196,7 @@ def test_preprocess_round_trip_and_every_bad_field_named():
 def test_squash_mode_resizes_both_sides():
     img = torch.randint(0, 256, (3, 50, 120), dtype=torch.uint8)
     pre = Preprocess(crop=64, resize=72, resize_mode="squash")
-    expect = TF.center_crop(TF.resize(img, [72, 72], antialias=True), [64, 64])
+    expect = TF.center_crop(TF2.resize(img, [72, 72], antialias=True), [64, 64])
     assert torch.equal(pre.transform()(img), expect)
     shorter = Preprocess(crop=64, resize=72).transform()(img)
     assert not torch.equal(shorter, expect)

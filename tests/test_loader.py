@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 import torchvision.transforms.functional as TF
+import torchvision.transforms.v2.functional as TF2
 from PIL import Image
 
 from alexnet.data.loading.folder import FolderLoader
@@ -55,7 +56,7 @@ def test_eval_batches_equal_torchvision(tmp_path: Path) -> None:
     assert x.shape == (4, 3, 24, 24) and x2.shape == (2, 3, 24, 24) and y.tolist() == [0, 1, 2, 0]
     for i in range(4):
         ref = TF.pil_to_tensor(Image.open(split.items[i]))  # an independent decode and torchvision's eval preset
-        ref = TF.center_crop(TF.resize(ref, [32], antialias=True), [24, 24]).float() / 255
+        ref = TF.center_crop(TF2.resize(ref, [32], antialias=True), [24, 24]).float() / 255
         ref = TF.normalize(ref, MEAN, STD)
         torch.testing.assert_close(x[i], ref, atol=1e-6, rtol=0)
 

@@ -110,7 +110,7 @@ def test_squash_resize(tmp_path: Path) -> None:
     P.pack_splits(
         {"train": ArraySplit(img, [0], ["x"])}, tmp_path / "p", size=10, resize="squash", workers=0, progress=False
     )
-    want = TF.resize(torch.from_numpy(img[0]).permute(2, 0, 1), [10, 10], antialias=True).permute(1, 2, 0).numpy()
+    want = TF2.resize(torch.from_numpy(img[0]).permute(2, 0, 1), [10, 10], antialias=True).permute(1, 2, 0).numpy()
     assert np.array_equal(P.open_packed(tmp_path / "p", "train").images[0], want)
     with pytest.raises(UserError, match="resize"):
         P.pack_splits({"train": ArraySplit(img, [0], ["x"])}, tmp_path / "q", resize="stretch", progress=False)

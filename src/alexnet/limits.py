@@ -11,6 +11,7 @@ Override one with an environment variable of the same name in capitals, prefixed
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass, fields, replace
 
@@ -28,19 +29,26 @@ class Limits:
     max_classes: int = 100_000  # class names in a manifest, sidecar or checkpoint
 
 
+_ENV = tuple((f.name, f"ALEXNET_{f.name.upper()}") for f in fields(Limits))
+
+
 def limits() -> Limits:
     """The limits in force: the defaults above, overridden by ``ALEXNET_<NAME>`` environment variables."""
+    return _limits(tuple(os.environ.get(env) for _, env in _ENV))  # read per call: tests and users may change them
+
+
+@functools.lru_cache(maxsize=8)
+def _limits(values: tuple[str | None, ...]) -> Limits:  # parsed once per set of values: twice per image decoded
     out = Limits()
-    for f in fields(Limits):
-        env = f"ALEXNET_{f.name.upper()}"
-        if env in os.environ:
+    for (name, env), text in zip(_ENV, values):
+        if text is not None:
             try:
-                value = type(getattr(out, f.name))(float(os.environ[env]))
+                value = type(getattr(out, name))(float(text))
             except ValueError:
-                raise UserError(f"{env}={os.environ[env]!r}: not a number") from None
+                raise UserError(f"{env}={text!r}: not a number") from None
             if value <= 0:
-                raise UserError(f"{env}={os.environ[env]!r}: must be positive")
-            out = replace(out, **{f.name: value})
+                raise UserError(f"{env}={text!r}: must be positive")
+            out = replace(out, **{name: value})
     return out
 
 

@@ -15,14 +15,31 @@ from ..errors import UserError
 from .presets import FLIP_P, PRESETS, RRC_RATIO, RRC_SCALE, RRC_TRIES, centre_offset
 
 
+def resize(img: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """``(..., C, H, W)`` resized to ``height x width``: bilinear, antialiased, as torchvision's ``resize``.
+
+    A uint8 image on the CPU takes PyTorch's uint8 kernel, as ``torchvision.transforms.v2`` does (the same pixels;
+    the older float path rounds differently by at most one level): 4x faster on a 500x375 photo, 5x on a 32-px one
+    without v2's per-call overhead. Anything else goes through torchvision's float path."""
+    if img.dtype != torch.uint8 or img.device.type != "cpu":
+        from torchvision.transforms.functional import resize as tv_resize
+
+        return tv_resize(img, [height, width], antialias=True)
+    batch = img.reshape(-1, *img.shape[-3:]).contiguous(memory_format=torch.channels_last)  # its fastest layout
+    out = torch.nn.functional.interpolate(batch, size=(height, width), mode="bilinear", align_corners=False,
+                                          antialias=True)  # fmt: skip
+    return out.contiguous().reshape(*img.shape[:-2], height, width)
+
+
 def resize_shorter(img: torch.Tensor, size: int) -> torch.Tensor:
-    """Resize (bilinear, antialiased) so the shorter side is ``size`` px, keeping the aspect ratio."""
+    """Resize (bilinear, antialiased) so the shorter side is ``size`` px, keeping the aspect ratio (the longer side
+    truncated, as torchvision's ``resize(img, [size])``)."""
     h, w = img.shape[-2:]
     if min(h, w) == size:
         return img
-    from torchvision.transforms.functional import resize
-
-    return resize(img, [size], antialias=True)
+    if h <= w:
+        return resize(img, size, int(size * w / h))
+    return resize(img, int(size * h / w), size)
 
 
 def crop(img: torch.Tensor, top: int, left: int, height: int, width: int) -> torch.Tensor:
@@ -85,10 +102,8 @@ class TrainTransform:
             top, left = _randint(r - c + 1, generator), _randint(r - c + 1, generator)
             out = crop(img, top, left, c, c)
         else:
-            from torchvision.transforms.functional import resize
-
             top, left, h, w = self.random_resized_box(img.shape[-2], img.shape[-1], generator)
-            out = resize(crop(img, top, left, h, w), [c, c], antialias=True)
+            out = resize(crop(img, top, left, h, w), c, c)
         if float(torch.rand(1, generator=generator)) < FLIP_P:
             out = hflip(out)
         return out.contiguous()
@@ -119,9 +134,7 @@ def resize_square(img: torch.Tensor, size: int) -> torch.Tensor:
     """Resize (bilinear, antialiased) both sides to ``size`` px (a pack's ``squash`` mode)."""
     if tuple(img.shape[-2:]) == (size, size):
         return img
-    from torchvision.transforms.functional import resize
-
-    return resize(img, [size, size], antialias=True)
+    return resize(img, size, size)
 
 
 class EvalTransform:
