@@ -52,6 +52,25 @@ def test_training_forward_and_gradients_match_torchvision(size, dropout):
         assert (g - g_ref).abs().max().item() <= 1e-5 * (1 + g_ref.abs().max().item()), name
 
 
+def test_evaluation_folds_the_pool_but_not_for_hooks_or_exports(monkeypatch):
+    """Evaluation folds the pool into fc6 too (its outputs: test_outputs_match_torchvision_with_same_weights at 63
+    and 100 px), except when a hook waits on a module the fold skips, or the model is being exported."""
+    model = AlexNet(num_classes=5).eval()
+    x = torch.randn(2, 3, 64, 64)
+    folded, fold = [], model._small_map_forward
+    monkeypatch.setattr(model, "_small_map_forward", lambda f: folded.append(1) or fold(f))
+    with torch.no_grad():
+        model(x)
+        assert folded == [1]
+        hooked = []
+        handle = model.classifier[1].register_forward_hook(lambda *_: hooked.append(1))
+        model(x)
+        handle.remove()
+    assert hooked == [1] and folded == [1]
+    graph = torch.export.export(model, (x,)).graph
+    assert folded == [1] and not any("eye" in str(node.target) for node in graph.nodes)
+
+
 def test_parameter_counts():
     assert count_params(AlexNet()) == 61_100_840  # torchvision's documented num_params
     # The paper's network by hand: conv weights (out * in/groups * k * k) + biases, then the three fc layers.
