@@ -199,10 +199,11 @@ def test_cli_table_json_csv_with_a_folder_and_a_bad_file(ckpt, images, capsys):
     rc = main(["predict", str(path), *inputs, "--topk", "2", "--format", "json", "--batch-size", "1"])
     records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert rc == 1
-    assert records == [
-        {"input": str(p_), "time": None, "top": [{"class": c, "probability": round(v, 6)} for c, v in t]}
-        for p_, t in zip(order, top)
+    assert [(r["input"], r["time"], [x["class"] for x in r["top"]]) for r in records] == [
+        (str(p_), None, [c for c, _ in t]) for p_, t in zip(order, top)
     ]
+    for r, t in zip(records, top):  # batch 1 against a batch of 3: the matmuls may round the 7th digit apart
+        assert [x["probability"] for x in r["top"]] == pytest.approx([v for _, v in t], abs=2e-6)
 
     rc = main(["predict", str(path), str(paths[0]), str(sub), "--topk", "2", "--format", "csv"])
     out = capsys.readouterr().out
