@@ -343,19 +343,24 @@ def test_the_cpu_path_is_cached_per_machine_size_and_batch_not_per_data_set(tmp_
     import alexnet.training.cpu_path as C
 
     cache, calls = str(tmp_path / "cpu-path.json"), []
+    monkeypatch.setattr(C, "cpu_has_bf16", lambda: True)  # two candidates on any CPU
 
     def measure(arch, size, batch, candidates, limit):
         calls.append((arch, size, batch))
-        return ("fp32", True), "", 0.0
+        return ("bf16", True), "", 0.0
 
     monkeypatch.setattr(C, "_measure_cpu_paths", measure)
-    assert C.choose_cpu_path("alexnet", 64, 32, cache=cache, log=lambda s: None) == ("fp32", True)
-    assert C.choose_cpu_path("alexnet", 64, 32, cache=cache, log=lambda s: None) == ("fp32", True)  # cached
+    assert C.choose_cpu_path("alexnet", 64, 32, cache=cache, log=lambda s: None) == ("bf16", True)
+    assert C.choose_cpu_path("alexnet", 64, 32, cache=cache, log=lambda s: None) == ("bf16", True)  # cached
     assert calls == [("alexnet", 64, 32)]
     C.choose_cpu_path("alexnet", 96, 32, cache=cache, log=lambda s: None)
     C.choose_cpu_path("alexnet", 64, 16, cache=cache, log=lambda s: None)
     assert calls[1:] == [("alexnet", 96, 32), ("alexnet", 64, 16)]
+    monkeypatch.setattr(C, "cpu_has_bf16", lambda: False)  # no bf16 units: one path, nothing measured
+    assert C.choose_cpu_path("alexnet", 64, 4, cache=cache, log=lambda s: None) == ("fp32", False)
+    assert len(calls) == 3
     monkeypatch.undo()
+    monkeypatch.setattr(C, "cpu_has_bf16", lambda: True)
     said = []  # a 1-second budget: the first candidate's steps show the measurement cannot pay for itself
     assert C.choose_cpu_path("alexnet", 64, 8, cache=str(tmp_path / "other.json"), budget_seconds=1.0,
                              log=said.append) == ("fp32", False)  # fmt: skip

@@ -215,8 +215,9 @@ def end_of_epoch(run: Run, epoch: int, loss: float, images: int, seconds: float,
     saving, is_best, improved = save_epoch(run, epoch, metric, value)
     rate = images / max(seconds, 1e-9)
     val = {f"val_{k}": report[k] if report else None for k in ("loss", "top1", "top5", "count")}
-    run.log.epoch(epoch=epoch + 1, step=run.step, train_loss=loss, **val, lr=run.lr, img_per_s=rate,
-                  data_wait=data_wait / max(seconds, 1e-9), best_metric=metric, is_best=is_best)  # fmt: skip
+    run.log.epoch(epoch=epoch + 1, step=run.step, train_loss=loss, **val, val_seconds=round(eval_seconds, 3),
+                  lr=run.lr, img_per_s=rate, data_wait=data_wait / max(seconds, 1e-9), best_metric=metric,
+                  is_best=is_best)  # fmt: skip
     summary = f"epoch {epoch + 1}/{epochs_text(run)}: train loss {loss:.4f}"
     if report:
         summary += f", val loss {report['loss']:.4f}, top-1 {100 * report['top1']:.2f}%"
