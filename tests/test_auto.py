@@ -342,11 +342,12 @@ def test_the_cpu_path_is_cached_per_machine_size_and_batch_not_per_data_set(tmp_
     so every new data set measured again), and skipped when it would take over 5% of a time budget."""
     import alexnet.training.cpu_path as C
 
-    cache, calls = str(tmp_path / "cpu-path.json"), []
-    monkeypatch.setattr(C, "cpu_has_bf16", lambda: True)  # two candidates on any CPU
+    cache, calls, tried = str(tmp_path / "cpu-path.json"), [], []
+    monkeypatch.setattr(C, "cpu_has_bf16", lambda: True)  # the same candidates on any CPU
 
     def measure(arch, size, batch, candidates, limit):
         calls.append((arch, size, batch))
+        tried.append(candidates)
         return ("bf16", True), "", 0.0
 
     monkeypatch.setattr(C, "_measure_cpu_paths", measure)
@@ -356,9 +357,10 @@ def test_the_cpu_path_is_cached_per_machine_size_and_batch_not_per_data_set(tmp_
     C.choose_cpu_path("alexnet", 96, 32, cache=cache, log=lambda s: None)
     C.choose_cpu_path("alexnet", 64, 16, cache=cache, log=lambda s: None)
     assert calls[1:] == [("alexnet", 96, 32), ("alexnet", 64, 16)]
-    monkeypatch.setattr(C, "cpu_has_bf16", lambda: False)  # no bf16 units: one path, nothing measured
-    assert C.choose_cpu_path("alexnet", 64, 4, cache=cache, log=lambda s: None) == ("fp32", False)
-    assert len(calls) == 3
+    assert tried[0] == [("fp32", False), ("bf16", True)]
+    monkeypatch.setattr(C, "cpu_has_bf16", lambda: False)  # no bf16 units: fp32 with and without channels-last
+    C.choose_cpu_path("alexnet", 64, 4, cache=cache, log=lambda s: None)
+    assert tried[-1] == [("fp32", False), ("fp32", True)]
     monkeypatch.undo()
     monkeypatch.setattr(C, "cpu_has_bf16", lambda: True)
     said = []  # a 1-second budget: the first candidate's steps show the measurement cannot pay for itself

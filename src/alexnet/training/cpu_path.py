@@ -14,10 +14,11 @@ from ..config import TrainConfig, parse_duration
 from ..device import resolve_precision
 from ..errors import UserError
 
-# (precision, channels-last) candidates on a CPU. fp32 + channels-last never won on an AVX-512 CPU and was within
-# the noise of fp32 on an AVX2 one (177-349 against 169-327 img/s at 64 px), so a CPU without bf16 units has one
-# path and measures nothing (the measurement cost 3-12 s of a 5-minute budget there)
+# (precision, channels-last) candidates on a CPU with bf16 units, and on one without. fp32 + channels-last never won
+# where bf16 is there (the measurement is a third cheaper without it); without bf16 units it ran 0-8% faster than
+# fp32 at batch 256 and 64 px on an AVX2 CPU (356 against 335 img/s in one run), slower at batch 128 in another
 CPU_PATHS = (("fp32", False), ("bf16", True))
+CPU_PATHS_NO_BF16 = (("fp32", False), ("fp32", True))
 
 CPU_PATH_VERSION = 4
 MEASURE_CLASSES = 10  # the throw-away model's head: the path does not depend on the data set (its class count)
@@ -56,17 +57,17 @@ def choose_cpu_path(
     log=print,
 ) -> tuple[str, bool]:
     """(precision, channels-last) that trains fastest on this CPU: a few interleaved training steps of each
-    candidate (``CPU_PATHS``; bf16 only where the CPU has bf16 units; those matching a given ``precision`` or
-    ``channels_last``) on random data with a throw-away model, once per (CPU, torch, threads, architecture, size,
-    batch), whatever the data set; cached in the cache directory (``ALEXNET_CACHE``). Under a time budget of
-    ``budget_seconds`` the measurement is skipped when its first steps say it would take more than
+    candidate (``CPU_PATHS``, or ``CPU_PATHS_NO_BF16`` where the CPU has no bf16 units; those matching a given
+    ``precision`` or ``channels_last``) on random data with a throw-away model, once per (CPU, torch, threads,
+    architecture, size, batch), whatever the data set; cached in the cache directory (``ALEXNET_CACHE``). Under a
+    time budget of ``budget_seconds`` the measurement is skipped when its first steps say it would take more than
     ``MEASURE_SHARE`` of the budget (a winner 10% faster cannot pay that back): fp32 without channels-last."""
     import torch
 
     from ..data.stats import save_json
     from ..data.synthetic import cache_root
 
-    candidates = [c for c in CPU_PATHS if c[0] == "fp32" or cpu_has_bf16()]
+    candidates = list(CPU_PATHS if cpu_has_bf16() else CPU_PATHS_NO_BF16)
     candidates = [(p, cl) for p, cl in candidates if precision in ("auto", p) and channels_last in (None, cl)]
     if not candidates:  # e.g. bf16 without channels-last: nothing to choose
         return ("fp32" if precision == "auto" else precision), bool(channels_last)
