@@ -470,6 +470,23 @@ def test_bad_arguments_are_user_errors(tmp_path: Path) -> None:
         PackedLoader(out, "val", batch_size=4, train=False, crop_size=8, **IDENTITY)
 
 
+def test_a_crop_larger_than_the_pack_is_said_before_the_cpu_path_measurement(tmp_path: Path, monkeypatch) -> None:
+    """``alexnet train PACK --image-size 64`` on 40-px images: the one-line error comes before the CPU-path
+    measurement (it came after it, 4-12 s late)."""
+    import alexnet.training.cpu_path as C
+    from alexnet.config import resolve_config
+    from alexnet.training import train
+
+    def measure(*args, **kwargs):
+        raise AssertionError("the CPU path was measured before the pack's size was checked")
+
+    monkeypatch.setattr(C, "choose_cpu_path", measure)
+    out = make_id_pack(tmp_path, n=40, size=40)
+    flags = {"data": str(out), "out": str(tmp_path / "run"), "device": "cpu", "image_size": 64, "time_budget": "1m"}
+    with pytest.raises(UserError, match="--image-size 64 px is larger than the packed images"):
+        train(resolve_config("fast", flags=flags))
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_path_matches_cpu(tmp_path: Path) -> None:

@@ -76,6 +76,12 @@ def training_preprocess(cfg: TrainConfig, dataset: Dataset, stats: dict) -> Prep
     return Preprocess.for_crop(crop, resize=cfg.resize_size, mean=stats["mean"], std=stats["std"], **decoding)
 
 
+def data_geometry(cfg: TrainConfig, dataset: Dataset) -> Preprocess:
+    """``training_preprocess`` without the colour statistics (placeholders): crop, resize, channels and window. Its
+    ``UserError`` (a pack smaller than the crop, packed at another resize or window) comes before anything slow."""
+    return training_preprocess(cfg, dataset, {"mean": (0.5,) * 3, "std": (0.25,) * 3})
+
+
 def gray_stats(stats: dict) -> dict:
     """RGB statistics -> those of the luma ``L = w . rgb``: mean ``w . mean``, std ``sqrt(w^T cov w)`` (the RGB
     covariance from the eigen-decomposition; exact, and for a gray set R = G = B gives the gray values' own)."""
@@ -138,7 +144,7 @@ def build_data(
     splits = {"train": dataset.train, "val": dataset.val}
     stats = dataset.stats
     show = rank == 0 and sys.stderr.isatty()
-    geometry = training_preprocess(cfg, dataset, {"mean": (0.5,) * 3, "std": (0.25,) * 3})  # crop and resize only
+    geometry = data_geometry(cfg, dataset)
     for split in (dataset.train, dataset.val):  # decode as the model wants: its channels, the window
         if split is not None:
             set_decoding(split, geometry.channels, geometry.window)

@@ -105,7 +105,7 @@ def _device(cfg: TrainConfig, dist_info: Dist) -> torch.device:
 def _data(cfg: TrainConfig, dist_info: Dist, device: torch.device, say, stored_split) -> tuple[TrainConfig, Any]:
     """Open the data (a resumed run's held-out split as stored), choose what is left ``auto`` from it (printed),
     decide the precision, build the loaders."""
-    from ..data.pipeline import build_data, open_training_data
+    from ..data.pipeline import build_data, data_geometry, open_training_data
 
     dataset = open_training_data(cfg, stored_split=stored_split, log=say)
     cfg, choices = resolve_settings(cfg, dataset, dist_info.world_size, say)  # resolve_auto, and fine-tuning's
@@ -113,6 +113,7 @@ def _data(cfg: TrainConfig, dist_info: Dist, device: torch.device, say, stored_s
     choices = [*choices, gray] if gray else choices
     if choices:
         say("chosen from the data: " + "; ".join(choices) + " (flags override)")
+    data_geometry(cfg, dataset)  # a pack that cannot give the crop: said before the CPU-path measurement
     cfg = on_main(lambda: choose_precision(cfg, device, say), dist_info)
     data = build_data(cfg, dataset, device=device, rank=dist_info.rank, world_size=dist_info.world_size,
                       channels_last=cfg.channels_last, log=say)  # fmt: skip
