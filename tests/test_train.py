@@ -199,7 +199,7 @@ def test_a_short_run_learns(tmp_path):
     assert report["count"] == 90 and report["top1"] >= 0.8, report["top1"]  # chance: 1/3; measured 0.96
 
 
-def test_evaluate_command_on_a_checkpoint(tiny_data, tmp_path):
+def test_evaluate_command_on_a_checkpoint(tiny_data, tmp_path, capsys):
     from alexnet.cli import main
 
     run = train(tiny_config(tiny_data, tmp_path / "run", epochs=1))
@@ -209,7 +209,12 @@ def test_evaluate_command_on_a_checkpoint(tiny_data, tmp_path):
     assert report["count"] == 12 and len(report["confusion"]) == 3
     final = json.loads((run / "eval.json").read_text())  # the run's report: each image and its mirror
     assert final["flip"] and report["top1"] == pytest.approx(final["centre_top1"])
-    assert main(["evaluate", str(run / "checkpoints" / "last.pt"), "--flip", "--out", str(out), "--device", "cpu"]) == 0
+    best = run / "checkpoints" / "best.pt"  # a slip of --out must not destroy a checkpoint
+    assert main(["evaluate", str(run / "checkpoints" / "last.pt"), "--out", str(best)]) == 2
+    assert "already exists; pass --overwrite to replace" in capsys.readouterr().err
+    assert load_checkpoint(best).epoch == 1
+    flags = ["--flip", "--out", str(out), "--device", "cpu", "--overwrite"]
+    assert main(["evaluate", str(run / "checkpoints" / "last.pt"), *flags]) == 0
     flipped = json.loads(out.read_text())
     assert flipped["flip"] and flipped["loss"] == pytest.approx(final["loss"], rel=1e-5)
     assert (flipped["top1"], flipped["confusion"]) == (final["top1"], final["confusion"])

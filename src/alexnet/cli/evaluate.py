@@ -32,15 +32,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--allow-class-mismatch", action="store_true",
                    help="score by position when the data's class names differ from the model's (warns)")  # fmt: skip
     p.add_argument("--out", help="write the JSON report here")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from ..evaluate import evaluate_file, format_report
-    from ..outputs import prepare_output
+    from ..outputs import atomic_file, prepare_output
 
-    if args.out:
-        prepare_output(args.out)
+    if args.out:  # an existing file (a checkpoint given by mistake) is replaced only with --overwrite
+        prepare_output(args.out, overwrite=args.overwrite)
 
     report = evaluate_file(
         args.model,
@@ -57,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     )
     print(format_report(report))
     if args.out:
-        with open(args.out, "w") as f:
+        with atomic_file(args.out) as tmp, open(tmp, "w") as f:
             json.dump(report, f, indent=1)
         print(f"report: {args.out}")
     return 0
