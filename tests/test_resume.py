@@ -71,3 +71,12 @@ def test_overwrite_removes_only_what_our_runs_write(tiny_data, tmp_path):  # noq
     assert {n: (run / n).read_text() for n in mine} == mine
     assert not (run / "plots" / "curves.png").exists() and not (run / "checkpoints" / ".last.pt.abc123.tmp").exists()
     assert load_checkpoint(run / "checkpoints" / "last.pt").step == 1
+
+
+def test_resume_auto_without_a_checkpoint_says_it_starts_a_new_run(tiny_data, tmp_path, capsys):  # noqa: F811
+    """``--resume auto`` starts a run where there is none (a first launch under torchrun restarts), but a mistyped
+    ``--out`` looked exactly like a resumed run; now its first line says so."""
+    run = tmp_path / "nothere"
+    train(tiny_config(tiny_data, run, epochs=1, max_steps_per_epoch=1, resume="auto"))
+    out = capsys.readouterr().out
+    assert f"--resume auto: no checkpoint in {run / 'checkpoints'}: starting a new run\n" in out, out

@@ -43,6 +43,9 @@ def setup(cfg: TrainConfig, dist_info: Dist, started: float | None = None, given
     device = _device(cfg, dist_info)
     run_dir, resume_path = on_main(lambda: find_run_dir(cfg), dist_info)
     on_main(lambda: probe_writable(run_dir), dist_info)  # before minutes of data loading, not after
+    if cfg.resume == "auto" and resume_path is None:  # a mistyped --out must not look like a resumed run
+        builtin = "" if cfg.data or cfg.train_dir else " on the built-in data (no DATA given)"
+        say(f"--resume auto: no checkpoint in {run_dir / 'checkpoints'}: starting a new run{builtin}")
     ckpt = checkpoint.load(resume_path) if resume_path else None
     if ckpt is not None:
         cfg = resumed_config(cfg, ckpt, resume_path, given, say)
