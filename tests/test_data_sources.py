@@ -53,6 +53,24 @@ def test_explicit_dirs_and_val_class_missing_from_train(tmp_path):
         open_splits(None, train_dir=str(tmp_path / "t"), val_dir=str(tmp_path / "v"))
 
 
+def test_a_data_folder_with_train_or_val_dirs_is_refused_not_half_ignored(tmp_path):
+    """``alexnet train DATA --val-dir WRONG`` validated on DATA/val and stored the wrong path in config.json; DATA
+    with --train-dir ignored DATA."""
+    from alexnet.data.sources import open_dataset
+
+    img(tmp_path / "d/train/a/1.png")
+    img(tmp_path / "d/train/b/1.png")
+    img(tmp_path / "v/a/1.png")
+    data = str(tmp_path / "d")
+    with pytest.raises(UserError, match="goes with --train-dir"):
+        open_dataset(data, val_dir=str(tmp_path / "v"))
+    with pytest.raises(UserError, match="not both"):
+        open_dataset(data, train_dir=data + "/train", val_dir=str(tmp_path / "v"))
+    with pytest.raises(UserError, match=r"--val-dir .*nope: no such folder"):
+        open_dataset(None, train_dir=data + "/train", val_dir=str(tmp_path / "nope"))
+    assert len(open_dataset(None, train_dir=data + "/train", val_dir=str(tmp_path / "v")).val) == 1
+
+
 def test_no_train_folder(tmp_path):
     img(tmp_path / "cats/1.png")
     with pytest.raises(UserError, match=r"no train/ folder"):

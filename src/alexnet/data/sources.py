@@ -99,6 +99,12 @@ def open_dataset(
     cache_dir: str | None = None,
 ) -> Dataset:
     """Open any supported data set (see the module doc). ``UserError`` with one line when it cannot."""
+    if train_dir is not None and data is not None:  # one of them was ignored without a word
+        raise UserError(f"{data} and --train-dir {train_dir}: give DATA, or --train-dir (with --val-dir), not both")
+    if val_dir is not None and train_dir is None:
+        raise UserError(f"--val-dir {val_dir} goes with --train-dir; DATA brings its own val split (DATA/val/)")
+    if val_dir is not None and not Path(val_dir).is_dir():
+        raise UserError(f"--val-dir {val_dir}: no such folder")
     if train_dir is None and data is not None and is_packed(data):
         manifest = read_manifest(data)
         verify_pack(data, manifest=manifest, sample=2)  # a cheap spot check; `alexnet data verify` checks all
@@ -196,7 +202,8 @@ def open_splits(
     if not (root / "train").is_dir():
         raise UserError(
             f"{root}: no train/ folder. Expected ROOT/train/<class>/<images> (and ROOT/val/<class>/ or ImageNet's "
-            f"flat val/), a CIFAR archive ({', '.join(CIFAR)}) or its extracted folder; or pass train_dir/val_dir"
+            f"flat val/), a CIFAR archive ({', '.join(CIFAR)}) or its extracted folder; or, to train, "
+            "--train-dir and --val-dir"
         )
     train = _folder_split("train", root / "train")
     held_out = next((root / name for name in VAL_NAMES if (root / name).is_dir()), None)
