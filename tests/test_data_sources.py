@@ -232,3 +232,18 @@ def test_default_synthetic_created_once(tmp_path, monkeypatch):
     monkeypatch.setattr(synthetic, "make_synthetic", lambda *a, **k: pytest.fail("rebuilt"))
     train2, _ = open_splits(None, cache_dir=str(tmp_path))
     assert train2.items == train.items and os.path.getmtime(train.items[0]) == stamp
+
+
+def test_training_on_one_class_is_refused(tmp_path):
+    """``alexnet train`` on one class folder trained and reported 100% top-1 where ``alexnet data check`` said
+    "classification needs at least 2"."""
+    from alexnet.config import resolve_config
+    from alexnet.data.pipeline import open_training_data
+
+    for i in range(4):
+        img(tmp_path / f"d/train/only/{i}.png")
+    cfg = resolve_config("fast", flags={"data": str(tmp_path / "d")})
+    with pytest.raises(UserError, match="training images are of 1 class; classification needs at least 2"):
+        open_training_data(cfg, log=lambda line: None)
+    img(tmp_path / "d/train/other/0.png")
+    assert open_training_data(cfg, log=lambda line: None).classes == ["only", "other"]

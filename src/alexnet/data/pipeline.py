@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from ..config import TrainConfig
@@ -113,6 +114,13 @@ def open_training_data(
         log(line)
     if dataset.train is None:
         raise UserError(f"{dataset.source}: has no train split to train on")
+    labels = getattr(dataset.train, "labels", None)
+    present = len(np.unique(np.asarray(labels))) if labels is not None else 0
+    if labels is not None and present < 2:  # one class "trains" to 100% top-1 and means nothing
+        raise UserError(
+            f"{dataset.source}: its training images are of {present} class{'' if present == 1 else 'es'}; "
+            "classification needs at least 2 (one sub-folder of images per class)"
+        )
     if dataset.val is None:
         how = ("give --val-dir" if cfg.train_dir else
                "give DATA with a val/ folder" if cfg.val_fraction == 0 or dataset.kind not in ("folder", "folders")
