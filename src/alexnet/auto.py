@@ -52,10 +52,12 @@ def choose_image_size(shorter_side: float) -> int:
 
 def choose_batch_size(images: int, world_size: int = 1, image_size: int = LARGE_BATCH_CROP) -> int:
     """The largest of ``BATCHES`` giving at least ``STEPS_PER_EPOCH`` steps per epoch (else the smallest), rounded
-    up to a multiple of ``world_size``; ``LARGE_BATCH`` only for crops of at most ``LARGE_BATCH_CROP`` px."""
+    up to a multiple of ``world_size``; ``LARGE_BATCH`` only for crops of at most ``LARGE_BATCH_CROP`` px. Never more
+    than the ``images`` (rounded down to that multiple): 10 images train at batch 10, not 16 (less than one batch)."""
     allowed = [b for b in BATCHES if b < LARGE_BATCH or image_size <= LARGE_BATCH_CROP]
     batch = next((b for b in allowed if images // b >= STEPS_PER_EPOCH), allowed[-1])
-    return world_size * math.ceil(batch / world_size)
+    batch = world_size * math.ceil(batch / world_size)
+    return min(batch, max(world_size, images - images % world_size))
 
 
 def scaled_lr(batch_size: int) -> float:
@@ -119,7 +121,7 @@ def resolve_auto(cfg: TrainConfig, dataset, world_size: int = 1) -> tuple[TrainC
     if batch is None:
         batch = choose_batch_size(n, world_size, changes.get("image_size", cfg.image_size))
         changes["batch_size"] = batch
-        notes.append(f"batch {batch} ({n:,} training images: {max(1, n // batch)} steps per epoch)")
+        notes.append(f"batch {batch} ({n:,} training images: {plural(max(1, n // batch), 'step')} per epoch)")
     if cfg.lr is None:
         changes["lr"] = round(scaled_lr(batch), 6)
         if batch < BASE_BATCH:
