@@ -102,10 +102,11 @@ class TrainConfig:
                                       "it", metavar="DURATION", none_text="off; e.g. 300s, 5m, 1h30m",
                                       on_resume="fixed")  # fmt: skip
     batch_size: int | None = setting(None, "images per step, summed over all processes", low=1, auto=True,
-                                     none_text="auto: the largest of 128/64/32/16 giving 50 steps per "
-                                     "epoch", on_resume="fixed")  # fmt: skip
+                                     none_text="auto: the largest of 256 (crops <= 64 px)/128/64/32/16 "
+                                     "giving 50 steps per epoch, at most the training images",
+                                     on_resume="fixed")  # fmt: skip
     lr: float | None = setting(None, "peak learning rate for --batch-size images per step", low=0, low_open=True,
-                               auto=True, none_text="auto: 0.01, x sqrt(batch/32) below 32",
+                               auto=True, none_text="auto: 0.01, x sqrt(batch/32) below 32, x batch/128 above 128",
                                on_resume="fixed")  # fmt: skip
     momentum: float = setting(0.9, "SGD momentum", low=0, high=1, high_open=True, on_resume="fixed")
     nesterov: bool = setting(True, "Nesterov momentum", on_resume="fixed")
@@ -122,7 +123,7 @@ class TrainConfig:
                                    none_text="cosine; linear with --time-budget", on_resume="fixed")  # fmt: skip
     warmup_epochs: float | None = setting(None, "linear warm-up from lr/100, in epochs (fractions allowed; 0 = none)",
                                           low=0, auto=True,
-                                          none_text="auto: 100 steps, at most half an epoch",
+                                          none_text="auto: 20 steps, at most half an epoch",
                                           on_resume="fixed")  # fmt: skip
     step_epochs: int = setting(30, "step schedule: epochs between decays", low=1, on_resume="fixed")
     lr_decay: float = setting(
@@ -149,10 +150,14 @@ class TrainConfig:
     device: str = setting(
         "auto", DEVICE_HELP, pattern=DEVICE_PATTERN, pattern_rule=f"choose from {DEVICE_HELP}", on_resume="free"
     )
-    precision: str = setting("auto", "autocast precision (auto: bf16 or fp16 on GPUs, fp32 on CPUs)",
+    precision: str = setting("auto", "autocast precision (auto: bf16 or fp16 on GPUs; on a CPU the faster of fp32 and "
+                             "bf16, measured once per machine, fp32 without bf16 units)",
                              choices=PRECISIONS, on_resume="fixed")  # fmt: skip
     channels_last: bool | None = setting(
-        None, "channels-last memory format", none_text="on for CUDA", on_resume="fixed"
+        None,
+        "channels-last memory format",
+        none_text="on for CUDA; on a CPU measured with --precision",
+        on_resume="fixed",
     )
     compile: bool | None = setting(None, "torch.compile the model", none_text="on for CUDA", on_resume="free")
     # run
