@@ -219,6 +219,14 @@ def test_evaluate_command_on_a_checkpoint(tiny_data, tmp_path, capsys):
     assert flipped["flip"] and flipped["loss"] == pytest.approx(final["loss"], rel=1e-5)
     assert (flipped["top1"], flipped["confusion"]) == (final["top1"], final["confusion"])
     assert main(["evaluate", str(run / "checkpoints" / "last.pt"), "--ten-crop", "--device", "cpu"]) == 0
+    val = shutil.copytree(Path(tiny_data) / "val", tmp_path / "val")  # one unreadable image of 13: above 1%
+    (val / sorted(p.name for p in val.iterdir())[0] / "broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+    assert main(["evaluate", str(run / "checkpoints" / "last.pt"), str(val), "--device", "cpu"]) == 2
+    assert "raise --max-bad-fraction" in capsys.readouterr().err  # a flag evaluate has
+    flags = ["--device", "cpu", "--max-bad-fraction", "0.1", "--out", str(tmp_path / "bad.json")]
+    assert main(["evaluate", str(run / "checkpoints" / "last.pt"), str(val), *flags]) == 0
+    report = json.loads((tmp_path / "bad.json").read_text())
+    assert report["count"] == 12 and [Path(f).name for f, _ in report["bad_files"]] == ["broken.jpg"]
 
 
 def test_epoch_loss_is_the_mean_of_every_batch_and_chooses_best_without_val(tiny_data, tmp_path, monkeypatch):

@@ -189,6 +189,7 @@ def evaluate_file(
     device: str = "auto",
     precision: str = "auto",
     allow_class_mismatch: bool = False,
+    max_bad_fraction: float = 0.01,
     progress: bool = False,
 ) -> dict:
     """Evaluate a checkpoint / weights file on ``data`` (default: the data set recorded in the checkpoint).
@@ -199,6 +200,8 @@ def evaluate_file(
     ``UserError`` unless ``allow_class_mismatch``, which scores by position and says so in ``report["warnings"]``.
     An ``.onnx`` export runs through onnxruntime (on the CPU, fp32). ``flip``: average each image's softmax with its
     mirror's, as a training run's final report does (ignored with ``ten_crop``: its ten views hold the mirrors).
+    Unreadable images are skipped and listed in ``report["bad_files"]``; more than ``max_bad_fraction`` of the split
+    is a ``UserError``.
     """
     from .data.loading import make_loader
     from .data.sources import match_classes, open_dataset, relabel
@@ -210,6 +213,8 @@ def evaluate_file(
         raise UserError(f"--batch-size {batch_size}: must be at least 1")
     if workers is not None and workers < 0:
         raise UserError(f"--workers {workers}: must be 0 or more")
+    if not 0 <= max_bad_fraction <= 1:
+        raise UserError(f"--max-bad-fraction {max_bad_fraction:g}: must be in [0, 1]")
     if str(model_path).endswith(".onnx"):  # an export: onnxruntime on the CPU, classes and preprocess from its metadata
         from .predict import OnnxPredictor
 
@@ -241,7 +246,8 @@ def evaluate_file(
     dev = resolve_device(device)
     dtype = resolve_precision(precision, dev)
     loader = make_loader(chosen, info.preprocess, batch_size=max(1, batch_size // 10) if ten_crop else batch_size,
-                         ten_crop=ten_crop, device=dev, workers=workers)  # fmt: skip
+                         ten_crop=ten_crop, device=dev, workers=workers,
+                         max_bad_fraction=max_bad_fraction)  # fmt: skip
     model.to(dev)
     desc = f"evaluate {dataset.source} ({split})" if progress else None
     flip = flip and not ten_crop  # the ten crops hold the mirrors

@@ -31,6 +31,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"], help="autocast precision")
     p.add_argument("--allow-class-mismatch", action="store_true",
                    help="score by position when the data's class names differ from the model's (warns)")  # fmt: skip
+    p.add_argument("--max-bad-fraction", type=float, default=0.01, metavar="X",
+                   help="stop when more than this fraction of the split cannot be decoded (default: 0.01)")  # fmt: skip
     p.add_argument("--out", help="write the JSON report here")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     p.set_defaults(func=run)
@@ -54,6 +56,7 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         precision=args.precision,
         allow_class_mismatch=args.allow_class_mismatch,
+        max_bad_fraction=args.max_bad_fraction,
         progress=True,
     )
     print(format_report(report))
