@@ -123,7 +123,7 @@ def test_pack_leaves_a_foreign_folder_with_a_manifest_alone(folder, tmp_path):
     web.mkdir()
     (web / "manifest.json").write_text('{"name": "my web app"}')
     (web / "index.html").write_text("<html>")
-    assert main(["data", "pack", str(folder), str(web), "--size", "40", "--workers", "0"]) == 2
+    assert main(["data", "pack", str(folder), str(web), "--size", "64", "--workers", "0"]) == 2
     assert sorted(p.name for p in web.iterdir()) == ["index.html", "manifest.json"]
 
 
@@ -190,7 +190,7 @@ def test_a_dangling_lock_symlink_creates_nothing_at_its_target(folder, tmp_path)
     with pytest.raises(UserError, match="symbolic link"):
         P.pack_dataset(folder, out, size=40, workers=0, progress=False)
     assert not target.exists() and not list(target.parent.iterdir())
-    assert main(["data", "pack", str(folder), str(out), "--size", "40", "--workers", "0"]) == 2  # one line, no trace
+    assert main(["data", "pack", str(folder), str(out), "--size", "64", "--workers", "0"]) == 2  # one line, no trace
 
 
 def test_pack_on_a_full_disk_names_the_file_and_leaves_nothing(folder, tmp_path, capsys):

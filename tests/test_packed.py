@@ -508,7 +508,9 @@ def test_cli_pack(folder: Path, tmp_path: Path, capsys) -> None:
     from alexnet.cli import main
 
     out = tmp_path / "cli-pack"
-    assert main(["data", "pack", str(folder), str(out), "--size", "24", "--workers", "0"]) == 0
+    assert main(["data", "pack", str(folder), str(out), "--size", "24", "--workers", "0"]) == 2  # cannot train AlexNet
+    assert "--size 24: must be in [63, 2048] px" in capsys.readouterr().err and not out.exists()
+    assert main(["data", "pack", str(folder), str(out), "--size", "64", "--workers", "0"]) == 0
     text = capsys.readouterr().out
     assert "train: 16 images" in text and "1 skipped" in text and "broken.jpg" in text and "peak RSS" in text
     assert len(P.open_packed(out, "val", verify=True)) == 6

@@ -154,11 +154,16 @@ def register_pack(sub: argparse._SubParsersAction) -> None:
 
 def run_pack(args: argparse.Namespace) -> int:
     from ..data.pack import describe_pack, pack_dataset
+    from ..errors import UserError
+    from ..names import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE
 
     src = None if args.src == "synthetic" else args.src
     from ..data.window import check_window
 
     check_window(args.window)
+    if not MIN_IMAGE_SIZE <= args.size <= MAX_IMAGE_SIZE:  # a pack nothing can train on, or one that fills the disk
+        raise UserError(f"--size {args.size}: must be in [{MIN_IMAGE_SIZE}, {MAX_IMAGE_SIZE}] px (AlexNet's smallest "
+                        f"input is {MIN_IMAGE_SIZE} px; the images are stored at this size)")  # fmt: skip
     manifest = pack_dataset(src, args.out, size=args.size, resize=args.resize, workers=args.workers,
                             channels=args.channels, window=args.window)  # fmt: skip
     print(describe_pack(manifest))
