@@ -80,3 +80,24 @@ def test_resume_auto_without_a_checkpoint_says_it_starts_a_new_run(tiny_data, tm
     train(tiny_config(tiny_data, run, epochs=1, max_steps_per_epoch=1, resume="auto"))
     out = capsys.readouterr().out
     assert f"--resume auto: no checkpoint in {run / 'checkpoints'}: starting a new run\n" in out, out
+
+
+def test_a_relative_data_path_is_stored_absolute(tiny_data, tmp_path, monkeypatch, capsys):  # noqa: F811
+    """A run started with ``alexnet train d`` stored ``d``: evaluate and resume from any other folder failed with
+    "d: no such file or folder", a path the user never typed there."""
+    from pathlib import Path
+
+    monkeypatch.chdir(Path(tiny_data).parent)
+    run = tmp_path / "run"
+    train(tiny_config(Path(tiny_data).name, run, epochs=2), stop_after_epoch=1)
+    assert load_checkpoint(run / "checkpoints" / "last.pt").config["data"] == tiny_data
+    monkeypatch.chdir(tmp_path)
+    assert main(["evaluate", str(run / "checkpoints" / "last.pt"), "--device", "cpu"]) == 0
+    moved = tmp_path / "moved"
+    Path(tiny_data).rename(moved)
+    try:
+        assert main(["evaluate", str(run / "checkpoints" / "last.pt"), "--device", "cpu"]) == 2
+        err = capsys.readouterr().err
+        assert f"was trained on {tiny_data}, which cannot be opened now" in err and "give DATA" in err, err
+    finally:
+        moved.rename(tiny_data)

@@ -242,6 +242,9 @@ def parse_duration(text: str) -> float:
     return sum(float(n) * units[u] for n, u in parts)
 
 
+PATH_SETTINGS = ("data", "train_dir", "val_dir")  # stored absolute; compared as paths on resume
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # recipes: what each changes from the defaults (the fast recipe)
 

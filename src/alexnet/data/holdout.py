@@ -159,9 +159,14 @@ def _from_stored(whole: Split, stored: dict) -> tuple[Split, Split]:
 def open_run_dataset(config: dict, checkpoint: str | os.PathLike) -> Dataset:
     """The data set a run trained on, from its checkpoint's ``config``, with the run's held-out split (its
     ``split.json``, else the same split made again from the config's seed and fraction)."""
+    from ..errors import UserError
     from .sources import open_dataset
 
-    dataset = open_dataset(config.get("data"), train_dir=config.get("train_dir"), val_dir=config.get("val_dir"))
+    try:
+        dataset = open_dataset(config.get("data"), train_dir=config.get("train_dir"), val_dir=config.get("val_dir"))
+    except UserError as e:  # say where the path came from: the user never typed it here
+        where = config.get("data") or config.get("train_dir") or "the built-in data"
+        raise UserError(f"{checkpoint} was trained on {where}, which cannot be opened now ({e}); give DATA") from None
     stored = read_split(run_dir_of(checkpoint))
     fraction, seed = float(config.get("val_fraction") or 0.0), int(config.get("seed") or 0)
     return with_holdout(dataset, fraction, seed, stored=stored, train_dir=config.get("train_dir"))[0]

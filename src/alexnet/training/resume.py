@@ -6,12 +6,13 @@ ones (workers, checkpoint interval, logging...) apply and are printed."""
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
 
 from ..checkpoint import Checkpoint
-from ..config import TrainConfig, fixed_on_resume, flag_name
+from ..config import PATH_SETTINGS, TrainConfig, fixed_on_resume, flag_name
 from ..errors import UserError, WeightsError
 from ..text import printable
 
@@ -40,6 +41,8 @@ def resumed_config(
     given = given_settings(cfg) | (names - fixed) if given is None else set(given)
     for name in sorted(given & fixed):
         value, before = getattr(cfg, name), stored.get(name)
+        if name in PATH_SETTINGS and value is not None and before is not None:  # ./d and d, relative or absolute
+            value, before = os.path.abspath(value), os.path.abspath(before)
         if value is not None and name in stored and value != before:
             raise UserError(
                 f"--resume {path}: --{flag_name(name)} {_show(value)} would change the run (it was trained with "

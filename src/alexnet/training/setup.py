@@ -3,7 +3,9 @@ run. Everything is checked before the run folder is written."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
 import time
 from collections.abc import Collection
 from pathlib import Path
@@ -14,7 +16,7 @@ from torch import nn
 
 from .. import checkpoint
 from ..auto import epochs_for
-from ..config import TrainConfig, parse_duration
+from ..config import PATH_SETTINGS, TrainConfig, parse_duration
 from ..data.channels import choose_in_channels
 from ..data.holdout import is_held_out, read_split, run_dir_of, write_split
 from ..device import describe, resolve_device, resolve_precision
@@ -40,6 +42,7 @@ def setup(cfg: TrainConfig, dist_info: Dist, started: float | None = None, given
     (``alexnet.auto``), model, optimizer; restores the training state when resuming. ``started``: when the run began
     (``time.time()``), for ``cfg.time_budget``; ``given``: the settings the user gave (see ``train``)."""
     say = print if dist_info.main else (lambda line: None)
+    cfg = absolute_data_paths(cfg)  # stored in the checkpoint: evaluate and resume find the data from anywhere
     device = _device(cfg, dist_info)
     run_dir, resume_path = on_main(lambda: find_run_dir(cfg), dist_info)
     on_main(lambda: probe_writable(run_dir), dist_info)  # before minutes of data loading, not after
@@ -91,6 +94,13 @@ def setup(cfg: TrainConfig, dist_info: Dist, started: float | None = None, given
     if dist_info.main:
         _announce(run, resume_path if ckpt is not None else None)
     return run
+
+
+def absolute_data_paths(cfg: TrainConfig) -> TrainConfig:
+    """``cfg`` with ``data``, ``train_dir`` and ``val_dir`` absolute (a relative one stored in a checkpoint only
+    worked from the folder the run was started in)."""
+    paths = {name: os.path.abspath(getattr(cfg, name)) for name in PATH_SETTINGS if getattr(cfg, name)}
+    return dataclasses.replace(cfg, **paths) if paths else cfg
 
 
 def _device(cfg: TrainConfig, dist_info: Dist) -> torch.device:
