@@ -194,3 +194,19 @@ def _tiny_checkpoint(path):
     preprocess = {"resize": 64, "crop": 64, "mean": [0.5] * 3, "std": [0.25] * 3}
     return save_payload({"arch": "alexnet", "num_classes": 2, "model": model.state_dict(), "classes": ["a", "b"],
                             "preprocess": preprocess, "config": {"data": None}}, path)  # fmt: skip
+
+
+def test_argparse_mistakes_are_one_line_naming_the_command(capsys):
+    """``--lr abc`` printed train's 28-line usage before its error; ``train DATA --bogus`` blamed ``alexnet``, not
+    ``alexnet train``; ``trian`` listed the commands without the one meant."""
+    cases = {
+        ("train", "--lr", "abc"): "alexnet train: error: argument --lr: invalid float value: 'abc'",
+        ("train", "d", "--bogus"): "alexnet train: error: unrecognized arguments: --bogus",
+        ("trian",): "did you mean 'train'? (see 'alexnet --help')",
+        ("train", "--precision", "bf61"): "did you mean 'bf16'? (see 'alexnet train --help')",
+    }
+    for argv, want in cases.items():
+        with pytest.raises(SystemExit) as e:
+            main(list(argv))
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and len(err.splitlines()) == 1 and want in err, (argv, err)

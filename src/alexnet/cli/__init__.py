@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import difflib
 import importlib
 import os
 import re
 import sys
 import textwrap
+from typing import NoReturn
 
 from ..errors import UserError
 from ..names import ARCHS as ARCHS  # for the commands' --arch choices (alexnet.names keeps it equal to the models)
@@ -88,6 +90,14 @@ class ArgumentParser(argparse.ArgumentParser):
         kwargs["formatter_class"] = HelpFormatter
         super().__init__(*args, description=describe(description), **kwargs)
 
+    def error(self, message: str) -> NoReturn:
+        """One line, as every other mistake, and exit 2: argparse printed its whole usage first (28 lines for train)."""
+        wrong = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
+        if wrong:  # a misspelt command or choice: trian -> train
+            close = difflib.get_close_matches(wrong[1], re.findall(r"'([^']*)'", wrong[2]), n=1)
+            message += f"; did you mean '{close[0]}'?" if close else ""
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
 
 class _VersionAction(argparse.Action):
     """``--version``: computed when asked for, from installed package metadata (no torch import)."""
@@ -132,8 +142,11 @@ def main(argv: list[str] | None = None) -> int:
     Exit codes: 0 ok, 1 the command failed (or a file could not be read or written), 2 a usage error (``UserError``,
     or a flag argparse rejects), 130 interrupted (Ctrl-C), 141 the reader of stdout went away (``| head``).
     """
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
     name = f"alexnet {args.command}"
+    if extra:  # argparse names the top-level parser ("alexnet: error"), not the command whose flag it is
+        parser.exit(2, f"{name}: error: unrecognized arguments: {' '.join(extra)} (see '{name} --help')\n")
     try:
         rc = int(args.func(args) or 0)
         sys.stdout.flush()  # here, not at exit, so that a closed pipe is caught below
