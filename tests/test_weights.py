@@ -103,3 +103,21 @@ def test_a_pickle_carrying_code_is_refused_and_never_runs(tmp_path):
     with pytest.raises(WeightsError, match="refused"):
         load_weights(AlexNet(), bad)
     assert not marker.exists()
+
+
+def test_a_folder_a_renamed_text_file_and_a_cut_short_file_are_named_as_such(tmp_path):
+    """A run folder given as the model said "no such model file" (it exists); a text file renamed .pt said
+    "not a readable weights file (101)"; a cut-short checkpoint gave 400 characters of miniz advice."""
+    from alexnet.errors import UserError
+    from alexnet.predict import load
+    from alexnet.weights import read_state_dict
+
+    with pytest.raises(UserError, match="is a folder, not a model file; give the file"):
+        load(tmp_path)
+    (tmp_path / "notes.pt").write_text("hello")
+    torch.save({"w": torch.zeros(1000)}, tmp_path / "whole.pt")
+    (tmp_path / "cut.pt").write_bytes((tmp_path / "whole.pt").read_bytes()[:600])
+    for name in ("notes.pt", "cut.pt"):
+        with pytest.raises(WeightsError, match="not a PyTorch weights file, or one cut short") as e:
+            read_state_dict(tmp_path / name)
+        assert len(str(e.value)) < 200 + len(str(tmp_path)), str(e.value)

@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from .errors import UserError, WeightsError
+from .errors import UserError, WeightsError, missing_file
 from .model import HEAD_WEIGHT
 from .preprocess import Preprocess
 from .safeload import torch_load
@@ -118,7 +118,7 @@ def load(path: str | os.PathLike) -> Checkpoint:
 
     path = Path(path)
     if not path.is_file():
-        raise WeightsError(f"{path}: no such checkpoint file")
+        raise WeightsError(missing_file(path, "checkpoint file"))
     obj = torch_load(path)
     if not (isinstance(obj, dict) and obj.get("format") == FORMAT):
         raise WeightsError(f"{path}: a bare weights file, not an alexnet checkpoint (it has no training state)")

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from .checkpoint import Checkpoint
-from .errors import UserError
+from .errors import UserError, missing_file
 from .outputs import atomic_file, check_free_space, prepare_output
 
 FORMATS = ("onnx", "pt2", "safetensors")
@@ -58,7 +58,7 @@ def export(
     if fmt not in FORMATS:
         raise UserError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
     if not Path(model_path).is_file():
-        raise UserError(f"{model_path}: no such weights file")
+        raise UserError(missing_file(model_path, "weights file"))
     out = Path(out) if out is not None else Path(model_path).with_suffix(SUFFIXES[fmt])
     sidecars = [out.with_suffix(".json")] if fmt == "safetensors" else []
     if any(p.resolve() == Path(model_path).resolve() for p in [out, *sidecars]):

@@ -29,7 +29,7 @@ from torch import nn
 from . import checkpoint
 from .checkpoint import Checkpoint
 from .device import autocast, resolve_device, resolve_precision
-from .errors import UserError
+from .errors import UserError, missing_file
 from .model import FEATURE_LAYERS
 from .preprocess import IMAGENET, Preprocess, match_channels
 
@@ -49,7 +49,7 @@ def load(model_path: str | os.PathLike, *, device: str = "auto", precision: str 
     """
     suffix = Path(model_path).suffix.lower()
     if not Path(model_path).is_file():
-        raise UserError(f"{model_path}: no such model file")
+        raise UserError(missing_file(model_path, "model file"))
     if suffix == ".onnx":
         return OnnxPredictor(model_path, device=device, precision=precision)
     from .weights import model_from_file

@@ -56,10 +56,25 @@ def torch_load(path: Path) -> Any:
             "in that trusted environment"
         ) from None
     except Exception as e:  # a torn or foreign file fails in many ways inside the unpickler
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise WeightsError(f"{path}: not a readable weights file ({first})") from None
+        raise WeightsError(f"{path}: {unreadable_reason(path, e)}") from None
     check_tensor_bytes(obj, path)
     return obj
+
+
+def unreadable_reason(path: Path, error: Exception) -> str:
+    """Why ``torch.load`` failed on ``path``, in words: torch.save writes a zip archive (a legacy file starts with a
+    pickle's protocol byte); a file that is neither was cut short or is something else renamed. Otherwise torch's
+    own first sentence (it can run to 400 characters of miniz advice)."""
+    import zipfile
+
+    with open(path, "rb") as f:
+        head = f.read(2)
+    if not zipfile.is_zipfile(path) and not head.startswith(b"\x80"):
+        return ("not a PyTorch weights file, or one cut short (torch.save writes a zip archive; this file has no zip "
+                "directory)")  # fmt: skip
+    text = str(error).strip()
+    first = text.splitlines()[0].split(". ")[0] if text else type(error).__name__
+    return f"not a readable weights file ({first[:200]})"
 
 
 def check_tensor_bytes(obj: Any, path: Path) -> None:

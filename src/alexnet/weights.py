@@ -21,7 +21,7 @@ from torch import nn
 
 from . import checkpoint
 from .checkpoint import Checkpoint
-from .errors import UserError, WeightsError
+from .errors import UserError, WeightsError, missing_file
 from .limits import limits, read_bounded
 from .model import CONV1_WEIGHT, HEAD, HEAD_WEIGHT, create_model, list_models
 from .safeload import check_inflated_size, torch_load
@@ -66,7 +66,7 @@ def read_file(path: str | os.PathLike) -> Checkpoint:
     """
     path = Path(path)
     if not path.is_file():
-        raise WeightsError(f"{path}: no such weights file")
+        raise WeightsError(missing_file(path, "weights file"))
     if is_program(path):
         raise refuse_program(path)
     if path.suffix == ".safetensors":

@@ -235,7 +235,7 @@ def class_folders(folder: Path) -> list[str]:
 
 def _folder_split(name: str, folder: Path, classes: list[str] | None = None) -> Split:
     if not folder.is_dir():
-        raise UserError(f"{folder}: no such folder")
+        raise UserError(f"{folder}: {'not a folder' if folder.exists() else 'no such folder'}")
     found = class_folders(folder)
     if not found:
         raise UserError(f"{folder}: no class sub-folders; expected {folder}/<class>/<images>")
