@@ -39,10 +39,15 @@ def test_strips_ddp_and_compile_prefixes(tmp_path, tv_weights):
     assert _same(load_weights(AlexNet(num_classes=10), tmp_path / "wrapped.pth"), ref)
 
 
-def test_safetensors_and_checkpoint(tmp_path, tv_weights):
+def test_safetensors_and_checkpoint(tmp_path, tv_weights, capsys):
     ref, _ = tv_weights
     save_file(ref.state_dict(), str(tmp_path / "w.safetensors"))
     assert _same(load_weights(AlexNet(num_classes=10), tmp_path / "w.safetensors"), ref)
+    # 10 classes and no w.json: numbered classes and ImageNet's preprocessing, said (it predicted silently)
+    assert "no w.json beside it (alexnet export writes one): its 10 classes are numbered" in capsys.readouterr().err
+    save_file(torchvision.models.alexnet(weights=None).state_dict(), str(tmp_path / "imagenet.safetensors"))
+    model_from_file(tmp_path / "imagenet.safetensors")
+    assert capsys.readouterr().err == ""  # 1000 classes: ImageNet weights, whose preprocessing is the default
     save_payload({"arch": "alexnet", "model": ref.state_dict(), "classes": list("abcdefghij")}, tmp_path / "c.pt")
     assert _same(load_weights(AlexNet(num_classes=10), tmp_path / "c.pt"), ref)
     model, meta = model_from_file(tmp_path / "c.pt")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,8 @@ from .errors import UserError, WeightsError, missing_file
 from .limits import limits, read_bounded
 from .model import CONV1_WEIGHT, HEAD, HEAD_WEIGHT, create_model, list_models
 from .safeload import check_inflated_size, torch_load
+
+IMAGENET_CLASSES = 1000  # a head this wide without a sidecar: ImageNet weights, whose preprocessing is the default
 
 
 def imagenet_classes() -> list[str]:
@@ -78,9 +81,14 @@ def read_file(path: str | os.PathLike) -> Checkpoint:
             sd = load_file(str(path))
         except (SafetensorError, OSError, ValueError) as e:
             raise WeightsError(f"{path}: not a readable safetensors file ({e})") from None
-        sidecar = path.with_suffix(".json")
+        sidecar, sd = path.with_suffix(".json"), checkpoint.strip_prefixes(sd)
+        head = sd.get(HEAD_WEIGHT)
+        if not sidecar.is_file() and head is not None and head.shape[0] != IMAGENET_CLASSES:  # not ImageNet weights
+            print(f"warning: {path}: no {sidecar.name} beside it (alexnet export writes one): its {head.shape[0]} "
+                  "classes are numbered, not named, and its preprocessing is taken to be ImageNet's, which may "
+                  "not be what it was trained with", file=sys.stderr)  # fmt: skip
         meta = read_sidecar(sidecar) if sidecar.is_file() else {}
-        return checkpoint.from_metadata(meta, str(sidecar), model=checkpoint.strip_prefixes(sd))
+        return checkpoint.from_metadata(meta, str(sidecar), model=sd)
     obj = torch_load(path)
     if checkpoint.is_ours(obj):
         return checkpoint.from_payload(obj, str(path))
