@@ -228,7 +228,7 @@ def test_a_step_time_that_doubles_is_followed_and_the_run_ends_on_time(shapes, t
     # the lr at the re-plan step by the plans' difference, 0.3 of the peak here, in one step)
     assert max(drops) <= drops[-1] * 1.001 + 1e-12 and drops[-1] > 1.5 * drops[warm + 1], drops
     assert lrs[-1] <= drops[-1] * 1.001  # the last step's lr: one step from zero
-    out = capsys.readouterr().err.splitlines()  # the run's log lines
+    out = capsys.readouterr().out.splitlines()  # the run's log lines
     assert any(line.startswith(f"time budget: re-planned at step {ckpt.plan[1][0]}: 3.000 s per step") for line in out)
     assert any(line.startswith("final evaluation (last epoch, ") for line in out)
     # every epoch line but the last gives the whole run's time left; "best so far" marks each val top-1 improvement

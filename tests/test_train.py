@@ -179,7 +179,7 @@ def test_sigterm_saves_and_resumes(tiny_data, tmp_path):
     assert ckpt.epoch < 3, "the run finished before SIGTERM arrived"
     resumed = subprocess.run([*cmd[:7], "--resume", "auto"], capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr  # its own data, 3 epochs and batch 6 come from the checkpoint
-    assert f"resumed from {out / 'checkpoints' / 'last.pt'}" in resumed.stderr
+    assert f"resumed from {out / 'checkpoints' / 'last.pt'}" in resumed.stdout
     assert load_checkpoint(out / "checkpoints" / "last.pt").epoch == 3
 
 

@@ -98,12 +98,13 @@ class RunLog:
         return record
 
     def print(self, message: str) -> None:
-        """A console line that does not break an active tqdm bar."""
+        """A console line on stdout, with the set-up lines (``alexnet train d > log.txt`` keeps the whole log; the
+        epochs' results went to stderr, the set-up to stdout), not breaking a progress bar (on stderr)."""
         if not self.enabled:
             return
         from tqdm import tqdm
 
-        tqdm.write(message, file=sys.stderr)
+        tqdm.write(message, file=sys.stdout)
 
     def __enter__(self) -> RunLog:
         return self
