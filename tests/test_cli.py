@@ -141,7 +141,7 @@ def test_a_file_that_cannot_be_written_is_named(tmp_path, capsys):
     out = tmp_path / "file" / "data"
     assert main(["data", "synth", str(out), "--classes", "2", "--per-class", "1", "--val-per-class", "0"]) == 1
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and err.startswith("alexnet data: error: ") and str(out) in err
+    assert err.count("\n") == 1 and err.startswith("alexnet data synth: error: ") and str(out) in err
 
 
 @pytest.mark.parametrize("after", ["print('line', 1)", "for i in range(100000): print('line', i)"])

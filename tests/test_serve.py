@@ -570,7 +570,16 @@ def test_cli_refuses_bad_flags_in_one_line(model_path, tmp_path, capsys, monkeyp
     monkeypatch.setattr(alexnet.serve.app, "serve", serve)
     onnx_file = tmp_path / "m.onnx"
     onnx_file.write_bytes(b"")
+    busy = socket.socket()  # a port another program listens on
+    busy.bind(("127.0.0.1", 0))
+    busy.listen()
+    port = str(busy.getsockname()[1])
     cases = [
+        (
+            ["serve", str(model_path), "--port", port],
+            f"--host 127.0.0.1 --port {port}: cannot listen there (Address already in use)",
+        ),
+        (["serve", str(model_path), "--host", "999.1.1.1"], "--host 999.1.1.1: not an address or name this machine"),
         (["serve", str(model_path), "--max-batch", "0"], "--max-batch 0: must be an integer in [1, 4096]"),
         (["serve", str(model_path), "--cors", "evil.test/x"], "--cors 'evil.test/x': an origin is scheme://host"),
         (["serve", str(model_path), "--backend", "onnxruntime"], "alexnet export"),
@@ -583,6 +592,7 @@ def test_cli_refuses_bad_flags_in_one_line(model_path, tmp_path, capsys, monkeyp
         assert main(argv) == 2
         err = capsys.readouterr().err
         assert err.startswith("alexnet serve: error: ") and words in err and err.count("\n") == 1, err
+    busy.close()
 
 
 def test_cli_without_the_serve_extra_names_it(model_path, monkeypatch, capsys):

@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     """
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
-    name = f"alexnet {args.command}"
+    name = " ".join(["alexnet", args.command, getattr(args, "data_command", None) or ""]).strip()  # alexnet data pack
     if extra:  # argparse names the top-level parser ("alexnet: error"), not the command whose flag it is
         parser.exit(2, f"{name}: error: unrecognized arguments: {' '.join(extra)} (see '{name} --help')\n")
     try:

@@ -65,6 +65,7 @@ def run(args: argparse.Namespace) -> int:
         missing = explain_missing()
         if missing is not None:
             raise UserError(f"--explain: {missing}")
+    check_listen(config.host, config.port)  # before the model loads, and before uvicorn's lines of start-up log
     from ..predict import load
 
     predictor = load(args.model, device=config.device)
@@ -86,6 +87,24 @@ def run(args: argparse.Namespace) -> int:
         )
     serve(app, config, access_log=config.access_log)
     return 0
+
+
+def check_listen(host: str, port: int) -> None:
+    """``UserError`` naming ``--host`` / ``--port`` when this process cannot listen there: a name that does not
+    resolve, an address of another machine, a port in use. uvicorn said so after 7 lines of its log, or as
+    ``[Errno -2] Name or service not known`` without the host. Binds and closes at once; uvicorn binds again."""
+    import socket
+
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except (socket.gaierror, UnicodeError) as e:
+        raise UserError(f"--host {host}: not an address or name this machine can listen on ({e})") from None
+    with socket.socket(family, kind, proto) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: a port in TIME_WAIT is free
+        try:
+            s.bind(address)
+        except OSError as e:
+            raise UserError(f"--host {host} --port {port}: cannot listen there ({e.strerror or e})") from None
 
 
 def _url_host(host: str) -> str:
