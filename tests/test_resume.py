@@ -101,3 +101,14 @@ def test_a_relative_data_path_is_stored_absolute(tiny_data, tmp_path, monkeypatc
         assert f"was trained on {tiny_data}, which cannot be opened now" in err and "give DATA" in err, err
     finally:
         moved.rename(tiny_data)
+
+
+def test_resuming_a_finished_run_says_so_and_changes_nothing(tiny_data, tmp_path, capsys):  # noqa: F811
+    """It printed "resumed ... at epoch 3" for a 2-epoch run and wrote its final report again."""
+    run = tmp_path / "run"
+    train(tiny_config(tiny_data, run, epochs=1, max_steps_per_epoch=1))
+    before = (run / "eval.json").stat().st_mtime_ns, (run / "checkpoints" / "last.pt").stat().st_mtime_ns
+    capsys.readouterr()
+    assert main(["train", "--out", str(run), "--resume", "auto"]) == 0
+    assert f"{run} finished its 1 epoch already; nothing to resume" in capsys.readouterr().out
+    assert ((run / "eval.json").stat().st_mtime_ns, (run / "checkpoints" / "last.pt").stat().st_mtime_ns) == before

@@ -19,7 +19,7 @@ from ..distributed import Preempted, StopSignals, max_over_ranks, process_group,
 from ..errors import UserError
 from ..evaluate import evaluate, format_report
 from ..progress import progress
-from ..text import duration_text
+from ..text import duration_text, plural
 from .budget import BUDGET_SAVE_SECONDS, threads_restored
 from .planning import few_steps_note, plan_budget
 from .run import Run
@@ -55,6 +55,11 @@ def train(
             cfg, dist_info, started, given
         )  # a signal here stops at once, as usual: there is nothing to save yet
         with run.log, StopSignals() as stop, threads_restored():
+            report = run.dir / "eval.json"
+            if run.start_epoch >= run.epochs and run.start_batch == 0 and report.is_file():  # nothing left to do
+                run.log.print(f"{run.dir} finished its {plural(run.epochs, 'epoch')} already; nothing to resume. Its "
+                              f"final report is {report}; to train longer, start a new run")  # fmt: skip
+                return run.dir
             epoch = run.start_epoch
             while epoch < run.epochs:  # run.epochs is fixed once a time budget's steps are planned
                 loss, images, seconds, data_wait = train_one_epoch(run, epoch, stop)
