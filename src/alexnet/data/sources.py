@@ -99,12 +99,7 @@ def open_dataset(
     cache_dir: str | None = None,
 ) -> Dataset:
     """Open any supported data set (see the module doc). ``UserError`` with one line when it cannot."""
-    if train_dir is not None and data is not None:  # one of them was ignored without a word
-        raise UserError(f"{data} and --train-dir {train_dir}: give DATA, or --train-dir (with --val-dir), not both")
-    if val_dir is not None and train_dir is None:
-        raise UserError(f"--val-dir {val_dir} goes with --train-dir; DATA brings its own val split (DATA/val/)")
-    if val_dir is not None and not Path(val_dir).is_dir():
-        raise UserError(f"--val-dir {val_dir}: no such folder")
+    check_sources(data, train_dir, val_dir)
     if train_dir is None and data is not None and is_packed(data):
         manifest = read_manifest(data)
         verify_pack(data, manifest=manifest, sample=2)  # a cheap spot check; `alexnet data verify` checks all
@@ -125,6 +120,17 @@ def open_dataset(
     source = str(data if data is not None else train_dir or "built-in synthetic data")
     splits = {"train": train} if val is None else {"train": train, "val": val}
     return Dataset(source, kind, list(train.classes), splits)
+
+
+def check_sources(data, train_dir: str | None, val_dir: str | None) -> None:
+    """``UserError`` for DATA with ``--train-dir``, or ``--val-dir`` without it (one of them was ignored without a
+    word: ``--val-dir WRONG`` validated on DATA/val), and for a ``--val-dir`` that is not a folder."""
+    if train_dir is not None and data is not None:
+        raise UserError(f"{data} and --train-dir {train_dir}: give DATA, or --train-dir (with --val-dir), not both")
+    if val_dir is not None and train_dir is None:
+        raise UserError(f"--val-dir {val_dir} goes with --train-dir; DATA brings its own val split (DATA/val/)")
+    if val_dir is not None and not Path(val_dir).is_dir():
+        raise UserError(f"--val-dir {val_dir}: no such folder")
 
 
 def match_classes(data_classes: Sequence[str], model_classes: Sequence[str], *, source: str, model: str) -> list[int]:

@@ -44,11 +44,7 @@ def setup(cfg: TrainConfig, dist_info: Dist, started: float | None = None, given
     say = print if dist_info.main else (lambda line: None)
     cfg = absolute_data_paths(cfg)  # stored in the checkpoint: evaluate and resume find the data from anywhere
     device = _device(cfg, dist_info)
-    run_dir, resume_path = on_main(lambda: find_run_dir(cfg), dist_info)
-    on_main(lambda: probe_writable(run_dir), dist_info)  # before minutes of data loading, not after
-    if cfg.resume == "auto" and resume_path is None:  # a mistyped --out must not look like a resumed run
-        builtin = "" if cfg.data or cfg.train_dir else " on the built-in data (no DATA given)"
-        say(f"--resume auto: no checkpoint in {run_dir / 'checkpoints'}: starting a new run{builtin}")
+    run_dir, resume_path = _run_dir(cfg, dist_info, say)
     ckpt = checkpoint.load(resume_path) if resume_path else None
     if ckpt is not None:
         cfg = resumed_config(cfg, ckpt, resume_path, given, say)
@@ -94,6 +90,18 @@ def setup(cfg: TrainConfig, dist_info: Dist, started: float | None = None, given
     if dist_info.main:
         _announce(run, resume_path if ckpt is not None else None)
     return run
+
+
+def _run_dir(cfg: TrainConfig, dist_info: Dist, say) -> tuple[Path, Path | None]:
+    """(run directory, checkpoint to resume or None): ``find_run_dir``, writable (before minutes of data loading, not
+    after); ``--resume auto`` where there is no checkpoint says that it starts a new run (a mistyped ``--out`` looked
+    like a resumed run)."""
+    run_dir, resume_path = on_main(lambda: find_run_dir(cfg), dist_info)
+    on_main(lambda: probe_writable(run_dir), dist_info)
+    if cfg.resume == "auto" and resume_path is None:
+        builtin = "" if cfg.data or cfg.train_dir else " on the built-in data (no DATA given)"
+        say(f"--resume auto: no checkpoint in {run_dir / 'checkpoints'}: starting a new run{builtin}")
+    return run_dir, resume_path
 
 
 def absolute_data_paths(cfg: TrainConfig) -> TrainConfig:
