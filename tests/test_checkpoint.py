@@ -2,6 +2,7 @@
 themselves, wrong types, full disks, and names that would rewrite the terminal. Fast: no training."""
 
 import errno
+import os
 import shutil
 
 import pytest
@@ -146,3 +147,22 @@ def test_class_names_in_reports_cannot_rewrite_the_terminal():
     text = format_report(report)
     assert "\r" not in text and "\x1b" not in text and "\t" not in text
     assert "ok\\r\\x1b[2Kfake" in text and "b\\tc" in text
+
+
+def test_written_files_get_the_umask_mode_not_mkstemp_0600(tmp_path):
+    """Checkpoints and exports were 0600 (mkstemp's mode) where every other output is 0644 under umask 022: a server
+    running as another user could not read them."""
+    from alexnet.outputs import atomic_file
+
+    old = os.umask(0o022)
+    try:
+        save_payload({"model": {}}, tmp_path / "c.pt")
+        with atomic_file(tmp_path / "e.onnx") as tmp:
+            tmp.write_bytes(b"x")
+        assert oct((tmp_path / "c.pt").stat().st_mode & 0o777) == oct((tmp_path / "e.onnx").stat().st_mode & 0o777)
+        assert (tmp_path / "c.pt").stat().st_mode & 0o777 == 0o644
+        os.umask(0o077)
+        save_payload({"model": {}}, tmp_path / "private.pt")
+        assert (tmp_path / "private.pt").stat().st_mode & 0o777 == 0o600
+    finally:
+        os.umask(old)

@@ -210,3 +210,32 @@ def test_argparse_mistakes_are_one_line_naming_the_command(capsys):
             main(list(argv))
         err = capsys.readouterr().err
         assert e.value.code == 2 and len(err.splitlines()) == 1 and want in err, (argv, err)
+
+
+def test_more_mistakes_are_one_line_and_no_file_is_replaced(tmp_path, capsys):
+    """Found by a new-user trial: data stats --out replaced any file; --max-images -3 and info --image-size 100000
+    were tracebacks (the latter after trying to allocate 120 GB); a JSON file given as a model was said to 'run code';
+    an .onnx export given to export failed obscurely."""
+    from alexnet.data.synthetic import make_synthetic
+
+    data = make_synthetic(tmp_path / "d", classes=2, per_class=3, val_per_class=1, size=64, show_progress=False)
+    notes = tmp_path / "notes.txt"
+    notes.write_text("mine")
+    (tmp_path / "m.json").write_text('{"a": 1}')
+    (tmp_path / "m.onnx").write_bytes(b"onnx")
+    cases = [
+        (["data", "stats", str(data), "--out", str(notes)], "already exists; pass --overwrite to replace"),
+        (["data", "check", str(data), "--json", str(notes)], "already exists; pass --overwrite to replace"),
+        (["data", "stats", str(data), "--max-images", "-3"], "--max-images -3: must be at least 1"),
+        (["info", "--image-size", "100000"], "--image-size 100000: at most 2048 px"),
+        (["info", "--num-classes", "1000000000"], "--num-classes 1000000000: must be in [1, "),
+        (["predict", str(tmp_path / "m.json"), str(data)], "m.json: not a PyTorch weights file"),
+        (["export", str(tmp_path / "m.onnx"), "--format", "onnx"], "an .onnx export cannot be exported again"),
+    ]
+    for argv, want in cases:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert len(err.splitlines()) == 1 and want in err, (argv, err)
+    assert notes.read_text() == "mine"
+    assert main(["data", "stats", str(data), "--out", str(notes), "--overwrite"]) == 0
+    assert '"mean"' in notes.read_text()

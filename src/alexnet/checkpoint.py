@@ -30,6 +30,7 @@ import torch
 
 from .errors import UserError, WeightsError, missing_file
 from .model import HEAD_WEIGHT
+from .outputs import new_file_mode
 from .preprocess import Preprocess
 from .safeload import torch_load
 
@@ -311,6 +312,7 @@ def save_payload(payload: dict[str, Any], path: str | os.PathLike) -> Path:
             torch.save(payload, f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, new_file_mode())  # mkstemp makes it 0600
         os.replace(tmp, path)
     except BaseException as e:
         if os.path.exists(tmp):

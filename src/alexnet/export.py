@@ -59,6 +59,8 @@ def export(
         raise UserError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
     if not Path(model_path).is_file():
         raise UserError(missing_file(model_path, "weights file"))
+    if Path(model_path).suffix.lower() == ".onnx":  # it has no PyTorch weights to export
+        raise UserError(f"{model_path}: an .onnx export cannot be exported again; export the checkpoint it came from")
     out = Path(out) if out is not None else Path(model_path).with_suffix(SUFFIXES[fmt])
     sidecars = [out.with_suffix(".json")] if fmt == "safetensors" else []
     if any(p.resolve() == Path(model_path).resolve() for p in [out, *sidecars]):

@@ -77,6 +77,7 @@ def atomic_file(path: str | os.PathLike, *, flag: str = "--out") -> Iterator[Pat
     tmp = Path(name)
     try:
         yield tmp
+        os.chmod(tmp, new_file_mode())  # mkstemp makes it 0600: readable by its owner only
         os.replace(tmp, path)
     except BaseException as e:
         tmp.unlink(missing_ok=True)
@@ -85,3 +86,16 @@ def atomic_file(path: str | os.PathLike, *, flag: str = "--out") -> Iterator[Pat
             reason = "no space left on the device" if full else (str(e).strip().splitlines() or [type(e).__name__])[0]
             raise UserError(f"{flag} {path}: cannot write it ({reason}); nothing was left behind") from None
         raise
+
+
+def new_file_mode() -> int:
+    """The mode ``open()`` gives a new file under this process's umask (0644 under 022): what a file written through
+    a ``mkstemp`` temporary (0600, so a server running as another user could not read an export) should get. The
+    umask is read from ``/proc`` where it can be: ``os.umask`` only reads it by setting it, for every thread."""
+    try:
+        with open("/proc/self/status") as f:
+            mask = next(int(line.split()[1], 8) for line in f if line.startswith("Umask:"))
+    except (OSError, StopIteration, ValueError, IndexError):
+        mask = os.umask(0o22)
+        os.umask(mask)
+    return 0o666 & ~mask

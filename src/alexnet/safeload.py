@@ -49,7 +49,9 @@ def torch_load(path: Path) -> Any:
     check_inflated_size(path)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:  # PyTorch's text suggests weights_only=False: never say that about a foreign file
+    except pickle.UnpicklingError as e:  # PyTorch's text suggests weights_only=False: never say that about a file
+        if not looks_like_torch_save(path):  # a text or JSON file: "invalid load key", not a pickle that runs code
+            raise WeightsError(f"{path}: {unreadable_reason(path, e)}") from None
         raise WeightsError(
             f"{path}: refused to load: it holds Python objects other than tensors and plain values, and loading it "
             "could run code. If you trust where it came from, re-save its state_dict (or export it as safetensors) "
@@ -61,15 +63,20 @@ def torch_load(path: Path) -> Any:
     return obj
 
 
-def unreadable_reason(path: Path, error: Exception) -> str:
-    """Why ``torch.load`` failed on ``path``, in words: torch.save writes a zip archive (a legacy file starts with a
-    pickle's protocol byte); a file that is neither was cut short or is something else renamed. Otherwise torch's
-    own first sentence (it can run to 400 characters of miniz advice)."""
+def looks_like_torch_save(path: Path) -> bool:
+    """Whether ``path`` starts as torch.save's output does: a zip archive, or a legacy pickle (protocol byte)."""
     import zipfile
 
     with open(path, "rb") as f:
         head = f.read(2)
-    if not zipfile.is_zipfile(path) and not head.startswith(b"\x80"):
+    return zipfile.is_zipfile(path) or head.startswith(b"\x80")
+
+
+def unreadable_reason(path: Path, error: Exception) -> str:
+    """Why ``torch.load`` failed on ``path``, in words: torch.save writes a zip archive (a legacy file starts with a
+    pickle's protocol byte); a file that is neither was cut short or is something else renamed. Otherwise torch's
+    own first sentence (it can run to 400 characters of miniz advice)."""
+    if not looks_like_torch_save(path):
         return ("not a PyTorch weights file, or one cut short (torch.save writes a zip archive; this file has no zip "
                 "directory)")  # fmt: skip
     text = str(error).strip()

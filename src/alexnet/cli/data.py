@@ -72,13 +72,20 @@ def register_stats(sub: argparse._SubParsersAction) -> None:
                    "where training looks for them; the data folder is left alone)")  # fmt: skip
     p.add_argument("--max-images", type=int, default=None, help="use this many evenly spaced images (default: all)")
     p.add_argument("--workers", type=int, default=2, help="decoding threads")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     p.set_defaults(func=run_stats)
 
 
 def run_stats(args: argparse.Namespace) -> int:
     from ..data.sources import open_dataset
     from ..data.stats import default_stats_path, load_or_compute_stats, save_json
+    from ..errors import UserError
+    from ..outputs import prepare_output
 
+    if args.max_images is not None and args.max_images < 1:
+        raise UserError(f"--max-images {args.max_images}: must be at least 1")
+    if args.out:  # an existing file is replaced only with --overwrite (it replaced any file, a text file included)
+        prepare_output(args.out, overwrite=args.overwrite)
     dataset = open_dataset(args.data)
     train = dataset.split("train")
     fmt = lambda v: "[" + ", ".join(f"{x:.4f}" for x in v) + "]"  # noqa: E731
@@ -115,6 +122,7 @@ def register_check(sub: argparse._SubParsersAction) -> None:
         help="for folders without a val split: the fraction train would hold out (default: train's)",
     )
     p.add_argument("--seed", type=int, default=0, help="the --seed train would use (which images are held out)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
     p.set_defaults(func=run_check)
 
 
@@ -124,7 +132,7 @@ def run_check(args: argparse.Namespace) -> int:
     from ..outputs import prepare_output
 
     if args.json:
-        prepare_output(args.json, flag="--json")
+        prepare_output(args.json, flag="--json", overwrite=args.overwrite)
     if args.val_fraction is not None and not 0 <= args.val_fraction < 1:
         raise UserError(f"--val-fraction {args.val_fraction}: must be at least 0 and below 1")
     report = check_dataset(args.data, workers=args.workers, val_fraction=args.val_fraction, seed=args.seed)

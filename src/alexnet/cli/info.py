@@ -23,13 +23,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..errors import UserError
+    from ..limits import limits
     from ..model import MIN_INPUT_SIZE, create_model
+    from ..names import MAX_IMAGE_SIZE
     from ..summary import format_table, layer_table
 
     if args.image_size < MIN_INPUT_SIZE:
         raise UserError(f"--image-size {args.image_size} is too small: AlexNet needs at least {MIN_INPUT_SIZE} px")
-    if args.num_classes < 1:
-        raise UserError(f"--num-classes {args.num_classes}: must be at least 1")
+    if args.image_size > MAX_IMAGE_SIZE:  # 100000 px tried to allocate 120 GB; 8000 px took 5 minutes
+        raise UserError(f"--image-size {args.image_size}: at most {MAX_IMAGE_SIZE} px")
+    if not 1 <= args.num_classes <= limits().max_classes:
+        raise UserError(f"--num-classes {args.num_classes}: must be in [1, {limits().max_classes}]")
     model = create_model(args.arch, num_classes=args.num_classes)
     title = f"{args.arch}: {args.num_classes} classes, 3x{args.image_size}x{args.image_size} input"
     print(format_table(layer_table(model, args.image_size), title=title))
