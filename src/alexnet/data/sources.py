@@ -110,7 +110,9 @@ def open_dataset(
         root = Path(data)
         if root.is_dir() and not (root / "train").is_dir() and _find_cifar(root) is None and class_folders(root):
             split = _folder_split(root.name, root)
-            return Dataset(str(root), "folder", list(split.classes), {split.name: split})
+            # keyed "train" whatever the folder's name: one called val/ was its own val split (train said "no train
+            # split", data check found each file a duplicate of itself); train holds a val split out of it
+            return Dataset(str(root), "folder", list(split.classes), {"train": split})
     train, val = open_splits(
         None if data is None else str(data), train_dir=train_dir, val_dir=val_dir, cache_dir=cache_dir
     )
