@@ -312,6 +312,11 @@ def test_cli_explain_writes_overlays_and_maps_and_reports_bad_inputs(tiny, tmp_p
         torch.testing.assert_close(torch.from_numpy(np.load(f"{stem}.npy")), e.map)
         with Image.open(f"{stem}.png") as im:
             assert im.size == (1200, 470)
+    # an occlusion window larger than the crop: said once, exit 2, no folder made (once per image, exit 1, before)
+    window = [*args[:4], "--out", str(tmp_path / "w"), "--method", "occlusion", "--window", "1000"]
+    assert main(window) == 2 and not (tmp_path / "w").exists()
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--window 1000 / --stride 500: need 1 <= stride <= window <= 64 px" in err, err
     # outputs that exist are refused before any work, as features and export refuse them; --overwrite replaces them
     before = (out / f"{tiny.images[0].stem}.gradcam.png").stat().st_mtime_ns
     again = [*args[:2], str(tiny.images[0]), str(tiny.images[0]), "--out", str(out), "--target", "1"]

@@ -132,6 +132,16 @@ def _first(v: int | Sequence[int]) -> int:
 # the methods
 
 
+def occlusion_geometry(size: int, window: int | None, stride: int | None) -> tuple[int, int]:
+    """Occlusion's (window, stride) in px on a ``size``-px crop: a quarter of the crop and half the window unless
+    given; ``UserError`` unless 1 <= stride <= window <= size."""
+    window = window or max(1, size // 4)
+    stride = stride or max(1, window // 2)
+    if not 1 <= stride <= window <= size:
+        raise UserError(f"--window {window} / --stride {stride}: need 1 <= stride <= window <= {size} px")
+    return window, stride
+
+
 def attribute(
     model: nn.Module,
     x: torch.Tensor,
@@ -161,11 +171,7 @@ def attribute(
         return gradcam(model, x, targets, layer)
     captum = _captum()
     if method == "occlusion":
-        size = x.shape[-1]
-        window = window or max(1, size // 4)
-        stride = stride or max(1, window // 2)
-        if not 1 <= stride <= window <= size:
-            raise UserError(f"--window {window} / --stride {stride}: need 1 <= stride <= window <= {size} px")
+        window, stride = occlusion_geometry(x.shape[-1], window, stride)
         per_eval = max(1, 64 // len(x))  # perturbed copies per forward pass: (B x per_eval) crops at a time
         attr = captum.Occlusion(model).attribute(
             x, sliding_window_shapes=(3, window, window), strides=(3, stride, stride), baselines=0.0,

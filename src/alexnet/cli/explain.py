@@ -92,6 +92,10 @@ def run(args: argparse.Namespace) -> int:
     from ..explain import resolve_target
 
     resolve_target(cfg.target, predictor.classes)  # a wrong --target stops here, before any image
+    if cfg.method == "occlusion":  # and a window that does not fit the crop (it was said once per image, exit 1)
+        from ..explain import occlusion_geometry
+
+        occlusion_geometry(predictor.preprocess.crop, cfg.window, cfg.stride)
     if "png" in cfg.formats:
         from ..plots import plot_explanation
     layer = resolve_layer(predictor.model, cfg.layer, predictor.preprocess.crop)
