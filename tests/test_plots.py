@@ -130,6 +130,14 @@ def test_plot_cli_on_a_hand_made_alexnet2012_run(tmp_path, capsys):
     assert {p: p.stat().st_mtime_ns for p in names.values()} == before
     assert main(["plot", str(run), "--device", "cpu", "--overwrite"]) == 0
     assert all(p.stat().st_mtime_ns > before[p] for p in names.values())
+    # a wrong --data is refused before any figure is written (curves, filters and confusion were, then it failed)
+    assert (
+        main(["plot", str(run), "--device", "cpu", "--data", str(tmp_path / "nosuch"), "--out", str(tmp_path / "p")])
+        == 2
+    )
+    assert "nosuch: no such file or folder" in capsys.readouterr().err and not list((tmp_path / "p").glob("*.png"))
+    assert main(["plot", str(names["curves"])]) == 2  # a file given for the run folder: said so
+    assert "curves.png: a file; give the run's folder" in capsys.readouterr().err
 
 
 def test_plots_skip_the_images_training_skipped(tmp_path, capsys):

@@ -436,6 +436,24 @@ FIGURES = (
 )  # fmt: skip  (the files make_plots writes)
 
 
+def _plot_splits(predictor, run_dir: Path, data: str | None) -> tuple:
+    """(train, val) for the figures of images: ``data``'s, else the run's own (its held-out split included)."""
+    from .data.sources import open_dataset
+
+    if data is None:
+        from .data.holdout import open_run_dataset
+
+        dataset = open_run_dataset(predictor.info.config or {}, _checkpoint(run_dir))
+    else:
+        dataset = open_dataset(data)
+    train, val = dataset.train, dataset.val
+    if train is None or val is None or len(val) == 0:
+        how = "a folder with train/ and val/" if data is not None else "give one with --data"
+        raise UserError(f"{dataset.source}: needs train and val splits for the neighbour, prediction, Grad-CAM and "
+                        f"unit figures ({how})")  # fmt: skip
+    return train, val
+
+
 def make_plots(
     run_dir: str | os.PathLike,
     out_dir: str | os.PathLike | None = None,
@@ -454,34 +472,23 @@ def make_plots(
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
-        raise UserError(f"{run_dir}: no such run directory")
+        what = "a file; give the run's folder (the one holding checkpoints/)" if run_dir.exists() else (
+            "no such run directory")  # fmt: skip
+        raise UserError(f"{run_dir}: {what}")
     pyplot()  # fail early, with the extra's name, if matplotlib is missing
     out = Path(out_dir) if out_dir is not None else run_dir / "plots"
     prepare_output(out / FIGURES[0], also=[out / f for f in FIGURES[1:]], overwrite=overwrite)
+    predictor = load(_checkpoint(run_dir), device=device)
+    train, val = _plot_splits(predictor, run_dir, data)  # before any figure: a wrong --data left three written
     written = []
     if (run_dir / "metrics.jsonl").is_file():
         written.append(plot_curves(read_metrics(run_dir / "metrics.jsonl"), out / "curves.png"))
-    predictor = load(_checkpoint(run_dir), device=device)
     conv1 = predictor.model.features[0].weight
     written.append(plot_filters(conv1, predictor.info.arch, out / "conv1_filters.png"))
     if (run_dir / "eval.json").is_file():
         written.append(plot_confusion(json.loads((run_dir / "eval.json").read_text()), out / "confusion.png"))
-    from .data.sources import open_dataset
-
-    if data is None:
-        from .data.holdout import open_run_dataset
-
-        dataset = open_run_dataset(predictor.info.config or {}, _checkpoint(run_dir))
-    else:
-        dataset = open_dataset(data)
-    train, val = dataset.train, dataset.val
-    if train is None or val is None or len(val) == 0:
-        raise UserError(
-            f"{dataset.source}: needs train and val splits for the neighbour, prediction, Grad-CAM and unit figures "
-            "(give one with --data)"
-        )
     # images that do not decode are skipped as training skipped them (and named them): one line per split counts them
-    skipped = {s.name: Skipped(s.name, str(getattr(s, "root", dataset.source)), len(s), 1.0, named=0)
+    skipped = {s.name: Skipped(s.name, str(getattr(s, "root", s.name)), len(s), 1.0, named=0)
                for s in (train, val)}  # fmt: skip
     written.append(plot_neighbours(predictor, train, val, out / "neighbours.png", skipped=skipped))
     written.append(plot_predictions(predictor, val, out / "predictions.png", skipped=skipped[val.name]))
