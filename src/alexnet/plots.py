@@ -437,7 +437,8 @@ FIGURES = (
 
 
 def _plot_splits(predictor, run_dir: Path, data: str | None) -> tuple:
-    """(train, val) for the figures of images: ``data``'s, else the run's own (its held-out split included)."""
+    """(train, val, the data set's source) for the figures of images: ``data``'s, else the run's own (its held-out
+    split included)."""
     from .data.sources import open_dataset
 
     if data is None:
@@ -451,7 +452,7 @@ def _plot_splits(predictor, run_dir: Path, data: str | None) -> tuple:
         how = "a folder with train/ and val/" if data is not None else "give one with --data"
         raise UserError(f"{dataset.source}: needs train and val splits for the neighbour, prediction, Grad-CAM and "
                         f"unit figures ({how})")  # fmt: skip
-    return train, val
+    return train, val, dataset.source
 
 
 def make_plots(
@@ -479,7 +480,7 @@ def make_plots(
     out = Path(out_dir) if out_dir is not None else run_dir / "plots"
     prepare_output(out / FIGURES[0], also=[out / f for f in FIGURES[1:]], overwrite=overwrite)
     predictor = load(_checkpoint(run_dir), device=device)
-    train, val = _plot_splits(predictor, run_dir, data)  # before any figure: a wrong --data left three written
+    train, val, source = _plot_splits(predictor, run_dir, data)  # before any figure: a wrong --data left three written
     written = []
     if (run_dir / "metrics.jsonl").is_file():
         written.append(plot_curves(read_metrics(run_dir / "metrics.jsonl"), out / "curves.png"))
@@ -488,7 +489,7 @@ def make_plots(
     if (run_dir / "eval.json").is_file():
         written.append(plot_confusion(json.loads((run_dir / "eval.json").read_text()), out / "confusion.png"))
     # images that do not decode are skipped as training skipped them (and named them): one line per split counts them
-    skipped = {s.name: Skipped(s.name, str(getattr(s, "root", s.name)), len(s), 1.0, named=0)
+    skipped = {s.name: Skipped(s.name, str(getattr(s, "root", source)), len(s), 1.0, named=0)
                for s in (train, val)}  # fmt: skip
     written.append(plot_neighbours(predictor, train, val, out / "neighbours.png", skipped=skipped))
     written.append(plot_predictions(predictor, val, out / "predictions.png", skipped=skipped[val.name]))
