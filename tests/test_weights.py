@@ -44,7 +44,11 @@ def test_safetensors_and_checkpoint(tmp_path, tv_weights, capsys):
     save_file(ref.state_dict(), str(tmp_path / "w.safetensors"))
     assert _same(load_weights(AlexNet(num_classes=10), tmp_path / "w.safetensors"), ref)
     # 10 classes and no w.json: numbered classes and ImageNet's preprocessing, said (it predicted silently)
-    assert "no w.json beside it (alexnet export writes one): its 10 classes are numbered" in capsys.readouterr().err
+    model_from_file(tmp_path / "w.safetensors")
+    assert (
+        "w.safetensors: names no classes (an alexnet checkpoint or the .json beside an export does): its 10 "
+        "classes are numbered" in capsys.readouterr().err
+    )
     save_file(torchvision.models.alexnet(weights=None).state_dict(), str(tmp_path / "imagenet.safetensors"))
     model_from_file(tmp_path / "imagenet.safetensors")
     assert capsys.readouterr().err == ""  # 1000 classes: ImageNet weights, whose preprocessing is the default

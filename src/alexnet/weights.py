@@ -27,7 +27,7 @@ from .limits import limits, read_bounded
 from .model import CONV1_WEIGHT, HEAD, HEAD_WEIGHT, create_model, list_models
 from .safeload import check_inflated_size, torch_load
 
-IMAGENET_CLASSES = 1000  # a head this wide without a sidecar: ImageNet weights, whose preprocessing is the default
+IMAGENET_CLASSES = 1000  # a head this wide in a file that names no classes: ImageNet's, in torchvision's order
 
 
 def imagenet_classes() -> list[str]:
@@ -81,14 +81,9 @@ def read_file(path: str | os.PathLike) -> Checkpoint:
             sd = load_file(str(path))
         except (SafetensorError, OSError, ValueError) as e:
             raise WeightsError(f"{path}: not a readable safetensors file ({e})") from None
-        sidecar, sd = path.with_suffix(".json"), checkpoint.strip_prefixes(sd)
-        head = sd.get(HEAD_WEIGHT)
-        if not sidecar.is_file() and head is not None and head.shape[0] != IMAGENET_CLASSES:  # not ImageNet weights
-            print(f"warning: {path}: no {sidecar.name} beside it (alexnet export writes one): its {head.shape[0]} "
-                  "classes are numbered, not named, and its preprocessing is taken to be ImageNet's, which may "
-                  "not be what it was trained with", file=sys.stderr)  # fmt: skip
+        sidecar = path.with_suffix(".json")
         meta = read_sidecar(sidecar) if sidecar.is_file() else {}
-        return checkpoint.from_metadata(meta, str(sidecar), model=sd)
+        return checkpoint.from_metadata(meta, str(sidecar), model=checkpoint.strip_prefixes(sd))
     obj = torch_load(path)
     if checkpoint.is_ours(obj):
         return checkpoint.from_payload(obj, str(path))
@@ -213,8 +208,12 @@ def model_from_info(info: Checkpoint, path: str = "weights") -> tuple[nn.Module,
     if arch not in list_models():
         raise WeightsError(f"{path}: unknown arch {arch!r}; this alexnet builds {', '.join(list_models())}")
     classes = info.classes
+    if classes is None and num_classes != IMAGENET_CLASSES:  # a bare state dict, a .safetensors without its .json
+        print(f"warning: {path}: names no classes (an alexnet checkpoint or the .json beside an export does): its "
+              f"{num_classes} classes are numbered, and its preprocessing is taken to be ImageNet's unless the file "
+              "says otherwise, which may not be what it was trained with", file=sys.stderr)  # fmt: skip
     if classes is None:
-        classes = imagenet_classes() if num_classes == 1000 else [str(i) for i in range(num_classes)]
+        classes = imagenet_classes() if num_classes == IMAGENET_CLASSES else [str(i) for i in range(num_classes)]
     if len(classes) != num_classes:
         raise WeightsError(f"{path}: 'classes' must be a list of {num_classes} names (one per output)")
     preprocess = info.preprocess or IMAGENET
