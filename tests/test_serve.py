@@ -497,10 +497,12 @@ def test_metrics_count_requests_by_status_and_batches(predictor, files):
         c.post("/predict", files=multipart(files, ["a.png", "b.png"]))
         c.post("/predict", files=multipart(files, ["notes.txt"]))
         c.get("/nowhere")
+        c.get("/openapi.json")
         families = {f.name: f for f in text_string_to_metric_families(c.get("/metrics").text)}
     requests = {(s.labels["endpoint"], s.labels["status"]): s.value
                 for s in families["alexnet_http_requests"].samples if s.name.endswith("_total")}  # fmt: skip
-    assert requests == {("/predict", "200"): 1, ("/predict", "415"): 1, ("unmatched", "404"): 1}
+    assert requests == {("/predict", "200"): 1, ("/predict", "415"): 1, ("unmatched", "404"): 1,
+                        ("/openapi.json", "200"): 1}  # fmt: skip
     samples = {s.name: s.value for f in families.values() for s in f.samples if not s.labels or "le" not in s.labels}
     assert samples["alexnet_batch_size_images_count"] == 1 and samples["alexnet_batch_size_images_sum"] == 2
     assert samples["alexnet_queue_depth_images"] == 0 and samples["alexnet_images_in_flight"] == 0

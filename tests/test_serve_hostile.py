@@ -231,6 +231,7 @@ def test_slow_uploads_cannot_starve_the_byte_budget(predictor, monkeypatch):
                             answers[i] += s.recv(65536)
                         s.setblocking(True)
             assert all(a.startswith(b"HTTP/1.1 408 ") and b"--min-upload-kb-s" in a for a in answers), answers
+            assert all(b" of the 99,000 declared bytes in " in a for a in answers), answers[0]
             assert time.monotonic() - start < 3
         finally:
             for s in slow:

@@ -72,6 +72,19 @@ class Observe:
 
     def __init__(self, app: Any, metrics: Metrics) -> None:
         self.app, self.metrics = app, metrics
+        self.fixed_paths: set[str] | None = None
+
+    def endpoint(self, scope: dict) -> str:
+        """The label of the route that answered: FastAPI's routes name themselves in the scope; the plain ones it
+        adds (``/openapi.json``, ``/docs``) do not, and are known by their fixed path; anything else ``unmatched``
+        (a raw path as a label would let clients make labels without end)."""
+        route = scope.get("route")
+        if route is not None:
+            return route.path
+        if self.fixed_paths is None:
+            routes = getattr(scope.get("app"), "routes", [])
+            self.fixed_paths = {r.path for r in routes if "{" not in getattr(r, "path", "{")}
+        return scope["path"] if "endpoint" in scope and scope["path"] in self.fixed_paths else "unmatched"
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -89,6 +102,6 @@ class Observe:
         try:
             await self.app(scope, receive, send_and_note)
         finally:
-            endpoint = getattr(scope.get("route"), "path", "unmatched")
+            endpoint = self.endpoint(scope)
             self.metrics.requests.labels(endpoint, str(status)).inc()
             self.metrics.latency.labels(endpoint).observe(time.perf_counter() - start)

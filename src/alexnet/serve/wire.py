@@ -89,8 +89,7 @@ async def read_body(
             except StopAsyncIteration:
                 break
             except asyncio.TimeoutError:
-                kb_s = min_bytes_per_s / 1024
-                raise HTTPError(408, f"the upload is slower than {kb_s:g} KB/s (--min-upload-kb-s)") from None
+                raise HTTPError(408, too_slow(request, total, loop.time() - start, min_bytes_per_s)) from None
             total += len(chunk)
             if total > max_bytes:
                 raise HTTPError(413, f"the body is over the {max_bytes:,}-byte limit (--max-upload-mb)")
@@ -99,6 +98,15 @@ async def read_body(
     except ClientDisconnect:
         raise HTTPError(400, "the client disconnected before sending the whole body") from None
     return b"".join(chunks)
+
+
+def too_slow(request: Request, received: int, seconds: float, min_bytes_per_s: float) -> str:
+    """Why a body was cut off: what came in how long, of how much (a Content-Length longer than the body sent
+    looks the same from here: a body that stopped arriving)."""
+    declared = request.headers.get("content-length")
+    of = f" of the {int(declared):,} declared" if declared and declared.isdigit() else ""
+    return (f"the body stopped arriving or came slower than {min_bytes_per_s / 1024:g} KB/s (--min-upload-kb-s): "
+            f"{received:,}{of} bytes in {seconds:.0f} s")  # fmt: skip
 
 
 def declared_length(request: Request) -> int:
