@@ -348,8 +348,9 @@ def format_report(report: dict) -> str:
             body = ", ".join(f"{c}={n}" for c, n in shown[:20]) + (" ..." if len(shown) > 20 else "")
             lines.append(f"  per class: {body}")
             ratio = s.get("imbalance")
+            smallest = "smallest non-empty" if min(counts.values()) == 0 else "smallest"
             lines.append(f"  per class min/max: {min(counts.values())}/{max(counts.values())}"
-                         + (f" (largest/smallest class: {ratio:.1f}x)" if ratio else ""))  # fmt: skip
+                         + (f" (largest/{smallest} class: {ratio:.1f}x)" if ratio else ""))  # fmt: skip
         if "sizes" in s:
             z = s["sizes"]
             lines.append(
