@@ -212,6 +212,33 @@ def test_argparse_mistakes_are_one_line_naming_the_command(capsys):
         assert e.value.code == 2 and len(err.splitlines()) == 1 and want in err, (argv, err)
 
 
+def test_every_number_is_bounded_before_it_is_used(tmp_path, capsys):
+    """Found by a new-user trial: ``evaluate --workers 100000`` started loader processes for ten minutes; these were
+    tracebacks (``--every nan``, a 71-PiB integrated-gradients path, negative or 23-digit seeds, a 149-GiB synthetic
+    image) and ``data synth --seed -1`` left a half-written folder. Nothing may be written or started."""
+    cases = [
+        (["evaluate", "m.pt", "d", "--workers", "100000"], "argument --workers: 100000 is outside [0, 256]"),
+        (["predict", "m.pt", "x.avi", "--every", "nan"], "argument --every: nan is outside (0, 86400]"),
+        (["predict", "m.pt", "x.png", "--batch-size", "0"], "argument --batch-size: 0 is outside [1, "),
+        (["explain", "m.pt", "x.png", "--method", "integrated-gradients", "--steps", "100000000"],
+         "--steps 100000000: must be an integer in [1, 4096]"),
+        (["data", "check", "d", "--workers", "-1"], "argument --workers: -1 is outside [1, 256]"),
+        (["data", "check", "d", "--seed", "-1"], "argument --seed: -1 is outside [0, "),
+        (["train", "d", "--seed", "99999999999999999999999"], "--seed 99999999999999999999999: must be an integer"),
+        (["data", "synth", str(tmp_path / "s"), "--seed", "-1"], "argument --seed: -1 is outside [0, "),
+        (["data", "synth", str(tmp_path / "s"), "--size", "100000"], "argument --size: 100000 is outside [16, 2,048]"),
+        (["data", "synth", str(tmp_path / "s"), "--per-class", "abc"], "argument --per-class: 'abc' is not a whole"),
+    ]  # fmt: skip
+    for argv, want in cases:
+        try:
+            code = main(argv)  # the settings' own checks return 2; argparse's exit
+        except SystemExit as e:
+            code = e.code
+        err = capsys.readouterr().err
+        assert code == 2 and len(err.splitlines()) == 1 and want in err, (argv, err)
+    assert not (tmp_path / "s").exists()
+
+
 def test_more_mistakes_are_one_line_and_no_file_is_replaced(tmp_path, capsys):
     """Found by a new-user trial: data stats --out replaced any file; --max-images -3 and info --image-size 100000
     were tracebacks (the latter after trying to allocate 120 GB); a JSON file given as a model was said to 'run code';

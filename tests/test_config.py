@@ -119,7 +119,7 @@ def test_building_the_train_parser_does_not_import_torch():
     [
         (["--lr", "-0.1"], "--lr -0.1: must be a number > 0"),
         (["--batch-size", "0"], "--batch-size 0: must be an integer >= 1"),
-        (["--workers", "-1"], "--workers -1: must be an integer >= 0"),
+        (["--workers", "-1"], "--workers -1: must be an integer in [0, 256]"),
         (
             ["--image-size", "32"],
             "--image-size 32: must be an integer in [63, 2048] (AlexNet's smallest input is 63 px)",

@@ -126,7 +126,7 @@ def test_train_bench_and_serve_share_the_image_size_bounds():
         (["bench", "--min-time", "nan"], "--min-time nan: must be a number >= 0"),
         (["bench", "--device", "gpu"], "--device 'gpu': choose from auto, cpu, cuda, cuda:N or mps"),
         (["explain", "m.pt", "x.jpg", "--every", "0"], "--every 0.0: must be a number > 0"),
-        (["explain", "m.pt", "x.jpg", "--steps", "0"], "--steps 0: must be an integer >= 1"),
+        (["explain", "m.pt", "x.jpg", "--steps", "0"], "--steps 0: must be an integer in [1, 4096]"),
         (["explain", "m.pt", "x.jpg", "--window", "0"], "--window 0: must be an integer >= 1"),
         (["serve", "m.pt", "--keep-alive-s", "0"], "--keep-alive-s 0.0: must be a number in (0, 3600]"),
     ],

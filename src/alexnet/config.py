@@ -70,7 +70,7 @@ class TrainConfig:
                                      none_text="auto: on when they fit in a quarter of the free memory, 4 GiB "
                                      "at most", on_resume="free")  # fmt: skip
     workers: int | None = setting(
-        None, "data loader processes", low=0, none_text="0 on CPU, else cores - 1", on_resume="free"
+        None, "data loader processes", low=0, high=256, none_text="0 on CPU, else cores - 1", on_resume="free"
     )
     in_channels: int | None = setting(None, "input channels: 3 (RGB) or 1 (grayscale: a single-channel model, packs "
                                       "and in-memory sets; colour images become luma; on gray data it learns as the "
@@ -166,7 +166,7 @@ class TrainConfig:
                               switch=True, on_resume="free")  # fmt: skip
     resume: str | None = setting(None, "auto (RUN_DIR/checkpoints/last.pt, if there is one) or a checkpoint path",
                                  metavar="auto|PATH", on_resume="free")  # fmt: skip
-    seed: int = setting(0, "random seed (shuffle, augmentation, init)", low=0, on_resume="fixed")
+    seed: int = setting(0, "random seed (shuffle, augmentation, init)", low=0, high=2**32 - 1, on_resume="fixed")
     log_every: int = setting(
         100, "steps between loss readings (each reading waits for the device)", low=1, on_resume="free"
     )

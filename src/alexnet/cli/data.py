@@ -8,7 +8,11 @@ from __future__ import annotations
 import argparse
 import json
 
+from ..names import MAX_IMAGE_SIZE
 from ..text import plural
+from . import numbers
+
+MAX_SYNTH_IMAGES = 1_000_000  # per class and split
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -35,11 +39,11 @@ def register_synth(sub: argparse._SubParsersAction) -> None:
                        "positions, sizes and rotations are random, so mean colour says nothing about the class. The "
                        "same seed gives the same files.")  # fmt: skip
     p.add_argument("out", metavar="OUT", help="output folder (gets train/ and val/)")
-    p.add_argument("--classes", type=int, default=10, help="number of classes (2 to 10)")
-    p.add_argument("--per-class", type=int, default=300, help="train images per class")
-    p.add_argument("--val-per-class", type=int, default=50, help="val images per class")
-    p.add_argument("--size", type=int, default=64, help="image side in px")
-    p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same files)")
+    p.add_argument("--classes", type=numbers.whole(2, 10), default=10, help="number of classes (2 to 10)")
+    p.add_argument("--per-class", type=numbers.whole(1, MAX_SYNTH_IMAGES), default=300, help="train images per class")
+    p.add_argument("--val-per-class", type=numbers.whole(0, MAX_SYNTH_IMAGES), default=50, help="val images per class")
+    p.add_argument("--size", type=numbers.whole(16, MAX_IMAGE_SIZE), default=64, help="image side in px")
+    p.add_argument("--seed", type=numbers.seed, default=0, help="random seed (same seed, same files)")
     p.add_argument("--overwrite", action="store_true", help="write into a non-empty OUT (replacing its images)")
     p.set_defaults(func=run_synth)
 
@@ -71,7 +75,7 @@ def register_stats(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default=None, help="JSON path (default: in the cache, $ALEXNET_CACHE or ~/.cache/alexnet, "
                    "where training looks for them; the data folder is left alone)")  # fmt: skip
     p.add_argument("--max-images", type=int, default=None, help="use this many evenly spaced images (default: all)")
-    p.add_argument("--workers", type=int, default=2, help="decoding threads")
+    p.add_argument("--workers", type=numbers.threads, default=2, help="decoding threads")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     p.set_defaults(func=run_stats)
 
@@ -113,7 +117,7 @@ def register_check(sub: argparse._SubParsersAction) -> None:
                        "1 if not.")  # fmt: skip
     p.add_argument("data", metavar="DATA", help="data set folder, archive or pack")
     p.add_argument("--json", default=None, metavar="OUT", help="also write the report as JSON here")
-    p.add_argument("--workers", type=int, default=None, help="threads (default: all cores)")
+    p.add_argument("--workers", type=numbers.threads, default=None, help="threads (default: all cores)")
     p.add_argument(
         "--val-fraction",
         type=float,
@@ -121,7 +125,9 @@ def register_check(sub: argparse._SubParsersAction) -> None:
         metavar="F",
         help="for folders without a val split: the fraction train would hold out (default: train's)",
     )
-    p.add_argument("--seed", type=int, default=0, help="the --seed train would use (which images are held out)")
+    p.add_argument(
+        "--seed", type=numbers.seed, default=0, help="the --seed train would use (which images are held out)"
+    )
     p.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
     p.set_defaults(func=run_check)
 
@@ -153,7 +159,7 @@ def register_pack(sub: argparse._SubParsersAction) -> None:
     p.add_argument("out", metavar="OUT", help="output pack directory (new or empty, or an earlier pack to redo)")
     p.add_argument("--size", type=int, default=256, help="stored image side in px")
     p.add_argument("--resize", default="shorter-centre", choices=["shorter-centre", "squash"], help="how to get SxS")
-    p.add_argument("--workers", type=int, default=None, help="decoding processes (default: all cores)")
+    p.add_argument("--workers", type=numbers.threads, default=None, help="decoding processes (default: all cores)")
     p.add_argument("--channels", type=int, default=3, choices=(1, 3),
                    help="3 (RGB) or 1 (gray: a third of the bytes; train it with --in-channels 1)")  # fmt: skip
     p.add_argument("--window", default="auto", help="how DICOMs and 16-bit gray images become 8 bits (see train)")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from . import numbers
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
@@ -23,9 +25,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--ten-crop", action="store_true", help="average softmax over ten crops (paper §4.1)")
     p.add_argument("--flip", action="store_true", help="average softmax over each image and its mirror (as a "
                    "training run's final report does, unless it ran with --no-flip-eval)")  # fmt: skip
-    p.add_argument("--batch-size", type=int, default=100, help="images per forward pass")
+    p.add_argument("--batch-size", type=numbers.batch, default=100, help="images per forward pass")
     p.add_argument(
-        "--workers", type=int, default=None, help="data loader processes (default: 0 on CPU, else cores - 1)"
+        "--workers",
+        type=numbers.workers,
+        default=None,
+        help="data loader processes (default: 0 on CPU, else cores - 1)",
     )
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"], help="autocast precision")

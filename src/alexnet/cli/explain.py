@@ -50,7 +50,7 @@ class ExplainConfig:
                                              choices=FORMATS, none_text="png")  # fmt: skip
     window: int | None = setting(None, "occlusion: square side in px", low=1, metavar="PX", none_text="crop / 4")
     stride: int | None = setting(None, "occlusion: step in px", low=1, metavar="PX", none_text="window / 2")
-    steps: int = setting(32, "integrated gradients: points along the path", low=1, metavar="N")
+    steps: int = setting(32, "integrated gradients: points along the path", low=1, high=4096, metavar="N")
     every: float = setting(1.0, "video: seconds between sampled frames", low=0, low_open=True, metavar="S")
     device: str = setting("auto", DEVICE_HELP, pattern=DEVICE_PATTERN, pattern_rule=f"choose from {DEVICE_HELP}")
 

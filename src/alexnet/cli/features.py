@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 
 from ..text import plural
+from . import numbers
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -22,7 +23,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--layer", choices=("conv5", "fc6", "fc7"), default="fc7", help="layer (default fc7)")
     p.add_argument("--split", choices=("train", "val"), default="train", help="which split (default train)")
     p.add_argument("--out", required=True, help="output file, .npy or .safetensors")
-    p.add_argument("--batch-size", type=int, default=64, help="images per forward pass")
+    p.add_argument("--batch-size", type=numbers.batch, default=64, help="images per forward pass")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file (and its .json)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps (default auto)")
     p.set_defaults(func=run)

@@ -22,6 +22,7 @@ from typing import Any, TextIO
 
 from ..errors import UserError
 from ..text import printable
+from . import numbers
 
 FORMATS = ("table", "json", "csv")
 
@@ -35,8 +36,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--ten-crop", action="store_true", help="average the 10 crops of paper §4.1 (10x the compute)")
     p.add_argument("--flip", action="store_true", help="average each image with its mirror (2x the compute; as a "
                    "training run's final report does)")  # fmt: skip
-    p.add_argument("--batch-size", type=int, default=64, help="images per forward pass")
-    p.add_argument("--every", type=float, default=1.0, help="video: seconds between sampled frames")
+    p.add_argument("--batch-size", type=numbers.batch, default=64, help="images per forward pass")
+    p.add_argument(
+        "--every",
+        type=numbers.number(0, 86400, low_open=True),
+        default=1.0,
+        help="video: seconds between sampled frames",
+    )
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
     p.set_defaults(func=run)
 
@@ -83,8 +89,6 @@ def run(args: argparse.Namespace) -> int:
     from ..predict import VIDEO_EXTENSIONS, load
     from ..progress import progress
 
-    if args.every <= 0:
-        raise UserError(f"--every {args.every}: must be a positive number of seconds")
     predictor = load(args.model, device=args.device)
     listed = list_inputs(args.inputs)
     videos = any(isinstance(p, Path) and p.suffix.lower() in VIDEO_EXTENSIONS for _, p in listed)
