@@ -266,3 +266,15 @@ def test_more_mistakes_are_one_line_and_no_file_is_replaced(tmp_path, capsys):
     assert notes.read_text() == "mine"
     assert main(["data", "stats", str(data), "--out", str(notes), "--overwrite"]) == 0
     assert '"mean"' in notes.read_text()
+
+
+def test_a_negative_window_centre_is_a_value_not_an_option(tmp_path, capsys):
+    """CT's lung window is -600,1500: ``--window -600,1500`` was "expected one argument" (only ``=`` worked)."""
+    from alexnet.cli import build_parser, negative_values_joined
+
+    argv = ["train", "d", "--window", "-600,1500", "--lr", "-0.5", "--epochs", "2"]
+    assert negative_values_joined(argv) == ["train", "d", "--window=-600,1500", "--lr=-0.5", "--epochs", "2"]
+    args = build_parser().parse_args(negative_values_joined(["data", "pack", "a", "b", "--window", "-600,1500"]))
+    assert args.window == "-600,1500"
+    assert main(["data", "pack", str(tmp_path / "nowhere"), str(tmp_path / "p"), "--window", "-600,1500"]) == 2
+    assert "nowhere: no such file or folder" in capsys.readouterr().err  # past the parser and the window's check

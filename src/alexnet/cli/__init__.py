@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     or a flag argparse rejects), 130 interrupted (Ctrl-C), 141 the reader of stdout went away (``| head``).
     """
     parser = build_parser()
-    args, extra = parser.parse_known_args(argv)
+    args, extra = parser.parse_known_args(negative_values_joined(sys.argv[1:] if argv is None else argv))
     name = " ".join(["alexnet", args.command, getattr(args, "data_command", None) or ""]).strip()  # alexnet data pack
     if extra:  # argparse names the top-level parser ("alexnet: error"), not the command whose flag it is
         parser.exit(2, f"{name}: error: unrecognized arguments: {' '.join(extra)} (see '{name} --help')\n")
@@ -164,6 +164,18 @@ def main(argv: list[str] | None = None) -> int:
         where = f"{e.filename}: " if e.filename is not None else ""
         _error(f"{name}: error: {where}{e.strerror or e}")
         return 1
+
+
+def negative_values_joined(argv: list[str]) -> list[str]:
+    """``--window -600,1500`` as ``--window=-600,1500``: argparse takes a word that starts with ``-`` for an option
+    unless it is a plain negative number, and CT windows have negative centres. No option starts with a digit."""
+    out: list[str] = []
+    for word in argv:
+        if out and out[-1].startswith("--") and "=" not in out[-1] and re.fullmatch(r"-\d[\d.,:eE+-]*", word):
+            out[-1] = f"{out[-1]}={word}"
+        else:
+            out.append(word)
+    return out
 
 
 def _error(line: str) -> None:
