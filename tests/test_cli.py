@@ -258,6 +258,10 @@ def test_more_mistakes_are_one_line_and_no_file_is_replaced(tmp_path, capsys):
         (["info", "--num-classes", "1000000000"], "--num-classes 1000000000: must be in [1, "),
         (["predict", str(tmp_path / "m.json"), str(data)], "m.json: not a PyTorch weights file"),
         (["export", str(tmp_path / "m.onnx"), "--format", "onnx"], "an .onnx export cannot be exported again"),
+        (
+            ["export", str(tmp_path / "m.json"), "--format", "onnx", "--out", str(tmp_path / "x.txt")],
+            "x.txt: the name must end in .onnx for --format onnx",
+        ),  # predict then read x.txt as a checkpoint
     ]
     for argv, want in cases:
         assert main(argv) == 2, argv
@@ -278,3 +282,20 @@ def test_a_negative_window_centre_is_a_value_not_an_option(tmp_path, capsys):
     assert args.window == "-600,1500"
     assert main(["data", "pack", str(tmp_path / "nowhere"), str(tmp_path / "p"), "--window", "-600,1500"]) == 2
     assert "nowhere: no such file or folder" in capsys.readouterr().err  # past the parser and the window's check
+
+
+def test_an_empty_path_is_a_mistake_not_the_working_folder(tmp_path, monkeypatch, capsys):
+    """``Path("")`` is ``.``: ``train "$DATA"`` with DATA unset trained on the working folder, ``predict M ""``
+    classified everything under it, ``data pack "" OUT`` packed it."""
+    from alexnet.data.synthetic import make_synthetic
+
+    make_synthetic(tmp_path, classes=2, per_class=3, val_per_class=1, size=64, show_progress=False)
+    monkeypatch.chdir(tmp_path)  # a data set right here, which "" used to find
+    cases = [(["train", ""], "data is empty"), (["predict", "m.pt", "a.png", ""], "one of the inputs is empty"),
+             (["data", "pack", "", "p"], "src is empty"), (["train", "--out", ""], "out is empty")]  # fmt: skip
+    for argv, want in cases:
+        with pytest.raises(SystemExit) as e:
+            main(argv)
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and len(err.splitlines()) == 1 and want in err, (argv, err)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["boxes.json", "train", "val"]  # nothing written

@@ -62,6 +62,9 @@ def export(
     if Path(model_path).suffix.lower() == ".onnx":  # it has no PyTorch weights to export
         raise UserError(f"{model_path}: an .onnx export cannot be exported again; export the checkpoint it came from")
     out = Path(out) if out is not None else Path(model_path).with_suffix(SUFFIXES[fmt])
+    if out.suffix.lower() != SUFFIXES[fmt]:  # loading tells the format by it: x.txt would be read as a checkpoint
+        raise UserError(f"--out {out}: the name must end in {SUFFIXES[fmt]} for --format {fmt} (predict and serve "
+                        "tell the format by it)")  # fmt: skip
     sidecars = [out.with_suffix(".json")] if fmt == "safetensors" else []
     if any(p.resolve() == Path(model_path).resolve() for p in [out, *sidecars]):
         raise UserError(f"--out {out}: would overwrite the model file itself; choose another path")

@@ -147,6 +147,10 @@ def main(argv: list[str] | None = None) -> int:
     name = " ".join(["alexnet", args.command, getattr(args, "data_command", None) or ""]).strip()  # alexnet data pack
     if extra:  # argparse names the top-level parser ("alexnet: error"), not the command whose flag it is
         parser.exit(2, f"{name}: error: unrecognized arguments: {' '.join(extra)} (see '{name} --help')\n")
+    empty = next((k for k, v in vars(args).items() if v == "" or (isinstance(v, list) and "" in v)), None)
+    if empty:  # Path("") is ".": `alexnet train "$DATA"` with DATA unset trained on the working folder
+        what = f"one of the {empty}" if isinstance(getattr(args, empty), list) else empty.replace("_", "-")
+        parser.exit(2, f"{name}: error: {what} is empty (''; an unset shell variable?)\n")
     try:
         rc = int(args.func(args) or 0)
         sys.stdout.flush()  # here, not at exit, so that a closed pipe is caught below
