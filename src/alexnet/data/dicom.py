@@ -7,13 +7,17 @@ the file. Multi-frame files give their first frame (only that frame is decoded),
 
 Privacy: a DICOM header carries patient names, IDs and birth dates. Nothing here reads, prints or raises with any
 element outside the image pixel module, the transfer syntax, the modality and the pixel spacing; pydicom's own
-warnings (which may quote element values) are silenced while a file is read. Messages name the file path only.
+warnings and log records (which may quote element values) are silenced while a file is read or decoded. Messages
+name the file path only.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
+import logging
 import sys
+import threading
 import warnings
 from dataclasses import dataclass
 
@@ -30,6 +34,33 @@ _said_multiframe = False
 def is_dicom(data: bytes) -> bool:
     """True for a DICOM Part 10 file (``DICM`` after the 128-byte preamble)."""
     return data[MAGIC_OFFSET : MAGIC_OFFSET + 4] == b"DICM"
+
+
+class _DropWhileReading(logging.Filter):
+    """Drops pydicom's log records in a thread that is inside ``_quiet()``: they repeat its warnings, which may quote
+    element values (patient names, dates), and would print before our one line wherever logging is configured."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not getattr(_reading, "depth", 0)
+
+
+_reading = threading.local()  # per thread, so another thread's pydicom logging is untouched
+_DROP_WHILE_READING = _DropWhileReading()
+
+
+@contextlib.contextmanager
+def _quiet():
+    """No pydicom warning or log record while a file is read or decoded: the caller gets one ``DecodeError`` line."""
+    logger = logging.getLogger("pydicom")
+    if _DROP_WHILE_READING not in logger.filters:  # inert outside _quiet(): it only drops while depth > 0
+        logger.addFilter(_DROP_WHILE_READING)
+    _reading.depth = getattr(_reading, "depth", 0) + 1
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        _reading.depth -= 1
 
 
 def _pydicom():
@@ -63,8 +94,7 @@ def _read(data: bytes, name: str):
 
     pydicom = _pydicom()
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # pydicom's warnings may quote element values (names, dates)
+        with _quiet():
             ds = pydicom.dcmread(io.BytesIO(data))
     except Exception as e:
         raise DecodeError(f"{name}: not a readable DICOM file ({type(e).__name__})") from None
@@ -80,9 +110,7 @@ def _int(ds, keyword: str, name: str, default: int | None = None) -> int:
             raise DecodeError(f"{name}: DICOM file without {keyword}; not an image")
         return default
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            value = ds[keyword].value
+        value = ds[keyword].value
         if isinstance(value, (bytes, bytearray, list, tuple)):
             raise TypeError
         out = int(value)
@@ -99,13 +127,11 @@ def _int(ds, keyword: str, name: str, default: int | None = None) -> int:
 
 def _floats(ds, keyword: str) -> list[float] | None:
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            v = ds.get(keyword, None)
-            if v is None:
-                return None
-            v = list(v) if isinstance(v, (list, tuple)) or type(v).__name__ == "MultiValue" else [v]
-            return [float(x) for x in v]
+        v = ds.get(keyword, None)
+        if v is None:
+            return None
+        v = list(v) if isinstance(v, (list, tuple)) or type(v).__name__ == "MultiValue" else [v]
+        return [float(x) for x in v]
     except Exception:
         return None
 
@@ -114,6 +140,11 @@ def read_header(data: bytes, name: str, *, max_pixels: int, max_aspect: float, _
     """Parse and bound-check a DICOM header; ``DecodeError``/``DecodeBoundsError`` name the file."""
 
     ds = _ds if _ds is not None else _read(data, name)
+    with _quiet():  # reading an element converts its value, and pydicom warns about (and quotes) a bad one
+        return _header(ds, name, max_pixels=max_pixels, max_aspect=max_aspect)
+
+
+def _header(ds, name: str, *, max_pixels: int, max_aspect: float) -> Header:
     meta = getattr(ds, "file_meta", None)
     _check_kind(ds, meta, name)
     rows, cols = _int(ds, "Rows", name), _int(ds, "Columns", name)
@@ -193,8 +224,7 @@ def decode(data: bytes, name: str, *, max_pixels: int, max_aspect: float, window
     from pydicom.pixels import apply_modality_lut, pixel_array
 
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with _quiet():
             arr = pixel_array(io.BytesIO(data), index=0 if h.frames > 1 else None)
     except Exception as e:
         missing = isinstance(e, (NotImplementedError, RuntimeError)) and (
@@ -218,8 +248,7 @@ def decode(data: bytes, name: str, *, max_pixels: int, max_aspect: float, window
         if arr.dtype != np.uint8:
             arr = windowing.scale(arr, 0, 2 ** min(h.bits_stored, 16) - 1)
         return np.ascontiguousarray(arr)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    with _quiet():
         x = apply_modality_lut(arr, ds)  # rescale slope / intercept (or the modality LUT): stored values -> HU...
     out = windowing.apply(x, window, stored=h.window, full=None)
     if h.photometric == "MONOCHROME1":  # 0 is white

@@ -1,0 +1,32 @@
+"""pydicom's shipped sample files through ``decode_image``, checked against pydicom's own decoding (its colour LUT,
+its colour-space conversion, its pixel arrays): palette colour, YBR 4:2:2, 8/16/32-bit RGB, deflated and JPEG
+baseline files, and the one-line messages for files no installed decoder reads."""
+
+import logging
+
+import pytest
+
+from alexnet.data.decode import DecodeError, decode_image
+
+pydicom = pytest.importorskip("pydicom")
+from pydicom.data import get_testdata_file  # noqa: E402
+
+
+def sample(name: str) -> str:
+    """One of pydicom's shipped test files (never downloaded: skip if this pydicom lacks it)."""
+    path = get_testdata_file(name, download=False)
+    if path is None:
+        pytest.skip(f"pydicom ships no {name}")
+    return path
+
+
+def test_pydicom_warnings_and_log_records_stay_quiet(recwarn, caplog, capsys):
+    """badVR.dcm's NumberOfFrames is '1A': one line from us, and none of pydicom's warning or log record (both quote
+    the element's value, and printed two lines before ours)."""
+    path = sample("badVR.dcm")
+    caplog.set_level(logging.DEBUG)
+    with pytest.raises(DecodeError, match=r"badVR\.dcm: DICOM NumberOfFrames \(0028,0008\) is not an integer"):
+        decode_image(path)
+    assert [str(w.message) for w in recwarn] == []
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("pydicom")] == []
+    assert capsys.readouterr().err == ""
