@@ -4,6 +4,7 @@ baseline files, and the one-line messages for files no installed decoder reads."
 
 import logging
 
+import numpy as np
 import pytest
 
 from alexnet.data.decode import DecodeError, decode_image
@@ -30,3 +31,15 @@ def test_pydicom_warnings_and_log_records_stay_quiet(recwarn, caplog, capsys):
     assert [str(w.message) for w in recwarn] == []
     assert [r.getMessage() for r in caplog.records if r.name.startswith("pydicom")] == []
     assert capsys.readouterr().err == ""
+
+
+def _rgb(path: str) -> np.ndarray:
+    return decode_image(path).permute(1, 2, 0).numpy().astype(int)
+
+
+def test_rgb_scaled_by_its_bits_stored():
+    """The same picture stored in 8, 16 and 32 bits a sample gives the same 8-bit image: pydicom's 8-bit pixels (the
+    32-bit file was scaled over 0..65535, so every sample came out 0 or 255)."""
+    eight = pydicom.dcmread(sample("SC_rgb_rle.dcm")).pixel_array.astype(int)
+    for name in ("SC_rgb_rle.dcm", "SC_rgb_rle_16bit.dcm", "SC_rgb_rle_32bit.dcm"):
+        assert np.abs(_rgb(sample(name)) - eight).max() <= 1, name

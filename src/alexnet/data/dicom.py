@@ -245,15 +245,28 @@ def decode(data: bytes, name: str, *, max_pixels: int, max_aspect: float, window
     if arr.ndim == 3 and h.samples == 1:  # a decoder that returned every frame anyway
         arr = arr[0]
     if h.samples == 3:  # pydicom converted YBR to RGB
-        if arr.dtype != np.uint8:
-            arr = windowing.scale(arr, 0, 2 ** min(h.bits_stored, 16) - 1)
-        return np.ascontiguousarray(arr)
+        bits = h.bits_stored if 0 < h.bits_stored <= h.bits_allocated else h.bits_allocated
+        return to_8bit(arr, bits)
     with _quiet():
         x = apply_modality_lut(arr, ds)  # rescale slope / intercept (or the modality LUT): stored values -> HU...
     out = windowing.apply(x, window, stored=h.window, full=None)
     if h.photometric == "MONOCHROME1":  # 0 is white
         out = 255 - out
     return out
+
+
+def to_8bit(x: np.ndarray, bits: int) -> np.ndarray:
+    """Unsigned samples of ``bits`` bits (0 .. 2**bits - 1) scaled linearly to uint8, rounded: the same picture
+    stored in 8, 16 or 32 bits gives the same image. Integer arithmetic in uint64 (a 32-bit sample times 255
+    overflows uint32): 8 bytes a sample, where float64 scaling took two such copies."""
+    if x.dtype == np.uint8 and bits == 8:
+        return np.ascontiguousarray(x)
+    top = 2**bits - 1
+    y = np.clip(x, 0, top).astype(np.uint64)  # signed colour data: negatives are black
+    y *= 255
+    y += top // 2
+    y //= top
+    return y.astype(np.uint8)
 
 
 def _say_multiframe(name: str, frames: int) -> None:
