@@ -43,3 +43,14 @@ def test_rgb_scaled_by_its_bits_stored():
     eight = pydicom.dcmread(sample("SC_rgb_rle.dcm")).pixel_array.astype(int)
     for name in ("SC_rgb_rle.dcm", "SC_rgb_rle_16bit.dcm", "SC_rgb_rle_32bit.dcm"):
         assert np.abs(_rgb(sample(name)) - eight).max() <= 1, name
+
+
+def test_ybr_full_422_is_rgb_as_pydicom_converts_it():
+    """YBR_FULL_422 stores two samples a pixel (Y Y Cb Cr per pair), so its 20,000 bytes are all of a 100x100 image:
+    it was refused as truncated against 30,000. It decodes to pydicom's convert_color_space of the raw samples."""
+    from pydicom.pixels import convert_color_space, pixel_array
+
+    path = sample("SC_ybr_full_422_uncompressed.dcm")
+    ds = pydicom.dcmread(path)
+    ref = convert_color_space(pixel_array(ds, raw=True), "YBR_FULL", "RGB").astype(int)
+    assert np.abs(_rgb(path) - ref).max() <= 1

@@ -156,14 +156,9 @@ def _header(ds, name: str, *, max_pixels: int, max_aspect: float) -> Header:
     ts = meta.get("TransferSyntaxUID", None) if meta is not None else None
     ts_name = getattr(ts, "name", str(ts)) if ts is not None else "Implicit VR Little Endian"
     compressed = bool(getattr(ts, "is_compressed", False))
+    photometric = str(ds.get("PhotometricInterpretation", "") or "MONOCHROME2").strip()
     if not compressed and "PixelData" in ds:
-        need = (rows * cols * frames * samples * bits_allocated + 7) // 8
-        have = len(ds["PixelData"].value or b"")
-        if have < need:
-            raise DecodeError(
-                f"{name}: truncated DICOM: {have:,} bytes of pixel data, the header declares {need:,} "
-                f"({cols}x{rows} px x {frames} frame(s) x {samples} x {bits_allocated} bits)"
-            )
+        _check_length(ds, name, rows, cols, frames, _stored_samples(samples, photometric), bits_allocated)
     centre, width = _floats(ds, "WindowCenter"), _floats(ds, "WindowWidth")
     win = (centre[0], width[0]) if centre and width and width[0] >= 1 else None
     spacing = _floats(ds, "PixelSpacing")
@@ -174,13 +169,31 @@ def _header(ds, name: str, *, max_pixels: int, max_aspect: float) -> Header:
         samples=samples,
         bits_allocated=bits_allocated,
         bits_stored=bits_stored,
-        photometric=str(ds.get("PhotometricInterpretation", "") or "MONOCHROME2").strip(),
+        photometric=photometric,
         transfer_syntax=ts_name,
         compressed=compressed,
         modality=str(ds.get("Modality", "") or ""),
         window=win,
         pixel_spacing=(spacing[0], spacing[1]) if spacing and len(spacing) == 2 else None,
     )
+
+
+def _stored_samples(samples: int, photometric: str) -> int:
+    """Samples stored per pixel in native (uncompressed) pixel data: YBR_FULL_422 (and the retired YBR_PARTIAL_422)
+    store each pair of pixels as Y Y Cb Cr, two samples a pixel where there are three after decoding (PS3.3
+    C.7.6.3.1.2)."""
+    return 2 if samples == 3 and photometric in ("YBR_FULL_422", "YBR_PARTIAL_422") else samples
+
+
+def _check_length(ds, name: str, rows: int, cols: int, frames: int, stored_samples: int, bits_allocated: int) -> None:
+    """``DecodeError`` for native pixel data shorter than the header's pixel module declares (a truncated file)."""
+    need = (rows * cols * frames * stored_samples * bits_allocated + 7) // 8
+    have = len(ds["PixelData"].value or b"")
+    if have < need:
+        raise DecodeError(
+            f"{name}: truncated DICOM: {have:,} bytes of pixel data, the header declares {need:,} "
+            f"({cols}x{rows} px x {frames} frame(s) x {stored_samples} sample(s) x {bits_allocated} bits)"
+        )
 
 
 def _check_kind(ds, meta, name: str) -> None:
