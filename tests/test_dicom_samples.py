@@ -3,6 +3,7 @@ its colour-space conversion, its pixel arrays): palette colour, YBR 4:2:2, 8/16/
 baseline files, and the one-line messages for files no installed decoder reads."""
 
 import logging
+import warnings
 
 import numpy as np
 import pytest
@@ -19,6 +20,13 @@ def sample(name: str) -> str:
     if path is None:
         pytest.skip(f"pydicom ships no {name}")
     return path
+
+
+def _dcmread(path: str):
+    """pydicom's reading of a sample, without its warnings about the sample's own quirks."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return pydicom.dcmread(path)
 
 
 def test_pydicom_warnings_and_log_records_stay_quiet(recwarn, caplog, capsys):
@@ -40,7 +48,7 @@ def _rgb(path: str) -> np.ndarray:
 def test_rgb_scaled_by_its_bits_stored():
     """The same picture stored in 8, 16 and 32 bits a sample gives the same 8-bit image: pydicom's 8-bit pixels (the
     32-bit file was scaled over 0..65535, so every sample came out 0 or 255)."""
-    eight = pydicom.dcmread(sample("SC_rgb_rle.dcm")).pixel_array.astype(int)
+    eight = _dcmread(sample("SC_rgb_rle.dcm")).pixel_array.astype(int)
     for name in ("SC_rgb_rle.dcm", "SC_rgb_rle_16bit.dcm", "SC_rgb_rle_32bit.dcm"):
         assert np.abs(_rgb(sample(name)) - eight).max() <= 1, name
 
@@ -51,6 +59,58 @@ def test_ybr_full_422_is_rgb_as_pydicom_converts_it():
     from pydicom.pixels import convert_color_space, pixel_array
 
     path = sample("SC_ybr_full_422_uncompressed.dcm")
-    ds = pydicom.dcmread(path)
+    ds = _dcmread(path)
     ref = convert_color_space(pixel_array(ds, raw=True), "YBR_FULL", "RGB").astype(int)
     assert np.abs(_rgb(path) - ref).max() <= 1
+
+
+def _pydicom_pixels(ds) -> np.ndarray | None:
+    """pydicom's own pixels, or None where it cannot decode them here (no plugin installed)."""
+    try:
+        return ds.pixel_array
+    except Exception:
+        return None
+
+
+def _gray_reference(ds) -> np.ndarray:
+    """pydicom's first frame through its modality LUT, min..max to 0..255 (``window="minmax"``)."""
+    from pydicom.pixels import apply_modality_lut
+
+    x = apply_modality_lut(ds.pixel_array, ds).astype(float)
+    return np.rint((x - x.min()) * 255 / (x.max() - x.min()))
+
+
+def test_deflated_file_decodes_as_pydicom_reads_it():
+    """The Deflated transfer syntax: the pixels were decoded from a second parse of the raw (still deflated) bytes,
+    which found no pixel data ('(AttributeError, ...)')."""
+    path = sample("image_dfl.dcm")
+    ours = decode_image(path, window="minmax", channels=1)[0].numpy().astype(int)
+    assert np.abs(ours - _gray_reference(_dcmread(path))).max() <= 1
+
+
+@pytest.mark.parametrize("name", ["SC_rgb_jpeg.dcm", "SC_rgb_jpeg_dcmtk.dcm"])
+def test_jpeg_baseline_decodes_as_pydicom_does(name):
+    """JPEG baseline (Pillow, through pydicom): SC_rgb_jpeg.dcm was refused with '(ValueError, ...)'."""
+    path = sample(name)
+    ref = _pydicom_pixels(_dcmread(path))
+    if ref is None:
+        pytest.skip(f"this pydicom cannot decode {name} either")
+    assert np.abs(_rgb(path) - ref.astype(int)).max() <= 1
+
+
+@pytest.mark.parametrize("name", ["MR_small_jpeg_ls_lossless.dcm", "JPEG-lossy.dcm"])
+def test_undecodable_file_names_the_decoders_pydicom_lacks(name):
+    """A syntax no installed plugin decodes: one line naming the file and each package pydicom lists as missing for
+    it (the line used to suggest pylibjpeg-openjpeg, a JPEG 2000 decoder, for JPEG-LS), no exception class name."""
+    from pydicom.pixels import get_decoder
+
+    path = sample(name)
+    ds = _dcmread(path)
+    if _pydicom_pixels(ds) is not None:
+        pytest.skip(f"this environment decodes {name}")
+    with pytest.raises(DecodeError) as e:
+        decode_image(path)
+    msg = str(e.value)
+    assert msg.startswith(f"{path}: ") and "\n" not in msg and "Error" not in msg
+    missing = get_decoder(ds.file_meta.TransferSyntaxUID).missing_dependencies  # "gdcm - requires gdcm>=3.0.10"
+    assert missing and all(m.split(" - ")[0] in msg for m in missing)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import re
 import sys
 import threading
 import warnings
@@ -231,41 +232,78 @@ def _check_geometry(name: str, rows: int, cols: int, frames: int, samples: int, 
 def decode(data: bytes, name: str, *, max_pixels: int, max_aspect: float, window: str = "auto") -> np.ndarray:
     """A DICOM's first frame as uint8 ``(H, W)`` (grayscale, windowed) or ``(H, W, 3)`` (colour)."""
 
-    pydicom = _pydicom()
     ds = _read(data, name)
     h = read_header(data, name, max_pixels=max_pixels, max_aspect=max_aspect, _ds=ds)
-    from pydicom.pixels import apply_modality_lut, pixel_array
-
-    try:
-        with _quiet():
-            arr = pixel_array(io.BytesIO(data), index=0 if h.frames > 1 else None)
-    except Exception as e:
-        missing = isinstance(e, (NotImplementedError, RuntimeError)) and (
-            "plugin" in str(e) or "support" in str(e) or "missing" in str(e)
-        )
-        if h.compressed and missing:
-            raise DecodeError(
-                f"{name}: DICOM transfer syntax {h.transfer_syntax!r} cannot be decoded by the installed pydicom "
-                "plugins; install pylibjpeg (pip install pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg) or convert "
-                "the file to an uncompressed transfer syntax"
-            ) from None
-        raise DecodeError(
-            f"{name}: cannot decode the DICOM pixel data ({type(e).__name__}, transfer syntax {h.transfer_syntax})"
-        ) from None
-    del pydicom
+    arr = _first_frame(ds, h, name)
     if h.frames > 1:
         _say_multiframe(name, h.frames)
-    if arr.ndim == 3 and h.samples == 1:  # a decoder that returned every frame anyway
-        arr = arr[0]
     if h.samples == 3:  # pydicom converted YBR to RGB
         bits = h.bits_stored if 0 < h.bits_stored <= h.bits_allocated else h.bits_allocated
         return to_8bit(arr, bits)
+    from pydicom.pixels import apply_modality_lut
+
     with _quiet():
         x = apply_modality_lut(arr, ds)  # rescale slope / intercept (or the modality LUT): stored values -> HU...
     out = windowing.apply(x, window, stored=h.window, full=None)
     if h.photometric == "MONOCHROME1":  # 0 is white
         out = 255 - out
     return out
+
+
+def _first_frame(ds, h: Header, name: str) -> np.ndarray:
+    """The first frame's pixels (YBR converted to RGB) from the parsed dataset, whose pixel data is already in memory
+    and inflated (a second parse of the raw bytes could not read the Deflated transfer syntax, nor some encapsulated
+    files pydicom's dataset reader accepts); ``index`` makes pydicom decode that frame only."""
+    from pydicom.pixels import pixel_array
+
+    try:
+        with _quiet():
+            arr = pixel_array(ds, index=0 if h.frames > 1 else None)
+    except Exception as e:
+        raise DecodeError(_undecodable(ds, h, name, e)) from None
+    return arr[0] if arr.ndim == 3 and h.samples == 1 else arr  # a decoder that returned every frame anyway
+
+
+def _undecodable(ds, h: Header, name: str, error: Exception) -> str:
+    """One line for pixel data pydicom could not decode: what to install when none of the decoders it knows for the
+    transfer syntax is installed, else its reason (without the exception's class name, which says nothing to a
+    user), and other decoders that may do better."""
+    meta = getattr(ds, "file_meta", None)
+    uid = meta.get("TransferSyntaxUID", None) if meta is not None else None
+    available, hint = _decoders(uid)
+    convert = "or convert the file to an uncompressed transfer syntax"
+    if h.compressed and not available and hint:
+        return (
+            f"{name}: DICOM pixel data in {h.transfer_syntax!r} needs a decoder that is not installed: {hint}; "
+            + convert
+        )
+    reason = " ".join(str(error).split())[:300] or "no reason given"  # pydicom's lines (plugin by plugin) as one
+    line = f"{name}: cannot decode the DICOM pixel data ({h.transfer_syntax}): {reason}"
+    return f"{line}; another decoder may: {hint}, {convert}" if h.compressed and hint else line
+
+
+_PIP_NAMES = {"gdcm": "python-gdcm"}  # the module pydicom names -> the package pip installs, where they differ
+
+
+def _decoders(uid) -> tuple[bool, str | None]:
+    """(any decoder for ``uid`` installed, ``pip install ...`` for the missing ones or None), from pydicom's own list
+    of its plugins and their dependencies (``pylibjpeg - requires pylibjpeg>=2.0 and pylibjpeg-libjpeg>=2.1``)."""
+    try:
+        from pydicom.pixels import get_decoder
+
+        decoder = get_decoder(uid)
+        available, missing = bool(decoder.available_plugins), list(decoder.missing_dependencies)
+    except Exception:  # no uid, a syntax pydicom has no decoder for, or another pydicom's API
+        return False, None
+    options = []
+    for line in missing:
+        requirements = line.split(" - requires ", 1)[-1].split(" and ")
+        packages = [re.split(r"[<>=!~\s]", r.strip(), maxsplit=1)[0] for r in requirements]
+        packages = [_PIP_NAMES.get(p, p) for p in packages if p and p != "numpy"]
+        if packages:
+            options.append("pip install " + " ".join(packages))
+    options.sort(key=lambda o: "pylibjpeg" not in o)  # wheels for every platform first
+    return available, ", or ".join(options) or None
 
 
 def to_8bit(x: np.ndarray, bits: int) -> np.ndarray:
