@@ -114,3 +114,20 @@ def test_undecodable_file_names_the_decoders_pydicom_lacks(name):
     assert msg.startswith(f"{path}: ") and "\n" not in msg and "Error" not in msg
     missing = get_decoder(ds.file_meta.TransferSyntaxUID).missing_dependencies  # "gdcm - requires gdcm>=3.0.10"
     assert missing and all(m.split(" - ")[0] in msg for m in missing)
+
+
+def test_palette_colour_goes_through_its_colour_table():
+    """PALETTE COLOR pixels are indices: they came out as a grey image of index values. Now RGB, as pydicom's
+    apply_color_lut gives it, scaled from the table's entry size (16 bits here) to 8; and the channel vote that
+    picks a 1- or 3-channel model counts the file as colour."""
+    from pydicom.pixels import apply_color_lut
+
+    from alexnet.data.channels import stored_gray
+
+    path = sample("examples_palette.dcm")
+    ds = _dcmread(path)
+    lut = apply_color_lut(ds.pixel_array, ds)
+    ref = np.rint(lut.astype(float) * 255 / np.iinfo(lut.dtype).max)
+    assert np.abs(_rgb(path) - ref).max() <= 1
+    assert len(np.unique(ref.reshape(-1, 3), axis=0)) > 2  # a colour picture, so a grey result cannot pass
+    assert stored_gray(path) is False

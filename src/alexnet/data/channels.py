@@ -30,7 +30,7 @@ def stored_gray(path: str) -> bool | None:
         if dicom.is_dicom(data):
             bounds = limits()
             h = dicom.read_header(data, path, max_pixels=bounds.max_image_pixels, max_aspect=bounds.max_image_aspect)
-            return h.samples == 1
+            return not h.colour  # a palette file has one sample a pixel, but decodes to RGB
         return read_header(data, path).mode in GRAY_MODES
     except UserError:
         return None

@@ -1,4 +1,5 @@
-"""DICOM files as images (pydicom, the ``medical`` extra): pixel data -> modality LUT -> VOI window -> uint8.
+"""DICOM files as images (pydicom, the ``medical`` extra): pixel data -> modality LUT -> VOI window -> uint8 gray;
+colour (RGB, YBR converted by pydicom, PALETTE COLOR through its colour table) scaled by its bits to uint8 RGB.
 
 The header is checked before any pixel is decoded: rows x columns x frames against ``max_image_pixels`` and the
 aspect bound (``alexnet.limits``), the pixel data's length against what the header declares (a truncated file), the
@@ -80,7 +81,7 @@ class Header:
     rows: int
     columns: int
     frames: int
-    samples: int  # 1 gray, 3 colour
+    samples: int  # 1 gray or a palette index, 3 colour
     bits_allocated: int
     bits_stored: int
     photometric: str  # MONOCHROME1 (inverted), MONOCHROME2, RGB, YBR_FULL...
@@ -89,6 +90,11 @@ class Header:
     modality: str
     window: tuple[float, float] | None  # the first stored (centre, width)
     pixel_spacing: tuple[float, float] | None  # mm, (row, column)
+
+    @property
+    def colour(self) -> bool:
+        """Decodes to RGB: three samples a pixel, or one index into a colour table (PALETTE COLOR)."""
+        return self.samples == 3 or self.photometric == "PALETTE COLOR"
 
 
 def _read(data: bytes, name: str):
@@ -230,7 +236,7 @@ def _check_geometry(name: str, rows: int, cols: int, frames: int, samples: int, 
 
 
 def decode(data: bytes, name: str, *, max_pixels: int, max_aspect: float, window: str = "auto") -> np.ndarray:
-    """A DICOM's first frame as uint8 ``(H, W)`` (grayscale, windowed) or ``(H, W, 3)`` (colour)."""
+    """A DICOM's first frame as uint8 ``(H, W)`` (grayscale, windowed) or ``(H, W, 3)`` (colour or palette)."""
 
     ds = _read(data, name)
     h = read_header(data, name, max_pixels=max_pixels, max_aspect=max_aspect, _ds=ds)
@@ -240,6 +246,8 @@ def decode(data: bytes, name: str, *, max_pixels: int, max_aspect: float, window
     if h.samples == 3:  # pydicom converted YBR to RGB
         bits = h.bits_stored if 0 < h.bits_stored <= h.bits_allocated else h.bits_allocated
         return to_8bit(arr, bits)
+    if h.photometric == "PALETTE COLOR":  # indices into the colour table, not intensities: no modality LUT or window
+        return _palette_to_rgb(arr, ds, name)
     from pydicom.pixels import apply_modality_lut
 
     with _quiet():
@@ -304,6 +312,26 @@ def _decoders(uid) -> tuple[bool, str | None]:
             options.append("pip install " + " ".join(packages))
     options.sort(key=lambda o: "pylibjpeg" not in o)  # wheels for every platform first
     return available, ", or ".join(options) or None
+
+
+def _palette_to_rgb(arr: np.ndarray, ds, name: str) -> np.ndarray:
+    """PALETTE COLOR pixels through the file's red, green and blue tables to uint8 RGB, scaled by the tables' entry
+    size (8 or 16 bits, as pydicom's ``apply_color_lut`` returns them)."""
+    try:
+        with _quiet():
+            rgb = _apply_color_lut()(arr, ds)
+    except Exception as e:
+        reason = " ".join(str(e).split())[:300] or "no reason given"
+        raise DecodeError(f"{name}: a PALETTE COLOR DICOM whose colour table cannot be applied: {reason}") from None
+    return to_8bit(rgb[..., :3], rgb.dtype.itemsize * 8)  # [:3]: an enhanced palette's alpha table, if any
+
+
+def _apply_color_lut():
+    try:
+        from pydicom.pixels import apply_color_lut
+    except ImportError:  # pydicom before 3.0 kept it here
+        from pydicom.pixel_data_handlers.util import apply_color_lut
+    return apply_color_lut
 
 
 def to_8bit(x: np.ndarray, bits: int) -> np.ndarray:
