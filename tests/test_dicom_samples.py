@@ -131,3 +131,16 @@ def test_palette_colour_goes_through_its_colour_table():
     assert np.abs(_rgb(path) - ref).max() <= 1
     assert len(np.unique(ref.reshape(-1, 3), axis=0)) > 2  # a colour picture, so a grey result cannot pass
     assert stored_gray(path) is False
+
+
+def test_dicom_data_set_without_file_header_says_so():
+    """no_meta.dcm is a bare data set (no preamble, no 'DICM'), which pydicom refuses too: the line said 'not an
+    image Pillow can read (UnidentifiedImageError: ...)'; it now says what the file lacks."""
+    from pydicom.errors import InvalidDicomError
+
+    path = sample("no_meta.dcm")
+    with pytest.raises(InvalidDicomError):
+        pydicom.dcmread(path)
+    with pytest.raises(DecodeError, match=r"no_meta\.dcm: not a DICOM file pydicom reads: no 'DICM' marker") as e:
+        decode_image(path)
+    assert "Error" not in str(e.value)

@@ -106,7 +106,7 @@ def decode_image(
             window=window,
         )
         return _to_tensor(a, channels)
-    img = read_header(data, name, max_pixels=max_pixels)
+    img = _pillow_header(data, name, max_pixels)
     if _fast_jpeg(img, data):
         try:
             from torchvision.io import ImageReadMode, decode_jpeg
@@ -121,6 +121,22 @@ def decode_image(
         raise
     except Exception as e:
         raise DecodeError(f"{name}: cannot decode image ({_reason(e)})") from None
+
+
+def _pillow_header(data: bytes, name: str, max_pixels: int | None):
+    """``read_header``, except that a ``.dcm`` file Pillow cannot read is named for what it is: a DICOM data set
+    without the Part 10 file header (no ``DICM`` marker), which pydicom refuses too, not an unknown image."""
+    try:
+        return read_header(data, name, max_pixels=max_pixels)
+    except DecodeBoundsError:
+        raise
+    except DecodeError:
+        if not name.lower().endswith((".dcm", ".dicom")):
+            raise
+    raise DecodeError(
+        f"{name}: not a DICOM file pydicom reads: no 'DICM' marker after the 128-byte preamble (a bare DICOM data set "
+        "without its file meta header, or not DICOM); re-export it as a DICOM Part 10 file"
+    ) from None
 
 
 def _fast_jpeg(img, data: bytes) -> bool:
