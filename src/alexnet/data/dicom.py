@@ -341,7 +341,8 @@ def to_8bit(x: np.ndarray, bits: int) -> np.ndarray:
     if x.dtype == np.uint8 and bits == 8:
         return np.ascontiguousarray(x)
     top = 2**bits - 1
-    y = np.clip(x, 0, top).astype(np.uint64)  # signed colour data: negatives are black
+    y = (x if x.dtype.kind == "u" else np.clip(x, 0, None)).astype(np.uint64)  # signed colour: negatives are black
+    np.minimum(y, top, out=y)  # in place: a sample over bits stored saturates
     y *= 255
     y += top // 2
     y //= top
