@@ -260,3 +260,17 @@ def test_medical_demo_writes_a_readable_set(tmp_path):
     bone = decode_image(tmp_path / "train" / "bone" / "0.dcm", channels=1)[0]
     clear = decode_image(tmp_path / "train" / "clear" / "0.dcm", channels=1)[0]
     assert bone.shape == (64, 64) and (bone == 255).sum() > (clear == 255).sum()  # 700 HU is over the lung window
+
+
+def test_the_crop_chosen_from_the_data_reads_dicom_headers(tmp_path):
+    """``train`` on DICOMs chose 224 px from "no readable image headers" (Pillow cannot open them) and held the
+    images in memory at 256 px; their headers say 96 x 80."""
+    from alexnet.auto import typical_shorter_side
+    from alexnet.data.sources import open_dataset
+
+    for cls in ("a", "b"):
+        for i in range(2):
+            path = tmp_path / "train" / cls / f"{i}.dcm"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            dicom.write(path, np.zeros((80, 96), np.uint16))
+    assert typical_shorter_side(open_dataset(str(tmp_path))) == (80.0, "96x80 px images")

@@ -48,8 +48,9 @@ def read_header(data: bytes, name: str, *, max_pixels: int | None = None, max_as
         raise DecodeError(f"{name}: empty file (0 bytes); delete it or replace it with the real image")
     try:
         with warnings.catch_warnings():
-            # Pillow warns above 89 MP and raises above 179 MP; we apply our own limit below instead.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            # Pillow warns above 89 MP and raises above 179 MP (our own limit is below), and of corrupt EXIF data
+            # (a UserWarning with its source line on stderr): what matters is said here, in one line
+            warnings.simplefilter("ignore")
             img = Image.open(io.BytesIO(data))
     except Image.DecompressionBombError as e:
         raise DecodeBoundsError(f"{name}: refused to decode: {_reason(e)}") from None
@@ -67,6 +68,20 @@ def read_header(data: bytes, name: str, *, max_pixels: int | None = None, max_as
             "would take gigabytes); crop it, or raise ALEXNET_MAX_IMAGE_ASPECT"
         )
     return img
+
+
+def stored_size(path: str) -> tuple[int, int] | None:
+    """``(width, height)`` of an image file or a DICOM from its header, without decoding pixels; None when it
+    cannot be read (the loader reports it)."""
+    bounds = limits()
+    try:
+        data = read_bounded(path, bounds.max_image_file_bytes, "image")
+        if dicom.is_dicom(data):
+            h = dicom.read_header(data, path, max_pixels=bounds.max_image_pixels, max_aspect=bounds.max_image_aspect)
+            return h.columns, h.rows
+        return read_header(data, path).size
+    except UserError:
+        return None
 
 
 def decode_image(
