@@ -308,3 +308,19 @@ def test_unit_view_patches_are_the_receptive_fields_of_the_top_val_crops(tmp_pat
             assert Path(val.describe(c["index"])).name in c["ax"].get_title()  # ...named in its title...
             shown = shrink(png_region(png, c["ax"], inset=1), (y1 - y0, x1 - x0))
             assert np.abs(shown - patch.permute(1, 2, 0).numpy() / 255).mean() < 0.03  # ...and drawn
+
+
+def test_one_channel_images_are_drawn_in_gray_without_stretching():
+    """Grayscale (medical) images were drawn with matplotlib's default colour map, viridis, their contrast
+    stretched to their own min..max; the overlay panel beside them was gray."""
+    from alexnet.plotting import imshow_image, pyplot
+
+    plt = pyplot()
+    fig = plt.figure()
+    img = torch.linspace(0.0, 0.5, 16).view(1, 4, 4)  # a dark image: must stay dark
+    imshow_image(fig.add_subplot(), img)
+    shown = fig.axes[0].images[0]
+    rgba = shown.to_rgba(shown.get_array())
+    plt.close(fig)
+    assert np.allclose(rgba[..., 0], rgba[..., 1]) and np.allclose(rgba[..., 1], rgba[..., 2])
+    assert np.allclose(rgba[..., 0], img[0].numpy(), atol=1 / 255)

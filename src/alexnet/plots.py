@@ -34,6 +34,7 @@ from .plotting import (
     EXPLANATION_SIZE,
     HEAT_CMAP,
     filter_grid,
+    imshow_image,
     new_figure,
     overlay,
     plain_text,
@@ -398,7 +399,7 @@ def _units_figure(predictor, val, *, layer: str = "conv5", units: int = NUM_UNIT
             p = patches[c]
             x0, y0, x1, y1 = p.box
             patch = crops[p.index][:, y0:y1, x0:x1]
-            ax.imshow(patch.permute(1, 2, 0).numpy(), interpolation="nearest")
+            imshow_image(ax, patch, interpolation="nearest")
             name = Path(val.describe(idx[p.index])).name
             ax.set_title(f"{name}\n{p.activation:.3g}", fontsize=6)
             if c == 0:

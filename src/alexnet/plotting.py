@@ -66,8 +66,17 @@ def save(fig, out: Path) -> Path:
     return out
 
 
+def imshow_image(ax, img: torch.Tensor, **kw) -> None:
+    """A (C, H, W) image in 0..1 as it is: a one-channel image in gray (matplotlib would colour it with viridis
+    and stretch its contrast), three channels as RGB."""
+    if img.shape[0] == 1:
+        ax.imshow(img[0].numpy(), cmap="gray", vmin=0.0, vmax=1.0, **kw)
+    else:
+        ax.imshow(img.permute(1, 2, 0).numpy(), **kw)
+
+
 def show_image(ax, img: torch.Tensor, title: str, color: str = "black") -> None:
-    ax.imshow(img.permute(1, 2, 0).numpy())
+    imshow_image(ax, img)
     ax.set_title(title, fontsize=7, color=color)
     ax.set_xticks([])
     ax.set_yticks([])
