@@ -160,7 +160,8 @@ def test_a_second_packer_is_refused_while_the_first_holds_the_lock(folder, tmp_p
     finally:
         os.close(fd)
     P.pack_dataset(folder, out, size=40, workers=0, progress=False)
-    assert json.loads((out / "manifest.json").read_text())["splits"]["train"]["count"] == 6
+    splits = json.loads((out / "manifest.json").read_text())["splits"]
+    assert splits["train"]["count"] + splits["val"]["count"] == 6  # a val split held out of train/
 
 
 @pytest.mark.parametrize("name", [".packing", "manifest.json.tmp", "manifest.json", ".lock"])
@@ -204,10 +205,12 @@ def test_pack_on_a_full_disk_names_the_file_and_leaves_nothing(folder, tmp_path,
     try:
         out = disk / "pack"
         with pytest.raises(UserError, match="no space left") as e:
-            P.pack_dataset(folder, out, size=400, workers=0, progress=False)  # 6 x 480 KB images: 2.9 MB
+            P.pack_dataset(folder, out, size=400, workers=0, progress=False, val_fraction=0)  # 6 x 480 KB: 2.9 MB
         assert str(out / "train" / "images.u8") in str(e.value) and "\n" not in str(e.value)
         assert not out.exists() and not list(disk.iterdir())
-        assert main(["data", "pack", str(folder), str(out), "--size", "400", "--workers", "0"]) == 2
+        assert (
+            main(["data", "pack", str(folder), str(out), "--size", "400", "--workers", "0", "--val-fraction", "0"]) == 2
+        )
         assert "no space left" in capsys.readouterr().err and not out.exists()
     finally:
         subprocess.run(["umount", str(disk)], check=True)
@@ -253,7 +256,8 @@ def test_pack_removes_its_partial_files_when_a_write_fails(folder, tmp_path, mon
 def test_a_block_of_only_unreadable_images_is_skipped(folder, tmp_path):
     for i in range(2 * W.TASK_IMAGES + 5):  # at least one whole worker block is junk, whatever its alignment
         (folder / "train" / "a" / f"junk{i:03d}.jpg").write_bytes(b"not an image")
-    manifest = P.pack_dataset(folder, tmp_path / "pack", size=40, workers=0, progress=False)
+    manifest = P.pack_dataset(folder, tmp_path / "pack", size=40, workers=0, progress=False, max_bad_fraction=1,
+                              val_fraction=0)  # fmt: skip
     info = manifest["splits"]["train"]
     assert info["count"] == 6 and len(info["skipped"]) == 2 * W.TASK_IMAGES + 5
     assert open_dataset(tmp_path / "pack").train.load(5).shape == (3, 40, 40)

@@ -85,7 +85,7 @@ def folder(tmp_path_factory) -> Path:
 @pytest.mark.parametrize("workers", [0, 2])
 def test_round_trip_pixels_equal_the_preset_resize(folder: Path, tmp_path: Path, workers: int) -> None:
     out = tmp_path / "pack"
-    manifest = P.pack_dataset(folder, out, size=32, workers=workers, progress=False)
+    manifest = P.pack_dataset(folder, out, size=32, workers=workers, progress=False, max_bad_fraction=0.1)
     assert P.is_packed(out) and not (out / P.IN_PROGRESS).exists()
     assert [Path(p).name for p, _ in manifest["splits"]["train"]["skipped"]] == ["broken.jpg"]
     train = P.open_packed(out, "train", verify=True)
@@ -510,7 +510,12 @@ def test_cli_pack(folder: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "cli-pack"
     assert main(["data", "pack", str(folder), str(out), "--size", "24", "--workers", "0"]) == 2  # cannot train AlexNet
     assert "--size 24: must be in [63, 2048] px" in capsys.readouterr().err and not out.exists()
-    assert main(["data", "pack", str(folder), str(out), "--size", "64", "--workers", "0"]) == 0
+    assert main(["data", "pack", str(folder), str(out), "--size", "64", "--workers", "0"]) == 2  # 1 of 17 is bad
+    err = capsys.readouterr().err
+    assert "1 of 17 train images cannot be decoded, more than --max-bad-fraction 0.01" in err and "broken.jpg" in err
+    assert not out.exists()  # training from it would have hidden them from its own check
+    assert main(["data", "pack", str(folder), str(out), "--size", "64", "--workers", "0",
+                 "--max-bad-fraction", "0.1"]) == 0  # fmt: skip
     text = capsys.readouterr().out
     assert "train: 16 images" in text and "1 skipped" in text and "broken.jpg" in text and "peak RSS" in text
     assert len(P.open_packed(out, "val", verify=True)) == 6
@@ -536,3 +541,23 @@ def test_abandoning_an_epoch_near_its_end_does_not_hang(tmp_path: Path) -> None:
     worker.join(timeout=20)
     assert not worker.is_alive()
     assert loader.state() == {"epoch": 0, "start_batch": 1}
+
+
+def test_a_source_without_val_is_packed_with_the_split_train_would_hold_out(folder: Path, tmp_path: Path) -> None:
+    """One folder of class folders packed with no val split: ``train PACK`` then had nothing to validate on and
+    ``evaluate M PACK`` no val split, where training on the folder holds out 20%. The pack holds out the same
+    images as training on the folder would."""
+    from alexnet.data.holdout import with_holdout
+    from alexnet.data.sources import open_dataset
+
+    one = folder / "train"  # cat/ and dog/, with the broken file
+    out = tmp_path / "pack"
+    manifest = P.pack_dataset(one, out, size=32, workers=0, progress=False, max_bad_fraction=0.1, seed=3)
+    held, _ = with_holdout(open_dataset(str(one)), 0.2, 3)
+    for name in ("train", "val"):
+        packed = P.open_packed(out, name)
+        want = [f for f in held.split(name).items if Path(f).name != "broken.jpg"]
+        assert len(packed) == len(want) and list(packed.labels) == [held.classes.index(Path(f).parent.name)
+                                                                     for f in want]  # fmt: skip
+    assert manifest["held_out"]["val_fraction"] == 0.2 and manifest["held_out"]["seed"] == 3
+    assert "held out 20% for validation" in P.describe_pack(manifest)

@@ -75,7 +75,7 @@ def register_stats(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default=None, help="JSON path (default: in the cache, $ALEXNET_CACHE or ~/.cache/alexnet, "
                    "where training looks for them; the data folder is left alone)")  # fmt: skip
     p.add_argument("--max-images", type=int, default=None, help="use this many evenly spaced images (default: all)")
-    p.add_argument("--workers", type=numbers.threads, default=2, help="decoding threads")
+    p.add_argument("--workers", type=numbers.workers, default=2, help="decoding threads (0: none)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     p.set_defaults(func=run_stats)
 
@@ -159,10 +159,21 @@ def register_pack(sub: argparse._SubParsersAction) -> None:
     p.add_argument("out", metavar="OUT", help="output pack directory (new or empty, or an earlier pack to redo)")
     p.add_argument("--size", type=int, default=256, help="stored image side in px")
     p.add_argument("--resize", default="shorter-centre", choices=["shorter-centre", "squash"], help="how to get SxS")
-    p.add_argument("--workers", type=numbers.threads, default=None, help="decoding processes (default: all cores)")
+    p.add_argument(
+        "--workers", type=numbers.workers, default=None, help="decoding processes (default: all cores; 0: none)"
+    )
     p.add_argument("--channels", type=int, default=3, choices=(1, 3),
                    help="3 (RGB) or 1 (gray: a third of the bytes; train it with --in-channels 1)")  # fmt: skip
     p.add_argument("--window", default="auto", help="how DICOMs and 16-bit gray images become 8 bits (see train)")
+    p.add_argument("--val-fraction", type=numbers.number(0, 0.99), default=0.2, metavar="F",
+                   help="a source without a val split: hold out this fraction of each class, as train would "
+                   "(default 0.2; 0: none)")  # fmt: skip
+    p.add_argument(
+        "--seed", type=numbers.seed, default=0, help="which images --val-fraction holds out (train's --seed)"
+    )
+    p.add_argument("--max-bad-fraction", type=numbers.number(0, 1), default=0.01, metavar="X",
+                   help="stop (and remove the partial pack) when more than this fraction of a split cannot be decoded "
+                   "(default 0.01, as train)")  # fmt: skip
     p.set_defaults(func=run_pack)
 
 
@@ -179,7 +190,8 @@ def run_pack(args: argparse.Namespace) -> int:
         raise UserError(f"--size {args.size}: must be in [{MIN_IMAGE_SIZE}, {MAX_IMAGE_SIZE}] px (AlexNet's smallest "
                         f"input is {MIN_IMAGE_SIZE} px; the images are stored at this size)")  # fmt: skip
     manifest = pack_dataset(src, args.out, size=args.size, resize=args.resize, workers=args.workers,
-                            channels=args.channels, window=args.window)  # fmt: skip
+                            channels=args.channels, window=args.window, val_fraction=args.val_fraction,
+                            seed=args.seed, max_bad_fraction=args.max_bad_fraction)  # fmt: skip
     print(describe_pack(manifest))
     return 0
 

@@ -325,9 +325,13 @@ def pack_splits(
     progress: bool = True,
     source: str = "",
     source_dirs: list[Path] | None = None,
+    max_bad_fraction: float = 1.0,
+    notes: dict | None = None,
 ) -> dict:
     """Pack already-opened splits (``{"train": Split, "val": Split}``) into ``out``; returns the manifest.
     ``source_dirs``: folders the pack must not overlap (it is refused if ``out`` contains or is inside one).
+    ``max_bad_fraction``: more undecodable images than this fraction of a split is a ``UserError``, the partial pack
+    removed (a pack hides them from training's own check). ``notes``: more manifest entries (``held_out``).
 
     Statistics (mean/std/PCA) come from the ``train`` split (or the first one). ``workers``: decoding processes
     (default: all cores; 0 or 1 decodes in this process). Bad files are skipped and listed in ``manifest["skipped"]``.
@@ -352,17 +356,34 @@ def pack_splits(
             entries, stats_sums = {}, None
             for name, split in splits.items():
                 entries[name], sums = _pack_split(split, out / name, size, resize, workers, progress)
+                _check_skipped(name, len(split), entries[name]["skipped"], max_bad_fraction)
                 if stats_sums is None or name == "train":
                     stats_sums = sums
             first = next(iter(splits.values()))
             decoding = {"channels": getattr(first, "channels", 3), "window": getattr(first, "window", "auto")}
-            manifest = _write_manifest(out, size, resize, classes, stats_sums, entries, source, t0, decoding)
-        except _WriteFailed as e:  # a full disk, a quota, an I/O error: no torn pack left behind
+            manifest = _write_manifest(out, size, resize, classes, stats_sums, entries, source, t0, decoding,
+                                       notes or {})  # fmt: skip
+        except (_WriteFailed, _TooManyBad) as e:  # a full disk, a quota, an I/O error: no torn pack left behind
             _remove_partial(out, list(splits), created)
             raise UserError(str(e)) from None
     finally:
         os.close(lock)
     return manifest
+
+
+class _TooManyBad(Exception):
+    """More of a split than ``max_bad_fraction`` did not decode."""
+
+
+def _check_skipped(name: str, total: int, skipped: list, max_bad_fraction: float) -> None:
+    if len(skipped) > max_bad_fraction * max(1, total):
+        desc, reason = skipped[0]
+        raise _TooManyBad(
+            f"{len(skipped)} of {total} {name} images cannot be decoded, more than --max-bad-fraction "
+            f"{max_bad_fraction:g} (training would stop there too); the partial pack was removed. Fix or remove them "
+            f"(`alexnet data check` lists them), or raise --max-bad-fraction. E.g. "
+            f"{reason if reason.startswith(desc) else f'{desc}: {reason}'}"
+        )
 
 
 class _WriteFailed(Exception):
@@ -401,7 +422,7 @@ def _remove_partial(out: Path, names: list[str], created: bool) -> None:
 
 
 def _write_manifest(
-    out: Path, size: int, resize: str, classes, stats_sums, entries: dict, source: str, t0, decoding: dict
+    out: Path, size: int, resize: str, classes, stats_sums, entries: dict, source: str, t0, decoding: dict, notes: dict
 ) -> dict:
     manifest = {
         "format": FORMAT,
@@ -418,6 +439,7 @@ def _write_manifest(
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "seconds": round(time.perf_counter() - t0, 3),
         "peak_rss_mib": _peak_rss_mib(),
+        **notes,
     }
     tmp = out / (MANIFEST + ".tmp")
     with _writing(tmp):
@@ -441,16 +463,24 @@ def pack_dataset(
     cache_dir: str | None = None,
     channels: int = 3,
     window: str = "auto",
+    val_fraction: float = 0.2,
+    seed: int = 0,
+    max_bad_fraction: float = 0.01,
 ) -> dict:
     """Pack any supported source (image folders, ImageNet layout, CIFAR; None = built-in synthetic) into ``out``;
     ``channels`` 1 stores gray images (a third of the bytes; colour becomes luma), ``window``: how DICOMs and 16-bit
-    gray images become 8 bits (``data.window``)."""
+    gray images become 8 bits (``data.window``). A source without a val split gets one held out as ``alexnet
+    train`` would hold it out of the folder (``val_fraction`` of each class, chosen by ``seed``; said in the
+    manifest's ``held_out``): a pack has no files left to hold out later."""
+    from ..holdout import with_holdout
     from ..sources import open_dataset
     from ..split import set_decoding
 
     dataset = open_dataset(src, train_dir=train_dir, val_dir=val_dir, cache_dir=cache_dir)
     if dataset.kind == "pack":
         raise UserError(f"{src} is already a pack; pack its source instead")
+    dataset, line = with_holdout(dataset, val_fraction, seed, train_dir=train_dir)
+    notes = {"held_out": {"val_fraction": val_fraction, "seed": seed, "line": line}} if line else {}
     for split in dataset.splits.values():
         set_decoding(split, channels, window)
     roots = [Path(getattr(s, "root", "")) for s in dataset.splits.values() if getattr(s, "root", "")]
@@ -463,6 +493,8 @@ def pack_dataset(
         workers=workers,
         progress=progress,
         source=str(src) if src is not None else "synthetic",
+        max_bad_fraction=max_bad_fraction,
+        notes=notes,
     )
 
 
@@ -472,6 +504,9 @@ def describe_pack(manifest: dict) -> str:
         f"pack: {manifest['size']} px ({manifest['resize']}), {len(manifest['classes'])} classes, "
         f"{manifest['seconds']:.1f} s"
     ]
+    held = manifest.get("held_out")
+    if held:  # the source had no val split
+        lines.append(f"  {held['line']}, --seed {held['seed']} (as train would hold it out of the source)")
     for name, info in manifest["splits"].items():
         mib = info["images_bytes"] / 2**20
         lines.append(f"  {name}: {plural(info['count'], 'image')}, {mib:.1f} MiB, {len(info['skipped'])} skipped")
