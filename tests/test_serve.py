@@ -427,6 +427,13 @@ def test_v2_infer_uint8_tensors_and_bytes(client, predictor, files):
     single = {**tensor, "shape": [70, 90, 3], "data": hwc[0].flatten().tolist()}
     r = client.post("/v2/models/tiny/infer", json={"inputs": [single]})
     assert r.json()["outputs"][0]["shape"] == [1, 3] and "id" not in r.json()
+    # a gray [B, H, W, 1] tensor (it was a 400): as the same image in three equal channels
+    gray = {**tensor, "shape": [1, 70, 90, 1], "data": hwc[0, ..., 0].flatten().tolist()}
+    r = client.post("/v2/models/tiny/infer", json={"inputs": [gray]})
+    as_rgb = torch.from_numpy(hwc[0, ..., 0]).expand(3, 70, 90).contiguous()
+    assert (
+        r.json()["outputs"][0]["data"] == predictor.probabilities(predictor.transform(as_rgb)[None]).flatten().tolist()
+    )
     # BYTES: base64 image files, as decoded from disk by alexnet predict
     encoded = [base64.b64encode(files[n].read_bytes()).decode() for n in GOOD]
     request = {"inputs": [{"name": "image", "shape": [4], "datatype": "BYTES", "data": encoded}]}

@@ -261,7 +261,8 @@ def _add_v2_routes(app: FastAPI, service: Service) -> None:
     async def v2_model(name: str) -> dict[str, Any]:
         """v2 model metadata: the input and output tensors."""
         service.check_model(name)
-        return v2.model_metadata(service.name, service.backend, len(service.classes))
+        channels = service.predictor.preprocess.channels
+        return v2.model_metadata(service.name, service.backend, len(service.classes), channels)
 
     @app.get("/v2/models/{name}/ready")
     async def v2_model_ready(name: str) -> JSONResponse:

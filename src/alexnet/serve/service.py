@@ -126,7 +126,8 @@ class Service:
             raise HTTPError(status, f"{what} took over {self.config.timeout_s:g} s (--timeout-s)") from None
 
     def _crop(self, image: bytes | torch.Tensor, name: str) -> torch.Tensor | UserError:
-        """Encoded bytes or a uint8 (3, H, W) tensor -> its uint8 (3, c, c) crop, or the decoder's refusal."""
+        """Encoded bytes or a uint8 (C, H, W) tensor (C 1 or 3) -> its uint8 crop with the model's channels, or the
+        decoder's refusal."""
         try:
             held = self._hold_decoding(decode_bytes(image, name), name) if isinstance(image, bytes) else 0
             try:

@@ -1,7 +1,8 @@
 """The Open Inference Protocol v2 (KServe, Triton), REST subset: a request's one input parsed, and the answers
 formatted, in one place (as pytorch/serve's request envelopes: one parse/format pair per protocol).
 
-UINT8 tensors are ``[H, W, 3]`` or ``[B, H, W, 3]`` RGB (the layout images decode to); BYTES tensors ``[B]`` hold
+UINT8 tensors are ``[H, W, C]`` or ``[B, H, W, C]``, C 3 (RGB, the layout images decode to) or 1 (gray; the
+metadata advertises the model's own: 1 for a grayscale model, which takes RGB as luma); BYTES tensors ``[B]`` hold
 base64-encoded image files. The one output, ``probabilities``, is FP32 ``[B, C]``, or with Triton's classification
 extension (``"parameters": {"classification": k}``) BYTES ``[B, k]`` of ``"probability:index:label"``.
 """
@@ -17,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..text import plural
 from .wire import HTTPError, shown
 
 MAX_ID_CHARS = 256  # a request's id, echoed back in the answer
@@ -28,12 +30,12 @@ def server_metadata() -> dict[str, Any]:
     return {"name": "alexnet", "version": version("alexnet"), "extensions": ["classification"]}
 
 
-def model_metadata(name: str, backend: str, num_classes: int) -> dict[str, Any]:
+def model_metadata(name: str, backend: str, num_classes: int, channels: int = 3) -> dict[str, Any]:
     return {
         "name": name,
         "versions": ["1"],
         "platform": "onnxruntime_onnx" if backend == "onnxruntime" else "pytorch",
-        "inputs": [{"name": "image", "datatype": "UINT8", "shape": [-1, -1, -1, 3]}],
+        "inputs": [{"name": "image", "datatype": "UINT8", "shape": [-1, -1, -1, channels]}],
         "outputs": [{"name": "probabilities", "datatype": "FP32", "shape": [-1, num_classes]}],
     }
 
@@ -100,8 +102,9 @@ def _outputs(outputs: Any) -> list[dict[str, Any]]:
 def _uint8_images(shape: list[int], data: list, max_pixels: int, max_aspect: float, max_images: int) -> list:
     if len(shape) == 3:
         shape = [1, *shape]
-    if len(shape) != 4 or shape[3] != 3:
-        raise HTTPError(400, f"UINT8 input shape {shape}: expected [H, W, 3] or [B, H, W, 3] (RGB, channels last)")
+    if len(shape) != 4 or shape[3] not in (1, 3):
+        raise HTTPError(400, f"UINT8 input shape {shape}: expected [H, W, C] or [B, H, W, C], C 3 (RGB) or 1 (gray), "
+                        "channels last")  # fmt: skip
     b, h, w, _ = shape
     if b > max_images:
         raise HTTPError(413, f"{b} images in one request: at most {max_images} (--queue)")
@@ -114,11 +117,12 @@ def _uint8_images(shape: list[int], data: list, max_pixels: int, max_aspect: flo
     except (ValueError, TypeError, RecursionError):  # ragged or too deeply nested lists
         raise HTTPError(400, "UINT8 input data: not a regular array") from None
     if a.size != math.prod(shape):
-        raise HTTPError(400, f"UINT8 input data has {a.size} values; shape {shape} needs {math.prod(shape)}")
+        raise HTTPError(400, f"UINT8 input data has {plural(a.size, 'value')}; shape {shape} needs "
+                        f"{math.prod(shape):,}")  # fmt: skip
     if a.size and (a.dtype.kind not in "iu" or a.min() < 0 or a.max() > 255):
         raise HTTPError(400, "UINT8 input data: values must be integers from 0 to 255")
     a = a.astype(np.uint8).reshape(shape)
-    return [torch.from_numpy(a[i]).permute(2, 0, 1).contiguous() for i in range(b)]  # uint8 (3, H, W) each
+    return [torch.from_numpy(a[i]).permute(2, 0, 1).contiguous() for i in range(b)]  # uint8 (C, H, W) each
 
 
 def _bytes_images(shape: list[int], data: list, max_images: int) -> list[bytes]:
