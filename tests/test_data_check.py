@@ -88,3 +88,22 @@ def test_imbalance_and_unlabelled_flat_val(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "class imbalance 12.0x (1 to 12 images per class" in text and "LOC_val_solution.csv" in text
     assert "per class min/max: 0/12 (largest/smallest non-empty class: 12.0x)" in text
+
+
+def test_sizes_are_real_images_tiny_ones_warned_and_an_all_gray_set_is_a_note(tmp_path):
+    """From a new-user trial: min/max were taken per axis (10x60 and 60x10 gave "max 60x60", no such image); a 1x1
+    image passed without a word; every DICOM or gray set got a "grayscale image(s)" warning although train handles
+    it (a one-channel model)."""
+    for i, size in enumerate([(10, 60), (60, 10), (20, 20)]):
+        png(tmp_path / f"train/a/{i}.png", i, size=size, mode="L")
+        png(tmp_path / f"train/b/{i}.png", 10 + i, size=size, mode="L")
+    png(tmp_path / "train/b/dot.png", 30, size=(1, 1), mode="L")
+    report = check_dataset(str(tmp_path), workers=1, progress=False, val_fraction=0)
+    sizes = report["splits"]["train"]["sizes"]
+    assert sizes["max"] in ([10, 60], [60, 10]) and sizes["min"] == [1, 1]
+    assert any("1 image(s) under 8 px on a side" in w and "dot.png (1x1)" in w for w in report["warnings"])
+    assert not any("grayscale" in w for w in report["warnings"])
+    assert any("every image is grayscale" in n for n in report["notes"])
+    png(tmp_path / "train/a/colour.png", 40, size=(20, 20))
+    report = check_dataset(str(tmp_path), workers=1, progress=False, val_fraction=0)
+    assert any("7 grayscale image(s) among colour ones" in w for w in report["warnings"])

@@ -28,6 +28,7 @@ from .sources import UnlabelledValError, class_folders, open_dataset
 
 # The trainer stops when more than this fraction of a split cannot be decoded.
 MAX_BAD_FRACTION = 0.01
+TINY_SIDE = 8  # px: a smaller image is warned about (scikit-learn's digits, 8x8, are not)
 _EXT_FORMATS = {
     ".jpg": "JPEG",
     ".jpeg": "JPEG",
@@ -224,27 +225,36 @@ def _file_findings(report: dict, name: str, info: dict, results: list[dict], max
         for r in results
         if r["format"] and _EXT_FORMATS.get(Path(r["path"]).suffix.lower(), r["format"]) != r["format"]
     ]
-    sizes = np.array([r["size"] for r in results if r["size"]] or [[0, 0]])
-    info["sizes"] = {
-        "min": sizes.min(0).tolist(),
-        "median": np.median(sizes, 0).astype(int).tolist(),
-        "max": sizes.max(0).tolist(),
-    }
+    sized = sorted((r for r in results if r["size"]), key=lambda r: (r["size"][0] * r["size"][1], r["size"]))
+    sizes = [r["size"] for r in sized] or [[0, 0]]
+    # the smallest, median and largest images by pixels (per axis, min 10x100 and max 100x10 said 10x10 and 100x100)
+    info["sizes"] = {"min": sizes[0], "median": sizes[len(sizes) // 2], "max": sizes[-1]}
+    tiny = [r for r in sized if min(r["size"]) < TINY_SIDE]
+    if tiny:
+        w, h = tiny[0]["size"]
+        warn(f"{name}: {len(tiny)} image(s) under {TINY_SIDE} px on a side, e.g. {tiny[0]['path']} ({w}x{h}): "
+             "scaled up to the crop they carry almost nothing")  # fmt: skip
     if bad:
         frac = len(bad) / len(results)
         msg = f"{name}: {len(bad)} undecodable file(s) ({frac:.1%}), e.g. {bad[0]['error']}"
         (err if frac > max_bad_fraction else warn)(
             msg + (f" -- above the {max_bad_fraction:.0%} a run tolerates" if frac > max_bad_fraction else "")
         )
-    _mode_warnings(warn, name, info)
+    _mode_warnings(report, name, info, decoded=len(results) - len(bad))
 
 
-def _mode_warnings(warn, name: str, info: dict) -> None:
-    """One warning line each for CMYK, grayscale and misnamed files."""
+def _mode_warnings(report: dict, name: str, info: dict, decoded: int) -> None:
+    """One line each for CMYK, grayscale and misnamed files: grayscale images among colour ones are a warning (they
+    become RGB), an all-grayscale split a note (train chooses a one-channel model for it)."""
+    warn = report["warnings"].append
     if info["cmyk"]:
         warn(f"{name}: {len(info['cmyk'])} CMYK image(s) (converted to RGB), e.g. {info['cmyk'][0]}")
-    if info["grayscale"]:
-        warn(f"{name}: {len(info['grayscale'])} grayscale image(s), e.g. {info['grayscale'][0]}")
+    gray = info["grayscale"]
+    if gray and len(gray) == decoded:
+        report["notes"].append(f"{name}: every image is grayscale: train chooses a one-channel model (--in-channels "
+                               "auto)")  # fmt: skip
+    elif gray:
+        warn(f"{name}: {len(gray)} grayscale image(s) among colour ones (made RGB), e.g. {gray[0]}")
     if info["wrong_extension"]:
         warn(
             f"{name}: {len(info['wrong_extension'])} file(s) whose content is another format than the "

@@ -116,7 +116,8 @@ V2_EXAMPLE: dict[str, Any] = {
 V2_INFER: dict[str, Any] = {
     "requestBody": {
         "required": True,
-        "description": "one input: UINT8 [H, W, C] or [B, H, W, C] images (C 3: RGB, 1: gray), or BYTES [B] base64 image files; "
+        "description": "one input: UINT8 [H, W, C] or [B, H, W, C] images (C 3: RGB, 1: gray), or BYTES [B] base64 "
+        "image files; "
         'outputs optional ("classification": k gives "probability:index:label" strings)',
         "content": {
             "application/json": {

@@ -58,14 +58,14 @@ def plan_budget(run: Run, epoch: int, step_seconds: float) -> None:
     if first:
         run.log.print(
             f"time budget {cfg.time_budget}: {budget.elapsed():.1f} s used by set-up and {plural(run.step, 'step')}; "
-            f"{step_seconds:.3f} s per step (batch {cfg.batch_size}) -> {total} steps in all "
+            f"{step_seconds:.3f} s per step (batch {cfg.batch_size}) -> {plural(total, 'step')} in all "
             f"({plural(round(total / run.steps_per_epoch, 2), 'epoch')}), lr decaying {cfg.schedule} to zero by then; "
             f"{run.epochs * eval_seconds + final:.0f} s kept for validation and checkpoints; planned again every "
             f"{REPLAN_EVERY} steps as the speed changes"
         )
     elif abs(total - previous) > REPLAN_SHOWN * previous:
         run.log.print(f"time budget: re-planned at step {run.step}: {step_seconds:.3f} s per step (was "
-                      f"{run.plan[0][2] / 1e6:.3f}) -> {total} steps in all (was {previous}), "
+                      f"{run.plan[0][2] / 1e6:.3f}) -> {plural(total, 'step')} in all (was {previous}), "
                       f"{-neg_remaining:.0f} s left")  # fmt: skip
 
 
