@@ -107,3 +107,36 @@ def test_sizes_are_real_images_tiny_ones_warned_and_an_all_gray_set_is_a_note(tm
     png(tmp_path / "train/a/colour.png", 40, size=(20, 20))
     report = check_dataset(str(tmp_path), workers=1, progress=False, val_fraction=0)
     assert any("7 grayscale image(s) among colour ones" in w for w in report["warnings"])
+
+
+def test_wide_gray_images_that_auto_makes_dark_or_clips_are_named(tmp_path):
+    """12-bit values in 16-bit PNGs came out at 0..16 of 255 and an int16 TIFF's negatives black, with data check
+    saying OK; the advice's window, given to train, spreads them over 0..255."""
+    from alexnet.data.decode import decode_image
+
+    rng = np.random.default_rng(0)
+    for c in ("a", "b"):
+        (tmp_path / "train" / c).mkdir(parents=True)
+        for i in range(2):
+            Image.fromarray(rng.integers(0, 4096, (10, 12), dtype=np.uint16)).save(tmp_path / f"train/{c}/{i}.png")
+    report = check_dataset(str(tmp_path), workers=1, progress=False, val_fraction=0)
+    [line] = [w for w in report["warnings"] if "16/32-bit gray" in w]
+    assert "4 16/32-bit gray image(s) with values" in line and "come out dark (at most 16)" in line
+    window = line.split("--window ")[-2].split(" ")[0]  # "centre,width"
+    img = decode_image(str(tmp_path / "train/a/0.png"), window=window)
+    assert img.max() > 200 and decode_image(str(tmp_path / "train/a/0.png")).max() <= 16
+    signed = tmp_path / "s"
+    for c in ("a", "b"):
+        (signed / "train" / c).mkdir(parents=True)
+        Image.fromarray(np.array([[-2000, 0], [1000, 2000]], np.int32), mode="I").save(signed / f"train/{c}/x.tif")
+    report = check_dataset(str(signed), workers=1, progress=False, val_fraction=0)
+    assert any("values -2000..2000: --window auto (0..65535) makes every value below 0 black" in w
+               for w in report["warnings"])  # fmt: skip
+
+
+def test_float_gray_images_in_0_to_1_are_not_black(tmp_path):
+    from alexnet.data.decode import decode_image
+
+    path = tmp_path / "f.tif"
+    Image.fromarray(np.array([[0.0, 0.25], [0.5, 1.0]], np.float32), mode="F").save(path)
+    assert decode_image(str(path), channels=1)[0].tolist() == [[0, 64], [128, 255]]  # was all 0 and 1

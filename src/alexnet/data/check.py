@@ -28,6 +28,7 @@ from .sources import UnlabelledValError, class_folders, open_dataset
 
 # The trainer stops when more than this fraction of a split cannot be decoded.
 MAX_BAD_FRACTION = 0.01
+WIDE_GRAY_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
 TINY_SIDE = 8  # px: a smaller image is warned about (scikit-learn's digits, 8x8, are not)
 _EXT_FORMATS = {
     ".jpg": "JPEG",
@@ -62,6 +63,8 @@ def inspect_file(path: str) -> dict:
         else:
             img = read_header(data, path)
             out["format"], out["mode"] = img.format, img.mode
+            if img.mode in WIDE_GRAY_MODES:  # the values auto's fixed range is about (window.py)
+                out["range"] = [float(v) for v in img.getextrema()]
         t = decode_image(data, name=path)
         out["size"] = [int(t.shape[2]), int(t.shape[1])]  # (W, H)
     except UserError as e:  # DecodeError, or a file read_bounded refused
@@ -241,6 +244,25 @@ def _file_findings(report: dict, name: str, info: dict, results: list[dict], max
             msg + (f" -- above the {max_bad_fraction:.0%} a run tolerates" if frac > max_bad_fraction else "")
         )
     _mode_warnings(report, name, info, decoded=len(results) - len(bad))
+    _wide_gray_warning(warn, name, results)
+
+
+def _wide_gray_warning(warn, name: str, results: list[dict]) -> None:
+    """16-bit and 32-bit gray images whose values ``--window auto`` (0..65535) makes dark or clips: 12-bit data in
+    16-bit files came out at 0..16 of 255, an int16 TIFF's negatives at 0, with no word from the check."""
+    wide = [r for r in results if r.get("range") and r["mode"] != "F"]
+    if not wide:
+        return
+    low, high = min(r["range"][0] for r in wide), max(r["range"][1] for r in wide)
+    if low < 0:
+        what = "--window auto (0..65535) makes every value below 0 black"
+    elif high < 16384:
+        what = f"--window auto spreads 0..65535 over 0..255, so they come out dark (at most {255 * high / 65535:.0f})"
+    else:
+        return
+    centre, width = (low + high) / 2, high - low + 1
+    warn(f"{name}: {len(wide)} 16/32-bit gray image(s) with values {low:g}..{high:g}: {what}; give their range, "
+         f"--window {centre:g},{width:g} (centre,width), or --window minmax")  # fmt: skip
 
 
 def _mode_warnings(report: dict, name: str, info: dict, decoded: int) -> None:

@@ -188,8 +188,9 @@ def _pillow_to_array(img, window: str = "auto") -> np.ndarray:
     if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
         # 16-bit grayscale: windowed (Pillow's convert("RGB") would clip at 255); "auto" scales the full 16-bit range.
         return window_mod.apply(np.asarray(img), window, full=(0.0, 65535.0))
-    if mode == "F":
-        return np.clip(np.asarray(img), 0, 255).astype(np.uint8)
+    if mode == "F":  # float gray (TIFF): 0..1 by convention when it fits there (clipped to 0..255 it was black)
+        x = np.nan_to_num(np.asarray(img, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+        return window_mod.apply(x, window, full=(0.0, 1.0) if x.size and x.min() >= 0 and x.max() <= 1 else (0, 255))
     if mode in ("L", "1"):
         return np.asarray(img.convert("L"))
     if mode in ("RGBA", "LA", "PA", "La", "RGBa") or (mode == "P" and "transparency" in img.info):
