@@ -49,8 +49,9 @@ def test_cli_synth(tmp_path, capsys):
     assert main(argv) == 0
     assert len(list(out.rglob("*.jpg"))) == 9 and "wrote 9 images" in capsys.readouterr().out
     assert len(json.loads((out / "boxes.json").read_text())) == 9  # data synth writes the object boxes
-    assert main(["data", "synth", str(out), "--classes", "11"]) == 2
-    assert "2 to 10 classes" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:  # argparse's one line
+        main(["data", "synth", str(out), "--classes", "11"])
+    assert e.value.code == 2 and "argument --classes: 11 is outside [2, 10]" in capsys.readouterr().err
     assert main(argv) == 2  # again into the same folder: refused, nothing merged
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and f"{out}: folder is not empty" in err
