@@ -295,6 +295,16 @@ def test_features_cli_on_a_folder_data_set(ckpt, images, tmp_path, capsys):
     assert all(info["classes"][lab] in p_ for lab, p_ in zip(info["labels"], info["paths"]))
     assert main(["features", str(path), str(data), "--out", str(tmp_path / "x.txt")]) == 2
     assert "x.txt" in capsys.readouterr().err
+    # an unreadable file (it stopped the whole run): skipped and named, rows still aligned, or over the limit a stop
+    (data / "train" / "a_class" / "broken.png").write_bytes(b"not a png")
+    capsys.readouterr()
+    assert main(["features", str(path), str(data), "--out", str(out), "--overwrite", "--device", "cpu"]) == 2
+    assert "1 of 4 train images" in capsys.readouterr().err
+    assert main(["features", str(path), str(data), "--out", str(out), "--overwrite", "--device", "cpu",
+                 "--max-bad-fraction", "0.5"]) == 0  # fmt: skip
+    assert "skipped" in capsys.readouterr().err and "broken.png" not in "".join(json.loads(
+        out.with_suffix(".json").read_text())["paths"])  # fmt: skip
+    np.testing.assert_allclose(np.load(out), feats, atol=1e-5)
 
 
 @pytest.mark.parametrize("fmt", ["table", "csv", "json"])

@@ -24,6 +24,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--split", choices=("train", "val"), default="train", help="which split (default train)")
     p.add_argument("--out", required=True, help="output file, .npy or .safetensors")
     p.add_argument("--batch-size", type=numbers.batch, default=64, help="images per forward pass")
+    p.add_argument("--max-bad-fraction", type=numbers.number(0, 1), default=0.01, metavar="X",
+                   help="stop when more than this fraction of the split cannot be decoded (default: 0.01)")  # fmt: skip
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file (and its .json)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps (default auto)")
     p.set_defaults(func=run)
@@ -45,11 +47,33 @@ def run(args: argparse.Namespace) -> int:
     prepare_output(args.out, also=sidecars, overwrite=args.overwrite)
     split = open_dataset(args.data).split(args.split)
     predictor = load(args.model, device=args.device)
-    feats = predictor.features(split, layer=args.layer, batch_size=args.batch_size)
-    paths = [split.describe(i) for i in range(len(split))]
-    for path in save_features(
-        args.out, feats, labels=list(split.labels), paths=paths, classes=split.classes, layer=args.layer
-    ):
+    feats, kept = readable_features(predictor, split, args.layer, args.batch_size, args.max_bad_fraction)
+    labels, paths = [int(split.labels[i]) for i in kept], [split.describe(i) for i in kept]
+    for path in save_features(args.out, feats, labels=labels, paths=paths, classes=split.classes, layer=args.layer):
         print(f"wrote {path}")
-    print(f"{args.layer} features: {tuple(feats.shape)} from {plural(len(split), args.split + ' image')}")
+    print(f"{args.layer} features: {tuple(feats.shape)} from {plural(len(kept), args.split + ' image')}")
     return 0
+
+
+def readable_features(predictor, split, layer: str, batch_size: int, max_bad_fraction: float):
+    """``(features, indices)`` of the images of ``split`` that decode, batch by batch: an unreadable file is skipped
+    and named (rows, labels and paths stay aligned), and more than ``max_bad_fraction`` of the split stops the run,
+    as training and evaluate do (it stopped at the first one)."""
+    import torch
+
+    from ..data.loading.skipped import Skipped, load_readable
+
+    skipped = Skipped(split.name, str(getattr(split, "root", split.name)), len(split), max_bad_fraction)
+    feats, kept = [], []
+    for start in range(0, len(split), batch_size):
+        idx, images = load_readable(split, range(start, min(start + batch_size, len(split))), skipped)
+        skipped.check()
+        if images:
+            feats.append(predictor.features(images, layer=layer, batch_size=batch_size))
+            kept += idx
+    skipped.summarise()
+    if not feats:
+        from ..errors import UserError
+
+        raise UserError(f"no {split.name} image could be decoded")
+    return torch.cat(feats), kept
