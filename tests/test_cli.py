@@ -299,3 +299,15 @@ def test_an_empty_path_is_a_mistake_not_the_working_folder(tmp_path, monkeypatch
         err = capsys.readouterr().err
         assert e.value.code == 2 and len(err.splitlines()) == 1 and want in err, (argv, err)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["boxes.json", "train", "val"]  # nothing written
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+def test_a_full_stdout_is_named(tmp_path):
+    """``alexnet info > /dev/full`` said "error: No space left on device" without saying what could not be written."""
+    from pathlib import Path
+
+    with open("/dev/full", "w") as full:
+        src = str(Path(alexnet.cli.__file__).parents[2])
+        r = subprocess.run([sys.executable, "-m", "alexnet", "info"], stdout=full, stderr=subprocess.PIPE, text=True,
+                           env={**os.environ, "PYTHONPATH": src})  # fmt: skip
+    assert r.returncode == 1 and r.stderr == "alexnet info: error: standard output: No space left on device\n"

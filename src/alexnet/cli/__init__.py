@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import difflib
+import errno
 import importlib
 import os
 import re
@@ -166,8 +167,14 @@ def main(argv: list[str] | None = None) -> int:
         return 141  # 128 + SIGPIPE, as the shell reports a tool killed by a closed pipe
     except OSError as e:  # a file that cannot be written or read: name it, no traceback
         where = f"{e.filename}: " if e.filename is not None else ""
+        if not where and e.errno in _WRITE_ERRNOS:  # our files are named: a nameless write error is stdout's
+            where = "standard output: "  # `> /dev/full`, or a full disk under `> out.txt`
+            _silence_stdout()
         _error(f"{name}: error: {where}{e.strerror or e}")
         return 1
+
+
+_WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO)
 
 
 def negative_values_joined(argv: list[str]) -> list[str]:
