@@ -193,7 +193,8 @@ class FakeClock:
 
 def _budget_config(data, out, **kw):
     flags = dict(data=data, out=str(out), time_budget="50s", batch_size=6, image_size=64, workers=0, log_every=1,
-                 seed=3, device="cpu", precision="fp32", channels_last=False, **kw)  # fmt: skip
+                 seed=3, device="cpu", precision="fp32", channels_last=False)  # fmt: skip
+    flags.update(kw)
     return resolve_config("fast", flags=flags)
 
 
@@ -403,3 +404,22 @@ def test_under_a_busy_core_the_steps_move_to_the_threads_that_run_them_fastest(m
         assert lines[0] == "time budget: CPU threads trying 1 (steps at 0.690 s, fastest on 2: 0.180 s)"
         assert "time budget: 1 CPU thread(s) kept (0.370 s per step)" in lines
         assert lines[-1] == "time budget: 2 CPU thread(s) kept (0.180 s per step)"
+
+
+def test_steps_gained_at_the_last_planned_step_continue_the_epoch(shapes, tmp_path, monkeypatch):
+    """A run planned inside one epoch (a large data set, a slow or loaded machine) whose steps got faster: the
+    re-plan at its last planned step was made after the epoch's validation, when the epoch was over, so the steps it
+    added were never run (an 88-step plan ended at step 74, 62 s of 300 unused). Now the epoch goes on to the new
+    end."""
+    from alexnet.checkpoint import load as load_checkpoint
+    from alexnet.training import train
+
+    clock = FakeClock(monkeypatch, BUDGET_S, lambda n: 3.0 if n <= 25 else 1.5)  # faster after the first plan
+    run = train(_budget_config(shapes, tmp_path / "run", batch_size=1, time_budget=f"{BUDGET_S}s"))  # 36 steps/epoch
+    plan = load_checkpoint(run / "checkpoints" / "last.pt").plan
+    records = [r for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if r["kind"] == "epoch"]
+    assert len(records) == 1 and len(plan) == 2 and plan[1][0] == plan[0][1] < plan[1][1] <= 36, plan  # the case
+    assert records[0]["step"] == clock.steps == plan[1][1], (records, plan)  # the added steps were run
+
+
+BUDGET_S = 95  # 25 timed steps of 3 s, a first plan ending 4 steps later (inside the 36-step epoch) at 1.5 s

@@ -142,7 +142,7 @@ def epochs_text(run: Run) -> str:
 def follow_budget(run: Run, epoch: int, batch_idx: int, end: int) -> bool:
     """After step ``batch_idx`` of a time-budgeted epoch: plan once the first steps are timed, then re-plan every
     ``REPLAN_EVERY`` steps from the speed since the last plan (at an epoch's last step, the speed is kept for the
-    re-plan after validation, in ``train``). Returns whether the plan changed."""
+    re-plan after validation, in ``train``; at the last planned step at once). Returns whether the plan changed."""
     budget = run.budget
     if run.total_steps is None:
         if not budget.timed(batch_idx, run.device):
@@ -156,9 +156,11 @@ def follow_budget(run: Run, epoch: int, batch_idx: int, end: int) -> bool:
             budget.start_window(run.step)
             if run.threads is not None:
                 run.threads.after_window(seconds)
-        if batch_idx == end - 1:
+        if batch_idx == end - 1 and epoch + 1 < run.epochs:  # re-planned after the validation, its time measured
             budget.pending = seconds
             return False
+        # the last planned step: re-plan now, so that steps the speed gained continue this epoch (after its
+        # validation the epoch is over: a run planned inside one epoch ended up to a fifth of its budget early)
         before = run.total_steps
         plan_budget(run, epoch, seconds)
         return run.total_steps != before
