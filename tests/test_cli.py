@@ -291,8 +291,10 @@ def test_an_empty_path_is_a_mistake_not_the_working_folder(tmp_path, monkeypatch
 
     make_synthetic(tmp_path, classes=2, per_class=3, val_per_class=1, size=64, show_progress=False)
     monkeypatch.chdir(tmp_path)  # a data set right here, which "" used to find
-    cases = [(["train", ""], "data is empty"), (["predict", "m.pt", "a.png", ""], "one of the inputs is empty"),
-             (["data", "pack", "", "p"], "src is empty"), (["train", "--out", ""], "out is empty")]  # fmt: skip
+    cases = [(["train", ""], "DATA is empty"), (["predict", "m.pt", "a.png", " "], "INPUTS is empty or blank"),
+             (["data", "pack", "", "p"], "SRC is empty"), (["train", "--out", ""], "--out is empty"),
+             (["train", "d", "--pretrained", "  "], "--pretrained is empty or blank"),  # not its setting's name
+             (["train", "d", "--out="], "--out is empty")]  # fmt: skip
     for argv, want in cases:
         with pytest.raises(SystemExit) as e:
             main(argv)
@@ -311,3 +313,22 @@ def test_a_full_stdout_is_named(tmp_path):
         r = subprocess.run([sys.executable, "-m", "alexnet", "info"], stdout=full, stderr=subprocess.PIPE, text=True,
                            env={**os.environ, "PYTHONPATH": src})  # fmt: skip
     assert r.returncode == 1 and r.stderr == "alexnet info: error: standard output: No space left on device\n"
+
+
+def test_an_output_that_is_not_a_file_is_refused_and_a_link_is_written_through(tmp_path, capsys):
+    """``--out fd --overwrite`` renamed a file over a device node (as root it destroyed /dev/full) and replaced a
+    symlink with a file, leaving its target as it was."""
+    from alexnet.data.synthetic import make_synthetic
+
+    data = make_synthetic(tmp_path / "d", classes=2, per_class=3, val_per_class=1, size=64, show_progress=False)
+    fifo, target, link = tmp_path / "fifo", tmp_path / "t.json", tmp_path / "link.json"
+    os.mkfifo(fifo)
+    for argv in (["data", "stats", str(data), "--out", str(fifo), "--overwrite"],
+                 ["data", "check", str(data), "--json", str(fifo), "--overwrite"]):  # fmt: skip
+        assert main(argv) == 2, argv
+        assert "is not a regular file (a device, FIFO or socket)" in capsys.readouterr().err
+    assert fifo.is_fifo()
+    target.write_text("{}")
+    link.symlink_to(target)
+    assert main(["data", "stats", str(data), "--out", str(link), "--overwrite"]) == 0
+    assert link.is_symlink() and '"mean"' in target.read_text()

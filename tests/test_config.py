@@ -118,7 +118,7 @@ def test_building_the_train_parser_does_not_import_torch():
     ("args", "expected"),
     [
         (["--lr", "-0.1"], "--lr -0.1: must be a number > 0"),
-        (["--batch-size", "0"], "--batch-size 0: must be an integer >= 1"),
+        (["--batch-size", "0"], "--batch-size 0: must be an integer in [1, 65536]"),
         (["--workers", "-1"], "--workers -1: must be an integer in [0, 256]"),
         (
             ["--image-size", "32"],

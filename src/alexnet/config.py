@@ -36,7 +36,10 @@ from .names import RECIPES as RECIPE_NAMES
 from .settings import InvalidSetting, field_kind, flag_name, setting, show, validate_fields
 
 # --window: data.window's choices (checked further by check_window: widths >= 1, percentiles in order)
-WINDOW_PATTERN = r"auto|minmax|lung|bone|brain|soft-tissue|-?\d+(\.\d*)?,\d+(\.\d*)?|p\d+(\.\d*)?-p\d+(\.\d*)?"
+# as alexnet.data.window parses it (data pack took "-600, 1500", train refused it)
+WINDOW_PATTERN = (
+    r"auto|minmax|lung|bone|brain|soft-tissue|\s*-?\d+(\.\d*)?\s*,\s*\d+(\.\d*)?\s*|p\d+(\.\d*)?-p\d+(\.\d*)?"
+)
 
 
 @dataclass
@@ -101,7 +104,7 @@ class TrainConfig:
                                       "first steps, then fix the step count and decay the lr linearly to zero over "
                                       "it", metavar="DURATION", none_text="off; e.g. 300s, 5m, 1h30m",
                                       on_resume="fixed")  # fmt: skip
-    batch_size: int | None = setting(None, "images per step, summed over all processes", low=1, auto=True,
+    batch_size: int | None = setting(None, "images per step, summed over all processes", low=1, high=65536, auto=True,
                                      none_text="auto: the largest of 256 (crops <= 64 px)/128/64/32/16 "
                                      "giving 50 steps per epoch, at most the training images",
                                      on_resume="fixed")  # fmt: skip

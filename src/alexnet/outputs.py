@@ -30,6 +30,7 @@ def prepare_output(
     for p in targets:
         if p.is_dir():
             raise UserError(f"{flag} {p}: is a folder; give a file name")
+        check_regular(p, flag)
     if not overwrite:
         existing = [str(p) for p in targets if p.exists() or p.is_symlink()]
         if existing:
@@ -46,6 +47,19 @@ def prepare_output(
     except OSError as e:
         raise UserError(f"{flag} {path}: cannot write in {folder} ({e.strerror or e})") from None
     return path
+
+
+def check_regular(path: Path, flag: str = "--out") -> None:
+    """``UserError`` when ``path`` exists as something other than a file (a device, a FIFO, a socket): writing
+    through a temporary file and a rename would replace it (as root, ``--out /dev/full --overwrite`` did)."""
+    import stat
+
+    try:
+        mode = os.stat(path).st_mode  # through a symlink: its target is what gets written
+    except OSError:
+        return  # absent (or a dangling link): a new file
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        raise UserError(f"{flag} {path}: is not a regular file (a device, FIFO or socket); give a file name")
 
 
 def check_free_space(path: str | os.PathLike, needed: int, *, flag: str = "--out") -> None:
@@ -69,7 +83,8 @@ def atomic_file(path: str | os.PathLike, *, flag: str = "--out") -> Iterator[Pat
     naming ``path``."""
     import errno
 
-    path = Path(path)
+    check_regular(Path(path), flag)
+    path = Path(os.path.realpath(path)) if os.path.islink(path) else Path(path)  # the link stays, its target is new
     fd, name = tempfile.mkstemp(
         prefix=f".{path.name}.", suffix=f".tmp{path.suffix}", dir=path.parent if str(path.parent) else "."
     )

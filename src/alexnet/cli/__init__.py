@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import difflib
-import errno
 import importlib
 import os
 import re
@@ -143,16 +142,29 @@ def main(argv: list[str] | None = None) -> int:
     Exit codes: 0 ok, 1 the command failed (or a file could not be read or written), 2 a usage error (``UserError``,
     or a flag argparse rejects), 130 interrupted (Ctrl-C), 141 the reader of stdout went away (``| head``).
     """
-    parser = build_parser()
-    args, extra = parser.parse_known_args(negative_values_joined(sys.argv[1:] if argv is None else argv))
-    name = " ".join(["alexnet", args.command, getattr(args, "data_command", None) or ""]).strip()  # alexnet data pack
-    if extra:  # argparse names the top-level parser ("alexnet: error"), not the command whose flag it is
-        parser.exit(2, f"{name}: error: unrecognized arguments: {' '.join(extra)} (see '{name} --help')\n")
-    empty = next((k for k, v in vars(args).items() if v == "" or (isinstance(v, list) and "" in v)), None)
-    if empty:  # Path("") is ".": `alexnet train "$DATA"` with DATA unset trained on the working folder
-        what = f"one of the {empty}" if isinstance(getattr(args, empty), list) else empty.replace("_", "-")
-        parser.exit(2, f"{name}: error: {what} is empty (''; an unset shell variable?)\n")
+    stdout = sys.stdout
+    sys.stdout = _NamedStdout(stdout)  # a failed write to it is said to be stdout's (it names no file)
     try:
+        return _main(sys.argv[1:] if argv is None else argv)
+    finally:
+        sys.stdout = stdout
+
+
+def _main(argv: list[str]) -> int:
+    parser, name = build_parser(), "alexnet"
+    try:
+        try:
+            args, extra = parser.parse_known_args(negative_values_joined(argv))
+        except SystemExit as e:  # --help and --version printed: flush here, where a failed write is caught
+            if e.code in (0, None):
+                sys.stdout.flush()
+            raise
+        name = " ".join(["alexnet", args.command, getattr(args, "data_command", None) or ""]).strip()
+        if extra:  # argparse names the top-level parser ("alexnet: error"), not the command whose flag it is
+            parser.exit(2, f"{name}: error: unrecognized arguments: {' '.join(extra)} (see '{name} --help')\n")
+        empty = _empty_value(args, argv)
+        if empty:  # Path("") is ".": `alexnet train "$DATA"` with DATA unset trained on the working folder
+            parser.exit(2, f"{name}: error: {empty} is empty or blank (an unset shell variable?)\n")
         rc = int(args.func(args) or 0)
         sys.stdout.flush()  # here, not at exit, so that a closed pipe is caught below
         return rc
@@ -166,15 +178,59 @@ def main(argv: list[str] | None = None) -> int:
         _silence_stdout()
         return 141  # 128 + SIGPIPE, as the shell reports a tool killed by a closed pipe
     except OSError as e:  # a file that cannot be written or read: name it, no traceback
+        if e.filename == STDOUT_NAME:
+            _silence_stdout()  # the rest of its buffer would fail again, loudly, at exit
         where = f"{e.filename}: " if e.filename is not None else ""
-        if not where and e.errno in _WRITE_ERRNOS:  # our files are named: a nameless write error is stdout's
-            where = "standard output: "  # `> /dev/full`, or a full disk under `> out.txt`
-            _silence_stdout()
         _error(f"{name}: error: {where}{e.strerror or e}")
         return 1
 
 
-_WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO)
+STDOUT_NAME = "standard output"
+
+
+class _NamedStdout:
+    """``sys.stdout`` whose failed writes name it: ``alexnet info > /dev/full`` said "No space left on device" and
+    nothing more, and a guess from the error number blamed stdout for a ``--json`` file's full disk."""
+
+    def __init__(self, stream) -> None:
+        self._stream, self._failed = stream, None
+
+    def write(self, text: str) -> int:
+        return self._named(self._stream.write, text)
+
+    def flush(self) -> None:
+        if self._failed is not None:  # a write whose error its caller swallowed (argparse's help does)
+            raise self._failed
+        self._named(self._stream.flush)
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
+
+    def _named(self, call, *args):
+        try:
+            return call(*args)
+        except BrokenPipeError:
+            raise
+        except OSError as e:
+            self._failed = OSError(e.errno, e.strerror, STDOUT_NAME)
+            raise self._failed from None
+
+
+def _empty_value(args: argparse.Namespace, argv: list[str]) -> str | None:
+    """The flag or argument given an empty or blank value, as the user typed it (``--pretrained``, not the setting's
+    name ``init-weights``), or None."""
+    for key, value in vars(args).items():
+        values = value if isinstance(value, list) else [value]
+        blank = next((v for v in values if isinstance(v, str) and not v.strip()), None)
+        if blank is None:
+            continue
+        i = argv.index(blank) if blank in argv else -1
+        before = argv[i - 1] if i > 0 else ""
+        if before.startswith("--"):
+            return before
+        attached = next((w.split("=", 1)[0] for w in argv if w.startswith("--") and w.endswith("=" + blank)), None)
+        return attached or key.upper()
+    return None
 
 
 def negative_values_joined(argv: list[str]) -> list[str]:

@@ -42,7 +42,7 @@ _EXT_FORMATS = {
     ".dcm": "DICOM",
     ".dicom": "DICOM",
 }
-_GRAY_MODES = ("L", "LA", "1", "I", "I;16", "I;16B", "MONOCHROME1", "MONOCHROME2")
+_GRAY_MODES = ("L", "LA", "1", "I", "I;16", "I;16B", "I;16L", "I;16N", "F", "MONOCHROME1", "MONOCHROME2")
 
 
 def inspect_file(path: str) -> dict:

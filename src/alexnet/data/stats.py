@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from multiprocessing.pool import ThreadPool
 from pathlib import Path
 
@@ -192,14 +191,15 @@ def load_or_compute_stats(
 
 
 def save_json(obj: dict, path: str | os.PathLike) -> Path:
-    """Write ``obj`` as JSON atomically (temp file + rename)."""
+    """Write ``obj`` as JSON atomically (``outputs.atomic_file``: temp file + rename, a symlink's target replaced,
+    a device or FIFO refused)."""
+    from ..outputs import atomic_file
+
     p = Path(path)
     try:
         p.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=p.parent)
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2)
-        os.replace(tmp, p)
     except OSError as e:
         raise UserError(f"cannot write {p} ({e.strerror or e})") from None
+    with atomic_file(p) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2))
     return p
