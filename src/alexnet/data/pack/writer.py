@@ -365,7 +365,8 @@ def pack_splits(
                                        notes or {})  # fmt: skip
         except (_WriteFailed, _TooManyBad) as e:  # a full disk, a quota, an I/O error: no torn pack left behind
             _remove_partial(out, list(splits), created)
-            raise UserError(str(e)) from None
+            redone = "" if created else f" ({out} held an earlier pack, being replaced in place: it is gone too)"
+            raise UserError(str(e) + redone) from None
     finally:
         os.close(lock)
     return manifest
