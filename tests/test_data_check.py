@@ -125,6 +125,10 @@ def test_wide_gray_images_that_auto_makes_dark_or_clips_are_named(tmp_path):
     window = line.split("--window ")[-2].split(" ")[0]  # "centre,width"
     img = decode_image(str(tmp_path / "train/a/0.png"), window=window)
     assert img.max() > 200 and decode_image(str(tmp_path / "train/a/0.png")).max() <= 16
+    again = check_dataset(
+        str(tmp_path), workers=1, progress=False, val_fraction=0, window=window
+    )  # data check --window
+    assert not any("16/32-bit gray" in w for w in again["warnings"])
     signed = tmp_path / "s"
     for c in ("a", "b"):
         (signed / "train" / c).mkdir(parents=True)

@@ -128,6 +128,7 @@ def register_check(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--seed", type=numbers.seed, default=0, help="the --seed train would use (which images are held out)"
     )
+    p.add_argument("--window", default="auto", help="decode DICOMs and 16-bit gray images as train's --window would")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
     p.set_defaults(func=run_check)
 
@@ -141,7 +142,11 @@ def run_check(args: argparse.Namespace) -> int:
         prepare_output(args.json, flag="--json", overwrite=args.overwrite)
     if args.val_fraction is not None and not 0 <= args.val_fraction < 1:
         raise UserError(f"--val-fraction {args.val_fraction}: must be at least 0 and below 1")
-    report = check_dataset(args.data, workers=args.workers, val_fraction=args.val_fraction, seed=args.seed)
+    from ..data.window import check_window
+
+    check_window(args.window)
+    report = check_dataset(args.data, workers=args.workers, val_fraction=args.val_fraction, seed=args.seed,
+                           window=args.window)  # fmt: skip
     print(format_report(report))
     if args.json:
         with open(args.json, "w") as f:

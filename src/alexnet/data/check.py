@@ -8,6 +8,7 @@ train) and warnings (it would, but look).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 from collections import Counter, defaultdict
@@ -45,7 +46,7 @@ _EXT_FORMATS = {
 _GRAY_MODES = ("L", "LA", "1", "I", "I;16", "I;16B", "I;16L", "I;16N", "F", "MONOCHROME1", "MONOCHROME2")
 
 
-def inspect_file(path: str) -> dict:
+def inspect_file(path: str, window: str = "auto") -> dict:
     """One file's facts: ``{"path", "hash", "format", "mode", "size", "error", "dicom"}`` (``dicom``: modality,
     bits stored, window, pixel spacing, transfer syntax and frames of a DICOM; its ``mode`` is the photometric
     interpretation)."""
@@ -65,7 +66,7 @@ def inspect_file(path: str) -> dict:
             out["format"], out["mode"] = img.format, img.mode
             if img.mode in WIDE_GRAY_MODES:  # the values auto's fixed range is about (window.py)
                 out["range"] = [float(v) for v in img.getextrema()]
-        t = decode_image(data, name=path)
+        t = decode_image(data, name=path, window=window)
         out["size"] = [int(t.shape[2]), int(t.shape[1])]  # (W, H)
     except UserError as e:  # DecodeError, or a file read_bounded refused
         out["error"] = str(e)
@@ -83,6 +84,7 @@ def check_dataset(
     max_bad_fraction: float = MAX_BAD_FRACTION,
     val_fraction: float | None = None,
     seed: int = 0,
+    window: str = "auto",
 ) -> dict:
     """Check a data set; returns a JSON-able report with ``ok`` (would it train), ``errors``, ``warnings``, ....
 
@@ -106,7 +108,7 @@ def check_dataset(
     for split in splits:
         if split is not None:
             _check_split(report, split, hashes, workers=workers or os.cpu_count() or 1, progress=progress,
-                         warn_ratio=imbalance_ratio, max_bad_fraction=max_bad_fraction)  # fmt: skip
+                         warn_ratio=imbalance_ratio, max_bad_fraction=max_bad_fraction, window=window)  # fmt: skip
     dups = [paths for paths in hashes.values() if len(paths) > 1]
     report["duplicates"] = dups
     if dups:
@@ -161,7 +163,7 @@ def _open_for_check(report: dict, data, train_dir, val_dir, val_fraction: float,
 
 
 def _check_split(report: dict, split, hashes: dict, *, workers: int, progress: bool, warn_ratio: float,
-                 max_bad_fraction: float) -> None:  # fmt: skip
+                 max_bad_fraction: float, window: str = "auto") -> None:  # fmt: skip
     """Add one split's counts, sizes and file findings to ``report``; its files' hashes to ``hashes``."""
     err = report["errors"].append
     counts = Counter(split.labels)
@@ -183,11 +185,14 @@ def _check_split(report: dict, split, hashes: dict, *, workers: int, progress: b
     if isinstance(split.items, np.ndarray):  # CIFAR: pixels already decoded
         info["sizes"] = {"min": [32, 32], "median": [32, 32], "max": [32, 32]}
         return
-    results = _inspect_all([str(p) for p in split.items], split.name, workers=workers, progress=progress)
+    results = _inspect_all([str(p) for p in split.items], split.name, workers=workers, progress=progress,
+                           window=window)  # fmt: skip
     for r in results:
         if r["hash"]:
             hashes[r["hash"]].append(r["path"])
     _file_findings(report, split.name, info, results, max_bad_fraction)
+    if window == "auto":  # a window given is the user's answer to the warning
+        _wide_gray_warning(report["warnings"].append, split.name, results)
 
 
 def _imbalance(report: dict, name: str, info: dict, ratio: float) -> None:
@@ -201,12 +206,12 @@ def _imbalance(report: dict, name: str, info: dict, ratio: float) -> None:
                                   f"{max(present)} images per class, over {ratio:g}x){hint}")  # fmt: skip
 
 
-def _inspect_all(files: list[str], name: str, *, workers: int, progress: bool) -> list[dict]:
+def _inspect_all(files: list[str], name: str, *, workers: int, progress: bool, window: str = "auto") -> list[dict]:
     """``inspect_file`` for every file, in a thread pool; sorted by path."""
     results = []
     with ThreadPool(workers) as pool, progress_bar(len(files), f"check {name}", unit="img",
                                                     enabled=progress) as bar:  # fmt: skip
-        for r in pool.imap_unordered(inspect_file, files, chunksize=32):
+        for r in pool.imap_unordered(functools.partial(inspect_file, window=window), files, chunksize=32):
             results.append(r)
             bar.update(1)
     results.sort(key=lambda r: r["path"])
@@ -244,7 +249,6 @@ def _file_findings(report: dict, name: str, info: dict, results: list[dict], max
             msg + (f" -- above the {max_bad_fraction:.0%} a run tolerates" if frac > max_bad_fraction else "")
         )
     _mode_warnings(report, name, info, decoded=len(results) - len(bad))
-    _wide_gray_warning(warn, name, results)
 
 
 def _wide_gray_warning(warn, name: str, results: list[dict]) -> None:
