@@ -561,3 +561,11 @@ def test_a_source_without_val_is_packed_with_the_split_train_would_hold_out(fold
                                                                      for f in want]  # fmt: skip
     assert manifest["held_out"]["val_fraction"] == 0.2 and manifest["held_out"]["seed"] == 3
     assert "held out 20% for validation" in P.describe_pack(manifest)
+    from alexnet.data.pipeline import open_training_data
+
+    from .test_train import tiny_config
+
+    said: list[str] = []  # train on the pack: its split, which --val-fraction and --seed cannot move, is said
+    open_training_data(tiny_config(str(out), tmp_path / "run", val_fraction=0.5, seed=7), log=said.append)
+    assert said == ["validation: the pack's val split, held out when it was packed (--val-fraction 0.2, --seed 3; "
+                    "repack to change it)"]  # fmt: skip
