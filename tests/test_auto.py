@@ -322,7 +322,7 @@ def test_the_progress_line_shows_the_planned_epochs_once_the_plan_is_made():
     assert first.startswith("epoch 1/?: 1/468 step") and second.startswith("epoch 1/2: 2/364 step")
 
 
-def test_no_flags_at_all_learns_a_small_set(tmp_path):
+def test_no_flags_at_all_learns_a_small_set(tmp_path, final_checkpoint_only):
     """`alexnet train DATA` with nothing else on 3 classes x 40 images: the settings chosen from the data learn
     (before: batch 128 gave no full step per epoch). Threshold from measurement, with a margin."""
     from alexnet.data.synthetic import make_synthetic

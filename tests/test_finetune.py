@@ -6,7 +6,6 @@ import shutil
 import pytest
 import torch
 
-import alexnet.training.loop
 from alexnet.checkpoint import load as load_checkpoint
 from alexnet.data.synthetic import CLASSES, make_synthetic
 from alexnet.errors import WeightsError
@@ -36,20 +35,6 @@ def class_sets(tmp_path_factory):
 def _epoch_top1(run):
     lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     return [e["val_top1"] for e in lines if e["kind"] == "epoch"]
-
-
-@pytest.fixture
-def final_checkpoint_only(monkeypatch):
-    """Each run writes only its last epoch's ``last.pt`` (and no ``best.pt``): this test is about learning, and its
-    22 per-epoch half-GB checkpoints took a third of its time (test_train covers saving)."""
-    real = alexnet.training.loop.save
-
-    def save(run, epoch, batch_in_epoch, **kw):
-        if epoch >= run.epochs:
-            real(run, epoch, batch_in_epoch, **kw)
-
-    monkeypatch.setattr(alexnet.training.loop, "save", save)
-    monkeypatch.setattr(alexnet.training.loop, "copy_checkpoint", lambda *a: None)
 
 
 def test_finetuning_reaches_the_target_in_fewer_steps_than_scratch(class_sets, tmp_path, final_checkpoint_only):

@@ -183,7 +183,7 @@ def test_sigterm_saves_and_resumes(tiny_data, tmp_path):
     assert load_checkpoint(out / "checkpoints" / "last.pt").epoch == 3
 
 
-def test_a_short_run_learns(tmp_path):
+def test_a_short_run_learns(tmp_path, final_checkpoint_only):
     """Loss falls and held-out accuracy is well above chance (1/3) after a short run on 3 classes."""
     full = make_synthetic(tmp_path / "full", classes=10, per_class=100, val_per_class=30, size=64)
     data = tmp_path / "data"

@@ -98,8 +98,10 @@ def code_tokens(block: Block) -> list[tuple[int, str]]:
 # ----------------------------------------------------------------------------------------------------------------
 
 
+# the English page only: the Chinese page's code is the same, token for token (test_both_languages_carry_the_same_code),
+# and running it again cost 17-25 s of the suite
 @pytest.mark.slow
-@pytest.mark.parametrize("doc", DOCS, ids=lambda p: p.name)
+@pytest.mark.parametrize("doc", DOCS[:1], ids=lambda p: p.name)
 def test_tutorial_code_runs(doc, tmp_path):
     assert sum(b.runs for b in blocks(doc)) >= 10, f"{doc}: expected the tutorial's code blocks"
     try:
