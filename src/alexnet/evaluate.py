@@ -215,9 +215,8 @@ def evaluate_file(
         raise UserError(f"--workers {workers}: must be 0 or more")
     if not 0 <= max_bad_fraction <= 1:
         raise UserError(f"--max-bad-fraction {max_bad_fraction:g}: must be in [0, 1]")
-    if (
-        str(model_path).lower().endswith(".onnx")
-    ):  # an export: onnxruntime on the CPU, classes and preprocess from its metadata
+    # an export: onnxruntime on the CPU, classes and preprocess from its metadata
+    if str(model_path).lower().endswith(".onnx"):
         from .predict import OnnxPredictor
 
         onnx = OnnxPredictor(model_path, device="cpu")

@@ -31,6 +31,7 @@ import torch
 from ...errors import UserError
 from ...limits import limits, read_bounded
 from ...preprocess import MAX_SIDE
+from ...text import plural
 from ..stats import check_stats
 
 FORMAT = "alexnet-packed"
@@ -270,3 +271,24 @@ def _file_digest(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def describe_pack(manifest: dict) -> str:
+    """A few human lines about a finished pack (counts, skipped files, peak memory, time)."""
+    from ..loading.skipped import skip_line  # loading imports this module
+
+    lines = [
+        f"pack: {manifest['size']} px ({manifest['resize']}), {len(manifest['classes'])} classes, "
+        f"{manifest['seconds']:.1f} s"
+    ]
+    held = manifest.get("held_out")
+    if held:  # the source had no val split
+        lines.append(f"  {held['line']}, --seed {held['seed']} (as train would hold it out of the source)")
+    for name, info in manifest["splits"].items():
+        mib = info["images_bytes"] / 2**20
+        lines.append(f"  {name}: {plural(info['count'], 'image')}, {mib:.1f} MiB, {len(info['skipped'])} skipped")
+        for desc, reason in info["skipped"][:10]:
+            lines.append(f"    skipped {skip_line(desc, reason)}")
+    rss = manifest["peak_rss_mib"]
+    lines.append(f"  peak RSS: {rss['parent']:.0f} MiB (writer), {rss['largest_worker']:.0f} MiB (largest worker)")
+    return "\n".join(lines)

@@ -25,7 +25,6 @@ import numpy as np
 import torch
 
 from ...errors import UserError
-from ...text import plural
 from ..split import SplitLike
 from ..stats import stats_from_sums
 from .reader import FORMAT, IN_PROGRESS, LOCK, MANIFEST, RESIZE_MODES, VERSION, _file_digest
@@ -356,7 +355,7 @@ def pack_splits(
             entries, stats_sums = {}, None
             for name, split in splits.items():
                 entries[name], sums = _pack_split(split, out / name, size, resize, workers, progress)
-                _check_skipped(name, len(split), entries[name]["skipped"], max_bad_fraction)
+                _check_skipped(split, entries[name]["skipped"], max_bad_fraction)
                 if stats_sums is None or name == "train":
                     stats_sums = sums
             first = next(iter(splits.values()))
@@ -373,18 +372,17 @@ def pack_splits(
 
 
 class _TooManyBad(Exception):
-    """More of a split than ``max_bad_fraction`` did not decode."""
+    """More of a split than ``max_bad_fraction`` did not decode (``Skipped.check``'s message, as training says it)."""
 
 
-def _check_skipped(name: str, total: int, skipped: list, max_bad_fraction: float) -> None:
-    if len(skipped) > max_bad_fraction * max(1, total):
-        desc, reason = skipped[0]
-        raise _TooManyBad(
-            f"{len(skipped)} of {total} {name} images cannot be decoded, more than --max-bad-fraction "
-            f"{max_bad_fraction:g} (training would stop there too); the partial pack was removed. Fix or remove them "
-            f"(`alexnet data check` lists them), or raise --max-bad-fraction. E.g. "
-            f"{reason if reason.startswith(desc) else f'{desc}: {reason}'}"
-        )
+def _check_skipped(split, skipped: list, max_bad_fraction: float) -> None:
+    from ..loading.skipped import Skipped
+
+    where = str(getattr(split, "root", split.name))
+    try:
+        Skipped(split.name, where, len(split), max_bad_fraction, named=0).add_all(skipped).check()
+    except UserError as e:
+        raise _TooManyBad(f"{e}; the partial pack was removed") from None
 
 
 class _WriteFailed(Exception):
@@ -497,22 +495,3 @@ def pack_dataset(
         max_bad_fraction=max_bad_fraction,
         notes=notes,
     )
-
-
-def describe_pack(manifest: dict) -> str:
-    """A few human lines about a finished pack (counts, skipped files, peak memory, time)."""
-    lines = [
-        f"pack: {manifest['size']} px ({manifest['resize']}), {len(manifest['classes'])} classes, "
-        f"{manifest['seconds']:.1f} s"
-    ]
-    held = manifest.get("held_out")
-    if held:  # the source had no val split
-        lines.append(f"  {held['line']}, --seed {held['seed']} (as train would hold it out of the source)")
-    for name, info in manifest["splits"].items():
-        mib = info["images_bytes"] / 2**20
-        lines.append(f"  {name}: {plural(info['count'], 'image')}, {mib:.1f} MiB, {len(info['skipped'])} skipped")
-        for desc, reason in info["skipped"][:10]:
-            lines.append(f"    skipped {reason if reason.startswith(desc) else f'{desc}: {reason}'}")
-    rss = manifest["peak_rss_mib"]
-    lines.append(f"  peak RSS: {rss['parent']:.0f} MiB (writer), {rss['largest_worker']:.0f} MiB (largest worker)")
-    return "\n".join(lines)
