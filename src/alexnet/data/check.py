@@ -233,15 +233,7 @@ def _file_findings(report: dict, name: str, info: dict, results: list[dict], max
         for r in results
         if r["format"] and _EXT_FORMATS.get(Path(r["path"]).suffix.lower(), r["format"]) != r["format"]
     ]
-    sized = sorted((r for r in results if r["size"]), key=lambda r: (r["size"][0] * r["size"][1], r["size"]))
-    sizes = [r["size"] for r in sized] or [[0, 0]]
-    # the smallest, median and largest images by pixels (per axis, min 10x100 and max 100x10 said 10x10 and 100x100)
-    info["sizes"] = {"min": sizes[0], "median": sizes[len(sizes) // 2], "max": sizes[-1]}
-    tiny = [r for r in sized if min(r["size"]) < TINY_SIDE]
-    if tiny:
-        w, h = tiny[0]["size"]
-        warn(f"{name}: {len(tiny)} image(s) under {TINY_SIDE} px on a side, e.g. {tiny[0]['path']} ({w}x{h}): "
-             "scaled up to the crop they carry almost nothing")  # fmt: skip
+    _size_findings(warn, name, info, results)
     if bad:
         frac = len(bad) / len(results)
         msg = f"{name}: {len(bad)} undecodable file(s) ({frac:.1%}), e.g. {bad[0]['error']}"
@@ -249,6 +241,19 @@ def _file_findings(report: dict, name: str, info: dict, results: list[dict], max
             msg + (f" -- above the {max_bad_fraction:.0%} a run tolerates" if frac > max_bad_fraction else "")
         )
     _mode_warnings(report, name, info, decoded=len(results) - len(bad))
+
+
+def _size_findings(warn, name: str, info: dict, results: list[dict]) -> None:
+    """The smallest, median and largest images by pixels into ``info`` (per axis, 10x60 and 60x10 made a 60x60 that
+    does not exist), and a warning for images under ``TINY_SIDE`` px on a side."""
+    sized = sorted((r for r in results if r["size"]), key=lambda r: (r["size"][0] * r["size"][1], r["size"]))
+    sizes = [r["size"] for r in sized] or [[0, 0]]
+    info["sizes"] = {"min": sizes[0], "median": sizes[len(sizes) // 2], "max": sizes[-1]}
+    tiny = [r for r in sized if min(r["size"]) < TINY_SIDE]
+    if tiny:
+        w, h = tiny[0]["size"]
+        warn(f"{name}: {len(tiny)} image(s) under {TINY_SIDE} px on a side, e.g. {tiny[0]['path']} ({w}x{h}): "
+             "scaled up to the crop they carry almost nothing")  # fmt: skip
 
 
 def _wide_gray_warning(warn, name: str, results: list[dict]) -> None:

@@ -111,9 +111,7 @@ def open_training_data(
     dataset = open_dataset(cfg.data, train_dir=cfg.train_dir, val_dir=cfg.val_dir)
     dataset, line = with_holdout(dataset, cfg.val_fraction, cfg.seed, stored=stored_split, train_dir=cfg.train_dir)
     if dataset.kind == "pack":  # a val split held out when it was packed: --val-fraction and --seed cannot move it
-        from .pack.reader import read_manifest
-
-        held = read_manifest(cfg.data).get("held_out")
+        held = getattr(dataset.train, "manifest", {}).get("held_out")  # read (and checked) by open_dataset
         if held:
             line = (f"validation: the pack's val split, held out when it was packed (--val-fraction "
                     f"{held['val_fraction']:g}, --seed {held['seed']}; repack to change it)")  # fmt: skip
