@@ -10,16 +10,7 @@ import pytest
 
 from alexnet.data.decode import DecodeError, decode_image
 
-pydicom = pytest.importorskip("pydicom")
-from pydicom.data import get_testdata_file  # noqa: E402
-
-
-def sample(name: str) -> str:
-    """One of pydicom's shipped test files (never downloaded: skip if this pydicom lacks it)."""
-    path = get_testdata_file(name, download=False)
-    if path is None:
-        pytest.skip(f"pydicom ships no {name}")
-    return path
+from .test_medical import pydicom, sample  # pydicom (or the whole module skipped) and its shipped files
 
 
 def _dcmread(path: str):
