@@ -83,17 +83,17 @@ def typical_shorter_side(dataset) -> tuple[float, str]:
     if items is None or hasattr(items, "shape"):  # CIFAR: an (N, 32, 32, 3) array
         side = int(items.shape[1]) if items is not None else 0
         return float(side), f"{side}x{side} px images"
-    from .data.decode import stored_size
+    from .data.decode import stored_header
 
     step = max(1, len(items) // PROBE_IMAGES)
     sides, shapes = [], {}
     for path in items[::step][:PROBE_IMAGES]:
         if not os.path.isfile(path):  # a FIFO or device file: the loader reports it; never open it here
             continue
-        size = stored_size(path)  # the header only; DICOMs too (Pillow cannot open them)
-        if size is None:  # an unreadable file: the loader reports it
+        header = stored_header(path)  # the header only; DICOMs too (Pillow cannot open them)
+        if header is None:  # an unreadable file: the loader reports it
             continue
-        w, h = size
+        w, h, _ = header
         sides.append(min(w, h))
         shapes[(w, h)] = shapes.get((w, h), 0) + 1
     if not sides:

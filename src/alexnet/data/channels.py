@@ -12,28 +12,16 @@ import dataclasses
 
 import numpy as np
 
-from ..errors import UserError
-from ..limits import limits, read_bounded
-from . import dicom
-
 LUMA = (0.299, 0.587, 0.114)  # ITU-R 601, as decoding converts colour to gray
 SAMPLE = 64  # files whose headers are read (evenly spaced over the train split)
-GRAY_MODES = {"L", "LA", "La", "1", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 
 
 def stored_gray(path: str) -> bool | None:
     """Whether an image file is stored grayscale (None: unreadable, so no vote)."""
-    from .decode import read_header
+    from .decode import stored_header
 
-    try:
-        data = read_bounded(path, limits().max_image_file_bytes, "image")
-        if dicom.is_dicom(data):
-            bounds = limits()
-            h = dicom.read_header(data, path, max_pixels=bounds.max_image_pixels, max_aspect=bounds.max_image_aspect)
-            return not h.colour  # a palette file has one sample a pixel, but decodes to RGB
-        return read_header(data, path).mode in GRAY_MODES
-    except UserError:
-        return None
+    header = stored_header(path)
+    return None if header is None else header[2]
 
 
 def sampled_gray(split, sample: int = SAMPLE) -> tuple[bool, int]:

@@ -70,16 +70,20 @@ def read_header(data: bytes, name: str, *, max_pixels: int | None = None, max_as
     return img
 
 
-def stored_size(path: str) -> tuple[int, int] | None:
-    """``(width, height)`` of an image file or a DICOM from its header, without decoding pixels; None when it
-    cannot be read (the loader reports it)."""
+GRAY_MODES = {"L", "LA", "La", "1", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}  # Pillow's gray modes
+
+
+def stored_header(path: str) -> tuple[int, int, bool] | None:
+    """``(width, height, stored gray)`` of an image file or a DICOM from its header, without decoding pixels; None
+    when it cannot be read (the loader reports it). A DICOM is gray unless it has three samples or a colour table."""
     bounds = limits()
     try:
         data = read_bounded(path, bounds.max_image_file_bytes, "image")
         if dicom.is_dicom(data):
             h = dicom.read_header(data, path, max_pixels=bounds.max_image_pixels, max_aspect=bounds.max_image_aspect)
-            return h.columns, h.rows
-        return read_header(data, path).size
+            return h.columns, h.rows, not h.colour
+        img = read_header(data, path)
+        return *img.size, img.mode in GRAY_MODES
     except UserError:
         return None
 
