@@ -240,7 +240,7 @@ def test_gradcam_grid_shows_each_cells_map_with_right_and_wrong_apart(tmp_path):
     import alexnet
     from alexnet.data.sources import open_dataset
     from alexnet.data.synthetic import make_synthetic
-    from alexnet.plots import _gradcam_figure
+    from alexnet.map_plots import _gradcam_figure
     from alexnet.plotting import heat, overlay, save
 
     data = make_synthetic(tmp_path / "data", classes=3, per_class=1, val_per_class=8, size=64, show_progress=False)
@@ -275,7 +275,7 @@ def test_unit_view_patches_are_the_receptive_fields_of_the_top_val_crops(tmp_pat
     import alexnet
     from alexnet.data.sources import open_dataset
     from alexnet.data.synthetic import make_synthetic
-    from alexnet.plots import _units_figure
+    from alexnet.map_plots import _units_figure
     from alexnet.plotting import save
 
     data = make_synthetic(tmp_path / "data", classes=2, per_class=1, val_per_class=6, size=224, show_progress=False)

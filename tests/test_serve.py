@@ -695,8 +695,8 @@ def png_pixels(data_url: str) -> np.ndarray:
 
 
 def expected_overlay(explanation) -> np.ndarray:
-    """The overlay as ``alexnet explain`` colours it (``alexnet.plots.overlay``), in 8 bits."""
-    from alexnet.plots import overlay
+    """The overlay as ``alexnet explain`` colours it (``alexnet.plotting.overlay``), in 8 bits."""
+    from alexnet.plotting import overlay
 
     return (overlay(explanation.crop, explanation.map) * 255).round().astype(np.uint8)
 

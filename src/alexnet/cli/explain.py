@@ -97,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
 
         occlusion_geometry(predictor.preprocess.crop, cfg.window, cfg.stride)
     if "png" in cfg.formats:
-        from ..plots import plot_explanation
+        from ..map_plots import plot_explanation
     layer = resolve_layer(predictor.model, cfg.layer, predictor.preprocess.crop)
     side = layer_size(predictor.model, layer, predictor.preprocess.crop)
     out_dir = Path(cfg.out)

@@ -190,13 +190,13 @@ class Service:
 
     def gradcam(self, crops: torch.Tensor, target: int | None) -> list[dict[str, Any]]:
         """Grad-CAM at ``explain_layer`` (``alexnet.explain``) for ``uint8 (B, 3, c, c)`` crops and a class index (None:
-        each crop's top-1), as ``alexnet explain`` computes it: per crop the overlay PNG (``alexnet.plots.overlay``,
+        each crop's top-1), as ``alexnet explain`` computes it: per crop the overlay PNG (``alexnet.plotting.overlay``,
         the crop with the heat colours blended in, c x c px), the map's peak in crop px (None for a map of zeros) and
         the classes. Runs in the explain thread, holding the model (the batcher's forward passes wait)."""
         from PIL import Image
 
         from ..explain import explain_crops
-        from ..plots import overlay
+        from ..plotting import overlay
 
         with self._model_lock:
             explanations = explain_crops(
