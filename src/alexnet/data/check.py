@@ -23,7 +23,7 @@ from ..limits import limits, read_bounded
 from ..progress import progress as progress_bar
 from ..text import plural
 from . import dicom
-from .decode import decode_image, read_header
+from .decode import GRAY_MODES, decode_image, read_header
 from .pack.reader import is_packed, read_manifest, verify_pack
 from .sources import UnlabelledValError, class_folders, open_dataset
 
@@ -43,7 +43,7 @@ _EXT_FORMATS = {
     ".dcm": "DICOM",
     ".dicom": "DICOM",
 }
-_GRAY_MODES = ("L", "LA", "1", "I", "I;16", "I;16B", "I;16L", "I;16N", "F", "MONOCHROME1", "MONOCHROME2")
+_GRAY_MODES = GRAY_MODES | {"MONOCHROME1", "MONOCHROME2"}  # a DICOM's mode here is its photometric interpretation
 
 
 def inspect_file(path: str, window: str = "auto") -> dict:
