@@ -2,6 +2,7 @@
 directories, epoch metrics, mistakes. Several processes: test_distributed.py."""
 
 import csv
+import dataclasses
 import json
 import os
 import shutil
@@ -280,6 +281,44 @@ def test_an_existing_run_needs_resume_or_overwrite(tiny_data, tmp_path):
     assert not (run / "plots").exists()  # the old run's pictures went with it
 
 
+def test_resume_path_never_mixes_two_runs_and_an_unsaved_run_keeps_its_data(tiny_data, tmp_path):
+    """Before: ``--out A --resume B/checkpoints/last.pt`` wrote B's config and later epochs into A (or cut B's metrics
+    the other way round), and ``--resume auto`` in a run that died before its first save trained on the built-in
+    data. The run folder is chosen before anything is read, so fake runs suffice."""
+    from alexnet.training.run_dir import MARKER, find_run_dir
+
+    runs = {}
+    for name in ("A", "B"):
+        run = runs[name] = tmp_path / name
+        (run / "checkpoints").mkdir(parents=True)
+        for f in (MARKER, "metrics.jsonl", "checkpoints/last.pt"):
+            (run / f).write_text("x")
+    b_last = runs["B"] / "checkpoints" / "last.pt"
+
+    def where(out=None, **kw):
+        cfg = tiny_config(kw.pop("data", None), out, **kw)
+        return find_run_dir(cfg if out else dataclasses.replace(cfg, out=None))
+
+    with pytest.raises(UserError, match=rf"--resume {b_last} is a checkpoint of {runs['B']}, and --out {runs['A']} "
+                                        r"holds another run \(checkpoints/last.pt, metrics.jsonl\)"):  # fmt: skip
+        where(out=runs["A"], resume=str(b_last))
+    assert where(out=runs["B"], resume=str(b_last)) == (runs["B"], b_last)
+    assert where(resume=str(b_last)) == (runs["B"], b_last)  # no --out: the checkpoint's own run, not a new folder
+    assert where(out=tmp_path / "fork", resume=str(b_last)) == (tmp_path / "fork", b_last)  # a new folder: a copy
+
+    unsaved = tmp_path / "unsaved"  # killed before its first save: config.json and metrics, no checkpoint
+    unsaved.mkdir()
+    (unsaved / MARKER).write_text("x")
+    (unsaved / "metrics.jsonl").write_text("")
+    (unsaved / "config.json").write_text(json.dumps({"data": "/photos/cats-dogs", "epochs": 30}))
+    with pytest.raises(UserError, match=r"has no checkpoint .* it trained on /photos/cats-dogs: start it again with "
+                                        r"alexnet train /photos/cats-dogs --out "):  # fmt: skip
+        where(out=unsaved, resume="auto")
+    assert where(out=unsaved, resume="auto", data=tiny_data) == (unsaved, None)  # the same command again: a new run
+    (unsaved / "config.json").write_text(json.dumps({"data": None}))  # it was on the built-in data: so is this one
+    assert where(out=unsaved, resume="auto") == (unsaved, None)
+
+
 def test_resume_with_another_arch_or_classes_is_one_line(tiny_data, tmp_path, capsys):
     from alexnet.cli import main
 
@@ -314,6 +353,28 @@ def test_a_second_ctrl_c_stops_at_once_and_the_cli_exits_130(tiny_data, tmp_path
     assert "interrupted" in capsys.readouterr().err
     assert not (out / "checkpoints" / "last.pt").exists()  # stopped before any save
     assert signal.getsignal(signal.SIGINT) is handler
+
+
+def test_sighup_a_closed_terminal_saves_like_sigterm_and_the_cli_exits_129(tiny_data, tmp_path, monkeypatch, capsys):
+    """Before: SIGHUP (the terminal or ssh session gone) killed the run at once, silently, without saving."""
+    from alexnet.cli import main
+
+    caught = []
+
+    def outer(*_):  # what gets SIGHUP when training does not take it (pytest must not die of it)
+        caught.append(1)
+
+    previous = signal.signal(signal.SIGHUP, outer)
+    try:
+        signal_at_steps(monkeypatch, {2: [signal.SIGHUP]})
+        out = tmp_path / "run"
+        flags = ["--out", str(out), "--batch-size", "6", "--image-size", "64", "--device", "cpu", "--epochs", "2"]
+        assert main(["train", tiny_data, *flags, "--max-steps-per-epoch", "3"]) == 129
+        assert not caught and signal.getsignal(signal.SIGHUP) is outer  # training's handler took it, then gave it back
+        assert "stopped by SIGHUP at step 2" in capsys.readouterr().err
+        assert load_checkpoint(out / "checkpoints" / "last.pt").step == 2
+    finally:
+        signal.signal(signal.SIGHUP, previous)
 
 
 @pytest.mark.slow

@@ -1,10 +1,10 @@
-"""Several processes and stop signals: the torchrun process group, and stopping cleanly on SIGTERM / SIGINT.
+"""Several processes and stop signals: the torchrun process group, and stopping cleanly on SIGTERM / SIGINT / SIGHUP.
 
 - ``process_group(device)``: joins the group when launched by torchrun (``WORLD_SIZE`` > 1; NCCL on GPUs, gloo on
   CPUs) and leaves it on exit if it joined it.
-- ``StopSignals``: a context manager that turns the first SIGTERM / SIGINT into a request (``signum``), which the
-  training loop honours at its next check by saving ``last.pt`` and raising ``Preempted``; a second signal stops at
-  once. The previous handlers are restored on exit, whatever happens.
+- ``StopSignals``: a context manager that turns the first SIGTERM / SIGINT / SIGHUP into a request (``signum``),
+  which the training loop honours at its next check by saving ``last.pt`` and raising ``Preempted``; a second signal
+  stops at once. The previous handlers are restored on exit, whatever happens.
 - ``max_over_ranks`` / ``sum_over_ranks``: the small collectives by which ranks agree. Every rank must call them at
   the same points; the training loop calls them only at steps every rank reaches (the same step numbers: every
   rank runs the same number of steps per epoch).
@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
@@ -30,7 +31,8 @@ T = TypeVar("T")
 
 
 class Preempted(Exception):
-    """Training stopped by a signal. ``signum``; ``exit_code`` (128 + signum: 143 for SIGTERM, 130 for SIGINT), what
+    """Training stopped by a signal. ``signum``; ``exit_code`` (128 + signum: 143 for SIGTERM, 130 for SIGINT, 129 for
+    SIGHUP), what
     a shell reports for a process the signal ended; ``checkpoint``: the saved ``last.pt``, or None if the second
     signal stopped it before saving."""
 
@@ -125,14 +127,15 @@ def sum_over_ranks(values: torch.Tensor, info: Dist) -> torch.Tensor:
 
 
 class StopSignals:
-    """``with StopSignals() as stop:`` the first SIGTERM or SIGINT sets ``stop.signum`` (nothing else happens until
+    """``with StopSignals() as stop:`` the first SIGTERM, SIGINT or SIGHUP (a closed terminal, a dropped ssh session)
+    sets ``stop.signum`` (nothing else happens until
     the loop looks at it); a second one raises at once: ``KeyboardInterrupt`` for SIGINT, ``Preempted`` without a
     checkpoint for SIGTERM. On exit the handlers that were there before are put back.
 
     Outside the main thread Python cannot install handlers: then signals keep their usual effect.
     """
 
-    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+    SIGNALS = tuple(s for s in (signal.SIGTERM, signal.SIGINT, getattr(signal, "SIGHUP", None)) if s is not None)
 
     def __init__(self) -> None:
         self.signum: int | None = None
@@ -157,4 +160,5 @@ class StopSignals:
                 raise KeyboardInterrupt
             raise Preempted(signum, None, f"stopped by a second {name} before saving")
         self.signum = signum
-        print(f"\nreceived {name}: finishing this step and saving (send it again to stop now)", file=sys.stderr)
+        with contextlib.suppress(OSError):  # after SIGHUP the terminal may be gone: saving matters, not this line
+            print(f"\nreceived {name}: finishing this step and saving (send it again to stop now)", file=sys.stderr)

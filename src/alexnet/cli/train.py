@@ -1,6 +1,7 @@
 """``alexnet train``: flags generated from ``TrainConfig`` -> a validated config -> ``alexnet.training.train``.
 
-Exit codes: 0 trained, 2 a mistake in the settings or data (one line), 143 / 130 stopped by SIGTERM / SIGINT after
+Exit codes: 0 trained, 2 a mistake in the settings or data (one line), 143 / 130 / 129 stopped by SIGTERM / SIGINT /
+SIGHUP after
 saving ``last.pt`` (resume with ``--resume auto``), so a scheduler can tell a preempted run from a finished one.
 Under torchrun these are the workers' codes; torchrun itself exits non-zero when a worker does.
 """
@@ -24,8 +25,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Train an AlexNet. A recipe sets the starting values; --config FILE (TOML, YAML or JSON, keys "
         "as the flags, e.g. batch-size = 256) overrides the recipe, and flags override both. Defaults below are the "
         "fast recipe's, then other recipes' where they differ. The resolved settings are saved in "
-        "RUN_DIR/config.json. Exit status: 0 done, 2 a mistake in the settings, 143/130 stopped by SIGTERM/SIGINT "
-        "after saving (continue with --resume auto).",
+        "RUN_DIR/config.json. Exit status: 0 done, 2 a mistake in the settings, 143/130/129 stopped by "
+        "SIGTERM/SIGINT/SIGHUP after saving (continue with --resume auto).",
     )
     add_settings(p, TrainConfig, recipes=RECIPES, kind_metavars=True)
     p.add_argument("--config", metavar="FILE", help="TOML, YAML or JSON file of settings (keys as the flags)")

@@ -2,12 +2,13 @@
 
 ``train`` reads top to bottom: set up -> for each epoch: ``train_one_epoch`` (lr -> ``train_step`` -> occasional
 log) -> ``end_of_epoch`` (validate, schedule, checkpoint, one log line) -> ``finish`` (final evaluation, pictures).
-Checkpoints are atomic and resume bit for bit; SIGTERM / SIGINT save ``last.pt`` and raise ``Preempted``.
+Checkpoints are atomic and resume bit for bit; SIGTERM / SIGINT / SIGHUP save ``last.pt`` and raise ``Preempted``.
 """
 
 from __future__ import annotations
 
 import json
+import signal
 import time
 from collections.abc import Collection
 from pathlib import Path
@@ -41,8 +42,9 @@ def train(
 
     Set up (``UserError`` for any mistake, before anything is written), then for each epoch: its steps, then
     validation, schedule, ``last.pt`` / ``best.pt`` and a log line; at the end the final evaluation and pictures.
-    SIGTERM / SIGINT: the ranks finish their step, save ``last.pt`` and raise ``Preempted`` (the CLI exits 143 /
-    130); a second signal stops at once. Signal handlers and the process group are as before when this returns.
+    SIGTERM / SIGINT / SIGHUP: the ranks finish their step, save ``last.pt`` and raise ``Preempted`` (the CLI exits
+    143 / 130 / 129); a second signal stops at once. Signal handlers and the process group are as before when this
+    returns.
     ``stop_after_epoch``: return after that many epochs, as if killed after the checkpoint (tests of resuming).
     ``started``: when the run began (``time.time()``; default: now), the start of ``cfg.time_budget``.
     ``given``: the names of the settings the user gave (the CLI's flags and config file); a resumed run takes the
@@ -199,7 +201,7 @@ def check_stop(run: Run, stop: StopSignals, epoch: int, batch: int, *, saved: bo
         save(run, epoch, batch, partial=partial)
         run.last_save = time.time()
     if signum:
-        name = {15: "SIGTERM", 2: "SIGINT"}.get(signum, f"signal {signum}")
+        name = signal.Signals(signum).name
         path = run.dir / "checkpoints" / "last.pt"
         message = (f"stopped by {name} at step {run.step} (epoch {epoch + (batch > 0)}); saved {path}; resume with: "
                    f"alexnet train --out {run.dir} --resume auto (same data and flags)")  # fmt: skip

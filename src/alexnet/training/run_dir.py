@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 from datetime import datetime
@@ -11,7 +12,9 @@ from pathlib import Path
 
 from ..checkpoint import clean_stale_temps
 from ..config import TrainConfig
+from ..data.holdout import run_dir_of
 from ..errors import UserError
+from ..limits import read_bounded
 
 
 def default_run_dir(cfg: TrainConfig) -> Path:
@@ -36,13 +39,13 @@ def is_run_dir(run_dir: Path) -> bool:
 
 def find_run_dir(cfg: TrainConfig) -> tuple[Path, Path | None]:
     """(run directory, checkpoint to resume or None). Refuses the directory of another run (it has checkpoints or
-    metrics) unless resuming or ``overwrite``. Reads only: ``clear_run_dir`` deletes, once the data is open too."""
-    run_dir = Path(cfg.out) if cfg.out else default_run_dir(cfg)
-    resume = None
-    if cfg.resume == "auto":
-        resume = run_dir / "checkpoints" / "last.pt" if (run_dir / "checkpoints" / "last.pt").exists() else None
-    elif cfg.resume:
-        resume = Path(cfg.resume)
+    metrics) unless resuming it or ``overwrite``. Reads only: ``clear_run_dir`` deletes, once the data is open too.
+
+    ``--resume PATH`` continues PATH's own run folder when there is no ``--out`` (a new folder when PATH is not in
+    one of our runs), and refuses an ``--out`` that holds another run: the two runs' metrics and checkpoints would
+    mix. Into a new or empty ``--out`` it continues there, a copy of the run from that checkpoint on.
+    """
+    run_dir, resume, owner = _where(cfg)
     if run_dir.is_dir() and any(run_dir.iterdir()) and not is_run_dir(run_dir):
         shown = ", ".join(sorted(p.name for p in run_dir.iterdir())[:4])
         raise UserError(
@@ -55,7 +58,46 @@ def find_run_dir(cfg: TrainConfig) -> tuple[Path, Path | None]:
             f"--out {run_dir} holds another run ({', '.join(found)}); continue it with --resume auto, "
             "start it afresh with --overwrite, or choose another --out"
         )
+    if found and owner is not None and owner.resolve() != run_dir.resolve():
+        raise UserError(
+            f"--resume {resume} is a checkpoint of {owner}, and --out {run_dir} holds another run "
+            f"({', '.join(found)}): continue {owner} with --out {owner}, or give a new or empty --out to continue it "
+            "there"
+        )
+    if cfg.resume == "auto" and resume is None:
+        _check_unsaved_run(run_dir, cfg)
     return run_dir, resume
+
+
+def _where(cfg: TrainConfig) -> tuple[Path, Path | None, Path | None]:
+    """(run directory, checkpoint to resume, the run folder of an explicit ``--resume PATH``)."""
+    if cfg.resume == "auto":
+        run_dir = Path(cfg.out) if cfg.out else default_run_dir(cfg)
+        last = run_dir / "checkpoints" / "last.pt"
+        return run_dir, last if last.exists() else None, None
+    resume = Path(cfg.resume) if cfg.resume else None
+    owner = run_dir_of(resume) if resume is not None else None
+    if cfg.out:
+        return Path(cfg.out), resume, owner
+    return owner if owner is not None and is_run_dir(owner) else default_run_dir(cfg), resume, owner
+
+
+def _check_unsaved_run(run_dir: Path, cfg: TrainConfig) -> None:
+    """``--resume auto`` found no checkpoint: a run that stopped before its first save left its ``config.json``.
+    Started again without DATA, it would train on the built-in data; refused when that run had other data."""
+    if cfg.data or cfg.train_dir or not (run_dir / "config.json").is_file():
+        return
+    try:
+        stored = json.loads(read_bounded(run_dir / "config.json", 1 << 20, "config.json"))
+    except (UserError, ValueError):
+        return  # not ours to judge: a new run replaces it, as the message before training says
+    data = stored.get("data") or stored.get("train_dir") if isinstance(stored, dict) else None
+    if isinstance(data, str) and data:
+        raise UserError(
+            f"--resume auto: {run_dir} has no checkpoint (that run stopped before its first save); it trained on "
+            f"{data}: start it again with alexnet train {data} --out {run_dir} --overwrite and its flags "
+            f"({run_dir / 'config.json'})"
+        )
 
 
 def probe_writable(run_dir: Path) -> None:
