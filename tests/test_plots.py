@@ -140,6 +140,23 @@ def test_plot_cli_on_a_hand_made_alexnet2012_run(tmp_path, capsys):
     assert "curves.png: a file; give the run's folder" in capsys.readouterr().err
 
 
+def test_plot_refuses_data_whose_classes_the_model_does_not_predict(tmp_path, capsys):
+    """As ``alexnet evaluate`` does: with other class names every prediction was drawn red, and plot exited 0."""
+    pytest.importorskip("matplotlib", reason="plots need matplotlib: pip install 'alexnet[plots]'")
+    from alexnet.cli import main
+    from alexnet.data.synthetic import make_synthetic
+
+    data = make_synthetic(tmp_path / "data", classes=2, per_class=1, val_per_class=1, size=64, seed=0)
+    data_classes = sorted(p.name for p in (data / "val").iterdir())
+    run = tmp_path / "run"
+    make_run(run, data, "alexnet", ["cat", "dog"])
+    assert main(["plot", str(run), "--device", "cpu", "--data", str(data), "--out", str(tmp_path / "p")]) == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    assert all(repr(c) in err for c in [*data_classes, "cat", "dog"]) and "give --data a data set" in err
+    assert not list((tmp_path / "p").glob("*.png"))
+
+
 def test_plots_skip_the_images_training_skipped(tmp_path, capsys):
     """``make_plots`` (what ``train --plots`` calls) on data with unreadable files in both splits: every figure,
     each bad file named once (bounded), no stop on the first one."""
