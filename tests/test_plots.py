@@ -207,6 +207,22 @@ def test_class_names_are_drawn_literally_not_as_mathtext(tmp_path):
     assert plot_confusion(report, tmp_path / "c.png").is_file()
 
 
+def test_characters_no_font_has_are_one_line_not_a_warning_per_glyph(tmp_path, capsys, monkeypatch, recwarn):
+    pytest.importorskip("matplotlib", reason="plots need matplotlib: pip install 'alexnet[plots]'")
+    from alexnet import plotting
+    from alexnet.plots import plot_confusion
+
+    monkeypatch.setattr(plotting, "_said_missing_glyphs", False, raising=False)
+    # STIXGeneral comes with matplotlib: it has Ⓐ, which DejaVu Sans lacks, and no Chinese
+    monkeypatch.setattr(plotting, "FALLBACK_FONTS", ("No Such Font", "STIXGeneral"), raising=False)
+    report = {"classes": ["日本", "Ⓐ", "plain"], "confusion": [[3, 1, 0], [0, 4, 0], [1, 0, 2]], "top1": 0.75}
+    for name in ("a.png", "b.png"):
+        plot_confusion(report, tmp_path / name)
+    assert not [w for w in recwarn if "Glyph" in str(w.message)]  # matplotlib's, with its source line, per glyph
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and "characters 日 (U+65E5), 本 (U+672C): " in err[0] and "fonts-noto-cjk" in err[0], err
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # attribution maps: the overlay, the Grad-CAM grid and the unit view show what they claim to
 

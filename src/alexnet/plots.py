@@ -32,6 +32,7 @@ from .map_plots import plot_gradcam, plot_units
 from .outputs import prepare_output
 from .plotting import (
     filter_grid,
+    monospace,
     new_figure,
     plain_text,
     pyplot,
@@ -178,7 +179,7 @@ def plot_confusion(report: dict[str, Any], out: Path) -> Path:
     else:
         lines = [f"{c:>5}  {t[:22]} -> {p[:22]}" for t, p, c in top_confusions(cm, classes)]
         fig.text(0.66, 0.92, "most frequent confusions\n(count  true -> predicted)\n\n" + "\n".join(lines),
-                 va="top", family="monospace", fontsize=8)  # fmt: skip
+                 va="top", family=monospace(), fontsize=8)  # fmt: skip
     return save(fig, out)
 
 
