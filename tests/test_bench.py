@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import torch
 
-from alexnet.bench import peak_flops
+from alexnet.bench import format_results, peak_flops
 from alexnet.cli import main
 from alexnet.model import create_model
 from alexnet.summary import layer_table
@@ -50,3 +51,22 @@ def test_bench_runs_and_writes_table_and_json(tmp_path: Path, capsys) -> None:
 
 def test_peak_flops_table() -> None:
     assert peak_flops(torch.device("cpu"), torch.bfloat16) is None
+
+
+def test_table_columns_never_run_together() -> None:
+    """A 2-batch window beside a ratio with its spread read "20.94 [0.94-0.94]": every cell stays apart."""
+    settings = dict(arch="alexnet", batch_size=8, image_size=64, channels_last=False, compile=False, workers=0,
+                    repeats=2, steps=2, min_time=0.05)  # fmt: skip
+    results = {"model": {"img_s": 1234567.0, "runs": [1234000.0, 1235000.0], "steps": 2, "mfu": None},
+               "train_folder": {"img_s": 34.0, "runs": [34.0, 34.0], "steps": 2}}  # fmt: skip
+    spread = {"train_folder_vs_model": {"median": 0.94, "min": 0.94, "max": 0.94}}
+    r = dict(device="cpu", torch="x", precision="fp32", settings=settings, results=results, peak_flops=None,
+             ratios={"train_folder_vs_model": 0.94}, ratio_spread=spread, train_gflop_per_image=1.0)  # fmt: skip
+    lines = format_results(r).splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("measurement"))
+    cells = [re.split(r"\s{2,}", line) for line in lines[header : header + 4] if not line.startswith("---")]
+    assert cells == [
+        ["measurement", "img/s", "min", "max", "batches", "ratio"],
+        ["1. model only (random tensors on device)", "1,234,567", "1,234,000", "1,235,000", "2"],
+        ["3b. end to end: folder pipeline", "34", "34", "34", "2", "0.94 [0.94-0.94] x model"],
+    ]

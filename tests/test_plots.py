@@ -140,6 +140,23 @@ def test_plot_cli_on_a_hand_made_alexnet2012_run(tmp_path, capsys):
     assert "curves.png: a file; give the run's folder" in capsys.readouterr().err
 
 
+def test_plot_refuses_data_whose_classes_the_model_does_not_predict(tmp_path, capsys):
+    """As ``alexnet evaluate`` does: with other class names every prediction was drawn red, and plot exited 0."""
+    pytest.importorskip("matplotlib", reason="plots need matplotlib: pip install 'alexnet[plots]'")
+    from alexnet.cli import main
+    from alexnet.data.synthetic import make_synthetic
+
+    data = make_synthetic(tmp_path / "data", classes=2, per_class=1, val_per_class=1, size=64, seed=0)
+    data_classes = sorted(p.name for p in (data / "val").iterdir())
+    run = tmp_path / "run"
+    make_run(run, data, "alexnet", ["cat", "dog"])
+    assert main(["plot", str(run), "--device", "cpu", "--data", str(data), "--out", str(tmp_path / "p")]) == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    assert all(repr(c) in err for c in [*data_classes, "cat", "dog"]) and "give --data a data set" in err
+    assert not list((tmp_path / "p").glob("*.png"))
+
+
 def test_plots_skip_the_images_training_skipped(tmp_path, capsys):
     """``make_plots`` (what ``train --plots`` calls) on data with unreadable files in both splits: every figure,
     each bad file named once (bounded), no stop on the first one."""
@@ -188,6 +205,22 @@ def test_class_names_are_drawn_literally_not_as_mathtext(tmp_path):
     names = ["$\\notacommand{$", "a$b", "plain"]  # mathtext would fail to parse the first
     report = {"classes": names, "confusion": [[3, 1, 0], [0, 4, 0], [1, 0, 2]], "top1": 0.75}
     assert plot_confusion(report, tmp_path / "c.png").is_file()
+
+
+def test_characters_no_font_has_are_one_line_not_a_warning_per_glyph(tmp_path, capsys, monkeypatch, recwarn):
+    pytest.importorskip("matplotlib", reason="plots need matplotlib: pip install 'alexnet[plots]'")
+    from alexnet import plotting
+    from alexnet.plots import plot_confusion
+
+    monkeypatch.setattr(plotting, "_said_missing_glyphs", False, raising=False)
+    # STIXGeneral comes with matplotlib: it has Ⓐ, which DejaVu Sans lacks, and no Chinese
+    monkeypatch.setattr(plotting, "FALLBACK_FONTS", ("No Such Font", "STIXGeneral"), raising=False)
+    report = {"classes": ["日本", "Ⓐ", "plain"], "confusion": [[3, 1, 0], [0, 4, 0], [1, 0, 2]], "top1": 0.75}
+    for name in ("a.png", "b.png"):
+        plot_confusion(report, tmp_path / name)
+    assert not [w for w in recwarn if "Glyph" in str(w.message)]  # matplotlib's, with its source line, per glyph
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and "characters 日 (U+65E5), 本 (U+672C): " in err[0] and "fonts-noto-cjk" in err[0], err
 
 
 # ----------------------------------------------------------------------------------------------------------------

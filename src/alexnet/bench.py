@@ -381,6 +381,13 @@ LABELS = {
 }
 
 
+def columns(rows: list[list[str]], align: str, gap: int = 2) -> list[str]:
+    """``rows`` of cells as lines of columns, each as wide as its widest cell and ``gap`` spaces apart (``align``: one
+    ``<`` or ``>`` per column), so that no two cells run together whatever their width."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(align))]
+    return [(" " * gap).join(f"{cell:{a}{w}}" for cell, a, w in zip(row, align, widths)).rstrip() for row in rows]
+
+
 def format_results(r: dict) -> str:
     """The results as a fixed-width table with the device, versions and settings above it."""
     s = r["settings"]
@@ -390,9 +397,8 @@ def format_results(r: dict) -> str:
         f"compile {s['compile']}, {plural(s['workers'], 'worker')}; median of {plural(s['repeats'], 'window')} of >= "
         f"{s['steps']} "
         f"batches and >= {s.get('min_time', 0):g} s",
-        f"{'measurement':<46}{'img/s':>12}{'min':>10}{'max':>10}{'batches':>9}{'ratio':>15}",
-        "-" * 102,
     ]
+    rows = [["measurement", "img/s", "min", "max", "batches", "ratio"]]
     ratio_of = {
         "loader_folder": ("loader_folder_vs_reference", "x ref"),
         "loader_packed": ("loader_packed_vs_reference", "x ref"),
@@ -410,8 +416,10 @@ def format_results(r: dict) -> str:
             pair = r.get("ratio_spread", {}).get(ratio_of[key][0])
             if pair:
                 ratio = f"{pair['median']:.2f} [{pair['min']:.2f}-{pair['max']:.2f}] {ratio_of[key][1]}"
-        rates = f"{m['img_s']:>12,.0f}{min(m['runs']):>10,.0f}{max(m['runs']):>10,.0f}{m.get('steps', s['steps']):>9}"
-        lines.append(f"{label:<46}{rates}{ratio:>15}")
+        rows.append([label, f"{m['img_s']:,.0f}", f"{min(m['runs']):,.0f}", f"{max(m['runs']):,.0f}",
+                     str(m.get("steps", s["steps"])), ratio])  # fmt: skip
+    table = columns(rows, align="<>>>><")
+    lines += [table[0], "-" * max(map(len, table)), *table[1:]]
     noisy = [k for k, p in r.get("ratio_spread", {}).items() if p["median"] > 1.0]
     if r.get("ratio_spread"):
         lines.append("end-to-end ratios: median [min-max] of each window over the model-only window beside it "

@@ -32,6 +32,7 @@ from .map_plots import plot_gradcam, plot_units
 from .outputs import prepare_output
 from .plotting import (
     filter_grid,
+    monospace,
     new_figure,
     plain_text,
     pyplot,
@@ -178,7 +179,7 @@ def plot_confusion(report: dict[str, Any], out: Path) -> Path:
     else:
         lines = [f"{c:>5}  {t[:22]} -> {p[:22]}" for t, p, c in top_confusions(cm, classes)]
         fig.text(0.66, 0.92, "most frequent confusions\n(count  true -> predicted)\n\n" + "\n".join(lines),
-                 va="top", family="monospace", fontsize=8)  # fmt: skip
+                 va="top", family=monospace(), fontsize=8)  # fmt: skip
     return save(fig, out)
 
 
@@ -261,8 +262,9 @@ FIGURES = (
 
 def _plot_splits(predictor, run_dir: Path, data: str | None) -> tuple:
     """(train, val, the data set's source) for the figures of images: ``data``'s, else the run's own (its held-out
-    split included)."""
-    from .data.sources import open_dataset
+    split included). A val class the model does not predict is a ``UserError``, as for ``alexnet evaluate``: every
+    prediction of it would be drawn wrong."""
+    from .data.sources import match_classes, open_dataset
 
     if data is None:
         from .data.holdout import open_run_dataset
@@ -275,6 +277,8 @@ def _plot_splits(predictor, run_dir: Path, data: str | None) -> tuple:
         how = "a folder with train/ and val/" if data is not None else "give one with --data"
         raise UserError(f"{dataset.source}: needs train and val splits for the neighbour, prediction, Grad-CAM and "
                         f"unit figures ({how})")  # fmt: skip
+    match_classes(val.classes, predictor.classes, source=dataset.source, model=str(_checkpoint(run_dir)),
+                  remedy="give --data a data set with the model's classes")  # fmt: skip
     return train, val, dataset.source
 
 
@@ -288,7 +292,9 @@ def make_plots(
 ) -> list[Path]:
     """Write every figure the run has the inputs for into ``out_dir`` (default ``RUN_DIR/plots``); return the paths.
 
-    ``data`` overrides the data set recorded in the checkpoint's config (for the figures of val images).
+    ``data`` overrides the data set recorded in the checkpoint's config for the figures of images (neighbours,
+    predictions, Grad-CAM, units); its val classes must be among the model's. The curves come from ``metrics.jsonl``
+    and the confusion matrix from the run's ``eval.json``, whatever ``data``.
     ``overwrite=False``: a ``UserError`` before any work if one of the ``FIGURES`` exists there (``alexnet plot``'s
     rule, as for features and export; a training run replaces its own).
     """

@@ -1,8 +1,13 @@
 """Figure plumbing shared by the plot modules: matplotlib (optional extra ``[plots]``) loaded on first use, fixed
-pixel sizes, literal text, and the heat-map overlay that Grad-CAM figures, ``alexnet explain`` and the server draw."""
+pixel sizes, literal text in fonts that cover it, and the heat-map overlay that Grad-CAM figures, ``alexnet explain``
+and the server draw."""
 
 from __future__ import annotations
 
+import re
+import sys
+import unicodedata
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +28,17 @@ SIZES = {  # px (width, height) of each PNG
 EXPLANATION_SIZE = (1200, 470)  # px, one image's overlay PNG (alexnet explain)
 HEAT_CMAP = "jet"  # the usual Grad-CAM colours: blue (low) to red (high)
 HEAT_ALPHA = 0.6  # the heat map's opacity where the map is largest; it fades to 0 where the map is 0
+# families drawn from, in order, for the characters of class and file names that matplotlib's DejaVu Sans lacks:
+# Chinese, Japanese and Korean (Debian: fonts-noto-cjk, fonts-wqy-zenhei, fonts-droid-fallback; macOS; Windows), then
+# a few other scripts (Debian: fonts-noto-core). Only the installed ones are used.
+FALLBACK_FONTS = (
+    "Noto Sans CJK SC", "Noto Sans CJK JP", "Noto Sans CJK TC", "Noto Sans CJK KR", "Source Han Sans SC",
+    "WenQuanYi Zen Hei", "WenQuanYi Micro Hei", "Droid Sans Fallback", "PingFang SC", "Hiragino Sans",
+    "Microsoft YaHei", "SimHei", "Malgun Gothic", "Arial Unicode MS",
+    "Noto Sans Arabic", "Noto Sans Hebrew", "Noto Sans Devanagari", "Noto Sans Thai",
+)  # fmt: skip
+MISSING_GLYPH = re.compile(r"Glyph (\d+) .*missing from font")  # matplotlib's warning, one per character and text
+_said_missing_glyphs = False  # the line about them is printed once per process (one command, or one server)
 
 
 def pyplot():
@@ -37,9 +53,27 @@ def pyplot():
     return plt
 
 
+def fallback_fonts() -> list[str]:
+    """The installed ``FALLBACK_FONTS``, in their order."""
+    from matplotlib import font_manager
+
+    installed = {f.name for f in font_manager.fontManager.ttflist}
+    return [name for name in FALLBACK_FONTS if name in installed]
+
+
+def monospace() -> list[str]:
+    """A ``family=`` for monospaced text, with the fallbacks that ``plain_text`` gives the rest."""
+    return ["monospace", *fallback_fonts()]
+
+
 def plain_text(plot):
-    """Draw ``plot``'s text literally: class names are data, and one like ``$\\notacommand{$`` would otherwise be
-    parsed as matplotlib mathtext and crash the figure."""
+    """Draw ``plot``'s text literally and in fonts that have its characters.
+
+    Class names are data: one like ``$\\notacommand{$`` would otherwise be parsed as matplotlib mathtext and crash
+    the figure, and characters the default font lacks (Chinese, say) come from the installed ``FALLBACK_FONTS``.
+    Characters no installed font has are drawn as boxes, as before, but said once per process in one line naming
+    them and the package that adds them, in place of matplotlib's warning per character with its source line.
+    """
     import functools
 
     @functools.wraps(plot)
@@ -47,10 +81,35 @@ def plain_text(plot):
         import matplotlib
 
         pyplot()
-        with matplotlib.rc_context({"text.parse_math": False}):
-            return plot(*args, **kwargs)
+        family = [*matplotlib.rcParams["font.family"], *fallback_fonts()]
+        rc = matplotlib.rc_context({"text.parse_math": False, "font.family": family})
+        with rc, warnings.catch_warnings(record=True) as caught:
+            warnings.filterwarnings("always", MISSING_GLYPH.pattern)  # each character's, even one seen before
+            result = plot(*args, **kwargs)
+        missing = []
+        for w in caught:
+            m = MISSING_GLYPH.match(str(w.message))
+            if m is None:  # not ours: as it would have been
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
+            elif chr(int(m[1])) not in missing:
+                missing.append(chr(int(m[1])))
+        if missing:
+            _say_missing_glyphs(missing)
+        return result
 
     return wrapper
+
+
+def _say_missing_glyphs(chars: list[str]) -> None:
+    global _said_missing_glyphs
+    if _said_missing_glyphs:
+        return
+    _said_missing_glyphs = True
+    cjk = any(unicodedata.name(c, "").startswith(("CJK", "HIRAGANA", "KATAKANA", "HANGUL")) for c in chars)
+    shown = ", ".join(f"{c} (U+{ord(c):04X})" for c in chars[:5]) + (f" and {len(chars) - 5} more" * (len(chars) > 5))
+    package = "fonts-noto-cjk" if cjk else "fonts-noto-core"
+    print(f"warning: no installed font has the characters {shown}: the figures draw them as boxes; on Debian or "
+          f"Ubuntu, apt install {package} adds them", file=sys.stderr)  # fmt: skip
 
 
 def new_figure(name: str):

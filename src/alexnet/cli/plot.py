@@ -14,7 +14,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("run_dir", help="a run directory (checkpoints/, metrics.jsonl, eval.json)")
     p.add_argument("--out", default=None, help="output folder (default: RUN_DIR/plots)")
-    p.add_argument("--data", default=None, help="data set for the image figures (default: the one the run used)")
+    p.add_argument("--data", default=None, help="data set for neighbours.png, predictions.png, gradcam.png and "
+                   "units.png, with the model's class names (default: the one the run used); curves.png comes from "
+                   "RUN_DIR/metrics.jsonl and confusion.png from RUN_DIR/eval.json, whatever --data")  # fmt: skip
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps (default auto)")
     p.add_argument("--overwrite", action="store_true", help="replace figures that exist in the output folder")
     p.set_defaults(func=run)

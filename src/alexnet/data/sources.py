@@ -135,11 +135,19 @@ def check_sources(data, train_dir: str | None, val_dir: str | None) -> None:
         raise UserError(f"--val-dir {val_dir}: no such folder")
 
 
-def match_classes(data_classes: Sequence[str], model_classes: Sequence[str], *, source: str, model: str) -> list[int]:
+def match_classes(
+    data_classes: Sequence[str],
+    model_classes: Sequence[str],
+    *,
+    source: str,
+    model: str,
+    remedy: str = "pass --allow-class-mismatch to score by position",
+) -> list[int]:
     """Map each data class to the model's output with the same name: ``mapping[data label] = model label``.
 
     The order may differ (labels are remapped by name); a data class the model does not know is a ``UserError``
-    naming the differing classes on both sides. A model may know more classes than the data has.
+    naming the differing classes on both sides, then what to do: rename the folders, or ``remedy`` (the calling
+    command's other way out). A model may know more classes than the data has.
     """
     index = {c: i for i, c in enumerate(model_classes)}
     unknown = [c for c in data_classes if c not in index]
@@ -148,7 +156,7 @@ def match_classes(data_classes: Sequence[str], model_classes: Sequence[str], *, 
         raise UserError(
             f"{source} has classes that {model} does not predict: {_few(unknown)}"
             + (f"; {model} has classes the data lacks: {_few(missing)}" if missing else "")
-            + ". Rename the folders to the model's classes, or pass --allow-class-mismatch to score by position"
+            + f". Rename the folders to the model's classes, or {remedy}"
         )
     return [index[c] for c in data_classes]
 
