@@ -241,8 +241,25 @@ def test_predict_request_errors_are_json(client, files):
     for r, status, words in cases:
         assert r.status_code == status, r.text
         assert set(r.json()) == {"error"} and words in r.json()["error"], r.text
-    r = client.post("/predict?topk=99", content=png)
-    assert sorted(t["class"] for t in r.json()["results"][0]["top"]) == sorted(CLASSES)  # capped at the classes
+    r = client.post("/predict", content=png)  # the top 5 by default: every class of a model of fewer
+    assert sorted(t["class"] for t in r.json()["results"][0]["top"]) == sorted(CLASSES)
+
+
+def test_query_parameters_are_never_ignored(client, explain_client, files):
+    """A misspelt, unknown or repeated query parameter is a 400 naming it (it was ignored: the whole top, Grad-CAM for
+    ?method=occlusion), as is a topk over the model's classes (it was capped); the page asks for no topk."""
+    png = files["a.png"].read_bytes()
+    cases = [
+        (client.post("/predict?top_k=1", content=png), "unknown query parameter 'top_k': /predict takes topk"),
+        (client.post("/predict?topk=1&topk=2", content=png), "'topk' given more than once"),
+        (client.post("/predict?topk=4", content=png), "topk=4: this model has 3 classes; ask for 1 to 3"),
+        (explain_client.post("/explain?method=occlusion", content=png), "'method': /explain takes target"),
+        (explain_client.post("/explain?target=cat&layer=conv9", content=png), "'layer': /explain takes target"),
+        (client.post("/v2/models/tiny/infer?topk=1", content=b"{}"), "/v2/models/{name}/infer takes no query"),
+    ]
+    for r, words in cases:
+        assert r.status_code == 400 and words in r.json()["error"], r.text
+    assert len(client.post("/predict?topk=3", content=png).json()["results"][0]["top"]) == 3
 
 
 def test_uploads_over_the_cap_get_413(predictor):

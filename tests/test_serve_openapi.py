@@ -64,6 +64,14 @@ def test_openapi_schema_names_every_route_and_the_bodies_they_read(client):
     assert all(op.get("description") for ops in spec["paths"].values() for op in ops.values())
 
 
+def test_the_routes_take_the_query_parameters_the_schema_names(client):
+    paths = client.get("/openapi.json").json()["paths"]
+    for path in ("/predict", "/v2/models/{name}/infer"):
+        named = [p["name"] for p in paths[path]["post"].get("parameters", []) if p["in"] == "query"]
+        r = client.post(path.replace("{name}", "tiny") + "?nope=1", content=b"x")
+        assert r.status_code == 400 and r.json()["error"].endswith(f"takes {', '.join(named) or 'no query parameters'}")
+
+
 def test_no_docs_page_that_needs_the_internet(client):
     for page in ("/docs", "/redoc", "/docs/oauth2-redirect"):
         r = client.get(page)

@@ -17,7 +17,8 @@ Endpoints (every error is JSON ``{"error": "..."}`` with a 4xx or 5xx status, ne
 - ``GET /openapi.json``: FastAPI's OpenAPI schema of these routes, with the bodies the POST routes read. No
   ``/docs`` or ``/redoc`` page: those load their scripts from a CDN, and the server may have no internet.
 
-Status codes: 400 a malformed request (values it quotes are cut short), 404 an unknown endpoint or model, 408 the
+Status codes: 400 a malformed request (values it quotes are cut short; a query parameter the route does not take, or
+one given twice, is one too), 404 an unknown endpoint or model, 408 the
 body did not arrive within ``--timeout-s`` or arrived slower than ``--min-upload-kb-s``, 413 a body over
 ``--max-upload-mb`` (from Content-Length before reading, or counted while streaming) or more images than ``--queue``,
 415 a file that is not an image, 422 an image the decoder's bounds refuse (``DecodeBoundsError``: decompression
@@ -187,10 +188,10 @@ def _add_prediction_routes(app: FastAPI, service: Service) -> None:
     @app.post("/predict", openapi_extra=schema.PREDICT)
     async def predict(request: Request) -> JSONResponse:
         """The top-k classes of each image."""
-        topk = parse_topk(request.query_params.get("topk"))
-        async with admit(request, service, _images_of(config.queue, "--queue")) as req:
+        query = {"topk": lambda raw: parse_topk(raw, len(service.classes))}
+        async with admit(request, service, _images_of(config.queue, "--queue"), query=query) as req:
             answers = await service.within(service.probabilities(req.images), req.deadline, 504, "answering")
-        results = []
+        topk, results = req.query["topk"], []
         for (name, _), answer in zip(req.images, answers):
             if isinstance(answer, UserError):
                 status = image_status(answer)
@@ -208,17 +209,10 @@ def _add_prediction_routes(app: FastAPI, service: Service) -> None:
         unavailable = service.explain_unavailable()
         if unavailable is not None:
             raise HTTPError(*unavailable)
-        from ..explain import resolve_target
-
-        raw = request.query_params.get("target")
-        try:
-            target = resolve_target(raw, service.classes)  # None: each one's top-1
-        except UserError as e:  # quotes the value: shortened, as every value a client sends
-            raise HTTPError(400, str(e).replace(f"--target {raw!r}", f"target {shown(raw)}", 1)) from None
         parse = _images_of(config.explain_max_images, "--explain-max-images")
-        async with admit(request, service, parse, explain=True) as req:
+        async with admit(request, service, parse, query={"target": _target_of(service)}, explain=True) as req:
             crops = await service.within(service.crops(req.images), req.deadline, 504, "decoding")
-            answers = iter(await _explain(service, crops, target, req))
+            answers = iter(await _explain(service, crops, req.query["target"], req))
         results = []
         for (name, _), crop in zip(req.images, crops):
             if isinstance(crop, UserError):
@@ -226,6 +220,19 @@ def _add_prediction_routes(app: FastAPI, service: Service) -> None:
             else:
                 results.append({"name": name, **next(answers)})
         return _answer(service, results, method="gradcam", layer=service.explain_layer)
+
+
+def _target_of(service: Service):
+    """The parser of ``/explain?target=``: a class index, or None for each image's top-1."""
+    from ..explain import resolve_target
+
+    def target(raw: str | None) -> int | None:
+        try:
+            return resolve_target(raw, service.classes)
+        except UserError as e:  # quotes the value: shortened, as every value a client sends
+            raise HTTPError(400, str(e).replace(f"--target {raw!r}", f"target {shown(raw)}", 1)) from None
+
+    return target
 
 
 async def _explain(service: Service, crops: list, target: int | None, req: Admitted) -> list[dict[str, Any]]:
@@ -278,7 +285,7 @@ def _add_v2_routes(app: FastAPI, service: Service) -> None:
     async def v2_infer(name: str, request: Request) -> dict[str, Any]:
         """v2 inference: the probabilities of each image."""
         service.check_model(name)
-        async with admit(request, service, parse) as req:
+        async with admit(request, service, parse) as req:  # no query parameters
             answers = await service.within(service.probabilities(req.images), req.deadline, 504, "answering")
         for answer in answers:
             if isinstance(answer, UserError):  # the protocol has no per-image errors: the request fails
