@@ -426,6 +426,16 @@ def test_v2_health_and_metadata(client):
         "inputs": [{"name": "image", "datatype": "UINT8", "shape": [-1, -1, -1, 3]}],
         "outputs": [{"name": "probabilities", "datatype": "FP32", "shape": [-1, 3]}],
     }
+    # the version the metadata advertises has its own paths (KServe v2); no other version has
+    assert client.get("/v2/models/tiny/versions/1").json() == client.get("/v2/models/tiny").json()
+    assert client.get("/v2/models/tiny/versions/1/ready").json() == {"name": "tiny", "ready": True}
+    one_pixel = {"inputs": [{"name": "image", "datatype": "UINT8", "shape": [1, 1, 3], "data": [0, 0, 0]}]}
+    r = client.post("/v2/models/tiny/versions/1/infer", json=one_pixel)
+    assert r.status_code == 200 and r.json()["model_version"] == "1"
+    assert r.json()["outputs"] == client.post("/v2/models/tiny/infer", json=one_pixel).json()["outputs"]
+    for r in (client.get("/v2/models/tiny/versions/2"), client.post("/v2/models/tiny/versions/2/infer", json=one_pixel),
+              client.get("/v2/models/tiny/versions/2/ready")):  # fmt: skip
+        assert r.status_code == 404 and r.json() == {"error": "model 'tiny' has no version '2'; its one version is '1'"}
 
 
 def test_v2_infer_uint8_tensors_and_bytes(client, predictor, files):

@@ -33,6 +33,9 @@ ROUTES = {
     "/v2/models/{name}": "get",
     "/v2/models/{name}/ready": "get",
     "/v2/models/{name}/infer": "post",
+    "/v2/models/{name}/versions/{version}": "get",
+    "/v2/models/{name}/versions/{version}/ready": "get",
+    "/v2/models/{name}/versions/{version}/infer": "post",
 }
 
 

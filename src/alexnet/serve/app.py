@@ -8,7 +8,8 @@ Endpoints (every error is JSON ``{"error": "..."}`` with a 4xx or 5xx status, ne
   ``{"model": NAME, "results": [{"name", "top": [{"class", "probability"}]} or {"name", "status", "error"}]}``,
   one result per image in order; 200 if any image was answered, else the first refusal's status.
 - The Open Inference Protocol v2 REST subset (KServe, Triton): ``GET /v2``, ``/v2/health/live``,
-  ``/v2/health/ready``, ``/v2/models/NAME``, ``/v2/models/NAME/ready``, ``POST /v2/models/NAME/infer``.
+  ``/v2/health/ready``, ``/v2/models/NAME``, ``/v2/models/NAME/ready``, ``POST /v2/models/NAME/infer``, and the
+  same under ``/v2/models/NAME/versions/1/`` (the model's one version; 404 naming any other).
 - ``POST /explain?target=top1``: images as for ``/predict``; per image, where the network looked: a Grad-CAM overlay
   (``alexnet.explain``, conv5) as a PNG data URL, the map's peak and the predicted and target classes. Off unless the
   server runs with ``--explain`` (404 then); 501 for ``.onnx`` models (no gradients) and when a needed extra is
@@ -271,11 +272,23 @@ def _add_v2_routes(app: FastAPI, service: Service) -> None:
         channels = service.predictor.preprocess.channels
         return v2.model_metadata(service.name, service.backend, len(service.classes), channels)
 
+    @app.get("/v2/models/{name}/versions/{version}")
+    async def v2_model_version(name: str, version: str) -> dict[str, Any]:
+        """v2 model metadata of a version: the model's one, 1."""
+        service.check_model(name, version)
+        return await v2_model(name)
+
     @app.get("/v2/models/{name}/ready")
     async def v2_model_ready(name: str) -> JSONResponse:
         """v2 model readiness."""
         service.check_model(name)
         return JSONResponse({"name": service.name, "ready": service.ready}, status_code=200 if service.ready else 503)
+
+    @app.get("/v2/models/{name}/versions/{version}/ready")
+    async def v2_model_version_ready(name: str, version: str) -> JSONResponse:
+        """v2 readiness of a version: the model's one, 1."""
+        service.check_model(name, version)
+        return await v2_model_ready(name)
 
     def parse(body: bytes, content_type: str) -> tuple[list[tuple[str, Any]], dict[str, Any]]:
         req = v2.parse_infer_request(body, b.max_image_pixels, b.max_image_aspect, config.queue)
@@ -292,6 +305,12 @@ def _add_v2_routes(app: FastAPI, service: Service) -> None:
                 status = image_status(answer)
                 raise HTTPError(status, str(answer), service.retry_after(status))
         return v2.infer_response(torch.stack(answers), req.parsed, service.name, service.classes, service.top)
+
+    @app.post("/v2/models/{name}/versions/{version}/infer", openapi_extra=schema.V2_INFER)
+    async def v2_infer_version(name: str, version: str, request: Request) -> dict[str, Any]:
+        """v2 inference by a version: the model's one, 1."""
+        service.check_model(name, version)
+        return await v2_infer(name, request)
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ from ..text import plural
 from .wire import HTTPError, shown
 
 MAX_ID_CHARS = 256  # a request's id, echoed back in the answer
+MODEL_VERSION = "1"  # the model's one version: /v2/models/NAME/versions/1/... are its routes too
 
 
 def server_metadata() -> dict[str, Any]:
@@ -33,7 +34,7 @@ def server_metadata() -> dict[str, Any]:
 def model_metadata(name: str, backend: str, num_classes: int, channels: int = 3) -> dict[str, Any]:
     return {
         "name": name,
-        "versions": ["1"],
+        "versions": [MODEL_VERSION],
         "platform": "onnxruntime_onnx" if backend == "onnxruntime" else "pytorch",
         "inputs": [{"name": "image", "datatype": "UINT8", "shape": [-1, -1, -1, channels]}],
         "outputs": [{"name": "probabilities", "datatype": "FP32", "shape": [-1, num_classes]}],
@@ -158,7 +159,7 @@ def infer_response(
             k = min(k, len(classes))
             data = [f"{p}:{i}:{classes[i]}" for row in probs for i, p in top(row, k)]
             outputs.append({"name": "probabilities", "datatype": "BYTES", "shape": [len(probs), k], "data": data})
-    answer: dict[str, Any] = {"model_name": name, "model_version": "1", "outputs": outputs}
+    answer: dict[str, Any] = {"model_name": name, "model_version": MODEL_VERSION, "outputs": outputs}
     if request["id"] is not None:
         answer["id"] = request["id"]
     return answer
