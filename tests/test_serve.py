@@ -505,6 +505,14 @@ def test_v2_infer_errors(client, files):
     ]  # fmt: skip
     for (status, message), expected_status, words in cases:
         assert (status, words in message) == (expected_status, True), message
+    # Triton's binary tensor data extension: a JSON header, then the raw tensor (it was "not JSON ('utf-8' codec...")
+    header = json.dumps({"inputs": [{"name": "image", "datatype": "UINT8", "shape": [1, 1, 3],
+                                     "parameters": {"binary_data_size": 3}}]}).encode()  # fmt: skip
+    for headers in ({"Inference-Header-Content-Length": str(len(header))}, {}):
+        r = client.post(
+            "/v2/models/tiny/infer", content=header + b"\xff\xff\xff"[: 3 if headers else 0], headers=headers
+        )
+        assert r.status_code == 400 and "binary tensor data extension is not supported" in r.json()["error"], r.text
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -298,6 +298,7 @@ def _add_v2_routes(app: FastAPI, service: Service) -> None:
     async def v2_infer(name: str, request: Request) -> dict[str, Any]:
         """v2 inference: the probabilities of each image."""
         service.check_model(name)
+        v2.check_headers(request.headers)
         async with admit(request, service, parse) as req:  # no query parameters
             answers = await service.within(service.probabilities(req.images), req.deadline, 504, "answering")
         for answer in answers:

@@ -4,7 +4,8 @@ formatted, in one place (as pytorch/serve's request envelopes: one parse/format 
 UINT8 tensors are ``[H, W, C]`` or ``[B, H, W, C]``, C 3 (RGB, the layout images decode to) or 1 (gray; the
 metadata advertises the model's own: 1 for a grayscale model, which takes RGB as luma); BYTES tensors ``[B]`` hold
 base64-encoded image files. The one output, ``probabilities``, is FP32 ``[B, C]``, or with Triton's classification
-extension (``"parameters": {"classification": k}``) BYTES ``[B, k]`` of ``"probability:index:label"``.
+extension (``"parameters": {"classification": k}``) BYTES ``[B, k]`` of ``"probability:index:label"``. Triton's
+binary tensor data extension (raw tensors after a JSON header) is a 400 saying so.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import base64
 import binascii
 import json
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -23,6 +25,10 @@ from .wire import HTTPError, shown
 
 MAX_ID_CHARS = 256  # a request's id, echoed back in the answer
 MODEL_VERSION = "1"  # the model's one version: /v2/models/NAME/versions/1/... are its routes too
+NO_BINARY_DATA = (
+    "Triton's binary tensor data extension is not supported: send the input as JSON data, UINT8 values or BYTES "
+    "(base64 image files)"
+)
 
 
 def server_metadata() -> dict[str, Any]:
@@ -43,6 +49,13 @@ def model_metadata(name: str, backend: str, num_classes: int, channels: int = 3)
 
 # ----------------------------------------------------------------------------------------------------------------
 # parse
+
+
+def check_headers(headers: Mapping[str, str]) -> None:
+    """400 for a request in Triton's binary tensor data extension (a JSON header of Inference-Header-Content-Length
+    bytes, then raw tensors), before its body is read: its bytes are not JSON."""
+    if "inference-header-content-length" in headers:
+        raise HTTPError(400, f"{NO_BINARY_DATA} (the request has an Inference-Header-Content-Length header)")
 
 
 def parse_infer_request(body: bytes, bounds_pixels: int, bounds_aspect: float, max_images: int) -> dict[str, Any]:
@@ -73,6 +86,8 @@ def _input_images(tensor: Any, bounds_pixels: int, bounds_aspect: float, max_ima
     if not isinstance(tensor, dict):
         raise HTTPError(400, "an input must be an object with name, shape, datatype and data")
     _check_parameters(tensor, "the input")
+    if "binary_data_size" in tensor.get("parameters", {}):
+        raise HTTPError(400, f"{NO_BINARY_DATA} (the input has a binary_data_size parameter)")
     shape, datatype, data = tensor.get("shape"), tensor.get("datatype"), tensor.get("data")
     if not (isinstance(shape, list) and 0 < len(shape) < 8 and all(type(s) is int and s >= 0 for s in shape)):
         raise HTTPError(400, f"input shape {shown(shape)}: expected a list of sizes")
