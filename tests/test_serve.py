@@ -532,6 +532,17 @@ def test_page_is_self_contained_and_info_describes_the_model(client, predictor):
     assert info["limits"]["max_queued_bytes"] == 256 << 20
 
 
+def test_every_get_route_answers_head(client):
+    paths = [r.path for r in client.app.routes if "GET" in getattr(r, "methods", ())]
+    assert "/" in paths and "/v2/models/{name}/versions/{version}" in paths
+    for path in paths:
+        path = path.format(name="tiny", version="1")
+        head, get = client.head(path), client.get(path)
+        assert (head.status_code, head.content) == (200, b"") and get.status_code == 200, path
+        assert head.headers["content-type"] == get.headers["content-type"], path
+    assert client.head("/predict").status_code == 405  # a POST route
+
+
 def test_metrics_count_requests_by_status_and_batches(predictor, files):
     from prometheus_client.parser import text_string_to_metric_families
 

@@ -3,7 +3,7 @@
 Endpoints (every error is JSON ``{"error": "..."}`` with a 4xx or 5xx status, never a stack trace):
 
 - ``GET /``: the page (drop images, see each one's top-5); ``GET /info``: the model's name, classes, preprocessing
-  and the limits, as JSON.
+  and the limits, as JSON. Every GET route answers HEAD (its headers, no body).
 - ``POST /predict?topk=5``: images as ``multipart/form-data`` (every file part is an image) or as the raw body.
   ``{"model": NAME, "results": [{"name", "top": [{"class", "probability"}]} or {"name", "status", "error"}]}``,
   one result per image in order; 200 if any image was answered, else the first refusal's status.
@@ -45,6 +45,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..errors import UserError
 from . import schema, v2
@@ -106,11 +107,33 @@ def create_app(predictor: Predictor, config: ServeConfig | None = None, *, model
             expose_headers=["Retry-After"],
         )
     app.add_middleware(Observe, metrics=service.metrics)
+    app.add_middleware(AnswerHead)
     _add_error_handlers(app)
     _add_page_routes(app, service)
     _add_prediction_routes(app, service)
     _add_v2_routes(app, service)
     return app
+
+
+class AnswerHead:
+    """ASGI middleware: HEAD is answered as GET without the body (RFC 9110 §9.3.2); FastAPI's GET routes, unlike
+    Starlette's, answer HEAD with 405."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "HEAD":
+            return await self.app(scope, receive, send)
+
+        async def headers_only(message: Message) -> None:
+            if message["type"] == "http.response.body":
+                if message.get("more_body", False):
+                    return
+                message = {**message, "body": b""}
+            await send(message)
+
+        await self.app({**scope, "method": "GET"}, receive, headers_only)
 
 
 # ----------------------------------------------------------------------------------------------------------------
