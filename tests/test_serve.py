@@ -497,6 +497,7 @@ def test_v2_infer_errors(client, files):
         (infer(image(data=[0] * 5)), 400, "has 5 values"),
         (infer(image(data=[256] * 12)), 400, "0 to 255"),
         (infer(image(data=[0.5] * 12)), 400, "0 to 255"),
+        (infer(image(data=[True] + [2] * 11)), 400, "not true or false"),  # numpy's array took true for 1
         (infer(image(shape=(2, 100, 3), data=[0] * 600)), 422, "refused a 100x2 image tensor"),
         (infer(image("BYTES", (1,), ["***"])), 400, "not a base64 string"),
         (infer(image("BYTES", (1,), [b64("notes.txt")])), 415, "image 0: not an image"),

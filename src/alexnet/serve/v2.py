@@ -73,7 +73,9 @@ def parse_infer_request(body: bytes, bounds_pixels: int, bounds_aspect: float, m
     if rid is not None and not (isinstance(rid, str) and len(rid) <= MAX_ID_CHARS):
         raise HTTPError(400, f"id {shown(rid)}: must be a string of at most {MAX_ID_CHARS} characters")
     _check_parameters(req, "the request")
-    images = _input_images(req["inputs"][0], bounds_pixels, bounds_aspect, max_images)
+    # JSON true/false among numbers become 1/0 in numpy's array: looked for only when the body spells one
+    maybe_bools = b"true" in body or b"false" in body
+    images = _input_images(req["inputs"][0], bounds_pixels, bounds_aspect, max_images, maybe_bools)
     return {"images": images, "outputs": _outputs(req.get("outputs", [{"name": "probabilities"}])), "id": rid}
 
 
@@ -82,7 +84,7 @@ def _check_parameters(obj: dict[str, Any], where: str) -> None:
         raise HTTPError(400, f"{where}'s parameters {shown(obj['parameters'])}: expected an object")
 
 
-def _input_images(tensor: Any, bounds_pixels: int, bounds_aspect: float, max_images: int) -> list:
+def _input_images(tensor: Any, bounds_pixels: int, bounds_aspect: float, max_images: int, maybe_bools: bool) -> list:
     if not isinstance(tensor, dict):
         raise HTTPError(400, "an input must be an object with name, shape, datatype and data")
     _check_parameters(tensor, "the input")
@@ -96,7 +98,7 @@ def _input_images(tensor: Any, bounds_pixels: int, bounds_aspect: float, max_ima
     if not isinstance(data, list):
         raise HTTPError(400, "input data: expected a list (row-major)")
     if datatype == "UINT8":
-        return _uint8_images(shape, data, bounds_pixels, bounds_aspect, max_images)
+        return _uint8_images(shape, data, bounds_pixels, bounds_aspect, max_images, maybe_bools)
     if datatype == "BYTES":
         return _bytes_images(shape, data, max_images)
     raise HTTPError(400, f"input datatype {shown(datatype)}: send UINT8 image tensors or BYTES (base64 image files)")
@@ -115,7 +117,11 @@ def _outputs(outputs: Any) -> list[dict[str, Any]]:
     return outputs
 
 
-def _uint8_images(shape: list[int], data: list, max_pixels: int, max_aspect: float, max_images: int) -> list:
+def _uint8_images(
+    shape: list[int], data: list, max_pixels: int, max_aspect: float, max_images: int, maybe_bools: bool
+) -> list:
+    """uint8 ``(C, H, W)`` tensors of a UINT8 input; ``maybe_bools``: whether ``data`` may hold a JSON true or false
+    (False only when the body has neither: then no per-element look for them)."""
     if len(shape) == 3:
         shape = [1, *shape]
     if len(shape) != 4 or shape[3] not in (1, 3):
@@ -137,6 +143,8 @@ def _uint8_images(shape: list[int], data: list, max_pixels: int, max_aspect: flo
                         f"{math.prod(shape):,}")  # fmt: skip
     if a.size and (a.dtype.kind not in "iu" or a.min() < 0 or a.max() > 255):
         raise HTTPError(400, "UINT8 input data: values must be integers from 0 to 255")
+    if maybe_bools and bool in set(map(type, np.asarray(data, dtype=object).flat)):  # numpy took true for 1
+        raise HTTPError(400, "UINT8 input data: values must be integers from 0 to 255, not true or false")
     a = a.astype(np.uint8).reshape(shape)
     return [torch.from_numpy(a[i]).permute(2, 0, 1).contiguous() for i in range(b)]  # uint8 (C, H, W) each
 
