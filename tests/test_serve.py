@@ -241,8 +241,25 @@ def test_predict_request_errors_are_json(client, files):
     for r, status, words in cases:
         assert r.status_code == status, r.text
         assert set(r.json()) == {"error"} and words in r.json()["error"], r.text
-    r = client.post("/predict?topk=99", content=png)
-    assert sorted(t["class"] for t in r.json()["results"][0]["top"]) == sorted(CLASSES)  # capped at the classes
+    r = client.post("/predict", content=png)  # the top 5 by default: every class of a model of fewer
+    assert sorted(t["class"] for t in r.json()["results"][0]["top"]) == sorted(CLASSES)
+
+
+def test_query_parameters_are_never_ignored(client, explain_client, files):
+    """A misspelt, unknown or repeated query parameter is a 400 naming it (it was ignored: the whole top, Grad-CAM for
+    ?method=occlusion), as is a topk over the model's classes (it was capped); the page asks for no topk."""
+    png = files["a.png"].read_bytes()
+    cases = [
+        (client.post("/predict?top_k=1", content=png), "unknown query parameter 'top_k': /predict takes topk"),
+        (client.post("/predict?topk=1&topk=2", content=png), "'topk' given more than once"),
+        (client.post("/predict?topk=4", content=png), "topk=4: this model has 3 classes; ask for 1 to 3"),
+        (explain_client.post("/explain?method=occlusion", content=png), "'method': /explain takes target"),
+        (explain_client.post("/explain?target=cat&layer=conv9", content=png), "'layer': /explain takes target"),
+        (client.post("/v2/models/tiny/infer?topk=1", content=b"{}"), "/v2/models/{name}/infer takes no query"),
+    ]
+    for r, words in cases:
+        assert r.status_code == 400 and words in r.json()["error"], r.text
+    assert len(client.post("/predict?topk=3", content=png).json()["results"][0]["top"]) == 3
 
 
 def test_uploads_over_the_cap_get_413(predictor):
@@ -409,6 +426,16 @@ def test_v2_health_and_metadata(client):
         "inputs": [{"name": "image", "datatype": "UINT8", "shape": [-1, -1, -1, 3]}],
         "outputs": [{"name": "probabilities", "datatype": "FP32", "shape": [-1, 3]}],
     }
+    # the version the metadata advertises has its own paths (KServe v2); no other version has
+    assert client.get("/v2/models/tiny/versions/1").json() == client.get("/v2/models/tiny").json()
+    assert client.get("/v2/models/tiny/versions/1/ready").json() == {"name": "tiny", "ready": True}
+    one_pixel = {"inputs": [{"name": "image", "datatype": "UINT8", "shape": [1, 1, 3], "data": [0, 0, 0]}]}
+    r = client.post("/v2/models/tiny/versions/1/infer", json=one_pixel)
+    assert r.status_code == 200 and r.json()["model_version"] == "1"
+    assert r.json()["outputs"] == client.post("/v2/models/tiny/infer", json=one_pixel).json()["outputs"]
+    for r in (client.get("/v2/models/tiny/versions/2"), client.post("/v2/models/tiny/versions/2/infer", json=one_pixel),
+              client.get("/v2/models/tiny/versions/2/ready")):  # fmt: skip
+        assert r.status_code == 404 and r.json() == {"error": "model 'tiny' has no version '2'; its one version is '1'"}
 
 
 def test_v2_infer_uint8_tensors_and_bytes(client, predictor, files):
@@ -470,6 +497,7 @@ def test_v2_infer_errors(client, files):
         (infer(image(data=[0] * 5)), 400, "has 5 values"),
         (infer(image(data=[256] * 12)), 400, "0 to 255"),
         (infer(image(data=[0.5] * 12)), 400, "0 to 255"),
+        (infer(image(data=[True] + [2] * 11)), 400, "not true or false"),  # numpy's array took true for 1
         (infer(image(shape=(2, 100, 3), data=[0] * 600)), 422, "refused a 100x2 image tensor"),
         (infer(image("BYTES", (1,), ["***"])), 400, "not a base64 string"),
         (infer(image("BYTES", (1,), [b64("notes.txt")])), 415, "image 0: not an image"),
@@ -478,6 +506,14 @@ def test_v2_infer_errors(client, files):
     ]  # fmt: skip
     for (status, message), expected_status, words in cases:
         assert (status, words in message) == (expected_status, True), message
+    # Triton's binary tensor data extension: a JSON header, then the raw tensor (it was "not JSON ('utf-8' codec...")
+    header = json.dumps({"inputs": [{"name": "image", "datatype": "UINT8", "shape": [1, 1, 3],
+                                     "parameters": {"binary_data_size": 3}}]}).encode()  # fmt: skip
+    for headers in ({"Inference-Header-Content-Length": str(len(header))}, {}):
+        r = client.post(
+            "/v2/models/tiny/infer", content=header + b"\xff\xff\xff"[: 3 if headers else 0], headers=headers
+        )
+        assert r.status_code == 400 and "binary tensor data extension is not supported" in r.json()["error"], r.text
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -495,6 +531,17 @@ def test_page_is_self_contained_and_info_describes_the_model(client, predictor):
     assert info["preprocess"] == predictor.preprocess.to_dict()
     assert info["limits"]["max_upload_bytes"] == 10 << 20 and info["limits"]["queue"] == 256
     assert info["limits"]["max_queued_bytes"] == 256 << 20
+
+
+def test_every_get_route_answers_head(client):
+    paths = [r.path for r in client.app.routes if "GET" in getattr(r, "methods", ())]
+    assert "/" in paths and "/v2/models/{name}/versions/{version}" in paths
+    for path in paths:
+        path = path.format(name="tiny", version="1")
+        head, get = client.head(path), client.get(path)
+        assert (head.status_code, head.content) == (200, b"") and get.status_code == 200, path
+        assert head.headers["content-type"] == get.headers["content-type"], path
+    assert client.head("/predict").status_code == 405  # a POST route
 
 
 def test_metrics_count_requests_by_status_and_batches(predictor, files):

@@ -95,7 +95,7 @@ def test_the_page_shows_the_apis_top5_for_uploaded_images(browser, model_path, p
             assert card.get_attribute("data-state") == "done"
             shown = [(li.get_attribute("data-class"), float(li.get_attribute("data-probability")))
                      for li in card.find_elements(By.CSS_SELECTOR, ".top li")]  # fmt: skip
-            r = httpx.post(url + "/predict?topk=5", files=[("file", (picture.name, picture.read_bytes()))])
+            r = httpx.post(url + "/predict", files=[("file", (picture.name, picture.read_bytes()))])
             assert shown == [(t["class"], t["probability"]) for t in r.json()["results"][0]["top"]]
             assert len(shown) == len(CLASSES)  # top-5 of a 3-class model: all three
             first = card.find_element(By.CSS_SELECTOR, ".top li")

@@ -33,6 +33,9 @@ ROUTES = {
     "/v2/models/{name}": "get",
     "/v2/models/{name}/ready": "get",
     "/v2/models/{name}/infer": "post",
+    "/v2/models/{name}/versions/{version}": "get",
+    "/v2/models/{name}/versions/{version}/ready": "get",
+    "/v2/models/{name}/versions/{version}/infer": "post",
 }
 
 
@@ -62,6 +65,14 @@ def test_openapi_schema_names_every_route_and_the_bodies_they_read(client):
     assert infer["requestBody"]["content"]["application/json"]["example"] == schema.V2_EXAMPLE
     assert [p["name"] for p in infer["parameters"]] == ["name"]  # the path parameter FastAPI found
     assert all(op.get("description") for ops in spec["paths"].values() for op in ops.values())
+
+
+def test_the_routes_take_the_query_parameters_the_schema_names(client):
+    paths = client.get("/openapi.json").json()["paths"]
+    for path in ("/predict", "/v2/models/{name}/infer"):
+        named = [p["name"] for p in paths[path]["post"].get("parameters", []) if p["in"] == "query"]
+        r = client.post(path.replace("{name}", "tiny") + "?nope=1", content=b"x")
+        assert r.status_code == 400 and r.json()["error"].endswith(f"takes {', '.join(named) or 'no query parameters'}")
 
 
 def test_no_docs_page_that_needs_the_internet(client):

@@ -1,9 +1,9 @@
 """``alexnet serve MODEL``: an HTTP service and a web page for a trained model, with dynamic batching.
 
 Endpoints: GET / (the page), GET /info, POST /predict, the Open Inference Protocol v2 REST subset (/v2/health/live,
-/v2/health/ready, /v2/models/NAME, /v2/models/NAME/ready, POST /v2/models/NAME/infer), GET /metrics (Prometheus)
-and, with --explain, POST /explain (Grad-CAM overlays; the page shows them next to the top-5). Concurrent requests
-are grouped into one forward pass of up to --max-batch images.
+/v2/health/ready, /v2/models/NAME, /v2/models/NAME/ready, POST /v2/models/NAME/infer, and the model's under
+/v2/models/NAME/versions/1/), GET /metrics (Prometheus) and, with --explain, POST /explain (Grad-CAM overlays; the
+page shows them next to the top-5). Concurrent requests are grouped into one forward pass of up to --max-batch images.
 
 Limits: bodies over --max-upload-mb get 413 before they are read in full; files that are not images 415; images the
 decoder's bounds refuse (ALEXNET_MAX_IMAGE_PIXELS, ALEXNET_MAX_IMAGE_ASPECT) 422, per image; more than --queue

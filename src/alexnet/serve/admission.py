@@ -1,11 +1,13 @@
 """Admission: the one path every POST route takes from a request's arrival to its images.
 
-In order: the deadline (``--timeout-s`` from arrival), the Content-Length check (413 before a byte is read), a check
-that one image (and for ``/explain`` one Grad-CAM) and the declared body would fit, so that a full server refuses
-without reading the body, the body read while its bytes are held against ``--max-queued-mb`` as they arrive (408 past
-the deadline or under ``--min-upload-kb-s``), the body parsed into images in a thread (multipart, one raw image, or a
-v2 request), and the images' places. Nothing is held for a body until its bytes arrive: slow clients hold what they
-sent, not what they announced. What the request reserved is released when it ends, whatever happens.
+In order: the query (each parameter the route takes parsed by its own function; 400 for one it does not take or one
+given twice: a misspelt name is never silently ignored), the deadline (``--timeout-s`` from arrival), the
+Content-Length check (413 before a byte is read), a check that one image (and for ``/explain`` one Grad-CAM) and the
+declared body would fit, so that a full server refuses without reading the body, the body read while its bytes are
+held against ``--max-queued-mb`` as they arrive (408 past the deadline or under ``--min-upload-kb-s``), the body
+parsed into images in a thread (multipart, one raw image, or a v2 request), and the images' places. Nothing is held
+for a body until its bytes arrive: slow clients hold what they sent, not what they announced. What the request
+reserved is released when it ends, whatever happens.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi import Request
 
-from .wire import HTTPError, check_content_length, declared_length, read_body
+from .wire import HTTPError, check_content_length, declared_length, read_body, shown
 
 if TYPE_CHECKING:
     from .service import Service
@@ -81,21 +83,45 @@ class Admission:
 @dataclass
 class Admitted:
     """An admitted request: its images ``(name, encoded bytes or uint8 (3, H, W))``, what the parser made of the
-    rest of the body (v2: the outputs and id), its deadline (event-loop time) and what it holds."""
+    rest of the body (v2: the outputs and id), its deadline (event-loop time), what it holds and its query's values
+    (by parameter name)."""
 
     images: list[tuple[str, Any]]
     deadline: float
     holding: Admission
     parsed: dict[str, Any] = field(default_factory=dict)
+    query: dict[str, Any] = field(default_factory=dict)
 
 
 Parser = Callable[[bytes, str], "tuple[list[tuple[str, Any]], dict[str, Any]]"]
+Query = dict[
+    str, Callable[[str | None], Any]
+]  # parameter name -> its parser (given None when absent; raises HTTPError)
+
+
+def read_query(request: Request, params: Query) -> dict[str, Any]:
+    """Each of ``params`` parsed from ``request``'s query string; 400 naming a parameter the route does not take
+    (with those it does) or one given more than once."""
+    given: dict[str, str] = {}
+    for name, value in request.query_params.multi_items():
+        if name not in params:
+            route = getattr(request.scope.get("route"), "path", "this endpoint")
+            takes = f"takes {', '.join(params)}" if params else "takes no query parameters"
+            raise HTTPError(400, f"unknown query parameter {shown(name)}: {route} {takes}")
+        if name in given:
+            raise HTTPError(400, f"query parameter {name!r} given more than once: send it once")
+        given[name] = value
+    return {name: parse(given.get(name)) for name, parse in params.items()}
 
 
 @contextlib.asynccontextmanager
-async def admit(request: Request, service: Service, parse: Parser, *, explain: bool = False) -> AsyncIterator[Admitted]:
-    """Admit ``request`` (see the module's docstring): ``parse(body, content_type) -> (images, parsed)`` runs in a
-    thread within the deadline (504 past it). Yields the ``Admitted`` request; releases what it holds at the end."""
+async def admit(
+    request: Request, service: Service, parse: Parser, *, query: Query | None = None, explain: bool = False
+) -> AsyncIterator[Admitted]:
+    """Admit ``request`` (see the module's docstring): ``query`` names the parameters the route takes (none if
+    None); ``parse(body, content_type) -> (images, parsed)`` runs in a thread within the deadline (504 past it).
+    Yields the ``Admitted`` request; releases what it holds at the end."""
+    values = read_query(request, query or {})
     config = service.config
     deadline = asyncio.get_running_loop().time() + config.timeout_s
     check_content_length(request, config.max_upload_bytes)
@@ -115,6 +141,6 @@ async def admit(request: Request, service: Service, parse: Parser, *, explain: b
         if explain:
             holding.reserve_explained(len(images))
         holding.reserve_images(len(images))
-        yield Admitted(images, deadline, holding, parsed)
+        yield Admitted(images, deadline, holding, parsed, values)
     finally:
         holding.release()

@@ -3,12 +3,13 @@
 Endpoints (every error is JSON ``{"error": "..."}`` with a 4xx or 5xx status, never a stack trace):
 
 - ``GET /``: the page (drop images, see each one's top-5); ``GET /info``: the model's name, classes, preprocessing
-  and the limits, as JSON.
+  and the limits, as JSON. Every GET route answers HEAD (its headers, no body).
 - ``POST /predict?topk=5``: images as ``multipart/form-data`` (every file part is an image) or as the raw body.
   ``{"model": NAME, "results": [{"name", "top": [{"class", "probability"}]} or {"name", "status", "error"}]}``,
   one result per image in order; 200 if any image was answered, else the first refusal's status.
 - The Open Inference Protocol v2 REST subset (KServe, Triton): ``GET /v2``, ``/v2/health/live``,
-  ``/v2/health/ready``, ``/v2/models/NAME``, ``/v2/models/NAME/ready``, ``POST /v2/models/NAME/infer``.
+  ``/v2/health/ready``, ``/v2/models/NAME``, ``/v2/models/NAME/ready``, ``POST /v2/models/NAME/infer``, and the
+  same under ``/v2/models/NAME/versions/1/`` (the model's one version; 404 naming any other).
 - ``POST /explain?target=top1``: images as for ``/predict``; per image, where the network looked: a Grad-CAM overlay
   (``alexnet.explain``, conv5) as a PNG data URL, the map's peak and the predicted and target classes. Off unless the
   server runs with ``--explain`` (404 then); 501 for ``.onnx`` models (no gradients) and when a needed extra is
@@ -17,7 +18,8 @@ Endpoints (every error is JSON ``{"error": "..."}`` with a 4xx or 5xx status, ne
 - ``GET /openapi.json``: FastAPI's OpenAPI schema of these routes, with the bodies the POST routes read. No
   ``/docs`` or ``/redoc`` page: those load their scripts from a CDN, and the server may have no internet.
 
-Status codes: 400 a malformed request (values it quotes are cut short), 404 an unknown endpoint or model, 408 the
+Status codes: 400 a malformed request (values it quotes are cut short; a query parameter the route does not take, or
+one given twice, is one too), 404 an unknown endpoint or model, 408 the
 body did not arrive within ``--timeout-s`` or arrived slower than ``--min-upload-kb-s``, 413 a body over
 ``--max-upload-mb`` (from Content-Length before reading, or counted while streaming) or more images than ``--queue``,
 415 a file that is not an image, 422 an image the decoder's bounds refuse (``DecodeBoundsError``: decompression
@@ -43,6 +45,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..errors import UserError
 from . import schema, v2
@@ -104,11 +107,33 @@ def create_app(predictor: Predictor, config: ServeConfig | None = None, *, model
             expose_headers=["Retry-After"],
         )
     app.add_middleware(Observe, metrics=service.metrics)
+    app.add_middleware(AnswerHead)
     _add_error_handlers(app)
     _add_page_routes(app, service)
     _add_prediction_routes(app, service)
     _add_v2_routes(app, service)
     return app
+
+
+class AnswerHead:
+    """ASGI middleware: HEAD is answered as GET without the body (RFC 9110 §9.3.2); FastAPI's GET routes, unlike
+    Starlette's, answer HEAD with 405."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "HEAD":
+            return await self.app(scope, receive, send)
+
+        async def headers_only(message: Message) -> None:
+            if message["type"] == "http.response.body":
+                if message.get("more_body", False):
+                    return
+                message = {**message, "body": b""}
+            await send(message)
+
+        await self.app({**scope, "method": "GET"}, receive, headers_only)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -187,10 +212,10 @@ def _add_prediction_routes(app: FastAPI, service: Service) -> None:
     @app.post("/predict", openapi_extra=schema.PREDICT)
     async def predict(request: Request) -> JSONResponse:
         """The top-k classes of each image."""
-        topk = parse_topk(request.query_params.get("topk"))
-        async with admit(request, service, _images_of(config.queue, "--queue")) as req:
+        query = {"topk": lambda raw: parse_topk(raw, len(service.classes))}
+        async with admit(request, service, _images_of(config.queue, "--queue"), query=query) as req:
             answers = await service.within(service.probabilities(req.images), req.deadline, 504, "answering")
-        results = []
+        topk, results = req.query["topk"], []
         for (name, _), answer in zip(req.images, answers):
             if isinstance(answer, UserError):
                 status = image_status(answer)
@@ -208,17 +233,10 @@ def _add_prediction_routes(app: FastAPI, service: Service) -> None:
         unavailable = service.explain_unavailable()
         if unavailable is not None:
             raise HTTPError(*unavailable)
-        from ..explain import resolve_target
-
-        raw = request.query_params.get("target")
-        try:
-            target = resolve_target(raw, service.classes)  # None: each one's top-1
-        except UserError as e:  # quotes the value: shortened, as every value a client sends
-            raise HTTPError(400, str(e).replace(f"--target {raw!r}", f"target {shown(raw)}", 1)) from None
         parse = _images_of(config.explain_max_images, "--explain-max-images")
-        async with admit(request, service, parse, explain=True) as req:
+        async with admit(request, service, parse, query={"target": _target_of(service)}, explain=True) as req:
             crops = await service.within(service.crops(req.images), req.deadline, 504, "decoding")
-            answers = iter(await _explain(service, crops, target, req))
+            answers = iter(await _explain(service, crops, req.query["target"], req))
         results = []
         for (name, _), crop in zip(req.images, crops):
             if isinstance(crop, UserError):
@@ -226,6 +244,19 @@ def _add_prediction_routes(app: FastAPI, service: Service) -> None:
             else:
                 results.append({"name": name, **next(answers)})
         return _answer(service, results, method="gradcam", layer=service.explain_layer)
+
+
+def _target_of(service: Service):
+    """The parser of ``/explain?target=``: a class index, or None for each image's top-1."""
+    from ..explain import resolve_target
+
+    def target(raw: str | None) -> int | None:
+        try:
+            return resolve_target(raw, service.classes)
+        except UserError as e:  # quotes the value: shortened, as every value a client sends
+            raise HTTPError(400, str(e).replace(f"--target {raw!r}", f"target {shown(raw)}", 1)) from None
+
+    return target
 
 
 async def _explain(service: Service, crops: list, target: int | None, req: Admitted) -> list[dict[str, Any]]:
@@ -264,11 +295,23 @@ def _add_v2_routes(app: FastAPI, service: Service) -> None:
         channels = service.predictor.preprocess.channels
         return v2.model_metadata(service.name, service.backend, len(service.classes), channels)
 
+    @app.get("/v2/models/{name}/versions/{version}")
+    async def v2_model_version(name: str, version: str) -> dict[str, Any]:
+        """v2 model metadata of a version: the model's one, 1."""
+        service.check_model(name, version)
+        return await v2_model(name)
+
     @app.get("/v2/models/{name}/ready")
     async def v2_model_ready(name: str) -> JSONResponse:
         """v2 model readiness."""
         service.check_model(name)
         return JSONResponse({"name": service.name, "ready": service.ready}, status_code=200 if service.ready else 503)
+
+    @app.get("/v2/models/{name}/versions/{version}/ready")
+    async def v2_model_version_ready(name: str, version: str) -> JSONResponse:
+        """v2 readiness of a version: the model's one, 1."""
+        service.check_model(name, version)
+        return await v2_model_ready(name)
 
     def parse(body: bytes, content_type: str) -> tuple[list[tuple[str, Any]], dict[str, Any]]:
         req = v2.parse_infer_request(body, b.max_image_pixels, b.max_image_aspect, config.queue)
@@ -278,13 +321,20 @@ def _add_v2_routes(app: FastAPI, service: Service) -> None:
     async def v2_infer(name: str, request: Request) -> dict[str, Any]:
         """v2 inference: the probabilities of each image."""
         service.check_model(name)
-        async with admit(request, service, parse) as req:
+        v2.check_headers(request.headers)
+        async with admit(request, service, parse) as req:  # no query parameters
             answers = await service.within(service.probabilities(req.images), req.deadline, 504, "answering")
         for answer in answers:
             if isinstance(answer, UserError):  # the protocol has no per-image errors: the request fails
                 status = image_status(answer)
                 raise HTTPError(status, str(answer), service.retry_after(status))
         return v2.infer_response(torch.stack(answers), req.parsed, service.name, service.classes, service.top)
+
+    @app.post("/v2/models/{name}/versions/{version}/infer", openapi_extra=schema.V2_INFER)
+    async def v2_infer_version(name: str, version: str, request: Request) -> dict[str, Any]:
+        """v2 inference by a version: the model's one, 1."""
+        service.check_model(name, version)
+        return await v2_infer(name, request)
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -26,7 +26,8 @@ from .batching import Batcher, Budget
 from .config import ServeConfig, model_name
 from .images import SMALL_DECODE_BYTES, DecodeBusy, decode_bytes, give_back_memory
 from .metrics import Metrics
-from .wire import HTTPError
+from .v2 import MODEL_VERSION
+from .wire import HTTPError, shown
 
 if TYPE_CHECKING:
     from ..predict import Predictor
@@ -239,9 +240,13 @@ class Service:
         p, i = probs.topk(min(k, len(self.classes)))
         return list(zip(i.tolist(), p.tolist()))
 
-    def check_model(self, name: str) -> None:
+    def check_model(self, name: str, version: str | None = None) -> None:
+        """404 unless ``name`` is this model and ``version`` (v2's versioned paths; None: unversioned) its one, 1."""
         if name != self.name:
             raise HTTPError(404, f"no model named {name[:100]!r}; this server has {self.name!r}")
+        if version not in (None, MODEL_VERSION):
+            raise HTTPError(404, f"model {self.name!r} has no version {shown(version)}; its one version is "
+                            f"{MODEL_VERSION!r}")  # fmt: skip
 
     def info(self) -> dict[str, Any]:
         c, b, unavailable = self.config, self.bounds, self.explain_unavailable()

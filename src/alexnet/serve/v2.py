@@ -4,7 +4,8 @@ formatted, in one place (as pytorch/serve's request envelopes: one parse/format 
 UINT8 tensors are ``[H, W, C]`` or ``[B, H, W, C]``, C 3 (RGB, the layout images decode to) or 1 (gray; the
 metadata advertises the model's own: 1 for a grayscale model, which takes RGB as luma); BYTES tensors ``[B]`` hold
 base64-encoded image files. The one output, ``probabilities``, is FP32 ``[B, C]``, or with Triton's classification
-extension (``"parameters": {"classification": k}``) BYTES ``[B, k]`` of ``"probability:index:label"``.
+extension (``"parameters": {"classification": k}``) BYTES ``[B, k]`` of ``"probability:index:label"``. Triton's
+binary tensor data extension (raw tensors after a JSON header) is a 400 saying so.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import base64
 import binascii
 import json
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -22,6 +24,11 @@ from ..text import plural
 from .wire import HTTPError, shown
 
 MAX_ID_CHARS = 256  # a request's id, echoed back in the answer
+MODEL_VERSION = "1"  # the model's one version: /v2/models/NAME/versions/1/... are its routes too
+NO_BINARY_DATA = (
+    "Triton's binary tensor data extension is not supported: send the input as JSON data, UINT8 values or BYTES "
+    "(base64 image files)"
+)
 
 
 def server_metadata() -> dict[str, Any]:
@@ -33,7 +40,7 @@ def server_metadata() -> dict[str, Any]:
 def model_metadata(name: str, backend: str, num_classes: int, channels: int = 3) -> dict[str, Any]:
     return {
         "name": name,
-        "versions": ["1"],
+        "versions": [MODEL_VERSION],
         "platform": "onnxruntime_onnx" if backend == "onnxruntime" else "pytorch",
         "inputs": [{"name": "image", "datatype": "UINT8", "shape": [-1, -1, -1, channels]}],
         "outputs": [{"name": "probabilities", "datatype": "FP32", "shape": [-1, num_classes]}],
@@ -42,6 +49,13 @@ def model_metadata(name: str, backend: str, num_classes: int, channels: int = 3)
 
 # ----------------------------------------------------------------------------------------------------------------
 # parse
+
+
+def check_headers(headers: Mapping[str, str]) -> None:
+    """400 for a request in Triton's binary tensor data extension (a JSON header of Inference-Header-Content-Length
+    bytes, then raw tensors), before its body is read: its bytes are not JSON."""
+    if "inference-header-content-length" in headers:
+        raise HTTPError(400, f"{NO_BINARY_DATA} (the request has an Inference-Header-Content-Length header)")
 
 
 def parse_infer_request(body: bytes, bounds_pixels: int, bounds_aspect: float, max_images: int) -> dict[str, Any]:
@@ -59,7 +73,9 @@ def parse_infer_request(body: bytes, bounds_pixels: int, bounds_aspect: float, m
     if rid is not None and not (isinstance(rid, str) and len(rid) <= MAX_ID_CHARS):
         raise HTTPError(400, f"id {shown(rid)}: must be a string of at most {MAX_ID_CHARS} characters")
     _check_parameters(req, "the request")
-    images = _input_images(req["inputs"][0], bounds_pixels, bounds_aspect, max_images)
+    # JSON true/false among numbers become 1/0 in numpy's array: looked for only when the body spells one
+    maybe_bools = b"true" in body or b"false" in body
+    images = _input_images(req["inputs"][0], bounds_pixels, bounds_aspect, max_images, maybe_bools)
     return {"images": images, "outputs": _outputs(req.get("outputs", [{"name": "probabilities"}])), "id": rid}
 
 
@@ -68,10 +84,12 @@ def _check_parameters(obj: dict[str, Any], where: str) -> None:
         raise HTTPError(400, f"{where}'s parameters {shown(obj['parameters'])}: expected an object")
 
 
-def _input_images(tensor: Any, bounds_pixels: int, bounds_aspect: float, max_images: int) -> list:
+def _input_images(tensor: Any, bounds_pixels: int, bounds_aspect: float, max_images: int, maybe_bools: bool) -> list:
     if not isinstance(tensor, dict):
         raise HTTPError(400, "an input must be an object with name, shape, datatype and data")
     _check_parameters(tensor, "the input")
+    if "binary_data_size" in tensor.get("parameters", {}):
+        raise HTTPError(400, f"{NO_BINARY_DATA} (the input has a binary_data_size parameter)")
     shape, datatype, data = tensor.get("shape"), tensor.get("datatype"), tensor.get("data")
     if not (isinstance(shape, list) and 0 < len(shape) < 8 and all(type(s) is int and s >= 0 for s in shape)):
         raise HTTPError(400, f"input shape {shown(shape)}: expected a list of sizes")
@@ -80,7 +98,7 @@ def _input_images(tensor: Any, bounds_pixels: int, bounds_aspect: float, max_ima
     if not isinstance(data, list):
         raise HTTPError(400, "input data: expected a list (row-major)")
     if datatype == "UINT8":
-        return _uint8_images(shape, data, bounds_pixels, bounds_aspect, max_images)
+        return _uint8_images(shape, data, bounds_pixels, bounds_aspect, max_images, maybe_bools)
     if datatype == "BYTES":
         return _bytes_images(shape, data, max_images)
     raise HTTPError(400, f"input datatype {shown(datatype)}: send UINT8 image tensors or BYTES (base64 image files)")
@@ -99,7 +117,11 @@ def _outputs(outputs: Any) -> list[dict[str, Any]]:
     return outputs
 
 
-def _uint8_images(shape: list[int], data: list, max_pixels: int, max_aspect: float, max_images: int) -> list:
+def _uint8_images(
+    shape: list[int], data: list, max_pixels: int, max_aspect: float, max_images: int, maybe_bools: bool
+) -> list:
+    """uint8 ``(C, H, W)`` tensors of a UINT8 input; ``maybe_bools``: whether ``data`` may hold a JSON true or false
+    (False only when the body has neither: then no per-element look for them)."""
     if len(shape) == 3:
         shape = [1, *shape]
     if len(shape) != 4 or shape[3] not in (1, 3):
@@ -121,6 +143,8 @@ def _uint8_images(shape: list[int], data: list, max_pixels: int, max_aspect: flo
                         f"{math.prod(shape):,}")  # fmt: skip
     if a.size and (a.dtype.kind not in "iu" or a.min() < 0 or a.max() > 255):
         raise HTTPError(400, "UINT8 input data: values must be integers from 0 to 255")
+    if maybe_bools and bool in set(map(type, np.asarray(data, dtype=object).flat)):  # numpy took true for 1
+        raise HTTPError(400, "UINT8 input data: values must be integers from 0 to 255, not true or false")
     a = a.astype(np.uint8).reshape(shape)
     return [torch.from_numpy(a[i]).permute(2, 0, 1).contiguous() for i in range(b)]  # uint8 (C, H, W) each
 
@@ -158,7 +182,7 @@ def infer_response(
             k = min(k, len(classes))
             data = [f"{p}:{i}:{classes[i]}" for row in probs for i, p in top(row, k)]
             outputs.append({"name": "probabilities", "datatype": "BYTES", "shape": [len(probs), k], "data": data})
-    answer: dict[str, Any] = {"model_name": name, "model_version": "1", "outputs": outputs}
+    answer: dict[str, Any] = {"model_name": name, "model_version": MODEL_VERSION, "outputs": outputs}
     if request["id"] is not None:
         answer["id"] = request["id"]
     return answer

@@ -13,6 +13,7 @@ from starlette.requests import ClientDisconnect
 
 from ..data.decode import DecodeBoundsError
 from ..errors import UserError
+from ..text import plural
 
 MAX_NAME_CHARS = 200  # an image's name (its multipart filename) as echoed back; it is a label, never a path
 MAX_MESSAGE_CHARS = 1000  # an error message, whatever it quotes of the request
@@ -188,12 +189,17 @@ def image_status(err: UserError) -> int:
     return getattr(err, "http_status", None) or (422 if isinstance(err, DecodeBoundsError) else 415)
 
 
-def parse_topk(raw: str | None) -> int:
+def parse_topk(raw: str | None, num_classes: int) -> int:
+    """``?topk``: the top 5 when absent (every class of a model of fewer); 400 for more than the model's classes,
+    naming how many it has (a client asking for more may think it talks to another model)."""
     if raw is None:
-        return 5
+        return min(5, num_classes)
     k = whole_number(raw)
     if k is None or k < 1:
-        raise HTTPError(400, f"topk={shown(raw)}: must be a whole number of classes, from 1 to 999999999")
+        raise HTTPError(400, f"topk={shown(raw)}: must be a whole number of classes, from 1 to {num_classes}")
+    if k > num_classes:
+        raise HTTPError(400, f"topk={k}: this model has {plural(num_classes, 'class', 'classes')}; ask for 1 to "
+                        f"{num_classes} (without topk: the top {min(5, num_classes)})")  # fmt: skip
     return k
 
 
