@@ -94,9 +94,8 @@ class Admitted:
 
 
 Parser = Callable[[bytes, str], "tuple[list[tuple[str, Any]], dict[str, Any]]"]
-Query = dict[
-    str, Callable[[str | None], Any]
-]  # parameter name -> its parser (given None when absent; raises HTTPError)
+# parameter name -> its parser (given None when absent; raises HTTPError)
+Query = dict[str, Callable[[str | None], Any]]
 
 
 def read_query(request: Request, params: Query) -> dict[str, Any]:
