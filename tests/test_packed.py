@@ -171,6 +171,9 @@ def test_refuses_to_overwrite_a_non_pack_directory(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="not an alexnet pack"):
         P.pack_splits({"train": ArraySplit(id_images(2, 8), [0, 1], ["a", "b"])}, tmp_path, size=8, progress=False)
     assert (tmp_path / "mine.txt").read_text() == "precious"
+    blocked = tmp_path / "mine.txt" / "pack"  # a file where a parent folder would be (as /proc/x): one line, not errno
+    with pytest.raises(UserError, match=r"mine.txt/pack: cannot create the pack folder there \(Not a directory\)"):
+        P.pack_splits({"train": ArraySplit(id_images(2, 8), [0, 1], ["a", "b"])}, blocked, size=8, progress=False)
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -138,7 +138,10 @@ def _prepare_out(out: Path, sources: list[Path]) -> None:
                 f"{out} holds files a pack does not write ({', '.join(str(f) for f in foreign[:3])}"
                 f"{' ...' if len(foreign) > 3 else ''}); move them, or choose an empty or new directory"
             )
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:  # /proc/x, a read-only disk, a file in the way of a parent: the place, not a crash
+        raise UserError(f"{out}: cannot create the pack folder there ({e.strerror or e})") from None
 
 
 MARKERS = (MANIFEST, IN_PROGRESS, LOCK, MANIFEST + ".tmp")  # the names a pack writes at its top level
