@@ -1,5 +1,6 @@
 """Weights loading: torchvision files, our checkpoints, safetensors, prefixes, errors, and refused pickles."""
 
+import json
 import os
 import pickle
 
@@ -49,6 +50,14 @@ def test_safetensors_and_checkpoint(tmp_path, tv_weights, capsys):
         "w.safetensors: names no classes (an alexnet checkpoint or the .json beside an export does): its 10 "
         "classes are numbered" in capsys.readouterr().err
     )
+    # a .json naming the classes but not the preprocessing: said too (it predicted silently with ImageNet's)
+    (tmp_path / "w.json").write_text(json.dumps({"classes": list("abcdefghij")}))
+    model_from_file(tmp_path / "w.safetensors")
+    assert "w.safetensors: names its classes but not its preprocessing" in capsys.readouterr().err
+    (tmp_path / "w.json").write_text(json.dumps({"classes": list("abcdefghia")}))  # two outputs called "a"
+    with pytest.raises(WeightsError, match=r"w.safetensors: class 'a' is named twice in 'classes'"):
+        model_from_file(tmp_path / "w.safetensors")
+    (tmp_path / "w.json").unlink()
     save_file(torchvision.models.alexnet(weights=None).state_dict(), str(tmp_path / "imagenet.safetensors"))
     model_from_file(tmp_path / "imagenet.safetensors")
     assert capsys.readouterr().err == ""  # 1000 classes: ImageNet weights, whose preprocessing is the default

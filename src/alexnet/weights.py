@@ -14,6 +14,7 @@ import dataclasses
 import json
 import os
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -216,6 +217,13 @@ def model_from_info(info: Checkpoint, path: str = "weights") -> tuple[nn.Module,
         classes = imagenet_classes() if num_classes == IMAGENET_CLASSES else [str(i) for i in range(num_classes)]
     if len(classes) != num_classes:
         raise WeightsError(f"{path}: 'classes' must be a list of {num_classes} names (one per output)")
+    twice = sorted(c for c, n in Counter(classes).items() if n > 1)
+    if twice:  # two outputs of one name: a prediction could not say which, and evaluate would score by the first
+        raise WeightsError(f"{path}: class {twice[0]!r} is named twice in 'classes' (each output needs its own name)")
+    if info.preprocess is None and info.classes is not None and num_classes != IMAGENET_CLASSES:
+        print(f"warning: {path}: names its classes but not its preprocessing (the .json beside an export has "
+              "'preprocess'): ImageNet's is assumed, which may not be what it was trained with",
+              file=sys.stderr)  # fmt: skip
     preprocess = info.preprocess or IMAGENET
     in_channels = int(conv1.shape[1])  # 3, or 1 for a grayscale model (--in-channels 1)
     if in_channels != preprocess.channels:
