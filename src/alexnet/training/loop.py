@@ -235,7 +235,12 @@ def end_of_epoch(run: Run, epoch: int, loss: float, images: int, seconds: float,
             summary += f" ({report['count']:,} of the {data.val.num_samples:,} val images)"
     left = _time_left(run, epoch, seconds, images, eval_seconds)
     summary += f", {rate:.0f} img/s, {seconds:.1f} s" + (f", about {left} left" if left else "")
-    run.log.print(summary + (", best so far" if improved else ""))
+    if improved and not is_best:  # under a time budget: this epoch was not saved (last.pt waits a minute)
+        kept = run.best.get("epoch")
+        summary += ", best so far (not saved: " + (f"best.pt keeps epoch {kept})" if kept else "no best.pt yet)")
+    elif improved:
+        summary += ", best so far"
+    run.log.print(summary)
     return saving
 
 
@@ -270,7 +275,7 @@ def save_epoch(run: Run, epoch: int, metric: str, value: float) -> tuple[bool, b
     written, better than every epoch so far). Under a time budget a 61M-parameter checkpoint (0.5 GB, ~3 s here) at
     every end of a seconds-long epoch would eat the budget: ``last.pt`` then waits ``BUDGET_SAVE_SECONDS`` (a signal
     still saves at once), and ``best.pt`` is the best of the saved epochs, while "best so far" is printed for every
-    improvement."""
+    improvement (saying when that epoch was not saved)."""
     final = epoch + 1 >= run.epochs
     saving = run.budget is None or final or time.time() - run.last_save >= BUDGET_SAVE_SECONDS
     previous = run.best.get("value") if run.best.get("metric") == metric else None

@@ -61,7 +61,7 @@ def restore(ckpt: Checkpoint, path: Path, model: nn.Module, optimizer: torch.opt
         "start_epoch": ckpt.epoch,
         "start_batch": ckpt.batch_in_epoch,
         "step": ckpt.step,
-        "best": ckpt.best,
+        **_best(ckpt.best),
         "total_steps": ckpt.total_steps,
         "plan": list(ckpt.plan),
         # the loss of the epoch's first part, summed over all ranks: rank 0 carries it, the others start at zero
@@ -87,7 +87,7 @@ def save(run: Run, epoch: int, batch_in_epoch: int, name: str = "last.pt", parti
         step=run.step,
         total_steps=run.total_steps,
         plan=list(run.plan),
-        best=run.best,
+        best=run.best if run.best_seen is None else {**run.best, "seen": run.best_seen},
         epoch_partial=partial,
         elapsed=run.log.elapsed(),
         optimizer=run.optimizer.state_dict(),
@@ -96,3 +96,11 @@ def save(run: Run, epoch: int, batch_in_epoch: int, name: str = "last.pt", parti
         rng=rng_state(),
     )
     ckpt.save(run.dir / "checkpoints" / name)
+
+
+def _best(stored: dict) -> dict:
+    """``best`` (what chose best.pt) and ``best_seen`` (the best epoch's value, saved or not: under a time budget not
+    every epoch is) from a checkpoint's ``best``, so "best so far" means the same after a resume."""
+    best = {k: v for k, v in stored.items() if k != "seen"}
+    seen = stored.get("seen")
+    return {"best": best, "best_seen": float(seen) if type(seen) in (int, float) else None}
