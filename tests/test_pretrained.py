@@ -47,6 +47,18 @@ def test_torchvision_is_looked_for_where_torchvision_keeps_it_and_never_download
     assert not (tmp_path / "run").exists() and not (tmp_path / "th").exists()  # nothing written, nothing fetched
 
 
+def test_a_pretrained_file_that_is_not_weights_is_refused_before_the_data_is_opened(
+    photos, tmp_path, monkeypatch, capsys
+):
+    import alexnet.training.setup as setup
+
+    photo = next(Path(photos).rglob("*.png"), None) or next(Path(photos).rglob("*.jpg"))
+    monkeypatch.setattr(setup, "_data", lambda *a, **k: pytest.fail("the data was opened (minutes on a large set)"))
+    assert main(["train", photos, "--pretrained", str(photo), "--out", str(tmp_path / "run"), *FLAGS]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"alexnet train: error: {photo}: not a PyTorch weights file"), err
+
+
 def test_pretrained_torchvision_loads_the_body_under_a_new_head_with_fine_tuning_settings(
     torchvision_file, photos, tmp_path, monkeypatch, capsys
 ):

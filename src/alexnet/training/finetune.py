@@ -61,6 +61,14 @@ def pretrained_path(source: str) -> Path:
     return path
 
 
+def check_pretrained(source: str) -> None:
+    """``--pretrained``'s file is there and reads as weights: a wrong file (a photo, a truncated download) is refused
+    in one line before the data is opened and decoded, not minutes later."""
+    from ..weights import read_file
+
+    read_file(pretrained_path(source))
+
+
 def load_pretrained(model: nn.Module, source: str, in_channels: int = 3) -> str:
     """Load everything but the head of ``source`` into ``model`` (whose head stays new, for the data's classes;
     RGB conv1 kernels summed for a 1-channel model, ``model.adapt_input_conv``); returns the line that says what was

@@ -26,7 +26,7 @@ from ..imbalance import balanced_weights, class_counts, describe_weights
 from ..runlog import RunLog
 from .budget import Budget, cpu_threads
 from .cpu_path import choose_precision
-from .finetune import pretrained_path, resolve_settings
+from .finetune import check_pretrained, resolve_settings
 from .resume import resumed_config
 from .rng import seed_everything
 from .run import Run
@@ -50,7 +50,7 @@ def setup(cfg: TrainConfig, dist_info: Dist, started: float | None = None, given
         cfg = resumed_config(cfg, ckpt, resume_path, given, say)
         check_resume(ckpt, resume_path, cfg)
     if cfg.init_weights:
-        pretrained_path(cfg.init_weights)  # present, or one line saying where to put it
+        check_pretrained(cfg.init_weights)  # present and weights, or one line saying what is wrong
     seed_everything(cfg.seed)
     stored_split = read_split(run_dir_of(resume_path)) if ckpt is not None else None  # a held-out split's files
     cfg, data = _data(cfg, dist_info, device, say, stored_split)
