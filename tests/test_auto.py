@@ -24,7 +24,7 @@ from alexnet.config import TrainConfig, parse_duration, resolve_config
 from alexnet.data.sources import open_dataset
 from alexnet.distributed import Preempted
 from alexnet.errors import UserError
-from alexnet.training.state import _best
+from alexnet.training.state import _best, stored_best
 from tests.test_train import signal_at_steps
 
 
@@ -252,8 +252,11 @@ def test_a_step_time_that_doubles_is_followed_and_the_run_ends_on_time(shapes, t
     # an improvement in an epoch that was not saved says so (it claimed to be the best while best.pt held another)
     unsaved = [up and not r["is_best"] for up, r in zip(improved, records)]
     assert [line.endswith(")") and "(not saved: " in line for line in epochs] == unsaved, epochs
-    assert ckpt.best["seen"] == max(tops)  # and a resumed run compares with the best seen, not the best saved
-    assert _best(ckpt.best) == {"best": {k: ckpt.best[k] for k in ("metric", "value", "epoch")}, "best_seen": max(tops)}
+    # a resumed run compares with the best seen, not the best saved: the checkpoint keeps it when they differ
+    saved = {"metric": "val_top1", "value": 0.5, "epoch": 2}
+    assert stored_best(saved, 0.5) == saved and _best(saved) == {"best": saved, "best_seen": None}
+    assert _best(stored_best(saved, 0.75)) == {"best": saved, "best_seen": 0.75}
+    assert _best({**saved, "seen": "0.9"})["best_seen"] is None  # a checkpoint's word is checked, not trusted
     if threads > 1:  # slowed 3x: one thread fewer is tried for a window (this short run may end during it)
         assert f"time budget: CPU threads trying {threads - 1} (steps at 3.000 s, fastest on {threads}: 1.000 s)" in out
     assert out[-1].startswith(f"note: this run got {ckpt.step} steps of the {first[1]} first planned (steps slowed "

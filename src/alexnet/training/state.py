@@ -87,7 +87,7 @@ def save(run: Run, epoch: int, batch_in_epoch: int, name: str = "last.pt", parti
         step=run.step,
         total_steps=run.total_steps,
         plan=list(run.plan),
-        best=run.best if run.best_seen is None else {**run.best, "seen": run.best_seen},
+        best=stored_best(run.best, run.best_seen),
         epoch_partial=partial,
         elapsed=run.log.elapsed(),
         optimizer=run.optimizer.state_dict(),
@@ -96,6 +96,12 @@ def save(run: Run, epoch: int, batch_in_epoch: int, name: str = "last.pt", parti
         rng=rng_state(),
     )
     ckpt.save(run.dir / "checkpoints" / name)
+
+
+def stored_best(best: dict, seen: float | None) -> dict:
+    """A checkpoint's ``best``: what chose best.pt, and ``seen``, the best epoch's value, only where that epoch was
+    not saved (under a time budget, last.pt waits a minute)."""
+    return best if seen is None or seen == best.get("value") else {**best, "seen": seen}
 
 
 def _best(stored: dict) -> dict:
