@@ -171,6 +171,14 @@ def test_dicomdir_and_no_pixels():
         decode_image(sample("rtplan.dcm"))
 
 
+def test_a_dicom_cut_before_its_image_module_is_said_to_be_cut_short(tmp_path):
+    p = tmp_path / "cut.dcm"
+    p.write_bytes(Path(sample("CT_small.dcm")).read_bytes()[:300])  # the file meta and little else
+    with pytest.raises(DecodeError, match=r"cut\.dcm: a DICOM file without pixel data, modality or image size "
+                                          r"\(300 bytes\): cut short"):  # fmt: skip
+        decode_image(p)
+
+
 def test_preamble_only(tmp_path):
     p = tmp_path / "empty.dcm"
     p.write_bytes(b"\0" * 128 + b"DICM")

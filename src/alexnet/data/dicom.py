@@ -148,12 +148,12 @@ def read_header(data: bytes, name: str, *, max_pixels: int, max_aspect: float, _
 
     ds = _ds if _ds is not None else _read(data, name)
     with _quiet():  # reading an element converts its value, and pydicom warns about (and quotes) a bad one
-        return _header(ds, name, max_pixels=max_pixels, max_aspect=max_aspect)
+        return _header(ds, name, len(data), max_pixels=max_pixels, max_aspect=max_aspect)
 
 
-def _header(ds, name: str, *, max_pixels: int, max_aspect: float) -> Header:
+def _header(ds, name: str, size: int, *, max_pixels: int, max_aspect: float) -> Header:
     meta = getattr(ds, "file_meta", None)
-    _check_kind(ds, meta, name)
+    _check_kind(ds, meta, name, size)
     rows, cols = _int(ds, "Rows", name), _int(ds, "Columns", name)
     frames = _int(ds, "NumberOfFrames", name, default=1)
     samples = _int(ds, "SamplesPerPixel", name, default=1)
@@ -203,13 +203,17 @@ def _check_length(ds, name: str, rows: int, cols: int, frames: int, stored_sampl
         )
 
 
-def _check_kind(ds, meta, name: str) -> None:
-    """``DecodeError`` for a DICOMDIR or a file without pixel data."""
+def _check_kind(ds, meta, name: str, size: int) -> None:
+    """``DecodeError`` for a DICOMDIR or a file without pixel data (one without a modality or an image size either
+    is most likely an image cut short: said, with its length)."""
     sop = str(meta.get("MediaStorageSOPClassUID", "")) if meta is not None else ""
     if sop == DICOMDIR_SOP_CLASS or "DirectoryRecordSequence" in ds:
         raise DecodeError(f"{name}: a DICOMDIR (an index of DICOM files), not an image; use the files it lists")
     if not any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
         modality = str(ds.get("Modality", "") or "unknown modality")
+        if not any(k in ds for k in ("Modality", "Rows", "Columns")):  # no sign of what it is: 300 bytes of a CT
+            raise DecodeError(f"{name}: a DICOM file without pixel data, modality or image size ({size:,} bytes): "
+                              "cut short, or not an image")  # fmt: skip
         raise DecodeError(f"{name}: a DICOM file without pixel data ({modality}); not an image")
 
 
