@@ -129,6 +129,28 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tiny_data, tmp_pat
     assert [r["step"] for r in records if r["kind"] == "step"] == [1, 2, 3, 4, 5, 6]
 
 
+def test_weights_broken_by_an_epochs_last_update_are_never_saved(tiny_data, tmp_path, monkeypatch):
+    """Before: a step's loss is checked before its update, so lr 1e30 for one step left NaN weights that were saved
+    as best.pt (and predicted "nan%") while the run exited 0. Now the val loss, and without val the weights, stop it."""
+    one = dict(epochs=1, max_steps_per_epoch=1, lr=1e30)
+    with pytest.raises(UserError, match=r"val loss became non-finite after epoch 1 \(step 1\); stopped without "
+                                        "saving these weights; no checkpoint was written yet"):  # fmt: skip
+        train(tiny_config(tiny_data, tmp_path / "val", **one))
+    real = alexnet.training.loop.train_step
+
+    def poisoning(model, *args, **kw):  # an update that overflows one weight (lr 1e30 did not, without val to see it)
+        loss = real(model, *args, **kw)
+        with torch.no_grad():
+            next(model.parameters()).view(-1)[0] = float("inf")
+        return loss
+
+    monkeypatch.setattr(alexnet.training.loop, "train_step", poisoning)
+    with pytest.raises(UserError, match=r"the weights became non-finite by step 1; stopped without saving"):
+        train(tiny_config(None, tmp_path / "noval", train_dir=str(Path(tiny_data) / "train"), epochs=1,
+                          max_steps_per_epoch=1))  # fmt: skip
+    assert not list(tmp_path.rglob("*.pt"))
+
+
 _WRITER = """
 import sys, torch
 from alexnet.checkpoint import save_payload

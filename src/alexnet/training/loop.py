@@ -8,6 +8,7 @@ Checkpoints are atomic and resume bit for bit; SIGTERM / SIGINT / SIGHUP save ``
 from __future__ import annotations
 
 import json
+import math
 import signal
 import time
 from collections.abc import Collection
@@ -186,12 +187,7 @@ def check_stop(run: Run, stop: StopSignals, epoch: int, batch: int, *, saved: bo
                          torch.tensor(float(save_due(run)), device=run.device)])  # fmt: skip
     signum, bad, due = (int(v) for v in max_over_ranks(flags, run.dist).tolist())  # waits for the device
     if bad:
-        good = run.dir / "checkpoints" / "last.pt"
-        where = f"the last good checkpoint is {good}" if good.exists() else "no checkpoint was written yet"
-        raise UserError(
-            f"training loss became non-finite by step {run.step}; stopped without saving these weights; {where}. "
-            "Lower --lr, add --warmup-epochs, or use --precision fp32."
-        )
+        raise _diverged(run, f"training loss became non-finite by step {run.step}")
     if (signum or due) and not saved:
         partial = (0.0, 0)
         if loss_sum is not None:  # the epoch's loss so far, over all ranks, so the resumed epoch's mean is whole
@@ -208,6 +204,26 @@ def check_stop(run: Run, stop: StopSignals, epoch: int, batch: int, *, saved: bo
         raise Preempted(signum, str(path), message)
 
 
+def _diverged(run: Run, what: str) -> UserError:
+    """The one line for weights that went to inf / NaN: nothing of them is saved; where the last good ones are."""
+    good = run.dir / "checkpoints" / "last.pt"
+    where = f"the last good checkpoint is {good}" if good.exists() else "no checkpoint was written yet"
+    return UserError(
+        f"{what}; stopped without saving these weights; {where}. Lower --lr, add --warmup-epochs, or use "
+        "--precision fp32."
+    )
+
+
+def _check_finite(run: Run, epoch: int, report: dict | None) -> None:
+    """Before an epoch's checkpoint: a val loss or a weight that is inf / NaN stops the run (a step's loss is
+    checked before its update, so the last update of an epoch could break the weights unseen; they were saved as
+    best.pt and the run exited 0). The weights are the same on every rank: every rank raises."""
+    if report is not None and not math.isfinite(report["loss"]):
+        raise _diverged(run, f"val loss became non-finite after epoch {epoch + 1} (step {run.step})")
+    if not all(bool(torch.isfinite(p).all()) for p in run.model.parameters()):
+        raise _diverged(run, f"the weights became non-finite by step {run.step}")
+
+
 def end_of_epoch(run: Run, epoch: int, loss: float, images: int, seconds: float, data_wait: float) -> bool:
     """Validate, step the plateau schedule, write ``last.pt`` (and ``best.pt`` when the chosen metric improved:
     val top-1, or the epoch's train loss without a val split), one metrics record and one console line. Returns
@@ -220,6 +236,7 @@ def end_of_epoch(run: Run, epoch: int, loss: float, images: int, seconds: float,
     if budget is not None and budget.pending is not None:  # the epoch-end re-plan, this validation's time measured
         plan_budget(run, epoch, budget.pending)
         budget.pending = None
+    _check_finite(run, epoch, report)
     metric, value = ("val_top1", report["top1"]) if report else ("train_loss", loss)
     saving, is_best, improved = save_epoch(run, epoch, metric, value)
     rate = images / max(seconds, 1e-9)
