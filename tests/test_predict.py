@@ -147,6 +147,19 @@ def test_bad_inputs_are_named_and_the_rest_still_run(ckpt, images):
         p.predict(np.zeros((64, 64, 3)))
     with pytest.raises(alexnet.UserError, match="shape"):
         p.predict(torch.zeros(4, 64, 64, dtype=torch.uint8))
+    # an image without pixels is that item's error (it was a ZeroDivisionError that ended iter_predict's whole run)
+    empty = [
+        np.zeros((0, 0, 3), np.uint8),
+        np.zeros((10, 0, 3), np.uint8),
+        torch.rand(3, 0, 0),
+        Image.new("RGB", (0, 4)),
+    ]
+    out = list(p.iter_predict([paths[0], *empty, paths[1]], topk=2, batch_size=2))
+    assert out[0][1] is not None and out[-1][1] is not None
+    assert all(top is None and "empty (no pixels)" in str(err) for _, top, err in out[1:-1]), out
+    # a gray (1, H, W) or (B, 1, H, W) tensor is R = G = B, as a numpy (H, W) array is
+    gray = torch.randint(0, 256, (2, 1, 64, 64), dtype=torch.uint8)
+    assert p.predict(gray, topk=3) == p.predict([g[0].numpy() for g in gray], topk=3)
 
 
 def test_predictor_takes_typed_metadata_read_from_a_file_or_built(ckpt, images):

@@ -64,7 +64,8 @@ def load(model_path: str | os.PathLike, *, device: str = "auto", precision: str 
 
 def as_uint8_images(image: Any, preprocess: Preprocess | None = None) -> list[torch.Tensor]:
     """One input -> a list of ``uint8 (3, H, W)`` RGB tensors (a ``(B, 3, H, W)`` tensor gives B of them); files
-    are decoded as ``preprocess`` says (its channels and window) when given."""
+    are decoded as ``preprocess`` says (its channels and window) when given. Gray arrays and 1-channel tensors give
+    R = G = B; an image without pixels is a ``UserError``."""
     if isinstance(image, (str, os.PathLike)):
         from .data.decode import decode_image
 
@@ -74,6 +75,8 @@ def as_uint8_images(image: Any, preprocess: Preprocess | None = None) -> list[to
     if isinstance(image, torch.Tensor):
         return _from_tensor(image)
     if type(image).__module__.startswith("PIL."):
+        if 0 in image.size:
+            raise UserError(f"PIL image of size {image.size[0]}x{image.size[1]}: empty (no pixels)")
         return [torch.from_numpy(np.array(image.convert("RGB"))).permute(2, 0, 1).contiguous()]
     raise UserError(
         f"cannot read an image from a {type(image).__name__}; pass a path, a PIL image, a numpy (H, W, 3) uint8 array "
@@ -86,6 +89,8 @@ def _from_numpy(a: np.ndarray) -> torch.Tensor:
         a = np.repeat(a[:, :, None], 3, axis=2)
     if a.ndim != 3 or a.shape[2] not in (3, 4):
         raise UserError(f"numpy image of shape {a.shape}: expected (H, W, 3) RGB, (H, W, 4) RGBA or (H, W) gray")
+    if 0 in a.shape[:2]:
+        raise UserError(f"numpy image of shape {a.shape}: empty (no pixels)")
     if a.dtype != np.uint8:
         raise UserError(f"numpy image of dtype {a.dtype}: expected uint8 0..255 (convert with .astype(np.uint8))")
     rgb = a[:, :, :3]
@@ -96,11 +101,15 @@ def _from_numpy(a: np.ndarray) -> torch.Tensor:
 
 
 def _from_tensor(t: torch.Tensor) -> list[torch.Tensor]:
-    t = t.detach().cpu()
+    t, shape = t.detach().cpu(), tuple(t.shape)
     if t.ndim == 3:
         t = t.unsqueeze(0)
-    if t.ndim != 4 or t.shape[1] != 3:
-        raise UserError(f"tensor of shape {tuple(t.shape)}: expected (3, H, W) or (B, 3, H, W) RGB")
+    if t.ndim != 4 or t.shape[1] not in (1, 3):
+        raise UserError(f"tensor of shape {shape}: expected (3, H, W) or (B, 3, H, W) RGB, or 1 channel gray")
+    if 0 in t.shape[2:]:
+        raise UserError(f"tensor of shape {shape}: empty (no pixels)")
+    if t.shape[1] == 1:  # gray, as a numpy (H, W) array: the same value in R, G and B
+        t = t.repeat(1, 3, 1, 1)
     if t.is_floating_point():  # 0..1 floats, as torchvision's to_tensor gives
         t = (t.clamp(0, 1) * 255).round().to(torch.uint8)
     elif t.dtype != torch.uint8:
