@@ -62,12 +62,14 @@ def test_lr_is_0_01_scaled_down_below_batch_32_up_above_128_and_warmup_is_20_ste
     assert choose_warmup_epochs(30) == 0.5  # at most half an epoch
 
 
-@pytest.mark.parametrize("text, seconds", [("300", 300), ("90s", 90), ("5m", 300), ("1.5h", 5400), ("1h30m", 5400)])
+@pytest.mark.parametrize(
+    "text, seconds", [("300", 300), ("90s", 90), ("5m", 300), ("1.5h", 5400), ("1h30m", 5400), ("1d2h3m4s", 93784)]
+)
 def test_durations(text, seconds):
     assert parse_duration(text) == seconds
 
 
-@pytest.mark.parametrize("text", ["", "5 minutes", "m5", "5m3", "-5m", "1e3", "5mm"])
+@pytest.mark.parametrize("text", ["", "5 minutes", "m5", "5m3", "-5m", "1e3", "5mm", "1m1m", "5s5m"])  # 1m1m: 2 min?
 def test_bad_durations_are_one_line_naming_the_flag(text):
     with pytest.raises(UserError, match="--time-budget"):
         parse_duration(text)

@@ -242,6 +242,9 @@ def parse_duration(text: str) -> float:
     parts = re.findall(r"(\d+(?:\.\d+)?)([smhd])", text)
     if not parts or "".join(n + u for n, u in parts) != text:
         raise UserError(f"--time-budget {text!r}: not a duration; write e.g. 300s, 5m, 1h30m")
+    order = [list(units).index(u) for _, u in parts]
+    if order != sorted(set(order), reverse=True):  # 1m1m (2 min?) or 5s5m: a typo, not a sum to guess at
+        raise UserError(f"--time-budget {text!r}: each unit once, largest first; write e.g. 1h30m, 5m30s")
     return sum(float(n) * units[u] for n, u in parts)
 
 
