@@ -81,6 +81,10 @@ def test_safetensors_round_trip_through_load(ckpt, tmp_path):
         assert torch.equal(loaded.state_dict()[k], v), k
     img = torch.randint(0, 256, (3, 80, 90), dtype=torch.uint8)
     assert alexnet.load(out, device="cpu").predict(img, topk=4) == alexnet.load(path, device="cpu").predict(img, topk=4)
+    # copied without its .json: the file's own header has the metadata (it was classes 0..3 and ImageNet's
+    # preprocessing, or refused for a 1-channel model)
+    out.with_suffix(".json").unlink()
+    assert model_from_file(out)[1].metadata() == meta.metadata()
 
 
 def test_export_errors_name_the_value(ckpt, tmp_path, capsys):

@@ -183,7 +183,8 @@ def export_program(
 
 
 def export_safetensors(model: nn.Module, meta: Checkpoint, out: Path) -> list[Path]:
-    """Write the weights to ``out`` and the metadata to ``out`` with suffix ``.json``. Returns both paths."""
+    """Write the weights (with the metadata in the file's header) to ``out`` and the metadata to ``out`` with suffix
+    ``.json``, which a reader prefers (it can be edited). Returns both paths."""
     from safetensors.torch import save_file
 
     if out.suffix != ".safetensors":
@@ -191,7 +192,9 @@ def export_safetensors(model: nn.Module, meta: Checkpoint, out: Path) -> list[Pa
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     sidecar = out.with_suffix(".json")
     with atomic_file(out) as tmp:  # both or neither: a failed sidecar removes the weights' temp file too
-        save_file(state, str(tmp), metadata={"format": "alexnet-safetensors"})
+        # the metadata inside too (as the ONNX export has it): a file copied without its .json keeps its classes,
+        # preprocessing and channel count
+        save_file(state, str(tmp), metadata={"format": "alexnet-safetensors", "alexnet": json.dumps(meta.metadata())})
         with atomic_file(sidecar) as tmp_sidecar:
             tmp_sidecar.write_text(json.dumps(meta.metadata(), indent=2) + "\n")
     return [out, sidecar]

@@ -83,8 +83,9 @@ def read_file(path: str | os.PathLike) -> Checkpoint:
         except (SafetensorError, OSError, ValueError) as e:
             raise WeightsError(f"{path}: not a readable safetensors file ({e})") from None
         sidecar = path.with_suffix(".json")
-        meta = read_sidecar(sidecar) if sidecar.is_file() else {}
-        return checkpoint.from_metadata(meta, str(sidecar), model=checkpoint.strip_prefixes(sd))
+        if sidecar.is_file():
+            return checkpoint.from_metadata(read_sidecar(sidecar), str(sidecar), model=checkpoint.strip_prefixes(sd))
+        return checkpoint.from_metadata(_embedded(path), str(path), model=checkpoint.strip_prefixes(sd))
     obj = torch_load(path)
     if checkpoint.is_ours(obj):
         return checkpoint.from_payload(obj, str(path))
@@ -95,6 +96,24 @@ def read_file(path: str | os.PathLike) -> Checkpoint:
         if all(isinstance(k, str) and torch.is_tensor(v) for k, v in sd.items()):
             return Checkpoint(model=checkpoint.strip_prefixes(sd))
     raise WeightsError(f"{path}: holds a {type(obj).__name__}, not a state dict or an alexnet checkpoint")
+
+
+def _embedded(path: Path) -> dict[str, Any]:
+    """The metadata ``alexnet export`` writes into a safetensors header (``alexnet``: JSON), or {} for other files."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        text = (f.metadata() or {}).get("alexnet")
+    if text is None:
+        return {}
+    try:
+        meta = json.loads(text) if len(text) <= limits().max_json_bytes else None
+    except (ValueError, RecursionError):
+        meta = None
+    if not isinstance(meta, dict):
+        most = limits().max_json_bytes
+        raise WeightsError(f"{path}: its 'alexnet' metadata is not a JSON object of at most {most:,} bytes")
+    return meta
 
 
 def read_sidecar(path: Path) -> dict[str, Any]:
