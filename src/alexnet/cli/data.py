@@ -68,12 +68,14 @@ def run_synth(args: argparse.Namespace) -> int:
 def register_stats(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("stats", help="per-channel mean/std and RGB eigenvectors of the train split",
                        description="Per-channel mean and std and the RGB covariance's eigenvalues and eigenvectors "
-                       "(for the paper's PCA colour noise) of the train split, written as JSON into the cache, where "
-                       "training finds them, or to --out; the data folder is not written to. A pack reports the "
-                       "statistics it stored when it was packed.")  # fmt: skip
+                       "(for the paper's PCA colour noise) of the train split (shorter sides above 256 px resized to "
+                       "256), as JSON in the cache, where training that reads the files every epoch (--in-memory off) "
+                       "finds them, or to --out; the data folder is not written to. A run that decodes the set into "
+                       "memory computes its own as it decodes, at its resize (they differ in the third decimal). A "
+                       "pack reports the statistics it stored when it was packed.")  # fmt: skip
     p.add_argument("data", metavar="DATA", help="data set folder, archive or pack")
     p.add_argument("--out", default=None, help="JSON path (default: in the cache, $ALEXNET_CACHE or ~/.cache/alexnet, "
-                   "where training looks for them; the data folder is left alone)")  # fmt: skip
+                   "where training with --in-memory off looks for them; the data folder is left alone)")  # fmt: skip
     p.add_argument("--max-images", type=int, default=None, help="use this many evenly spaced images (default: all)")
     p.add_argument("--workers", type=numbers.workers, default=2, help="decoding threads (0: none)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
