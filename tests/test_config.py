@@ -164,6 +164,10 @@ def _write(tmp_path, name, text):
         ("c.toml", "epochz = 3\n", "unknown setting(s) in config file"),
         ("c.toml", 'recipe = "adam"\n', "unknown recipe 'adam'"),
         ("c.json", "[1, 2]", "expected a table of settings, got list"),
+        # a key twice was last-one-wins in JSON and YAML (TOML refuses it itself)
+        ("c.json", '{"batch-size": 16, "batch-size": 32}', "c.json: cannot read it ('batch-size' is given twice)"),
+        ("c.yaml", "epochs: 2\nepochs: 3\n", "c.yaml: cannot read it ('epochs' is given twice)"),
+        ("c.toml", "\ufeffepochs = 2.5\n", "c.toml: epochs = 2.5: must be an integer"),  # a BOM is read past
     ],
 )
 def test_config_file_mistakes_are_one_line_naming_file_and_line(name, text, expected, tmp_path, capsys):
@@ -173,6 +177,17 @@ def test_config_file_mistakes_are_one_line_naming_file_and_line(name, text, expe
     assert code == 2
     assert len(err) == 1 and expected in err[0], err
     assert not out.exists()
+
+
+def test_a_config_file_not_in_utf8_is_one_line(tmp_path, capsys):
+    cases = [
+        ("u16.toml", "epochs = 2\n".encode("utf-16"), "a UTF-16 file; save it as UTF-8"),
+        ("l1.toml", 'name = "caf\xe9"\n'.encode("latin-1"), "not UTF-8 text (byte 11); save it as UTF-8"),
+    ]
+    for name, data, expected in cases:
+        (tmp_path / name).write_bytes(data)
+        code, err = _cli(["--config", str(tmp_path / name), "--out", str(tmp_path / "run")], capsys)
+        assert code == 2 and err == [f"alexnet train: error: --config {tmp_path / name}: {expected}"], err
 
 
 def test_config_file_values_flags_and_precedence(tmp_path):

@@ -306,9 +306,15 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise UserError(f"--config {path}: no such file")
     try:
-        text = path.read_text()
-    except (OSError, UnicodeDecodeError) as e:
-        raise UserError(f"--config {path}: cannot read it ({e})") from None
+        data = path.read_bytes()
+    except OSError as e:
+        raise UserError(f"--config {path}: cannot read it ({e.strerror or e})") from None
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise UserError(f"--config {path}: a UTF-16 file; save it as UTF-8")
+    try:
+        text = data.decode("utf-8-sig")  # a byte-order mark (Windows editors write one) is not part of the settings
+    except UnicodeDecodeError as e:
+        raise UserError(f"--config {path}: not UTF-8 text (byte {e.start}); save it as UTF-8") from None
     try:
         values = _parse(path, text)
     except (ValueError, RecursionError) as e:  # a number of over 4300 digits; nesting deeper than Python's stack
@@ -332,7 +338,7 @@ def _parse(path: Path, text: str) -> Any:
         except ImportError:
             raise UserError(f"--config {path}: YAML needs PyYAML: pip install 'alexnet[yaml]' (or use TOML)") from None
         try:
-            values = yaml.safe_load(text)
+            values = yaml.load(text, Loader=_unique_keys_loader(yaml))  # a SafeLoader: no tags that run code
         except yaml.YAMLError as e:
             mark = getattr(e, "problem_mark", None)
             where = f":{mark.line + 1}" if mark is not None else ""
@@ -343,7 +349,7 @@ def _parse(path: Path, text: str) -> Any:
             values = {k: _yaml_number(k, v) for k, v in values.items()}
     elif path.suffix == ".json":
         try:
-            values = json.loads(text)
+            values = json.loads(text, object_pairs_hook=_unique_keys)
         except json.JSONDecodeError as e:
             raise UserError(f"--config {path}:{e.lineno}: not valid JSON ({e.msg}, column {e.colno})") from None
     else:
@@ -356,6 +362,31 @@ def _parse(path: Path, text: str) -> Any:
             where = f":{m.group(1)}" if m else ""
             raise UserError(f"--config {path}{where}: not valid TOML ({str(e).split(' (at ')[0]})") from None
     return values
+
+
+class DuplicateKey(ValueError):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[Any, Any]]) -> dict:
+    """A JSON / YAML mapping whose keys are all different: a setting given twice is a mistake, not last-one-wins."""
+    out = {}
+    for key, value in pairs:
+        if key in out:
+            raise DuplicateKey(f"{key!r} is given twice")
+        out[key] = value
+    return out
+
+
+def _unique_keys_loader(yaml):
+    """PyYAML's SafeLoader with ``_unique_keys`` mappings."""
+
+    class Loader(yaml.SafeLoader):
+        def construct_mapping(self, node, deep=False):
+            pairs = [(self.construct_object(k, deep=deep), self.construct_object(v, deep=deep)) for k, v in node.value]
+            return _unique_keys(pairs)
+
+    return Loader
 
 
 def _key_text(name: str) -> str:

@@ -63,9 +63,8 @@ def load(model_path: str | os.PathLike, *, device: str = "auto", precision: str 
 
 
 def as_uint8_images(image: Any, preprocess: Preprocess | None = None) -> list[torch.Tensor]:
-    """One input -> a list of ``uint8 (3, H, W)`` RGB tensors (a ``(B, 3, H, W)`` tensor gives B of them); files
-    are decoded as ``preprocess`` says (its channels and window) when given. Gray arrays and 1-channel tensors give
-    R = G = B; an image without pixels is a ``UserError``."""
+    """One input -> a list of ``uint8 (3, H, W)`` RGB tensors (a ``(B, 3, H, W)`` tensor gives B of them; gray ones
+    R = G = B; none without pixels); files are decoded as ``preprocess`` says (its channels and window) when given."""
     if isinstance(image, (str, os.PathLike)):
         from .data.decode import decode_image
 
@@ -85,8 +84,7 @@ def as_uint8_images(image: Any, preprocess: Preprocess | None = None) -> list[to
 
 
 def _from_numpy(a: np.ndarray) -> torch.Tensor:
-    if a.ndim == 2:
-        a = np.repeat(a[:, :, None], 3, axis=2)
+    a = np.repeat(a[:, :, None], 3, axis=2) if a.ndim == 2 else a
     if a.ndim != 3 or a.shape[2] not in (3, 4):
         raise UserError(f"numpy image of shape {a.shape}: expected (H, W, 3) RGB, (H, W, 4) RGBA or (H, W) gray")
     if 0 in a.shape[:2]:
@@ -108,8 +106,7 @@ def _from_tensor(t: torch.Tensor) -> list[torch.Tensor]:
         raise UserError(f"tensor of shape {shape}: expected (3, H, W) or (B, 3, H, W) RGB, or 1 channel gray")
     if 0 in t.shape[2:]:
         raise UserError(f"tensor of shape {shape}: empty (no pixels)")
-    if t.shape[1] == 1:  # gray, as a numpy (H, W) array: the same value in R, G and B
-        t = t.repeat(1, 3, 1, 1)
+    t = t.repeat(1, 3, 1, 1) if t.shape[1] == 1 else t  # gray, as a numpy (H, W) array: the same value in R, G and B
     if t.is_floating_point():  # 0..1 floats, as torchvision's to_tensor gives
         t = (t.clamp(0, 1) * 255).round().to(torch.uint8)
     elif t.dtype != torch.uint8:

@@ -212,6 +212,23 @@ def model_from_file(path: str | os.PathLike) -> tuple[nn.Module, Checkpoint]:
     return model_from_info(read_file(path).weights_only(), str(path))
 
 
+def _classes(info: Checkpoint, num_classes: int, path: str) -> list[str]:
+    """The file's class names, one per output and all different; numbered (said) or ImageNet's when it has none."""
+    classes = info.classes
+    if classes is None and num_classes != IMAGENET_CLASSES:  # a bare state dict, a .safetensors without its .json
+        print(f"warning: {path}: names no classes (an alexnet checkpoint or the .json beside an export does): its "
+              f"{num_classes} classes are numbered, and its preprocessing is taken to be ImageNet's unless the file "
+              "says otherwise, which may not be what it was trained with", file=sys.stderr)  # fmt: skip
+    if classes is None:
+        classes = imagenet_classes() if num_classes == IMAGENET_CLASSES else [str(i) for i in range(num_classes)]
+    if len(classes) != num_classes:
+        raise WeightsError(f"{path}: 'classes' must be a list of {num_classes} names (one per output)")
+    twice = sorted(c for c, n in Counter(classes).items() if n > 1)
+    if twice:  # two outputs of one name: a prediction could not say which, and evaluate would score by the first
+        raise WeightsError(f"{path}: class {twice[0]!r} is named twice in 'classes' (each output needs its own name)")
+    return list(classes)
+
+
 def model_from_info(info: Checkpoint, path: str = "weights") -> tuple[nn.Module, Checkpoint]:
     """``model_from_file`` once the file is read: fill in what a foreign file leaves out (architecture, class names,
     preprocessing), check the head, build the model. ``path`` names the source in errors."""
@@ -227,18 +244,7 @@ def model_from_info(info: Checkpoint, path: str = "weights") -> tuple[nn.Module,
     arch = info.arch or ("alexnet2012" if conv1.shape[0] == 96 else "alexnet")
     if arch not in list_models():
         raise WeightsError(f"{path}: unknown arch {arch!r}; this alexnet builds {', '.join(list_models())}")
-    classes = info.classes
-    if classes is None and num_classes != IMAGENET_CLASSES:  # a bare state dict, a .safetensors without its .json
-        print(f"warning: {path}: names no classes (an alexnet checkpoint or the .json beside an export does): its "
-              f"{num_classes} classes are numbered, and its preprocessing is taken to be ImageNet's unless the file "
-              "says otherwise, which may not be what it was trained with", file=sys.stderr)  # fmt: skip
-    if classes is None:
-        classes = imagenet_classes() if num_classes == IMAGENET_CLASSES else [str(i) for i in range(num_classes)]
-    if len(classes) != num_classes:
-        raise WeightsError(f"{path}: 'classes' must be a list of {num_classes} names (one per output)")
-    twice = sorted(c for c, n in Counter(classes).items() if n > 1)
-    if twice:  # two outputs of one name: a prediction could not say which, and evaluate would score by the first
-        raise WeightsError(f"{path}: class {twice[0]!r} is named twice in 'classes' (each output needs its own name)")
+    classes = _classes(info, num_classes, path)
     if info.preprocess is None and info.classes is not None and num_classes != IMAGENET_CLASSES:
         print(f"warning: {path}: names its classes but not its preprocessing (the .json beside an export has "
               "'preprocess'): ImageNet's is assumed, which may not be what it was trained with",
