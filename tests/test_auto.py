@@ -69,6 +69,12 @@ def test_durations(text, seconds):
     assert parse_duration(text) == seconds
 
 
+def test_a_budget_too_short_to_keep_is_refused():
+    with pytest.raises(UserError, match=r"--time-budget '10s': must be between 30 seconds and 30 days"):
+        TrainConfig(time_budget="10s")  # (1s took 14 s: the set-up alone)
+    assert TrainConfig(time_budget="30s").time_budget == "30s"
+
+
 @pytest.mark.parametrize("text", ["", "5 minutes", "m5", "5m3", "-5m", "1e3", "5mm", "1m1m", "5s5m"])  # 1m1m: 2 min?
 def test_bad_durations_are_one_line_naming_the_flag(text):
     with pytest.raises(UserError, match="--time-budget"):
