@@ -309,6 +309,13 @@ def test_class_lists_that_do_not_match_the_head(state_dict, classes):
         model_from_info(from_payload(info, "ck.pt"), "ck.pt")
 
 
+def test_a_class_named_twice_is_refused_by_every_reader(state_dict):
+    # checked where every reader of a checkpoint's classes passes (it was only model_from_info's check)
+    info = {"arch": "alexnet", "model": state_dict, "classes": ["a", "b", "a"], "preprocess": PRE}
+    with pytest.raises(UserError, match=r"ck\.pt: class 'a' is named twice in 'classes'"):
+        from_payload(info, "ck.pt")
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # training settings: as a dict (Python), a config file (TOML, YAML, JSON) and flags (alexnet train)
 

@@ -40,6 +40,15 @@ def test_strips_ddp_and_compile_prefixes(tmp_path, tv_weights):
     assert _same(load_weights(AlexNet(num_classes=10), tmp_path / "wrapped.pth"), ref)
 
 
+@pytest.mark.parametrize("text, said", [("[1, 2]", "expected a JSON object"), ("{bad", "not valid JSON")])
+def test_safetensors_header_metadata_that_is_not_an_object(tmp_path, text, said):
+    # the 'alexnet' entry of a safetensors header is read as the .json beside an export is, with the same messages
+    weights = {"classifier.6.weight": torch.zeros(3, 4096), "classifier.6.bias": torch.zeros(3)}
+    save_file(weights, str(tmp_path / "w.safetensors"), metadata={"alexnet": text})
+    with pytest.raises(WeightsError, match=rf"w\.safetensors: its 'alexnet' metadata: {said}"):
+        model_from_file(tmp_path / "w.safetensors")
+
+
 def test_safetensors_and_checkpoint(tmp_path, tv_weights, capsys):
     ref, _ = tv_weights
     save_file(ref.state_dict(), str(tmp_path / "w.safetensors"))
@@ -55,7 +64,7 @@ def test_safetensors_and_checkpoint(tmp_path, tv_weights, capsys):
     model_from_file(tmp_path / "w.safetensors")
     assert "w.safetensors: names its classes but not its preprocessing" in capsys.readouterr().err
     (tmp_path / "w.json").write_text(json.dumps({"classes": list("abcdefghia")}))  # two outputs called "a"
-    with pytest.raises(WeightsError, match=r"w.safetensors: class 'a' is named twice in 'classes'"):
+    with pytest.raises(WeightsError, match=r"w.json: class 'a' is named twice in 'classes'"):
         model_from_file(tmp_path / "w.safetensors")
     (tmp_path / "w.json").unlink()
     save_file(torchvision.models.alexnet(weights=None).state_dict(), str(tmp_path / "imagenet.safetensors"))

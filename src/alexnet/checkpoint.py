@@ -22,6 +22,7 @@ import errno
 import os
 import shutil
 import tempfile
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -195,6 +196,9 @@ def _classes(meta: dict[str, Any], model: dict[str, torch.Tensor] | None, source
     if not fits or (outputs is not None and len(classes) != outputs):
         what = f"{outputs} names (one per output)" if outputs is not None else "class names"
         raise WeightsError(f"{source}: 'classes' must be a list of {what}")
+    twice = sorted(c for c, n in Counter(classes).items() if n > 1)
+    if twice:  # two outputs of one name: a prediction could not say which, and evaluate would score by the first
+        raise WeightsError(f"{source}: class {twice[0]!r} is named twice in 'classes' (each output needs its own name)")
     return classes
 
 

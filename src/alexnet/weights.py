@@ -14,7 +14,6 @@ import dataclasses
 import json
 import os
 import sys
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -106,26 +105,28 @@ def _embedded(path: Path) -> dict[str, Any]:
         text = (f.metadata() or {}).get("alexnet")
     if text is None:
         return {}
-    try:
-        meta = json.loads(text) if len(text) <= limits().max_json_bytes else None
-    except (ValueError, RecursionError):
-        meta = None
-    if not isinstance(meta, dict):
-        most = limits().max_json_bytes
-        raise WeightsError(f"{path}: its 'alexnet' metadata is not a JSON object of at most {most:,} bytes")
-    return meta
+    if len(text) > limits().max_json_bytes:
+        raise WeightsError(f"{path}: its 'alexnet' metadata is over {limits().max_json_bytes:,} bytes")
+    return _json_object(text, f"{path}: its 'alexnet' metadata")
 
 
 def read_sidecar(path: Path) -> dict[str, Any]:
     """The JSON metadata next to a ``.safetensors`` file (written by ``alexnet export``); ``WeightsError`` if broken."""
     try:
-        meta = json.loads(read_bounded(path, limits().max_json_bytes, "JSON"))
+        text = read_bounded(path, limits().max_json_bytes, "JSON")
     except UserError as e:
         raise WeightsError(str(e)) from None
+    return _json_object(text, str(path))
+
+
+def _json_object(text: str | bytes, what: str) -> dict[str, Any]:
+    """``text`` (already bounded) parsed as a JSON object, or ``WeightsError`` starting with ``what``."""
+    try:
+        meta = json.loads(text)
     except (ValueError, RecursionError) as e:
-        raise WeightsError(f"{path}: not valid JSON ({e})") from None
+        raise WeightsError(f"{what}: not valid JSON ({e})") from None
     if not isinstance(meta, dict):
-        raise WeightsError(f"{path}: expected a JSON object of metadata, got {type(meta).__name__}")
+        raise WeightsError(f"{what}: expected a JSON object of metadata, got {type(meta).__name__}")
     return meta
 
 
@@ -223,9 +224,6 @@ def _classes(info: Checkpoint, num_classes: int, path: str) -> list[str]:
         classes = imagenet_classes() if num_classes == IMAGENET_CLASSES else [str(i) for i in range(num_classes)]
     if len(classes) != num_classes:
         raise WeightsError(f"{path}: 'classes' must be a list of {num_classes} names (one per output)")
-    twice = sorted(c for c, n in Counter(classes).items() if n > 1)
-    if twice:  # two outputs of one name: a prediction could not say which, and evaluate would score by the first
-        raise WeightsError(f"{path}: class {twice[0]!r} is named twice in 'classes' (each output needs its own name)")
     return list(classes)
 
 

@@ -14,7 +14,7 @@ from ..checkpoint import clean_stale_temps
 from ..config import TrainConfig
 from ..data.holdout import run_dir_of
 from ..errors import UserError
-from ..limits import read_bounded
+from ..limits import limits, read_bounded
 
 
 def default_run_dir(cfg: TrainConfig) -> Path:
@@ -88,7 +88,7 @@ def _check_unsaved_run(run_dir: Path, cfg: TrainConfig) -> None:
     if cfg.data or cfg.train_dir or not (run_dir / "config.json").is_file():
         return
     try:
-        stored = json.loads(read_bounded(run_dir / "config.json", 1 << 20, "config.json"))
+        stored = json.loads(read_bounded(run_dir / "config.json", limits().max_json_bytes, "config.json"))
     except (UserError, ValueError):
         return  # not ours to judge: a new run replaces it, as the message before training says
     data = stored.get("data") or stored.get("train_dir") if isinstance(stored, dict) else None
