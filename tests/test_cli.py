@@ -74,7 +74,7 @@ def test_every_help_shows_a_default_once_and_no_rest_markup():
             assert len(re.findall(r"\bdefault\b", shown, re.IGNORECASE)) <= 1, f"{name} {action.dest}: {shown!r}"
     # an option whose help is silent about its default gets it appended
     predict = dict(_parsers(build_parser()))["alexnet predict"]
-    assert re.search(r"--topk TOPK\s+classes to show per image \(default: 5\)", predict.format_help())
+    assert re.search(r"--batch-size BATCH_SIZE\s+images per forward pass \(default: 64\)", predict.format_help())
 
 
 def test_help_formatter_conventions():

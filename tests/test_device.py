@@ -19,3 +19,11 @@ def test_missing_cuda_is_a_clear_error():
     assert resolve_device("auto").type in ("cpu", "mps")
     with pytest.raises(UserError, match="CUDA is not available"):
         resolve_device("cuda")
+
+
+def test_device_and_precision_messages_do_not_name_a_flag():
+    """``alexnet.load(path, device="gpu")`` said ``--device 'gpu'``: a flag the Python caller never typed."""
+    with pytest.raises(UserError, match=r"^device 'gpu' is not a device; use one of auto, cpu, cuda, mps or cuda:N$"):
+        resolve_device("gpu")
+    with pytest.raises(UserError, match=r"^precision 'fp64' is not one of auto, fp32, bf16, fp16$"):
+        resolve_precision("fp64", torch.device("cpu"))

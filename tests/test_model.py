@@ -2,12 +2,13 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 import torchvision
 from torch import nn
 
-from alexnet import AlexNet, AlexNet2012, create_model, list_models
+from alexnet import AlexNet, AlexNet2012, UserError, create_model, list_models
 from alexnet.model import MIN_INPUT_SIZE, count_params
 from alexnet.summary import layer_table
 
@@ -159,8 +160,50 @@ def test_registry():
     assert list_models() == ["alexnet", "alexnet2012"]
     assert isinstance(create_model("alexnet2012", num_classes=7, dropout=0.3), AlexNet2012)
     assert create_model("alexnet", num_classes=7).classifier[0].p == 0.5
-    with pytest.raises(ValueError, match="available: alexnet, alexnet2012"):
+    with pytest.raises(ValueError, match="name must be one of alexnet, alexnet2012, got 'vgg16'"):
         create_model("vgg16")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"num_classes": 0}, "num_classes must be a positive whole number, got 0"),  # built a model with no outputs
+        ({"num_classes": "10"}, "num_classes must be a positive whole number, got '10'"),
+        ({"num_classes": 2.0}, "num_classes must be a positive whole number, got 2.0"),
+        ({"num_classes": True}, "num_classes must be a positive whole number, got True"),
+        ({"in_channels": 0}, "in_channels must be 1 (grayscale) or 3 (RGB), got 0"),
+        ({"in_channels": "3"}, "in_channels must be 1 (grayscale) or 3 (RGB), got '3'"),
+        ({"dropout": "0.5"}, "dropout must be a probability from 0 to 1, got '0.5'"),
+    ],
+)
+def test_create_model_names_a_wrong_argument(kwargs, message):
+    """Each was a torch traceback (``empty(): argument 'size'``, ``'<' not supported``) or a silent empty head."""
+    with pytest.raises(UserError) as e:
+        create_model("alexnet", **kwargs)
+    assert str(e.value) == message and isinstance(e.value, TypeError) and isinstance(e.value, ValueError)
+
+
+@pytest.mark.parametrize(
+    ("x", "got"),
+    [
+        (
+            np.zeros((1, 3, 64, 64), np.float32),
+            "got a numpy.ndarray; for image files, PIL images or arrays use alexnet",
+        ),
+        ("cat.jpg", "got a str; for image files"),
+        (torch.zeros(1, 3, 64, 64, dtype=torch.uint8), "got uint8 (1, 3, 64, 64)"),
+        (torch.zeros(3, 64, 64), "got float32 (3, 64, 64)"),
+        (torch.zeros(1, 1, 64, 64), "got float32 (1, 1, 64, 64)"),
+        (torch.zeros(1, 3, 32, 32), "got float32 (1, 3, 32, 32)"),
+    ],
+)
+def test_extract_says_what_input_it_takes(x, got):
+    """Each was a traceback from inside conv2d or linear (``mat1 and mat2 shapes cannot be multiplied``)."""
+    m = create_model("alexnet", num_classes=3).eval()
+    want = "x must be a normalised float tensor (B, 3, H, W), H and W at least 63 px, "
+    with pytest.raises(UserError) as e:
+        m.extract(x, "fc7")
+    assert str(e.value).startswith(want + got)
 
 
 @pytest.mark.parametrize("arch", ["alexnet", "alexnet2012"])
@@ -175,7 +218,7 @@ def test_extract_features_uses_the_same_modules(arch):
         # fc7 fed through fc8 by hand gives the logits
         assert torch.allclose(m.classifier[6](fc7), m(x), atol=1e-5)
         assert torch.allclose(m.extract(x, "logits"), m(x))
-    with pytest.raises(ValueError, match="fc7"):
+    with pytest.raises(ValueError, match="layer must be one of conv5, fc6, fc7, logits, got 'fc9'"):
         m.extract(x, "fc9")
 
 

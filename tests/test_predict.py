@@ -162,6 +162,70 @@ def test_bad_inputs_are_named_and_the_rest_still_run(ckpt, images):
     assert p.predict(gray, topk=3) == p.predict([g[0].numpy() for g in gray], topk=3)
 
 
+TOPK = "topk must be a whole number from 1 to 3 (this model has 3 classes), got "
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda p, x: p.predict(x, topk=2.5), TOPK + "2.5"),
+        (lambda p, x: p.predict(x, topk="3"), TOPK + "'3'"),
+        (lambda p, x: p.predict(x, topk=0), TOPK + "0"),
+        (lambda p, x: p.predict(x, topk=True), TOPK + "True"),
+        (lambda p, x: p.predict(x, batch_size=2.5), "batch_size must be a positive whole number, got 2.5"),
+        (lambda p, x: p.predict(x, ten_crop="yes"), "ten_crop must be True or False, got 'yes'"),
+        (lambda p, x: p.features(x, batch_size=0), "batch_size must be a positive whole number, got 0"),
+        (lambda p, x: p.features(x, batch_size=True), "batch_size must be a positive whole number, got True"),
+        (lambda p, x: p.features(x, layer="conv6"), "layer must be one of conv5, fc6, fc7, logits, got 'conv6'"),
+        (lambda p, x: alexnet.load(None), "model_path must be a file path (a str or pathlib.Path), got None"),
+        (lambda p, x: alexnet.load(123), "model_path must be a file path (a str or pathlib.Path), got 123"),
+        (lambda p, x: alexnet.load(str(x).encode()), "got b'"),
+        (lambda p, x: alexnet.load(p.path, device="gpu"), "device 'gpu' is not a device; use one of auto, cpu"),
+        (lambda p, x: alexnet.load_weights(create_model("alexnet", num_classes=3), None), "path must be a file path"),
+    ],
+)  # fmt: skip
+def test_python_api_names_a_wrong_argument_as_the_caller_wrote_it(ckpt, images, call, message):
+    """Each of these ended in a torch or pathlib traceback, or named a CLI flag (--topk) the caller never typed."""
+    p = alexnet.load(ckpt[0], device="cpu")
+    p.path = ckpt[0]
+    with pytest.raises(alexnet.UserError) as e:
+        call(p, images[1][0])
+    assert message in str(e.value) and "--" not in str(e.value)
+    if message.startswith(("topk", "batch_size", "model_path", "layer")):  # also the built-in types callers catch
+        assert isinstance(e.value, TypeError) and isinstance(e.value, ValueError)
+
+
+def test_topk_over_the_classes_is_refused_and_without_it_every_class_of_a_small_model(ckpt, images, capsys):
+    """As serve's ?topk (400): asking for more classes than the model has is refused, naming its count (it was capped
+    silently); without topk the top 5, or all classes of a model with fewer, in Python and on the command line."""
+    path, _ = ckpt
+    _, paths, _, _ = images
+    p = alexnet.load(path, device="cpu")
+    with pytest.raises(
+        alexnet.UserError, match=r"topk must be a whole number from 1 to 3 \(this model has 3 classes\)"
+    ):
+        p.predict(paths[0], topk=4)
+    assert len(p.predict(paths[0])[0]) == len(p.predict(paths[0], topk=None)[0]) == 3
+    assert main(["predict", str(path), str(paths[0]), "--topk", "4"]) == 2
+    err = capsys.readouterr().err
+    assert (
+        err == "alexnet predict: error: --topk must be a whole number from 1 to 3 (this model has 3 classes), got 4\n"
+    )
+    assert main(["predict", str(path), str(paths[0]), "--topk", "0"]) == 2
+    assert "--topk must be a whole number from 1 to 3 (this model has 3 classes), got 0" in capsys.readouterr().err
+    assert main(["predict", str(path), str(paths[0]), "--format", "json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)["top"]) == 3
+
+
+def test_repr_says_what_the_model_is_without_its_weights(ckpt):
+    p = alexnet.load(ckpt[0], device="cpu")
+    for text in (repr(p.info), str(p.info), repr(p)):
+        assert len(text) < 300, text[:300]  # the state dict printed whole: 48,713 characters
+        assert "'alexnet'" in text and "3 classes" in text and "crop=64" in text and "tensor(" not in text
+    assert repr(p.info).startswith("Checkpoint(arch='alexnet', 3 classes ['cat', 'dog', 'fox'], 57,016,131 parameters")
+    assert repr(p).startswith("Predictor(arch='alexnet', 3 classes, Preprocess(crop=64")
+
+
 def test_predictor_takes_typed_metadata_read_from_a_file_or_built(ckpt, images):
     """A ``Predictor`` gets a ``Checkpoint``: its ``preprocess`` is always a validated ``Preprocess`` (read from a
     file's stored dict by ``checkpoint.from_metadata``, or built), never a dict to coerce."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from .errors import UserError, WeightsError
+from .errors import ArgumentError, UserError, WeightsError
 
 # public name -> the module that defines it
 _LAZY = {
@@ -32,6 +32,7 @@ _LAZY = {
 __all__ = [
     "AlexNet",
     "AlexNet2012",
+    "ArgumentError",
     "OnnxPredictor",
     "Predictor",
     "Preprocess",

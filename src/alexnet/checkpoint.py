@@ -70,6 +70,15 @@ class Checkpoint:
     scaler: dict[str, Any] | None = None
     rng: dict[str, Any] | None = None
 
+    def __repr__(self) -> str:
+        """What the weights are, not the weights (the state dict printed whole ran to tens of thousands of lines)."""
+        params = sum(t.numel() for t in self.model.values() if isinstance(t, torch.Tensor))
+        classes = self.classes if self.classes is not None and len(self.classes) <= 5 else None
+        n = self.num_classes if self.classes is not None or HEAD_WEIGHT in self.model else "?"
+        shown = f"{n} classes" + (f" {classes}" if classes else "")
+        state = f", step={self.step}" if self.step is not None else ""
+        return f"Checkpoint(arch={self.arch!r}, {shown}, {params:,} parameters, {self.preprocess!r}{state})"
+
     @property
     def num_classes(self) -> int:
         return len(self.classes) if self.classes is not None else int(self.model[HEAD_WEIGHT].shape[0])

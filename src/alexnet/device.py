@@ -36,11 +36,11 @@ def resolve_device(name: str = "auto") -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise UserError(f"--device {name!r} is not a device; use one of {', '.join(DEVICES)}") from None
+        raise UserError(f"device {name!r} is not a device; use one of {', '.join(DEVICES)} or cuda:N") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"--device {name}: CUDA is not available on this machine (use --device cpu or auto)")
+        raise UserError(f"device {name!r}: CUDA is not available on this machine; use cpu or auto")
     if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise UserError(f"--device {name}: MPS is not available on this machine (use --device cpu or auto)")
+        raise UserError(f"device {name!r}: MPS is not available on this machine; use cpu or auto")
     return device
 
 
@@ -49,7 +49,7 @@ def resolve_precision(name: str, device: torch.device) -> torch.dtype:
     import torch
 
     if name not in PRECISIONS:
-        raise UserError(f"--precision {name!r} is not one of {', '.join(PRECISIONS)}")
+        raise UserError(f"precision {name!r} is not one of {', '.join(PRECISIONS)}")
     if name == "fp32":
         return torch.float32
     if name == "bf16":

@@ -7,6 +7,12 @@ class UserError(Exception):
     """Bad input from the user (a file, a flag, a value). The message says what was wrong and what to do."""
 
 
+class ArgumentError(UserError, TypeError, ValueError):
+    """A public function called with an argument of the wrong type or value (``topk=2.5``, ``num_classes=0``); the
+    message names the argument as the caller wrote it. Also a ``TypeError`` and a ``ValueError``, so code catching
+    those goes on working; checked by ``alexnet.arguments``."""
+
+
 class WeightsError(UserError):
     """A weights or checkpoint file that cannot be read, or does not fit the model."""
 

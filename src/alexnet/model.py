@@ -20,6 +20,9 @@ from typing import ClassVar
 import torch
 from torch import nn
 
+from .arguments import one_of, positive_int
+from .errors import ArgumentError
+
 MIN_INPUT_SIZE = 63  # px: the smallest side for which the three 3x3/2 max-pools still leave one pixel
 
 POOL_CELLS = 36  # the 6x6 grid of the average pool before fc6
@@ -88,13 +91,27 @@ class _AlexNetBase(nn.Module):
         ReLU (the paper's Figure 4 uses fc7); ``logits``: the final scores. Dropout follows the module's mode, so
         call ``model.eval()`` first for deterministic features.
         """
-        if layer not in FEATURE_LAYERS:
-            raise ValueError(f"unknown feature layer {layer!r}; choose from {', '.join(FEATURE_LAYERS)}")
+        one_of(layer, "layer", FEATURE_LAYERS)
+        self._check_input(x)
         x = self.avgpool(self.features(x))
         if layer == "conv5":
             return x
         x = torch.flatten(x, 1)
         return self.classifier[: self._classifier_taps[layer]](x)
+
+    def _check_input(self, x: object) -> None:
+        """Raise ``ArgumentError`` unless ``x`` is a float ``(B, C, H, W)`` batch this network takes (C: conv1's
+        channels; H, W >= ``MIN_INPUT_SIZE``), saying what to pass instead."""
+        c = self.features[0].in_channels
+        want = f"a normalised float tensor (B, {c}, H, W), H and W at least {MIN_INPUT_SIZE} px"
+        if not isinstance(x, torch.Tensor):
+            module = type(x).__module__.partition(".")[0]
+            kind = type(x).__name__ if module == "builtins" else f"{module}.{type(x).__name__}"
+            hint = "; for image files, PIL images or arrays use alexnet.load(model_file).features(images)"
+            raise ArgumentError(f"x must be {want}, got a {kind}{hint}")
+        if not x.is_floating_point() or x.ndim != 4 or x.shape[1] != c or min(x.shape[-2:]) < MIN_INPUT_SIZE:
+            dtype = str(x.dtype).removeprefix("torch.")
+            raise ArgumentError(f"x must be {want}, got {dtype} {tuple(x.shape)}")
 
     @property
     def head(self) -> nn.Linear:
@@ -132,12 +149,16 @@ class _AlexNetBase(nn.Module):
 
     def reset_head(self, num_classes: int) -> None:
         """Replace fc8 with a freshly initialised layer for ``num_classes`` classes."""
+        num_classes = positive_int(num_classes, "num_classes")
         old = self.head
         new = nn.Linear(old.in_features, num_classes, device=old.weight.device, dtype=old.weight.dtype)
         self.classifier[-1] = new
 
 
 def _classifier(num_classes: int, dropout: float, in_features: int = 256 * 6 * 6) -> nn.Sequential:
+    num_classes = positive_int(num_classes, "num_classes")
+    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout <= 1:
+        raise ArgumentError(f"dropout must be a probability from 0 to 1, got {dropout!r}")
     # Same order as torchvision (dropout before each hidden linear), so the state_dict indices match: 1, 4, 6.
     return nn.Sequential(
         nn.Dropout(p=dropout),
@@ -265,8 +286,9 @@ def _apply_init(model: nn.Module, init: str, in_channels: int = 3) -> None:
     """``init`` on a model built with an RGB conv1; for ``in_channels`` 1, conv1 is then that RGB conv1 summed over
     R, G, B (``adapt_input_conv``), so a gray model starts as the RGB model fed (x, x, x) does, the same random draws
     included (He-normal's fan-out and the paper's N(0, 0.01) would otherwise start its kernels sqrt(3) x smaller)."""
-    if init not in _INITS:
-        raise ValueError(f"unknown init {init!r}; choose from {', '.join(_INITS)}")
+    one_of(init, "init", tuple(_INITS))
+    if isinstance(in_channels, bool) or in_channels not in (1, 3):
+        raise ArgumentError(f"in_channels must be 1 (grayscale) or 3 (RGB), got {in_channels!r}")
     fn = _INITS[init]
     if fn is not None:
         fn(model)
@@ -291,8 +313,7 @@ def list_models() -> list[str]:
 
 def create_model(name: str, num_classes: int = 1000, **kwargs) -> _AlexNetBase:
     """Build a model by registry name (``alexnet`` or ``alexnet2012``); extra kwargs go to its constructor."""
-    if name not in _MODELS:
-        raise ValueError(f"unknown model {name!r}; available: {', '.join(list_models())}")
+    one_of(name, "name", list_models())
     return _MODELS[name](num_classes=num_classes, **kwargs)
 
 

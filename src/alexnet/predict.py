@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from . import checkpoint
+from .arguments import file_path, flag, one_of, positive_int
 from .checkpoint import Checkpoint
 from .device import autocast, resolve_device, resolve_precision
 from .errors import UserError, missing_file
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
     from .explain import Explanation
 
 Prediction = list[tuple[str, float]]  # top-k (class name, probability), most likely first
+DEFAULT_TOPK = 5  # without topk: the top 5, or every class of a model with fewer (as serve's ?topk)
 
 
 def load(model_path: str | os.PathLike, *, device: str = "auto", precision: str = "fp32") -> Predictor:
@@ -47,7 +49,7 @@ def load(model_path: str | os.PathLike, *, device: str = "auto", precision: str 
     export (``alexnet export``) gives an ``OnnxPredictor`` running onnxruntime, with the same methods except
     ``features``. A ``.pt2`` archive is refused in one line (``torch.export.load`` can run code from the file).
     """
-    suffix = Path(model_path).suffix.lower()
+    suffix = Path(file_path(model_path, "model_path")).suffix.lower()
     if not Path(model_path).is_file():
         raise UserError(missing_file(model_path, "model file"))
     if suffix == ".onnx":
@@ -149,6 +151,18 @@ class Predictor:
         model's channels; RGB becomes luma for a grayscale model)."""
         return self._transforms[ten_crop](match_channels(img, self.preprocess.channels))
 
+    def __repr__(self) -> str:
+        k, arch = len(self.classes), getattr(self.info, "arch", None)
+        return f"{type(self).__name__}(arch={arch!r}, {k} classes, {self.preprocess!r}, device={str(self.device)!r})"
+
+    def top_k(self, topk: int | None, name: str = "topk") -> int:
+        """``topk`` checked against this model's classes: 1 to their count (more is refused, as serve's ``?topk``
+        answers 400: a caller asking for more may have the wrong model); None: ``DEFAULT_TOPK`` or every class."""
+        n = len(self.classes)
+        if topk is None:
+            return min(DEFAULT_TOPK, n)
+        return positive_int(topk, name, most=n, what=f"this model has {n} class{'es' * (n != 1)}")
+
     def _forward(self, batch: torch.Tensor, layer: str = "logits") -> torch.Tensor:
         """``uint8 (B, 3, c, c)`` on the CPU -> float32 activations of ``layer`` on the device."""
         x = self.preprocess.normalize(batch.to(self.device, non_blocking=True))  # float32 (B, 3, c, c)
@@ -187,22 +201,21 @@ class Predictor:
         self,
         images: Iterable[Any],
         *,
-        topk: int = 5,
+        topk: int | None = None,
         ten_crop: bool = False,
         batch_size: int = 64,
         flip: bool = False,
     ) -> Iterator[tuple[Any, Prediction | None, UserError | None]]:
         """Yield ``(input, top-k, None)`` or ``(input, None, error)`` per image, in order; bad inputs don't stop it.
-        ``flip``: average each image's softmax with its mirror's (ignored with ``ten_crop``, whose views hold it).
+        ``topk``: 1 to the model's classes (``top_k``); ``flip``: average each image's softmax with its mirror's
+        (ignored with ``ten_crop``, whose views hold it).
 
         A ``(B, 3, H, W)`` tensor input yields B results, each paired with the whole tensor as its input. A
         ``UserError`` instance among the inputs (e.g. from a folder scan) comes back as that input's error, in order.
         """
-        if topk < 1:
-            raise UserError(f"--topk {topk}: must be at least 1")
-        if batch_size < 1:
-            raise UserError(f"--batch-size {batch_size}: must be at least 1")
-        k = min(topk, len(self.classes))
+        k, batch_size = self.top_k(topk), positive_int(batch_size, "batch_size")
+        flag(ten_crop, "ten_crop")
+        flag(flip, "flip")
         pending: list[tuple[Any, torch.Tensor | None, UserError | None]] = []
 
         def flush() -> Iterator[tuple[Any, Prediction | None, UserError | None]]:
@@ -234,7 +247,7 @@ class Predictor:
         yield from flush()
 
     def predict(
-        self, images: Any, *, topk: int = 5, ten_crop: bool = False, batch_size: int = 64, flip: bool = False
+        self, images: Any, *, topk: int | None = None, ten_crop: bool = False, batch_size: int = 64, flip: bool = False
     ) -> list[Prediction]:
         """Top-k ``(class name, probability)`` per image. ``images``: one image or a list (see module docstring).
 
@@ -254,8 +267,8 @@ class Predictor:
 
         ``images``: a list of inputs as for ``predict``, or a data split (anything with ``len`` and ``load(i)``).
         """
-        if layer not in FEATURE_LAYERS:
-            raise UserError(f"--layer {layer!r}: choose one of {', '.join(FEATURE_LAYERS)}")
+        one_of(layer, "layer", FEATURE_LAYERS)
+        batch_size = positive_int(batch_size, "batch_size")
         self._check_features()
         if hasattr(images, "load") and hasattr(images, "__len__"):
             loader = images.load
@@ -301,8 +314,7 @@ class Predictor:
             )
         from .explain import explain_crops
 
-        if batch_size < 1:
-            raise UserError(f"--batch-size {batch_size}: must be at least 1")
+        batch_size = positive_int(batch_size, "batch_size")
         if not isinstance(images, (list, tuple)):
             images = [images]
         crops = [self.transform(img) for src in images for img in as_uint8_images(src, self.preprocess)]
@@ -338,16 +350,16 @@ class OnnxPredictor(Predictor):
         except ImportError:
             raise UserError(f"{path}: running an ONNX model needs onnxruntime: pip install 'alexnet[onnx]'") from None
         if precision not in ("auto", "fp32"):
-            raise UserError(f"--precision {precision}: an ONNX export runs in fp32 (use auto or fp32)")
+            raise UserError(f"precision {precision!r}: an ONNX export runs in fp32 (use auto or fp32)")
         self.path = Path(path)
         if not self.path.is_file():
             raise UserError(f"{path}: no such ONNX file")
         providers: list[Any] = ["CPUExecutionProvider"]
         gpu = "CUDAExecutionProvider" in ort.get_available_providers()
         if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", device):
-            raise UserError(f"--device {device}: an ONNX model runs on auto, cpu, cuda or cuda:N")
+            raise UserError(f"device {device!r}: an ONNX model runs on auto, cpu, cuda or cuda:N")
         if device.startswith("cuda") and not gpu:
-            raise UserError(f"--device {device}: this onnxruntime has no CUDA provider (pip install onnxruntime-gpu)")
+            raise UserError(f"device {device!r}: this onnxruntime has no CUDA provider (pip install onnxruntime-gpu)")
         if gpu and device != "cpu":
             providers.insert(0, ("CUDAExecutionProvider", {"device_id": int(device.partition(":")[2] or 0)}))
         options = ort.SessionOptions()
@@ -455,46 +467,4 @@ def save_features(
         metadata = {"layer": layer, "classes": json.dumps(list(classes)), "paths": json.dumps(list(paths))}
         save_file(tensors, str(path), metadata=metadata)
         return [path]
-    raise UserError(f"--out {path}: the file name must end in .npy or .safetensors")
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# video
-
-
-VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
-
-
-def video_frames(path: str | os.PathLike, *, every: float = 1.0) -> Iterator[tuple[float, torch.Tensor]]:
-    """Yield ``(time in s, uint8 (3, H, W) RGB frame)`` every ``every`` seconds of a video (OpenCV, optional extra).
-
-    Frames in between are grabbed but not decoded to pixels, so sparse sampling costs little more than demuxing.
-    """
-    if every <= 0:
-        raise UserError(f"--every {every}: must be a positive number of seconds")
-    try:
-        import cv2
-    except ImportError:
-        raise UserError(f"{path}: reading video needs OpenCV: pip install 'alexnet[video]'") from None
-    cap = cv2.VideoCapture(os.fspath(path))
-    if not cap.isOpened():
-        raise UserError(f"{path}: OpenCV cannot open this video (unsupported codec or not a video file)")
-    try:
-        fps = cap.get(cv2.CAP_PROP_FPS)
-        i, next_t, any_frame = 0, 0.0, False
-        while cap.grab():
-            t = i / fps if fps > 0 else cap.get(cv2.CAP_PROP_POS_MSEC) / 1000
-            i += 1
-            if t + 1e-6 < next_t:
-                continue
-            ok, bgr = cap.retrieve()
-            if not ok:
-                break
-            any_frame = True
-            next_t += every * (1 + int((t + 1e-6 - next_t) // every))  # the next multiple of `every` after t
-            rgb = np.ascontiguousarray(bgr[:, :, ::-1])
-            yield t, torch.from_numpy(rgb).permute(2, 0, 1).contiguous()
-        if not any_frame:
-            raise UserError(f"{path}: no frame could be decoded from this video")
-    finally:
-        cap.release()
+    raise UserError(f"{path}: a features file's name must end in .npy or .safetensors")

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from . import checkpoint
+from .arguments import file_path
 from .checkpoint import Checkpoint
 from .errors import UserError, WeightsError, missing_file
 from .limits import limits, read_bounded
@@ -67,7 +68,7 @@ def read_file(path: str | os.PathLike) -> Checkpoint:
     safetensors come back with the weights only, plus whatever a JSON sidecar adds. A ``.pt2`` archive is refused
     (``refuse_program``).
     """
-    path = Path(path)
+    path = Path(file_path(path, "path"))
     if not path.is_file():
         raise WeightsError(missing_file(path, "weights file"))
     if is_program(path):

@@ -78,7 +78,8 @@ def run(args: argparse.Namespace) -> int:
 
     from ..explain import layer_size, resolve_layer
     from ..outputs import prepare_output
-    from ..predict import VIDEO_EXTENSIONS, load
+    from ..predict import load
+    from ..video import VIDEO_EXTENSIONS
     from .predict import expand_inputs, list_inputs
 
     cfg = ExplainConfig(**given(args, ExplainConfig))

@@ -31,7 +31,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("predict", help="classify images, folders of images and videos", description=__doc__)
     p.add_argument("model", help="our checkpoint (.pt), a torchvision AlexNet .pth, .safetensors + .json, or .onnx")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders (searched recursively), videos")
-    p.add_argument("--topk", type=int, default=5, help="classes to show per image")
+    p.add_argument("--topk", type=int, help="classes to show per image, 1 to the model's classes (default: 5, or "
+                   "all of a model with fewer)")  # fmt: skip
     p.add_argument("--format", choices=FORMATS, default="table", help="output format")
     p.add_argument("--ten-crop", action="store_true", help="average the 10 crops of paper §4.1 (10x the compute)")
     p.add_argument("--flip", action="store_true", help="average each image with its mirror (2x the compute; as a "
@@ -70,7 +71,7 @@ def expand_inputs(
     listed: list[tuple[str, Path | UserError]], *, every: float
 ) -> Iterator[tuple[str, float | None, Any]]:
     """``(name, time or None, image source or UserError)`` per image and sampled video frame, in order."""
-    from ..predict import VIDEO_EXTENSIONS, video_frames
+    from ..video import VIDEO_EXTENSIONS, video_frames
 
     for name, path in listed:
         if isinstance(path, Path) and path.suffix.lower() in VIDEO_EXTENSIONS:
@@ -86,10 +87,12 @@ def expand_inputs(
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from ..predict import VIDEO_EXTENSIONS, load
+    from ..predict import load
     from ..progress import progress
+    from ..video import VIDEO_EXTENSIONS
 
     predictor = load(args.model, device=args.device)
+    topk = predictor.top_k(args.topk, "--topk")  # more than the model's classes is refused, as serve's ?topk
     listed = list_inputs(args.inputs)
     videos = any(isinstance(p, Path) and p.suffix.lower() in VIDEO_EXTENSIONS for _, p in listed)
     names: deque[tuple[str, float | None]] = deque()
@@ -102,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
     out = sys.stdout
     writer = _Writer(args.format, out)
     failed = 0
-    results = predictor.iter_predict(sources(), topk=args.topk, ten_crop=args.ten_crop, batch_size=args.batch_size,
+    results = predictor.iter_predict(sources(), topk=topk, ten_crop=args.ten_crop, batch_size=args.batch_size,
                                      flip=args.flip)  # fmt: skip
     # on a terminal the results are the progress; a bar (stderr) only when they go to a file or a pipe
     with progress(None if videos else len(listed), "predict", unit="img", enabled=not out.isatty()) as bar:
