@@ -67,7 +67,7 @@ class Explanation:
 def conv_layer(model: nn.Module, layer: str) -> nn.Module:
     """The module whose output is ``layer``'s rectified maps: the ReLU after the n-th conv of ``model.features``."""
     if layer not in LAYERS:
-        raise UserError(f"--layer {layer!r}: choose one of {', '.join(LAYERS)}")
+        raise UserError(f"layer {layer!r}: choose one of {', '.join(LAYERS)}")
     mods = list(model.features)
     convs = [i for i, m in enumerate(mods) if isinstance(m, nn.Conv2d)]
     i = convs[LAYERS.index(layer)]
@@ -90,7 +90,7 @@ def resolve_layer(model: nn.Module, layer: str | None, crop: int) -> str:
     if layer is None or layer == "auto":
         return default_layer(model, crop)
     if layer not in LAYERS:
-        raise UserError(f"--layer {layer!r}: choose auto or one of {', '.join(LAYERS)}")
+        raise UserError(f"layer {layer!r}: choose auto or one of {', '.join(LAYERS)}")
     return layer
 
 
@@ -138,7 +138,7 @@ def occlusion_geometry(size: int, window: int | None, stride: int | None) -> tup
     window = window or max(1, size // 4)
     stride = stride or max(1, window // 2)
     if not 1 <= stride <= window <= size:
-        raise UserError(f"--window {window} / --stride {stride}: need 1 <= stride <= window <= {size} px")
+        raise UserError(f"window {window} / stride {stride}: need 1 <= stride <= window <= {size} px")
     return window, stride
 
 
@@ -162,7 +162,7 @@ def attribute(
     random).
     """
     if method not in METHODS:
-        raise UserError(f"--method {method!r}: choose one of {', '.join(METHODS)}")
+        raise UserError(f"method {method!r}: choose one of {', '.join(METHODS)}")
     if model.training:
         raise ValueError("attribute needs the model in eval mode (call model.eval())")
     targets = targets.to(x.device)
@@ -181,7 +181,7 @@ def attribute(
     if method == "saliency":
         return captum.Saliency(model).attribute(x, target=targets, abs=True).amax(1).detach()
     if steps < 1:
-        raise UserError(f"--steps {steps}: integrated gradients needs at least 1 step")
+        raise UserError(f"steps {steps}: integrated gradients needs at least 1 step")
     if baseline is None:
         baseline = torch.zeros_like(x)  # black, before normalisation; callers pass the normalised black
     per_pass = max(len(x), min(len(x) * steps, 128))  # (image, step) pairs per forward pass: bounds the memory
@@ -241,7 +241,7 @@ def resolve_target(target: str | int | None, classes: Sequence[str]) -> int | No
     if 0 <= i < len(classes) and not isinstance(target, bool):
         return i
     few = ", ".join(list(classes)[:10]) + (", ..." if len(classes) > 10 else "")
-    raise UserError(f"--target {target!r}: not top1, a class name ({few}) or an index 0..{len(classes) - 1}")
+    raise UserError(f"target {target!r}: not top1, a class name ({few}) or an index 0..{len(classes) - 1}")
 
 
 def explain_crops(
@@ -260,7 +260,7 @@ def explain_crops(
 ) -> list[Explanation]:
     """One ``Explanation`` per ``uint8 (B, 3, c, c)`` crop, for ``target`` (see ``resolve_target``)."""
     if method not in METHODS:
-        raise UserError(f"--method {method!r}: choose one of {', '.join(METHODS)}")
+        raise UserError(f"method {method!r}: choose one of {', '.join(METHODS)}")
     layer = resolve_layer(model, layer, crops.shape[-1])
     fixed = resolve_target(target, classes)
     x = preprocess.normalize(crops.to(device))  # float32 (B, 3, c, c)

@@ -254,7 +254,7 @@ def _target_of(service: Service):
         try:
             return resolve_target(raw, service.classes)
         except UserError as e:  # quotes the value: shortened, as every value a client sends
-            raise HTTPError(400, str(e).replace(f"--target {raw!r}", f"target {shown(raw)}", 1)) from None
+            raise HTTPError(400, str(e).replace(f"target {raw!r}", f"target {shown(raw)}", 1)) from None
 
     return target
 
