@@ -7,7 +7,8 @@ import sys
 import pytest
 
 from alexnet import names
-from alexnet.config import RECIPES, TrainConfig, fixed_on_resume, read_config_file, resolve_config
+from alexnet.config import RECIPES, TrainConfig, fixed_on_resume, resolve_config
+from alexnet.config_file import read_config_file
 from alexnet.errors import UserError
 from alexnet.names import ARCHS, MAX_IMAGE_SIZE, MIN_IMAGE_SIZE
 

@@ -14,10 +14,8 @@ This module does not import torch: the CLI reads it to build ``alexnet train --h
 from __future__ import annotations
 
 import dataclasses
-import json
 import re
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from .errors import UserError
@@ -33,7 +31,7 @@ from .names import (
     PRESETS,
 )
 from .names import RECIPES as RECIPE_NAMES
-from .settings import InvalidSetting, field_kind, flag_name, setting, show, validate_fields
+from .settings import InvalidSetting, flag_name, setting, show, validate_fields
 
 # --window: data.window's choices (checked further by check_window: widths >= 1, percentiles in order)
 # as alexnet.data.window parses it (data pack took "-600, 1500", train refused it)
@@ -295,116 +293,12 @@ RECIPES: dict[str, dict[str, Any]] = {
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# sources
+# sources (a config file is read by alexnet.config_file)
 
 
-def read_config_file(path: str | Path) -> dict[str, Any]:
-    """Read a TOML, YAML (``.yaml``/``.yml``) or JSON file of settings (kebab-case or snake_case keys).
-
-    A syntax error is one ``UserError`` line naming the file and line. Keys are not checked here (``resolve_config``
-    does), but YAML 1.1's numbers without a dot (``lr: 1e-3`` reads as a string) are read as numbers.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"--config {path}: no such file")
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise UserError(f"--config {path}: cannot read it ({e.strerror or e})") from None
-    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
-        raise UserError(f"--config {path}: a UTF-16 file; save it as UTF-8")
-    try:
-        text = data.decode("utf-8-sig")  # a byte-order mark (Windows editors write one) is not part of the settings
-    except UnicodeDecodeError as e:
-        raise UserError(f"--config {path}: not UTF-8 text (byte {e.start}); save it as UTF-8") from None
-    try:
-        values = _parse(path, text)
-    except (ValueError, RecursionError) as e:  # a number of over 4300 digits; nesting deeper than Python's stack
-        raise UserError(f"--config {path}: cannot read it ({str(e).splitlines()[0]})") from None
-    if not isinstance(values, dict):
-        raise UserError(f"--config {path}: expected a table of settings, got {type(values).__name__}")
-    out: dict[str, Any] = {}
-    for key, value in values.items():
-        name = str(key).replace("-", "_")
-        if name in out:
-            raise UserError(f"--config {path}: {_key_text(name)} is given twice (as {flag_name(name)!r} and {name!r})")
-        out[name] = value
-    return out
-
-
-def _parse(path: Path, text: str) -> Any:
-    """The file's values; syntax errors as one ``UserError`` line naming the file and line."""
-    if path.suffix in (".yaml", ".yml"):
-        try:
-            import yaml
-        except ImportError:
-            raise UserError(f"--config {path}: YAML needs PyYAML: pip install 'alexnet[yaml]' (or use TOML)") from None
-        try:
-            values = yaml.load(text, Loader=_unique_keys_loader(yaml))  # a SafeLoader: no tags that run code
-        except yaml.YAMLError as e:
-            mark = getattr(e, "problem_mark", None)
-            where = f":{mark.line + 1}" if mark is not None else ""
-            problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-            raise UserError(f"--config {path}{where}: not valid YAML ({problem})") from None
-        values = {} if values is None else values
-        if isinstance(values, dict):
-            values = {k: _yaml_number(k, v) for k, v in values.items()}
-    elif path.suffix == ".json":
-        try:
-            values = json.loads(text, object_pairs_hook=_unique_keys)
-        except json.JSONDecodeError as e:
-            raise UserError(f"--config {path}:{e.lineno}: not valid JSON ({e.msg}, column {e.colno})") from None
-    else:
-        import tomllib
-
-        try:
-            values = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as e:
-            m = re.search(r"\(at line (\d+), column (\d+)\)", str(e))
-            where = f":{m.group(1)}" if m else ""
-            raise UserError(f"--config {path}{where}: not valid TOML ({str(e).split(' (at ')[0]})") from None
-    return values
-
-
-class DuplicateKey(ValueError):
-    pass
-
-
-def _unique_keys(pairs: list[tuple[Any, Any]]) -> dict:
-    """A JSON / YAML mapping whose keys are all different: a setting given twice is a mistake, not last-one-wins."""
-    out = {}
-    for key, value in pairs:
-        if key in out:
-            raise DuplicateKey(f"{key!r} is given twice")
-        out[key] = value
-    return out
-
-
-def _unique_keys_loader(yaml):
-    """PyYAML's SafeLoader with ``_unique_keys`` mappings."""
-
-    class Loader(yaml.SafeLoader):
-        def construct_mapping(self, node, deep=False):
-            pairs = [(self.construct_object(k, deep=deep), self.construct_object(v, deep=deep)) for k, v in node.value]
-            return _unique_keys(pairs)
-
-    return Loader
-
-
-def _key_text(name: str) -> str:
+def key_text(name: str) -> str:
     """A setting's name as its flag; quoted when it is not a plain word (a key with spaces, or a line break)."""
     return flag_name(name) if name.isidentifier() else repr(name)
-
-
-def _yaml_number(key: Any, value: Any) -> Any:
-    """``1e-3`` read by YAML 1.1 as a string -> 0.001, for float settings only."""
-    f = _FIELDS.get(str(key).replace("-", "_"))
-    if f is None or not isinstance(value, str) or field_kind(f)[0] != "float":
-        return value
-    try:
-        return float(value)
-    except ValueError:
-        return value
 
 
 def resolve_config(
@@ -421,7 +315,7 @@ def resolve_config(
     for where, values in (("config file " + source if source else "config file", file_values), ("flags", flags)):
         unknown = sorted(set(values) - set(_FIELDS))
         if unknown:
-            raise UserError(f"unknown setting(s) in {where}: {', '.join(map(_key_text, unknown))}")
+            raise UserError(f"unknown setting(s) in {where}: {', '.join(map(key_text, unknown))}")
     try:
         return TrainConfig(**{**RECIPES[recipe], **file_values, **flags, "recipe": recipe})
     except InvalidSetting as e:

@@ -12,7 +12,8 @@ import argparse
 import sys
 import time
 
-from ..config import DEFAULT_RECIPE, RECIPES, TrainConfig, read_config_file, resolve_config
+from ..config import DEFAULT_RECIPE, RECIPES, TrainConfig, resolve_config
+from ..config_file import read_config_file
 from ._settings import add_settings, given
 
 STARTED = time.time()  # when the command began (before torch is imported): the start of --time-budget
