@@ -1,5 +1,6 @@
 """TrainConfig: one list of settings; flags generated from it; values validated from flags and files alike."""
 
+import argparse
 import dataclasses
 import subprocess
 import sys
@@ -189,6 +190,24 @@ def test_a_config_file_not_in_utf8_is_one_line(tmp_path, capsys):
         (tmp_path / name).write_bytes(data)
         code, err = _cli(["--config", str(tmp_path / name), "--out", str(tmp_path / "run")], capsys)
         assert code == 2 and err == [f"alexnet train: error: --config {tmp_path / name}: {expected}"], err
+
+
+def test_every_train_flag_is_a_config_file_key(tmp_path):
+    """Found by a new-user trial: ``pretrained = "torchvision"`` was an unknown setting though ``--pretrained`` is a
+    flag (only ``init-weights`` was a key); ``no-flip-eval = true`` is ``--no-flip-eval``."""
+    for action in _train_parser()._actions:
+        for flag in (f for f in action.option_strings if f not in ("-h", "--help", "--config")):
+            negated = isinstance(action, argparse.BooleanOptionalAction) and flag.startswith("--no-")
+            values = read_config_file(_write(tmp_path, "c.toml", f"{flag[2:]} = true\n"))
+            assert values == {action.dest: not negated}, flag
+    cfg = resolve_config(file_values=read_config_file(_write(tmp_path, "c.toml", 'pretrained = "torchvision"\n')))
+    assert cfg.init_weights == "torchvision"
+    path = _write(tmp_path, "c.json", '{"pretrained": "a.pt", "init-weights": "b.pt"}')
+    with pytest.raises(UserError, match="'pretrained' and 'init-weights' are the same setting"):
+        read_config_file(path)
+    path = _write(tmp_path, "c.toml", "finetune-from = 3\n")
+    with pytest.raises(UserError, match=r"^--config .*c\.toml: finetune-from = 3: must be a string$"):
+        resolve_config(file_values=read_config_file(path), source=path)
 
 
 def test_config_file_values_flags_and_precedence(tmp_path):

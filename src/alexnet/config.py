@@ -308,6 +308,7 @@ def resolve_config(
 
     ``source``: the config file's name, so an error in one of its values names the file.
     """
+    spelled = getattr(file_values, "spelled", {})  # the keys as the file wrote them (alexnet.config_file)
     file_values, flags = dict(file_values or {}), {k: v for k, v in (flags or {}).items() if v is not None}
     recipe = flags.get("recipe", file_values.get("recipe", recipe))
     if not isinstance(recipe, str) or recipe not in RECIPES:
@@ -320,7 +321,8 @@ def resolve_config(
         return TrainConfig(**{**RECIPES[recipe], **file_values, **flags, "recipe": recipe})
     except InvalidSetting as e:
         if e.name in file_values and e.name not in flags and source:
-            raise UserError(f"--config {source}: {flag_name(e.name)} = {show(e.value)}: {e.rule}") from None
+            key = spelled.get(e.name, flag_name(e.name))
+            raise UserError(f"--config {source}: {key} = {show(e.value)}: {e.rule}") from None
         raise
 
 

@@ -15,13 +15,16 @@ from typing import Any
 
 from .config import TrainConfig, key_text
 from .errors import UserError
-from .settings import field_kind, flag_name
+from .settings import field_kind, flag_name, show
 
 _FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
+# every flag of a setting is a key for it too: pretrained, init-weights and finetune-from are init_weights
+_ALIASES = {flag.lstrip("-").replace("-", "_"): f.name for f in _FIELDS.values() for flag in f.metadata["flags"] or ()}
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
-    """Read a TOML, YAML (``.yaml``/``.yml``) or JSON file of settings (kebab-case or snake_case keys).
+    """Read a TOML, YAML (``.yaml``/``.yml``) or JSON file of settings, keyed as any of a setting's flags
+    (kebab-case or snake_case: ``pretrained``, ``init-weights``; ``no-flip-eval = true`` for a switch).
 
     A syntax error is one ``UserError`` line naming the file and line. Keys are not checked here (``resolve_config``
     does), but YAML 1.1's numbers without a dot (``lr: 1e-3`` reads as a string) are read as numbers.
@@ -45,13 +48,35 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
         raise UserError(f"--config {path}: cannot read it ({str(e).splitlines()[0]})") from None
     if not isinstance(values, dict):
         raise UserError(f"--config {path}: expected a table of settings, got {type(values).__name__}")
-    out: dict[str, Any] = {}
+    out, spelled = ConfigValues(), {}
     for key, value in values.items():
-        name = str(key).replace("-", "_")
-        if name in out:
-            raise UserError(f"--config {path}: {key_text(name)} is given twice (as {flag_name(name)!r} and {name!r})")
-        out[name] = value
+        name, value = _setting_of(path, str(key), value)
+        if name in spelled:
+            raise UserError(f"--config {path}: {spelled[name]!r} and {str(key)!r} are the same setting "
+                            f"({flag_name(name)}); give it once")  # fmt: skip
+        out[name], spelled[name] = value, str(key)
+    out.spelled = {name: flag_name(key) for name, key in spelled.items()}
     return out
+
+
+class ConfigValues(dict):
+    """A config file's settings by field name; ``spelled``: each one's key as the file wrote it (kebab-case), so
+    that an error names what the user typed (``pretrained``, not ``init-weights``)."""
+
+    spelled: dict[str, str] = {}  # noqa: RUF012
+
+
+def _setting_of(path: Path, key: str, value: Any) -> tuple[str, Any]:
+    """(field name, value) of a config-file key, which may be any of the setting's flags: ``pretrained`` and
+    ``finetune-from`` are ``init_weights``; ``no-plots = true`` is ``plots = false``."""
+    name = key.replace("-", "_")
+    name = _ALIASES.get(name, name)
+    negated = name.removeprefix("no_")
+    if name not in _FIELDS and negated in _FIELDS and _FIELDS[negated].metadata.get("switch"):
+        if not isinstance(value, bool):
+            raise UserError(f"--config {path}: {key_text(name)} = {show(value)}: must be true or false")
+        return negated, not value
+    return name, value
 
 
 def _parse(path: Path, text: str) -> Any:
