@@ -210,6 +210,19 @@ def test_every_train_flag_is_a_config_file_key(tmp_path):
         resolve_config(file_values=read_config_file(path), source=path)
 
 
+def test_a_config_file_takes_what_the_flag_takes_for_a_time_budget(tmp_path):
+    """Found by a new-user trial: ``time-budget = 300`` was refused ("must be a string") while the CLI took
+    ``--time-budget 300``; a number is seconds, a string a duration, as on the command line."""
+    for text, seconds in [("300", "300"), ("90.5", "90.5"), ('"5m"', "5m"), ("1800.0", "1800")]:
+        path = _write(tmp_path, "c.toml", f"time-budget = {text}\n")
+        assert resolve_config(file_values=read_config_file(path), source=path).time_budget == seconds
+    path = _write(tmp_path, "c.toml", "time-budget = 10\n")
+    with pytest.raises(UserError, match=r"c\.toml: time-budget = 10: must be between 30 seconds and 30 days"):
+        resolve_config(file_values=read_config_file(path), source=path)
+    with pytest.raises(UserError, match=r"^--time-budget -5: not a duration"):
+        TrainConfig(time_budget=-5)
+
+
 def test_config_file_values_flags_and_precedence(tmp_path):
     pytest.importorskip("yaml")
     values = read_config_file(_write(tmp_path, "c.yaml", "batch-size: 64\nlr: 1e-3\nrecipe: paper\nepochs: 5\n"))

@@ -194,8 +194,9 @@ class TrainConfig:
         """Check every value's type, range and choice, then the settings that depend on each other.
 
         Raises ``InvalidSetting`` (a ``UserError``) naming the first wrong setting and what it may be. Whole floats
-        given for float settings as ints (``lr = 1``) are converted.
+        given for float settings as ints (``lr = 1``) are converted, and a number for ``time_budget`` is seconds.
         """
+        budget, self.time_budget = self.time_budget, duration_text(self.time_budget)
         validate_fields(self)
         if self.image_size is not None and self.resize_size is not None and self.resize_size < self.image_size:
             raise InvalidSetting("resize_size", self.resize_size, f"must be at least --image-size ({self.image_size})")
@@ -207,10 +208,10 @@ class TrainConfig:
             try:
                 seconds = parse_duration(self.time_budget)
             except UserError as e:
-                raise InvalidSetting("time_budget", self.time_budget, str(e).split(": ", 1)[1]) from None
+                raise InvalidSetting("time_budget", budget, str(e).split(": ", 1)[1]) from None
             if not MIN_BUDGET_S <= seconds <= 30 * 86400:  # below: the set-up alone overran it (1s took 14 s)
                 why = f"must be between {MIN_BUDGET_S} seconds and 30 days (the set-up and final report take 10-20 s)"
-                raise InvalidSetting("time_budget", self.time_budget, why)
+                raise InvalidSetting("time_budget", budget, why)
         if self.window != "auto":
             from .data.window import check_window
 
@@ -230,6 +231,14 @@ def check_default_resize(image_size: int) -> None:
             "image_size", image_size, f"must be at most {MAX_CROP_DEFAULT_RESIZE} with the default resize (crop x "
             f"256/224 would be over {MAX_IMAGE_SIZE} px); give --resize-size up to {MAX_IMAGE_SIZE} for larger crops"
         )  # fmt: skip
+
+
+def duration_text(value: Any) -> Any:
+    """A number of seconds as ``--time-budget`` takes it (``300`` -> ``"300"``: ``time-budget = 300`` in a config
+    file or Python means what the flag means); anything else as it is."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return value
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
 
 
 def parse_duration(text: str) -> float:
