@@ -170,6 +170,7 @@ def _write(tmp_path, name, text):
         ("c.json", '{"batch-size": 16, "batch-size": 32}', "c.json: cannot read it ('batch-size' is given twice)"),
         ("c.yaml", "epochs: 2\nepochs: 3\n", "c.yaml: cannot read it ('epochs' is given twice)"),
         ("c.toml", "\ufeffepochs = 2.5\n", "c.toml: epochs = 2.5: must be an integer"),  # a BOM is read past
+        ("c.yaml", "pretrained: ' '\n", "c.yaml: pretrained = ' ': is empty or blank"),  # (--out is a flag here)
     ],
 )
 def test_config_file_mistakes_are_one_line_naming_file_and_line(name, text, expected, tmp_path, capsys):
@@ -221,6 +222,14 @@ def test_a_config_file_takes_what_the_flag_takes_for_a_time_budget(tmp_path):
         resolve_config(file_values=read_config_file(path), source=path)
     with pytest.raises(UserError, match=r"^--time-budget -5: not a duration"):
         TrainConfig(time_budget=-5)
+
+
+def test_an_empty_path_in_a_config_file_is_refused_naming_file_and_key(tmp_path):
+    """Found by a new-user trial: ``out = ""`` trained into the default runs/ARCH-RECIPE-TIME folder."""
+    for key in ("out", "data", "val-dir", "resume"):
+        path = _write(tmp_path, "c.toml", f'{key} = ""\n')
+        with pytest.raises(UserError, match=rf"^--config .*c\.toml: {key} = '': is empty or blank; give a value"):
+            resolve_config(file_values=read_config_file(path), source=path)
 
 
 def test_config_file_values_flags_and_precedence(tmp_path):

@@ -172,6 +172,8 @@ def _check_number(name: str, meta: dict, kind: str, value: Any) -> int | float:
 
 
 def _check_text(name: str, meta: dict, value: str) -> str:
+    if not value.strip():  # out = "" in a config file trained into the default folder (Path("") is the working one)
+        raise InvalidSetting(name, value, "is empty or blank; give a value or leave the setting out")
     if meta.get("choices") and value not in meta["choices"]:
         raise InvalidSetting(name, value, f"choose from {', '.join(meta['choices'])}")
     if meta.get("pattern") and not re.fullmatch(meta["pattern"], value):
