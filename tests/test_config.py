@@ -164,7 +164,8 @@ def _write(tmp_path, name, text):
         ("c.toml", "epochs = 2.5\n", "c.toml: epochs = 2.5: must be an integer in [1, 100000]"),
         ("c.toml", "compile = 1\n", "c.toml: compile = 1: must be on or off"),
         ("c.toml", "epochz = 3\n", "unknown setting(s) in config file"),
-        ("c.toml", 'recipe = "adam"\n', "unknown recipe 'adam'"),
+        ("c.toml", 'recipe = "adam"\n', "c.toml: recipe = 'adam': unknown recipe; choose from fast, paper"),
+        ("c.toml", "in-channels = 2\n", "c.toml: in-channels = 2: choose from 1, 3"),  # was taken, failed later
         ("c.json", "[1, 2]", "expected a table of settings, got list"),
         # a key twice was last-one-wins in JSON and YAML (TOML refuses it itself)
         ("c.json", '{"batch-size": 16, "batch-size": 32}', "c.json: cannot read it ('batch-size' is given twice)"),
@@ -180,6 +181,23 @@ def test_config_file_mistakes_are_one_line_naming_file_and_line(name, text, expe
     assert code == 2
     assert len(err) == 1 and expected in err[0], err
     assert not out.exists()
+
+
+def test_a_config_value_refused_while_training_names_the_file_and_key(tmp_path, capsys):
+    """Found by a new-user trial: values checked once training starts were named as the flags the user never typed
+    (``--pretrained x.pt: no such file`` for ``pretrained = "x.pt"`` in the file); given as flags, they still are."""
+    cases = [
+        ('pretrained = "missing.pt"', "pretrained = 'missing.pt': no such file (a weights file"),
+        ('finetune-from = "missing.pt"', "finetune-from = 'missing.pt': no such file"),
+        ('data = "missing"', "data = 'missing': no such file or folder"),
+        ('resume = "missing.pt"', "resume = 'missing.pt': no such checkpoint file"),
+    ]
+    for text, expected in cases:
+        path = _write(tmp_path, "c.toml", text + "\n")
+        code, err = _cli(["--config", path, "--out", str(tmp_path / "run"), "--device", "cpu"], capsys)
+        assert code == 2 and len(err) == 1 and err[0].startswith(f"alexnet train: error: --config {path}: {expected}")
+    code, err = _cli(["--pretrained", "missing.pt", "--out", str(tmp_path / "run"), "--device", "cpu"], capsys)
+    assert code == 2 and err[0].startswith("alexnet train: error: --pretrained missing.pt: no such file"), err
 
 
 def test_a_config_file_not_in_utf8_is_one_line(tmp_path, capsys):

@@ -14,6 +14,7 @@ This module does not import torch: the CLI reads it to build ``alexnet train --h
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -317,22 +318,55 @@ def resolve_config(
 
     ``source``: the config file's name, so an error in one of its values names the file.
     """
-    spelled = getattr(file_values, "spelled", {})  # the keys as the file wrote them (alexnet.config_file)
-    file_values, flags = dict(file_values or {}), {k: v for k, v in (flags or {}).items() if v is not None}
-    recipe = flags.get("recipe", file_values.get("recipe", recipe))
-    if not isinstance(recipe, str) or recipe not in RECIPES:
-        raise UserError(f"unknown recipe {recipe!r}; choose from {', '.join(RECIPES)}")
-    for where, values in (("config file " + source if source else "config file", file_values), ("flags", flags)):
-        unknown = sorted(set(values) - set(_FIELDS))
-        if unknown:
-            raise UserError(f"unknown setting(s) in {where}: {', '.join(map(key_text, unknown))}")
+    file_values = file_values if file_values is not None else {}
+    flags = {k: v for k, v in (flags or {}).items() if v is not None}
     try:
+        recipe = flags.get("recipe", file_values.get("recipe", recipe))
+        if not isinstance(recipe, str) or recipe not in RECIPES:
+            raise InvalidSetting("recipe", recipe, f"unknown recipe; choose from {', '.join(RECIPES)}")
+        for where, values in (("config file " + source if source else "config file", file_values), ("flags", flags)):
+            unknown = sorted(set(values) - set(_FIELDS))
+            if unknown:
+                raise UserError(f"unknown setting(s) in {where}: {', '.join(map(key_text, unknown))}")
         return TrainConfig(**{**RECIPES[recipe], **file_values, **flags, "recipe": recipe})
-    except InvalidSetting as e:
-        if e.name in file_values and e.name not in flags and source:
-            key = spelled.get(e.name, flag_name(e.name))
-            raise UserError(f"--config {source}: {key} = {show(e.value)}: {e.rule}") from None
-        raise
+    except UserError as e:
+        reworded = in_file_terms(e, file_values, flags, source)
+        if reworded is e:
+            raise
+        raise reworded from None
+
+
+def in_file_terms(error: UserError, file_values: dict, flags: dict, source: str) -> UserError:
+    """``error`` reworded to name the config file ``source`` and its key when it is about a setting that the file
+    gave and no flag did (``--config c.toml: lr = -0.1: must be a number > 0``, not ``--lr -0.1: ...``, which the
+    user never typed); otherwise ``error`` itself. ``flags``: the settings given on the command line.
+
+    An ``InvalidSetting`` says which setting it is about; another error does by starting with one of the setting's
+    flags and its value (``--pretrained x.pt: no such file``, from the training code) or, for a path, the path."""
+    if not source:
+        return error
+    spelled = getattr(file_values, "spelled", {})  # the keys as the file wrote them (alexnet.config_file)
+    for name in (n for n in file_values if n not in flags and n in _FIELDS):
+        value, key = file_values[name], spelled.get(name, flag_name(name))
+        if isinstance(error, InvalidSetting):
+            rest = f": {error.rule}" if error.name == name else None
+            value = error.value
+        else:
+            rest = _after_setting(str(error), name, value)
+        if rest is not None:
+            return UserError(f"--config {source}: {key} = {show(value)}{rest}")
+    return error
+
+
+def _after_setting(text: str, name: str, value: Any) -> str | None:
+    """What follows ``--flag VALUE`` (or ``VALUE`` alone, for a path) at the start of ``text``, else None."""
+    heads = [f"{flag} {value}" for flag in _FIELDS[name].metadata["flags"] or (f"--{flag_name(name)}",)]
+    if name in (*PATH_SETTINGS, "resume", "init_weights", "out") and isinstance(value, str):
+        heads += [value, os.path.abspath(value)]  # training makes the data paths absolute (setup.absolute_data_paths)
+    for head in heads:
+        if text.startswith(head) and text[len(head) : len(head) + 1] in (":", " "):
+            return text[len(head) :]
+    return None
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}

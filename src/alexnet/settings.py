@@ -162,6 +162,8 @@ def _check_number(name: str, meta: dict, kind: str, value: Any) -> int | float:
         if not math.isfinite(number):
             raise InvalidSetting(name, value, f"must be {range_text(meta, kind)}")
         value = number
+    if meta.get("choices") and value not in meta["choices"]:  # in-channels = 2 in a config file was taken
+        raise InvalidSetting(name, value, f"choose from {', '.join(map(str, meta['choices']))}")
     low, high = meta.get("low"), meta.get("high")
     too_low = low is not None and (value <= low if meta["low_open"] else value < low)
     too_high = high is not None and (value >= high if meta["high_open"] else value > high)
