@@ -1,5 +1,6 @@
 """TrainConfig: one list of settings; flags generated from it; values validated from flags and files alike."""
 
+import argparse
 import dataclasses
 import subprocess
 import sys
@@ -7,7 +8,8 @@ import sys
 import pytest
 
 from alexnet import names
-from alexnet.config import RECIPES, TrainConfig, fixed_on_resume, read_config_file, resolve_config
+from alexnet.config import RECIPES, TrainConfig, fixed_on_resume, resolve_config
+from alexnet.config_file import read_config_file
 from alexnet.errors import UserError
 from alexnet.names import ARCHS, MAX_IMAGE_SIZE, MIN_IMAGE_SIZE
 
@@ -162,12 +164,14 @@ def _write(tmp_path, name, text):
         ("c.toml", "epochs = 2.5\n", "c.toml: epochs = 2.5: must be an integer in [1, 100000]"),
         ("c.toml", "compile = 1\n", "c.toml: compile = 1: must be on or off"),
         ("c.toml", "epochz = 3\n", "unknown setting(s) in config file"),
-        ("c.toml", 'recipe = "adam"\n', "unknown recipe 'adam'"),
+        ("c.toml", 'recipe = "adam"\n', "c.toml: recipe = 'adam': unknown recipe; choose from fast, paper"),
+        ("c.toml", "in-channels = 2\n", "c.toml: in-channels = 2: choose from 1, 3"),  # was taken, failed later
         ("c.json", "[1, 2]", "expected a table of settings, got list"),
         # a key twice was last-one-wins in JSON and YAML (TOML refuses it itself)
         ("c.json", '{"batch-size": 16, "batch-size": 32}', "c.json: cannot read it ('batch-size' is given twice)"),
         ("c.yaml", "epochs: 2\nepochs: 3\n", "c.yaml: cannot read it ('epochs' is given twice)"),
         ("c.toml", "\ufeffepochs = 2.5\n", "c.toml: epochs = 2.5: must be an integer"),  # a BOM is read past
+        ("c.yaml", "pretrained: ' '\n", "c.yaml: pretrained = ' ': is empty or blank"),  # (--out is a flag here)
     ],
 )
 def test_config_file_mistakes_are_one_line_naming_file_and_line(name, text, expected, tmp_path, capsys):
@@ -179,6 +183,23 @@ def test_config_file_mistakes_are_one_line_naming_file_and_line(name, text, expe
     assert not out.exists()
 
 
+def test_a_config_value_refused_while_training_names_the_file_and_key(tmp_path, capsys):
+    """Found by a new-user trial: values checked once training starts were named as the flags the user never typed
+    (``--pretrained x.pt: no such file`` for ``pretrained = "x.pt"`` in the file); given as flags, they still are."""
+    cases = [
+        ('pretrained = "missing.pt"', "pretrained = 'missing.pt': no such file (a weights file"),
+        ('finetune-from = "missing.pt"', "finetune-from = 'missing.pt': no such file"),
+        ('data = "missing"', "data = 'missing': no such file or folder"),
+        ('resume = "missing.pt"', "resume = 'missing.pt': no such checkpoint file"),
+    ]
+    for text, expected in cases:
+        path = _write(tmp_path, "c.toml", text + "\n")
+        code, err = _cli(["--config", path, "--out", str(tmp_path / "run"), "--device", "cpu"], capsys)
+        assert code == 2 and len(err) == 1 and err[0].startswith(f"alexnet train: error: --config {path}: {expected}")
+    code, err = _cli(["--pretrained", "missing.pt", "--out", str(tmp_path / "run"), "--device", "cpu"], capsys)
+    assert code == 2 and err[0].startswith("alexnet train: error: --pretrained missing.pt: no such file"), err
+
+
 def test_a_config_file_not_in_utf8_is_one_line(tmp_path, capsys):
     cases = [
         ("u16.toml", "epochs = 2\n".encode("utf-16"), "a UTF-16 file; save it as UTF-8"),
@@ -188,6 +209,45 @@ def test_a_config_file_not_in_utf8_is_one_line(tmp_path, capsys):
         (tmp_path / name).write_bytes(data)
         code, err = _cli(["--config", str(tmp_path / name), "--out", str(tmp_path / "run")], capsys)
         assert code == 2 and err == [f"alexnet train: error: --config {tmp_path / name}: {expected}"], err
+
+
+def test_every_train_flag_is_a_config_file_key(tmp_path):
+    """Found by a new-user trial: ``pretrained = "torchvision"`` was an unknown setting though ``--pretrained`` is a
+    flag (only ``init-weights`` was a key); ``no-flip-eval = true`` is ``--no-flip-eval``."""
+    for action in _train_parser()._actions:
+        for flag in (f for f in action.option_strings if f not in ("-h", "--help", "--config")):
+            negated = isinstance(action, argparse.BooleanOptionalAction) and flag.startswith("--no-")
+            values = read_config_file(_write(tmp_path, "c.toml", f"{flag[2:]} = true\n"))
+            assert values == {action.dest: not negated}, flag
+    cfg = resolve_config(file_values=read_config_file(_write(tmp_path, "c.toml", 'pretrained = "torchvision"\n')))
+    assert cfg.init_weights == "torchvision"
+    path = _write(tmp_path, "c.json", '{"pretrained": "a.pt", "init-weights": "b.pt"}')
+    with pytest.raises(UserError, match="'pretrained' and 'init-weights' are the same setting"):
+        read_config_file(path)
+    path = _write(tmp_path, "c.toml", "finetune-from = 3\n")
+    with pytest.raises(UserError, match=r"^--config .*c\.toml: finetune-from = 3: must be a string$"):
+        resolve_config(file_values=read_config_file(path), source=path)
+
+
+def test_a_config_file_takes_what_the_flag_takes_for_a_time_budget(tmp_path):
+    """Found by a new-user trial: ``time-budget = 300`` was refused ("must be a string") while the CLI took
+    ``--time-budget 300``; a number is seconds, a string a duration, as on the command line."""
+    for text, seconds in [("300", "300"), ("90.5", "90.5"), ('"5m"', "5m"), ("1800.0", "1800")]:
+        path = _write(tmp_path, "c.toml", f"time-budget = {text}\n")
+        assert resolve_config(file_values=read_config_file(path), source=path).time_budget == seconds
+    path = _write(tmp_path, "c.toml", "time-budget = 10\n")
+    with pytest.raises(UserError, match=r"c\.toml: time-budget = 10: must be between 30 seconds and 30 days"):
+        resolve_config(file_values=read_config_file(path), source=path)
+    with pytest.raises(UserError, match=r"^--time-budget -5: not a duration"):
+        TrainConfig(time_budget=-5)
+
+
+def test_an_empty_path_in_a_config_file_is_refused_naming_file_and_key(tmp_path):
+    """Found by a new-user trial: ``out = ""`` trained into the default runs/ARCH-RECIPE-TIME folder."""
+    for key in ("out", "data", "val-dir", "resume"):
+        path = _write(tmp_path, "c.toml", f'{key} = ""\n')
+        with pytest.raises(UserError, match=rf"^--config .*c\.toml: {key} = '': is empty or blank; give a value"):
+            resolve_config(file_values=read_config_file(path), source=path)
 
 
 def test_config_file_values_flags_and_precedence(tmp_path):

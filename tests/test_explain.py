@@ -291,6 +291,27 @@ def test_explain_is_refused_for_onnx_exports_in_one_line(tiny):
         p.explain(str(tiny.images[0]))
 
 
+def test_cli_explain_out_as_a_file_name(tiny, tmp_path, capsys):
+    """Found by a new-user trial: ``explain --out x.png`` made a folder x.png. For one image it is that picture (or
+    map, x.npy with --format npy); for several, or another suffix, one line and exit 2."""
+    from PIL import Image
+
+    def explain(out, *extra, images=tiny.images[:1]):
+        return main(["explain", str(tiny.ckpt), *map(str, images), "--device", "cpu", "--out", str(out), *extra])
+
+    assert explain(tmp_path / "x.png") == 0
+    assert (tmp_path / "x.png").is_file() and Image.open(tmp_path / "x.png").format == "PNG"
+    assert explain(tmp_path / "m.npy", "--format", "npy") == 0
+    assert np.load(tmp_path / "m.npy").shape == (64, 64)
+    capsys.readouterr()
+    for out, extra, images in [("y.png", [], tiny.images[:2]), ("y.jpg", [], tiny.images[:1]),
+                               ("y.png", ["--format", "npy"], tiny.images[:1])]:  # fmt: skip
+        assert explain(tmp_path / out, *extra, images=images) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith(f"alexnet explain: error: --out {tmp_path / out}: a file name")
+        assert not (tmp_path / out).exists()
+
+
 def test_cli_explain_writes_overlays_and_maps_and_reports_bad_inputs(tiny, tmp_path, capsys):
     from PIL import Image
 

@@ -30,7 +30,8 @@ from hypothesis import strategies as st  # noqa: E402
 
 from alexnet.checkpoint import from_payload  # noqa: E402
 from alexnet.cli.train import config_from_args  # noqa: E402
-from alexnet.config import TrainConfig, read_config_file, resolve_config  # noqa: E402
+from alexnet.config import TrainConfig, resolve_config  # noqa: E402
+from alexnet.config_file import read_config_file  # noqa: E402
 from alexnet.data import pack as P  # noqa: E402
 from alexnet.data.sources import open_dataset, open_splits  # noqa: E402
 from alexnet.data.stats import default_stats_path, load_or_compute_stats  # noqa: E402

@@ -12,6 +12,7 @@ from alexnet.evaluate import (
     evaluate,
     format_report,
     precision_recall_f1,
+    report_csv,
     ten_crop_probs,
     topk_correct,
 )
@@ -83,6 +84,27 @@ def test_evaluate_report_by_hand():
     text = format_report(report)
     assert "macro precision: 83.33%  recall: 83.33%  F1: 77.78%" in text
     assert text.splitlines()[-1].split() == ["a", "100.0%", "100.0%", "100.0%", "1"]  # lowest F1 first, a last
+
+
+def test_evaluate_out_csv_is_the_per_class_table(tmp_path, capsys):
+    """Found by a new-user trial: ``evaluate --out x.csv`` wrote JSON into it; .csv is the per-class table, another
+    suffix is refused in one line before the model is read."""
+    import csv
+
+    from alexnet.cli import main
+
+    report = {"classes": ["a", "b"], "support": {"a": 3, "b": 1}, "confusion": [[2, 1], [0, 1]],
+              "per_class": {"a": 2 / 3, "b": 1.0}, "precision": {"a": 1.0, "b": 0.5},
+              "recall": {"a": 2 / 3, "b": 1.0}, "f1": {"a": 0.8, "b": 2 / 3}}  # fmt: skip
+    rows = list(csv.DictReader(report_csv(report).splitlines()))
+    assert rows[0] == {"class": "a", "images": "3", "correct": "2", "accuracy": str(2 / 3), "precision": "1.0",
+                       "recall": str(2 / 3), "f1": "0.8"}  # fmt: skip
+    assert [r["class"] for r in rows] == ["a", "b"] and rows[1]["precision"] == "0.5"
+    for name in ("x.txt", "x"):
+        assert main(["evaluate", "missing.pt", "--out", str(tmp_path / name)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err == [f"alexnet evaluate: error: --out {tmp_path / name}: give a .json (the full report) or .csv "
+                       "(the per-class table) file name"]  # fmt: skip
 
 
 def test_precision_recall_f1_conventions():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 
 import numpy as np
 import pytest
@@ -382,6 +383,25 @@ def test_features_cli_on_a_folder_data_set(ckpt, images, tmp_path, capsys):
     assert "skipped" in capsys.readouterr().err and "broken.png" not in "".join(json.loads(
         out.with_suffix(".json").read_text())["paths"])  # fmt: skip
     np.testing.assert_allclose(np.load(out), feats, atol=1e-5)
+
+
+def test_features_files_get_the_umasks_mode_as_other_outputs(ckpt, images, tmp_path, capsys):
+    """Found by a new-user trial: ``features --out x.safetensors`` made a 0600 file (safetensors writes it so), the
+    .npy and every other output 0644 under umask 022."""
+    path, _ = ckpt
+    data = tmp_path / "data" / "train" / "a_class"
+    data.mkdir(parents=True)
+    Image.fromarray(images[2][0]).save(data / "0.png")
+    mask = os.umask(0o022)
+    try:
+        for name in ("f.safetensors", "f.npy"):
+            assert (
+                main(["features", str(path), str(tmp_path / "data"), "--out", str(tmp_path / name), "--device", "cpu"])
+                == 0
+            )
+            assert (tmp_path / name).stat().st_mode & 0o777 == 0o644, name
+    finally:
+        os.umask(mask)
 
 
 @pytest.mark.parametrize("fmt", ["table", "csv", "json"])

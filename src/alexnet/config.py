@@ -14,10 +14,9 @@ This module does not import torch: the CLI reads it to build ``alexnet train --h
 from __future__ import annotations
 
 import dataclasses
-import json
+import os
 import re
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from .errors import UserError
@@ -33,7 +32,7 @@ from .names import (
     PRESETS,
 )
 from .names import RECIPES as RECIPE_NAMES
-from .settings import InvalidSetting, field_kind, flag_name, setting, show, validate_fields
+from .settings import InvalidSetting, flag_name, setting, show, validate_fields
 
 # --window: data.window's choices (checked further by check_window: widths >= 1, percentiles in order)
 # as alexnet.data.window parses it (data pack took "-600, 1500", train refused it)
@@ -196,8 +195,9 @@ class TrainConfig:
         """Check every value's type, range and choice, then the settings that depend on each other.
 
         Raises ``InvalidSetting`` (a ``UserError``) naming the first wrong setting and what it may be. Whole floats
-        given for float settings as ints (``lr = 1``) are converted.
+        given for float settings as ints (``lr = 1``) are converted, and a number for ``time_budget`` is seconds.
         """
+        budget, self.time_budget = self.time_budget, duration_text(self.time_budget)
         validate_fields(self)
         if self.image_size is not None and self.resize_size is not None and self.resize_size < self.image_size:
             raise InvalidSetting("resize_size", self.resize_size, f"must be at least --image-size ({self.image_size})")
@@ -209,10 +209,10 @@ class TrainConfig:
             try:
                 seconds = parse_duration(self.time_budget)
             except UserError as e:
-                raise InvalidSetting("time_budget", self.time_budget, str(e).split(": ", 1)[1]) from None
+                raise InvalidSetting("time_budget", budget, str(e).split(": ", 1)[1]) from None
             if not MIN_BUDGET_S <= seconds <= 30 * 86400:  # below: the set-up alone overran it (1s took 14 s)
                 why = f"must be between {MIN_BUDGET_S} seconds and 30 days (the set-up and final report take 10-20 s)"
-                raise InvalidSetting("time_budget", self.time_budget, why)
+                raise InvalidSetting("time_budget", budget, why)
         if self.window != "auto":
             from .data.window import check_window
 
@@ -232,6 +232,14 @@ def check_default_resize(image_size: int) -> None:
             "image_size", image_size, f"must be at most {MAX_CROP_DEFAULT_RESIZE} with the default resize (crop x "
             f"256/224 would be over {MAX_IMAGE_SIZE} px); give --resize-size up to {MAX_IMAGE_SIZE} for larger crops"
         )  # fmt: skip
+
+
+def duration_text(value: Any) -> Any:
+    """A number of seconds as ``--time-budget`` takes it (``300`` -> ``"300"``: ``time-budget = 300`` in a config
+    file or Python means what the flag means); anything else as it is."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return value
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
 
 
 def parse_duration(text: str) -> float:
@@ -295,116 +303,12 @@ RECIPES: dict[str, dict[str, Any]] = {
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# sources
+# sources (a config file is read by alexnet.config_file)
 
 
-def read_config_file(path: str | Path) -> dict[str, Any]:
-    """Read a TOML, YAML (``.yaml``/``.yml``) or JSON file of settings (kebab-case or snake_case keys).
-
-    A syntax error is one ``UserError`` line naming the file and line. Keys are not checked here (``resolve_config``
-    does), but YAML 1.1's numbers without a dot (``lr: 1e-3`` reads as a string) are read as numbers.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"--config {path}: no such file")
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise UserError(f"--config {path}: cannot read it ({e.strerror or e})") from None
-    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
-        raise UserError(f"--config {path}: a UTF-16 file; save it as UTF-8")
-    try:
-        text = data.decode("utf-8-sig")  # a byte-order mark (Windows editors write one) is not part of the settings
-    except UnicodeDecodeError as e:
-        raise UserError(f"--config {path}: not UTF-8 text (byte {e.start}); save it as UTF-8") from None
-    try:
-        values = _parse(path, text)
-    except (ValueError, RecursionError) as e:  # a number of over 4300 digits; nesting deeper than Python's stack
-        raise UserError(f"--config {path}: cannot read it ({str(e).splitlines()[0]})") from None
-    if not isinstance(values, dict):
-        raise UserError(f"--config {path}: expected a table of settings, got {type(values).__name__}")
-    out: dict[str, Any] = {}
-    for key, value in values.items():
-        name = str(key).replace("-", "_")
-        if name in out:
-            raise UserError(f"--config {path}: {_key_text(name)} is given twice (as {flag_name(name)!r} and {name!r})")
-        out[name] = value
-    return out
-
-
-def _parse(path: Path, text: str) -> Any:
-    """The file's values; syntax errors as one ``UserError`` line naming the file and line."""
-    if path.suffix in (".yaml", ".yml"):
-        try:
-            import yaml
-        except ImportError:
-            raise UserError(f"--config {path}: YAML needs PyYAML: pip install 'alexnet[yaml]' (or use TOML)") from None
-        try:
-            values = yaml.load(text, Loader=_unique_keys_loader(yaml))  # a SafeLoader: no tags that run code
-        except yaml.YAMLError as e:
-            mark = getattr(e, "problem_mark", None)
-            where = f":{mark.line + 1}" if mark is not None else ""
-            problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-            raise UserError(f"--config {path}{where}: not valid YAML ({problem})") from None
-        values = {} if values is None else values
-        if isinstance(values, dict):
-            values = {k: _yaml_number(k, v) for k, v in values.items()}
-    elif path.suffix == ".json":
-        try:
-            values = json.loads(text, object_pairs_hook=_unique_keys)
-        except json.JSONDecodeError as e:
-            raise UserError(f"--config {path}:{e.lineno}: not valid JSON ({e.msg}, column {e.colno})") from None
-    else:
-        import tomllib
-
-        try:
-            values = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as e:
-            m = re.search(r"\(at line (\d+), column (\d+)\)", str(e))
-            where = f":{m.group(1)}" if m else ""
-            raise UserError(f"--config {path}{where}: not valid TOML ({str(e).split(' (at ')[0]})") from None
-    return values
-
-
-class DuplicateKey(ValueError):
-    pass
-
-
-def _unique_keys(pairs: list[tuple[Any, Any]]) -> dict:
-    """A JSON / YAML mapping whose keys are all different: a setting given twice is a mistake, not last-one-wins."""
-    out = {}
-    for key, value in pairs:
-        if key in out:
-            raise DuplicateKey(f"{key!r} is given twice")
-        out[key] = value
-    return out
-
-
-def _unique_keys_loader(yaml):
-    """PyYAML's SafeLoader with ``_unique_keys`` mappings."""
-
-    class Loader(yaml.SafeLoader):
-        def construct_mapping(self, node, deep=False):
-            pairs = [(self.construct_object(k, deep=deep), self.construct_object(v, deep=deep)) for k, v in node.value]
-            return _unique_keys(pairs)
-
-    return Loader
-
-
-def _key_text(name: str) -> str:
+def key_text(name: str) -> str:
     """A setting's name as its flag; quoted when it is not a plain word (a key with spaces, or a line break)."""
     return flag_name(name) if name.isidentifier() else repr(name)
-
-
-def _yaml_number(key: Any, value: Any) -> Any:
-    """``1e-3`` read by YAML 1.1 as a string -> 0.001, for float settings only."""
-    f = _FIELDS.get(str(key).replace("-", "_"))
-    if f is None or not isinstance(value, str) or field_kind(f)[0] != "float":
-        return value
-    try:
-        return float(value)
-    except ValueError:
-        return value
 
 
 def resolve_config(
@@ -414,20 +318,55 @@ def resolve_config(
 
     ``source``: the config file's name, so an error in one of its values names the file.
     """
-    file_values, flags = dict(file_values or {}), {k: v for k, v in (flags or {}).items() if v is not None}
-    recipe = flags.get("recipe", file_values.get("recipe", recipe))
-    if not isinstance(recipe, str) or recipe not in RECIPES:
-        raise UserError(f"unknown recipe {recipe!r}; choose from {', '.join(RECIPES)}")
-    for where, values in (("config file " + source if source else "config file", file_values), ("flags", flags)):
-        unknown = sorted(set(values) - set(_FIELDS))
-        if unknown:
-            raise UserError(f"unknown setting(s) in {where}: {', '.join(map(_key_text, unknown))}")
+    file_values = file_values if file_values is not None else {}
+    flags = {k: v for k, v in (flags or {}).items() if v is not None}
     try:
+        recipe = flags.get("recipe", file_values.get("recipe", recipe))
+        if not isinstance(recipe, str) or recipe not in RECIPES:
+            raise InvalidSetting("recipe", recipe, f"unknown recipe; choose from {', '.join(RECIPES)}")
+        for where, values in (("config file " + source if source else "config file", file_values), ("flags", flags)):
+            unknown = sorted(set(values) - set(_FIELDS))
+            if unknown:
+                raise UserError(f"unknown setting(s) in {where}: {', '.join(map(key_text, unknown))}")
         return TrainConfig(**{**RECIPES[recipe], **file_values, **flags, "recipe": recipe})
-    except InvalidSetting as e:
-        if e.name in file_values and e.name not in flags and source:
-            raise UserError(f"--config {source}: {flag_name(e.name)} = {show(e.value)}: {e.rule}") from None
-        raise
+    except UserError as e:
+        reworded = in_file_terms(e, file_values, flags, source)
+        if reworded is e:
+            raise
+        raise reworded from None
+
+
+def in_file_terms(error: UserError, file_values: dict, flags: dict, source: str) -> UserError:
+    """``error`` reworded to name the config file ``source`` and its key when it is about a setting that the file
+    gave and no flag did (``--config c.toml: lr = -0.1: must be a number > 0``, not ``--lr -0.1: ...``, which the
+    user never typed); otherwise ``error`` itself. ``flags``: the settings given on the command line.
+
+    An ``InvalidSetting`` says which setting it is about; another error does by starting with one of the setting's
+    flags and its value (``--pretrained x.pt: no such file``, from the training code) or, for a path, the path."""
+    if not source:
+        return error
+    spelled = getattr(file_values, "spelled", {})  # the keys as the file wrote them (alexnet.config_file)
+    for name in (n for n in file_values if n not in flags and n in _FIELDS):
+        value, key = file_values[name], spelled.get(name, flag_name(name))
+        if isinstance(error, InvalidSetting):
+            rest = f": {error.rule}" if error.name == name else None
+            value = error.value
+        else:
+            rest = _after_setting(str(error), name, value)
+        if rest is not None:
+            return UserError(f"--config {source}: {key} = {show(value)}{rest}")
+    return error
+
+
+def _after_setting(text: str, name: str, value: Any) -> str | None:
+    """What follows ``--flag VALUE`` (or ``VALUE`` alone, for a path) at the start of ``text``, else None."""
+    heads = [f"{flag} {value}" for flag in _FIELDS[name].metadata["flags"] or (f"--{flag_name(name)}",)]
+    if name in (*PATH_SETTINGS, "resume", "init_weights", "out") and isinstance(value, str):
+        heads += [value, os.path.abspath(value)]  # training makes the data paths absolute (setup.absolute_data_paths)
+    for head in heads:
+        if text.startswith(head) and text[len(head) : len(head) + 1] in (":", " "):
+            return text[len(head) :]
+    return None
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}

@@ -177,6 +177,22 @@ def format_report(report: dict, max_classes: int = 20) -> str:
     return "\n".join(lines)
 
 
+def report_csv(report: dict) -> str:
+    """The per-class table of ``report`` (``evaluate``'s) as CSV text, one row per class in the model's order:
+    class, images, correct, accuracy, precision, recall, f1 (fractions in [0, 1]). The totals and the confusion
+    matrix are in the JSON report only."""
+    import csv
+    import io
+
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["class", "images", "correct", "accuracy", "precision", "recall", "f1"])
+    for i, name in enumerate(report["classes"]):
+        row = [report[k][name] for k in ("per_class", "precision", "recall", "f1")]
+        writer.writerow([name, report["support"][name], report["confusion"][i][i], *row])
+    return out.getvalue()
+
+
 def evaluate_file(
     model_path: str,
     data: str | None = None,

@@ -162,6 +162,8 @@ def _check_number(name: str, meta: dict, kind: str, value: Any) -> int | float:
         if not math.isfinite(number):
             raise InvalidSetting(name, value, f"must be {range_text(meta, kind)}")
         value = number
+    if meta.get("choices") and value not in meta["choices"]:  # in-channels = 2 in a config file was taken
+        raise InvalidSetting(name, value, f"choose from {', '.join(map(str, meta['choices']))}")
     low, high = meta.get("low"), meta.get("high")
     too_low = low is not None and (value <= low if meta["low_open"] else value < low)
     too_high = high is not None and (value >= high if meta["high_open"] else value > high)
@@ -172,6 +174,8 @@ def _check_number(name: str, meta: dict, kind: str, value: Any) -> int | float:
 
 
 def _check_text(name: str, meta: dict, value: str) -> str:
+    if not value.strip():  # out = "" in a config file trained into the default folder (Path("") is the working one)
+        raise InvalidSetting(name, value, "is empty or blank; give a value or leave the setting out")
     if meta.get("choices") and value not in meta["choices"]:
         raise InvalidSetting(name, value, f"choose from {', '.join(meta['choices'])}")
     if meta.get("pattern") and not re.fullmatch(meta["pattern"], value):

@@ -13,8 +13,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "evaluate",
         help="evaluate a checkpoint or weights file on a data set",
         description="Evaluate a model on one split of a data set: loss, top-1 and top-5, macro precision, recall "
-        "and F1, and a table of the classes with the lowest F1; --out writes the full report as JSON (per-class "
-        "accuracy, precision, recall, F1, images, and the confusion matrix, rows true and columns predicted). The "
+        "and F1, and a table of the classes with the lowest F1; --out FILE.json writes the full report (per-class "
+        "accuracy, precision, recall, F1, images, and the confusion matrix, rows true and columns predicted), --out "
+        "FILE.csv the per-class table for a spreadsheet. The "
         "preprocessing and class names come from the model file; the data's classes are matched to the model's by "
         "name. Exit status: 0 done, 2 a mistake (file, data, classes).",
     )
@@ -38,15 +39,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="score by position when the data's class names differ from the model's (warns)")  # fmt: skip
     p.add_argument("--max-bad-fraction", type=float, default=0.01, metavar="X",
                    help="stop when more than this fraction of the split cannot be decoded (default: 0.01)")  # fmt: skip
-    p.add_argument("--out", help="write the JSON report here")
+    p.add_argument("--out", help="write the report here: FILE.json the full report, FILE.csv the per-class table "
+                   "(class, images, correct, accuracy, precision, recall, f1)")  # fmt: skip
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..evaluate import evaluate_file, format_report
+    from pathlib import Path
+
+    from ..errors import UserError
+    from ..evaluate import evaluate_file, format_report, report_csv
     from ..outputs import atomic_file, prepare_output
 
+    suffix = Path(args.out or "x.json").suffix.lower()
+    if suffix not in (".json", ".csv"):  # x.csv held JSON
+        raise UserError(f"--out {args.out}: give a .json (the full report) or .csv (the per-class table) file name")
     if args.out:  # an existing file (a checkpoint given by mistake) is replaced only with --overwrite
         prepare_output(args.out, overwrite=args.overwrite)
 
@@ -66,7 +74,10 @@ def run(args: argparse.Namespace) -> int:
     )
     print(format_report(report))
     if args.out:
-        with atomic_file(args.out) as tmp, open(tmp, "w") as f:
-            json.dump(report, f, indent=1)
+        with atomic_file(args.out) as tmp, open(tmp, "w", newline="") as f:
+            if suffix == ".csv":
+                f.write(report_csv(report))
+            else:
+                json.dump(report, f, indent=1)
         print(f"report: {args.out}")
     return 0

@@ -2,8 +2,9 @@
 
 For each image file, image in a folder (recursive) and sampled video frame: OUT/NAME.METHOD.png, the centre crop
 the network sees, the map and the two overlaid, titled with the predicted and the target class; with --format npy
-(give --format twice for both) the raw map as a float32 (crop, crop) array, OUT/NAME.METHOD.npy. One line per
-image on stdout. Methods (see alexnet.explain):
+(give --format twice for both) the raw map as a float32 (crop, crop) array, OUT/NAME.METHOD.npy. For one image,
+--out FILE.png (or FILE.npy with --format npy) writes that file instead. One line per image on stdout. Methods
+(see alexnet.explain):
 
 - gradcam: Grad-CAM at --layer (auto: conv5 from 127-px crops, 13x13 at 224 px; conv2 at 64 px, where conv5 is
   3x3; bilinear to the crop);
@@ -43,7 +44,8 @@ class ExplainConfig:
                                 none_text="auto: the deepest with >= 7x7 maps at the model's crop: conv5 at 224 px, "
                                 "conv2 at 64 px")  # fmt: skip
     target: str = setting("top1", "top1 (each image's prediction), a class name or a class index", metavar="CLASS")
-    out: str = setting("explanations", "output folder", metavar="DIR")
+    out: str = setting("explanations", "output folder; for one image, a .png (or .npy) file name writes that file",
+                       metavar="DIR")  # fmt: skip
     overwrite: bool = setting(False, "replace output files that exist (refused otherwise, as features and export do)",
                               switch=True)  # fmt: skip
     format: tuple[str, ...] | None = setting(None, "png (the overlay) or npy (the raw map); give twice for both",
@@ -73,7 +75,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import numpy as np
     from tqdm import tqdm
 
     from ..explain import layer_size, resolve_layer
@@ -97,17 +98,16 @@ def run(args: argparse.Namespace) -> int:
         from ..explain import occlusion_geometry
 
         occlusion_geometry(predictor.preprocess.crop, cfg.window, cfg.stride)
-    if "png" in cfg.formats:
-        from ..map_plots import plot_explanation
     layer = resolve_layer(predictor.model, cfg.layer, predictor.preprocess.crop)
     side = layer_size(predictor.model, layer, predictor.preprocess.crop)
     out_dir = Path(cfg.out)
     listed = list_inputs(args.inputs)
+    single = single_file(cfg.out, listed, cfg.formats)  # --out x.png for one image: that file, not a folder x.png
     planned, seen = [], set()  # the images' outputs, refused before any work when they exist (videos: as written)
     for name, path in listed:
         if isinstance(path, Path) and path.suffix.lower() not in VIDEO_EXTENSIONS:
             stem = _unique(_stem(name, None), seen)
-            planned += [out_dir / f"{stem}.{cfg.method}.{fmt}" for fmt in cfg.formats]
+            planned += [single or out_dir / f"{stem}.{cfg.method}.{fmt}" for fmt in cfg.formats]
     prepare_output(planned[0] if planned else out_dir / "x", also=planned[1:], overwrite=cfg.overwrite)
     used: set[str] = set()
     failed = 0
@@ -126,20 +126,53 @@ def run(args: argparse.Namespace) -> int:
             tqdm.write(f"alexnet explain: error: {e}", file=sys.stderr)
             continue
         stem = _unique(_stem(name, t), used)
-        written = []
-        if "png" in cfg.formats:
-            path = prepare_output(out_dir / f"{stem}.{cfg.method}.png", overwrite=cfg.overwrite)
-            plot_explanation(expl, path, name=label, layer_side=side)
-            written.append(path)
-        if "npy" in cfg.formats:
-            path = prepare_output(out_dir / f"{stem}.{cfg.method}.npy", overwrite=cfg.overwrite)
-            np.save(path, expl.map.numpy())
-            written.append(path)
+        targets = {fmt: single or out_dir / f"{stem}.{cfg.method}.{fmt}" for fmt in cfg.formats}
+        written = _write(expl, targets, cfg.overwrite, label, side)
         print(
             f"{label}: predicted {expl.predicted} ({100 * expl.probability:.1f}%), map for {expl.target} "
             f"-> {', '.join(map(str, written))}"
         )
     return 1 if failed else 0
+
+
+def _write(expl, targets: dict[str, Path], overwrite: bool, label: str, side: int) -> list[Path]:
+    """The overlay (``png``) and the raw map (``npy``) of ``expl``, each to its ``targets`` path."""
+    import numpy as np
+
+    from ..outputs import prepare_output
+
+    written = []
+    for fmt, target in targets.items():
+        path = prepare_output(target, overwrite=overwrite)
+        if fmt == "png":
+            from ..map_plots import plot_explanation
+
+            plot_explanation(expl, path, name=label, layer_side=side)
+        else:
+            np.save(path, expl.map.numpy())
+        written.append(path)
+    return written
+
+
+FILE_SUFFIXES = (".png", ".npy", ".jpg", ".jpeg", ".pdf", ".svg", ".tif", ".tiff", ".webp", ".json", ".csv", ".txt")
+
+
+def single_file(out: str, listed: list, formats: tuple[str, ...]) -> Path | None:
+    """``--out x.png`` (or ``x.npy``) for one image file and that one format: the file to write; None when ``out``
+    is a folder name. Another file-like name is one ``UserError`` line (``explain --out x.png`` made a folder x.png,
+    with the picture inside)."""
+    suffix = Path(out).suffix.lower()
+    if suffix not in FILE_SUFFIXES:
+        return None
+    from ..predict import VIDEO_EXTENSIONS
+
+    one_image = (
+        len(listed) == 1 and isinstance(listed[0][1], Path) and listed[0][1].suffix.lower() not in VIDEO_EXTENSIONS
+    )
+    if one_image and formats == (suffix[1:],):
+        return Path(out)
+    why = f"written for one image with --format {suffix[1:]} only" if suffix[1:] in FORMATS else "not a png or npy"
+    raise UserError(f"--out {out}: a file name ({why}); give a folder for OUT/NAME.METHOD.png per image")
 
 
 def _stem(name: str, t: float | None) -> str:

@@ -12,7 +12,9 @@ import argparse
 import sys
 import time
 
-from ..config import DEFAULT_RECIPE, RECIPES, TrainConfig, read_config_file, resolve_config
+from ..config import DEFAULT_RECIPE, RECIPES, TrainConfig, in_file_terms, resolve_config
+from ..config_file import read_config_file
+from ..errors import UserError
 from ._settings import add_settings, given
 
 STARTED = time.time()  # when the command began (before torch is imported): the start of --time-budget
@@ -55,4 +57,9 @@ def run(args: argparse.Namespace) -> int:
     except Preempted as e:
         print(f"alexnet train: {e}", file=sys.stderr)
         return e.exit_code
+    except UserError as e:  # "--pretrained x.pt: no such file" where the config file said pretrained = "x.pt"
+        reworded = in_file_terms(e, file_values, given(args, TrainConfig), args.config or "")
+        if reworded is e:
+            raise
+        raise reworded from None
     return 0
