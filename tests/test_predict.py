@@ -400,6 +400,14 @@ def test_features_files_get_the_umasks_mode_as_other_outputs(ckpt, images, tmp_p
                 == 0
             )
             assert (tmp_path / name).stat().st_mode & 0o777 == 0o644, name
+        from alexnet.predict import save_features  # the library's writer too, for Python callers
+
+        for name in ("g.safetensors", "g.npy"):
+            written = save_features(
+                tmp_path / name, torch.ones(1, 2), labels=[0], paths=["x"], classes=["a"], layer="fc7"
+            )
+            assert all(p.stat().st_mode & 0o777 == 0o644 for p in written), name
+        assert not [p for p in tmp_path.iterdir() if ".tmp" in p.name]  # no temporary file left
     finally:
         os.umask(mask)
 

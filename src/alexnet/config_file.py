@@ -113,16 +113,12 @@ def _parse(path: Path, text: str) -> Any:
     return values
 
 
-class DuplicateKey(ValueError):
-    pass
-
-
 def _unique_keys(pairs: list[tuple[Any, Any]]) -> dict:
     """A JSON / YAML mapping whose keys are all different: a setting given twice is a mistake, not last-one-wins."""
     out = {}
     for key, value in pairs:
         if key in out:
-            raise DuplicateKey(f"{key!r} is given twice")
+            raise ValueError(f"{key!r} is given twice")
         out[key] = value
     return out
 

@@ -32,6 +32,7 @@ from .checkpoint import Checkpoint
 from .device import autocast, resolve_device, resolve_precision
 from .errors import UserError, missing_file
 from .model import FEATURE_LAYERS
+from .outputs import atomic_file
 from .preprocess import IMAGENET, Preprocess, match_channels
 
 if TYPE_CHECKING:
@@ -452,19 +453,23 @@ def save_features(
     path = Path(path)
     if len(labels) != len(features) or len(paths) != len(features):
         raise ValueError(f"{len(features)} feature rows but {len(labels)} labels and {len(paths)} paths")
+    if path.suffix not in (".npy", ".safetensors"):
+        raise UserError(f"{path}: a features file's name must end in .npy or .safetensors")
     path.parent.mkdir(parents=True, exist_ok=True)
     feats = features.detach().float().cpu().contiguous()
     if path.suffix == ".npy":
-        np.save(path, feats.numpy())
         sidecar = path.with_suffix(".json")
         info = {"layer": layer, "shape": list(feats.shape), "classes": list(classes)}
-        sidecar.write_text(json.dumps({**info, "labels": [int(x) for x in labels], "paths": list(paths)}) + "\n")
+        with atomic_file(path) as tmp, atomic_file(sidecar) as tmp_sidecar:  # both or neither
+            with open(tmp, "wb") as f:  # np.save(name) would append .npy to the temporary name
+                np.save(f, feats.numpy())
+            listed = {**info, "labels": [int(x) for x in labels], "paths": list(paths)}
+            tmp_sidecar.write_text(json.dumps(listed) + "\n")
         return [path, sidecar]
-    if path.suffix == ".safetensors":
-        from safetensors.torch import save_file
+    from safetensors.torch import save_file
 
-        tensors = {"features": feats, "labels": torch.as_tensor(list(labels), dtype=torch.int64)}
-        metadata = {"layer": layer, "classes": json.dumps(list(classes)), "paths": json.dumps(list(paths))}
-        save_file(tensors, str(path), metadata=metadata)
-        return [path]
-    raise UserError(f"{path}: a features file's name must end in .npy or .safetensors")
+    tensors = {"features": feats, "labels": torch.as_tensor(list(labels), dtype=torch.int64)}
+    metadata = {"layer": layer, "classes": json.dumps(list(classes)), "paths": json.dumps(list(paths))}
+    with atomic_file(path) as tmp:  # a torn file never replaces a good one; the umask's mode (safetensors: 0600)
+        save_file(tensors, str(tmp), metadata=metadata)
+    return [path]

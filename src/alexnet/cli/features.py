@@ -32,12 +32,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import os
     from pathlib import Path
 
     from ..data.sources import open_dataset
     from ..errors import UserError
-    from ..outputs import new_file_mode, prepare_output
+    from ..outputs import prepare_output
     from ..predict import load, save_features
 
     if not args.out.endswith((".npy", ".safetensors")):
@@ -51,7 +50,6 @@ def run(args: argparse.Namespace) -> int:
     feats, kept = readable_features(predictor, split, args.layer, args.batch_size, args.max_bad_fraction)
     labels, paths = [int(split.labels[i]) for i in kept], [split.describe(i) for i in kept]
     for path in save_features(args.out, feats, labels=labels, paths=paths, classes=split.classes, layer=args.layer):
-        os.chmod(path, new_file_mode())  # safetensors (0.8) makes its file 0600 whatever the umask; the .npy is 0644
         print(f"wrote {path}")
     print(f"{args.layer} features: {tuple(feats.shape)} from {plural(len(kept), args.split + ' image')}")
     return 0
