@@ -87,6 +87,23 @@ def test_safetensors_round_trip_through_load(ckpt, tmp_path):
     assert model_from_file(out)[1].metadata() == meta.metadata()
 
 
+def test_an_export_leaves_the_training_machines_paths_behind(ckpt, tmp_path, capsys):
+    # found by a new-user trial: exports carried the data's and the run's absolute paths (a hospital's folders often
+    # name the patient), though an export is the file that leaves the machine
+    _, model = ckpt
+    secret = "/data/Doe^John_123456"
+    config = {"data": secret, "val_dir": None, "out": f"{secret}/run", "init_weights": "torchvision", "epochs": 3}
+    save_payload({"arch": "alexnet2012", "num_classes": 4, "model": model.state_dict(), "classes": CLASSES,
+                  "preprocess": PREPROCESS, "config": config}, tmp_path / "run.pt")  # fmt: skip
+    out, _ = export(tmp_path / "run.pt", "safetensors", tmp_path / "m.safetensors")
+    for written in (out, out.with_suffix(".json")):
+        assert b"Doe^John" not in written.read_bytes(), written
+    kept = model_from_file(out)[1].config
+    assert kept["epochs"] == 3 and kept["init_weights"] == "torchvision" and "data" not in kept
+    assert main(["evaluate", str(out)]) == 2  # it would have evaluated on the built-in set (data None)
+    assert "m.safetensors is an export, which leaves the training data's path out: give DATA" in capsys.readouterr().err
+
+
 def test_export_errors_name_the_value(ckpt, tmp_path, capsys):
     path, _ = ckpt
     with pytest.raises(alexnet.UserError, match="--format 'tflite'"):

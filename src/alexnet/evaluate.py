@@ -193,6 +193,23 @@ def report_csv(report: dict) -> str:
     return out.getvalue()
 
 
+def _dataset(data: str | None, config: dict, model_path: str):
+    """``data``, or else the data set the model's run trained on (with its held-out val split, if it made one)."""
+    from .data.sources import open_dataset
+    from .errors import UserError
+    from .export import PATHS_LEFT_OUT
+
+    if data is not None:
+        return open_dataset(data)
+    if not config:  # a run's checkpoint always has a config (data None = the built-in set)
+        raise UserError(f"{model_path} records no data set: give DATA")
+    if config.get(PATHS_LEFT_OUT):
+        raise UserError(f"{model_path} is an export, which leaves the training data's path out: give DATA")
+    from .data.holdout import open_run_dataset
+
+    return open_run_dataset(config, model_path)
+
+
 def evaluate_file(
     model_path: str,
     data: str | None = None,
@@ -220,7 +237,7 @@ def evaluate_file(
     is a ``UserError``.
     """
     from .data.loading import make_loader
-    from .data.sources import match_classes, open_dataset, relabel
+    from .data.sources import match_classes, relabel
     from .device import resolve_device, resolve_precision
     from .errors import UserError
     from .weights import model_from_file
@@ -240,15 +257,7 @@ def evaluate_file(
         info = onnx.info
     else:
         model, info = model_from_file(model_path)
-    config = info.config or {}
-    if data is None and not config:  # a run's checkpoint always has a config (data None = the built-in set)
-        raise UserError(f"{model_path} records no data set: give DATA")
-    if data is None:
-        from .data.holdout import open_run_dataset
-
-        dataset = open_run_dataset(config, model_path)  # with the run's held-out val split, if it made one
-    else:
-        dataset = open_dataset(data)
+    dataset = _dataset(data, info.config or {}, model_path)
     chosen = dataset.split(split)
     classes, warnings = list(info.classes), []
     try:

@@ -18,6 +18,7 @@ onnxruntime with it.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -26,12 +27,15 @@ import torch
 from torch import nn
 
 from .checkpoint import Checkpoint
+from .config import PATH_SETTINGS
 from .errors import UserError, missing_file
 from .outputs import atomic_file, check_free_space, prepare_output
 
 FORMATS = ("onnx", "pt2", "safetensors")
 SUFFIXES = {"onnx": ".onnx", "pt2": ".pt2", "safetensors": ".safetensors"}
 PARITY_ATOL = 1e-4  # max abs difference of logits, fp32
+LOCAL_PATHS = (*PATH_SETTINGS, "out", "resume", "init_weights")  # the training machine's paths: not exported
+PATHS_LEFT_OUT = "local_paths"  # the key an export's config says so under
 
 
 class ParityError(UserError):
@@ -70,6 +74,7 @@ def export(
         raise UserError(f"--out {out}: would overwrite the model file itself; choose another path")
     prepare_output(out, also=sidecars, overwrite=overwrite)
     model, meta = model_from_file(model_path)
+    meta = shareable(meta)
     check_free_space(out, sum(t.numel() * t.element_size() for t in model.state_dict().values()))
     if fmt == "onnx":
         return out, export_onnx(model, meta, out, check=check)
@@ -77,6 +82,17 @@ def export(
         return out, export_program(model, meta, out, check=check)
     export_safetensors(model, meta, out)
     return out, None
+
+
+def shareable(meta: Checkpoint) -> Checkpoint:
+    """``meta`` without the training run's local paths (data, run folder, weights started from): an export is the
+    file that leaves the machine, and a hospital's folder names often carry a patient's name or ID."""
+    if meta.config is None:
+        return meta
+    config = {k: v for k, v in meta.config.items() if k not in LOCAL_PATHS or v is None or v == "torchvision"}
+    if len(config) < len(meta.config):
+        config[PATHS_LEFT_OUT] = "left out on export"
+    return dataclasses.replace(meta, config=config)
 
 
 def _example(meta: Checkpoint, batch: int, seed: int = 0) -> torch.Tensor:
