@@ -327,6 +327,8 @@ def test_resume_path_never_mixes_two_runs_and_an_unsaved_run_keeps_its_data(tiny
     assert where(out=runs["B"], resume=str(b_last)) == (runs["B"], b_last)
     assert where(resume=str(b_last)) == (runs["B"], b_last)  # no --out: the checkpoint's own run, not a new folder
     assert where(out=tmp_path / "fork", resume=str(b_last)) == (tmp_path / "fork", b_last)  # a new folder: a copy
+    with pytest.raises(UserError, match=r"^/nowhere/last.pt: no such checkpoint file$"):  # was "a checkpoint of /"
+        where(out=runs["A"], resume="/nowhere/last.pt")
 
     unsaved = tmp_path / "unsaved"  # killed before its first save: config.json and metrics, no checkpoint
     unsaved.mkdir()

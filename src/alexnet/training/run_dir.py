@@ -13,7 +13,7 @@ from pathlib import Path
 from ..checkpoint import clean_stale_temps
 from ..config import TrainConfig
 from ..data.holdout import run_dir_of
-from ..errors import UserError
+from ..errors import UserError, missing_file
 from ..limits import limits, read_bounded
 
 
@@ -76,6 +76,8 @@ def _where(cfg: TrainConfig) -> tuple[Path, Path | None, Path | None]:
         last = run_dir / "checkpoints" / "last.pt"
         return run_dir, last if last.exists() else None, None
     resume = Path(cfg.resume) if cfg.resume else None
+    if resume is not None and not resume.is_file():  # said first: its "run folder" would be a guess from the path
+        raise UserError(missing_file(resume, "checkpoint file"))
     owner = run_dir_of(resume) if resume is not None else None
     if cfg.out:
         return Path(cfg.out), resume, owner
