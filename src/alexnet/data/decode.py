@@ -11,29 +11,19 @@ from __future__ import annotations
 
 import io
 import os
-import re
 import warnings
 
 import numpy as np
 import torch
 
-from ..errors import DecodeBoundsError, DecodeError, UserError
+from ..errors import DecodeBoundsError, DecodeError, UserError, decoding
+from ..errors import exception_reason as _reason
 from ..limits import limits, read_bounded
 from . import dicom
 from . import window as window_mod
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".dcm", ".dicom")
 _EXIF_ORIENTATION = 0x0112
-
-
-_REPR = re.compile(r"\s*<[^<>]* at 0x[0-9a-fA-F]+>")  # <_io.BytesIO object at 0x7f...>: a heap address, no use
-
-
-def _reason(e: Exception) -> str:
-    """``TypeName: message`` for a library's exception, without the Python object reprs Pillow puts in its messages
-    (``cannot identify image file <_io.BytesIO object at 0x7f...>``): the file is named by the caller instead."""
-    text = _REPR.sub("", str(e)).strip()
-    return f"{type(e).__name__}: {text}" if text else type(e).__name__
 
 
 def read_header(data: bytes, name: str, *, max_pixels: int | None = None, max_aspect: float | None = None):
@@ -102,7 +92,8 @@ def decode_image(
     on white. The file's content decides the format, not its extension. Raises ``DecodeError`` naming ``name``
     (default: the path) for empty, truncated, non-image, non-regular or too large files, and its subclass
     ``DecodeBoundsError`` for images over the pixel or aspect-ratio bounds. Messages hold the name and the reason
-    only (no Python object reprs). DICOMs and 16-bit grayscale images are windowed with ``window``
+    only (no Python object reprs); any other exception a decoding library raises on a hostile file is turned into
+    such a line too (``errors.decoding``). DICOMs and 16-bit grayscale images are windowed with ``window``
     (``data.window``: auto, minmax, lung, bone, brain, soft-tissue, C,W or pLOW-pHIGH).
     """
     if isinstance(src, (bytes, bytearray, memoryview)):
@@ -115,6 +106,11 @@ def decode_image(
             raise DecodeError(str(e)) from None
     if channels not in (1, 3):
         raise UserError(f"channels {channels}: must be 1 (grayscale) or 3 (RGB)")
+    with decoding(name):
+        return _decode(data, name, max_pixels, window, channels)
+
+
+def _decode(data: bytes, name: str, max_pixels: int | None, window: str, channels: int) -> torch.Tensor:
     if dicom.is_dicom(data):
         bounds = limits()
         a = dicom.decode(
@@ -150,7 +146,7 @@ def _pillow_header(data: bytes, name: str, max_pixels: int | None):
     except DecodeBoundsError:
         raise
     except DecodeError:
-        if not name.lower().endswith((".dcm", ".dicom")):
+        if not data or not name.lower().endswith((".dcm", ".dicom")):  # an empty file is said to be empty
             raise
     raise DecodeError(
         f"{name}: not a DICOM file pydicom reads: no 'DICM' marker after the 128-byte preamble (a bare DICOM data set "
