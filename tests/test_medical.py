@@ -261,6 +261,21 @@ def test_data_check_counts_a_hostile_dicom_as_undecodable_and_an_unusable_window
     assert inspect_file(str(tmp_path / "ww0.dcm"))["dicom"]["window"] == "unusable"
 
 
+def test_extensionless_dicoms_in_a_folder_are_images(tmp_path):
+    """PACS and CD exports name DICOMs IM0001 or by UID; they were silently left out of a folder with .dcm files."""
+    import os
+
+    from alexnet.data.sources import list_images
+
+    names = ["1.dcm", "IM3", "1.2.840.5.30000"]
+    for n in names:
+        dicom.write(tmp_path / n, STORED)
+    (tmp_path / "README").write_text("x" * 200)
+    (tmp_path / "notes.txt").write_bytes((tmp_path / "IM3").read_bytes())  # a DICOM's bytes, but a named non-image
+    os.mkfifo(tmp_path / "IM4")  # opened, it would block the scan
+    assert list_images(tmp_path) == sorted(str(tmp_path / n) for n in names)
+
+
 def test_empty_files_are_said_to_be_empty(tmp_path):
     for name in ("empty.dcm", "empty.png", "empty.jpg"):
         (tmp_path / name).write_bytes(b"")

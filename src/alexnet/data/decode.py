@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import os
+import stat
 import warnings
 
 import numpy as np
@@ -24,6 +25,25 @@ from . import window as window_mod
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".dcm", ".dicom")
 _EXIF_ORIENTATION = 0x0112
+
+
+def is_image_file(path: str) -> bool:
+    """An image file name (``IMAGE_EXTENSIONS``), or a DICOM named as PACS and CDs name them (``IM0001``, a UID's
+    ``1.2.840....30000``: no suffix, or a numeric one) that starts with the preamble and ``DICM`` marker (132 bytes
+    read; only such names are opened, so scanning a big folder of named images reads no file)."""
+    name = os.path.basename(path)
+    if name.lower().endswith(IMAGE_EXTENSIONS):
+        return True
+    suffix = os.path.splitext(name)[1]
+    if suffix and not suffix[1:].isdigit():
+        return False
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO would block the scan
+            return False
+        with open(path, "rb") as f:
+            return dicom.is_dicom(f.read(dicom.MAGIC_OFFSET + 4))
+    except OSError:
+        return False
 
 
 def read_header(data: bytes, name: str, *, max_pixels: int | None = None, max_aspect: float | None = None):
