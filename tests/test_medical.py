@@ -186,6 +186,106 @@ def test_preamble_only(tmp_path):
         decode_image(p)
 
 
+def patched(path: Path, old: bytes, new: bytes, **write) -> Path:
+    """A small valid DICOM (``dicom.write(**write)``) at ``path`` with the bytes ``old`` overwritten by ``new`` (same
+    length): a header element no writer would produce."""
+    dicom.write(path, STORED, **write)
+    data = path.read_bytes()
+    assert data.count(old) == 1 and len(old) == len(new)
+    path.write_bytes(data.replace(old, new))
+    return path
+
+
+def bad_syntax(path: Path, uid: bytes = b"1.2.840.10008.5.1.4\0") -> Path:
+    """A DICOM whose file meta names a transfer syntax UID that is not one (a SOP class's, or a private one)."""
+    return patched(path, b"1.2.840.10008.1.2.1\0", uid)
+
+
+@pytest.mark.parametrize("uid", [b"1.2.840.10008.5.1.4\0", b"1.2.3.4.5.6.7.8.9.1\0"])
+def test_unknown_transfer_syntax_is_one_line(tmp_path, uid):
+    p = bad_syntax(tmp_path / "ts.dcm", uid)
+    with pytest.raises(
+        DecodeError, match=r"ts\.dcm: unknown transfer syntax UID '" + uid[:-1].decode().replace(".", r"\.")
+    ):
+        decode_image(p)
+
+
+def test_non_numeric_rescale_is_one_line_naming_the_element(tmp_path):
+    p = patched(tmp_path / "icpt.dcm", b"-1024.25", b"PID99887", slope=2, intercept=-1024.25)
+    with pytest.raises(DecodeError, match=r"icpt\.dcm: DICOM RescaleIntercept \(0028,1052\) is not a number"):
+        decode_image(p)
+    p = patched(tmp_path / "slope.dcm", b"2.125", b"2\\125", slope=2.125, intercept=0)  # two values
+    with pytest.raises(DecodeError, match=r"slope\.dcm: DICOM RescaleSlope \(0028,1053\) is not a number"):
+        decode_image(p)
+
+
+def test_rescale_slope_0_is_refused_and_an_unusable_window_is_said_and_ignored(tmp_path, capsys, monkeypatch):
+    dicom.write(tmp_path / "flat.dcm", STORED, slope=0, intercept=5)
+    with pytest.raises(DecodeError, match=r"flat\.dcm: DICOM RescaleSlope \(0028,1053\) is 0"):
+        decode_image(tmp_path / "flat.dcm")
+    monkeypatch.setattr(dicom, "_said_window", False)
+    dicom.write(tmp_path / "ww0.dcm", STORED, window=(40, 0))
+    t = decode_image(tmp_path / "ww0.dcm", channels=1)
+    assert t[0, 0, 0] == 0 and t[0, 0, -1] == 255  # min..max, as without a window
+    assert (
+        "ww0.dcm: its stored window is not used (its WindowWidth (0028,1051) is 0, under 1)" in capsys.readouterr().err
+    )
+
+
+def test_an_unexpected_error_decoding_one_dicom_is_its_one_line(tmp_path, monkeypatch):
+    """Whatever pydicom or numpy raises on a hostile file, the caller gets one DecodeError naming the file."""
+    p = tmp_path / "odd.dcm"
+    dicom.write(p, STORED)
+
+    def boom(*a, **k):
+        raise KeyError("(0028,0103)")
+
+    monkeypatch.setattr("pydicom.pixels.apply_modality_lut", boom)
+    with pytest.raises(
+        DecodeError, match=r"^\S*odd\.dcm: cannot decode this DICOM file \(KeyError: '\(0028,0103\)'\)$"
+    ):
+        decode_image(p)
+    monkeypatch.setattr(dicom, "_header", lambda *a, **k: np.add(1.0, "x"))  # numpy's own error type
+    with pytest.raises(DecodeError, match=r"odd\.dcm: cannot decode this DICOM file \(\w*Error: ufunc 'add'"):
+        dicom.read_header(p.read_bytes(), str(p), max_pixels=1 << 20, max_aspect=20)
+    monkeypatch.setattr(dicom, "_header", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
+    with pytest.raises(KeyboardInterrupt):
+        decode_image(p)
+
+
+def test_data_check_counts_a_hostile_dicom_as_undecodable_and_an_unusable_window(tmp_path):
+    from alexnet.data.check import inspect_file
+
+    assert "unknown transfer syntax UID" in inspect_file(str(bad_syntax(tmp_path / "ts.dcm")))["error"]
+    dicom.write(tmp_path / "ww0.dcm", STORED, window=(40, 0))
+    assert inspect_file(str(tmp_path / "ww0.dcm"))["dicom"]["window"] == "unusable"
+
+
+def test_extensionless_dicoms_in_a_folder_are_images(tmp_path):
+    """PACS and CD exports name DICOMs IM0001 or by UID; they were silently left out of a folder with .dcm files."""
+    import os
+
+    from alexnet.data.sources import list_images
+
+    names = ["1.dcm", "IM3", "1.2.840.5.30000"]
+    for n in names:
+        dicom.write(tmp_path / n, STORED)
+    (tmp_path / "README").write_text("x" * 200)
+    (tmp_path / "notes.txt").write_bytes((tmp_path / "IM3").read_bytes())  # a DICOM's bytes, but a named non-image
+    os.mkfifo(tmp_path / "IM4")  # opened, it would block the scan
+    assert list_images(tmp_path) == sorted(str(tmp_path / n) for n in names)
+    from alexnet.cli.predict import list_inputs  # predict FOLDER lists them too
+
+    assert [name for name, _ in list_inputs([str(tmp_path)])] == sorted(str(tmp_path / n) for n in names)
+
+
+def test_empty_files_are_said_to_be_empty(tmp_path):
+    for name in ("empty.dcm", "empty.png", "empty.jpg"):
+        (tmp_path / name).write_bytes(b"")
+        with pytest.raises(DecodeError, match=name.replace(".", r"\.") + r": empty file \(0 bytes\)"):
+            decode_image(tmp_path / name)
+
+
 def test_missing_pydicom_names_the_extra(tmp_path, monkeypatch):
     p = tmp_path / "x.dcm"
     dicom.write(p, STORED)

@@ -436,3 +436,16 @@ def test_odd_file_names_cannot_crash_or_forge_output(ckpt, tmp_path, fmt):
         assert len([json.loads(line) for line in out.splitlines()]) == 2
     if fmt == "table":
         assert "latin1-\\xe9t\\xe9.png" in out and len(out.splitlines()) == 2 * 3
+
+
+def test_a_hostile_dicom_costs_only_its_own_result(ckpt, images, tmp_path):
+    """A DICOM whose transfer syntax UID is not one raised a ValueError that ended the whole batch's predictions."""
+    pytest.importorskip("pydicom")
+    from .test_medical import bad_syntax
+
+    bad = str(bad_syntax(tmp_path / "ts.dcm"))
+    p = alexnet.load(ckpt[0], device="cpu")
+    paths = images[1]
+    out = list(p.iter_predict([paths[0], bad, paths[1]], topk=2, batch_size=4))
+    assert out[0][1] is not None and out[2][1] is not None and out[1][1] is None
+    assert "ts.dcm: unknown transfer syntax UID" in str(out[1][2])

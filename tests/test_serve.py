@@ -221,6 +221,18 @@ def test_predict_answers_every_image_and_refuses_the_bad_ones_each(client, predi
         assert r.json()["error"].startswith(f"{name}: ")
 
 
+def test_a_hostile_dicom_is_its_own_415_and_the_others_are_answered(client, predictor, files, tmp_path):
+    pytest.importorskip("pydicom")
+    from .test_medical import bad_syntax
+
+    bad = ("file", ("ts.dcm", bad_syntax(tmp_path / "ts.dcm").read_bytes()))
+    r = client.post("/predict", files=[*multipart(files, ["a.png"]), bad])
+    assert r.status_code == 200
+    results = r.json()["results"]
+    assert as_pairs(results[0]) == predictor.predict(files["a.png"])[0]
+    assert results[1]["status"] == 415 and "ts.dcm: unknown transfer syntax UID" in results[1]["error"]
+
+
 def test_predict_request_errors_are_json(client, files):
     png = files["a.png"].read_bytes()
     fields_only = b'--x\r\nContent-Disposition: form-data; name="topk"\r\n\r\n3\r\n--x--\r\n'  # no file part

@@ -1,6 +1,8 @@
 """The exceptions for mistakes a user can fix: the CLI prints their message on one line, without a traceback."""
 
+import contextlib
 import os
+import re
 
 
 class UserError(Exception):
@@ -33,3 +35,28 @@ def missing_file(path: str | os.PathLike, what: str) -> str:
     if os.path.isdir(path):
         return f"{path}: is a folder, not a {what}; give the file (a run's is RUN/checkpoints/best.pt)"
     return f"{path}: no such {what}"
+
+
+_REPR = re.compile(r"\s*<[^<>]* at 0x[0-9a-fA-F]+>")  # <_io.BytesIO object at 0x7f...>: a heap address, no use
+
+
+def exception_reason(e: BaseException, limit: int = 300) -> str:
+    """``TypeName: message`` on one line (at most ``limit`` characters of message) for a library's exception, without
+    the Python object reprs Pillow puts in its messages (``cannot identify image file <_io.BytesIO object at
+    0x7f...>``): the caller names the file instead."""
+    text = " ".join(_REPR.sub("", str(e)).split())[:limit]
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
+
+
+@contextlib.contextmanager
+def decoding(name: str, what: str = "image"):
+    """Around the decoding of one untrusted file: any unexpected exception from the libraries (ValueError,
+    TypeError, KeyError, IndexError, a numpy or pydicom error...) becomes that file's one ``DecodeError`` line,
+    naming it and the exception, so that one hostile file costs only its own result. ``UserError``s pass unchanged;
+    so do ``MemoryError``, ``KeyboardInterrupt`` and ``SystemExit``."""
+    try:
+        yield
+    except (UserError, MemoryError):
+        raise
+    except Exception as e:
+        raise DecodeError(f"{name}: cannot decode this {what} ({exception_reason(e)})") from None

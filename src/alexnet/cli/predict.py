@@ -50,13 +50,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def list_inputs(inputs: list[str]) -> list[tuple[str, Path | UserError]]:
     """``(name, file or UserError)`` per image file or video, in order; folders listed recursively, sorted."""
-    from ..data.decode import IMAGE_EXTENSIONS
+    from ..data.decode import IMAGE_EXTENSIONS, is_image_file
 
     out: list[tuple[str, Path | UserError]] = []
     for raw in inputs:
         path = Path(raw)
-        if path.is_dir():
-            files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+        if path.is_dir():  # DICOMs named IM0001 too (is_image_file), as image folders take them
+            files = sorted(p for p in path.rglob("*") if p.is_file() and is_image_file(str(p)))
             if not files:
                 out.append((raw, UserError(f"{raw}: no image files in this folder ({', '.join(IMAGE_EXTENSIONS)})")))
             out += [(str(f), f) for f in files]

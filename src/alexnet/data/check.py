@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import UserError
+from ..errors import UserError, decoding
 from ..imbalance import WARN_RATIO, imbalance_ratio
 from ..limits import limits, read_bounded
 from ..progress import progress as progress_bar
@@ -54,23 +54,28 @@ def inspect_file(path: str, window: str = "auto") -> dict:
     try:
         data = read_bounded(path, limits().max_image_file_bytes, "image")
         out["hash"] = hashlib.blake2b(data, digest_size=16).hexdigest()
-        if dicom.is_dicom(data):  # the header's pixel module, modality and spacing: no patient data
-            bounds = limits()
-            h = dicom.read_header(data, path, max_pixels=bounds.max_image_pixels, max_aspect=bounds.max_image_aspect)
-            out["format"], out["mode"] = "DICOM", h.photometric
-            out["dicom"] = {"modality": h.modality or "?", "bits": h.bits_stored, "window": h.window,
-                            "photometric": h.photometric,
-                            "spacing": h.pixel_spacing, "syntax": h.transfer_syntax, "frames": h.frames}  # fmt: skip
-        else:
-            img = read_header(data, path)
-            out["format"], out["mode"] = img.format, img.mode
-            if img.mode in WIDE_GRAY_MODES:  # the values auto's fixed range is about (window.py)
-                out["range"] = [float(v) for v in img.getextrema()]
-        t = decode_image(data, name=path, window=window)
-        out["size"] = [int(t.shape[2]), int(t.shape[1])]  # (W, H)
+        with decoding(path):  # any other error reading this one file is its one line
+            _inspect_bytes(out, data, path, window)
     except UserError as e:  # DecodeError, or a file read_bounded refused
         out["error"] = str(e)
     return out
+
+
+def _inspect_bytes(out: dict, data: bytes, path: str, window: str) -> None:
+    if dicom.is_dicom(data):  # the header's pixel module, modality and spacing: no patient data
+        bounds = limits()
+        h = dicom.read_header(data, path, max_pixels=bounds.max_image_pixels, max_aspect=bounds.max_image_aspect)
+        out["format"], out["mode"] = "DICOM", h.photometric
+        out["dicom"] = {"modality": h.modality or "?", "bits": h.bits_stored, "photometric": h.photometric,
+                        "window": h.window or ("unusable" if h.window_problem else None),
+                        "spacing": h.pixel_spacing, "syntax": h.transfer_syntax, "frames": h.frames}  # fmt: skip
+    else:
+        img = read_header(data, path)
+        out["format"], out["mode"] = img.format, img.mode
+        if img.mode in WIDE_GRAY_MODES:  # the values auto's fixed range is about (window.py)
+            out["range"] = [float(v) for v in img.getextrema()]
+    t = decode_image(data, name=path, window=window)
+    out["size"] = [int(t.shape[2]), int(t.shape[1])]  # (W, H)
 
 
 def check_dataset(
@@ -307,7 +312,7 @@ def _dicom_summary(headers: list[dict]) -> dict:
         "bits_stored": counts("bits"),
         "photometric": counts("photometric"),
         "transfer_syntax": counts("syntax"),
-        "window": counts("window", lambda w: f"{w[0]:g}/{w[1]:g}" if w else "none"),
+        "window": counts("window", lambda w: w if isinstance(w, str) else f"{w[0]:g}/{w[1]:g}" if w else "none"),
         "multi_frame": sum(h["frames"] > 1 for h in headers),
         "pixel_spacing_mm": (
             {

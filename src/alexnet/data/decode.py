@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import io
 import os
-import re
+import stat
 import warnings
 
 import numpy as np
 import torch
 
-from ..errors import DecodeBoundsError, DecodeError, UserError
+from ..errors import DecodeBoundsError, DecodeError, UserError, decoding
+from ..errors import exception_reason as _reason
 from ..limits import limits, read_bounded
 from . import dicom
 from . import window as window_mod
@@ -26,14 +27,23 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".
 _EXIF_ORIENTATION = 0x0112
 
 
-_REPR = re.compile(r"\s*<[^<>]* at 0x[0-9a-fA-F]+>")  # <_io.BytesIO object at 0x7f...>: a heap address, no use
-
-
-def _reason(e: Exception) -> str:
-    """``TypeName: message`` for a library's exception, without the Python object reprs Pillow puts in its messages
-    (``cannot identify image file <_io.BytesIO object at 0x7f...>``): the file is named by the caller instead."""
-    text = _REPR.sub("", str(e)).strip()
-    return f"{type(e).__name__}: {text}" if text else type(e).__name__
+def is_image_file(path: str) -> bool:
+    """An image file name (``IMAGE_EXTENSIONS``), or a DICOM named as PACS and CDs name them (``IM0001``, a UID's
+    ``1.2.840....30000``: no suffix, or a numeric one) that starts with the preamble and ``DICM`` marker (132 bytes
+    read; only such names are opened, so scanning a big folder of named images reads no file)."""
+    name = os.path.basename(path)
+    if name.lower().endswith(IMAGE_EXTENSIONS):
+        return True
+    suffix = os.path.splitext(name)[1]
+    if suffix and not suffix[1:].isdigit():
+        return False
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO would block the scan
+            return False
+        with open(path, "rb") as f:
+            return dicom.is_dicom(f.read(dicom.MAGIC_OFFSET + 4))
+    except OSError:
+        return False
 
 
 def read_header(data: bytes, name: str, *, max_pixels: int | None = None, max_aspect: float | None = None):
@@ -102,7 +112,8 @@ def decode_image(
     on white. The file's content decides the format, not its extension. Raises ``DecodeError`` naming ``name``
     (default: the path) for empty, truncated, non-image, non-regular or too large files, and its subclass
     ``DecodeBoundsError`` for images over the pixel or aspect-ratio bounds. Messages hold the name and the reason
-    only (no Python object reprs). DICOMs and 16-bit grayscale images are windowed with ``window``
+    only (no Python object reprs); any other exception a decoding library raises on a hostile file is turned into
+    such a line too (``errors.decoding``). DICOMs and 16-bit grayscale images are windowed with ``window``
     (``data.window``: auto, minmax, lung, bone, brain, soft-tissue, C,W or pLOW-pHIGH).
     """
     if isinstance(src, (bytes, bytearray, memoryview)):
@@ -115,6 +126,11 @@ def decode_image(
             raise DecodeError(str(e)) from None
     if channels not in (1, 3):
         raise UserError(f"channels {channels}: must be 1 (grayscale) or 3 (RGB)")
+    with decoding(name):
+        return _decode(data, name, max_pixels, window, channels)
+
+
+def _decode(data: bytes, name: str, max_pixels: int | None, window: str, channels: int) -> torch.Tensor:
     if dicom.is_dicom(data):
         bounds = limits()
         a = dicom.decode(
@@ -150,7 +166,7 @@ def _pillow_header(data: bytes, name: str, max_pixels: int | None):
     except DecodeBoundsError:
         raise
     except DecodeError:
-        if not name.lower().endswith((".dcm", ".dicom")):
+        if not data or not name.lower().endswith((".dcm", ".dicom")):  # an empty file is said to be empty
             raise
     raise DecodeError(
         f"{name}: not a DICOM file pydicom reads: no 'DICM' marker after the 128-byte preamble (a bare DICOM data set "

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import math
 import re
 import sys
 import threading
@@ -25,12 +26,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import DecodeBoundsError, DecodeError
+from ..errors import DecodeBoundsError, DecodeError, decoding
 from . import window as windowing
 
 MAGIC_OFFSET = 128  # Part 10: a 128-byte preamble, then "DICM"
 DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"  # Media Storage Directory Storage
 _said_multiframe = False
+_said_window = False
 
 
 def is_dicom(data: bytes) -> bool:
@@ -88,7 +90,8 @@ class Header:
     transfer_syntax: str  # its name, e.g. "JPEG 2000 Image Compression"
     compressed: bool
     modality: str
-    window: tuple[float, float] | None  # the first stored (centre, width)
+    window: tuple[float, float] | None  # the first stored (centre, width), if usable
+    window_problem: str | None  # why a stored window is not used (a width under 1, not numbers), else None
     pixel_spacing: tuple[float, float] | None  # mm, (row, column)
 
     @property
@@ -146,9 +149,10 @@ def _floats(ds, keyword: str) -> list[float] | None:
 def read_header(data: bytes, name: str, *, max_pixels: int, max_aspect: float, _ds=None) -> Header:
     """Parse and bound-check a DICOM header; ``DecodeError``/``DecodeBoundsError`` name the file."""
 
-    ds = _ds if _ds is not None else _read(data, name)
-    with _quiet():  # reading an element converts its value, and pydicom warns about (and quotes) a bad one
-        return _header(ds, name, len(data), max_pixels=max_pixels, max_aspect=max_aspect)
+    with decoding(name, "DICOM file"):
+        ds = _ds if _ds is not None else _read(data, name)
+        with _quiet():  # reading an element converts its value, and pydicom warns about (and quotes) a bad one
+            return _header(ds, name, len(data), max_pixels=max_pixels, max_aspect=max_aspect)
 
 
 def _header(ds, name: str, size: int, *, max_pixels: int, max_aspect: float) -> Header:
@@ -160,14 +164,12 @@ def _header(ds, name: str, size: int, *, max_pixels: int, max_aspect: float) -> 
     bits_allocated = _int(ds, "BitsAllocated", name)
     bits_stored = _int(ds, "BitsStored", name, default=bits_allocated)
     _check_geometry(name, rows, cols, frames, samples, bits_allocated, max_pixels, max_aspect)
-    ts = meta.get("TransferSyntaxUID", None) if meta is not None else None
-    ts_name = getattr(ts, "name", str(ts)) if ts is not None else "Implicit VR Little Endian"
-    compressed = bool(getattr(ts, "is_compressed", False))
+    ts_name, compressed = _transfer_syntax(meta, name)
+    _check_rescale(ds, name)
     photometric = str(ds.get("PhotometricInterpretation", "") or "MONOCHROME2").strip()
     if not compressed and "PixelData" in ds:
         _check_length(ds, name, rows, cols, frames, _stored_samples(samples, photometric), bits_allocated)
-    centre, width = _floats(ds, "WindowCenter"), _floats(ds, "WindowWidth")
-    win = (centre[0], width[0]) if centre and width and width[0] >= 1 else None
+    win, window_problem = _stored_window(ds)
     spacing = _floats(ds, "PixelSpacing")
     return Header(
         rows=rows,
@@ -181,8 +183,67 @@ def _header(ds, name: str, size: int, *, max_pixels: int, max_aspect: float) -> 
         compressed=compressed,
         modality=str(ds.get("Modality", "") or ""),
         window=win,
+        window_problem=window_problem,
         pixel_spacing=(spacing[0], spacing[1]) if spacing and len(spacing) == 2 else None,
     )
+
+
+def _transfer_syntax(meta, name: str) -> tuple[str, bool]:
+    """(its name, compressed) of the file meta's transfer syntax; ``DecodeError`` for a UID that is not a transfer
+    syntax pydicom knows (a private or mistyped one): its pixel data could not be read."""
+    ts = meta.get("TransferSyntaxUID", None) if meta is not None else None
+    if ts is None:
+        return "Implicit VR Little Endian", False
+    if not getattr(ts, "is_transfer_syntax", False):
+        raise DecodeError(
+            f"{name}: unknown transfer syntax UID {str(ts)[:64]!r} in the DICOM file meta (0002,0010): not a "
+            "transfer syntax this reader knows; re-export the file with a standard one"
+        )
+    return ts.name, bool(ts.is_compressed)
+
+
+def _number(ds, keyword: str, name: str) -> float:
+    """A single finite number of the image pixel module, or one line naming the element (its value is not printed)."""
+    try:
+        value = ds[keyword].value
+        if isinstance(value, (bytes, bytearray, list, tuple)) or type(value).__name__ == "MultiValue":
+            raise TypeError
+        out = float(value)
+        if not math.isfinite(out):
+            raise ValueError
+    except Exception:
+        elem = ds.data_element(keyword)
+        raise DecodeError(
+            f"{name}: DICOM {keyword} {elem.tag} is not a number (value representation {elem.VR}); "
+            "the file is malformed"
+        ) from None
+    return out
+
+
+def _check_rescale(ds, name: str) -> None:
+    """``DecodeError`` for a rescale the modality LUT would use (both elements, no LUT sequence) that is not two
+    numbers, or whose slope is 0: every pixel would come out the same value."""
+    if "ModalityLUTSequence" in ds or "RescaleSlope" not in ds or "RescaleIntercept" not in ds:
+        return
+    slope = _number(ds, "RescaleSlope", name)
+    _number(ds, "RescaleIntercept", name)
+    if slope == 0:
+        raise DecodeError(
+            f"{name}: DICOM RescaleSlope (0028,1053) is 0: every pixel would have the same value; the file is malformed"
+        )
+
+
+def _stored_window(ds) -> tuple[tuple[float, float] | None, str | None]:
+    """The first stored (centre, width), or None and why a stored window is not usable: not numbers, or a width
+    under 1 (PS3.3 C.11.2.1.2.1: the width is at least 1)."""
+    if "WindowCenter" not in ds and "WindowWidth" not in ds:
+        return None, None
+    centre, width = _floats(ds, "WindowCenter"), _floats(ds, "WindowWidth")
+    if not centre or not width or not math.isfinite(centre[0]) or not math.isfinite(width[0]):
+        return None, "its WindowCenter/WindowWidth (0028,1050/1051) are missing or not numbers"
+    if width[0] < 1:
+        return None, f"its WindowWidth (0028,1051) is {width[0]:g}, under 1"
+    return (centre[0], width[0]), None
 
 
 def _stored_samples(samples: int, photometric: str) -> int:
@@ -242,11 +303,18 @@ def _check_geometry(name: str, rows: int, cols: int, frames: int, samples: int, 
 def decode(data: bytes, name: str, *, max_pixels: int, max_aspect: float, window: str = "auto") -> np.ndarray:
     """A DICOM's first frame as uint8 ``(H, W)`` (grayscale, windowed) or ``(H, W, 3)`` (colour or palette)."""
 
-    ds = _read(data, name)
-    h = read_header(data, name, max_pixels=max_pixels, max_aspect=max_aspect, _ds=ds)
+    with decoding(name, "DICOM file"):
+        ds = _read(data, name)
+        h = read_header(data, name, max_pixels=max_pixels, max_aspect=max_aspect, _ds=ds)
+        return _to_uint8(ds, h, name, window)
+
+
+def _to_uint8(ds, h: Header, name: str, window: str) -> np.ndarray:
     arr = _first_frame(ds, h, name)
     if h.frames > 1:
         _say_multiframe(name, h.frames)
+    if h.window_problem and window == "auto":
+        _say_window(name, h.window_problem)
     if h.samples == 3:  # pydicom converted YBR to RGB
         bits = h.bits_stored if 0 < h.bits_stored <= h.bits_allocated else h.bits_allocated
         return to_8bit(arr, bits)
@@ -360,6 +428,17 @@ def _say_multiframe(name: str, frames: int) -> None:
         print(
             f"{name}: a multi-frame DICOM ({frames} frames); the first frame is used, here and for every other "
             "multi-frame DICOM",
+            file=sys.stderr,
+        )
+
+
+def _say_window(name: str, problem: str) -> None:
+    global _said_window
+    if not _said_window:
+        _said_window = True
+        print(
+            f"{name}: its stored window is not used ({problem}); windowed min..max instead, here and for every other "
+            "DICOM whose stored window is unusable",
             file=sys.stderr,
         )
 

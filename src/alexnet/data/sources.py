@@ -28,7 +28,7 @@ import numpy as np
 
 from ..errors import UserError
 from ..limits import limits, read_bounded
-from .decode import IMAGE_EXTENSIONS
+from .decode import IMAGE_EXTENSIONS, is_image_file
 from .pack.reader import is_packed, open_packed, read_manifest, verify_pack
 from .split import Split
 
@@ -231,16 +231,14 @@ def open_splits(
 # image folders and ImageNet
 
 
-def is_image(name: str) -> bool:
-    return name.lower().endswith(IMAGE_EXTENSIONS)
-
-
 def list_images(folder: Path) -> list[str]:
-    """Image files directly in ``folder`` (recursively in sub-folders), sorted."""
+    """Image files directly in ``folder`` (recursively in sub-folders), sorted: by their names, and extensionless
+    DICOMs by their first bytes (``decode.is_image_file``)."""
     out = []
     for dirpath, dirnames, filenames in os.walk(folder):
         dirnames.sort()
-        out.extend(os.path.join(dirpath, f) for f in sorted(filenames) if is_image(f) and not f.startswith("."))
+        paths = (os.path.join(dirpath, f) for f in sorted(filenames) if not f.startswith("."))
+        out.extend(p for p in paths if is_image_file(p))
     return out
 
 
