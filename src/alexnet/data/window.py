@@ -24,7 +24,7 @@ from ..errors import UserError
 
 PRESETS = {"lung": (-600.0, 1500.0), "bone": (400.0, 1800.0), "brain": (40.0, 80.0), "soft-tissue": (40.0, 400.0)}
 CHOICES = ("auto", "minmax", *PRESETS, "C,W", "pLOW-pHIGH")
-_CW = re.compile(r"^\s*(-?\d+(?:\.\d*)?)\s*,\s*(\d+(?:\.\d*)?)\s*$")
+_CW = re.compile(r"^\s*(-?\d+(?:\.\d*)?)\s*,\s*(-?\d+(?:\.\d*)?)\s*$")  # a negative width is told it must be >= 1
 _PCT = re.compile(r"^p(\d+(?:\.\d*)?)-p(\d+(?:\.\d*)?)$")
 
 
