@@ -140,7 +140,7 @@ def auto_advice(name: str, images: list[tuple[str, bool, float, float]]) -> list
             if top < lo + DARK_FRACTION * (hi - lo):
                 what = f"--window auto spreads {lo:g}..{hi:g} over 0..255, so they come out dark (at most " \
                        f"{255 * (top - lo) / (hi - lo):.0f})"  # fmt: skip
-                lines.append(_advice_line(name, group, what, "their range", " or --window minmax"))
+                lines.append(_advice_line(name, group, what, "their range", ", or --window minmax"))
     return lines
 
 
