@@ -122,6 +122,7 @@ def test_wide_gray_images_that_auto_makes_dark_or_clips_are_named(tmp_path):
     report = check_dataset(str(tmp_path), workers=1, progress=False, val_fraction=0)
     [line] = [w for w in report["warnings"] if "16/32-bit gray" in w]
     assert "4 16/32-bit gray image(s) with values" in line and "come out dark (at most 16)" in line
+    assert f"e.g. {tmp_path / 'train/a/0.png'}" in line
     window = line.split("--window ")[-2].split(" ")[0]  # "centre,width"
     img = decode_image(str(tmp_path / "train/a/0.png"), window=window)
     assert img.max() > 200 and decode_image(str(tmp_path / "train/a/0.png")).max() <= 16
@@ -134,8 +135,9 @@ def test_wide_gray_images_that_auto_makes_dark_or_clips_are_named(tmp_path):
         (signed / "train" / c).mkdir(parents=True)
         Image.fromarray(np.array([[-2000, 0], [1000, 2000]], np.int32), mode="I").save(signed / f"train/{c}/x.tif")
     report = check_dataset(str(signed), workers=1, progress=False, val_fraction=0)
-    assert any("values -2000..2000: --window auto (0..65535) makes every value below 0 black" in w
+    assert any("values -2000..2000, e.g. " in w and "fit neither 0..65535 (integers)" in w and "--window 0.5,4001" in w
                for w in report["warnings"])  # fmt: skip
+    assert decode_image(str(signed / "train/a/x.tif"), channels=1)[0].tolist() == [[0, 128], [191, 255]]  # not black
 
 
 def test_float_gray_images_in_0_to_1_are_not_black(tmp_path):
@@ -144,3 +146,27 @@ def test_float_gray_images_in_0_to_1_are_not_black(tmp_path):
     path = tmp_path / "f.tif"
     Image.fromarray(np.array([[0.0, 0.25], [0.5, 1.0]], np.float32), mode="F").save(path)
     assert decode_image(str(path), channels=1)[0].tolist() == [[0, 64], [128, 255]]  # was all 0 and 1
+
+
+def test_32bit_and_float_gray_images_outside_the_fixed_ranges_are_spread_and_named(tmp_path):
+    """An int32 TIFF up to 2**31 decoded to a constant 255 and a float TIFF in -100..4900 mostly to 255, with data
+    check saying nothing; NaN and inf pixels must not crash or reach the tensor."""
+    from alexnet.data.decode import decode_image
+
+    rng = np.random.default_rng(0)
+    floats = rng.uniform(-100, 4900, (16, 16)).astype(np.float32)
+    floats[0, :3] = np.nan, np.inf, -np.inf
+    for c in ("a", "b"):
+        (tmp_path / "train" / c).mkdir(parents=True)
+        Image.fromarray(rng.integers(0, 2**31 - 1, (16, 16)).astype(np.int32), mode="I").save(
+            tmp_path / f"train/{c}/i.tif"
+        )
+        Image.fromarray(floats, mode="F").save(tmp_path / f"train/{c}/f.tif")
+    for name in ("i.tif", "f.tif"):
+        img = decode_image(str(tmp_path / "train/a" / name), channels=1).float()
+        assert img.std() > 50 and 80 < img.mean() < 180  # spread over 0..255, not saturated
+    report = check_dataset(str(tmp_path), workers=1, progress=False, val_fraction=0)
+    [line] = [w for w in report["warnings"] if "16/32-bit gray" in w]
+    assert "train: 4 16/32-bit gray image(s)" in line and "e.g. " + str(tmp_path / "train/a/f.tif") in line
+    window = line.split("--window ")[-1].split(" ")[0]  # one range for all of them
+    assert decode_image(str(tmp_path / "train/a/i.tif"), window=window).float().std() > 50  # spreads the set's range

@@ -122,6 +122,22 @@ def test_16bit_png_scaled_not_clipped(tmp_path):
     assert (t[..., 0] == t[..., 2]).all()
 
 
+@pytest.mark.parametrize(
+    "values, mode, expected",
+    [
+        ([0, 2**30, 2**31 - 1], "I", [0, 128, 255]),  # int32: its own range (0..65535 made every pixel 255)
+        ([-100.0, 1150.0, 4900.0], "F", [0, 64, 255]),  # float outside 0..1 and 0..255 (was 0, 255, 255)
+        ([0.0, 63.75, 255.0], "F", [0, 64, 255]),  # a float 0..255 image keeps that scale
+        ([np.nan, -10.0, np.inf, -np.inf, 300.0], "F", [0, 0, 255, 0, 255]),  # NaN and -inf: its low, inf: its high
+        ([np.nan, np.inf], "F", [0, 0]),  # nothing finite: black, not a crash
+    ],
+)
+def test_wide_gray_auto_spreads_values_that_fit_no_fixed_range(tmp_path, values, mode, expected):
+    a = np.array([values], np.int32 if mode == "I" else np.float32)
+    p = save(Image.fromarray(a, mode), tmp_path / "wide.tif", "TIFF")
+    assert decode_image(p, channels=1)[0, 0].tolist() == expected
+
+
 def test_exif_rotated_jpeg_is_upright(tmp_path):
     a = np.zeros((16, 32, 3), dtype=np.uint8)
     a[:, :16] = (255, 0, 0)  # left half red

@@ -3,6 +3,7 @@ sets and loaders, preprocessing that carries channels and window, chosen from th
 
 import dataclasses
 import json
+import re
 
 import numpy as np
 import pytest
@@ -163,15 +164,18 @@ def test_one_channel_batches_are_the_rgb_runs_first_channel_colour_noise_include
     assert (gray - plain).abs().amax((1, 2, 3)).min() > 1e-4  # every image's brightness was shifted
 
 
-def test_train_chooses_one_channel_for_gray_data_and_predict_follows(tmp_path):
+TINY_RUN = ["--epochs", "1", "--image-size", "64", "--batch-size", "4", "--max-steps-per-epoch", "1",
+            "--device", "cpu", "--precision", "fp32", "--channels-last", "off", "--workers", "0"]  # fmt: skip
+
+
+def test_train_chooses_one_channel_for_gray_data_and_predict_follows(tmp_path, capsys):
     import alexnet
     from alexnet.cli import main
 
     data, run = _gray_set(tmp_path / "data"), tmp_path / "run"
-    flags = ["--epochs", "1", "--image-size", "64", "--batch-size", "4", "--max-steps-per-epoch", "1",
-             "--device", "cpu", "--precision", "fp32", "--channels-last", "off", "--workers", "0",
-             "--window", "p1-p99"]  # fmt: skip
+    flags = [*TINY_RUN, "--window", "p1-p99"]
     assert main(["train", str(data), "--out", str(run), *flags]) == 0
+    assert "16/32-bit gray" not in capsys.readouterr().out  # a window given: no advice
     assert json.loads((run / "config.json").read_text())["in_channels"] == 1
     predictor = alexnet.load(run / "checkpoints" / "last.pt", device="cpu")
     p = predictor.preprocess
@@ -183,6 +187,21 @@ def test_train_chooses_one_channel_for_gray_data_and_predict_follows(tmp_path):
     with torch.no_grad():
         want = predictor.model(p.normalize(p.transform()(p.decode(img))[None])).softmax(-1)[0]
     assert [prob for _, prob in got] == pytest.approx(sorted(want.tolist(), reverse=True), abs=1e-5)
+
+
+def test_train_warns_once_that_auto_makes_12_bit_values_dark(tmp_path, capsys):
+    """data check warned that 12-bit values in 16-bit files come out dark (at most 16 of 255); train said nothing and
+    trained on ~16 gray levels."""
+    from alexnet.cli import main
+    from alexnet.data.decode import decode_image
+
+    data = _gray_set(tmp_path / "data")
+    assert main(["train", str(data), "--out", str(tmp_path / "run"), *TINY_RUN]) == 0
+    [line] = [x for x in capsys.readouterr().out.splitlines() if "16/32-bit gray" in x]
+    assert line.startswith("warning: train (a sample of 8 images): 8 16/32-bit gray image(s)")
+    assert "come out dark (at most 16)" in line and f"e.g. {data / 'train/a/0.png'}" in line
+    window = re.search(r"--window (\S+) \(centre,width\)", line).group(1)  # the advice spreads the values
+    assert decode_image(str(data / "train/b/0.png"), window=window).max() > 200
 
 
 def test_auto_stays_three_channels_for_colour(tmp_path):

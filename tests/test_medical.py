@@ -318,6 +318,9 @@ def test_bad_window_names_the_choices():
     for bad in ("lungs", "40", "p99-p1", "40,0"):
         with pytest.raises(UserError, match="window"):
             check_window(bad)
+    for narrow in ("40,0", "40,-5", "-600,-1500.5"):  # a negative width was told only the list of forms
+        with pytest.raises(UserError, match=f"window '{narrow}': the width must be at least 1"):
+            check_window(narrow)
 
 
 # ---- data check

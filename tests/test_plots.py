@@ -357,3 +357,25 @@ def test_one_channel_images_are_drawn_in_gray_without_stretching():
     plt.close(fig)
     assert np.allclose(rgba[..., 0], rgba[..., 1]) and np.allclose(rgba[..., 1], rgba[..., 2])
     assert np.allclose(rgba[..., 0], img[0].numpy(), atol=1 / 255)
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_uint8_crops_are_drawn_with_their_own_gray_levels(channels):
+    """Every plot draws uint8 crops (0..255): a one-channel crop was drawn on a 0..1 scale, so neighbours.png,
+    predictions.png, units.png and explain's input panel of a grayscale model were white wherever a pixel was not 0."""
+    from alexnet.plotting import imshow_image, pyplot
+
+    plt = pyplot()
+    fig = plt.figure(figsize=(2, 2), dpi=100)
+    ax = fig.add_axes((0, 0, 1, 1))
+    ax.set_axis_off()
+    ramp = torch.arange(0, 256, 32, dtype=torch.uint8).repeat_interleave(8)  # 8 steps of 32, 64 px wide
+    img = ramp.view(1, 1, 64).expand(channels, 64, 64).contiguous()
+    imshow_image(ax, img, interpolation="nearest")
+    fig.canvas.draw()
+    png = np.asarray(fig.canvas.buffer_rgba())[..., :3].astype(np.float32)
+    plt.close(fig)
+    row = png[png.shape[0] // 2]  # (200, 3): the ramp drawn across the figure
+    assert np.allclose(row[:, 0], row[:, 2], atol=1) and np.allclose(row[:, 0], row[:, 1], atol=1)  # gray
+    expected = ramp.float().numpy()[(np.arange(len(row)) * 64) // len(row)]
+    assert np.abs(row[:, 0] - expected).max() <= 2  # the crop's levels, not black and white

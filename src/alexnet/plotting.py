@@ -126,10 +126,11 @@ def save(fig, out: Path) -> Path:
 
 
 def imshow_image(ax, img: torch.Tensor, **kw) -> None:
-    """A (C, H, W) image in 0..1 as it is: a one-channel image in gray (matplotlib would colour it with viridis
-    and stretch its contrast), three channels as RGB."""
-    if img.shape[0] == 1:
-        ax.imshow(img[0].numpy(), cmap="gray", vmin=0.0, vmax=1.0, **kw)
+    """A (C, H, W) image, uint8 0..255 or float 0..1, as it is: a one-channel image in gray (matplotlib would colour
+    it with viridis and stretch its contrast), three channels as RGB."""
+    if img.shape[0] == 1:  # uint8 crops are 0..255: a 0..1 range made every pixel above 0 white
+        top = 255.0 if img.dtype == torch.uint8 else 1.0
+        ax.imshow(img[0].numpy(), cmap="gray", vmin=0.0, vmax=top, **kw)
     else:
         ax.imshow(img.permute(1, 2, 0).numpy(), **kw)
 
@@ -149,8 +150,8 @@ def heat(amap: torch.Tensor) -> np.ndarray:
 
 
 def overlay(crop: torch.Tensor, amap: torch.Tensor, *, cmap: str = HEAT_CMAP, alpha: float = HEAT_ALPHA) -> np.ndarray:
-    """The crop ``uint8 (3, H, W)`` with the map's heat colours blended in, opacity ``alpha x heat``: RGB float
-    ``(H, W, 3)`` in [0, 1]. Where the map is 0 (or negative) the image shows unchanged."""
+    """The crop ``uint8 (C, H, W)`` (C: 1 or 3) with the map's heat colours blended in, opacity ``alpha x heat``:
+    RGB float ``(H, W, 3)`` in [0, 1]. Where the map is 0 (or negative) the image shows unchanged."""
     import matplotlib
 
     img = crop.permute(1, 2, 0).float().numpy() / 255

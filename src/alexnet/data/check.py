@@ -26,10 +26,11 @@ from . import dicom
 from .decode import GRAY_MODES, decode_image, read_header
 from .pack.reader import is_packed, read_manifest, verify_pack
 from .sources import UnlabelledValError, class_folders, open_dataset
+from .wide_gray import wide_gray_facts
+from .window import auto_advice
 
 # The trainer stops when more than this fraction of a split cannot be decoded.
 MAX_BAD_FRACTION = 0.01
-WIDE_GRAY_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
 TINY_SIDE = 8  # px: a smaller image is warned about (scikit-learn's digits, 8x8, are not)
 _EXT_FORMATS = {
     ".jpg": "JPEG",
@@ -49,7 +50,7 @@ _GRAY_MODES = GRAY_MODES | {"MONOCHROME1", "MONOCHROME2"}  # a DICOM's mode here
 def inspect_file(path: str, window: str = "auto") -> dict:
     """One file's facts: ``{"path", "hash", "format", "mode", "size", "error", "dicom"}`` (``dicom``: modality,
     bits stored, window, pixel spacing, transfer syntax and frames of a DICOM; its ``mode`` is the photometric
-    interpretation)."""
+    interpretation), and ``"wide_gray"`` for a gray image over 8 bits (``wide_gray.wide_gray_facts``)."""
     out = {"path": path, "hash": None, "format": None, "mode": None, "size": None, "error": None, "dicom": None}
     try:
         data = read_bounded(path, limits().max_image_file_bytes, "image")
@@ -72,9 +73,9 @@ def _inspect_bytes(out: dict, data: bytes, path: str, window: str) -> None:
     else:
         img = read_header(data, path)
         out["format"], out["mode"] = img.format, img.mode
-        if img.mode in WIDE_GRAY_MODES:  # the values auto's fixed range is about (window.py)
-            out["range"] = [float(v) for v in img.getextrema()]
     t = decode_image(data, name=path, window=window)
+    if out["dicom"] is None:  # decoded: its pixels load
+        out["wide_gray"] = wide_gray_facts(img, path)  # the values auto's fixed ranges are about (window.py)
     out["size"] = [int(t.shape[2]), int(t.shape[1])]  # (W, H)
 
 
@@ -197,7 +198,7 @@ def _check_split(report: dict, split, hashes: dict, *, workers: int, progress: b
             hashes[r["hash"]].append(r["path"])
     _file_findings(report, split.name, info, results, max_bad_fraction)
     if window == "auto":  # a window given is the user's answer to the warning
-        _wide_gray_warning(report["warnings"].append, split.name, results)
+        report["warnings"] += auto_advice(split.name, [r["wide_gray"] for r in results if r.get("wide_gray")])
 
 
 def _imbalance(report: dict, name: str, info: dict, ratio: float) -> None:
@@ -259,24 +260,6 @@ def _size_findings(warn, name: str, info: dict, results: list[dict]) -> None:
         w, h = tiny[0]["size"]
         warn(f"{name}: {len(tiny)} image(s) under {TINY_SIDE} px on a side, e.g. {tiny[0]['path']} ({w}x{h}): "
              "scaled up to the crop they carry almost nothing")  # fmt: skip
-
-
-def _wide_gray_warning(warn, name: str, results: list[dict]) -> None:
-    """16-bit and 32-bit gray images whose values ``--window auto`` (0..65535) makes dark or clips: 12-bit data in
-    16-bit files came out at 0..16 of 255, an int16 TIFF's negatives at 0, with no word from the check."""
-    wide = [r for r in results if r.get("range") and r["mode"] != "F"]
-    if not wide:
-        return
-    low, high = min(r["range"][0] for r in wide), max(r["range"][1] for r in wide)
-    if low < 0:
-        what = "--window auto (0..65535) makes every value below 0 black"
-    elif high < 16384:
-        what = f"--window auto spreads 0..65535 over 0..255, so they come out dark (at most {255 * high / 65535:.0f})"
-    else:
-        return
-    centre, width = (low + high) / 2, high - low + 1
-    warn(f"{name}: {len(wide)} 16/32-bit gray image(s) with values {low:g}..{high:g}: {what}; give their range, "
-         f"--window {centre:g},{width:g} (centre,width), or --window minmax")  # fmt: skip
 
 
 def _mode_warnings(report: dict, name: str, info: dict, decoded: int) -> None:

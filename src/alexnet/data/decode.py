@@ -81,6 +81,7 @@ def read_header(data: bytes, name: str, *, max_pixels: int | None = None, max_as
 
 
 GRAY_MODES = {"L", "LA", "La", "1", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}  # Pillow's gray modes
+WIDE_GRAY_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")  # over 8 bits: 16/32-bit integers, floats
 
 
 def stored_header(path: str) -> tuple[int, int, bool] | None:
@@ -205,12 +206,9 @@ def _pillow_to_array(img, window: str = "auto") -> np.ndarray:
     img.load()  # raises OSError on truncated data (LOAD_TRUNCATED_IMAGES is off)
     img = ImageOps.exif_transpose(img)
     mode = img.mode
-    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
-        # 16-bit grayscale: windowed (Pillow's convert("RGB") would clip at 255); "auto" scales the full 16-bit range.
-        return window_mod.apply(np.asarray(img), window, full=(0.0, 65535.0))
-    if mode == "F":  # float gray (TIFF): 0..1 by convention when it fits there (clipped to 0..255 it was black)
-        x = np.nan_to_num(np.asarray(img, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
-        return window_mod.apply(x, window, full=(0.0, 1.0) if x.size and x.min() >= 0 and x.max() <= 1 else (0, 255))
+    if mode in WIDE_GRAY_MODES:  # windowed (Pillow's convert("RGB") would clip at 255); NaN/inf made finite
+        x = window_mod.finite(np.asarray(img))  # auto: a fixed range if the values fit one, else their min..max
+        return window_mod.apply(x, window, full=window_mod.auto_range(*window_mod.value_range(x), integer=mode != "F"))
     if mode in ("L", "1"):
         return np.asarray(img.convert("L"))
     if mode in ("RGBA", "LA", "PA", "La", "RGBa") or (mode == "P" and "transparency" in img.info):

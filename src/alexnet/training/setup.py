@@ -19,6 +19,7 @@ from ..auto import epochs_for
 from ..config import PATH_SETTINGS, TrainConfig, parse_duration
 from ..data.channels import choose_in_channels
 from ..data.holdout import is_held_out, read_split, run_dir_of, write_split
+from ..data.wide_gray import sampled_advice
 from ..device import describe, resolve_device, resolve_precision
 from ..distributed import Dist, on_main
 from ..errors import UserError
@@ -134,6 +135,9 @@ def _data(cfg: TrainConfig, dist_info: Dist, device: torch.device, say, stored_s
     choices = [*choices, gray] if gray else choices
     if choices:
         say("chosen from the data: " + "; ".join(choices) + " (flags override)")
+    if cfg.window == "auto":  # a window given is the user's answer to the warning
+        for line in sampled_advice(dataset.train):  # data check's, from a sample: e.g. 12-bit values in 16-bit files
+            say(f"warning: {line}")
     data_geometry(cfg, dataset)  # a pack that cannot give the crop: said before the CPU-path measurement
     cfg = on_main(lambda: choose_precision(cfg, device, say), dist_info)
     data = build_data(cfg, dataset, device=device, rank=dist_info.rank, world_size=dist_info.world_size,
