@@ -3,10 +3,13 @@
 Output formats, one record per image or sampled video frame, in input order:
 
 - ``table``: the input (``NAME`` or ``NAME @ 1.50s`` for a frame), then one ``  91.23%  class`` line per class;
-- ``json``: one JSON object per line, ``{"input": NAME, "time": seconds or null, "top": [{"class", "probability"}]}``;
-- ``csv``: a header ``input,time,rank,class,probability``, then one row per class (``time`` empty for images).
+- ``json``: one JSON object per line, ``{"input": NAME, "time": seconds or null, "top": [{"class", "probability"}]}``,
+  or ``{"input": NAME, "time": ..., "error": MESSAGE}`` for an input that failed;
+- ``csv``: a header ``input,time,rank,class,probability,error``, then one row per class (``time`` empty for images,
+  ``error`` empty), or one row with only ``input``, ``time`` and ``error`` for an input that failed.
 
-A bad input prints one error line naming it on stderr and the rest still run; the exit code is 1 if any failed.
+A bad input prints one error line naming it on stderr (and, in json and csv, its record above) and the rest still run;
+the exit code is 1 if any failed.
 """
 
 from __future__ import annotations
@@ -114,6 +117,7 @@ def run(args: argparse.Namespace) -> int:
             bar.update(1)
             if err is not None:
                 failed += 1
+                writer.write_error(name, t, str(err))  # json/csv: a program reading stdout sees which input failed
                 out.flush()
                 tqdm.write(f"alexnet predict: error: {printable(str(err))}", file=sys.stderr)  # above the bar
                 continue
@@ -130,7 +134,7 @@ class _Writer:
         self.fmt, self.out = fmt, out
         if fmt == "csv":
             self.csv = csv.writer(out, lineterminator="\n")
-            self.csv.writerow(["input", "time", "rank", "class", "probability"])
+            self.csv.writerow(["input", "time", "rank", "class", "probability", "error"])
 
     def write(self, name: str, t: float | None, top: list[tuple[str, float]]) -> None:
         if self.fmt == "table":
@@ -142,6 +146,16 @@ class _Writer:
             record = {"input": name, "time": t, "top": [{"class": c, "probability": round(p, 6)} for c, p in top]}
             self.out.write(json.dumps(record) + "\n")
         else:
-            time = "" if t is None else f"{t:.3f}"
             for rank, (cls, p) in enumerate(top, 1):
-                self.csv.writerow([printable(name), time, rank, printable(cls), f"{p:.6f}"])
+                self.csv.writerow([printable(name), _csv_time(t), rank, printable(cls), f"{p:.6f}", ""])
+
+    def write_error(self, name: str, t: float | None, message: str) -> None:
+        """A failed input's record (json, csv); the table leaves it to the error line on stderr, as before."""
+        if self.fmt == "json":
+            self.out.write(json.dumps({"input": name, "time": t, "error": message}) + "\n")
+        elif self.fmt == "csv":
+            self.csv.writerow([printable(name), _csv_time(t), "", "", "", printable(message)])
+
+
+def _csv_time(t: float | None) -> str:
+    return "" if t is None else f"{t:.3f}"
