@@ -164,7 +164,7 @@ def single_file(out: str, listed: list, formats: tuple[str, ...]) -> Path | None
     suffix = Path(out).suffix.lower()
     if suffix not in FILE_SUFFIXES:
         return None
-    from ..predict import VIDEO_EXTENSIONS
+    from ..video import VIDEO_EXTENSIONS
 
     one_image = (
         len(listed) == 1 and isinstance(listed[0][1], Path) and listed[0][1].suffix.lower() not in VIDEO_EXTENSIONS
