@@ -19,7 +19,7 @@ import torch
 from ..config import TrainConfig
 from ..distributed import Preempted, StopSignals, max_over_ranks, process_group, sum_over_ranks
 from ..errors import UserError
-from ..evaluate import evaluate, format_report
+from ..evaluate import evaluate, format_report, shows_top5
 from ..progress import progress
 from ..text import duration_text, plural
 from .budget import BUDGET_SAVE_SECONDS, threads_restored
@@ -247,7 +247,8 @@ def end_of_epoch(run: Run, epoch: int, loss: float, images: int, seconds: float,
     summary = f"epoch {epoch + 1}/{epochs_text(run)}: train loss {loss:.4f}"
     if report:
         summary += f", val loss {report['loss']:.4f}, top-1 {100 * report['top1']:.2f}%"
-        summary += f", top-5 {100 * report['top5']:.2f}%"
+        if shows_top5(len(data.classes)):
+            summary += f", top-5 {100 * report['top5']:.2f}%"
         if subset:
             summary += f" ({report['count']:,} of the {data.val.num_samples:,} val images)"
     left = _time_left(run, epoch, seconds, images, eval_seconds)
