@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -372,6 +373,12 @@ def test_features_cli_on_a_folder_data_set(ckpt, images, tmp_path, capsys):
         Image.fromarray(a).save(data / "train" / cls / f"{len(list((data / 'train' / cls).iterdir()))}.png")
     out = tmp_path / "feats.npy"
     assert main(["features", str(path), str(data), "--layer", "fc7", "--out", str(out), "--device", "cpu"]) == 0
+    assert capsys.readouterr().out.endswith(f"fc7 features: (3, 4096) from 3 train images of {data}\n")
+    # a plain folder of class folders (here one named val) is named as read; it said "from 3 train images"
+    shutil.copytree(data / "train", tmp_path / "val")
+    argv = ["features", str(path), str(tmp_path / "val"), "--out", str(tmp_path / "v.npy"), "--device", "cpu"]
+    assert main(argv) == 0
+    assert capsys.readouterr().out.endswith(f"fc7 features: (3, 4096) from 3 images in {tmp_path / 'val'}\n")
     info = json.loads(out.with_suffix(".json").read_text())
     feats = np.load(out)
     assert feats.shape == (3, 4096)
