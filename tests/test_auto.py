@@ -125,6 +125,15 @@ def test_resolve_auto_reads_the_image_headers(tmp_path):
     assert same == given and notes == []  # explicit values always win
 
 
+def test_the_warm_up_note_counts_the_steps_below_the_peak_lr(tmp_path):
+    from alexnet.training.schedule import lr_factor
+
+    dataset = open_dataset(_folder(tmp_path / "d", 28, 2))  # 6 images: batch 6, one step per epoch
+    cfg, notes = resolve_auto(TrainConfig(data=str(tmp_path / "d")), dataset)
+    assert "warm-up 0.5 epochs (1 step)" in notes  # was "(0 steps)", though the first step ran at 1% of the lr
+    assert lr_factor(cfg, 0, 1) == 0.01 and lr_factor(cfg, 1, 1) > 0.99
+
+
 def test_resolve_auto_with_mixed_sizes_takes_the_median_shorter_side(tmp_path):
     root = _folder(tmp_path / "a", (300, 200), 5)
     _folder(tmp_path / "b", (40, 500), 2)

@@ -327,7 +327,7 @@ def test_cli_explain_writes_overlays_and_maps_and_reports_bad_inputs(tiny, tmp_p
     p = alexnet.load(tiny.ckpt, device="cpu")
     for path, line in zip(tiny.images, lines):
         (e,) = p.explain(str(path))
-        stem = out / f"{path.stem}.gradcam"
+        stem = out / path.parent.name / f"{path.stem}.gradcam"  # the class folder kept: val/ring/x.jpg -> ring/x
         assert line == (f"{path}: predicted {e.predicted} ({100 * e.probability:.1f}%), map for {e.target} -> "
                         f"{stem}.png, {stem}.npy")  # fmt: skip
         torch.testing.assert_close(torch.from_numpy(np.load(f"{stem}.npy")), e.map)
@@ -339,13 +339,14 @@ def test_cli_explain_writes_overlays_and_maps_and_reports_bad_inputs(tiny, tmp_p
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "window 1000 / stride 500: need 1 <= stride <= window <= 64 px" in err, err
     # outputs that exist are refused before any work, as features and export refuse them; --overwrite replaces them
-    before = (out / f"{tiny.images[0].stem}.gradcam.png").stat().st_mtime_ns
-    again = [*args[:2], str(tiny.images[0]), str(tiny.images[0]), "--out", str(out), "--target", "1"]
-    assert main(again) == 2
+    first = out / tiny.images[0].parent.name / f"{tiny.images[0].stem}.gradcam.png"
+    before = first.stat().st_mtime_ns
+    assert main([*args[:3], "--out", str(out), "--target", "1"]) == 2
     err = capsys.readouterr().err
-    assert f"{out / tiny.images[0].stem}.gradcam.png" in err and "pass --overwrite to replace" in err
-    assert (out / f"{tiny.images[0].stem}.gradcam.png").stat().st_mtime_ns == before
+    assert str(first) in err and "pass --overwrite to replace" in err
+    assert first.stat().st_mtime_ns == before
     # a second input with the same file name: nothing is overwritten, it gets its own name
+    again = [*args[:2], str(tiny.images[0]), str(tiny.images[0]), "--out", str(out), "--target", "1"]
     assert main([*again, "--overwrite"]) == 0
     written = [line.rsplit("-> ", 1)[1] for line in capsys.readouterr().out.splitlines()]
     assert written == [
@@ -354,6 +355,23 @@ def test_cli_explain_writes_overlays_and_maps_and_reports_bad_inputs(tiny, tmp_p
     ]
     assert main(["explain", str(tiny.ckpt), str(tiny.images[0]), "--target", "zebra"]) == 2
     assert "target 'zebra'" in capsys.readouterr().err
+
+
+def test_cli_explain_keeps_a_folders_sub_folders_so_same_names_stay_apart(tiny, tmp_path, capsys):
+    from PIL import Image
+
+    src = tmp_path / "ct"
+    for sub in ("nodule", "clear", "odd name;$x", "..."):
+        (src / sub).mkdir(parents=True)
+        Image.new("RGB", (64, 64)).save(src / sub / "IM0001.png")
+    out = tmp_path / "out"
+    assert main(["explain", str(tiny.ckpt), str(src), str(src / "nodule" / "IM0001.png"), "--out", str(out),
+                 "--format", "npy", "--device", "cpu"]) == 0  # fmt: skip
+    written = [line.rsplit("-> ", 1)[1] for line in capsys.readouterr().out.splitlines()]
+    # was IM0001, IM0001-2, ... in one folder: which series each came from could only be read off stdout
+    names = ["_/IM0001", "clear/IM0001", "nodule/IM0001", "odd_name__x/IM0001", "IM0001"]
+    assert written == [str(out / f"{name}.gradcam.npy") for name in names]
+    assert all(Path(w).is_file() for w in written)
 
 
 def test_cli_explain_video_frames(tiny, tmp_path, capsys):

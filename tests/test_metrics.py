@@ -83,6 +83,9 @@ def test_evaluate_report_by_hand():
     assert report["macro"] == pytest.approx({"precision": 5 / 6, "recall": 5 / 6, "f1": 7 / 9})
     text = format_report(report)
     assert "macro precision: 83.33%  recall: 83.33%  F1: 77.78%" in text
+    assert "top-1: 75.00%" in text and "top-5" not in text  # 3 classes: top-5 is always 100% (it was shown)
+    six = {k: {str(i): 1 for i in range(6)} for k in ("precision", "recall", "f1", "support")}
+    assert "top-1: 75.00%  top-5: 100.00%" in format_report({**report, **six})  # 6 classes: shown
     assert text.splitlines()[-1].split() == ["a", "100.0%", "100.0%", "100.0%", "1"]  # lowest F1 first, a last
 
 

@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -275,21 +276,30 @@ def test_cli_table_json_csv_with_a_folder_and_a_bad_file(ckpt, images, capsys):
     assert "missing.png: no such file or folder" in err[1]
 
     rc = main(["predict", str(path), *inputs, "--topk", "2", "--format", "json", "--batch-size", "1"])
-    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    assert rc == 1
+    captured = capsys.readouterr()
+    records = [json.loads(line) for line in captured.out.splitlines()]
+    assert rc == 1 and len(captured.err.strip().splitlines()) == 2  # the error lines stay on stderr too
+    # every input is in the output, in order: a failed one with its error (was: left out, on stderr only)
+    assert [r["input"] for r in records] == [str(paths[0]), str(bad), str(paths[1]), str(paths[2]),
+                                             str(root / "missing.png")]  # fmt: skip
+    bad_r, missing_r = records.pop(1), records.pop(-1)
+    assert bad_r["time"] is None and "top" not in bad_r and str(bad) in bad_r["error"]
+    assert missing_r["error"] == f"{root / 'missing.png'}: no such file or folder"
     assert [(r["input"], r["time"], [x["class"] for x in r["top"]]) for r in records] == [
         (str(p_), None, [c for c, _ in t]) for p_, t in zip(order, top)
     ]
     for r, t in zip(records, top):  # batch 1 against a batch of 3: the matmuls may round the 7th digit apart
         assert [x["probability"] for x in r["top"]] == pytest.approx([v for _, v in t], abs=2e-6)
 
-    rc = main(["predict", str(path), str(paths[0]), str(sub), "--topk", "2", "--format", "csv"])
+    rc = main(["predict", str(path), str(paths[0]), str(sub), str(root / "missing.png"), "--topk", "2",
+               "--format", "csv"])  # fmt: skip
     out = capsys.readouterr().out
-    assert rc == 0
+    assert rc == 1
     rows = list(csv.reader(io.StringIO(out)))
-    assert rows[0] == ["input", "time", "rank", "class", "probability"]
-    assert rows[1:] == [[str(p_), "", str(r), c, f"{v:.6f}"] for p_, t in zip(order, top) for r, (c, v) in
-                        enumerate(t, 1)]  # fmt: skip
+    assert rows[0] == ["input", "time", "rank", "class", "probability", "error"]
+    assert rows[1:-1] == [[str(p_), "", str(r), c, f"{v:.6f}", ""] for p_, t in zip(order, top) for r, (c, v) in
+                          enumerate(t, 1)]  # fmt: skip
+    assert rows[-1] == [str(root / "missing.png"), "", "", "", "", f"{root / 'missing.png'}: no such file or folder"]
 
 
 def test_cli_model_mistakes_are_one_line(ckpt, images, tmp_path, capsys):
@@ -363,6 +373,12 @@ def test_features_cli_on_a_folder_data_set(ckpt, images, tmp_path, capsys):
         Image.fromarray(a).save(data / "train" / cls / f"{len(list((data / 'train' / cls).iterdir()))}.png")
     out = tmp_path / "feats.npy"
     assert main(["features", str(path), str(data), "--layer", "fc7", "--out", str(out), "--device", "cpu"]) == 0
+    assert capsys.readouterr().out.endswith(f"fc7 features: (3, 4096) from 3 train images of {data}\n")
+    # a plain folder of class folders (here one named val) is named as read; it said "from 3 train images"
+    shutil.copytree(data / "train", tmp_path / "val")
+    argv = ["features", str(path), str(tmp_path / "val"), "--out", str(tmp_path / "v.npy"), "--device", "cpu"]
+    assert main(argv) == 0
+    assert capsys.readouterr().out.endswith(f"fc7 features: (3, 4096) from 3 images in {tmp_path / 'val'}\n")
     info = json.loads(out.with_suffix(".json").read_text())
     feats = np.load(out)
     assert feats.shape == (3, 4096)
@@ -433,7 +449,8 @@ def test_odd_file_names_cannot_crash_or_forge_output(ckpt, tmp_path, fmt):
     assert "forged" in out and "\n  99.99%  forged" not in out
     assert len([line for line in err.splitlines() if "error" in line]) == 1 and "broken\\nline.jpg" in err
     if fmt == "json":
-        assert len([json.loads(line) for line in out.splitlines()]) == 2
+        records = [json.loads(line) for line in out.splitlines()]
+        assert len(records) == 3 and ["broken\nline.jpg" in r["input"] for r in records].count(True) == 1
     if fmt == "table":
         assert "latin1-\\xe9t\\xe9.png" in out and len(out.splitlines()) == 2 * 3
 

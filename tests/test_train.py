@@ -95,6 +95,23 @@ def test_exact_resume_is_bitwise_identical(tiny_data, tmp_path, monkeypatch):
     assert (resumed / "config.json").exists() and (resumed / "eval.json").exists()
 
 
+def test_an_epoch_trained_before_resuming_shows_no_speed_and_three_classes_no_top5(tiny_data, tmp_path, monkeypatch,
+                                                                                     capsys):  # fmt: skip
+    """Stopped at the epoch's last step (saved before its validation): the resumed run validates it with no step to
+    time. Its line said "0 img/s, 0.0 s"; with 3 classes every epoch line said "top-5 100.00%"."""
+    signal_at_steps(monkeypatch, {2: [signal.SIGTERM]})
+    with pytest.raises(Preempted):
+        train(tiny_config(tiny_data, tmp_path / "run", epochs=1, max_steps_per_epoch=2))
+    monkeypatch.undo()
+    capsys.readouterr()
+    train(tiny_config(tiny_data, tmp_path / "run", epochs=1, max_steps_per_epoch=2, resume="auto"))
+    (line,) = [line for line in capsys.readouterr().out.splitlines() if line.startswith("epoch 1/1: ")]
+    assert line.endswith(", its steps trained before resuming, best so far"), line
+    assert "img/s" not in line and "top-1 " in line and "top-5" not in line
+    (record,) = _records(tmp_path / "run", "epoch")
+    assert record["img_per_s"] is None and record["val_top5"] == 1.0  # the number stays in the metrics
+
+
 def test_packed_data_trains_and_resumes_exactly(tiny_data, tmp_path):
     pack = tmp_path / "pack"
     pack_dataset(tiny_data, pack, size=72, workers=0, progress=False)

@@ -70,6 +70,12 @@ def choose_warmup_epochs(steps_per_epoch: int) -> float:
     return round(min(0.5, WARMUP_STEPS / max(1, steps_per_epoch)), 3)
 
 
+def warmup_steps(warmup_epochs: float, steps_per_epoch: int) -> int:
+    """The optimizer steps below the peak lr: those with step < warmup_epochs x steps_per_epoch (``lr_factor``), so
+    half an epoch of 1 step is 1 step (at 1% of the lr), not round(0.5) = 0."""
+    return math.ceil(round(warmup_epochs * steps_per_epoch, 6))
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # what the data says
 
@@ -134,7 +140,7 @@ def resolve_auto(cfg: TrainConfig, dataset, world_size: int = 1) -> tuple[TrainC
         steps = max(1, n // batch)
         changes["warmup_epochs"] = choose_warmup_epochs(steps)
         warm = changes["warmup_epochs"]
-        notes.append(f"warm-up {plural(warm, 'epoch')} ({plural(round(warm * steps), 'step')})")
+        notes.append(f"warm-up {plural(warm, 'epoch')} ({plural(warmup_steps(warm, steps), 'step')})")
     if cfg.schedule is None:
         changes["schedule"] = "linear" if cfg.time_budget else "cosine"
     epochs = cfg.epochs

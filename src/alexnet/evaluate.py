@@ -148,13 +148,17 @@ def evaluate(
     }
 
 
+def shows_top5(num_classes: int) -> bool:
+    """Whether a summary line shows top-5: only with more than 5 classes (with 5 or fewer it is always 100%; the
+    reports and metrics.jsonl keep the number)."""
+    return num_classes > 5
+
+
 def format_report(report: dict, max_classes: int = 20) -> str:
-    """A short human summary: totals, macro precision / recall / F1, then a table of the classes with the lowest F1
-    (at most ``max_classes`` rows; all of them when there are no more)."""
-    lines = [
-        f"images: {report['count']}  loss: {report['loss']:.4f}  "
-        f"top-1: {100 * report['top1']:.2f}%  top-5: {100 * report['top5']:.2f}%"
-    ]
+    """A short human summary: totals (top-5 only with more than 5 classes), macro precision / recall / F1, then a
+    table of the classes with the lowest F1 (at most ``max_classes`` rows; all of them when there are no more)."""
+    top5 = f"  top-5: {100 * report['top5']:.2f}%" if shows_top5(len(report["f1"])) else ""
+    lines = [f"images: {report['count']}  loss: {report['loss']:.4f}  top-1: {100 * report['top1']:.2f}%{top5}"]
     m = report["macro"]
     lines.append(f"macro precision: {100 * m['precision']:.2f}%  recall: {100 * m['recall']:.2f}%  "
                  f"F1: {100 * m['f1']:.2f}%")  # fmt: skip

@@ -2,9 +2,11 @@
 
 For each image file, image in a folder (recursive) and sampled video frame: OUT/NAME.METHOD.png, the centre crop
 the network sees, the map and the two overlaid, titled with the predicted and the target class; with --format npy
-(give --format twice for both) the raw map as a float32 (crop, crop) array, OUT/NAME.METHOD.npy. For one image,
---out FILE.png (or FILE.npy with --format npy) writes that file instead. One line per image on stdout. Methods
-(see alexnet.explain):
+(give --format twice for both) the raw map as a float32 (crop, crop) array, OUT/NAME.METHOD.npy. NAME is the file's
+stem; an image found in a folder keeps its sub-folders within that folder (explain MODEL ct/val writes
+OUT/nodule/1.gradcam.png for ct/val/nodule/1.dcm), with characters other than letters, digits and ._@+- replaced by
+_; a name taken earlier in the run gets -2, -3... For one image, --out FILE.png (or FILE.npy with --format npy)
+writes that file instead. One line per image on stdout. Methods (see alexnet.explain):
 
 - gradcam: Grad-CAM at --layer (auto: conv5 from 127-px crops, 13x13 at 224 px; conv2 at 64 px, where conv5 is
   3x3; bilinear to the crop);
@@ -23,7 +25,7 @@ import argparse
 import re
 import sys
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePath
 
 from ..errors import UserError
 from ..names import DEVICE_HELP, DEVICE_PATTERN, EXPLAIN_METHODS
@@ -104,15 +106,15 @@ def run(args: argparse.Namespace) -> int:
     listed = list_inputs(args.inputs)
     single = single_file(cfg.out, listed, cfg.formats)  # --out x.png for one image: that file, not a folder x.png
     planned, seen = [], set()  # the images' outputs, refused before any work when they exist (videos: as written)
-    for name, path in listed:
-        if isinstance(path, Path) and path.suffix.lower() not in VIDEO_EXTENSIONS:
-            stem = _unique(_stem(name, None), seen)
+    for item in listed:
+        if isinstance(item.path, Path) and item.path.suffix.lower() not in VIDEO_EXTENSIONS:
+            stem = _unique(_stem(item.rel, None), seen)
             planned += [single or out_dir / f"{stem}.{cfg.method}.{fmt}" for fmt in cfg.formats]
     prepare_output(planned[0] if planned else out_dir / "x", also=planned[1:], overwrite=cfg.overwrite)
     used: set[str] = set()
     failed = 0
-    for name, t, src in expand_inputs(listed, every=cfg.every):
-        label = name if t is None else f"{name} @ {t:.2f}s"
+    for item, t, src in expand_inputs(listed, every=cfg.every):
+        label = item.name if t is None else f"{item.name} @ {t:.2f}s"
         try:
             if isinstance(src, UserError):
                 raise src
@@ -125,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
             sys.stdout.flush()
             tqdm.write(f"alexnet explain: error: {e}", file=sys.stderr)
             continue
-        stem = _unique(_stem(name, t), used)
+        stem = _unique(_stem(item.rel, t), used)
         targets = {fmt: single or out_dir / f"{stem}.{cfg.method}.{fmt}" for fmt in cfg.formats}
         written = _write(expl, targets, cfg.overwrite, label, side)
         print(
@@ -164,10 +166,10 @@ def single_file(out: str, listed: list, formats: tuple[str, ...]) -> Path | None
     suffix = Path(out).suffix.lower()
     if suffix not in FILE_SUFFIXES:
         return None
-    from ..predict import VIDEO_EXTENSIONS
+    from ..video import VIDEO_EXTENSIONS
 
     one_image = (
-        len(listed) == 1 and isinstance(listed[0][1], Path) and listed[0][1].suffix.lower() not in VIDEO_EXTENSIONS
+        len(listed) == 1 and isinstance(listed[0].path, Path) and listed[0].path.suffix.lower() not in VIDEO_EXTENSIONS
     )
     if one_image and formats == (suffix[1:],):
         return Path(out)
@@ -175,11 +177,18 @@ def single_file(out: str, listed: list, formats: tuple[str, ...]) -> Path | None
     raise UserError(f"--out {out}: a file name ({why}); give a folder for OUT/NAME.METHOD.png per image")
 
 
-def _stem(name: str, t: float | None) -> str:
-    """A file-name stem for an input: its own stem, plus the frame time for a video."""
-    stem = Path(name).stem or "image"
-    stem = re.sub(r"[^\w.@+-]", "_", stem)
+def _stem(rel: PurePath, t: float | None) -> str:
+    """The output path of an input, relative to --out and without suffix: its sub-folders in the folder it was found
+    in (``nodule/1`` for DIR/nodule/1.dcm), each part reduced to safe characters (no ``..``, no separators), then its
+    stem, plus the frame time for a video."""
+    parts = [_safe_part(p) for p in rel.parent.parts] + [_safe_part(rel.stem or "image")]
+    stem = "/".join(parts)
     return stem if t is None else f"{stem}@{t:.2f}s"
+
+
+def _safe_part(part: str) -> str:
+    part = re.sub(r"[^\w.@+-]", "_", part)
+    return "_" if part.strip(".") == "" else part
 
 
 def _unique(stem: str, used: set[str]) -> str:

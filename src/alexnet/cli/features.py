@@ -45,13 +45,17 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--batch-size {args.batch_size}: must be at least 1")
     sidecars = [Path(args.out).with_suffix(".json")] if args.out.endswith(".npy") else []
     prepare_output(args.out, also=sidecars, overwrite=args.overwrite)
-    split = open_dataset(args.data).split(args.split)
+    dataset = open_dataset(args.data)
+    split = dataset.split(args.split)
     predictor = load(args.model, device=args.device)
     feats, kept = readable_features(predictor, split, args.layer, args.batch_size, args.max_bad_fraction)
     labels, paths = [int(split.labels[i]) for i in kept], [split.describe(i) for i in kept]
     for path in save_features(args.out, feats, labels=labels, paths=paths, classes=split.classes, layer=args.layer):
         print(f"wrote {path}")
-    print(f"{args.layer} features: {tuple(feats.shape)} from {plural(len(kept), args.split + ' image')}")
+    # one folder of class folders is every split: name it, not the --split it stood in for ("from 8 train images")
+    which = "image" if dataset.kind == "folder" else f"{args.split} image"
+    where = "in" if dataset.kind == "folder" else "of"
+    print(f"{args.layer} features: {tuple(feats.shape)} from {plural(len(kept), which)} {where} {dataset.source}")
     return 0
 
 

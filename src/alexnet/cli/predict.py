@@ -3,10 +3,13 @@
 Output formats, one record per image or sampled video frame, in input order:
 
 - ``table``: the input (``NAME`` or ``NAME @ 1.50s`` for a frame), then one ``  91.23%  class`` line per class;
-- ``json``: one JSON object per line, ``{"input": NAME, "time": seconds or null, "top": [{"class", "probability"}]}``;
-- ``csv``: a header ``input,time,rank,class,probability``, then one row per class (``time`` empty for images).
+- ``json``: one JSON object per line, ``{"input": NAME, "time": seconds or null, "top": [{"class", "probability"}]}``,
+  or ``{"input": NAME, "time": ..., "error": MESSAGE}`` for an input that failed;
+- ``csv``: a header ``input,time,rank,class,probability,error``, then one row per class (``time`` empty for images,
+  ``error`` empty), or one row with only ``input``, ``time`` and ``error`` for an input that failed.
 
-A bad input prints one error line naming it on stderr and the rest still run; the exit code is 1 if any failed.
+A bad input prints one error line naming it on stderr (and, in json and csv, its record above) and the rest still run;
+the exit code is 1 if any failed.
 """
 
 from __future__ import annotations
@@ -17,8 +20,8 @@ import json
 import sys
 from collections import deque
 from collections.abc import Iterator
-from pathlib import Path
-from typing import Any, TextIO
+from pathlib import Path, PurePath
+from typing import Any, NamedTuple, TextIO
 
 from ..errors import UserError
 from ..text import printable
@@ -48,40 +51,50 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def list_inputs(inputs: list[str]) -> list[tuple[str, Path | UserError]]:
-    """``(name, file or UserError)`` per image file or video, in order; folders listed recursively, sorted."""
+class Input(NamedTuple):
+    """One input as listed: ``name`` as the user wrote it (or the found file's path), ``path`` (a file, or the
+    ``UserError`` that says why not) and ``rel``, its path relative to the folder it was found in (its own file name
+    when given by itself): ``explain`` mirrors it under --out."""
+
+    name: str
+    path: Path | UserError
+    rel: PurePath
+
+
+def list_inputs(inputs: list[str]) -> list[Input]:
+    """An ``Input`` per image file or video, in order; folders listed recursively, sorted."""
     from ..data.decode import IMAGE_EXTENSIONS, is_image_file
 
-    out: list[tuple[str, Path | UserError]] = []
+    out: list[Input] = []
     for raw in inputs:
         path = Path(raw)
         if path.is_dir():  # DICOMs named IM0001 too (is_image_file), as image folders take them
             files = sorted(p for p in path.rglob("*") if p.is_file() and is_image_file(str(p)))
             if not files:
-                out.append((raw, UserError(f"{raw}: no image files in this folder ({', '.join(IMAGE_EXTENSIONS)})")))
-            out += [(str(f), f) for f in files]
+                error = UserError(f"{raw}: no image files in this folder ({', '.join(IMAGE_EXTENSIONS)})")
+                out.append(Input(raw, error, PurePath(path.name)))
+            out += [Input(str(f), f, f.relative_to(path)) for f in files]
         elif not path.exists():
-            out.append((raw, UserError(f"{raw}: no such file or folder")))
+            out.append(Input(raw, UserError(f"{raw}: no such file or folder"), PurePath(path.name)))
         else:
-            out.append((raw, path))
+            out.append(Input(raw, path, PurePath(path.name)))
     return out
 
 
-def expand_inputs(
-    listed: list[tuple[str, Path | UserError]], *, every: float
-) -> Iterator[tuple[str, float | None, Any]]:
-    """``(name, time or None, image source or UserError)`` per image and sampled video frame, in order."""
+def expand_inputs(listed: list[Input], *, every: float) -> Iterator[tuple[Input, float | None, Any]]:
+    """``(input, time or None, image source or UserError)`` per image and sampled video frame, in order."""
     from ..video import VIDEO_EXTENSIONS, video_frames
 
-    for name, path in listed:
+    for item in listed:
+        path = item.path
         if isinstance(path, Path) and path.suffix.lower() in VIDEO_EXTENSIONS:
             try:
                 for t, frame in video_frames(path, every=every):
-                    yield name, t, frame
+                    yield item, t, frame
             except UserError as e:
-                yield name, None, e
+                yield item, None, e
         else:
-            yield name, None, str(path) if isinstance(path, Path) else path
+            yield item, None, str(path) if isinstance(path, Path) else path
 
 
 def run(args: argparse.Namespace) -> int:
@@ -94,12 +107,12 @@ def run(args: argparse.Namespace) -> int:
     predictor = load(args.model, device=args.device)
     topk = predictor.top_k(args.topk, "--topk")  # more than the model's classes is refused, as serve's ?topk
     listed = list_inputs(args.inputs)
-    videos = any(isinstance(p, Path) and p.suffix.lower() in VIDEO_EXTENSIONS for _, p in listed)
+    videos = any(isinstance(i.path, Path) and i.path.suffix.lower() in VIDEO_EXTENSIONS for i in listed)
     names: deque[tuple[str, float | None]] = deque()
 
     def sources() -> Iterator[Any]:
-        for name, t, src in expand_inputs(listed, every=args.every):
-            names.append((name, t))
+        for item, t, src in expand_inputs(listed, every=args.every):
+            names.append((item.name, t))
             yield src
 
     out = sys.stdout
@@ -114,6 +127,7 @@ def run(args: argparse.Namespace) -> int:
             bar.update(1)
             if err is not None:
                 failed += 1
+                writer.write_error(name, t, str(err))  # json/csv: a program reading stdout sees which input failed
                 out.flush()
                 tqdm.write(f"alexnet predict: error: {printable(str(err))}", file=sys.stderr)  # above the bar
                 continue
@@ -130,7 +144,7 @@ class _Writer:
         self.fmt, self.out = fmt, out
         if fmt == "csv":
             self.csv = csv.writer(out, lineterminator="\n")
-            self.csv.writerow(["input", "time", "rank", "class", "probability"])
+            self.csv.writerow(["input", "time", "rank", "class", "probability", "error"])
 
     def write(self, name: str, t: float | None, top: list[tuple[str, float]]) -> None:
         if self.fmt == "table":
@@ -142,6 +156,16 @@ class _Writer:
             record = {"input": name, "time": t, "top": [{"class": c, "probability": round(p, 6)} for c, p in top]}
             self.out.write(json.dumps(record) + "\n")
         else:
-            time = "" if t is None else f"{t:.3f}"
             for rank, (cls, p) in enumerate(top, 1):
-                self.csv.writerow([printable(name), time, rank, printable(cls), f"{p:.6f}"])
+                self.csv.writerow([printable(name), _csv_time(t), rank, printable(cls), f"{p:.6f}", ""])
+
+    def write_error(self, name: str, t: float | None, message: str) -> None:
+        """A failed input's record (json, csv); the table leaves it to the error line on stderr, as before."""
+        if self.fmt == "json":
+            self.out.write(json.dumps({"input": name, "time": t, "error": message}) + "\n")
+        elif self.fmt == "csv":
+            self.csv.writerow([printable(name), _csv_time(t), "", "", "", printable(message)])
+
+
+def _csv_time(t: float | None) -> str:
+    return "" if t is None else f"{t:.3f}"

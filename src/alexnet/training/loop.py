@@ -19,7 +19,7 @@ import torch
 from ..config import TrainConfig
 from ..distributed import Preempted, StopSignals, max_over_ranks, process_group, sum_over_ranks
 from ..errors import UserError
-from ..evaluate import evaluate, format_report
+from ..evaluate import evaluate, format_report, shows_top5
 from ..progress import progress
 from ..text import duration_text, plural
 from .budget import BUDGET_SAVE_SECONDS, threads_restored
@@ -239,7 +239,7 @@ def end_of_epoch(run: Run, epoch: int, loss: float, images: int, seconds: float,
     _check_finite(run, epoch, report)
     metric, value = ("val_top1", report["top1"]) if report else ("train_loss", loss)
     saving, is_best, improved = save_epoch(run, epoch, metric, value)
-    rate = images / max(seconds, 1e-9)
+    rate = images / max(seconds, 1e-9) if images else None  # None: all its steps ran before this run resumed
     val = {f"val_{k}": report[k] if report else None for k in ("loss", "top1", "top5", "count")}
     run.log.epoch(epoch=epoch + 1, step=run.step, train_loss=loss, **val, val_seconds=round(eval_seconds, 3),
                   lr=run.lr, img_per_s=rate, data_wait=data_wait / max(seconds, 1e-9), best_metric=metric,
@@ -247,11 +247,13 @@ def end_of_epoch(run: Run, epoch: int, loss: float, images: int, seconds: float,
     summary = f"epoch {epoch + 1}/{epochs_text(run)}: train loss {loss:.4f}"
     if report:
         summary += f", val loss {report['loss']:.4f}, top-1 {100 * report['top1']:.2f}%"
-        summary += f", top-5 {100 * report['top5']:.2f}%"
+        if shows_top5(len(data.classes)):
+            summary += f", top-5 {100 * report['top5']:.2f}%"
         if subset:
             summary += f" ({report['count']:,} of the {data.val.num_samples:,} val images)"
     left = _time_left(run, epoch, seconds, images, eval_seconds)
-    summary += f", {rate:.0f} img/s, {seconds:.1f} s" + (f", about {left} left" if left else "")
+    summary += f", {rate:.0f} img/s, {seconds:.1f} s" if rate is not None else ", its steps trained before resuming"
+    summary += f", about {left} left" if left else ""
     if improved and not is_best:  # under a time budget: this epoch was not saved (last.pt waits a minute)
         kept = run.best.get("epoch")
         summary += ", best so far (not saved: " + (f"best.pt keeps epoch {kept})" if kept else "no best.pt yet)")
@@ -320,6 +322,8 @@ def _time_left(run: Run, epoch: int, seconds: float, images: int, eval_seconds: 
         return None
     if run.budget is not None:
         return duration_text(max(0.0, run.budget.remaining()))
+    if not images:  # no step of this epoch ran in this session: no speed to go by
+        return None
     steps = max(1, round(images / run.cfg.batch_size))  # this session's steps in the epoch (images of all ranks)
     step_s = seconds / steps
     left = (run.epochs * run.steps_per_epoch - run.step) * step_s + (run.epochs - epoch - 1) * eval_seconds
