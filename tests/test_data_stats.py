@@ -84,3 +84,14 @@ def test_cli_stats(data, tmp_path, capsys):
     assert main(["data", "stats", str(root), "--out", str(out)]) == 0
     np.testing.assert_allclose(json.loads(out.read_text())["std"], reference(arrays)[1], atol=1e-10)
     assert str(out) in capsys.readouterr().out
+
+
+def test_statistics_from_an_older_decoder_are_recomputed(data, monkeypatch):
+    # a decoder that turns a file into other pixels (issue: --window auto on 32-bit / float TIFFs) makes the cached
+    # mean / std stale though no file changed
+    root, _ = data
+    train, _ = open_splits(str(root))
+    first = load_or_compute_stats(train, progress=False)
+    monkeypatch.setattr(stats_mod, "DECODING_VERSION", stats_mod.DECODING_VERSION + 1)
+    monkeypatch.setattr(stats_mod, "compute_stats", lambda *a, **k: {**first, "mean": [0.5, 0.5, 0.5]})
+    assert load_or_compute_stats(train, progress=False)["mean"] == [0.5, 0.5, 0.5]

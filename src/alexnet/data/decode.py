@@ -23,6 +23,8 @@ from ..limits import limits, read_bounded
 from . import dicom
 from . import window as window_mod
 
+DECODING_VERSION = 2  # raised when a file decodes to other pixels (2: --window auto spreads 32-bit / float TIFFs):
+# cached statistics computed from the old pixels are recomputed
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".dcm", ".dicom")
 _EXIF_ORIENTATION = 0x0112
 

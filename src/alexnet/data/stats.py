@@ -16,7 +16,7 @@ import numpy as np
 
 from ..errors import UserError
 from ..limits import limits, read_bounded
-from .decode import DecodeError
+from .decode import DECODING_VERSION, DecodeError
 from .split import Split
 from .transforms import resize_shorter
 
@@ -25,11 +25,12 @@ FINGERPRINT_SAMPLE = 2000  # files whose size and mtime enter the fingerprint (a
 
 
 def fingerprint(split: Split) -> str:
-    """A digest of what the statistics were computed from: every item's name and label, and the size and mtime of
-    up to ``FINGERPRINT_SAMPLE`` evenly spaced files and of the class folders (so added, removed, renamed and most
-    rewritten files change it without a stat of every file of a 1.3M-image set). CIFAR: its file's size and mtime."""
+    """A digest of what the statistics were computed from: the decoder's version, every item's name and label, and
+    the size and mtime of up to ``FINGERPRINT_SAMPLE`` evenly spaced files and of the class folders (so added,
+    removed, renamed and most rewritten files change it without a stat of every file of a 1.3M-image set). CIFAR:
+    its file's size and mtime."""
     h = hashlib.blake2b(digest_size=16)
-    h.update(repr((split.root, len(split), list(split.classes))).encode())
+    h.update(repr((split.root, len(split), list(split.classes), DECODING_VERSION)).encode())
     if isinstance(split.items, np.ndarray):
         st = os.stat(split.root)
         h.update(repr((st.st_size, st.st_mtime_ns)).encode())
