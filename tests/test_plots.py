@@ -379,3 +379,17 @@ def test_uint8_crops_are_drawn_with_their_own_gray_levels(channels):
     assert np.allclose(row[:, 0], row[:, 2], atol=1) and np.allclose(row[:, 0], row[:, 1], atol=1)  # gray
     expected = ramp.float().numpy()[(np.arange(len(row)) * 64) // len(row)]
     assert np.abs(row[:, 0] - expected).max() <= 2  # the crop's levels, not black and white
+
+
+@pytest.mark.parametrize(
+    "classes, shown", [(3, ["val top1"]), (6, ["val top1", "val top5"]), (None, ["val top1", "val top5"])]
+)
+def test_curves_leave_out_top5_for_five_classes_or_fewer(tmp_path, monkeypatch, classes, shown):
+    # with 5 classes or fewer top-5 is 100% throughout: a flat line at the top that says nothing
+    import alexnet.plots as plots
+
+    figures = []
+    monkeypatch.setattr(plots, "save", lambda fig, out: figures.append(fig) or out)
+    rows = [{"kind": "epoch", "epoch": e, "val_top1": 0.5, "val_top5": 1.0, "train_loss": 1.0} for e in (1, 2)]
+    plots.plot_curves(rows, tmp_path / "curves.png", num_classes=classes)
+    assert figures[0].axes[1].get_legend_handles_labels()[1] == shown

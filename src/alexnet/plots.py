@@ -97,8 +97,11 @@ def _checkpoint(run_dir: Path) -> Path:
 
 
 @plain_text
-def plot_curves(metrics: list[dict[str, Any]], out: Path) -> Path:
-    """Train/val loss, val top-1/top-5, lr and img/s per epoch, from the ``kind == "epoch"`` records."""
+def plot_curves(metrics: list[dict[str, Any]], out: Path, *, num_classes: int | None = None) -> Path:
+    """Train/val loss, val top-1/top-5, lr and img/s per epoch, from the ``kind == "epoch"`` records; top-5 only
+    with more than 5 classes (``evaluate.shows_top5``: with fewer it is 100% throughout)."""
+    from .evaluate import shows_top5
+
     epochs = [r for r in metrics if r.get("kind") == "epoch"]
     fig = new_figure("curves")
     axes = fig.subplots(2, 2)
@@ -113,7 +116,7 @@ def plot_curves(metrics: list[dict[str, Any]], out: Path) -> Path:
     ax.set(title="loss", xlabel="epoch", ylabel="cross-entropy")
     ax.legend()
     ax = axes[0, 1]
-    for key in ("val_top1", "val_top5"):
+    for key in ("val_top1", "val_top5") if num_classes is None or shows_top5(num_classes) else ("val_top1",):
         x, y = series(epochs, key)
         ax.plot(x, [100 * v for v in y], "-o", ms=3, label=key.replace("_", " "))
     ax.set(title="validation accuracy", xlabel="epoch", ylabel="%")
@@ -312,7 +315,11 @@ def make_plots(
     train, val, source = _plot_splits(predictor, run_dir, data)  # before any figure: a wrong --data left three written
     written = []
     if (run_dir / "metrics.jsonl").is_file():
-        written.append(plot_curves(read_metrics(run_dir / "metrics.jsonl"), out / "curves.png"))
+        written.append(
+            plot_curves(
+                read_metrics(run_dir / "metrics.jsonl"), out / "curves.png", num_classes=predictor.info.num_classes
+            )
+        )
     conv1 = predictor.model.features[0].weight
     written.append(plot_filters(conv1, predictor.info.arch, out / "conv1_filters.png"))
     if (run_dir / "eval.json").is_file():
