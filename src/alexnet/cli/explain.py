@@ -52,7 +52,13 @@ class ExplainConfig:
                               switch=True)  # fmt: skip
     format: tuple[str, ...] | None = setting(None, "png (the overlay) or npy (the raw map); give twice for both",
                                              choices=FORMATS, none_text="png")  # fmt: skip
-    window: int | None = setting(None, "occlusion: square side in px", low=1, metavar="PX", none_text="crop / 4")
+    window: int | None = setting(
+        None,
+        "occlusion: square side in px (a DICOM's window is the model's, from training's --window)",
+        low=1,
+        metavar="PX",
+        none_text="crop / 4",
+    )
     stride: int | None = setting(None, "occlusion: step in px", low=1, metavar="PX", none_text="window / 2")
     steps: int = setting(32, "integrated gradients: points along the path", low=1, high=4096, metavar="N")
     every: float = setting(1.0, "video: seconds between sampled frames", low=0, low_open=True, metavar="S")
