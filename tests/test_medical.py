@@ -276,7 +276,7 @@ def test_extensionless_dicoms_in_a_folder_are_images(tmp_path):
     assert list_images(tmp_path)[0] == sorted(str(tmp_path / n) for n in names)
     from alexnet.cli.predict import list_inputs  # predict FOLDER lists them too
 
-    assert [i.name for i in list_inputs([str(tmp_path)])] == sorted(str(tmp_path / n) for n in names)
+    assert [i.name for i in list_inputs([str(tmp_path)])[0]] == sorted(str(tmp_path / n) for n in names)
 
 
 def test_empty_files_are_said_to_be_empty(tmp_path):
