@@ -170,3 +170,30 @@ def test_32bit_and_float_gray_images_outside_the_fixed_ranges_are_spread_and_nam
     assert "train: 4 16/32-bit gray image(s)" in line and "e.g. " + str(tmp_path / "train/a/f.tif") in line
     window = line.split("--window ")[-1].split(" ")[0]  # one range for all of them
     assert decode_image(str(tmp_path / "train/a/i.tif"), window=window).float().std() > 50  # spreads the set's range
+
+
+def test_files_left_out_as_not_images_are_in_the_report_and_its_json(tmp_path, capsys):
+    """8 of 24 photos .heic: data check said "OK" about the 16 it read. It now names the others, in text and JSON."""
+    for i in range(16):
+        png(tmp_path / f"d/train/{'cat' if i % 2 else 'dog'}/IMG_{i}.png", i)
+    for i in range(8):
+        (tmp_path / f"d/train/{'cat' if i % 2 else 'dog'}/IMG_{100 + i}.heic").write_bytes(b"ftypheic")
+    (tmp_path / "d/train/cat/Thumbs.db").write_bytes(b"\0")  # written by Windows: not counted
+    out = tmp_path / "report.json"
+    assert main(["data", "check", str(tmp_path / "d"), "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert f"warning: {tmp_path}/d/train: left out 8 of 24 files, not image file names: .heic (8), e.g. " in text
+    report = json.loads(out.read_text())
+    assert report["left_out"] == [{"folder": f"{tmp_path}/d/train", "files": 8, "images": 16,
+                                   "by_extension": {".heic": 8}, "sidecars": 0,
+                                   "examples": [f"{tmp_path}/d/train/cat/IMG_101.heic"]}]  # fmt: skip
+
+
+def test_sidecars_alone_are_a_note_not_a_warning(tmp_path):
+    for i in range(4):
+        png(tmp_path / f"train/{'cat' if i % 2 else 'dog'}/{i}.png", i)
+        (tmp_path / f"train/{'cat' if i % 2 else 'dog'}/{i}.xml").write_text("<annotation/>")  # labelImg's boxes
+    r = check_dataset(str(tmp_path), workers=1, progress=False, val_fraction=0)
+    assert not any("left out" in w for w in r["warnings"])
+    assert any("left out 4 of 8 files, not image file names: .xml (4)" in n and "sidecars" in n for n in r["notes"])
+    assert r["left_out"][0]["sidecars"] == 4

@@ -247,3 +247,47 @@ def test_training_on_one_class_is_refused(tmp_path):
         open_training_data(cfg, log=lambda line: None)
     img(tmp_path / "d/train/other/0.png")
     assert open_training_data(cfg, log=lambda line: None).classes == ["only", "other"]
+
+
+def photos(root, heic=8, jpg=16):
+    """A new user's trial: ``heic`` of the photos are iPhone .heic (not read), plus a note, a labelImg box file and
+    the files an OS writes (never counted)."""
+    for c in ("cat", "dog"):
+        (root / c).mkdir(parents=True, exist_ok=True)
+    for i in range(jpg):
+        img(root / ("cat" if i % 2 else "dog") / f"IMG_{i}.jpg")
+    for i in range(heic):
+        (root / ("cat" if i % 2 else "dog") / f"IMG_{100 + i}.HEIC").write_bytes(b"ftypheic")
+    (root / "cat/notes.txt").write_text("taken in May")
+    (root / "dog/Thumbs.db").write_bytes(b"\0")
+    (root / "dog/.DS_Store").write_bytes(b"\0")
+    (root / "dog/.ipynb_checkpoints").mkdir()
+    (root / "dog/.ipynb_checkpoints/x-checkpoint.ipynb").write_text("{}")
+
+
+def test_files_that_are_not_images_are_counted_once_per_folder_not_left_out_silently(tmp_path):
+    """8 of 24 photos were .heic: train took 16 and said nothing. The listing now says what it left out and why."""
+    from alexnet.config import resolve_config
+    from alexnet.data.pipeline import open_training_data
+
+    photos(tmp_path / "d/train")
+    img(tmp_path / "d/val/cat/v.jpg")
+    img(tmp_path / "d/val/dog/v.jpg")
+    (tmp_path / "d/val/dog/v.json").write_text("{}")  # a sidecar alone: quiet in train
+    lines: list[str] = []
+    data = open_training_data(resolve_config("fast", flags={"data": str(tmp_path / "d")}), log=lines.append)
+    assert len(data.train) == 16  # which files are images did not change
+    said = [line for line in lines if "left out" in line]
+    assert said == [
+        f"warning: {tmp_path}/d/train: left out 9 of 25 files, not image file names: .heic (8), .txt (1), e.g. "
+        f"{tmp_path}/d/train/cat/IMG_101.HEIC, {tmp_path}/d/train/cat/notes.txt; convert photos (.heic, .jp2, "
+        ".jfif) to .jpg or .png to use them"
+    ]
+    val = [lo for lo in data.left_out if lo.where.endswith("val")]
+    assert val[0].counts == {".json": 1} and val[0].line() is None and "sidecars" in val[0].line(sidecars=True)
+
+
+def test_a_folder_of_only_unreadable_photos_says_what_it_holds(tmp_path):
+    photos(tmp_path / "train", heic=3, jpg=0)
+    with pytest.raises(UserError, match=r"no images .* in its class folders; .*left out 4 of 4 files.*\.heic \(3\)"):
+        open_splits(str(tmp_path))

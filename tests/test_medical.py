@@ -265,7 +265,7 @@ def test_extensionless_dicoms_in_a_folder_are_images(tmp_path):
     """PACS and CD exports name DICOMs IM0001 or by UID; they were silently left out of a folder with .dcm files."""
     import os
 
-    from alexnet.data.sources import list_images
+    from alexnet.data.listing import list_images
 
     names = ["1.dcm", "IM3", "1.2.840.5.30000"]
     for n in names:
@@ -273,10 +273,10 @@ def test_extensionless_dicoms_in_a_folder_are_images(tmp_path):
     (tmp_path / "README").write_text("x" * 200)
     (tmp_path / "notes.txt").write_bytes((tmp_path / "IM3").read_bytes())  # a DICOM's bytes, but a named non-image
     os.mkfifo(tmp_path / "IM4")  # opened, it would block the scan
-    assert list_images(tmp_path) == sorted(str(tmp_path / n) for n in names)
+    assert list_images(tmp_path)[0] == sorted(str(tmp_path / n) for n in names)
     from alexnet.cli.predict import list_inputs  # predict FOLDER lists them too
 
-    assert [i.name for i in list_inputs([str(tmp_path)])] == sorted(str(tmp_path / n) for n in names)
+    assert [i.name for i in list_inputs([str(tmp_path)])[0]] == sorted(str(tmp_path / n) for n in names)
 
 
 def test_empty_files_are_said_to_be_empty(tmp_path):

@@ -466,3 +466,23 @@ def test_a_hostile_dicom_costs_only_its_own_result(ckpt, images, tmp_path):
     out = list(p.iter_predict([paths[0], bad, paths[1]], topk=2, batch_size=4))
     assert out[0][1] is not None and out[2][1] is not None and out[1][1] is None
     assert "ts.dcm: unknown transfer syntax UID" in str(out[1][2])
+
+
+def test_predict_folder_says_which_files_it_left_out(ckpt, tmp_path, capsys):
+    """``predict FOLDER`` skipped .heic photos without a word; now one line per folder on stderr, results unchanged."""
+    path, _ = ckpt
+    Image.new("RGB", (64, 64)).save(tmp_path / "a.png")
+    (tmp_path / "IMG_1.heic").write_bytes(b"ftypheic")
+    (tmp_path / "IMG_2.heic").write_bytes(b"ftypheic")
+    (tmp_path / "scan.jp2").write_bytes(b"\0")
+    (tmp_path / "desktop.ini").write_text("")  # Windows' own: not counted
+    (tmp_path / ".git").mkdir()
+    (tmp_path / ".git/HEAD").write_text("ref")  # in a hidden folder: not counted
+    assert main(["predict", str(path), str(tmp_path), "--device", "cpu", "--format", "json"]) == 0
+    captured = capsys.readouterr()
+    assert [json.loads(line)["input"] for line in captured.out.splitlines()] == [str(tmp_path / "a.png")]
+    assert captured.err.splitlines() == [
+        f"alexnet predict: warning: {tmp_path}: left out 3 of 4 files, not image file names: .heic (2), .jp2 (1), "
+        f"e.g. {tmp_path}/IMG_1.heic, {tmp_path}/scan.jp2; convert photos (.heic, .jp2, .jfif) to .jpg or .png to use "
+        "them"
+    ]

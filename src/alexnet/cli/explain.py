@@ -89,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
     from ..outputs import prepare_output
     from ..predict import load
     from ..video import VIDEO_EXTENSIONS
-    from .predict import expand_inputs, list_inputs
+    from .predict import expand_inputs, list_inputs, say_left_out
 
     cfg = ExplainConfig(**given(args, ExplainConfig))
     if cfg.layer is not None and cfg.method != "gradcam":
@@ -109,7 +109,8 @@ def run(args: argparse.Namespace) -> int:
     layer = resolve_layer(predictor.model, cfg.layer, predictor.preprocess.crop)
     side = layer_size(predictor.model, layer, predictor.preprocess.crop)
     out_dir = Path(cfg.out)
-    listed = list_inputs(args.inputs)
+    listed, left = list_inputs(args.inputs)
+    say_left_out(left, "explain")
     single = single_file(cfg.out, listed, cfg.formats)  # --out x.png for one image: that file, not a folder x.png
     planned, seen = [], set()  # the images' outputs, refused before any work when they exist (videos: as written)
     for item in listed:

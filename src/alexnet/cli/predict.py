@@ -21,11 +21,14 @@ import sys
 from collections import deque
 from collections.abc import Iterator
 from pathlib import Path, PurePath
-from typing import Any, NamedTuple, TextIO
+from typing import TYPE_CHECKING, Any, NamedTuple, TextIO
 
 from ..errors import UserError
 from ..text import printable
 from . import numbers
+
+if TYPE_CHECKING:
+    from ..data.listing import LeftOut
 
 FORMATS = ("table", "json", "csv")
 
@@ -61,24 +64,42 @@ class Input(NamedTuple):
     rel: PurePath
 
 
-def list_inputs(inputs: list[str]) -> list[Input]:
-    """An ``Input`` per image file or video, in order; folders listed recursively, sorted."""
+def list_inputs(inputs: list[str]) -> tuple[list[Input], list[LeftOut]]:
+    """An ``Input`` per image file or video, in order; folders listed recursively, sorted. Beside them, per folder,
+    the files left out as not images (``listing.LeftOut``; hidden files and folders are not counted)."""
     from ..data.decode import IMAGE_EXTENSIONS, is_image_file
+    from ..data.listing import LeftOut
 
     out: list[Input] = []
+    left: list[LeftOut] = []
     for raw in inputs:
         path = Path(raw)
         if path.is_dir():  # DICOMs named IM0001 too (is_image_file), as image folders take them
-            files = sorted(p for p in path.rglob("*") if p.is_file() and is_image_file(str(p)))
+            files, left_out = [], LeftOut(raw)
+            for p in sorted(p for p in path.rglob("*") if p.is_file()):
+                if is_image_file(str(p)):
+                    files.append(p)
+                elif not any(part.startswith(".") for part in p.relative_to(path).parts):
+                    left_out.add(str(p))
+            left_out.kept = len(files)
+            left.append(left_out)
             if not files:
-                error = UserError(f"{raw}: no image files in this folder ({', '.join(IMAGE_EXTENSIONS)})")
+                said = f"; {left_out.line(sidecars=True)}" if left_out.counts else ""
+                error = UserError(f"{raw}: no image files in this folder ({', '.join(IMAGE_EXTENSIONS)}){said}")
                 out.append(Input(raw, error, PurePath(path.name)))
             out += [Input(str(f), f, f.relative_to(path)) for f in files]
         elif not path.exists():
             out.append(Input(raw, UserError(f"{raw}: no such file or folder"), PurePath(path.name)))
         else:
             out.append(Input(raw, path, PurePath(path.name)))
-    return out
+    return out, left
+
+
+def say_left_out(left: list[LeftOut], command: str) -> None:
+    """One warning line on stderr per folder whose files were left out as not images (sidecars alone say nothing)."""
+    for left_out in left:
+        if said := left_out.line():
+            print(f"alexnet {command}: warning: {printable(said)}", file=sys.stderr)
 
 
 def expand_inputs(listed: list[Input], *, every: float) -> Iterator[tuple[Input, float | None, Any]]:
@@ -106,7 +127,8 @@ def run(args: argparse.Namespace) -> int:
 
     predictor = load(args.model, device=args.device)
     topk = predictor.top_k(args.topk, "--topk")  # more than the model's classes is refused, as serve's ?topk
-    listed = list_inputs(args.inputs)
+    listed, left = list_inputs(args.inputs)
+    say_left_out(left, "predict")
     videos = any(isinstance(i.path, Path) and i.path.suffix.lower() in VIDEO_EXTENSIONS for i in listed)
     names: deque[tuple[str, float | None]] = deque()
 

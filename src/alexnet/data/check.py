@@ -24,8 +24,9 @@ from ..progress import progress as progress_bar
 from ..text import plural
 from . import dicom
 from .decode import GRAY_MODES, decode_image, read_header
+from .listing import class_folders
 from .pack.reader import is_packed, read_manifest, verify_pack
-from .sources import UnlabelledValError, class_folders, open_dataset
+from .sources import UnlabelledValError, open_dataset
 from .wide_gray import wide_gray_facts
 from .window import auto_advice
 
@@ -102,7 +103,7 @@ def check_dataset(
         from ..config import TrainConfig
 
         val_fraction = TrainConfig.__dataclass_fields__["val_fraction"].default
-    report: dict = {"data": data, "ok": True, "errors": [], "warnings": [], "notes": [], "splits": {}}
+    report: dict = {"data": data, "ok": True, "errors": [], "warnings": [], "notes": [], "splits": {}, "left_out": []}
     if not _classes_agree(report, data, train_dir, val_dir):
         report["ok"] = False
         return report
@@ -150,6 +151,7 @@ def _open_for_check(report: dict, data, train_dir, val_dir, val_fraction: float,
 
     try:
         dataset = open_dataset(data, train_dir=train_dir, val_dir=val_dir)
+        _left_out(report, dataset.left_out)
         dataset, line = with_holdout(dataset, val_fraction, seed, train_dir=train_dir)
         if line:
             report["notes"].append(f"alexnet train (--seed {seed}) will have {line}")
@@ -161,11 +163,21 @@ def _open_for_check(report: dict, data, train_dir, val_dir, val_fraction: float,
             )
         return dataset.split("train"), dataset.val
     except UnlabelledValError as e:
+        _left_out(report, [e.train.left_out])
         report["errors"].append(str(e))
         return e.train, None
     except UserError as e:
         report["errors"].append(str(e))
         return None
+
+
+def _left_out(report: dict, left_out: list) -> None:
+    """Files of the image folders that are not images (``listing.LeftOut``) into ``report["left_out"]``, one line
+    each: a warning, or a note when they are only sidecars (.txt, .json, ...)."""
+    report["left_out"] = [lo.as_json() for lo in left_out if lo.counts]
+    for lo in left_out:
+        if said := lo.line(sidecars=True):
+            report["notes" if lo.sidecars_only else "warnings"].append(said)
 
 
 def _check_split(report: dict, split, hashes: dict, *, workers: int, progress: bool, warn_ratio: float,

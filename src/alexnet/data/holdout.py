@@ -46,7 +46,7 @@ def hold_out(split: Split, fraction: float, seed: int) -> tuple[Split, Split]:
 def _pick(split: Split, name: str, mask: np.ndarray) -> Split:
     items = [p for p, m in zip(split.items, mask) if m]
     labels = [int(y) for y, m in zip(split.labels, mask) if m]
-    return Split(name, items, labels, list(split.classes), split.root)
+    return Split(name, items, labels, list(split.classes), split.root, left_out=split.left_out)
 
 
 def needs_holdout(dataset: Dataset, train_dir: str | None = None) -> bool:
@@ -142,7 +142,7 @@ def _from_stored(whole: Split, stored: dict) -> tuple[Split, Split]:
             f"{whole.root}: its class folders are not those of the run's split.json ({len(whole.classes)} vs "
             f"{len(classes)} classes); use the data the run was trained on"
         )
-    from .sources import class_folders
+    from .listing import class_folders
 
     index = {c: i for i, c in enumerate(class_folders(Path(whole.root)))}  # label order: the sorted class folders
     out = []
@@ -152,7 +152,9 @@ def _from_stored(whole: Split, stored: dict) -> tuple[Split, Split]:
         if bad is not None:
             raise UserError(f"split.json: {bad!r} is not inside a class folder of {whole.root}")
         items = [os.path.join(whole.root, p) for p in rel]
-        out.append(Split(name, items, [index[Path(p).parts[0]] for p in rel], classes, whole.root))
+        out.append(
+            Split(name, items, [index[Path(p).parts[0]] for p in rel], classes, whole.root, left_out=whole.left_out)
+        )
     return out[0], out[1]
 
 

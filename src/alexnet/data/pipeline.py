@@ -105,10 +105,14 @@ def open_training_data(
 ) -> Dataset:
     """The data set ``cfg`` names, with a train split (``UserError`` otherwise). Image folders without a val split
     get one held out (``holdout.with_holdout``: ``cfg.val_fraction``, ``cfg.seed``; ``stored_split``: a resumed
-    run's ``split.json``); a run left without validation says so once (best.pt is then chosen by train loss)."""
+    run's ``split.json``); a run left without validation says so once (best.pt is then chosen by train loss), as
+    does each image folder whose files were left out as not images (``listing.LeftOut``)."""
     from .holdout import with_holdout
 
     dataset = open_dataset(cfg.data, train_dir=cfg.train_dir, val_dir=cfg.val_dir)
+    for left_out in dataset.left_out:  # e.g. 8 of 24 photos are .heic: said once, not trained on unknowingly
+        if said := left_out.line():
+            log(f"warning: {said}")
     dataset, line = with_holdout(dataset, cfg.val_fraction, cfg.seed, stored=stored_split, train_dir=cfg.train_dir)
     if dataset.kind == "pack":  # a val split held out when it was packed: --val-fraction and --seed cannot move it
         held = getattr(dataset.train, "manifest", {}).get("held_out")  # read (and checked) by open_dataset

@@ -28,7 +28,8 @@ import numpy as np
 
 from ..errors import UserError
 from ..limits import limits, read_bounded
-from .decode import IMAGE_EXTENSIONS, is_image_file
+from .decode import IMAGE_EXTENSIONS
+from .listing import LeftOut, class_folders, list_images
 from .pack.reader import is_packed, open_packed, read_manifest, verify_pack
 from .split import Split
 
@@ -74,6 +75,12 @@ class Dataset:
     @property
     def val(self):
         return self.splits.get("val")
+
+    @property
+    def left_out(self) -> list[LeftOut]:
+        """What listing the image folders left out (``listing.LeftOut``), once per folder; none for other kinds."""
+        found = {lo.where: lo for s in self.splits.values() if (lo := getattr(s, "left_out", None)) is not None}
+        return list(found.values())
 
     def split(self, name: str):
         """The split ``name``; a single folder of class sub-folders serves as any split. ``UserError`` if absent."""
@@ -231,22 +238,6 @@ def open_splits(
 # image folders and ImageNet
 
 
-def list_images(folder: Path) -> list[str]:
-    """Image files directly in ``folder`` (recursively in sub-folders), sorted: by their names, and extensionless
-    DICOMs by their first bytes (``decode.is_image_file``)."""
-    out = []
-    for dirpath, dirnames, filenames in os.walk(folder):
-        dirnames.sort()
-        paths = (os.path.join(dirpath, f) for f in sorted(filenames) if not f.startswith("."))
-        out.extend(p for p in paths if is_image_file(p))
-    return out
-
-
-def class_folders(folder: Path) -> list[str]:
-    """Sorted names of the sub-folders of ``folder`` (the classes), hidden ones excluded."""
-    return sorted(e.name for e in os.scandir(folder) if e.is_dir() and not e.name.startswith("."))
-
-
 def _folder_split(name: str, folder: Path, classes: list[str] | None = None) -> Split:
     if not folder.is_dir():
         raise UserError(f"{folder}: {'not a folder' if folder.exists() else 'no such folder'}")
@@ -263,14 +254,16 @@ def _folder_split(name: str, folder: Path, classes: list[str] | None = None) -> 
                 "val must use the train classes"
             )
     items, labels = [], []
+    left_out = LeftOut(str(folder))
     for label, c in enumerate(classes):
         if c in found:
-            files = list_images(folder / c)
+            files, _ = list_images(folder / c, left_out)
             items += files
             labels += [label] * len(files)
     if not items:
-        raise UserError(f"{folder}: no images ({'/'.join(IMAGE_EXTENSIONS)}) in its class folders")
-    return Split(name, items, labels, _readable(classes), str(folder))
+        raise UserError(f"{folder}: no images ({'/'.join(IMAGE_EXTENSIONS)}) in its class folders"
+                        + (f"; {left_out.line(sidecars=True)}" if left_out.counts else ""))  # fmt: skip
+    return Split(name, items, labels, _readable(classes), str(folder), left_out=left_out)
 
 
 def _readable(classes: list[str]) -> list[str]:
@@ -291,9 +284,10 @@ def _val_split(folder: Path, train: Split, search: list[Path]) -> Split:
         split = _folder_split("val", folder, classes=_wnids(train))
         split.classes = train.classes
         return split
-    files = list_images(folder)
+    files, left_out = list_images(folder)
     if not files:
-        raise UserError(f"{folder}: empty val folder (no class sub-folders, no images)")
+        raise UserError(f"{folder}: empty val folder (no class sub-folders, no images)"
+                        + (f"; {left_out.line(sidecars=True)}" if left_out.counts else ""))  # fmt: skip
     wnid_of = _imagenet_val_labels(folder, [folder, *search], train)
     index = {w: i for i, w in enumerate(_wnids(train))}
     labels, missing = [], []
@@ -307,7 +301,7 @@ def _val_split(folder: Path, train: Split, search: list[Path]) -> Split:
             labels.append(index[w])
     if missing:
         raise UserError(f"{len(missing)} val images have no label in the label file, e.g. {missing[0]}")
-    return Split("val", files, labels, train.classes, str(folder))
+    return Split("val", files, labels, train.classes, str(folder), left_out=left_out)
 
 
 def _imagenet_val_labels(folder: Path, search: list[Path], train: Split) -> dict[str, str]:

@@ -25,6 +25,7 @@ class Split:
     root: str  # where it came from (messages, stats cache)
     channels: int = 3  # what load gives: 3 (RGB) or 1 (gray; colour images become luma)
     window: str = "auto"  # how DICOMs and 16-bit gray images become 8 bits (data.window)
+    left_out: Any = None  # listing.LeftOut: the files of its folder that were not taken as images
 
     def __len__(self) -> int:
         return len(self.labels)
