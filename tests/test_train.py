@@ -250,7 +250,10 @@ def test_evaluate_command_on_a_checkpoint(tiny_data, tmp_path, capsys):
     final = json.loads((run / "eval.json").read_text())  # the run's report: each image and its mirror
     assert final["flip"] and report["top1"] == pytest.approx(final["centre_top1"])
     best = run / "checkpoints" / "best.pt"  # a slip of --out must not destroy a checkpoint
+    size = best.stat().st_size
     assert main(["evaluate", str(run / "checkpoints" / "last.pt"), "--out", str(best)]) == 2
+    assert "give a .json (the full report) or .csv" in capsys.readouterr().err and best.stat().st_size == size
+    assert main(["evaluate", str(run / "checkpoints" / "last.pt"), "--out", str(out)]) == 2  # nor an earlier report
     assert "already exists; pass --overwrite to replace" in capsys.readouterr().err
     assert load_checkpoint(best).epoch == 1
     flags = ["--flip", "--out", str(out), "--device", "cpu", "--overwrite"]
