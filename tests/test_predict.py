@@ -486,3 +486,16 @@ def test_predict_folder_says_which_files_it_left_out(ckpt, tmp_path, capsys):
         f"e.g. {tmp_path}/IMG_1.heic, {tmp_path}/scan.jp2; convert photos (.heic, .jp2, .jfif) to .jpg or .png to use "
         "them"
     ]
+
+
+def test_evaluate_says_which_files_of_its_split_it_left_out(ckpt, tmp_path, capsys):
+    # as train and predict say it: a .heic photo in the val folder is not scored, and evaluate says so
+    path, _ = ckpt
+    for name in CLASSES:
+        (tmp_path / "val" / name).mkdir(parents=True)
+        Image.new("RGB", (64, 64)).save(tmp_path / "val" / name / "a.png")
+    (tmp_path / "val" / "cat" / "IMG_1.heic").write_bytes(b"ftypheic")
+    out = tmp_path / "r.json"
+    assert main(["evaluate", str(path), str(tmp_path / "val"), "--out", str(out), "--device", "cpu"]) == 0
+    assert f"warning: {tmp_path}/val: left out 1 of 4 files, not image file names: .heic (1)" in capsys.readouterr().err
+    assert json.loads(out.read_text())["warnings"][0].startswith(f"{tmp_path}/val: left out 1 of 4 files")

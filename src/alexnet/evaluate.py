@@ -264,6 +264,9 @@ def evaluate_file(
     dataset = _dataset(data, info.config or {}, model_path)
     chosen = dataset.split(split)
     classes, warnings = list(info.classes), []
+    if chosen.left_out is not None and (said := chosen.left_out.line()):  # as train says it (listing.LeftOut)
+        warnings.append(said)
+        print(f"warning: {said}", file=sys.stderr)
     try:
         chosen = relabel(chosen, match_classes(chosen.classes, classes, source=dataset.source, model=str(model_path)),
                          classes)  # fmt: skip
