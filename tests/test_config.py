@@ -2,6 +2,7 @@
 
 import argparse
 import dataclasses
+import re
 import subprocess
 import sys
 
@@ -183,7 +184,7 @@ def test_config_file_mistakes_are_one_line_naming_file_and_line(name, text, expe
     assert not out.exists()
 
 
-def test_a_config_value_refused_while_training_names_the_file_and_key(tmp_path, capsys):
+def test_a_config_value_refused_while_training_names_the_file_and_key(tmp_path, capsys, monkeypatch):
     """Found by a new-user trial: values checked once training starts were named as the flags the user never typed
     (``--pretrained x.pt: no such file`` for ``pretrained = "x.pt"`` in the file); given as flags, they still are."""
     cases = [
@@ -198,6 +199,11 @@ def test_a_config_value_refused_while_training_names_the_file_and_key(tmp_path, 
         assert code == 2 and len(err) == 1 and err[0].startswith(f"alexnet train: error: --config {path}: {expected}")
     code, err = _cli(["--pretrained", "missing.pt", "--out", str(tmp_path / "run"), "--device", "cpu"], capsys)
     assert code == 2 and err[0].startswith("alexnet train: error: --pretrained missing.pt: no such file"), err
+    # a relative path in the file is relative to the working folder, as a flag's is: the error says so
+    monkeypatch.chdir(tmp_path)
+    code, err = _cli(["--config", _write(tmp_path, "c.toml", 'data = "../missing"\n'), "--device", "cpu"], capsys)
+    assert err == [f"alexnet train: error: --config {tmp_path / 'c.toml'}: data = '../missing': no such file or "
+                   f"folder (relative to the working folder {tmp_path})"], err  # fmt: skip
 
 
 def test_a_config_file_not_in_utf8_is_one_line(tmp_path, capsys):
@@ -248,6 +254,41 @@ def test_an_empty_path_in_a_config_file_is_refused_naming_file_and_key(tmp_path)
         path = _write(tmp_path, "c.toml", f'{key} = ""\n')
         with pytest.raises(UserError, match=rf"^--config .*c\.toml: {key} = '': is empty or blank; give a value"):
             resolve_config(file_values=read_config_file(path), source=path)
+
+
+def test_a_key_without_a_value_is_refused_naming_file_and_key(tmp_path):
+    """Found by a new-user trial: YAML's ``data:`` (null) trained on the built-in synthetic data and ``lr:`` fell
+    back to the default, silently; ``init: null`` (the architecture's own init) is the one null with a meaning."""
+    pytest.importorskip("yaml")
+    cases = [
+        ("c.yaml", "data:\n", "data has no value (null); give a value or leave the setting out"),
+        ("c.yaml", "lr:\n", "lr has no value (null); give a value (or auto) or leave the setting out"),
+        ("c.json", '{"val-dir": null}', "val-dir has no value (null); give a value or leave the setting out"),
+        ("c.yaml", "no-plots: null\n", "no-plots has no value (null); give a value or leave the setting out"),
+    ]
+    for name, text, expected in cases:
+        path = _write(tmp_path, name, text)
+        with pytest.raises(UserError, match=rf"^--config .*{re.escape(name)}: {re.escape(expected)}$"):
+            read_config_file(path)
+    path = _write(tmp_path, "c.yaml", "init: null\nrecipe: fast\n")
+    assert resolve_config(file_values=read_config_file(path), source=path).init is None
+
+
+def test_a_config_file_is_read_by_its_suffix_in_any_case_and_within_the_size_cap(tmp_path, monkeypatch):
+    """Found by a new-user trial: ``c.YAML`` and ``c.JSON`` were parsed as TOML ("not valid TOML"), so was
+    ``c.ini``; a folder was "no such file"; an 80 MB file was read and parsed whole."""
+    pytest.importorskip("yaml")
+    assert read_config_file(_write(tmp_path, "c.YAML", "lr: 0.1\n")) == {"lr": 0.1}
+    assert read_config_file(_write(tmp_path, "c.JSON", '{"lr": 0.1}')) == {"lr": 0.1}
+    for name in ("c.ini", "c.cfg", "settings"):
+        with pytest.raises(UserError, match=rf"^--config .*{name}: not a config file name; use .toml, .yaml/.yml"):
+            read_config_file(_write(tmp_path, name, "lr = 0.1\n"))
+    (tmp_path / "d.toml").mkdir()
+    with pytest.raises(UserError, match=r"^--config .*d\.toml: is a folder, not a config file$"):
+        read_config_file(tmp_path / "d.toml")
+    monkeypatch.setenv("ALEXNET_MAX_JSON_BYTES", "64")
+    with pytest.raises(UserError, match=r"^--config .*c\.toml: 109 bytes, over the 64-byte limit .*MAX_JSON_BYTES"):
+        read_config_file(_write(tmp_path, "c.toml", "lr = 0.1\n" + "#" * 99 + "\n"))
 
 
 def test_config_file_values_flags_and_precedence(tmp_path):

@@ -354,8 +354,17 @@ def in_file_terms(error: UserError, file_values: dict, flags: dict, source: str)
         else:
             rest = _after_setting(str(error), name, value)
         if rest is not None:
-            return UserError(f"--config {source}: {key} = {show(value)}{rest}")
+            return UserError(f"--config {source}: {key} = {show(value)}{rest}{_relative_to(name, value, rest)}")
     return error
+
+
+def _relative_to(name: str, value: Any, rest: str) -> str:
+    """Where a relative path of a config file that names nothing was looked for: the working folder, as for the
+    flags (not the file's folder, which a reader of the file might expect)."""
+    is_path = name in (*PATH_SETTINGS, "resume", "init_weights") and isinstance(value, str)
+    if is_path and not os.path.isabs(value) and "no such" in rest:
+        return f" (relative to the working folder {os.getcwd()})"
+    return ""
 
 
 def _after_setting(text: str, name: str, value: Any) -> str | None:

@@ -1,6 +1,7 @@
 """Reading ``--config FILE``: a TOML, YAML (``.yaml``/``.yml``) or JSON table of training settings, keyed as the
-flags. Syntax errors, keys given twice and text that is not UTF-8 are one ``UserError`` line naming the file;
-``alexnet.config.resolve_config`` checks the keys and values.
+flags; the suffix (any case) says which. Syntax errors, keys given twice, a key without a value, text that is not
+UTF-8 and files over ``max_json_bytes`` are one ``UserError`` line naming the file; ``alexnet.config.resolve_config``
+checks the keys and values.
 
 This module does not import torch: the CLI reads it before anything heavy is imported.
 """
@@ -15,7 +16,14 @@ from typing import Any
 
 from .config import TrainConfig, key_text
 from .errors import UserError
+from .limits import limits, read_bounded
 from .settings import field_kind, flag_name, show
+
+SUFFIXES = {".toml": "TOML", ".yaml": "YAML", ".yml": "YAML", ".json": "JSON"}
+# null is a value only where it means something no other value says: init = null is the architecture's own init
+# (what the paper and torchvision recipes use); for any other setting a key without a value is a slip (YAML's
+# `data:` trained on the built-in synthetic data), and leaving the key out, or `auto`, says "the default"
+NULL_MEANS = {"init": "the architecture's own init"}
 
 _FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
 # every flag of a setting is a key for it too: pretrained, init-weights and finetune-from are init_weights
@@ -30,12 +38,11 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     does), but YAML 1.1's numbers without a dot (``lr: 1e-3`` reads as a string) are read as numbers.
     """
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"--config {path}: no such file")
+    kind = _kind(path)
     try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise UserError(f"--config {path}: cannot read it ({e.strerror or e})") from None
+        data = read_bounded(path, limits().max_json_bytes, "config")
+    except UserError as e:
+        raise UserError(f"--config {e} (ALEXNET_MAX_JSON_BYTES)" if "limit" in str(e) else f"--config {e}") from None
     if data.startswith((b"\xff\xfe", b"\xfe\xff")):
         raise UserError(f"--config {path}: a UTF-16 file; save it as UTF-8")
     try:
@@ -43,7 +50,7 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     except UnicodeDecodeError as e:
         raise UserError(f"--config {path}: not UTF-8 text (byte {e.start}); save it as UTF-8") from None
     try:
-        values = _parse(path, text)
+        values = _parse(path, kind, text)
     except (ValueError, RecursionError) as e:  # a number of over 4300 digits; nesting deeper than Python's stack
         raise UserError(f"--config {path}: cannot read it ({str(e).splitlines()[0]})") from None
     if not isinstance(values, dict):
@@ -72,16 +79,36 @@ def _setting_of(path: Path, key: str, value: Any) -> tuple[str, Any]:
     name = key.replace("-", "_")
     name = _ALIASES.get(name, name)
     negated = name.removeprefix("no_")
-    if name not in _FIELDS and negated in _FIELDS and _FIELDS[negated].metadata.get("switch"):
+    switch = name not in _FIELDS and negated in _FIELDS and _FIELDS[negated].metadata.get("switch")
+    if value is None and (name in _FIELDS or switch) and name not in NULL_MEANS:
+        raise UserError(f"--config {path}: {key_text(name)} has no value (null); {_what_to_give(negated)}")
+    if switch:
         if not isinstance(value, bool):
             raise UserError(f"--config {path}: {key_text(name)} = {show(value)}: must be true or false")
         return negated, not value
     return name, value
 
 
-def _parse(path: Path, text: str) -> Any:
+def _kind(path: Path) -> str:
+    """TOML, YAML or JSON, by the suffix in any case (``c.YAML``); a folder or another suffix is one line."""
+    if path.is_dir():
+        raise UserError(f"--config {path}: is a folder, not a config file")
+    if not path.exists():
+        raise UserError(f"--config {path}: no such file")
+    kind = SUFFIXES.get(path.suffix.lower())
+    if kind is None:
+        raise UserError(f"--config {path}: not a config file name; use .toml, .yaml/.yml or .json")
+    return kind
+
+
+def _what_to_give(name: str) -> str:
+    auto = name in _FIELDS and _FIELDS[name].metadata.get("auto")
+    return f"give a value{' (or auto)' * bool(auto)} or leave the setting out"
+
+
+def _parse(path: Path, kind: str, text: str) -> Any:
     """The file's values; syntax errors as one ``UserError`` line naming the file and line."""
-    if path.suffix in (".yaml", ".yml"):
+    if kind == "YAML":
         try:
             import yaml
         except ImportError:
@@ -96,7 +123,7 @@ def _parse(path: Path, text: str) -> Any:
         values = {} if values is None else values
         if isinstance(values, dict):
             values = {k: _yaml_number(k, v) for k, v in values.items()}
-    elif path.suffix == ".json":
+    elif kind == "JSON":
         try:
             values = json.loads(text, object_pairs_hook=_unique_keys)
         except json.JSONDecodeError as e:
