@@ -274,6 +274,30 @@ def test_query_parameters_are_never_ignored(client, explain_client, files):
     assert len(client.post("/predict?topk=3", content=png).json()["results"][0]["top"]) == 3
 
 
+def test_get_routes_refuse_query_parameters_and_v2_counts_classes_as_topk(client):
+    """Found by a new-user trial: ``/info?x=1`` and the other GET routes answered 200 while the POST routes answer
+    400; v2's ``"classification": 4`` on a 3-class model answered 3 entries while ``?topk=4`` is a 400."""
+    for path in ("/", "/info", "/metrics", "/v2", "/v2/health/live", "/v2/health/ready", "/v2/models/tiny"):
+        r = client.get(path + "?x=1")
+        assert r.status_code == 400 and r.json()["error"].startswith("unknown query parameter 'x': /"), (path, r.text)
+        assert r.json()["error"].endswith(" takes no query parameters"), r.text
+        assert client.head(path + "?x=1").status_code == 400 and client.head(path).status_code == 200, path
+    assert client.get("/v2/models/tiny/versions/1/ready?v=2").status_code == 400
+    assert client.get("/").status_code == 200 and client.get("/v2/models/tiny/versions/1/ready").status_code == 200
+    image = {"name": "image", "datatype": "UINT8", "shape": [2, 2, 3], "data": [0] * 12}
+    cases = [
+        (4, "classification 4: this model has 3 classes; ask for 1 to 3 (without it: the 3 probabilities as FP32)"),
+        (0, "classification 0: must be a whole number of classes, from 1 to 3"),
+        ("2", "classification '2': must be a whole number of classes, from 1 to 3"),
+    ]
+    for k, words in cases:
+        body = {"inputs": [image], "outputs": [{"name": "probabilities", "parameters": {"classification": k}}]}
+        r = client.post("/v2/models/tiny/infer", json=body)
+        assert (r.status_code, r.json()["error"]) == (400, words), r.text
+    body["outputs"][0]["parameters"]["classification"] = 3
+    assert client.post("/v2/models/tiny/infer", json=body).json()["outputs"][0]["shape"] == [1, 3]
+
+
 def test_uploads_over_the_cap_get_413(predictor):
     cap = 20_000  # bytes
     config = ServeConfig(max_upload_mb=cap / (1 << 20), queue=2, decode_threads=1)

@@ -113,6 +113,13 @@ def read_query(request: Request, params: Query) -> dict[str, Any]:
     return {name: parse(given.get(name)) for name, parse in params.items()}
 
 
+def refuse_get_query(request: Request) -> None:
+    """A dependency of every route: a GET (or HEAD) route takes no query parameters, so any is a 400 naming it, as
+    the POST routes' ``read_query`` answers (``/info?x=1`` was a 200, ``/predict?x=1`` a 400)."""
+    if request.method == "GET":  # HEAD arrives as GET (app.AnswerHead); POST routes read theirs in admit
+        read_query(request, {})
+
+
 @contextlib.asynccontextmanager
 async def admit(
     request: Request, service: Service, parse: Parser, *, query: Query | None = None, explain: bool = False

@@ -19,7 +19,7 @@ Endpoints (every error is JSON ``{"error": "..."}`` with a 4xx or 5xx status, ne
   ``/docs`` or ``/redoc`` page: those load their scripts from a CDN, and the server may have no internet.
 
 Status codes: 400 a malformed request (values it quotes are cut short; a query parameter the route does not take, or
-one given twice, is one too), 404 an unknown endpoint or model, 408 the
+one given twice, is one too: the GET routes take none), 404 an unknown endpoint or model, 408 the
 body did not arrive within ``--timeout-s`` or arrived slower than ``--min-upload-kb-s``, 413 a body over
 ``--max-upload-mb`` (from Content-Length before reading, or counted while streaming) or more images than ``--queue``,
 415 a file that is not an image, 422 an image the decoder's bounds refuse (``DecodeBoundsError``: decompression
@@ -41,7 +41,7 @@ from importlib import resources
 from typing import TYPE_CHECKING, Any
 
 import torch
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -49,7 +49,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..errors import UserError
 from . import schema, v2
-from .admission import Admitted, admit
+from .admission import Admitted, admit, refuse_get_query
 from .config import ServeConfig
 from .metrics import Observe
 from .service import Service, explain_missing
@@ -94,6 +94,7 @@ def create_app(predictor: Predictor, config: ServeConfig | None = None, *, model
         docs_url=None,  # the docs pages load JavaScript from a CDN: the schema alone, for offline tools
         redoc_url=None,
         openapi_url="/openapi.json",
+        dependencies=[Depends(refuse_get_query)],  # a GET route's query is refused as a POST route's unknown ones
     )
     app.state.service = service
     if config.cors:
@@ -314,7 +315,7 @@ def _add_v2_routes(app: FastAPI, service: Service) -> None:
         return await v2_model_ready(name)
 
     def parse(body: bytes, content_type: str) -> tuple[list[tuple[str, Any]], dict[str, Any]]:
-        req = v2.parse_infer_request(body, b.max_image_pixels, b.max_image_aspect, config.queue)
+        req = v2.parse_infer_request(body, b.max_image_pixels, b.max_image_aspect, config.queue, len(service.classes))
         return [(f"image {i}", im) for i, im in enumerate(req.pop("images"))], req
 
     @app.post("/v2/models/{name}/infer", openapi_extra=schema.V2_INFER)

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from ..text import plural
-from .wire import HTTPError, shown
+from .wire import HTTPError, class_count, shown
 
 MAX_ID_CHARS = 256  # a request's id, echoed back in the answer
 MODEL_VERSION = "1"  # the model's one version: /v2/models/NAME/versions/1/... are its routes too
@@ -58,9 +58,11 @@ def check_headers(headers: Mapping[str, str]) -> None:
         raise HTTPError(400, f"{NO_BINARY_DATA} (the request has an Inference-Header-Content-Length header)")
 
 
-def parse_infer_request(body: bytes, bounds_pixels: int, bounds_aspect: float, max_images: int) -> dict[str, Any]:
+def parse_infer_request(
+    body: bytes, bounds_pixels: int, bounds_aspect: float, max_images: int, num_classes: int
+) -> dict[str, Any]:
     """The one input of a v2 ``infer`` request: ``{"images": [uint8 (3, H, W) tensors or encoded bytes], "outputs":
-    [requested outputs], "id": ...}``."""
+    [requested outputs], "id": ...}``. A ``"classification"`` count over ``num_classes`` is a 400, as ``?topk``."""
     try:
         req = json.loads(body)
     except (ValueError, UnicodeDecodeError) as e:
@@ -76,7 +78,11 @@ def parse_infer_request(body: bytes, bounds_pixels: int, bounds_aspect: float, m
     # JSON true/false among numbers become 1/0 in numpy's array: looked for only when the body spells one
     maybe_bools = b"true" in body or b"false" in body
     images = _input_images(req["inputs"][0], bounds_pixels, bounds_aspect, max_images, maybe_bools)
-    return {"images": images, "outputs": _outputs(req.get("outputs", [{"name": "probabilities"}])), "id": rid}
+    return {
+        "images": images,
+        "outputs": _outputs(req.get("outputs", [{"name": "probabilities"}]), num_classes),
+        "id": rid,
+    }
 
 
 def _check_parameters(obj: dict[str, Any], where: str) -> None:
@@ -104,7 +110,7 @@ def _input_images(tensor: Any, bounds_pixels: int, bounds_aspect: float, max_ima
     raise HTTPError(400, f"input datatype {shown(datatype)}: send UINT8 image tensors or BYTES (base64 image files)")
 
 
-def _outputs(outputs: Any) -> list[dict[str, Any]]:
+def _outputs(outputs: Any, num_classes: int) -> list[dict[str, Any]]:
     if not isinstance(outputs, list) or not all(isinstance(o, dict) for o in outputs):
         raise HTTPError(400, "outputs: expected a list of objects")
     for o in outputs:
@@ -112,8 +118,9 @@ def _outputs(outputs: Any) -> list[dict[str, Any]]:
             raise HTTPError(400, f"output {shown(o.get('name'))}: this model has one output, 'probabilities'")
         _check_parameters(o, "an output")
         k = (o.get("parameters") or {}).get("classification")
-        if k is not None and (type(k) is not int or k < 1):
-            raise HTTPError(400, f"classification {shown(k)}: must be a whole number of classes, at least 1")
+        if k is not None:
+            without = f"without it: the {num_classes} probabilities as FP32"
+            class_count(k if type(k) is int else None, num_classes, f"classification {shown(k)}", without)
     return outputs
 
 
@@ -179,7 +186,6 @@ def infer_response(
             data = probs.flatten().tolist()
             outputs.append({"name": "probabilities", "datatype": "FP32", "shape": list(probs.shape), "data": data})
         else:  # Triton's classification extension: "probability:index:label", most likely first
-            k = min(k, len(classes))
             data = [f"{p}:{i}:{classes[i]}" for row in probs for i, p in top(row, k)]
             outputs.append({"name": "probabilities", "datatype": "BYTES", "shape": [len(probs), k], "data": data})
     answer: dict[str, Any] = {"model_name": name, "model_version": MODEL_VERSION, "outputs": outputs}

@@ -190,16 +190,23 @@ def image_status(err: UserError) -> int:
 
 
 def parse_topk(raw: str | None, num_classes: int) -> int:
-    """``?topk``: the top 5 when absent (every class of a model of fewer); 400 for more than the model's classes,
-    naming how many it has (a client asking for more may think it talks to another model)."""
+    """``?topk``: the top 5 when absent (every class of a model of fewer); 400 as ``class_count`` says."""
     if raw is None:
         return min(5, num_classes)
     k = whole_number(raw)
+    given = f"topk={k}" if k is not None and k >= 1 else f"topk={shown(raw)}"  # over the classes: the number read
+    return class_count(k, num_classes, given, f"without topk: the top {min(5, num_classes)}")
+
+
+def class_count(k: int | None, num_classes: int, given: str, without: str) -> int:
+    """``k``, a count of classes asked for (``/predict?topk``, v2's ``"classification"``) as ``given``; 400 unless
+    from 1 to ``num_classes``, naming how many the model has (a client asking for more may think it talks to another
+    model). ``without``: what leaving it out gives. ``k`` None: not a whole number."""
     if k is None or k < 1:
-        raise HTTPError(400, f"topk={shown(raw)}: must be a whole number of classes, from 1 to {num_classes}")
+        raise HTTPError(400, f"{given}: must be a whole number of classes, from 1 to {num_classes}")
     if k > num_classes:
-        raise HTTPError(400, f"topk={k}: this model has {plural(num_classes, 'class', 'classes')}; ask for 1 to "
-                        f"{num_classes} (without topk: the top {min(5, num_classes)})")  # fmt: skip
+        raise HTTPError(400, f"{given}: this model has {plural(num_classes, 'class', 'classes')}; ask for 1 to "
+                        f"{num_classes} ({without})")  # fmt: skip
     return k
 
 
