@@ -291,7 +291,7 @@ def test_an_empty_path_is_a_mistake_not_the_working_folder(tmp_path, monkeypatch
 
     make_synthetic(tmp_path, classes=2, per_class=3, val_per_class=1, size=64, show_progress=False)
     monkeypatch.chdir(tmp_path)  # a data set right here, which "" used to find
-    cases = [(["train", ""], "DATA is empty"), (["predict", "m.pt", "a.png", " "], "INPUTS is empty or blank"),
+    cases = [(["train", ""], "DATA is empty"), (["predict", "m.pt", "a.png", " "], "INPUT is empty or blank"),
              (["data", "pack", "", "p"], "SRC is empty"), (["train", "--out", ""], "--out is empty"),
              (["train", "d", "--pretrained", "  "], "--pretrained is empty or blank"),  # not its setting's name
              (["train", "d", "--out="], "--out is empty")]  # fmt: skip

@@ -678,7 +678,7 @@ def test_cli_refuses_bad_flags_in_one_line(model_path, tmp_path, capsys, monkeyp
         (["serve", str(onnx_file), "--backend", "torch"], "runs with --backend onnxruntime"),
         (["serve", str(tmp_path / "missing.pt")], "no such model file"),
         (["serve", str(onnx_file), "--explain"], "--explain needs gradients, which an .onnx export does not have"),
-        (["serve", str(model_path), "--max-queued-mb", "5"], "--max-queued-mb 5.0: must be at least --max-upload-mb"),
+        (["serve", str(model_path), "--max-queued-mb", "5"], "--max-queued-mb 5: must be at least --max-upload-mb"),
     ]
     for argv, words in cases:
         assert main(argv) == 2

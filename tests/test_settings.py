@@ -73,13 +73,13 @@ def test_serve_flags_reach_the_config_and_are_checked_alike():
     [
         ({"port": 70000}, "--port 70000: must be an integer in [0, 65535]"),
         ({"port": "80"}, "--port '80': must be an integer in [0, 65535]"),  # was a TypeError from the comparison
-        ({"max_upload_mb": 0}, "--max-upload-mb 0.0: must be a number in (0, 1024]"),
+        ({"max_upload_mb": 0}, "--max-upload-mb 0: must be a number in (0, 1024]"),
         ({"timeout_s": float("nan")}, "--timeout-s nan: must be a number in (0, 3600]"),
         ({"device": "gpu"}, "--device 'gpu': choose from auto, cpu, cuda, cuda:N or mps"),
         ({"backend": "tf"}, "--backend 'tf': choose from auto, torch, onnxruntime"),
         ({"cors": ("evil.test/x",)}, "--cors 'evil.test/x': an origin is scheme://host[:port]"),
         ({"name": "a b"}, "--name 'a b': use 1 to 64 letters"),
-        ({"max_queued_mb": 5.0}, "--max-queued-mb 5.0: must be at least --max-upload-mb (10: one upload must fit)"),
+        ({"max_queued_mb": 5.0}, "--max-queued-mb 5: must be at least --max-upload-mb (10: one upload must fit)"),
         ({"retry_after_s": 0}, "--retry-after-s 0: must be an integer in [1, 3600]"),
     ],
 )
@@ -125,10 +125,10 @@ def test_train_bench_and_serve_share_the_image_size_bounds():
         (["bench", "--workers", "-1"], "--workers -1: must be an integer >= 0"),
         (["bench", "--min-time", "nan"], "--min-time nan: must be a number >= 0"),
         (["bench", "--device", "gpu"], "--device 'gpu': choose from auto, cpu, cuda, cuda:N or mps"),
-        (["explain", "m.pt", "x.jpg", "--every", "0"], "--every 0.0: must be a number > 0"),
+        (["explain", "m.pt", "x.jpg", "--every", "0"], "--every 0: must be a number > 0"),
         (["explain", "m.pt", "x.jpg", "--steps", "0"], "--steps 0: must be an integer in [1, 4096]"),
         (["explain", "m.pt", "x.jpg", "--window", "0"], "--window 0: must be an integer >= 1"),
-        (["serve", "m.pt", "--keep-alive-s", "0"], "--keep-alive-s 0.0: must be a number in (0, 3600]"),
+        (["serve", "m.pt", "--keep-alive-s", "0"], "--keep-alive-s 0: must be a number in (0, 3600]"),
     ],
 )
 def test_bad_flags_are_one_line_before_anything_runs(argv, expected, capsys, tmp_path, monkeypatch):

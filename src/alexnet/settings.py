@@ -77,9 +77,12 @@ def flag_name(name: str) -> str:
 
 
 def show(value: Any) -> str:
-    """A value as an error line shows it: ``on``/``off``, ``'text'``, ``0.5``."""
+    """A value as an error line shows it: ``on``/``off``, ``'text'``, ``0.5``; a whole float as the user most likely
+    wrote it (``--max-upload-mb 0``, not the ``0.0`` it became)."""
     if isinstance(value, bool):
         return "on" if value else "off"
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
+        return str(int(value))
     return repr(value) if isinstance(value, str) else str(value)
 
 

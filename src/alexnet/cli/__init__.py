@@ -162,7 +162,7 @@ def _main(argv: list[str]) -> int:
         name = " ".join(["alexnet", args.command, getattr(args, "data_command", None) or ""]).strip()
         if extra:  # argparse names the top-level parser ("alexnet: error"), not the command whose flag it is
             parser.exit(2, f"{name}: error: unrecognized arguments: {' '.join(extra)} (see '{name} --help')\n")
-        empty = _empty_value(args, argv)
+        empty = _empty_value(args, argv, _metavars(parser, args))
         if empty:  # Path("") is ".": `alexnet train "$DATA"` with DATA unset trained on the working folder
             parser.exit(2, f"{name}: error: {empty} is empty or blank (an unset shell variable?)\n")
         rc = int(args.func(args) or 0)
@@ -216,9 +216,19 @@ class _NamedStdout:
             raise self._failed from None
 
 
-def _empty_value(args: argparse.Namespace, argv: list[str]) -> str | None:
+def _metavars(parser: argparse.ArgumentParser, args: argparse.Namespace) -> dict[str, str]:
+    """The command's positional arguments as its usage line names them (``inputs`` -> ``INPUT``)."""
+    for command in (args.command, getattr(args, "data_command", None)):
+        sub = next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
+        if sub is None or command not in sub.choices:
+            break
+        parser = sub.choices[command]
+    return {a.dest: a.metavar or a.dest.upper() for a in parser._actions if not a.option_strings}
+
+
+def _empty_value(args: argparse.Namespace, argv: list[str], metavars: dict[str, str]) -> str | None:
     """The flag or argument given an empty or blank value, as the user typed it (``--pretrained``, not the setting's
-    name ``init-weights``), or None."""
+    name ``init-weights``; ``INPUT``, as the usage line names it), or None."""
     for key, value in vars(args).items():
         values = value if isinstance(value, list) else [value]
         blank = next((v for v in values if isinstance(v, str) and not v.strip()), None)
@@ -229,7 +239,7 @@ def _empty_value(args: argparse.Namespace, argv: list[str]) -> str | None:
         if before.startswith("--"):
             return before
         attached = next((w.split("=", 1)[0] for w in argv if w.startswith("--") and w.endswith("=" + blank)), None)
-        return attached or key.upper()
+        return attached or metavars.get(key, key.upper())
     return None
 
 
