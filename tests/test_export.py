@@ -87,6 +87,16 @@ def test_safetensors_round_trip_through_load(ckpt, tmp_path):
     assert model_from_file(out)[1].metadata() == meta.metadata()
 
 
+def test_an_upper_case_suffix_is_the_same_format(ckpt, tmp_path):
+    """Found by a new-user trial: ``--out m.SAFETENSORS`` passed export's suffix check, then was refused when written
+    (and would not have loaded: read as a checkpoint), while ``evaluate --out r.JSON`` is a JSON report."""
+    path, _ = ckpt
+    out, _ = export(path, "safetensors", tmp_path / "m.SAFETENSORS")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.SAFETENSORS", "m.json"]
+    img = torch.randint(0, 256, (3, 80, 90), dtype=torch.uint8)
+    assert alexnet.load(out, device="cpu").predict(img, topk=4) == alexnet.load(path, device="cpu").predict(img, topk=4)
+
+
 def test_an_export_leaves_the_training_machines_paths_behind(ckpt, tmp_path, capsys):
     # found by a new-user trial: exports carried the data's and the run's absolute paths (a hospital's folders often
     # name the patient), though an export is the file that leaves the machine

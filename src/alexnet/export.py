@@ -203,7 +203,7 @@ def export_safetensors(model: nn.Module, meta: Checkpoint, out: Path) -> list[Pa
     ``.json``, which a reader prefers (it can be edited). Returns both paths."""
     from safetensors.torch import save_file
 
-    if out.suffix != ".safetensors":
+    if out.suffix.lower() != ".safetensors":  # m.SAFETENSORS passed export's check, then was refused here
         raise UserError(f"--out {out}: a safetensors file name must end in .safetensors")
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     sidecar = out.with_suffix(".json")

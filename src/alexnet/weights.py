@@ -73,7 +73,7 @@ def read_file(path: str | os.PathLike) -> Checkpoint:
         raise WeightsError(missing_file(path, "weights file"))
     if is_program(path):
         raise refuse_program(path)
-    if path.suffix == ".safetensors":
+    if path.suffix.lower() == ".safetensors":  # as export and load tell formats: m.SAFETENSORS too
         from safetensors import SafetensorError
         from safetensors.torch import load_file
 
