@@ -310,6 +310,10 @@ def test_cli_explain_out_as_a_file_name(tiny, tmp_path, capsys):
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith(f"alexnet explain: error: --out {tmp_path / out}: a file name")
         assert not (tmp_path / out).exists()
+    # an existing folder named like a file is a folder: OUT/NAME.METHOD.png inside ("is a folder; give a file name")
+    (tmp_path / "d.png").mkdir()
+    assert explain(tmp_path / "d.png") == 0
+    assert [p.name for p in (tmp_path / "d.png").iterdir()] == [f"{tiny.images[0].stem}.gradcam.png"]
 
 
 def test_cli_explain_writes_overlays_and_maps_and_reports_bad_inputs(tiny, tmp_path, capsys):

@@ -169,9 +169,9 @@ FILE_SUFFIXES = (".png", ".npy", ".jpg", ".jpeg", ".pdf", ".svg", ".tif", ".tiff
 def single_file(out: str, listed: list, formats: tuple[str, ...]) -> Path | None:
     """``--out x.png`` (or ``x.npy``) for one image file and that one format: the file to write; None when ``out``
     is a folder name. Another file-like name is one ``UserError`` line (``explain --out x.png`` made a folder x.png,
-    with the picture inside)."""
+    with the picture inside). An existing folder is a folder, whatever its name (``--out DIR`` as documented)."""
     suffix = Path(out).suffix.lower()
-    if suffix not in FILE_SUFFIXES:
+    if suffix not in FILE_SUFFIXES or Path(out).is_dir():
         return None
     from ..video import VIDEO_EXTENSIONS
 
