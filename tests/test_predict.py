@@ -164,6 +164,31 @@ def test_bad_inputs_are_named_and_the_rest_still_run(ckpt, images):
     assert p.predict(gray, topk=3) == p.predict([g[0].numpy() for g in gray], topk=3)
 
 
+def test_a_float_tensor_outside_0_to_1_is_refused_not_clamped(ckpt, images):
+    """0..255 floats (``.float()`` of a uint8 image), a normalised tensor and NaN were clamped into another image and
+    still predicted; now each is an ArgumentError saying what to pass, and only that input's error in a batch."""
+    path, _ = ckpt
+    _, paths, arrays, _ = images
+    p = alexnet.load(path, device="cpu")
+    chw = torch.from_numpy(arrays[0]).permute(2, 0, 1).contiguous()
+    wrong = {
+        "0..255": (chw.float(), r"values 0\.\.255 \(0\.\.255 floats: divide by 255\)"),
+        "normalised": ((chw.float() / 255 - 0.45) / 0.225, r"values -2\.\.2\.44"),
+        "nan": (torch.full((3, 64, 64), float("nan")), "NaN or infinite values"),
+        "inf": (torch.full((1, 3, 64, 64), float("inf"), dtype=torch.float16), "float16 with NaN or infinite"),
+    }
+    for kind, (x, message) in wrong.items():
+        with pytest.raises(ValueError, match=message + r".*pass uint8 0\.\.255, or float 0\.\.1") as e:
+            p.predict(x)
+        assert isinstance(e.value, alexnet.ArgumentError), kind
+    # rounding just outside 0..1 (a resize's overshoot) is not a mistake: clamped, the uint8 image's result
+    near = (chw.float() / 255 + 5e-4).clamp_min(-5e-4)
+    assert p.predict(near, topk=3) == p.predict(chw, topk=3)
+    out = list(p.iter_predict([paths[0], chw.float(), paths[1]], topk=1))
+    assert [top is None for _, top, _ in out] == [False, True, False]
+    assert isinstance(out[1][2], alexnet.ArgumentError)
+
+
 TOPK = "topk must be a whole number from 1 to 3 (this model has 3 classes), got "
 
 

@@ -9,8 +9,9 @@ The preprocessing (a ``Preprocess``: resize, crop, mean, std) comes from the mod
 
 ``alexnet.load("model.onnx")`` gives an ``OnnxPredictor`` (onnxruntime) with the same ``predict``, ``iter_predict``
 and ``probabilities``. Inputs may be file paths, PIL images, numpy ``(H, W, 3)`` / ``(H, W)`` uint8 arrays, or
-``(3, H, W)`` / ``(B, 3, H, W)`` tensors (uint8 0..255, or float 0..1). Decoding and cropping run per image on the
-CPU; the network runs on whole batches on the device.
+``(3, H, W)`` / ``(B, 3, H, W)`` tensors (uint8 0..255, or float 0..1 before normalisation: other floats are refused;
+see ``alexnet.inputs``). Decoding and cropping run per image on the CPU; the network runs on whole batches on the
+device.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from .arguments import file_path, flag, one_of, positive_int
 from .checkpoint import Checkpoint
 from .device import autocast, resolve_device, resolve_precision
 from .errors import UserError, missing_file
+from .inputs import as_uint8_images
 from .model import FEATURE_LAYERS
 from .outputs import atomic_file
 from .preprocess import IMAGENET, Preprocess, match_channels
@@ -59,62 +61,6 @@ def load(model_path: str | os.PathLike, *, device: str = "auto", precision: str 
 
     model, info = model_from_file(model_path)
     return Predictor(model, info, device=resolve_device(device), precision=precision)
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# turning any image-like input into uint8 (3, H, W) tensors
-
-
-def as_uint8_images(image: Any, preprocess: Preprocess | None = None) -> list[torch.Tensor]:
-    """One input -> a list of ``uint8 (3, H, W)`` RGB tensors (a ``(B, 3, H, W)`` tensor gives B of them; gray ones
-    R = G = B; none without pixels); files are decoded as ``preprocess`` says (its channels and window) when given."""
-    if isinstance(image, (str, os.PathLike)):
-        from .data.decode import decode_image
-
-        return [preprocess.decode(image) if preprocess is not None else decode_image(image)]
-    if isinstance(image, np.ndarray):
-        return [_from_numpy(image)]
-    if isinstance(image, torch.Tensor):
-        return _from_tensor(image)
-    if type(image).__module__.startswith("PIL."):
-        if 0 in image.size:
-            raise UserError(f"PIL image of size {image.size[0]}x{image.size[1]}: empty (no pixels)")
-        return [torch.from_numpy(np.array(image.convert("RGB"))).permute(2, 0, 1).contiguous()]
-    raise UserError(
-        f"cannot read an image from a {type(image).__name__}; pass a path, a PIL image, a numpy (H, W, 3) uint8 array "
-        "or a (3, H, W) / (B, 3, H, W) tensor"
-    )
-
-
-def _from_numpy(a: np.ndarray) -> torch.Tensor:
-    a = np.repeat(a[:, :, None], 3, axis=2) if a.ndim == 2 else a
-    if a.ndim != 3 or a.shape[2] not in (3, 4):
-        raise UserError(f"numpy image of shape {a.shape}: expected (H, W, 3) RGB, (H, W, 4) RGBA or (H, W) gray")
-    if 0 in a.shape[:2]:
-        raise UserError(f"numpy image of shape {a.shape}: empty (no pixels)")
-    if a.dtype != np.uint8:
-        raise UserError(f"numpy image of dtype {a.dtype}: expected uint8 0..255 (convert with .astype(np.uint8))")
-    rgb = a[:, :, :3]
-    # torch.from_numpy shares memory and warns on a read-only array (a decoded video frame, a memory map, np.frombuffer
-    # of bytes): copy those only; .contiguous() below copies into torch's own memory either way
-    rgb = np.ascontiguousarray(rgb) if rgb.flags.writeable else np.array(rgb, order="C")
-    return torch.from_numpy(rgb).permute(2, 0, 1).contiguous()
-
-
-def _from_tensor(t: torch.Tensor) -> list[torch.Tensor]:
-    t, shape = t.detach().cpu(), tuple(t.shape)
-    if t.ndim == 3:
-        t = t.unsqueeze(0)
-    if t.ndim != 4 or t.shape[1] not in (1, 3):
-        raise UserError(f"tensor of shape {shape}: expected (3, H, W) or (B, 3, H, W) RGB, or 1 channel gray")
-    if 0 in t.shape[2:]:
-        raise UserError(f"tensor of shape {shape}: empty (no pixels)")
-    t = t.repeat(1, 3, 1, 1) if t.shape[1] == 1 else t  # gray, as a numpy (H, W) array: the same value in R, G and B
-    if t.is_floating_point():  # 0..1 floats, as torchvision's to_tensor gives
-        t = (t.clamp(0, 1) * 255).round().to(torch.uint8)
-    elif t.dtype != torch.uint8:
-        raise UserError(f"tensor of dtype {t.dtype}: expected uint8 0..255 or float 0..1")
-    return list(t.unbind(0))
 
 
 # ----------------------------------------------------------------------------------------------------------------
