@@ -189,6 +189,31 @@ def test_a_float_tensor_outside_0_to_1_is_refused_not_clamped(ckpt, images):
     assert isinstance(out[1][2], alexnet.ArgumentError)
 
 
+@pytest.mark.parametrize("window", ["auto", "1000,20000"])
+def test_a_16_bit_or_float_gray_image_is_windowed_alike_as_a_file_a_pil_image_or_an_array(ckpt, tmp_path, window):
+    """A PIL I;16 image went through convert("RGB"), which saturates above 255, and a uint16 array was refused with
+    the advice .astype(np.uint8) (values modulo 256): now both take the file's window, the one stored with the model."""
+    from alexnet.checkpoint import Checkpoint
+    from alexnet.predict import Predictor
+    from alexnet.preprocess import Preprocess
+
+    _, model = ckpt
+    preprocess = Preprocess(crop=64, resize=64, mean=MEAN, std=STD, window=window)
+    p = Predictor(model, Checkpoint(model={}, classes=CLASSES, preprocess=preprocess))
+    rng = np.random.default_rng(1)
+    files = {"g16.png": rng.integers(0, 40000, (64, 64)).astype(np.uint16),
+             "f32.tif": rng.uniform(-100, 4900, (64, 64)).astype(np.float32)}  # fmt: skip
+    for name, a in files.items():
+        Image.fromarray(a).save(tmp_path / name)
+        pil = Image.open(tmp_path / name)
+        assert pil.mode in ("I;16", "F"), pil.mode
+        expected = p.probabilities(tmp_path / name)
+        inputs = {"PIL": pil, "numpy": a, "numpy from PIL": np.asarray(pil), "int32": a.astype(np.int32)}
+        for kind, x in inputs.items():
+            if kind != "int32" or name == "g16.png":  # an int32 copy of 16-bit values: the same integers
+                torch.testing.assert_close(p.probabilities(x), expected, msg=f"{name} {kind}")
+
+
 TOPK = "topk must be a whole number from 1 to 3 (this model has 3 classes), got "
 
 

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .errors import ArgumentError, UserError
+from .errors import ArgumentError, UserError, decoding
 from .preprocess import Preprocess
 
 FLOAT_TOLERANCE = 1e-3  # float pixels this far outside 0..1 are rounding (a resize's overshoot): clamped, not refused
@@ -25,28 +25,49 @@ def as_uint8_images(image: Any, preprocess: Preprocess | None = None) -> list[to
         from .data.decode import decode_image
 
         return [preprocess.decode(image) if preprocess is not None else decode_image(image)]
+    window = preprocess.window if preprocess is not None else "auto"
     if isinstance(image, np.ndarray):
-        return [_from_numpy(image)]
+        return [_from_numpy(image, window)]
     if isinstance(image, torch.Tensor):
         return _from_tensor(image)
     if type(image).__module__.startswith("PIL."):
-        if 0 in image.size:
-            raise UserError(f"PIL image of size {image.size[0]}x{image.size[1]}: empty (no pixels)")
-        return [torch.from_numpy(np.array(image.convert("RGB"))).permute(2, 0, 1).contiguous()]
+        with decoding("PIL image"):  # a closed or truncated one: one line, not Pillow's traceback
+            return [_from_pil(image, window)]
     raise UserError(
         f"cannot read an image from a {type(image).__name__}; pass a path, a PIL image, a numpy (H, W, 3) uint8 array "
         "or a (3, H, W) / (B, 3, H, W) tensor"
     )
 
 
-def _from_numpy(a: np.ndarray) -> torch.Tensor:
+def _from_pil(image: Any, window: str) -> torch.Tensor:
+    """A PIL image -> ``uint8 (3, H, W)``; a 16/32-bit or float gray one windowed as its file would be."""
+    from .data.decode import WIDE_GRAY_MODES
+
+    if 0 in image.size:
+        raise UserError(f"PIL image of size {image.size[0]}x{image.size[1]}: empty (no pixels)")
+    if image.mode in WIDE_GRAY_MODES:  # convert("RGB") would saturate every value above 255
+        return _from_numpy(np.asarray(image), window)
+    return torch.from_numpy(np.array(image.convert("RGB"))).permute(2, 0, 1).contiguous()
+
+
+def _from_numpy(a: np.ndarray, window: str = "auto") -> torch.Tensor:
+    """A numpy image -> ``uint8 (3, H, W)``: uint8 RGB / RGBA, or gray ``(H, W)`` of any integer or float type
+    (over 8 bits: windowed with ``window`` as a 16/32-bit or float PNG / TIFF file is, ``data.window.to_uint8``)."""
+    if a.ndim == 2 and a.dtype != np.uint8 and a.dtype.kind in "iuf" and a.size:
+        from .data.window import to_uint8
+
+        a = to_uint8(a, window, integer=a.dtype.kind != "f")
     a = np.repeat(a[:, :, None], 3, axis=2) if a.ndim == 2 else a
     if a.ndim != 3 or a.shape[2] not in (3, 4):
         raise UserError(f"numpy image of shape {a.shape}: expected (H, W, 3) RGB, (H, W, 4) RGBA or (H, W) gray")
     if 0 in a.shape[:2]:
         raise UserError(f"numpy image of shape {a.shape}: empty (no pixels)")
     if a.dtype != np.uint8:
-        raise UserError(f"numpy image of dtype {a.dtype}: expected uint8 0..255 (convert with .astype(np.uint8))")
+        raise UserError(
+            f"numpy image of dtype {a.dtype}: expected uint8 0..255 RGB (0..1 floats: "
+            "(a * 255).round().astype(np.uint8)); a gray (H, W) array may be 16-bit, 32-bit or float, windowed as its "
+            "PNG / TIFF file would be"
+        )
     rgb = a[:, :, :3]
     # torch.from_numpy shares memory and warns on a read-only array (a decoded video frame, a memory map, np.frombuffer
     # of bytes): copy those only; .contiguous() below copies into torch's own memory either way

@@ -8,7 +8,8 @@ The preprocessing (a ``Preprocess``: resize, crop, mean, std) comes from the mod
     [[('cat', 0.91), ('dog', 0.05), ('fox', 0.01)], [...]]
 
 ``alexnet.load("model.onnx")`` gives an ``OnnxPredictor`` (onnxruntime) with the same ``predict``, ``iter_predict``
-and ``probabilities``. Inputs may be file paths, PIL images, numpy ``(H, W, 3)`` / ``(H, W)`` uint8 arrays, or
+and ``probabilities``. Inputs may be file paths, PIL images, numpy ``(H, W, 3)`` / ``(H, W)`` uint8 arrays (a gray
+``(H, W)`` or PIL image over 8 bits is windowed as its file would be), or
 ``(3, H, W)`` / ``(B, 3, H, W)`` tensors (uint8 0..255, or float 0..1 before normalisation: other floats are refused;
 see ``alexnet.inputs``). Decoding and cropping run per image on the CPU; the network runs on whole batches on the
 device.
