@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import os
+import re
 import shutil
 
 import numpy as np
@@ -245,6 +246,53 @@ def test_python_api_names_a_wrong_argument_as_the_caller_wrote_it(ckpt, images, 
     assert message in str(e.value) and "--" not in str(e.value)
     if message.startswith(("topk", "batch_size", "model_path", "layer")):  # also the built-in types callers catch
         assert isinstance(e.value, TypeError) and isinstance(e.value, ValueError)
+
+
+NOT_TARGET = "not top1, a class name (cat, dog, fox) or an index 0..2"
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda p, x: p.explain(x, target=1.5), f"target 1.5: {NOT_TARGET}"),  # explained class 1
+        (lambda p, x: p.explain(x, target=2.0), f"target 2.0: {NOT_TARGET}"),
+        (lambda p, x: p.explain(x, target=True), f"target True: {NOT_TARGET}"),
+        (lambda p, x: p.explain(x, target="purple"), f"target 'purple': {NOT_TARGET}"),
+        (lambda p, x: p.explain(x, method="occlusion", window=0), "window must be a positive whole number, got 0"),
+        (lambda p, x: p.explain(x, method="occlusion", stride=0), "stride must be a positive whole number, got 0"),
+        (lambda p, x: p.explain(x, method="occlusion", window=2.5), "window must be a positive whole number, got 2.5"),
+        (lambda p, x: p.explain(x, method="occlusion", window=100), "window 100 / stride 50: need 1 <= stride <= "),
+        (lambda p, x: p.explain(x, method="integrated-gradients", steps=2.5), "steps must be a whole number from 1 to"),
+        (lambda p, x: p.explain(x, method="integrated-gradients", steps=10**9), "from 1 to 4096, got 1000000000"),
+        (lambda p, x: p.explain(x, method="integrated-gradients", steps=0), "needs at least 1 step"),
+        (lambda p, x: p.explain(x, method="lime"), "method 'lime': choose one of gradcam, occlusion"),
+        (lambda p, x: p.explain(x, layer="conv9"), "layer 'conv9': choose auto or one of conv1"),
+        (lambda p, x: p.probabilities(x, ten_crop="x"), "ten_crop must be True or False, got 'x'"),  # a KeyError
+        (lambda p, x: alexnet.load(p.path, device="gpu"), "device 'gpu' is not a device"),
+        (lambda p, x: alexnet.load(p.path, device=None), "device None is not a device"),
+        (lambda p, x: alexnet.load(p.path, precision="fp64"), "precision 'fp64' is not one of auto, fp32"),
+        (lambda p, x: alexnet.load_weights("model", p.path), "model must be a torch.nn.Module"),  # AttributeError
+        (lambda p, x: alexnet.load_weights(create_model("alexnet", num_classes=3), p.path, new_head="yes"),
+         "new_head must be True or False, got 'yes'"),  # was taken as True
+        (lambda p, x: alexnet.load_weights(create_model("alexnet", num_classes=3), p.path, skip="features."),
+         "skip must be a tuple of key prefixes"),  # its letters were prefixes
+    ],
+)  # fmt: skip
+def test_explain_load_and_load_weights_refuse_a_wrong_argument_as_an_argument_error(ckpt, images, call, message):
+    """Each was silently replaced, truncated or taken as True, a torch TypeError / KeyError / AttributeError, or a
+    plain UserError that ``except ValueError`` missed; now an ArgumentError (also TypeError and ValueError)."""
+    p = alexnet.load(ckpt[0], device="cpu")
+    p.path = ckpt[0]
+    with pytest.raises(alexnet.ArgumentError, match=re.escape(message)) as e:
+        call(p, images[1][0])
+    assert isinstance(e.value, TypeError) and isinstance(e.value, ValueError)
+
+
+def test_explain_takes_a_class_index_as_an_int_or_its_digits(ckpt, images):
+    p = alexnet.load(ckpt[0], device="cpu")
+    path = images[1][0]
+    assert [e.target for e in p.explain(path, target=np.int64(1))] == ["dog"]
+    assert [e.target for e in p.explain(path, target="2")] == ["fox"]  # as the CLI and serve pass it
 
 
 def test_topk_over_the_classes_is_refused_and_without_it_every_class_of_a_small_model(ckpt, images, capsys):

@@ -32,7 +32,7 @@ from . import checkpoint
 from .arguments import file_path, flag, one_of, positive_int
 from .checkpoint import Checkpoint
 from .device import autocast, resolve_device, resolve_precision
-from .errors import UserError, missing_file
+from .errors import ArgumentError, UserError, missing_file
 from .inputs import as_uint8_images
 from .model import FEATURE_LAYERS
 from .outputs import atomic_file
@@ -128,6 +128,7 @@ class Predictor:
         predictions ... on the ten patches").
         """
         if not isinstance(crops, torch.Tensor):
+            flag(ten_crop, "ten_crop")
             images = crops if isinstance(crops, (list, tuple)) else [crops]
             if not images:
                 raise UserError("probabilities: no images given")
@@ -260,9 +261,10 @@ class Predictor:
                 f"{getattr(self, 'path', 'this model')}: explain needs gradients, which an .onnx export does not have; "
                 "use the checkpoint the export was made from"
             )
-        from .explain import explain_crops
+        from .explain import check_arguments, explain_crops
 
-        batch_size = positive_int(batch_size, "batch_size")
+        batch_size = positive_int(batch_size, "batch_size")  # and the others before any image is decoded:
+        check_arguments(self.model, self.preprocess.crop, self.classes, method, target, layer, window, stride, steps)
         if not isinstance(images, (list, tuple)):
             images = [images]
         crops = [self.transform(img) for src in images for img in as_uint8_images(src, self.preprocess)]
@@ -298,14 +300,14 @@ class OnnxPredictor(Predictor):
         except ImportError:
             raise UserError(f"{path}: running an ONNX model needs onnxruntime: pip install 'alexnet[onnx]'") from None
         if precision not in ("auto", "fp32"):
-            raise UserError(f"precision {precision!r}: an ONNX export runs in fp32 (use auto or fp32)")
+            raise ArgumentError(f"precision {precision!r}: an ONNX export runs in fp32 (use auto or fp32)")
         self.path = Path(path)
         if not self.path.is_file():
             raise UserError(f"{path}: no such ONNX file")
         providers: list[Any] = ["CPUExecutionProvider"]
         gpu = "CUDAExecutionProvider" in ort.get_available_providers()
-        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", device):
-            raise UserError(f"device {device!r}: an ONNX model runs on auto, cpu, cuda or cuda:N")
+        if not isinstance(device, str) or not re.fullmatch(r"auto|cpu|cuda(:\d+)?", device):
+            raise ArgumentError(f"device {device!r}: an ONNX model runs on auto, cpu, cuda or cuda:N")
         if device.startswith("cuda") and not gpu:
             raise UserError(f"device {device!r}: this onnxruntime has no CUDA provider (pip install onnxruntime-gpu)")
         if gpu and device != "cpu":
