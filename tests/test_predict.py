@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import os
+import re
 import shutil
 
 import numpy as np
@@ -164,6 +165,56 @@ def test_bad_inputs_are_named_and_the_rest_still_run(ckpt, images):
     assert p.predict(gray, topk=3) == p.predict([g[0].numpy() for g in gray], topk=3)
 
 
+def test_a_float_tensor_outside_0_to_1_is_refused_not_clamped(ckpt, images):
+    """0..255 floats (``.float()`` of a uint8 image), a normalised tensor and NaN were clamped into another image and
+    still predicted; now each is an ArgumentError saying what to pass, and only that input's error in a batch."""
+    path, _ = ckpt
+    _, paths, arrays, _ = images
+    p = alexnet.load(path, device="cpu")
+    chw = torch.from_numpy(arrays[0]).permute(2, 0, 1).contiguous()
+    wrong = {
+        "0..255": (chw.float(), r"values 0\.\.255 \(0\.\.255 floats: divide by 255\)"),
+        "normalised": ((chw.float() / 255 - 0.45) / 0.225, r"values -2\.\.2\.44"),
+        "nan": (torch.full((3, 64, 64), float("nan")), "NaN or infinite values"),
+        "inf": (torch.full((1, 3, 64, 64), float("inf"), dtype=torch.float16), "float16 with NaN or infinite"),
+    }
+    for kind, (x, message) in wrong.items():
+        with pytest.raises(ValueError, match=message + r".*pass uint8 0\.\.255, or float 0\.\.1") as e:
+            p.predict(x)
+        assert isinstance(e.value, alexnet.ArgumentError), kind
+    # rounding just outside 0..1 (a resize's overshoot) is not a mistake: clamped, the uint8 image's result
+    near = (chw.float() / 255 + 5e-4).clamp_min(-5e-4)
+    assert p.predict(near, topk=3) == p.predict(chw, topk=3)
+    out = list(p.iter_predict([paths[0], chw.float(), paths[1]], topk=1))
+    assert [top is None for _, top, _ in out] == [False, True, False]
+    assert isinstance(out[1][2], alexnet.ArgumentError)
+
+
+@pytest.mark.parametrize("window", ["auto", "1000,20000"])
+def test_a_16_bit_or_float_gray_image_is_windowed_alike_as_a_file_a_pil_image_or_an_array(ckpt, tmp_path, window):
+    """A PIL I;16 image went through convert("RGB"), which saturates above 255, and a uint16 array was refused with
+    the advice .astype(np.uint8) (values modulo 256): now both take the file's window, the one stored with the model."""
+    from alexnet.checkpoint import Checkpoint
+    from alexnet.predict import Predictor
+    from alexnet.preprocess import Preprocess
+
+    _, model = ckpt
+    preprocess = Preprocess(crop=64, resize=64, mean=MEAN, std=STD, window=window)
+    p = Predictor(model, Checkpoint(model={}, classes=CLASSES, preprocess=preprocess))
+    rng = np.random.default_rng(1)
+    files = {"g16.png": rng.integers(0, 40000, (64, 64)).astype(np.uint16),
+             "f32.tif": rng.uniform(-100, 4900, (64, 64)).astype(np.float32)}  # fmt: skip
+    for name, a in files.items():
+        Image.fromarray(a).save(tmp_path / name)
+        pil = Image.open(tmp_path / name)
+        assert pil.mode in ("I;16", "F"), pil.mode
+        expected = p.probabilities(tmp_path / name)
+        inputs = {"PIL": pil, "numpy": a, "numpy from PIL": np.asarray(pil), "int32": a.astype(np.int32)}
+        for kind, x in inputs.items():
+            if kind != "int32" or name == "g16.png":  # an int32 copy of 16-bit values: the same integers
+                torch.testing.assert_close(p.probabilities(x), expected, msg=f"{name} {kind}")
+
+
 TOPK = "topk must be a whole number from 1 to 3 (this model has 3 classes), got "
 
 
@@ -195,6 +246,53 @@ def test_python_api_names_a_wrong_argument_as_the_caller_wrote_it(ckpt, images, 
     assert message in str(e.value) and "--" not in str(e.value)
     if message.startswith(("topk", "batch_size", "model_path", "layer")):  # also the built-in types callers catch
         assert isinstance(e.value, TypeError) and isinstance(e.value, ValueError)
+
+
+NOT_TARGET = "not top1, a class name (cat, dog, fox) or an index 0..2"
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda p, x: p.explain(x, target=1.5), f"target 1.5: {NOT_TARGET}"),  # explained class 1
+        (lambda p, x: p.explain(x, target=2.0), f"target 2.0: {NOT_TARGET}"),
+        (lambda p, x: p.explain(x, target=True), f"target True: {NOT_TARGET}"),
+        (lambda p, x: p.explain(x, target="purple"), f"target 'purple': {NOT_TARGET}"),
+        (lambda p, x: p.explain(x, method="occlusion", window=0), "window must be a positive whole number, got 0"),
+        (lambda p, x: p.explain(x, method="occlusion", stride=0), "stride must be a positive whole number, got 0"),
+        (lambda p, x: p.explain(x, method="occlusion", window=2.5), "window must be a positive whole number, got 2.5"),
+        (lambda p, x: p.explain(x, method="occlusion", window=100), "window 100 / stride 50: need 1 <= stride <= "),
+        (lambda p, x: p.explain(x, method="integrated-gradients", steps=2.5), "steps must be a whole number from 1 to"),
+        (lambda p, x: p.explain(x, method="integrated-gradients", steps=10**9), "from 1 to 4096, got 1000000000"),
+        (lambda p, x: p.explain(x, method="integrated-gradients", steps=0), "needs at least 1 step"),
+        (lambda p, x: p.explain(x, method="lime"), "method 'lime': choose one of gradcam, occlusion"),
+        (lambda p, x: p.explain(x, layer="conv9"), "layer 'conv9': choose auto or one of conv1"),
+        (lambda p, x: p.probabilities(x, ten_crop="x"), "ten_crop must be True or False, got 'x'"),  # a KeyError
+        (lambda p, x: alexnet.load(p.path, device="gpu"), "device 'gpu' is not a device"),
+        (lambda p, x: alexnet.load(p.path, device=None), "device None is not a device"),
+        (lambda p, x: alexnet.load(p.path, precision="fp64"), "precision 'fp64' is not one of auto, fp32"),
+        (lambda p, x: alexnet.load_weights("model", p.path), "model must be a torch.nn.Module"),  # AttributeError
+        (lambda p, x: alexnet.load_weights(create_model("alexnet", num_classes=3), p.path, new_head="yes"),
+         "new_head must be True or False, got 'yes'"),  # was taken as True
+        (lambda p, x: alexnet.load_weights(create_model("alexnet", num_classes=3), p.path, skip="features."),
+         "skip must be a tuple of key prefixes"),  # its letters were prefixes
+    ],
+)  # fmt: skip
+def test_explain_load_and_load_weights_refuse_a_wrong_argument_as_an_argument_error(ckpt, images, call, message):
+    """Each was silently replaced, truncated or taken as True, a torch TypeError / KeyError / AttributeError, or a
+    plain UserError that ``except ValueError`` missed; now an ArgumentError (also TypeError and ValueError)."""
+    p = alexnet.load(ckpt[0], device="cpu")
+    p.path = ckpt[0]
+    with pytest.raises(alexnet.ArgumentError, match=re.escape(message)) as e:
+        call(p, images[1][0])
+    assert isinstance(e.value, TypeError) and isinstance(e.value, ValueError)
+
+
+def test_explain_takes_a_class_index_as_an_int_or_its_digits(ckpt, images):
+    p = alexnet.load(ckpt[0], device="cpu")
+    path = images[1][0]
+    assert [e.target for e in p.explain(path, target=np.int64(1))] == ["dog"]
+    assert [e.target for e in p.explain(path, target="2")] == ["fox"]  # as the CLI and serve pass it
 
 
 def test_topk_over_the_classes_is_refused_and_without_it_every_class_of_a_small_model(ckpt, images, capsys):

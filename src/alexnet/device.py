@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 from typing import TYPE_CHECKING
 
-from .errors import UserError
+from .errors import ArgumentError, UserError
 from .names import PRECISIONS
 from .text import plural
 
@@ -34,9 +34,11 @@ def resolve_device(name: str = "auto") -> torch.device:
             return torch.device("mps")
         return torch.device("cpu")
     try:
+        if not isinstance(name, (str, torch.device)):
+            raise TypeError(name)  # torch.device(0) would be cuda:0, and None a TypeError from torch
         device = torch.device(name)
-    except RuntimeError:
-        raise UserError(f"device {name!r} is not a device; use one of {', '.join(DEVICES)} or cuda:N") from None
+    except (RuntimeError, TypeError):
+        raise ArgumentError(f"device {name!r} is not a device; use one of {', '.join(DEVICES)} or cuda:N") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UserError(f"device {name!r}: CUDA is not available on this machine; use cpu or auto")
     if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
@@ -49,7 +51,7 @@ def resolve_precision(name: str, device: torch.device) -> torch.dtype:
     import torch
 
     if name not in PRECISIONS:
-        raise UserError(f"precision {name!r} is not one of {', '.join(PRECISIONS)}")
+        raise ArgumentError(f"precision {name!r} is not one of {', '.join(PRECISIONS)}")
     if name == "fp32":
         return torch.float32
     if name == "bf16":

@@ -27,6 +27,7 @@ Whether a map means anything is measured in ``alexnet.explain_checks``. ``top_pa
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -34,7 +35,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import UserError
+from .arguments import positive_int
+from .errors import ArgumentError, UserError
+from .names import MAX_EXPLAIN_STEPS
 from .preprocess import Preprocess
 
 METHODS = ("gradcam", "occlusion", "saliency", "integrated-gradients")
@@ -67,7 +70,7 @@ class Explanation:
 def conv_layer(model: nn.Module, layer: str) -> nn.Module:
     """The module whose output is ``layer``'s rectified maps: the ReLU after the n-th conv of ``model.features``."""
     if layer not in LAYERS:
-        raise UserError(f"layer {layer!r}: choose one of {', '.join(LAYERS)}")
+        raise ArgumentError(f"layer {layer!r}: choose one of {', '.join(LAYERS)}")
     mods = list(model.features)
     convs = [i for i, m in enumerate(mods) if isinstance(m, nn.Conv2d)]
     i = convs[LAYERS.index(layer)]
@@ -90,7 +93,7 @@ def resolve_layer(model: nn.Module, layer: str | None, crop: int) -> str:
     if layer is None or layer == "auto":
         return default_layer(model, crop)
     if layer not in LAYERS:
-        raise UserError(f"layer {layer!r}: choose auto or one of {', '.join(LAYERS)}")
+        raise ArgumentError(f"layer {layer!r}: choose auto or one of {', '.join(LAYERS)}")
     return layer
 
 
@@ -133,13 +136,21 @@ def _first(v: int | Sequence[int]) -> int:
 
 
 def occlusion_geometry(size: int, window: int | None, stride: int | None) -> tuple[int, int]:
-    """Occlusion's (window, stride) in px on a ``size``-px crop: a quarter of the crop and half the window unless
-    given; ``UserError`` unless 1 <= stride <= window <= size."""
-    window = window or max(1, size // 4)
-    stride = stride or max(1, window // 2)
-    if not 1 <= stride <= window <= size:
-        raise UserError(f"window {window} / stride {stride}: need 1 <= stride <= window <= {size} px")
+    """Occlusion's (window, stride) in px on a ``size``-px crop: a quarter of the crop and half the window when None;
+    ``ArgumentError`` unless whole numbers with 1 <= stride <= window <= size (0 is refused, as ``--window 0``)."""
+    window = max(1, size // 4) if window is None else positive_int(window, "window")
+    stride = max(1, window // 2) if stride is None else positive_int(stride, "stride")
+    if not stride <= window <= size:
+        raise ArgumentError(f"window {window} / stride {stride}: need 1 <= stride <= window <= {size} px")
     return window, stride
+
+
+def check_steps(steps: int) -> int:
+    """Integrated gradients' path points: a whole number from 1 to ``MAX_EXPLAIN_STEPS`` (each is a forward and a
+    backward pass per image, so a huge count is hours)."""
+    if isinstance(steps, numbers.Integral) and not isinstance(steps, bool) and steps < 1:
+        raise ArgumentError(f"steps {steps}: integrated gradients needs at least 1 step")
+    return positive_int(steps, "steps", most=MAX_EXPLAIN_STEPS)
 
 
 def attribute(
@@ -162,7 +173,7 @@ def attribute(
     random).
     """
     if method not in METHODS:
-        raise UserError(f"method {method!r}: choose one of {', '.join(METHODS)}")
+        raise ArgumentError(f"method {method!r}: choose one of {', '.join(METHODS)}")
     if model.training:
         raise ValueError("attribute needs the model in eval mode (call model.eval())")
     targets = targets.to(x.device)
@@ -180,8 +191,7 @@ def attribute(
         return attr.mean(1).detach()  # the same score drop in all three channels
     if method == "saliency":
         return captum.Saliency(model).attribute(x, target=targets, abs=True).amax(1).detach()
-    if steps < 1:
-        raise UserError(f"steps {steps}: integrated gradients needs at least 1 step")
+    steps = check_steps(steps)
     if baseline is None:
         baseline = torch.zeros_like(x)  # black, before normalisation; callers pass the normalised black
     per_pass = max(len(x), min(len(x) * steps, 128))  # (image, step) pairs per forward pass: bounds the memory
@@ -229,19 +239,34 @@ def _captum():
 
 
 def resolve_target(target: str | int | None, classes: Sequence[str]) -> int | None:
-    """``None`` / ``"top1"`` -> None (each image's prediction); a class name or an index -> the index."""
+    """``None`` / ``"top1"`` -> None (each image's prediction); a class name or an index (an int, or its digits as
+    the CLI and serve pass it) -> the index. ``ArgumentError`` for anything else: a float such as 1.5 is not an
+    index (it was truncated to class 1), nor is True."""
     if target is None or target == "top1":
         return None
     if isinstance(target, str) and target in classes:
         return list(classes).index(target)
-    try:
-        i = int(target)
-    except (TypeError, ValueError):
-        i = -1
-    if 0 <= i < len(classes) and not isinstance(target, bool):
-        return i
+    whole = isinstance(target, numbers.Integral) and not isinstance(target, bool)
+    digits = isinstance(target, str) and target.strip().isdecimal()
+    if (whole or digits) and 0 <= int(target) < len(classes):
+        return int(target)
     few = ", ".join(list(classes)[:10]) + (", ..." if len(classes) > 10 else "")
-    raise UserError(f"target {target!r}: not top1, a class name ({few}) or an index 0..{len(classes) - 1}")
+    raise ArgumentError(f"target {target!r}: not top1, a class name ({few}) or an index 0..{len(classes) - 1}")
+
+
+def check_arguments(
+    model: nn.Module, crop: int, classes: Sequence[str], method: str, target: str | int | None, layer: str | None,
+    window: int | None, stride: int | None, steps: int,
+) -> tuple[str, int | None]:  # fmt: skip
+    """``explain_crops``'s arguments checked before any work (``ArgumentError`` naming the first wrong one): the
+    conv layer (``resolve_layer``) and the target index (``resolve_target``; None: each image's prediction)."""
+    if method not in METHODS:
+        raise ArgumentError(f"method {method!r}: choose one of {', '.join(METHODS)}")
+    if method == "occlusion":
+        occlusion_geometry(crop, window, stride)
+    if method == "integrated-gradients":
+        check_steps(steps)
+    return resolve_layer(model, layer, crop), resolve_target(target, classes)
 
 
 def explain_crops(
@@ -259,10 +284,7 @@ def explain_crops(
     device: torch.device | str = "cpu",
 ) -> list[Explanation]:
     """One ``Explanation`` per ``uint8 (B, 3, c, c)`` crop, for ``target`` (see ``resolve_target``)."""
-    if method not in METHODS:
-        raise UserError(f"method {method!r}: choose one of {', '.join(METHODS)}")
-    layer = resolve_layer(model, layer, crops.shape[-1])
-    fixed = resolve_target(target, classes)
+    layer, fixed = check_arguments(model, crops.shape[-1], classes, method, target, layer, window, stride, steps)
     x = preprocess.normalize(crops.to(device))  # float32 (B, 3, c, c)
     with torch.no_grad():
         probs = model(x).float().softmax(-1)  # (B, classes)

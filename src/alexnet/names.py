@@ -9,6 +9,7 @@ ARCHS = ("alexnet", "alexnet2012")  # alexnet.model.list_models()
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # autocast precisions (alexnet.device.resolve_precision)
 PRESETS = ("paper", "torchvision")  # augmentation presets: the paper's crop + flip + PCA noise; RandomResizedCrop
 EXPLAIN_METHODS = ("gradcam", "occlusion", "saliency", "integrated-gradients")  # alexnet.explain.METHODS
+MAX_EXPLAIN_STEPS = 4096  # integrated gradients: path points (each a forward and backward pass per image)
 RECIPES = ("fast", "paper", "torchvision")  # training recipes (alexnet.config.RECIPES)
 DEFAULT_RECIPE = "fast"
 

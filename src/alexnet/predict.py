@@ -8,9 +8,11 @@ The preprocessing (a ``Preprocess``: resize, crop, mean, std) comes from the mod
     [[('cat', 0.91), ('dog', 0.05), ('fox', 0.01)], [...]]
 
 ``alexnet.load("model.onnx")`` gives an ``OnnxPredictor`` (onnxruntime) with the same ``predict``, ``iter_predict``
-and ``probabilities``. Inputs may be file paths, PIL images, numpy ``(H, W, 3)`` / ``(H, W)`` uint8 arrays, or
-``(3, H, W)`` / ``(B, 3, H, W)`` tensors (uint8 0..255, or float 0..1). Decoding and cropping run per image on the
-CPU; the network runs on whole batches on the device.
+and ``probabilities``. Inputs may be file paths, PIL images, numpy ``(H, W, 3)`` / ``(H, W)`` uint8 arrays (a gray
+``(H, W)`` or PIL image over 8 bits is windowed as its file would be), or
+``(3, H, W)`` / ``(B, 3, H, W)`` tensors (uint8 0..255, or float 0..1 before normalisation: other floats are refused;
+see ``alexnet.inputs``). Decoding and cropping run per image on the CPU; the network runs on whole batches on the
+device.
 """
 
 from __future__ import annotations
@@ -30,7 +32,8 @@ from . import checkpoint
 from .arguments import file_path, flag, one_of, positive_int
 from .checkpoint import Checkpoint
 from .device import autocast, resolve_device, resolve_precision
-from .errors import UserError, missing_file
+from .errors import ArgumentError, UserError, missing_file
+from .inputs import as_uint8_images
 from .model import FEATURE_LAYERS
 from .outputs import atomic_file
 from .preprocess import IMAGENET, Preprocess, match_channels
@@ -59,62 +62,6 @@ def load(model_path: str | os.PathLike, *, device: str = "auto", precision: str 
 
     model, info = model_from_file(model_path)
     return Predictor(model, info, device=resolve_device(device), precision=precision)
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# turning any image-like input into uint8 (3, H, W) tensors
-
-
-def as_uint8_images(image: Any, preprocess: Preprocess | None = None) -> list[torch.Tensor]:
-    """One input -> a list of ``uint8 (3, H, W)`` RGB tensors (a ``(B, 3, H, W)`` tensor gives B of them; gray ones
-    R = G = B; none without pixels); files are decoded as ``preprocess`` says (its channels and window) when given."""
-    if isinstance(image, (str, os.PathLike)):
-        from .data.decode import decode_image
-
-        return [preprocess.decode(image) if preprocess is not None else decode_image(image)]
-    if isinstance(image, np.ndarray):
-        return [_from_numpy(image)]
-    if isinstance(image, torch.Tensor):
-        return _from_tensor(image)
-    if type(image).__module__.startswith("PIL."):
-        if 0 in image.size:
-            raise UserError(f"PIL image of size {image.size[0]}x{image.size[1]}: empty (no pixels)")
-        return [torch.from_numpy(np.array(image.convert("RGB"))).permute(2, 0, 1).contiguous()]
-    raise UserError(
-        f"cannot read an image from a {type(image).__name__}; pass a path, a PIL image, a numpy (H, W, 3) uint8 array "
-        "or a (3, H, W) / (B, 3, H, W) tensor"
-    )
-
-
-def _from_numpy(a: np.ndarray) -> torch.Tensor:
-    a = np.repeat(a[:, :, None], 3, axis=2) if a.ndim == 2 else a
-    if a.ndim != 3 or a.shape[2] not in (3, 4):
-        raise UserError(f"numpy image of shape {a.shape}: expected (H, W, 3) RGB, (H, W, 4) RGBA or (H, W) gray")
-    if 0 in a.shape[:2]:
-        raise UserError(f"numpy image of shape {a.shape}: empty (no pixels)")
-    if a.dtype != np.uint8:
-        raise UserError(f"numpy image of dtype {a.dtype}: expected uint8 0..255 (convert with .astype(np.uint8))")
-    rgb = a[:, :, :3]
-    # torch.from_numpy shares memory and warns on a read-only array (a decoded video frame, a memory map, np.frombuffer
-    # of bytes): copy those only; .contiguous() below copies into torch's own memory either way
-    rgb = np.ascontiguousarray(rgb) if rgb.flags.writeable else np.array(rgb, order="C")
-    return torch.from_numpy(rgb).permute(2, 0, 1).contiguous()
-
-
-def _from_tensor(t: torch.Tensor) -> list[torch.Tensor]:
-    t, shape = t.detach().cpu(), tuple(t.shape)
-    if t.ndim == 3:
-        t = t.unsqueeze(0)
-    if t.ndim != 4 or t.shape[1] not in (1, 3):
-        raise UserError(f"tensor of shape {shape}: expected (3, H, W) or (B, 3, H, W) RGB, or 1 channel gray")
-    if 0 in t.shape[2:]:
-        raise UserError(f"tensor of shape {shape}: empty (no pixels)")
-    t = t.repeat(1, 3, 1, 1) if t.shape[1] == 1 else t  # gray, as a numpy (H, W) array: the same value in R, G and B
-    if t.is_floating_point():  # 0..1 floats, as torchvision's to_tensor gives
-        t = (t.clamp(0, 1) * 255).round().to(torch.uint8)
-    elif t.dtype != torch.uint8:
-        raise UserError(f"tensor of dtype {t.dtype}: expected uint8 0..255 or float 0..1")
-    return list(t.unbind(0))
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -181,6 +128,7 @@ class Predictor:
         predictions ... on the ten patches").
         """
         if not isinstance(crops, torch.Tensor):
+            flag(ten_crop, "ten_crop")
             images = crops if isinstance(crops, (list, tuple)) else [crops]
             if not images:
                 raise UserError("probabilities: no images given")
@@ -313,9 +261,10 @@ class Predictor:
                 f"{getattr(self, 'path', 'this model')}: explain needs gradients, which an .onnx export does not have; "
                 "use the checkpoint the export was made from"
             )
-        from .explain import explain_crops
+        from .explain import check_arguments, explain_crops
 
-        batch_size = positive_int(batch_size, "batch_size")
+        batch_size = positive_int(batch_size, "batch_size")  # and the others before any image is decoded:
+        check_arguments(self.model, self.preprocess.crop, self.classes, method, target, layer, window, stride, steps)
         if not isinstance(images, (list, tuple)):
             images = [images]
         crops = [self.transform(img) for src in images for img in as_uint8_images(src, self.preprocess)]
@@ -351,14 +300,14 @@ class OnnxPredictor(Predictor):
         except ImportError:
             raise UserError(f"{path}: running an ONNX model needs onnxruntime: pip install 'alexnet[onnx]'") from None
         if precision not in ("auto", "fp32"):
-            raise UserError(f"precision {precision!r}: an ONNX export runs in fp32 (use auto or fp32)")
+            raise ArgumentError(f"precision {precision!r}: an ONNX export runs in fp32 (use auto or fp32)")
         self.path = Path(path)
         if not self.path.is_file():
             raise UserError(f"{path}: no such ONNX file")
         providers: list[Any] = ["CPUExecutionProvider"]
         gpu = "CUDAExecutionProvider" in ort.get_available_providers()
-        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", device):
-            raise UserError(f"device {device!r}: an ONNX model runs on auto, cpu, cuda or cuda:N")
+        if not isinstance(device, str) or not re.fullmatch(r"auto|cpu|cuda(:\d+)?", device):
+            raise ArgumentError(f"device {device!r}: an ONNX model runs on auto, cpu, cuda or cuda:N")
         if device.startswith("cuda") and not gpu:
             raise UserError(f"device {device!r}: this onnxruntime has no CUDA provider (pip install onnxruntime-gpu)")
         if gpu and device != "cpu":

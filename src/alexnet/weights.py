@@ -21,9 +21,9 @@ import torch
 from torch import nn
 
 from . import checkpoint
-from .arguments import file_path
+from .arguments import file_path, flag
 from .checkpoint import Checkpoint
-from .errors import UserError, WeightsError, missing_file
+from .errors import ArgumentError, UserError, WeightsError, missing_file
 from .limits import limits, read_bounded
 from .model import CONV1_WEIGHT, HEAD, HEAD_WEIGHT, create_model, list_models
 from .safeload import check_inflated_size, torch_load
@@ -167,8 +167,12 @@ def load_weights(
     A file that does not fit raises ``WeightsError`` naming the keys, and saying what to do for a head of other
     classes or the other architecture.
     """
+    if not isinstance(model, nn.Module):
+        raise ArgumentError(f"model must be a torch.nn.Module (alexnet.create_model(...)), got {type(model).__name__}")
+    if isinstance(skip, str) or not all(isinstance(k, str) for k in skip):
+        raise ArgumentError(f"skip must be a tuple of key prefixes such as ('classifier.',), got {skip!r:.60}")
+    skip = (*skip, HEAD + ".") if flag(new_head, "new_head") else tuple(skip)
     sd = read_state_dict(path)
-    skip = (*skip, HEAD + ".") if new_head else tuple(skip)
     if skip:
         sd = {k: v for k, v in sd.items() if not k.startswith(skip)}
         own = model.state_dict()

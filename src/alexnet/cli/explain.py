@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePath
 
 from ..errors import UserError
-from ..names import DEVICE_HELP, DEVICE_PATTERN, EXPLAIN_METHODS
+from ..names import DEVICE_HELP, DEVICE_PATTERN, EXPLAIN_METHODS, MAX_EXPLAIN_STEPS
 from ..settings import setting, validate_fields
 from ._settings import add_settings, given
 
@@ -60,7 +60,7 @@ class ExplainConfig:
         none_text="crop / 4",
     )
     stride: int | None = setting(None, "occlusion: step in px", low=1, metavar="PX", none_text="window / 2")
-    steps: int = setting(32, "integrated gradients: points along the path", low=1, high=4096, metavar="N")
+    steps: int = setting(32, "integrated gradients: points along the path", low=1, high=MAX_EXPLAIN_STEPS, metavar="N")
     every: float = setting(1.0, "video: seconds between sampled frames", low=0, low_open=True, metavar="S")
     device: str = setting("auto", DEVICE_HELP, pattern=DEVICE_PATTERN, pattern_rule=f"choose from {DEVICE_HELP}")
 

@@ -208,9 +208,8 @@ def _pillow_to_array(img, window: str = "auto") -> np.ndarray:
     img.load()  # raises OSError on truncated data (LOAD_TRUNCATED_IMAGES is off)
     img = ImageOps.exif_transpose(img)
     mode = img.mode
-    if mode in WIDE_GRAY_MODES:  # windowed (Pillow's convert("RGB") would clip at 255); NaN/inf made finite
-        x = window_mod.finite(np.asarray(img))  # auto: a fixed range if the values fit one, else their min..max
-        return window_mod.apply(x, window, full=window_mod.auto_range(*window_mod.value_range(x), integer=mode != "F"))
+    if mode in WIDE_GRAY_MODES:  # windowed (Pillow's convert("RGB") would clip at 255)
+        return window_mod.to_uint8(np.asarray(img), window, integer=mode != "F")
     if mode in ("L", "1"):
         return np.asarray(img.convert("L"))
     if mode in ("RGBA", "LA", "PA", "La", "RGBa") or (mode == "P" and "transparency" in img.info):

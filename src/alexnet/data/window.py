@@ -123,6 +123,14 @@ def spreading(low: float, high: float) -> str:
     return f"{plain((low + high) / 2 + 0.5)},{plain(high - low + 1)}"
 
 
+def to_uint8(x: np.ndarray, spec: str, *, integer: bool) -> np.ndarray:
+    """Gray values over 8 bits (16/32-bit integers, or floats when not ``integer``) -> uint8 with window ``spec``:
+    NaN / inf made finite, and ``auto`` the fixed range that holds the values (``auto_range``), else their min..max.
+    The one path of 16/32-bit and float PNG / TIFF files and of such images given to the Python API."""
+    x = finite(x)
+    return apply(x, spec, full=auto_range(*value_range(x), integer=integer))
+
+
 def auto_advice(name: str, images: list[tuple[str, bool, float, float]]) -> list[str]:
     """Warnings for gray images ``(path, integer, low, high)`` that ``auto`` spreads badly, each with the window that
     spreads them all: values that fit no fixed range (each image gets its own min..max, so one value has another
