@@ -516,7 +516,7 @@ def test_features_files_get_the_umasks_mode_as_other_outputs(ckpt, images, tmp_p
             assert (tmp_path / name).stat().st_mode & 0o777 == 0o644, name
         from alexnet.predict import save_features  # the library's writer too, for Python callers
 
-        for name in ("g.safetensors", "g.npy"):
+        for name in ("g.safetensors", "g.npy", "h.NPY", "h.SafeTensors"):  # a suffix in any case
             written = save_features(
                 tmp_path / name, torch.ones(1, 2), labels=[0], paths=["x"], classes=["a"], layer="fc7"
             )

@@ -402,11 +402,11 @@ def save_features(
     path = Path(path)
     if len(labels) != len(features) or len(paths) != len(features):
         raise ValueError(f"{len(features)} feature rows but {len(labels)} labels and {len(paths)} paths")
-    if path.suffix not in (".npy", ".safetensors"):
+    if path.suffix.lower() not in (".npy", ".safetensors"):
         raise UserError(f"{path}: a features file's name must end in .npy or .safetensors")
     path.parent.mkdir(parents=True, exist_ok=True)
     feats = features.detach().float().cpu().contiguous()
-    if path.suffix == ".npy":
+    if path.suffix.lower() == ".npy":
         sidecar = path.with_suffix(".json")
         info = {"layer": layer, "shape": list(feats.shape), "classes": list(classes)}
         with atomic_file(path) as tmp, atomic_file(sidecar) as tmp_sidecar:  # both or neither

@@ -39,11 +39,11 @@ def run(args: argparse.Namespace) -> int:
     from ..outputs import prepare_output
     from ..predict import load, save_features
 
-    if not args.out.endswith((".npy", ".safetensors")):
+    if not args.out.lower().endswith((".npy", ".safetensors")):
         raise UserError(f"--out {args.out}: the file name must end in .npy or .safetensors")
     if args.batch_size < 1:
         raise UserError(f"--batch-size {args.batch_size}: must be at least 1")
-    sidecars = [Path(args.out).with_suffix(".json")] if args.out.endswith(".npy") else []
+    sidecars = [Path(args.out).with_suffix(".json")] if args.out.lower().endswith(".npy") else []
     prepare_output(args.out, also=sidecars, overwrite=args.overwrite)
     dataset = open_dataset(args.data)
     split = dataset.split(args.split)
