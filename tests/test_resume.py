@@ -112,3 +112,23 @@ def test_resuming_a_finished_run_says_so_and_changes_nothing(tiny_data, tmp_path
     assert main(["train", "--out", str(run), "--resume", "auto"]) == 0
     assert f"{run} finished its 1 epoch already; nothing to resume" in capsys.readouterr().out
     assert ((run / "eval.json").stat().st_mtime_ns, (run / "checkpoints" / "last.pt").stat().st_mtime_ns) == before
+
+
+def test_a_second_train_into_a_busy_out_is_refused_and_the_lock_goes_with_the_run(tiny_data, tmp_path, capsys):  # noqa: F811
+    """Two ``alexnet train --out X`` at once both exited 0, each wiping the other's metrics.jsonl."""
+    import os
+
+    from alexnet.training.run_dir import LOCK, RunLock
+
+    run = tmp_path / "runs" / "run"
+    with RunLock() as held:
+        held.take(run, f"--out {run}")  # as a running `alexnet train --out run` holds it
+        assert main(["train", tiny_data, "--out", str(run), "--epochs", "1", *PINNED_FLAGS]) == 2
+        busy = f"--out {run} is in use by another alexnet train (pid {os.getpid()}); wait for it or choose another"
+        assert capsys.readouterr().err.strip() == f"alexnet train: error: {busy} --out"
+        assert os.listdir(run) == [LOCK]  # nothing of the refused run was written
+    assert not (tmp_path / "runs").exists()  # a folder created only to be locked goes with the lock
+    train(tiny_config(tiny_data, run, epochs=1, max_steps_per_epoch=1))
+    assert not (run / LOCK).exists()
+    assert main(["train", "--out", str(run), "--resume", "auto"]) == 0  # the ended run's folder is free again
+    assert "finished its 1 epoch already" in capsys.readouterr().out

@@ -25,7 +25,7 @@ from ..text import duration_text, plural
 from .budget import BUDGET_SAVE_SECONDS, threads_restored
 from .planning import few_steps_note, plan_budget
 from .run import Run
-from .run_dir import copy_checkpoint
+from .run_dir import RunLock, copy_checkpoint
 from .schedule import best_improved, lr_factor
 from .setup import setup
 from .state import save
@@ -53,10 +53,8 @@ def train(
     """
     started = time.time() if started is None else started
     cfg.validate()
-    with process_group(cfg.device) as dist_info:
-        run = setup(
-            cfg, dist_info, started, given
-        )  # a signal here stops at once, as usual: there is nothing to save yet
+    with process_group(cfg.device) as dist_info, RunLock() as lock:  # rank 0 locks the run folder: see setup
+        run = setup(cfg, dist_info, started, given, lock)  # a signal here stops at once: there is nothing to save yet
         with run.log, StopSignals() as stop, threads_restored():
             report = run.dir / "eval.json"
             if run.start_epoch >= run.epochs and run.start_batch == 0 and report.is_file():  # nothing left to do

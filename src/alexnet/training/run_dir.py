@@ -15,6 +15,7 @@ from ..config import TrainConfig
 from ..data.holdout import run_dir_of
 from ..errors import UserError, missing_file
 from ..limits import limits, read_bounded
+from ..outputs import lock_file, unlock_file
 
 
 def default_run_dir(cfg: TrainConfig) -> Path:
@@ -23,6 +24,7 @@ def default_run_dir(cfg: TrainConfig) -> Path:
 
 RUN_FILES = ("checkpoints/last.pt", "checkpoints/best.pt", "metrics.jsonl", "metrics.csv")
 MARKER = ".alexnet-run"  # written into every run folder before anything else: what makes a folder ours
+LOCK = ".alexnet-lock"  # held by the run training into the folder (RunLock); removed when it ends
 # what --overwrite removes: the files our runs write, by name or pattern, and nothing else in the folder
 OURS = (*RUN_FILES, "eval.json", "config.json", "split.json", MARKER)
 OUR_PATTERNS = ("plots/*.png", "tensorboard/events.out.tfevents.*")
@@ -37,20 +39,24 @@ def is_run_dir(run_dir: Path) -> bool:
     return metrics.is_file() and not metrics.is_symlink() and checkpoints.is_dir() and not checkpoints.is_symlink()
 
 
-def find_run_dir(cfg: TrainConfig) -> tuple[Path, Path | None]:
+def find_run_dir(cfg: TrainConfig, lock: RunLock | None = None) -> tuple[Path, Path | None]:
     """(run directory, checkpoint to resume or None). Refuses the directory of another run (it has checkpoints or
-    metrics) unless resuming it or ``overwrite``. Reads only: ``clear_run_dir`` deletes, once the data is open too.
+    metrics) unless resuming it or ``overwrite``. With ``lock``, locks the directory first (creating it): another
+    ``alexnet train`` into it is refused. Writes nothing else: ``clear_run_dir`` deletes, once the data is open too.
 
     ``--resume PATH`` continues PATH's own run folder when there is no ``--out`` (a new folder when PATH is not in
     one of our runs), and refuses an ``--out`` that holds another run: the two runs' metrics and checkpoints would
     mix. Into a new or empty ``--out`` it continues there, a copy of the run from that checkpoint on.
     """
     run_dir, resume, owner = _where(cfg)
-    if run_dir.is_dir() and any(run_dir.iterdir()) and not is_run_dir(run_dir):
-        shown = ", ".join(sorted(p.name for p in run_dir.iterdir())[:4])
+    if lock is not None:
+        probe_writable(run_dir)
+        lock.take(run_dir, f"--out {run_dir}" if cfg.out else str(run_dir))
+    others = sorted(p.name for p in run_dir.iterdir() if p.name != LOCK) if run_dir.is_dir() else []
+    if others and not is_run_dir(run_dir):
         raise UserError(
-            f"--out {run_dir} holds files that are not an alexnet run ({shown}...); nothing there is touched: "
-            "choose a new or empty folder"
+            f"--out {run_dir} holds files that are not an alexnet run ({', '.join(others[:4])}...); nothing there is "
+            "touched: choose a new or empty folder"
         )
     found = [name for name in RUN_FILES if (run_dir / name).exists()]
     if found and not cfg.resume and not cfg.overwrite:
@@ -100,6 +106,35 @@ def _check_unsaved_run(run_dir: Path, cfg: TrainConfig) -> None:
             f"{data}: start it again with alexnet train {data} --out {run_dir} --overwrite and its flags "
             f"({run_dir / 'config.json'})"
         )
+
+
+class RunLock:
+    """``with RunLock() as lock:`` ``lock.take(run_dir, name)`` locks ``run_dir`` (``LOCK``, creating the folder) until
+    the block ends, however it ends; a second ``take`` of a locked folder, by any process, is a ``UserError``. On
+    exit the lock file goes, and the folders ``take`` created when nothing else was written in them."""
+
+    def __init__(self) -> None:
+        self.fd: int | None = None
+        self.path: Path | None = None
+        self.created: list[Path] = []
+
+    def take(self, run_dir: Path, name: str) -> None:
+        self.created = [p for p in (run_dir, *run_dir.parents) if not p.exists() and not p.is_symlink()]
+        run_dir.mkdir(parents=True, exist_ok=True)
+        self.path = run_dir / LOCK
+        busy = f"{name} is in use by another alexnet train{{pid}}; wait for it or choose another --out"
+        self.fd = lock_file(self.path, busy)
+
+    def __enter__(self) -> RunLock:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.fd is not None:
+            unlock_file(self.fd, self.path)
+            self.fd = None
+        for folder in self.created:  # deepest first; only when empty: a refused run leaves nothing behind
+            with contextlib.suppress(OSError):
+                folder.rmdir()
 
 
 def probe_writable(run_dir: Path) -> None:

@@ -31,21 +31,28 @@ from .finetune import check_pretrained, resolve_settings
 from .resume import resumed_config
 from .rng import seed_everything
 from .run import Run
-from .run_dir import clear_run_dir, find_run_dir, probe_writable
+from .run_dir import RunLock, clear_run_dir, find_run_dir, probe_writable
 from .schedule import Plateau, lr_factor
 from .state import check_resume, restore
 from .step import build_model, build_optimizer
 
 
-def setup(cfg: TrainConfig, dist_info: Dist, started: float | None = None, given: Collection[str] | None = None) -> Run:
-    """Device and precision, run directory (refused before anything is read if it holds another run), checkpoint to
+def setup(
+    cfg: TrainConfig,
+    dist_info: Dist,
+    started: float | None = None,
+    given: Collection[str] | None = None,
+    lock: RunLock | None = None,
+) -> Run:
+    """Device and precision, run directory (locked with ``lock`` on rank 0, then refused before anything is read if
+    it holds another run), checkpoint to
     resume (its own settings restored: ``resume.resumed_config``), data, settings chosen from the data
     (``alexnet.auto``), model, optimizer; restores the training state when resuming. ``started``: when the run began
     (``time.time()``), for ``cfg.time_budget``; ``given``: the settings the user gave (see ``train``)."""
     say = print if dist_info.main else (lambda line: None)
     cfg = absolute_data_paths(cfg)  # stored in the checkpoint: evaluate and resume find the data from anywhere
     device = _device(cfg, dist_info)
-    run_dir, resume_path = _run_dir(cfg, dist_info, say)
+    run_dir, resume_path = _run_dir(cfg, dist_info, say, lock)
     ckpt = checkpoint.load(resume_path) if resume_path else None
     if ckpt is not None:
         cfg = resumed_config(cfg, ckpt, resume_path, given, say)
@@ -93,11 +100,11 @@ def setup(cfg: TrainConfig, dist_info: Dist, started: float | None = None, given
     return run
 
 
-def _run_dir(cfg: TrainConfig, dist_info: Dist, say) -> tuple[Path, Path | None]:
+def _run_dir(cfg: TrainConfig, dist_info: Dist, say, lock: RunLock | None) -> tuple[Path, Path | None]:
     """(run directory, checkpoint to resume or None): ``find_run_dir``, writable (before minutes of data loading, not
     after); ``--resume auto`` where there is no checkpoint says that it starts a new run (a mistyped ``--out`` looked
     like a resumed run)."""
-    run_dir, resume_path = on_main(lambda: find_run_dir(cfg), dist_info)
+    run_dir, resume_path = on_main(lambda: find_run_dir(cfg, lock), dist_info)
     on_main(lambda: probe_writable(run_dir), dist_info)
     if cfg.resume == "auto" and resume_path is None:
         builtin = "" if cfg.data or cfg.train_dir else " on the built-in data (no DATA given)"
