@@ -132,3 +132,26 @@ def test_a_second_train_into_a_busy_out_is_refused_and_the_lock_goes_with_the_ru
     assert not (run / LOCK).exists()
     assert main(["train", "--out", str(run), "--resume", "auto"]) == 0  # the ended run's folder is free again
     assert "finished its 1 epoch already" in capsys.readouterr().out
+
+
+def test_resume_of_a_run_folder_continues_its_last_checkpoint(tmp_path):
+    """``--resume RUN`` said "is a folder ... (a run's is RUN/checkpoints/best.pt)": resuming wants last.pt."""
+    import dataclasses
+
+    import pytest
+
+    from alexnet.errors import UserError
+    from alexnet.training.run_dir import MARKER, find_run_dir
+
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    for f in (MARKER, "metrics.jsonl", "checkpoints/last.pt"):
+        (run / f).write_text("x")
+
+    def where(resume):
+        return find_run_dir(dataclasses.replace(tiny_config(None, None, resume=resume), out=None))
+
+    assert where(str(run)) == (run, run / "checkpoints" / "last.pt")
+    with pytest.raises(UserError, match=r"is a folder, not a checkpoint file; give the file \(a run's is "
+                                        r"RUN/checkpoints/last.pt\)$"):  # fmt: skip
+        where(str(run / "checkpoints"))

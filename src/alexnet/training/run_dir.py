@@ -46,7 +46,8 @@ def find_run_dir(cfg: TrainConfig, lock: RunLock | None = None) -> tuple[Path, P
 
     ``--resume PATH`` continues PATH's own run folder when there is no ``--out`` (a new folder when PATH is not in
     one of our runs), and refuses an ``--out`` that holds another run: the two runs' metrics and checkpoints would
-    mix. Into a new or empty ``--out`` it continues there, a copy of the run from that checkpoint on.
+    mix. Into a new or empty ``--out`` it continues there, a copy of the run from that checkpoint on. ``--resume
+    RUN`` (one of our run folders) continues its ``checkpoints/last.pt``.
     """
     run_dir, resume, owner = _where(cfg)
     if lock is not None:
@@ -82,8 +83,10 @@ def _where(cfg: TrainConfig) -> tuple[Path, Path | None, Path | None]:
         last = run_dir / "checkpoints" / "last.pt"
         return run_dir, last if last.exists() else None, None
     resume = Path(cfg.resume) if cfg.resume else None
+    if resume is not None and is_run_dir(resume) and (resume / "checkpoints" / "last.pt").is_file():
+        resume = resume / "checkpoints" / "last.pt"  # a run folder: where it stopped
     if resume is not None and not resume.is_file():  # said first: its "run folder" would be a guess from the path
-        raise UserError(missing_file(resume, "checkpoint file"))
+        raise UserError(missing_file(resume, "checkpoint file", "checkpoints/last.pt"))
     owner = run_dir_of(resume) if resume is not None else None
     if cfg.out:
         return Path(cfg.out), resume, owner
