@@ -112,6 +112,12 @@ def test_resuming_a_finished_run_says_so_and_changes_nothing(tiny_data, tmp_path
     assert main(["train", "--out", str(run), "--resume", "auto"]) == 0
     assert f"{run} finished its 1 epoch already; nothing to resume" in capsys.readouterr().out
     assert ((run / "eval.json").stat().st_mtime_ns, (run / "checkpoints" / "last.pt").stat().st_mtime_ns) == before
+    # into a new --out it exited 0 saying "checkpoints: NEW/checkpoints/{last,best}.pt", and wrote none
+    new, best = tmp_path / "new", run / "checkpoints" / "best.pt"
+    assert main(["train", "--resume", str(best), "--out", str(new)]) == 2
+    assert (f"--resume {best}: its run finished its 1 epoch already; nothing to resume (its final report is "
+            f"{run / 'eval.json'}); nothing was written to --out {new}") in capsys.readouterr().err  # fmt: skip
+    assert not new.exists()
 
 
 def test_a_second_train_into_a_busy_out_is_refused_and_the_lock_goes_with_the_run(tiny_data, tmp_path, capsys):  # noqa: F811

@@ -21,11 +21,11 @@ from ..distributed import Preempted, StopSignals, max_over_ranks, process_group,
 from ..errors import UserError
 from ..evaluate import evaluate, format_report, shows_top5
 from ..progress import progress
-from ..text import duration_text, plural
+from ..text import duration_text
 from .budget import BUDGET_SAVE_SECONDS, threads_restored
 from .planning import few_steps_note, plan_budget
 from .run import Run
-from .run_dir import RunLock, copy_checkpoint
+from .run_dir import NothingToResume, RunLock, copy_checkpoint
 from .schedule import best_improved, lr_factor
 from .setup import setup
 from .state import save
@@ -54,13 +54,13 @@ def train(
     started = time.time() if started is None else started
     cfg.validate()
     with process_group(cfg.device) as dist_info, RunLock() as lock:  # rank 0 locks the run folder: see setup
-        run = setup(cfg, dist_info, started, given, lock)  # a signal here stops at once: there is nothing to save yet
+        try:
+            run = setup(cfg, dist_info, started, given, lock)  # a signal here stops at once: nothing to save yet
+        except NothingToResume as e:
+            if dist_info.main:
+                print(e)
+            return e.run_dir
         with run.log, StopSignals() as stop, threads_restored():
-            report = run.dir / "eval.json"
-            if run.start_epoch >= run.epochs and run.start_batch == 0 and report.is_file():  # nothing left to do
-                run.log.print(f"{run.dir} finished its {plural(run.epochs, 'epoch')} already; nothing to resume. Its "
-                              f"final report is {report}; to train longer, start a new run")  # fmt: skip
-                return run.dir
             epoch = run.start_epoch
             while epoch < run.epochs:  # run.epochs is fixed once a time budget's steps are planned
                 loss, images, seconds, data_wait = train_one_epoch(run, epoch, stop)

@@ -16,6 +16,7 @@ from ..data.holdout import run_dir_of
 from ..errors import UserError, missing_file
 from ..limits import limits, read_bounded
 from ..outputs import lock_file, unlock_file
+from ..text import plural
 
 
 def default_run_dir(cfg: TrainConfig) -> Path:
@@ -91,6 +92,34 @@ def _where(cfg: TrainConfig) -> tuple[Path, Path | None, Path | None]:
     if cfg.out:
         return Path(cfg.out), resume, owner
     return owner if owner is not None and is_run_dir(owner) else default_run_dir(cfg), resume, owner
+
+
+class NothingToResume(Exception):
+    """The checkpoint resumed in its own run folder finished that run, whose final report is written: nothing to do
+    (the message says so; the CLI exits 0)."""
+
+    def __init__(self, run_dir: Path, message: str) -> None:
+        super().__init__(message)
+        self.run_dir = run_dir
+
+
+def check_finished(run_dir: Path, resume: Path, epoch: int, batch: int, epochs: int) -> None:
+    """Before the run folder is written: a checkpoint at the end of its run's ``epochs`` (``epoch``, ``batch``: where
+    it stopped) is ``NothingToResume`` in its own folder once the final report is there (else that report is made
+    again), and a ``UserError`` into another ``--out``, where nothing would be trained or saved."""
+    if epoch < epochs or batch:
+        return
+    owner = run_dir_of(resume)
+    report = owner / "eval.json" if owner is not None else None
+    done = f"finished its {plural(epochs, 'epoch')} already; nothing to resume"
+    if owner is not None and owner.resolve() == run_dir.resolve():
+        if report.is_file():
+            raise NothingToResume(run_dir, f"{run_dir} {done}. Its final report is {report}; to train longer, "
+                                           "start a new run")  # fmt: skip
+        return
+    where = f" (its final report is {report})" if report is not None and report.is_file() else ""
+    raise UserError(f"--resume {resume}: its run {done}{where}; nothing was written to --out {run_dir}. To train "
+                    f"longer, start a new run from its weights with --init-weights {resume}")  # fmt: skip
 
 
 def _check_unsaved_run(run_dir: Path, cfg: TrainConfig) -> None:

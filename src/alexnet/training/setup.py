@@ -31,7 +31,7 @@ from .finetune import check_pretrained, resolve_settings
 from .resume import resumed_config
 from .rng import seed_everything
 from .run import Run
-from .run_dir import RunLock, clear_run_dir, find_run_dir, probe_writable
+from .run_dir import RunLock, check_finished, clear_run_dir, find_run_dir, probe_writable
 from .schedule import Plateau, lr_factor
 from .state import check_resume, restore
 from .step import build_model, build_optimizer
@@ -79,6 +79,7 @@ def setup(
     # gloo all-reduce of three numbers between two ranks took 0.3 ms (median; 3.5 ms p90 on a loaded 2-core VM)
     # against 0.3-1 s per AlexNet step at 64 px there, so the ranks agree every step and stop within one.
     check_every = 1 if device.type == "cpu" and dist_info.enabled else cfg.log_every
+    epochs = _epochs(cfg, state, steps_per_epoch, run_dir, resume_path)
     if dist_info.main:  # everything is checked: from here on the run directory is written
         clear_run_dir(run_dir, overwrite=cfg.overwrite)
     elapsed = state.pop("elapsed", 0.0)  # seconds trained before this session: a resumed budget has the rest
@@ -90,14 +91,22 @@ def setup(
         seconds = parse_duration(cfg.time_budget) - elapsed
         run.budget = Budget(seconds, started if started is not None else time.time())
         run.threads = cpu_threads(device, dist_info.enabled, run.log.print)
-    if run.total_steps is not None:  # resumed after a time budget's plan
-        run.epochs = epochs_for(run.total_steps, steps_per_epoch)
-    else:  # under a time budget not yet planned: until the first steps are timed (plan_budget)
-        run.epochs = cfg.epochs or 10**9
+    run.epochs = epochs  # under a time budget, planned once the first steps are timed (plan_budget)
     run.lr = cfg.lr * lr_factor(cfg, run.step, steps_per_epoch, plateau.decays, run.total_steps, run.plan)
     if dist_info.main:
         _announce(run, resume_path if ckpt is not None else None)
     return run
+
+
+def _epochs(cfg: TrainConfig, state: dict, steps_per_epoch: int, run_dir: Path, resume_path: Path | None) -> int:
+    """The epochs to run: those of a time budget's plan when resumed after one, else ``cfg.epochs`` (under a time
+    budget not yet planned: "until the first steps are timed"). A resumed run that has run them all is refused
+    before its folder is written: ``check_finished``."""
+    total = state.get("total_steps")
+    epochs = epochs_for(total, steps_per_epoch) if total is not None else cfg.epochs or 10**9
+    if state:
+        check_finished(run_dir, resume_path, state["start_epoch"], state["start_batch"], epochs)
+    return epochs
 
 
 def _run_dir(cfg: TrainConfig, dist_info: Dist, say, lock: RunLock | None) -> tuple[Path, Path | None]:
