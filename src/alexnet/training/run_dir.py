@@ -103,23 +103,23 @@ class NothingToResume(Exception):
         self.run_dir = run_dir
 
 
-def check_finished(run_dir: Path, resume: Path, epoch: int, batch: int, epochs: int) -> None:
-    """Before the run folder is written: a checkpoint at the end of its run's ``epochs`` (``epoch``, ``batch``: where
-    it stopped) is ``NothingToResume`` in its own folder once the final report is there (else that report is made
-    again), and a ``UserError`` into another ``--out``, where nothing would be trained or saved."""
+def check_finished(run_dir: Path, resume: Path, epoch: int, batch: int, epochs: int) -> Path | None:
+    """Before the run folder is written: is ``resume`` at the end of its run's ``epochs`` (``epoch``, ``batch``:
+    where it stopped)? In its own folder, once the final report is there: ``NothingToResume`` (else that report is
+    made again). Into another ``--out`` it returns ``resume``: ``clear_run_dir`` makes it that run's checkpoint, and
+    only the final report is made (with this command's evaluation flags). None: there is training left."""
     if epoch < epochs or batch:
-        return
+        return None
     owner = run_dir_of(resume)
-    report = owner / "eval.json" if owner is not None else None
-    done = f"finished its {plural(epochs, 'epoch')} already; nothing to resume"
-    if owner is not None and owner.resolve() == run_dir.resolve():
-        if report.is_file():
-            raise NothingToResume(run_dir, f"{run_dir} {done}. Its final report is {report}; to train longer, "
-                                           "start a new run")  # fmt: skip
-        return
-    where = f" (its final report is {report})" if report is not None and report.is_file() else ""
-    raise UserError(f"--resume {resume}: its run {done}{where}; nothing was written to --out {run_dir}. To train "
-                    f"longer, start a new run from its weights with --init-weights {resume}")  # fmt: skip
+    if owner.resolve() != run_dir.resolve():
+        return resume
+    report = run_dir / "eval.json"
+    if report.is_file():
+        done = f"finished its {plural(epochs, 'epoch')} already; nothing to resume"
+        raise NothingToResume(
+            run_dir, f"{run_dir} {done}. Its final report is {report}; to train longer, start a new run"
+        )
+    return None
 
 
 def _check_unsaved_run(run_dir: Path, cfg: TrainConfig) -> None:
@@ -184,10 +184,11 @@ def probe_writable(run_dir: Path) -> None:
         raise UserError(f"--out {run_dir}: cannot write in {existing} ({e.strerror or e})") from None
 
 
-def clear_run_dir(run_dir: Path, *, overwrite: bool) -> None:
+def clear_run_dir(run_dir: Path, *, overwrite: bool, finished: Path | None = None) -> None:
     """Mark ``run_dir`` as ours (``MARKER``; ``find_run_dir`` has refused a folder of someone else's files). With
     ``overwrite``, delete the files a previous run wrote (``OURS``, ``OUR_PATTERNS``: regular files, not links, not
-    anything else in the folder); always, the temp files of a save that was killed."""
+    anything else in the folder); always, the temp files of a save that was killed. ``finished``: the checkpoint of
+    a finished run resumed into ``run_dir`` (``check_finished``), which becomes its ``checkpoints/last.pt``."""
     run_dir.mkdir(parents=True, exist_ok=True)
     if overwrite:
         doomed = [run_dir / name for name in OURS] + [p for pattern in OUR_PATTERNS for p in run_dir.glob(pattern)]
@@ -199,6 +200,9 @@ def clear_run_dir(run_dir: Path, *, overwrite: bool) -> None:
                 (run_dir / folder).rmdir()
     (run_dir / MARKER).write_text('{"alexnet": "run folder"}\n')
     clean_stale_temps(run_dir / "checkpoints")  # .last.pt.<random>.tmp files only: see checkpoint.save_payload
+    if finished is not None:  # nothing to train: the run's checkpoint, so that the folder is a whole run
+        (run_dir / "checkpoints").mkdir(exist_ok=True)
+        copy_checkpoint(finished, run_dir / "checkpoints" / "last.pt")
 
 
 def copy_checkpoint(src: Path, dst: Path) -> None:

@@ -25,6 +25,7 @@ from ..distributed import Dist, on_main
 from ..errors import UserError
 from ..imbalance import balanced_weights, class_counts, describe_weights
 from ..runlog import RunLog
+from ..text import plural
 from .budget import Budget, cpu_threads
 from .cpu_path import choose_precision
 from .finetune import check_pretrained, resolve_settings
@@ -79,9 +80,9 @@ def setup(
     # gloo all-reduce of three numbers between two ranks took 0.3 ms (median; 3.5 ms p90 on a loaded 2-core VM)
     # against 0.3-1 s per AlexNet step at 64 px there, so the ranks agree every step and stop within one.
     check_every = 1 if device.type == "cpu" and dist_info.enabled else cfg.log_every
-    epochs = _epochs(cfg, state, steps_per_epoch, run_dir, resume_path)
+    epochs, finished = _epochs(cfg, state, steps_per_epoch, run_dir, resume_path)
     if dist_info.main:  # everything is checked: from here on the run directory is written
-        clear_run_dir(run_dir, overwrite=cfg.overwrite)
+        clear_run_dir(run_dir, overwrite=cfg.overwrite, finished=finished)
     elapsed = state.pop("elapsed", 0.0)  # seconds trained before this session: a resumed budget has the rest
     log = RunLog(run_dir, enabled=dist_info.main, resume_step=state.get("step"), elapsed=elapsed)
     criterion = _criterion(cfg, data, device, say)
@@ -98,15 +99,17 @@ def setup(
     return run
 
 
-def _epochs(cfg: TrainConfig, state: dict, steps_per_epoch: int, run_dir: Path, resume_path: Path | None) -> int:
+def _epochs(
+    cfg: TrainConfig, state: dict, steps_per_epoch: int, run_dir: Path, resume_path: Path | None
+) -> tuple[int, Path | None]:
     """The epochs to run: those of a time budget's plan when resumed after one, else ``cfg.epochs`` (under a time
-    budget not yet planned: "until the first steps are timed"). A resumed run that has run them all is refused
-    before its folder is written: ``check_finished``."""
+    budget not yet planned: "until the first steps are timed"); and the checkpoint of a finished run resumed into
+    another folder, or None. A finished run resumed in its own folder stops here: ``check_finished``."""
     total = state.get("total_steps")
     epochs = epochs_for(total, steps_per_epoch) if total is not None else cfg.epochs or 10**9
-    if state:
-        check_finished(run_dir, resume_path, state["start_epoch"], state["start_batch"], epochs)
-    return epochs
+    if not state:
+        return epochs, None
+    return epochs, check_finished(run_dir, resume_path, state["start_epoch"], state["start_batch"], epochs)
 
 
 def _run_dir(cfg: TrainConfig, dist_info: Dist, say, lock: RunLock | None) -> tuple[Path, Path | None]:
@@ -194,6 +197,9 @@ def _announce(run: Run, resumed_from: Path | None) -> None:
         write_split(run.dir, run.data.dataset, run.cfg.val_fraction, run.cfg.seed)
     run.log.print(describe(run.device, run.dtype) + (f", {run.dist.world_size} processes" if run.dist.enabled else ""))
     run.log.print(f"data: {run.data.description}; run: {run.dir}")
-    if resumed_from is not None:
+    if resumed_from is not None and run.start_epoch >= run.epochs and not run.start_batch:  # see check_finished
+        run.log.print(f"{resumed_from} finished its {plural(run.epochs, 'epoch')}: nothing to train; it is "
+                      f"{run.dir / 'checkpoints' / 'last.pt'} now, and the final report is made again")  # fmt: skip
+    elif resumed_from is not None:
         run.log.print(f"resumed from {resumed_from} at epoch {run.start_epoch + 1}, batch {run.start_batch}, "
                       f"step {run.step}")  # fmt: skip
