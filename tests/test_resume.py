@@ -1,6 +1,7 @@
 """Resuming restores the run (issue 19); a run folder is ours before anything in it is replaced (issue 20 item 2)."""
 
 import json
+import os
 
 from alexnet.checkpoint import load as load_checkpoint
 from alexnet.cli import main
@@ -112,3 +113,54 @@ def test_resuming_a_finished_run_says_so_and_changes_nothing(tiny_data, tmp_path
     assert main(["train", "--out", str(run), "--resume", "auto"]) == 0
     assert f"{run} finished its 1 epoch already; nothing to resume" in capsys.readouterr().out
     assert ((run / "eval.json").stat().st_mtime_ns, (run / "checkpoints" / "last.pt").stat().st_mtime_ns) == before
+    # into a new --out it said "checkpoints: NEW/checkpoints/{last,best}.pt" and wrote none: now the checkpoint is
+    # there, and only the final report is made again (with this command's evaluation flags)
+    new, best = tmp_path / "new", run / "checkpoints" / "best.pt"
+    assert main(["train", "--resume", str(best), "--out", str(new), "--no-flip-eval"]) == 0
+    out = capsys.readouterr().out
+    assert f"{best} finished its 1 epoch: nothing to train; it is {new}/checkpoints/last.pt now" in out
+    assert f"checkpoints: {new}/checkpoints/last.pt  metrics" in out and "also best.pt" not in out
+    assert os.listdir(new / "checkpoints") == ["last.pt"] and (new / "eval.json").is_file()
+    assert os.path.samefile(new / "checkpoints" / "last.pt", best)  # a hard link: no second 0.5 GB write
+
+
+def test_a_second_train_into_a_busy_out_is_refused_and_the_lock_goes_with_the_run(tiny_data, tmp_path, capsys):  # noqa: F811
+    """Two ``alexnet train --out X`` at once both exited 0, each wiping the other's metrics.jsonl."""
+
+    from alexnet.training.run_dir import LOCK, RunLock
+
+    run = tmp_path / "runs" / "run"
+    with RunLock() as held:
+        held.take(run, f"--out {run}")  # as a running `alexnet train --out run` holds it
+        assert main(["train", tiny_data, "--out", str(run), "--epochs", "1", *PINNED_FLAGS]) == 2
+        busy = f"--out {run} is in use by another alexnet train (pid {os.getpid()}); wait for it or choose another"
+        assert capsys.readouterr().err.strip() == f"alexnet train: error: {busy} --out"
+        assert os.listdir(run) == [LOCK]  # nothing of the refused run was written
+    assert not (tmp_path / "runs").exists()  # a folder created only to be locked goes with the lock
+    train(tiny_config(tiny_data, run, epochs=1, max_steps_per_epoch=1))
+    assert not (run / LOCK).exists()
+    assert main(["train", "--out", str(run), "--resume", "auto"]) == 0  # the ended run's folder is free again
+    assert "finished its 1 epoch already" in capsys.readouterr().out
+
+
+def test_resume_of_a_run_folder_continues_its_last_checkpoint(tmp_path):
+    """``--resume RUN`` said "is a folder ... (a run's is RUN/checkpoints/best.pt)": resuming wants last.pt."""
+    import dataclasses
+
+    import pytest
+
+    from alexnet.errors import UserError
+    from alexnet.training.run_dir import MARKER, find_run_dir
+
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    for f in (MARKER, "metrics.jsonl", "checkpoints/last.pt"):
+        (run / f).write_text("x")
+
+    def where(resume):
+        return find_run_dir(dataclasses.replace(tiny_config(None, None, resume=resume), out=None))
+
+    assert where(str(run)) == (run, run / "checkpoints" / "last.pt")
+    with pytest.raises(UserError, match=r"is a folder, not a checkpoint file; give the file \(a run's is "
+                                        r"RUN/checkpoints/last.pt\)$"):  # fmt: skip
+        where(str(run / "checkpoints"))

@@ -399,6 +399,34 @@ def test_a_second_ctrl_c_stops_at_once_and_the_cli_exits_130(tiny_data, tmp_path
     assert signal.getsignal(signal.SIGINT) is handler
 
 
+def test_a_second_ctrl_c_while_saving_waits_for_the_save_and_a_third_stops_it(tiny_data, tmp_path, monkeypatch,
+                                                                              capsys):  # fmt: skip
+    """A second Ctrl-C that came while ``last.pt`` was written tore the write, reported as a full disk (exit 2)."""
+    from alexnet.cli import main
+
+    real = alexnet.training.loop.save
+    flags = ["--batch-size", "6", "--image-size", "64", "--device", "cpu", "--epochs", "1", "--max-steps-per-epoch"]
+    errs = {}
+    for knocks in (1, 2):  # more Ctrl-Cs while the checkpoint is written
+
+        def save(*args, knocks=knocks, **kw):
+            for _ in range(knocks):
+                os.kill(os.getpid(), signal.SIGINT)
+            return real(*args, **kw)
+
+        signal_at_steps(monkeypatch, {1: [signal.SIGINT]})  # the first: save and stop
+        monkeypatch.setattr(alexnet.training.loop, "save", save)
+        assert main(["train", tiny_data, "--out", str(tmp_path / str(knocks)), *flags, "2"]) == 130
+        errs[knocks] = capsys.readouterr().err
+        assert "received SIGINT again: saving the checkpoint, please wait" in errs[knocks], errs[knocks]
+        monkeypatch.undo()
+    saved = tmp_path / "1" / "checkpoints" / "last.pt"
+    assert f"stopped by SIGINT at step 1 (epoch 1); saved {saved}" in errs[1] and load_checkpoint(saved).step == 1
+    assert errs[2].strip().endswith("stopped by a third SIGINT while saving (that save is lost); no checkpoint was "
+                                    "written yet"), errs[2]  # fmt: skip
+    assert not [p for p in (tmp_path / "2").rglob("*.pt*")]  # no torn file, no temp file
+
+
 def test_sighup_a_closed_terminal_saves_like_sigterm_and_the_cli_exits_129(tiny_data, tmp_path, monkeypatch, capsys):
     """Before: SIGHUP (the terminal or ssh session gone) killed the run at once, silently, without saving."""
     from alexnet.cli import main

@@ -166,7 +166,8 @@ class TrainConfig:
     out: str | None = setting(None, "run directory", metavar="DIR", none_text="runs/ARCH-RECIPE-TIME", on_resume="free")
     overwrite: bool = setting(False, "start afresh in an --out that holds another run's checkpoints or metrics",
                               switch=True, on_resume="free")  # fmt: skip
-    resume: str | None = setting(None, "auto (RUN_DIR/checkpoints/last.pt, if there is one) or a checkpoint path",
+    resume: str | None = setting(None, "auto (RUN_DIR/checkpoints/last.pt, if there is one), a checkpoint path, "
+                                 "or a run folder (its checkpoints/last.pt)",
                                  metavar="auto|PATH", on_resume="free")  # fmt: skip
     seed: int = setting(0, "random seed (shuffle, augmentation, init)", low=0, high=2**32 - 1, on_resume="fixed")
     log_every: int = setting(

@@ -4,7 +4,8 @@
   CPUs) and leaves it on exit if it joined it.
 - ``StopSignals``: a context manager that turns the first SIGTERM / SIGINT / SIGHUP into a request (``signum``),
   which the training loop honours at its next check by saving ``last.pt`` and raising ``Preempted``; a second signal
-  stops at once. The previous handlers are restored on exit, whatever happens.
+  stops at once (during a checkpoint's write, it waits for it: a third stops at once). The previous handlers are
+  restored on exit, whatever happens.
 - ``max_over_ranks`` / ``sum_over_ranks``: the small collectives by which ranks agree. Every rank must call them at
   the same points; the training loop calls them only at steps every rank reaches (the same step numbers: every
   rank runs the same number of steps per epoch).
@@ -130,7 +131,8 @@ class StopSignals:
     """``with StopSignals() as stop:`` the first SIGTERM, SIGINT or SIGHUP (a closed terminal, a dropped ssh session)
     sets ``stop.signum`` (nothing else happens until
     the loop looks at it); a second one raises at once: ``KeyboardInterrupt`` for SIGINT, ``Preempted`` without a
-    checkpoint for SIGTERM. On exit the handlers that were there before are put back.
+    checkpoint for SIGTERM. Inside ``stop.saving(...)`` a second one waits for the save to end (said once), and only
+    a third stops it. On exit the handlers that were there before are put back.
 
     Outside the main thread Python cannot install handlers: then signals keep their usual effect.
     """
@@ -140,6 +142,26 @@ class StopSignals:
     def __init__(self) -> None:
         self.signum: int | None = None
         self._previous: dict[int, object] = {}
+        self._saving = False
+        self._waited = False  # a second signal came during a save and was told to wait
+        self._forced: int | None = None  # a signal after that: the save was cut short
+
+    @contextmanager
+    def saving(self, kept: str) -> Iterator[None]:
+        """Around writing a checkpoint: a second signal waits for the write to end (a torn write is lost work,
+        and was reported as a full disk); a third stops it, and whatever the write raised becomes ``Preempted``
+        without a checkpoint, naming ``kept`` ("the last good checkpoint is ...")."""
+        self._saving = True
+        try:
+            yield
+        except BaseException:
+            if self._forced is None:
+                raise
+            name = signal.Signals(self._forced).name
+            raise Preempted(self._forced, None, f"stopped by a third {name} while saving (that save is lost); "
+                                                f"{kept}") from None  # fmt: skip
+        finally:
+            self._saving = False
 
     def __enter__(self) -> StopSignals:
         if threading.current_thread() is threading.main_thread():
@@ -155,7 +177,14 @@ class StopSignals:
 
     def _handle(self, signum: int, frame) -> None:
         name = signal.Signals(signum).name
-        if self.signum is not None:  # the second signal: stop now
+        if self.signum is not None and self._saving and not self._waited:  # the save ends soon: stopping now loses it
+            self._waited = True
+            with contextlib.suppress(OSError):
+                print(f"\nreceived {name} again: saving the checkpoint, please wait (a third {name} stops at once, "
+                      "losing this save)", file=sys.stderr)  # fmt: skip
+            return
+        if self.signum is not None:  # the second signal (a third during a save): stop now
+            self._forced = signum if self._saving else None
             if signum == signal.SIGINT:
                 raise KeyboardInterrupt
             raise Preempted(signum, None, f"stopped by a second {name} before saving")

@@ -29,11 +29,11 @@ class DecodeBoundsError(DecodeError):
     be genuine; the limit can be raised. ``alexnet serve`` answers these 422, the other decode errors 415."""
 
 
-def missing_file(path: str | os.PathLike, what: str) -> str:
+def missing_file(path: str | os.PathLike, what: str, in_run: str = "checkpoints/best.pt") -> str:
     """Why ``path`` is not the ``what`` ("model file", "checkpoint file"...) asked for: a folder given by mistake
-    (a run folder, say), or nothing there."""
+    (a run folder, say), or nothing there. ``in_run``: the run's file to suggest (``--resume`` wants last.pt)."""
     if os.path.isdir(path):
-        return f"{path}: is a folder, not a {what}; give the file (a run's is RUN/checkpoints/best.pt)"
+        return f"{path}: is a folder, not a {what}; give the file (a run's is RUN/{in_run})"
     return f"{path}: no such {what}"
 
 

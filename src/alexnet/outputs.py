@@ -114,3 +114,59 @@ def new_file_mode() -> int:
         mask = os.umask(0o22)
         os.umask(mask)
     return 0o666 & ~mask
+
+
+def lock_file(path: Path, busy: str) -> int:
+    """An exclusive lock on the file ``path`` (created, never through a symbolic link), held while the returned
+    descriptor is open: the kernel releases it when the process ends, however it ends (even ``kill -9``). The file
+    holds this process's id. ``busy``: the ``UserError`` message when another process holds the lock; ``{pid}``
+    in it becomes " (pid N)" with that process's id where it can be read, else nothing.
+
+    ``unlock_file`` removes the file before releasing it: a process that opened the old file then finds it gone
+    after its lock, and tries again on a new one (so two processes never both hold "the" lock)."""
+    import fcntl
+
+    for _ in range(5):
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+        except OSError as e:  # ELOOP: a symbolic link, which O_CREAT would have followed to create its target
+            raise UserError(f"{path}: cannot open the lock file ({e.strerror}); is it a symbolic link? remove it "
+                            "(nothing was written)") from None  # fmt: skip
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise UserError(busy.replace("{pid}", _holder(path))) from None
+        if _same_file(fd, path):
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+            return fd
+        os.close(fd)  # removed by its holder as it let go: lock the new one
+    raise UserError(busy.replace("{pid}", ""))
+
+
+def unlock_file(fd: int, path: Path) -> None:
+    """Release ``lock_file``'s lock: remove ``path`` (while still holding it), then close ``fd``."""
+    try:
+        if _same_file(fd, path):
+            path.unlink(missing_ok=True)
+    finally:
+        os.close(fd)
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        a, b = os.fstat(fd), os.stat(path, follow_symlinks=False)
+    except OSError:
+        return False
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+
+def _holder(path: Path) -> str:
+    """The " (pid N)" of the process whose id is in the lock file ``path``, or "" (not written yet, unreadable)."""
+    try:
+        with open(path, "rb") as f:
+            text = f.read(32).decode("ascii").strip()
+    except (OSError, UnicodeDecodeError):
+        return ""
+    return f" (pid {text})" if text.isdigit() else ""

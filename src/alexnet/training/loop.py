@@ -21,11 +21,11 @@ from ..distributed import Preempted, StopSignals, max_over_ranks, process_group,
 from ..errors import UserError
 from ..evaluate import evaluate, format_report, shows_top5
 from ..progress import progress
-from ..text import duration_text, plural
+from ..text import duration_text
 from .budget import BUDGET_SAVE_SECONDS, threads_restored
 from .planning import few_steps_note, plan_budget
 from .run import Run
-from .run_dir import copy_checkpoint
+from .run_dir import NothingToResume, RunLock, copy_checkpoint
 from .schedule import best_improved, lr_factor
 from .setup import setup
 from .state import save
@@ -44,8 +44,8 @@ def train(
     Set up (``UserError`` for any mistake, before anything is written), then for each epoch: its steps, then
     validation, schedule, ``last.pt`` / ``best.pt`` and a log line; at the end the final evaluation and pictures.
     SIGTERM / SIGINT / SIGHUP: the ranks finish their step, save ``last.pt`` and raise ``Preempted`` (the CLI exits
-    143 / 130 / 129); a second signal stops at once. Signal handlers and the process group are as before when this
-    returns.
+    143 / 130 / 129); a second signal stops at once, or once a save it interrupts is written. Signal handlers and
+    the process group are as before when this returns.
     ``stop_after_epoch``: return after that many epochs, as if killed after the checkpoint (tests of resuming).
     ``started``: when the run began (``time.time()``; default: now), the start of ``cfg.time_budget``.
     ``given``: the names of the settings the user gave (the CLI's flags and config file); a resumed run takes the
@@ -53,20 +53,18 @@ def train(
     """
     started = time.time() if started is None else started
     cfg.validate()
-    with process_group(cfg.device) as dist_info:
-        run = setup(
-            cfg, dist_info, started, given
-        )  # a signal here stops at once, as usual: there is nothing to save yet
+    with process_group(cfg.device) as dist_info, RunLock() as lock:  # rank 0 locks the run folder: see setup
+        try:
+            run = setup(cfg, dist_info, started, given, lock)  # a signal here stops at once: nothing to save yet
+        except NothingToResume as e:
+            if dist_info.main:
+                print(e)
+            return e.run_dir
         with run.log, StopSignals() as stop, threads_restored():
-            report = run.dir / "eval.json"
-            if run.start_epoch >= run.epochs and run.start_batch == 0 and report.is_file():  # nothing left to do
-                run.log.print(f"{run.dir} finished its {plural(run.epochs, 'epoch')} already; nothing to resume. Its "
-                              f"final report is {report}; to train longer, start a new run")  # fmt: skip
-                return run.dir
             epoch = run.start_epoch
             while epoch < run.epochs:  # run.epochs is fixed once a time budget's steps are planned
                 loss, images, seconds, data_wait = train_one_epoch(run, epoch, stop)
-                saved = end_of_epoch(run, epoch, loss, images, seconds, data_wait)
+                saved = end_of_epoch(run, epoch, loss, images, seconds, data_wait, stop)
                 check_stop(run, stop, epoch + 1, 0, saved=saved)  # a signal during validation
                 epoch += 1
                 if stop_after_epoch is not None and epoch >= stop_after_epoch:
@@ -194,7 +192,8 @@ def check_stop(run: Run, stop: StopSignals, epoch: int, batch: int, *, saved: bo
             totals = torch.stack([loss_sum, torch.tensor(images, dtype=loss_sum.dtype, device=run.device)])
             s, n = sum_over_ranks(totals, run.dist).tolist()
             partial = (s, int(n))
-        save(run, epoch, batch, partial=partial)
+        with stop.saving(_last_good(run)):
+            save(run, epoch, batch, partial=partial)
         run.last_save = time.time()
     if signum:
         name = signal.Signals(signum).name
@@ -202,6 +201,14 @@ def check_stop(run: Run, stop: StopSignals, epoch: int, batch: int, *, saved: bo
         message = (f"stopped by {name} at step {run.step} (epoch {epoch + (batch > 0)}); saved {path}; resume with: "
                    f"alexnet train --out {run.dir} --resume auto (same data and flags)")  # fmt: skip
         raise Preempted(signum, str(path), message)
+
+
+def _last_good(run: Run) -> str:
+    """Where the last good checkpoint is, as words for a line that says why the run stopped."""
+    good = run.dir / "checkpoints" / "last.pt"
+    if not good.exists():
+        return "no checkpoint was written yet"
+    return f"the last good checkpoint is {good}: resume with alexnet train --out {run.dir} --resume auto"
 
 
 def _diverged(run: Run, what: str) -> UserError:
@@ -224,10 +231,12 @@ def _check_finite(run: Run, epoch: int, report: dict | None) -> None:
         raise _diverged(run, f"the weights became non-finite by step {run.step}")
 
 
-def end_of_epoch(run: Run, epoch: int, loss: float, images: int, seconds: float, data_wait: float) -> bool:
+def end_of_epoch(
+    run: Run, epoch: int, loss: float, images: int, seconds: float, data_wait: float, stop: StopSignals
+) -> bool:
     """Validate, step the plateau schedule, write ``last.pt`` (and ``best.pt`` when the chosen metric improved:
-    val top-1, or the epoch's train loss without a val split), one metrics record and one console line. Returns
-    whether ``last.pt`` was written."""
+    val top-1, or the epoch's train loss without a val split; a second signal waits for that: ``stop.saving``), one
+    metrics record and one console line. Returns whether ``last.pt`` was written."""
     data, budget = run.data, run.budget
     t0 = time.perf_counter()
     report, subset = validate(run, epoch)
@@ -238,7 +247,8 @@ def end_of_epoch(run: Run, epoch: int, loss: float, images: int, seconds: float,
         budget.pending = None
     _check_finite(run, epoch, report)
     metric, value = ("val_top1", report["top1"]) if report else ("train_loss", loss)
-    saving, is_best, improved = save_epoch(run, epoch, metric, value)
+    with stop.saving(_last_good(run)):
+        saving, is_best, improved = save_epoch(run, epoch, metric, value)
     rate = images / max(seconds, 1e-9) if images else None  # None: all its steps ran before this run resumed
     val = {f"val_{k}": report[k] if report else None for k in ("loss", "top1", "top5", "count")}
     run.log.epoch(epoch=epoch + 1, step=run.step, train_loss=loss, **val, val_seconds=round(eval_seconds, 3),
@@ -334,7 +344,7 @@ def _which_epoch(run: Run) -> str:
     """Which weights the final report is about: the last epoch's (best.pt may be another)."""
     best = run.best.get("epoch")
     text = f"last epoch, {run.epochs}"
-    if best is not None:
+    if best is not None and (run.dir / "checkpoints" / "best.pt").exists():  # a finished run copied: last.pt only
         text += f"; best.pt is epoch {best}" if best != run.epochs else "; also best.pt"
     return text
 
@@ -371,7 +381,9 @@ def finish(run: Run) -> None:
         for path in make_plots(run.dir):
             run.log.print(f"wrote {path}")
     ckpt_dir = run.dir / "checkpoints"
-    run.log.print(f"run: {run.dir}  checkpoints: {ckpt_dir}/{{last,best}}.pt  metrics: {run.dir / 'metrics.jsonl'}")
+    names = ",".join(name for name in ("last", "best") if (ckpt_dir / f"{name}.pt").exists())
+    shown = f"{ckpt_dir}/{{{names}}}.pt" if "," in names else f"{ckpt_dir}/{names}.pt" if names else "none"
+    run.log.print(f"run: {run.dir}  checkpoints: {shown}  metrics: {run.dir / 'metrics.jsonl'}")
     note = few_steps_note(run)
     if note:
         run.log.print(note)

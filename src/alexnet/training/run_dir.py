@@ -15,6 +15,8 @@ from ..config import TrainConfig
 from ..data.holdout import run_dir_of
 from ..errors import UserError, missing_file
 from ..limits import limits, read_bounded
+from ..outputs import lock_file, unlock_file
+from ..text import plural
 
 
 def default_run_dir(cfg: TrainConfig) -> Path:
@@ -23,6 +25,7 @@ def default_run_dir(cfg: TrainConfig) -> Path:
 
 RUN_FILES = ("checkpoints/last.pt", "checkpoints/best.pt", "metrics.jsonl", "metrics.csv")
 MARKER = ".alexnet-run"  # written into every run folder before anything else: what makes a folder ours
+LOCK = ".alexnet-lock"  # held by the run training into the folder (RunLock); removed when it ends
 # what --overwrite removes: the files our runs write, by name or pattern, and nothing else in the folder
 OURS = (*RUN_FILES, "eval.json", "config.json", "split.json", MARKER)
 OUR_PATTERNS = ("plots/*.png", "tensorboard/events.out.tfevents.*")
@@ -37,20 +40,25 @@ def is_run_dir(run_dir: Path) -> bool:
     return metrics.is_file() and not metrics.is_symlink() and checkpoints.is_dir() and not checkpoints.is_symlink()
 
 
-def find_run_dir(cfg: TrainConfig) -> tuple[Path, Path | None]:
+def find_run_dir(cfg: TrainConfig, lock: RunLock | None = None) -> tuple[Path, Path | None]:
     """(run directory, checkpoint to resume or None). Refuses the directory of another run (it has checkpoints or
-    metrics) unless resuming it or ``overwrite``. Reads only: ``clear_run_dir`` deletes, once the data is open too.
+    metrics) unless resuming it or ``overwrite``. With ``lock``, locks the directory first (creating it): another
+    ``alexnet train`` into it is refused. Writes nothing else: ``clear_run_dir`` deletes, once the data is open too.
 
     ``--resume PATH`` continues PATH's own run folder when there is no ``--out`` (a new folder when PATH is not in
     one of our runs), and refuses an ``--out`` that holds another run: the two runs' metrics and checkpoints would
-    mix. Into a new or empty ``--out`` it continues there, a copy of the run from that checkpoint on.
+    mix. Into a new or empty ``--out`` it continues there, a copy of the run from that checkpoint on. ``--resume
+    RUN`` (one of our run folders) continues its ``checkpoints/last.pt``.
     """
     run_dir, resume, owner = _where(cfg)
-    if run_dir.is_dir() and any(run_dir.iterdir()) and not is_run_dir(run_dir):
-        shown = ", ".join(sorted(p.name for p in run_dir.iterdir())[:4])
+    if lock is not None:
+        probe_writable(run_dir)
+        lock.take(run_dir, f"--out {run_dir}" if cfg.out else str(run_dir))
+    others = sorted(p.name for p in run_dir.iterdir() if p.name != LOCK) if run_dir.is_dir() else []
+    if others and not is_run_dir(run_dir):
         raise UserError(
-            f"--out {run_dir} holds files that are not an alexnet run ({shown}...); nothing there is touched: "
-            "choose a new or empty folder"
+            f"--out {run_dir} holds files that are not an alexnet run ({', '.join(others[:4])}...); nothing there is "
+            "touched: choose a new or empty folder"
         )
     found = [name for name in RUN_FILES if (run_dir / name).exists()]
     if found and not cfg.resume and not cfg.overwrite:
@@ -76,12 +84,42 @@ def _where(cfg: TrainConfig) -> tuple[Path, Path | None, Path | None]:
         last = run_dir / "checkpoints" / "last.pt"
         return run_dir, last if last.exists() else None, None
     resume = Path(cfg.resume) if cfg.resume else None
+    if resume is not None and is_run_dir(resume) and (resume / "checkpoints" / "last.pt").is_file():
+        resume = resume / "checkpoints" / "last.pt"  # a run folder: where it stopped
     if resume is not None and not resume.is_file():  # said first: its "run folder" would be a guess from the path
-        raise UserError(missing_file(resume, "checkpoint file"))
+        raise UserError(missing_file(resume, "checkpoint file", "checkpoints/last.pt"))
     owner = run_dir_of(resume) if resume is not None else None
     if cfg.out:
         return Path(cfg.out), resume, owner
     return owner if owner is not None and is_run_dir(owner) else default_run_dir(cfg), resume, owner
+
+
+class NothingToResume(Exception):
+    """The checkpoint resumed in its own run folder finished that run, whose final report is written: nothing to do
+    (the message says so; the CLI exits 0)."""
+
+    def __init__(self, run_dir: Path, message: str) -> None:
+        super().__init__(message)
+        self.run_dir = run_dir
+
+
+def check_finished(run_dir: Path, resume: Path, epoch: int, batch: int, epochs: int) -> Path | None:
+    """Before the run folder is written: is ``resume`` at the end of its run's ``epochs`` (``epoch``, ``batch``:
+    where it stopped)? In its own folder, once the final report is there: ``NothingToResume`` (else that report is
+    made again). Into another ``--out`` it returns ``resume``: ``clear_run_dir`` makes it that run's checkpoint, and
+    only the final report is made (with this command's evaluation flags). None: there is training left."""
+    if epoch < epochs or batch:
+        return None
+    owner = run_dir_of(resume)
+    if owner.resolve() != run_dir.resolve():
+        return resume
+    report = run_dir / "eval.json"
+    if report.is_file():
+        done = f"finished its {plural(epochs, 'epoch')} already; nothing to resume"
+        raise NothingToResume(
+            run_dir, f"{run_dir} {done}. Its final report is {report}; to train longer, start a new run"
+        )
+    return None
 
 
 def _check_unsaved_run(run_dir: Path, cfg: TrainConfig) -> None:
@@ -102,6 +140,35 @@ def _check_unsaved_run(run_dir: Path, cfg: TrainConfig) -> None:
         )
 
 
+class RunLock:
+    """``with RunLock() as lock:`` ``lock.take(run_dir, name)`` locks ``run_dir`` (``LOCK``, creating the folder) until
+    the block ends, however it ends; a second ``take`` of a locked folder, by any process, is a ``UserError``. On
+    exit the lock file goes, and the folders ``take`` created when nothing else was written in them."""
+
+    def __init__(self) -> None:
+        self.fd: int | None = None
+        self.path: Path | None = None
+        self.created: list[Path] = []
+
+    def take(self, run_dir: Path, name: str) -> None:
+        self.created = [p for p in (run_dir, *run_dir.parents) if not p.exists() and not p.is_symlink()]
+        run_dir.mkdir(parents=True, exist_ok=True)
+        self.path = run_dir / LOCK
+        busy = f"{name} is in use by another alexnet train{{pid}}; wait for it or choose another --out"
+        self.fd = lock_file(self.path, busy)
+
+    def __enter__(self) -> RunLock:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.fd is not None:
+            unlock_file(self.fd, self.path)
+            self.fd = None
+        for folder in self.created:  # deepest first; only when empty: a refused run leaves nothing behind
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+
+
 def probe_writable(run_dir: Path) -> None:
     """``UserError`` unless ``run_dir`` can be created and written (a temp file in its nearest existing folder,
     deleted at once: nothing is left behind when a later check refuses the run)."""
@@ -117,10 +184,11 @@ def probe_writable(run_dir: Path) -> None:
         raise UserError(f"--out {run_dir}: cannot write in {existing} ({e.strerror or e})") from None
 
 
-def clear_run_dir(run_dir: Path, *, overwrite: bool) -> None:
+def clear_run_dir(run_dir: Path, *, overwrite: bool, finished: Path | None = None) -> None:
     """Mark ``run_dir`` as ours (``MARKER``; ``find_run_dir`` has refused a folder of someone else's files). With
     ``overwrite``, delete the files a previous run wrote (``OURS``, ``OUR_PATTERNS``: regular files, not links, not
-    anything else in the folder); always, the temp files of a save that was killed."""
+    anything else in the folder); always, the temp files of a save that was killed. ``finished``: the checkpoint of
+    a finished run resumed into ``run_dir`` (``check_finished``), which becomes its ``checkpoints/last.pt``."""
     run_dir.mkdir(parents=True, exist_ok=True)
     if overwrite:
         doomed = [run_dir / name for name in OURS] + [p for pattern in OUR_PATTERNS for p in run_dir.glob(pattern)]
@@ -132,6 +200,9 @@ def clear_run_dir(run_dir: Path, *, overwrite: bool) -> None:
                 (run_dir / folder).rmdir()
     (run_dir / MARKER).write_text('{"alexnet": "run folder"}\n')
     clean_stale_temps(run_dir / "checkpoints")  # .last.pt.<random>.tmp files only: see checkpoint.save_payload
+    if finished is not None:  # nothing to train: the run's checkpoint, so that the folder is a whole run
+        (run_dir / "checkpoints").mkdir(exist_ok=True)
+        copy_checkpoint(finished, run_dir / "checkpoints" / "last.pt")
 
 
 def copy_checkpoint(src: Path, dst: Path) -> None:

@@ -25,27 +25,35 @@ from ..distributed import Dist, on_main
 from ..errors import UserError
 from ..imbalance import balanced_weights, class_counts, describe_weights
 from ..runlog import RunLog
+from ..text import plural
 from .budget import Budget, cpu_threads
 from .cpu_path import choose_precision
 from .finetune import check_pretrained, resolve_settings
 from .resume import resumed_config
 from .rng import seed_everything
 from .run import Run
-from .run_dir import clear_run_dir, find_run_dir, probe_writable
+from .run_dir import RunLock, check_finished, clear_run_dir, find_run_dir, probe_writable
 from .schedule import Plateau, lr_factor
 from .state import check_resume, restore
 from .step import build_model, build_optimizer
 
 
-def setup(cfg: TrainConfig, dist_info: Dist, started: float | None = None, given: Collection[str] | None = None) -> Run:
-    """Device and precision, run directory (refused before anything is read if it holds another run), checkpoint to
+def setup(
+    cfg: TrainConfig,
+    dist_info: Dist,
+    started: float | None = None,
+    given: Collection[str] | None = None,
+    lock: RunLock | None = None,
+) -> Run:
+    """Device and precision, run directory (locked with ``lock`` on rank 0, then refused before anything is read if
+    it holds another run), checkpoint to
     resume (its own settings restored: ``resume.resumed_config``), data, settings chosen from the data
     (``alexnet.auto``), model, optimizer; restores the training state when resuming. ``started``: when the run began
     (``time.time()``), for ``cfg.time_budget``; ``given``: the settings the user gave (see ``train``)."""
     say = print if dist_info.main else (lambda line: None)
     cfg = absolute_data_paths(cfg)  # stored in the checkpoint: evaluate and resume find the data from anywhere
     device = _device(cfg, dist_info)
-    run_dir, resume_path = _run_dir(cfg, dist_info, say)
+    run_dir, resume_path = _run_dir(cfg, dist_info, say, lock)
     ckpt = checkpoint.load(resume_path) if resume_path else None
     if ckpt is not None:
         cfg = resumed_config(cfg, ckpt, resume_path, given, say)
@@ -72,8 +80,9 @@ def setup(cfg: TrainConfig, dist_info: Dist, started: float | None = None, given
     # gloo all-reduce of three numbers between two ranks took 0.3 ms (median; 3.5 ms p90 on a loaded 2-core VM)
     # against 0.3-1 s per AlexNet step at 64 px there, so the ranks agree every step and stop within one.
     check_every = 1 if device.type == "cpu" and dist_info.enabled else cfg.log_every
+    epochs, finished = _epochs(cfg, state, steps_per_epoch, run_dir, resume_path)
     if dist_info.main:  # everything is checked: from here on the run directory is written
-        clear_run_dir(run_dir, overwrite=cfg.overwrite)
+        clear_run_dir(run_dir, overwrite=cfg.overwrite, finished=finished)
     elapsed = state.pop("elapsed", 0.0)  # seconds trained before this session: a resumed budget has the rest
     log = RunLog(run_dir, enabled=dist_info.main, resume_step=state.get("step"), elapsed=elapsed)
     criterion = _criterion(cfg, data, device, say)
@@ -83,21 +92,31 @@ def setup(cfg: TrainConfig, dist_info: Dist, started: float | None = None, given
         seconds = parse_duration(cfg.time_budget) - elapsed
         run.budget = Budget(seconds, started if started is not None else time.time())
         run.threads = cpu_threads(device, dist_info.enabled, run.log.print)
-    if run.total_steps is not None:  # resumed after a time budget's plan
-        run.epochs = epochs_for(run.total_steps, steps_per_epoch)
-    else:  # under a time budget not yet planned: until the first steps are timed (plan_budget)
-        run.epochs = cfg.epochs or 10**9
+    run.epochs = epochs  # under a time budget, planned once the first steps are timed (plan_budget)
     run.lr = cfg.lr * lr_factor(cfg, run.step, steps_per_epoch, plateau.decays, run.total_steps, run.plan)
     if dist_info.main:
         _announce(run, resume_path if ckpt is not None else None)
     return run
 
 
-def _run_dir(cfg: TrainConfig, dist_info: Dist, say) -> tuple[Path, Path | None]:
+def _epochs(
+    cfg: TrainConfig, state: dict, steps_per_epoch: int, run_dir: Path, resume_path: Path | None
+) -> tuple[int, Path | None]:
+    """The epochs to run: those of a time budget's plan when resumed after one, else ``cfg.epochs`` (under a time
+    budget not yet planned: "until the first steps are timed"); and the checkpoint of a finished run resumed into
+    another folder, or None. A finished run resumed in its own folder stops here: ``check_finished``."""
+    total = state.get("total_steps")
+    epochs = epochs_for(total, steps_per_epoch) if total is not None else cfg.epochs or 10**9
+    if not state:
+        return epochs, None
+    return epochs, check_finished(run_dir, resume_path, state["start_epoch"], state["start_batch"], epochs)
+
+
+def _run_dir(cfg: TrainConfig, dist_info: Dist, say, lock: RunLock | None) -> tuple[Path, Path | None]:
     """(run directory, checkpoint to resume or None): ``find_run_dir``, writable (before minutes of data loading, not
     after); ``--resume auto`` where there is no checkpoint says that it starts a new run (a mistyped ``--out`` looked
     like a resumed run)."""
-    run_dir, resume_path = on_main(lambda: find_run_dir(cfg), dist_info)
+    run_dir, resume_path = on_main(lambda: find_run_dir(cfg, lock), dist_info)
     on_main(lambda: probe_writable(run_dir), dist_info)
     if cfg.resume == "auto" and resume_path is None:
         builtin = "" if cfg.data or cfg.train_dir else " on the built-in data (no DATA given)"
@@ -178,6 +197,9 @@ def _announce(run: Run, resumed_from: Path | None) -> None:
         write_split(run.dir, run.data.dataset, run.cfg.val_fraction, run.cfg.seed)
     run.log.print(describe(run.device, run.dtype) + (f", {run.dist.world_size} processes" if run.dist.enabled else ""))
     run.log.print(f"data: {run.data.description}; run: {run.dir}")
-    if resumed_from is not None:
+    if resumed_from is not None and run.start_epoch >= run.epochs and not run.start_batch:  # see check_finished
+        run.log.print(f"{resumed_from} finished its {plural(run.epochs, 'epoch')}: nothing to train; it is "
+                      f"{run.dir / 'checkpoints' / 'last.pt'} now, and the final report is made again")  # fmt: skip
+    elif resumed_from is not None:
         run.log.print(f"resumed from {resumed_from} at epoch {run.start_epoch + 1}, batch {run.start_batch}, "
                       f"step {run.step}")  # fmt: skip

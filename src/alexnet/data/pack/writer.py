@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from ...errors import UserError
+from ...outputs import lock_file
 from ..split import SplitLike
 from ..stats import stats_from_sums
 from .reader import FORMAT, IN_PROGRESS, LOCK, MANIFEST, RESIZE_MODES, VERSION, _file_digest
@@ -202,21 +203,9 @@ def _start(out: Path) -> None:
             child.rmdir()
 
 
-def _lock(out: Path):
+def _lock(out: Path) -> int:
     """An exclusive lock on ``out`` for this process's lifetime of the pack (released if it dies)."""
-    import fcntl
-
-    try:
-        fd = os.open(out / LOCK, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
-    except OSError as e:  # ELOOP: a symbolic link, which O_CREAT would have followed to create its target
-        raise UserError(f"{out / LOCK}: cannot open the lock file ({e.strerror}); is it a symbolic link? "
-                        "remove it (nothing was written)") from None  # fmt: skip
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        raise UserError(f"{out}: another `alexnet data pack` is writing this directory; wait for it") from None
-    return fd
+    return lock_file(out / LOCK, f"{out}: another `alexnet data pack`{{pid}} is writing this directory; wait for it")
 
 
 def _fsync(path: Path) -> None:
