@@ -264,7 +264,8 @@ def evaluate_file(
     dataset = _dataset(data, info.config or {}, model_path)
     chosen = dataset.split(split)
     classes, warnings = list(info.classes), []
-    if chosen.left_out is not None and (said := chosen.left_out.line()):  # as train says it (listing.LeftOut)
+    left_out = getattr(chosen, "left_out", None)  # a folder's files that are not images (listing.LeftOut); no pack's
+    if left_out is not None and (said := left_out.line()):  # said as train says it
         warnings.append(said)
         print(f"warning: {said}", file=sys.stderr)
     try:
