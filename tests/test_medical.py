@@ -105,7 +105,7 @@ def test_undecodable_transfer_syntax_is_one_line_naming_it():
 
 
 def test_multi_frame_gives_the_first_frame_and_says_so(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(dicom, "_said_multiframe", False)
+    monkeypatch.setattr(dicom, "_said", set())
     frames = np.stack([np.full((4, 6), v, np.uint16) for v in (10, 20, 30)])
     frames[0, 0, 0] = 0
     p = tmp_path / "cine.dcm"
@@ -223,7 +223,7 @@ def test_rescale_slope_0_is_refused_and_an_unusable_window_is_said_and_ignored(t
     dicom.write(tmp_path / "flat.dcm", STORED, slope=0, intercept=5)
     with pytest.raises(DecodeError, match=r"flat\.dcm: DICOM RescaleSlope \(0028,1053\) is 0"):
         decode_image(tmp_path / "flat.dcm")
-    monkeypatch.setattr(dicom, "_said_window", False)
+    monkeypatch.setattr(dicom, "_said", set())
     dicom.write(tmp_path / "ww0.dcm", STORED, window=(40, 0))
     t = decode_image(tmp_path / "ww0.dcm", channels=1)
     assert t[0, 0, 0] == 0 and t[0, 0, -1] == 255  # min..max, as without a window

@@ -31,8 +31,7 @@ from . import window as windowing
 
 MAGIC_OFFSET = 128  # Part 10: a 128-byte preamble, then "DICM"
 DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"  # Media Storage Directory Storage
-_said_multiframe = False
-_said_window = False
+_said: set[str] = set()  # what _say_once has said in this process (a multi-frame file, an unusable window)
 
 
 def is_dicom(data: bytes) -> bool:
@@ -312,9 +311,17 @@ def decode(data: bytes, name: str, *, max_pixels: int, max_aspect: float, window
 def _to_uint8(ds, h: Header, name: str, window: str) -> np.ndarray:
     arr = _first_frame(ds, h, name)
     if h.frames > 1:
-        _say_multiframe(name, h.frames)
+        _say_once(
+            "multiframe",
+            f"{name}: a multi-frame DICOM ({h.frames} frames); the first frame is used, here and "
+            "for every other multi-frame DICOM",
+        )
     if h.window_problem and window == "auto":
-        _say_window(name, h.window_problem)
+        _say_once(
+            "window",
+            f"{name}: its stored window is not used ({h.window_problem}); windowed min..max instead, "
+            "here and for every other DICOM whose stored window is unusable",
+        )
     if h.samples == 3:  # pydicom converted YBR to RGB
         bits = h.bits_stored if 0 < h.bits_stored <= h.bits_allocated else h.bits_allocated
         return to_8bit(arr, bits)
@@ -421,26 +428,11 @@ def to_8bit(x: np.ndarray, bits: int) -> np.ndarray:
     return y.astype(np.uint8)
 
 
-def _say_multiframe(name: str, frames: int) -> None:
-    global _said_multiframe
-    if not _said_multiframe:
-        _said_multiframe = True
-        print(
-            f"{name}: a multi-frame DICOM ({frames} frames); the first frame is used, here and for every other "
-            "multi-frame DICOM",
-            file=sys.stderr,
-        )
-
-
-def _say_window(name: str, problem: str) -> None:
-    global _said_window
-    if not _said_window:
-        _said_window = True
-        print(
-            f"{name}: its stored window is not used ({problem}); windowed min..max instead, here and for every other "
-            "DICOM whose stored window is unusable",
-            file=sys.stderr,
-        )
+def _say_once(kind: str, text: str) -> None:
+    """Print ``text`` on stderr the first time this process meets a file of this ``kind``, not once per file."""
+    if kind not in _said:
+        _said.add(kind)
+        print(text, file=sys.stderr)
 
 
 def write(
