@@ -10,6 +10,7 @@ from torch import nn
 
 from alexnet import AlexNet, AlexNet2012, UserError, create_model, list_models
 from alexnet.model import MIN_INPUT_SIZE, count_params
+from alexnet.shared_fc6 import SharedFc6
 from alexnet.summary import layer_table
 
 
@@ -70,6 +71,55 @@ def test_evaluation_folds_the_pool_but_not_for_hooks_or_exports(monkeypatch):
     assert hooked == [1] and folded == [1]
     graph = torch.export.export(model, (x,)).graph
     assert folded == [1] and not any("eye" in str(node.target) for node in graph.nodes)
+
+
+@pytest.mark.parametrize("nesterov", [False, True])
+def test_a_shared_fc6_follows_torchvisions_sgd_trajectory(nesterov):
+    """At 64 px conv5 is one cell and fc6's 36 blocks see copies of it: ``share_fc6`` trains one block for all in a
+    group of lr / 36 and weight decay x 36. Against torchvision's AlexNet trained by ``torch.optim.SGD`` (float64,
+    momentum, weight decay, a changing lr): the same logits after every step, and the sums of fc6's blocks agree."""
+    torch.manual_seed(0)
+    ref = torchvision.models.alexnet(weights=None, num_classes=4, dropout=0.0).double().train()
+    ours = AlexNet(num_classes=4, dropout=0.0).double().train()
+    ours.load_state_dict(ref.state_dict())
+    assert ours.share_fc6(64) and isinstance(ours.classifier[1], SharedFc6)
+    hyper = dict(momentum=0.9, nesterov=nesterov, weight_decay=0.05)
+    opt_ref = torch.optim.SGD(ref.parameters(), lr=0.0, **hyper)
+    opt = torch.optim.SGD(ours.param_groups(weight_decay=0.05), lr=0.0, **hyper)
+    x, y = torch.randn(6, 3, 64, 64, dtype=torch.float64), torch.tensor([0, 1, 2, 3, 0, 1])
+    for lr in (0.02, 0.05, 0.03, 0.01):
+        for model, o in ((ref, opt_ref), (ours, opt)):
+            for group in o.param_groups:
+                group["lr"] = lr * group.get("lr_mult", 1.0)
+            o.zero_grad()
+            nn.functional.cross_entropy(model(x), y).backward()
+            o.step()
+        assert torch.allclose(ours(x), ref(x), rtol=1e-9, atol=1e-9)
+    blocks = ref.classifier[1].weight.detach().view(4096, 256, 36)
+    assert torch.allclose(36 * ours.classifier[1].weight.detach(), blocks.sum(-1), rtol=1e-9, atol=1e-9)
+
+
+def test_a_shared_fc6_saves_plain_fc6_and_loads_back_exactly():
+    """``state_dict`` is torchvision's (36 copies of the block): a plain AlexNet loading it gives the same outputs at
+    64 px, and a shared one gets its block back bit for bit (a resumed run continues exactly). Where the conv5 map
+    has more than one cell, or dropout masks the copies apart, nothing is shared."""
+    torch.manual_seed(0)
+    shared = AlexNet(num_classes=3, dropout=0.0)
+    assert shared.share_fc6(64)
+    state = shared.state_dict()
+    plain_state = AlexNet(num_classes=3).state_dict()
+    assert {k: v.shape for k, v in state.items()} == {k: v.shape for k, v in plain_state.items()}
+    plain, again = AlexNet(num_classes=3).eval(), AlexNet(num_classes=3, dropout=0.0)
+    plain.load_state_dict(state)
+    assert again.share_fc6(64)
+    again.load_state_dict(state)
+    assert torch.equal(again.classifier[1].weight, shared.classifier[1].weight)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(plain(x), shared.eval()(x), atol=1e-5)
+        z = torch.randn(1, 3, 160, 160)  # a 3x3 map: the plain path; the same network at any size
+        assert torch.allclose(plain(z), shared(z), atol=1e-5)
+    assert not AlexNet(dropout=0.0).share_fc6(100) and not AlexNet(dropout=0.5).share_fc6(64)
 
 
 def test_parameter_counts():

@@ -21,7 +21,7 @@ MIN_WINDOW = 10  # steps timed before a re-plan trusts their speed
 REPLAN_EVERY = 20  # steps between re-plans (and one at each epoch end); every 50 overran a 45 s budget by 13%
 # when the steps slowed 3x mid-epoch (another process took the cores)
 EVAL_COST = 0.3  # seconds of validation per image, in units of a training step's seconds per image (measured ~0.2)
-SAVE_BYTES_PER_PARAM, SAVE_RATE = 8, 150e6  # a checkpoint holds weights + momentum (fp32); bytes/s measured here
+SAVE_BYTES_PER_VALUE, SAVE_RATE = 4, 150e6  # a checkpoint holds weights + momentum (fp32); bytes/s measured here
 BUDGET_SAVE_SECONDS = 60  # under a time budget, last.pt at an epoch end only if the last save is this old
 BUDGET_MARGIN = 0.02  # of the budget, kept free (process exit, timing noise)
 PLOTS_SECONDS = 15.0  # --plots after the final report (the demo's seven pictures took 9-12 s on 2 cores)
@@ -31,10 +31,12 @@ FEW_STEPS = 0.7  # a run that got fewer than this share of its first plan's step
 @dataclass
 class Budget:
     """A time budget of ``seconds`` from ``started`` (``time.time()``), the timing of the first steps, and of the
-    steps since the last plan (a window that never includes validation or checkpoint saves)."""
+    steps since the last plan (a window that never includes validation or checkpoint saves). ``whole``: the run's
+    whole budget (``seconds`` is what a resumed run has left), whose ``BUDGET_MARGIN`` every plan keeps free."""
 
     seconds: float
     started: float
+    whole: float | None = None
     first: int = 0  # batch indices [first, last) of this epoch are timed
     last: int = 0
     t0: float | None = None
@@ -51,6 +53,10 @@ class Budget:
 
     def remaining(self) -> float:
         return self.seconds - self.elapsed()
+
+    def margin(self) -> float:
+        """Seconds kept free: a share of the whole budget, so a resumed run plans as the one it continues did."""
+        return BUDGET_MARGIN * (self.whole if self.whole is not None else self.seconds)
 
     def begin_epoch(self, start_batch: int, end: int) -> None:
         """Time steps of this epoch (from ``start_batch`` to ``end``): skip a few, then up to ``CALIBRATION_STEPS``."""

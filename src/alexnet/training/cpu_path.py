@@ -136,6 +136,7 @@ def _measure_cpu_paths(arch: str, image_size: int, batch_size: int, candidates: 
     torch.manual_seed(0)
     for precision, cl in candidates:
         model = create_model(arch, num_classes=MEASURE_CLASSES, dropout=0.0)
+        model.share_fc6(image_size)  # as training does
         x = torch.randn(batch_size, 3, image_size, image_size)
         if cl:
             model, x = model.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)

@@ -8,15 +8,15 @@ import torch
 
 from ..auto import epochs_for, plan_steps
 from ..distributed import max_over_ranks
+from ..shared_fc6 import saved_values
 from ..text import plural
 from .budget import (
-    BUDGET_MARGIN,
     BUDGET_SAVE_SECONDS,
     EVAL_COST,
     FEW_STEPS,
     PLOTS_SECONDS,
     REPLAN_EVERY,
-    SAVE_BYTES_PER_PARAM,
+    SAVE_BYTES_PER_VALUE,
     SAVE_RATE,
 )
 from .run import Run
@@ -35,7 +35,7 @@ def plan_budget(run: Run, epoch: int, step_seconds: float) -> None:
     measured = torch.tensor([step_seconds, image_seconds, save_seconds, -budget.remaining()], dtype=torch.float64,
                             device=run.device)  # fmt: skip
     step_seconds, image_seconds, save_seconds, neg_remaining = max_over_ranks(measured, run.dist).tolist()
-    remaining = -neg_remaining - BUDGET_MARGIN * budget.seconds - (PLOTS_SECONDS if cfg.plots else 0.0)
+    remaining = -neg_remaining - budget.margin() - (PLOTS_SECONDS if cfg.plots else 0.0)
     # last.pt at an epoch end at most once a minute (end_of_epoch), and at the last one
     final = save_seconds * (1 + remaining / max(BUDGET_SAVE_SECONDS, run.steps_per_epoch * step_seconds))
     # each epoch end validates data.val_epochs (a subset of val); the last one all of val, with the mirrors for the
@@ -73,8 +73,8 @@ def _estimates(run: Run, step_seconds: float) -> tuple[float, float]:
     """Validation seconds per image and checkpoint seconds, before they were measured: a forward pass costs about a
     third of a training step per image; a checkpoint writes weights + momentum (rank 0 only: the others count 0)."""
     per_image = step_seconds / (run.cfg.batch_size // run.dist.world_size)
-    params = sum(p.numel() for p in run.model.parameters())
-    return EVAL_COST * per_image, SAVE_BYTES_PER_PARAM * params / SAVE_RATE if run.dist.main else 0.0
+    values = saved_values(run.model) + sum(p.numel() for p in run.model.parameters() if p.requires_grad)
+    return EVAL_COST * per_image, SAVE_BYTES_PER_VALUE * values / SAVE_RATE if run.dist.main else 0.0
 
 
 def _val_images(run: Run) -> tuple[float, float]:

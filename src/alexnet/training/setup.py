@@ -89,8 +89,8 @@ def setup(
     run = Run(cfg, dist_info, run_dir, device, dtype, data, model, train_model, optimizer, scaler, plateau, criterion,
               log, steps_per_epoch, check_every, **state)  # fmt: skip
     if cfg.time_budget:
-        seconds = parse_duration(cfg.time_budget) - elapsed
-        run.budget = Budget(seconds, started if started is not None else time.time())
+        whole = parse_duration(cfg.time_budget)
+        run.budget = Budget(whole - elapsed, started if started is not None else time.time(), whole=whole)
         run.threads = cpu_threads(device, dist_info.enabled, run.log.print)
     run.epochs = epochs  # under a time budget, planned once the first steps are timed (plan_budget)
     run.lr = cfg.lr * lr_factor(cfg, run.step, steps_per_epoch, plateau.decays, run.total_steps, run.plan)
