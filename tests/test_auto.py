@@ -39,17 +39,16 @@ def test_image_size_is_224_of_256_of_the_shorter_side_within_64_and_224(side, cr
 @pytest.mark.parametrize(
     "images, batch",
     [(10, 10), (16, 16), (600, 16), (1437, 16), (1600, 32), (3000, 32), (3200, 64), (6399, 64), (6400, 128),
-     (12799, 128), (12800, 256), (60000, 256)],
+     (12800, 128), (60000, 128)],
 )  # fmt: skip
 def test_batch_is_the_largest_giving_fifty_steps_per_epoch(images, batch):
-    assert choose_batch_size(images) == batch == choose_batch_size(images, image_size=64)
+    assert choose_batch_size(images) == batch
     if batch > 16:
         assert images // batch >= 50
-    assert choose_batch_size(images, image_size=65) == min(batch, 128)  # 256 only for small crops
 
 
 def test_batch_is_a_multiple_of_the_processes():
-    assert choose_batch_size(3000, world_size=3) == 33 and choose_batch_size(60000, world_size=7) == 259
+    assert choose_batch_size(3000, world_size=3) == 33 and choose_batch_size(60000, world_size=7) == 133
     assert choose_batch_size(10, world_size=4) == 8 and choose_batch_size(3, world_size=4) == 4  # 10 images: not 16
 
 

@@ -5,15 +5,17 @@
 
 - the crop (``image_size``): about 224/256 of the images' shorter side, at least 64 px (AlexNet's smallest input
   is 63) and at most 224 (the paper's): 28-px images train at 64, not 224 (12x fewer pixels, ~7x faster on a CPU);
-- the batch (``batch_size``): the largest of 256, 128, 64, 32, 16 that still gives 50 steps per epoch (4 classes x
-  150 images at the fast recipe's old 128 gave 4 steps per epoch and learnt nothing in 3 epochs); 256 only for crops
-  of at most 64 px, where the 61M-parameter update is a large part of a step (64 px, 2-core CPU, bf16: 1.5x the
-  images per second of batch 128; at 224 px a step is compute and a larger batch only means fewer steps);
+- the batch (``batch_size``): the largest of 128, 64, 32, 16 that still gives 50 steps per epoch (4 classes x
+  150 images at the fast recipe's old 128 gave 4 steps per epoch and learnt nothing in 3 epochs). Not 256: at equal
+  images batch 128 learns more (the photo stand-in, 20,000 images, 6 epochs, seeds 0 / 1: 72.9 / 72.2% against
+  68.1 / 67.8% at 256 and lr 0.02), and since fc6 trains as one shared block at small crops
+  (``alexnet.shared_fc6``) a step has no large fixed cost left to spread over a larger batch (64 px, fp32, 2-core
+  CPU: 281 img/s at batch 128, 283 at 256; batch 256 had 1.2-1.5x the images per second of 128 before, and was the
+  default for crops of at most 64 px);
 - the learning rate: the paper's 0.01, scaled down by sqrt(batch/32) below batch 32 (0.0071 at 16), and up in
-  proportion above batch 128 (0.02 at 256). Not raised between 32 and 128: on the built-in data, 2-minute runs at
-  batch 64 reached 97.6% at lr 0.01 and 90.8% at 0.014, and batch 128 at 0.02 diverged; digits at batch 16 reached
-  97.5% at 0.0071 and 95.8% at 0.01. On the photo stand-in (20,000 images), batch 256 at 0.02 for 6 epochs beat
-  batch 128 at 0.01 for 4 (the same time), at 0.03 it wobbled, and batch 512 at 0.04 (too few steps) lost;
+  proportion above batch 128 (0.02 at 256, given with ``--batch-size``). Not raised between 32 and 128: on the
+  built-in data, 2-minute runs at batch 64 reached 97.6% at lr 0.01 and 90.8% at 0.014, and batch 128 at 0.02
+  diverged; digits at batch 16 reached 97.5% at 0.0071 and 95.8% at 0.01;
 - the warm-up: 20 steps, at most half an epoch. AlexNet has no normalisation layers: it sits near chance until its
   lr is large enough, and a 100-step warm-up made that plateau ~150 steps long (50,000 32-px photos at batch 256:
   val top-1 after the first 195 steps 26.4% with 98 warm-up steps, 43.1% and 36.0% with 20);
@@ -34,8 +36,7 @@ from .text import plural
 
 BASE_LR, BASE_BATCH = 0.01, 32  # the peak lr (the paper's, at batch 128), and the batch below which it is scaled down
 PAPER_BATCH = 128  # above it the lr grows in proportion to the batch
-BATCHES = (256, 128, 64, 32, 16)  # candidates, largest first
-LARGE_BATCH, LARGE_BATCH_CROP = 256, 64  # batch 256 only for crops of at most 64 px (module docstring)
+BATCHES = (128, 64, 32, 16)  # candidates, largest first
 STEPS_PER_EPOCH = 50  # the fewest steps per epoch auto batch sizes aim for
 WARMUP_STEPS = 20
 PAPER_CROP, PAPER_RESIZE = 224, 256
@@ -50,12 +51,11 @@ def choose_image_size(shorter_side: float) -> int:
     return max(64, MIN_IMAGE_SIZE, min(PAPER_CROP, crop))
 
 
-def choose_batch_size(images: int, world_size: int = 1, image_size: int = LARGE_BATCH_CROP) -> int:
+def choose_batch_size(images: int, world_size: int = 1) -> int:
     """The largest of ``BATCHES`` giving at least ``STEPS_PER_EPOCH`` steps per epoch (else the smallest), rounded
-    up to a multiple of ``world_size``; ``LARGE_BATCH`` only for crops of at most ``LARGE_BATCH_CROP`` px. Never more
-    than the ``images`` (rounded down to that multiple): 10 images train at batch 10, not 16 (less than one batch)."""
-    allowed = [b for b in BATCHES if b < LARGE_BATCH or image_size <= LARGE_BATCH_CROP]
-    batch = next((b for b in allowed if images // b >= STEPS_PER_EPOCH), allowed[-1])
+    up to a multiple of ``world_size``. Never more than the ``images`` (rounded down to that multiple): 10 images
+    train at batch 10, not 16 (less than one batch)."""
+    batch = next((b for b in BATCHES if images // b >= STEPS_PER_EPOCH), BATCHES[-1])
     batch = world_size * math.ceil(batch / world_size)
     return min(batch, max(world_size, images - images % world_size))
 
@@ -124,7 +124,7 @@ def resolve_auto(cfg: TrainConfig, dataset, world_size: int = 1) -> tuple[TrainC
         notes.append(f"image size {crop} px ({what}; AlexNet needs >= {MIN_IMAGE_SIZE}, the paper used 224)")
     batch = cfg.batch_size
     if batch is None:
-        batch = choose_batch_size(n, world_size, changes.get("image_size", cfg.image_size))
+        batch = choose_batch_size(n, world_size)
         changes["batch_size"] = batch
         notes.append(f"batch {batch} ({n:,} training images: {plural(max(1, n // batch), 'step')} per epoch)")
     if cfg.lr is None:
