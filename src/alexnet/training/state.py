@@ -51,8 +51,8 @@ def restore(ckpt: Checkpoint, path: Path, model: nn.Module, optimizer: torch.opt
     ) as e:  # parameter groups differ: another --freeze, or --init-weights with a frozen body
         raise UserError(
             f"--resume {path}: its optimizer state does not fit this run's parameter groups ({e}): saved with "
-            "another --freeze, or by an older alexnet (a 1-channel model's conv1 now has a group of its "
-            "own); start afresh from its weights with --init-weights"
+            "another --freeze, or by an older alexnet (a 1-channel model's conv1 and, at crops of 63-94 px, fc6 "
+            "now have groups of their own); start afresh from its weights with --init-weights"
         ) from None
     scaler.load_state_dict(ckpt.scaler or {})
     plateau.load_state_dict(ckpt.scheduler)
