@@ -52,10 +52,10 @@ def test_batch_is_a_multiple_of_the_processes():
     assert choose_batch_size(10, world_size=4) == 8 and choose_batch_size(3, world_size=4) == 4  # 10 images: not 16
 
 
-def test_lr_is_0_01_scaled_down_below_batch_32_up_above_128_and_warmup_is_20_steps_at_most_half_an_epoch():
-    # 0.01 from batch 32 to 128 (larger lr measured worse), scaled by sqrt(batch/32) below, batch/128 above
-    assert scaled_lr(128) == scaled_lr(64) == scaled_lr(32) == pytest.approx(0.01)
-    assert scaled_lr(256) == pytest.approx(0.02)
+def test_lr_is_0_01_scaled_down_below_batch_32_up_above_64_and_warmup_is_20_steps_at_most_half_an_epoch():
+    # 0.01 from batch 32 to 64 (larger lr measured worse), scaled by sqrt(batch/32) below, sqrt(batch/64) above
+    assert scaled_lr(64) == scaled_lr(32) == pytest.approx(0.01)
+    assert scaled_lr(128) == pytest.approx(0.01 * math.sqrt(2)) and scaled_lr(256) == pytest.approx(0.02)
     assert scaled_lr(16) == pytest.approx(0.01 / math.sqrt(2)) and scaled_lr(8) == pytest.approx(0.005)
     assert choose_warmup_epochs(93) == pytest.approx(20 / 93, abs=1e-3)  # the demo: 20 steps
     assert choose_warmup_epochs(30) == 0.5  # at most half an epoch
