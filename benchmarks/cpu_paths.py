@@ -65,6 +65,7 @@ def main(argv: list[str]) -> int:
     cases = {name: case for name, case in CASES.items() if case[0] != torch.bfloat16 or cpu_has_bf16()}
     if len(cases) < len(CASES):
         print("no bf16 units on this CPU (cpuinfo): bf16 left out (it falls back to ~6 img/s)")
+    print(f"{'batch':>5} " + " ".join(f"{name:>24}" for name in cases) + "   (img/s, median of rounds)")
     table = {}
     for batch in args.batches:
         steps = {name: step_fn(batch, args.image_size, *case) for name, case in cases.items()}
@@ -77,8 +78,6 @@ def main(argv: list[str]) -> int:
                 fn()
                 rates[name].append(batch / (time.perf_counter() - t0))
         table[batch] = {name: statistics.median(r) for name, r in rates.items()}
-        if batch == args.batches[0]:
-            print(f"{'batch':>5} " + " ".join(f"{name:>24}" for name in cases) + "   (img/s, median of rounds)")
         print(f"{batch:5d} " + " ".join(f"{table[batch][name]:24.0f}" for name in cases), flush=True)
     out = {"torch": torch.__version__, "threads": torch.get_num_threads(), "image_size": args.image_size,
            "rounds": args.rounds, "load_at_start": load, "load_at_end": os.getloadavg()[0],

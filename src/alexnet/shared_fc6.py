@@ -10,8 +10,9 @@ weight, (4096, 256 x 36), is 36 blocks (4096, 256) that each multiply the same 2
 step, momentum and Nesterov included (both are linear in the gradient and the weight): plain fc6's SGD trajectory.
 
 What it saves: fc6's 37.7M of AlexNet's 61M parameters were read to fold the pool into fc6 (``AlexNet``'s
-``_small_map_forward``), written back as a gradient, and updated with their momentum, every step. One
-training step at 64 px, batch 256, fp32, 2-core AVX2 CPU: 913 -> 661 ms (median of 10, interleaved).
+``_small_map_forward``), written back as a gradient, and updated with their momentum, every step. Training at 64
+px, fp32, 2-core AVX2 CPU (``benchmarks/cpu_paths.py``, interleaved, median of 5): 113 / 180 / 199 / 237 -> 215 / 274
+/ 281 / 283 img/s at batch 32 / 64 / 128 / 256.
 
 Its ``state_dict`` is plain fc6's (each of the 36 blocks a copy of ``S``), so checkpoints, exports and every reader
 see a torchvision AlexNet; loading a plain fc6 takes its blocks' mean (exactly ``S`` when the blocks are copies, as

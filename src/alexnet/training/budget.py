@@ -36,7 +36,7 @@ class Budget:
 
     seconds: float
     started: float
-    whole: float | None = None
+    whole: float
     first: int = 0  # batch indices [first, last) of this epoch are timed
     last: int = 0
     t0: float | None = None
@@ -56,7 +56,7 @@ class Budget:
 
     def margin(self) -> float:
         """Seconds kept free: a share of the whole budget, so a resumed run plans as the one it continues did."""
-        return BUDGET_MARGIN * (self.whole if self.whole is not None else self.seconds)
+        return BUDGET_MARGIN * self.whole
 
     def begin_epoch(self, start_batch: int, end: int) -> None:
         """Time steps of this epoch (from ``start_batch`` to ``end``): skip a few, then up to ``CALIBRATION_STEPS``."""

@@ -90,7 +90,7 @@ def setup(
               log, steps_per_epoch, check_every, **state)  # fmt: skip
     if cfg.time_budget:
         whole = parse_duration(cfg.time_budget)
-        run.budget = Budget(whole - elapsed, started if started is not None else time.time(), whole=whole)
+        run.budget = Budget(whole - elapsed, started if started is not None else time.time(), whole)
         run.threads = cpu_threads(device, dist_info.enabled, run.log.print)
     run.epochs = epochs  # under a time budget, planned once the first steps are timed (plan_budget)
     run.lr = cfg.lr * lr_factor(cfg, run.step, steps_per_epoch, plateau.decays, run.total_steps, run.plan)
