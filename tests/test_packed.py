@@ -105,6 +105,29 @@ def test_round_trip_pixels_equal_the_preset_resize(folder: Path, tmp_path: Path,
     np.testing.assert_allclose(v @ np.diag(lam) @ v.T, np.cov(px.T, bias=True), atol=1e-9)
 
 
+@pytest.mark.parametrize("resize", ["shorter-centre", "squash"])
+def test_a_block_of_small_images_resized_together_equals_one_at_a_time(monkeypatch, resize: str) -> None:
+    """Same-sized small images are resized a block's worth in one call: the same pixels, in the same rows, as one at a
+    time; an image over ``SMALL_PIXELS`` and a broken one interleaved with them."""
+    rng = np.random.default_rng(3)
+    shapes = [(20, 30), (30, 20), (20, 30), (25, 25), (20, 30), (30, 20), (40, 50), (20, 30)]
+    images = [rng.integers(0, 256, (3, h, w), dtype=np.uint8) for h, w in shapes]
+
+    class Mixed(ArraySplit):
+        def load(self, i: int) -> torch.Tensor:
+            if i in self.bad:
+                raise DecodeError(f"item {i}: broken")
+            return torch.from_numpy(images[i])
+
+    monkeypatch.setattr(W, "SMALL_PIXELS", 30 * 30)  # (40, 50) is resized alone
+    W._init_worker(Mixed(None, [0] * len(images), ["x"], bad={4}), 16, resize)
+    out, good, bad, _ = W._decode_range(0, len(images))
+    assert list(good) == [0, 1, 2, 3, 5, 6, 7] and [d for d, _ in bad] == ["item 4"]
+    for row, i in enumerate(good):
+        want = W.resize_for_pack(torch.from_numpy(images[i]), 16, resize).permute(1, 2, 0).numpy()
+        assert np.array_equal(out[row], want), i
+
+
 def test_squash_resize(tmp_path: Path) -> None:
     img = np.random.default_rng(1).integers(0, 256, (1, 20, 20, 3), dtype=np.uint8)
     P.pack_splits(

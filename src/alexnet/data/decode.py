@@ -53,9 +53,10 @@ def read_header(data: bytes, name: str, *, max_pixels: int | None = None, max_as
     whose longer side is over ``max_aspect`` times the shorter (defaults: ``alexnet.limits``)."""
     from PIL import Image
 
-    bounds = limits()
-    max_pixels = bounds.max_image_pixels if max_pixels is None else max_pixels
-    max_aspect = bounds.max_image_aspect if max_aspect is None else max_aspect
+    if max_pixels is None or max_aspect is None:
+        bounds = limits()
+        max_pixels = bounds.max_image_pixels if max_pixels is None else max_pixels
+        max_aspect = bounds.max_image_aspect if max_aspect is None else max_aspect
     if len(data) == 0:
         raise DecodeError(f"{name}: empty file (0 bytes); delete it or replace it with the real image")
     try:
@@ -119,32 +120,27 @@ def decode_image(
     such a line too (``errors.decoding``). DICOMs and 16-bit grayscale images are windowed with ``window``
     (``data.window``: auto, minmax, lung, bone, brain, soft-tissue, C,W or pLOW-pHIGH).
     """
+    bounds = limits()  # read once per image: its environment lookups cost as much as decoding a 32-px PNG
     if isinstance(src, (bytes, bytearray, memoryview)):
         data, name = bytes(src), name or "<bytes>"
     else:
         name = name or os.fspath(src)
         try:
-            data = read_bounded(src, limits().max_image_file_bytes, "image")
+            data = read_bounded(src, bounds.max_image_file_bytes, "image")
         except UserError as e:
             raise DecodeError(str(e)) from None
     if channels not in (1, 3):
         raise UserError(f"channels {channels}: must be 1 (grayscale) or 3 (RGB)")
+    max_pixels = bounds.max_image_pixels if max_pixels is None else max_pixels
     with decoding(name):
-        return _decode(data, name, max_pixels, window, channels)
+        return _decode(data, name, max_pixels, bounds.max_image_aspect, window, channels)
 
 
-def _decode(data: bytes, name: str, max_pixels: int | None, window: str, channels: int) -> torch.Tensor:
+def _decode(data: bytes, name: str, max_pixels: int, max_aspect: float, window: str, channels: int) -> torch.Tensor:
     if dicom.is_dicom(data):
-        bounds = limits()
-        a = dicom.decode(
-            data,
-            name,
-            max_pixels=bounds.max_image_pixels if max_pixels is None else max_pixels,
-            max_aspect=bounds.max_image_aspect,
-            window=window,
-        )
+        a = dicom.decode(data, name, max_pixels=max_pixels, max_aspect=max_aspect, window=window)
         return _to_tensor(a, channels)
-    img = _pillow_header(data, name, max_pixels)
+    img = _pillow_header(data, name, max_pixels, max_aspect)
     if _fast_jpeg(img, data):
         try:
             from torchvision.io import ImageReadMode, decode_jpeg
@@ -161,11 +157,11 @@ def _decode(data: bytes, name: str, max_pixels: int | None, window: str, channel
         raise DecodeError(f"{name}: cannot decode image ({_reason(e)})") from None
 
 
-def _pillow_header(data: bytes, name: str, max_pixels: int | None):
+def _pillow_header(data: bytes, name: str, max_pixels: int, max_aspect: float):
     """``read_header``, except that a ``.dcm`` file Pillow cannot read is named for what it is: a DICOM data set
     without the Part 10 file header (no ``DICM`` marker), which pydicom refuses too, not an unknown image."""
     try:
-        return read_header(data, name, max_pixels=max_pixels)
+        return read_header(data, name, max_pixels=max_pixels, max_aspect=max_aspect)
     except DecodeBoundsError:
         raise
     except DecodeError:

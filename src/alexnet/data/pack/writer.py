@@ -32,6 +32,7 @@ from .reader import FORMAT, IN_PROGRESS, LOCK, MANIFEST, RESIZE_MODES, VERSION, 
 
 CHUNK_BYTES = 16 << 20  # rows per checksum chunk = this // bytes per image
 TASK_IMAGES = 32  # images per worker task
+SMALL_PIXELS = 256 * 256  # images of at most this many pixels are resized a block's same-sized ones at a time
 
 
 def resize_for_pack(img: torch.Tensor, size: int, resize: str) -> torch.Tensor:
@@ -67,15 +68,21 @@ def _decode_range(start: int, stop: int) -> DecodedBlock:
     out = np.empty((stop - start, size, size, c), np.uint8)
     good, bad = [], []
     sums = np.zeros(3 + 9 + 1)  # sum x (3), sum x x^T (9), pixel count, in [0, 1] scale
+    small: dict[tuple[int, ...], list[tuple[int, torch.Tensor]]] = {}  # shape -> [(row of out, image)]
     for i in range(start, stop):
         try:
             img = split.load(i)
         except DecodeError as e:
             bad.append((split.describe(i), str(e)))
             continue
-        img = resize_for_pack(img, size, resize)  # (3, S, S)
-        out[len(good)] = img.permute(1, 2, 0).numpy()
+        if img.shape[-2] * img.shape[-1] <= SMALL_PIXELS:
+            small.setdefault(tuple(img.shape), []).append((len(good), img))
+        else:
+            out[len(good)] = resize_for_pack(img, size, resize).permute(1, 2, 0).numpy()  # (3, S, S) -> (S, S, 3)
         good.append(i)
+    for group in small.values():  # the same pixels as one at a time (tested), at a third of the cost for 32-px images
+        rows = [row for row, _ in group]
+        out[rows] = resize_for_pack(torch.stack([img for _, img in group]), size, resize).permute(0, 2, 3, 1).numpy()
     for a in range(0, len(good), STATS_IMAGES):  # a few images per call (torch's reductions: 4x numpy's here)
         px = torch.from_numpy(out[a : min(a + STATS_IMAGES, len(good))].reshape(-1, c)).double()  # whole numbers
         if c == 1:  # the statistics stay RGB (the stats cache's format): gray is R = G = B
