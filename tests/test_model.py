@@ -99,6 +99,37 @@ def test_a_shared_fc6_follows_torchvisions_sgd_trajectory(nesterov):
     assert torch.allclose(36 * ours.classifier[1].weight.detach(), blocks.sum(-1), rtol=1e-9, atol=1e-9)
 
 
+def test_a_shared_fc6_under_cpu_bf16_autocast_is_as_close_to_fp32_as_plain_fc6():
+    """bf16 autocast + channels-last, the path the CPU-path measurement picks on CPUs with bf16 units: the shared
+    model's logits and gradients (its block's: the sum of the 36 blocks') are as close to fp32's as plain fc6's are
+    (bf16 alone moves these gradients by ~20% at init: ReLU masks flip)."""
+    torch.manual_seed(0)
+    start = AlexNet(num_classes=4, dropout=0.0, init="kaiming").state_dict()
+    x, y = torch.randn(8, 3, 64, 64).contiguous(memory_format=torch.channels_last), torch.tensor([0, 1, 2, 3] * 2)
+
+    def run(shared: bool, bf16: bool) -> tuple[torch.Tensor, dict]:
+        model = AlexNet(num_classes=4, dropout=0.0)
+        model.load_state_dict(start)
+        assert not shared or model.share_fc6(64)
+        model = model.to(memory_format=torch.channels_last)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            out = model(x)
+        assert out.dtype == (torch.bfloat16 if bf16 else torch.float32)
+        nn.functional.cross_entropy(out.float(), y).backward()
+        grads = {n: p.grad for n, p in model.named_parameters() if n.endswith("weight")}
+        grads["classifier.1.weight"] = grads["classifier.1.weight"].view(4096, 256, -1).sum(-1)
+        return out.detach().float(), grads
+
+    def error(a, b):
+        return float((a - b).norm() / b.norm())
+
+    ref_logits, ref = run(shared=False, bf16=False)
+    (plain_logits, plain), (shared_logits, shared) = run(False, True), run(True, True)
+    assert error(shared_logits, ref_logits) < max(0.02, 1.5 * error(plain_logits, ref_logits))
+    for name, g in ref.items():
+        assert error(shared[name], g) < 1.3 * error(plain[name], g) + 0.02, name
+
+
 def test_a_shared_fc6_saves_plain_fc6_and_loads_back_exactly():
     """``state_dict`` is torchvision's (36 copies of the block): a plain AlexNet loading it gives the same outputs at
     64 px, and a shared one gets its block back bit for bit (a resumed run continues exactly). Where the conv5 map
