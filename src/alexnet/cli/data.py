@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from ..names import MAX_IMAGE_SIZE
 from ..text import plural
@@ -93,6 +94,9 @@ def run_stats(args: argparse.Namespace) -> int:
     if args.out:  # an existing file is replaced only with --overwrite (it replaced any file, a text file included)
         prepare_output(args.out, overwrite=args.overwrite)
     dataset = open_dataset(args.data)
+    for left_out in dataset.left_out:  # the statistics are of the images only: say what was not one
+        if said := left_out.line():
+            warn(f"warning: {said}")
     train = dataset.split("train")
     fmt = lambda v: "[" + ", ".join(f"{x:.4f}" for x in v) + "]"  # noqa: E731
     if dataset.stats is not None:  # a pack: computed over every train image when it was packed
@@ -198,7 +202,7 @@ def run_pack(args: argparse.Namespace) -> int:
                         f"input is {MIN_IMAGE_SIZE} px; the images are stored at this size)")  # fmt: skip
     manifest = pack_dataset(src, args.out, size=args.size, resize=args.resize, workers=args.workers,
                             channels=args.channels, window=args.window, val_fraction=args.val_fraction,
-                            seed=args.seed, max_bad_fraction=args.max_bad_fraction)  # fmt: skip
+                            seed=args.seed, max_bad_fraction=args.max_bad_fraction, log=warn)  # fmt: skip
     print(describe_pack(manifest))
     return 0
 
@@ -229,3 +233,7 @@ def run_verify(args: argparse.Namespace) -> int:
 
 
 SUBCOMMANDS = [register_synth, register_stats, register_check, register_pack, register_verify]
+
+
+def warn(line: str) -> None:
+    print(line, file=sys.stderr)
