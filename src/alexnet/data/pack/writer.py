@@ -470,8 +470,7 @@ def pack_dataset(
     ``channels`` 1 stores gray images (a third of the bytes; colour becomes luma), ``window``: how DICOMs and 16-bit
     gray images become 8 bits (``data.window``). A source without a val split gets one held out as ``alexnet
     train`` would hold it out of the folder (``val_fraction`` of each class, chosen by ``seed``; said in the
-    manifest's ``held_out``): a pack has no files left to hold out later. ``log`` gets one warning per image folder
-    whose files were left out as not images (``listing.LeftOut``), as ``alexnet train`` says them."""
+    manifest's ``held_out``): a pack has no files left to hold out later. ``log``: warnings (files left out)."""
     from ..holdout import with_holdout
     from ..sources import open_dataset
     from ..split import set_decoding
