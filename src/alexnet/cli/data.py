@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 
 from ..names import MAX_IMAGE_SIZE
 from ..text import plural
@@ -88,15 +87,14 @@ def run_stats(args: argparse.Namespace) -> int:
     from ..data.stats import default_stats_path, load_or_compute_stats, save_json
     from ..errors import UserError
     from ..outputs import prepare_output
+    from .predict import say_left_out
 
     if args.max_images is not None and args.max_images < 1:
         raise UserError(f"--max-images {args.max_images}: must be at least 1")
     if args.out:  # an existing file is replaced only with --overwrite (it replaced any file, a text file included)
         prepare_output(args.out, overwrite=args.overwrite)
     dataset = open_dataset(args.data)
-    for left_out in dataset.left_out:  # the statistics are of the images only: say what was not one
-        if said := left_out.line():
-            warn(f"warning: {said}")
+    say_left_out(dataset.left_out, "data stats")  # the statistics are of the images only: say what was not one
     train = dataset.split("train")
     fmt = lambda v: "[" + ", ".join(f"{x:.4f}" for x in v) + "]"  # noqa: E731
     if dataset.stats is not None:  # a pack: computed over every train image when it was packed
@@ -192,6 +190,7 @@ def run_pack(args: argparse.Namespace) -> int:
     from ..data.pack import describe_pack, pack_dataset
     from ..errors import UserError
     from ..names import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE
+    from .predict import say_left_out
 
     src = None if args.src == "synthetic" else args.src
     from ..data.window import check_window
@@ -202,7 +201,8 @@ def run_pack(args: argparse.Namespace) -> int:
                         f"input is {MIN_IMAGE_SIZE} px; the images are stored at this size)")  # fmt: skip
     manifest = pack_dataset(src, args.out, size=args.size, resize=args.resize, workers=args.workers,
                             channels=args.channels, window=args.window, val_fraction=args.val_fraction,
-                            seed=args.seed, max_bad_fraction=args.max_bad_fraction, log=warn)  # fmt: skip
+                            seed=args.seed, max_bad_fraction=args.max_bad_fraction,
+                            say_left_out=lambda left: say_left_out(left, "data pack"))  # fmt: skip
     print(describe_pack(manifest))
     return 0
 
@@ -233,7 +233,3 @@ def run_verify(args: argparse.Namespace) -> int:
 
 
 SUBCOMMANDS = [register_synth, register_stats, register_check, register_pack, register_verify]
-
-
-def warn(line: str) -> None:
-    print(line, file=sys.stderr)

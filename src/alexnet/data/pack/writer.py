@@ -464,13 +464,13 @@ def pack_dataset(
     val_fraction: float = 0.2,
     seed: int = 0,
     max_bad_fraction: float = 0.01,
-    log: Callable[[str], None] | None = None,
+    say_left_out: Callable[[list], None] | None = None,
 ) -> dict:
     """Pack any supported source (image folders, ImageNet layout, CIFAR; None = built-in synthetic) into ``out``;
     ``channels`` 1 stores gray images (a third of the bytes; colour becomes luma), ``window``: how DICOMs and 16-bit
     gray images become 8 bits (``data.window``). A source without a val split gets one held out as ``alexnet
     train`` would hold it out of the folder (``val_fraction`` of each class, chosen by ``seed``; said in the
-    manifest's ``held_out``): a pack has no files left to hold out later. ``log``: warnings (files left out)."""
+    manifest's ``held_out``): a pack has no files left to hold out later. ``say_left_out``: told the LeftOut lists."""
     from ..holdout import with_holdout
     from ..sources import open_dataset
     from ..split import set_decoding
@@ -478,9 +478,8 @@ def pack_dataset(
     dataset = open_dataset(src, train_dir=train_dir, val_dir=val_dir, cache_dir=cache_dir)
     if dataset.kind == "pack":
         raise UserError(f"{src} is already a pack; pack its source instead")
-    for left_out in dataset.left_out if log is not None else ():  # e.g. .heic photos: not packed, and said so
-        if said := left_out.line():
-            log(f"warning: {said}")
+    if say_left_out is not None:  # e.g. .heic photos: not packed, and said so
+        say_left_out(dataset.left_out)
     dataset, line = with_holdout(dataset, val_fraction, seed, train_dir=train_dir)
     notes = {"held_out": {"val_fraction": val_fraction, "seed": seed, "line": line}} if line else {}
     for split in dataset.splits.values():
