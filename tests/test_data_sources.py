@@ -285,6 +285,10 @@ def test_files_that_are_not_images_are_counted_once_per_folder_not_left_out_sile
     ]
     val = [lo for lo in data.left_out if lo.where.endswith("val")]
     assert val[0].counts == {".json": 1} and val[0].line() is None and "sidecars" in val[0].line(sidecars=True)
+    (tmp_path / "d/train/cat/x\x1b[31m\n.jp2").write_bytes(b"")  # a name holding an escape and a line break
+    again = open_training_data(resolve_config("fast", flags={"data": str(tmp_path / "d")}), log=lines.append)
+    line = again.left_out[0].line()
+    assert line is not None and "\x1b" not in line and "\n" not in line and "x\\x1b[31m\\n.jp2" in line
 
 
 def test_a_folder_of_only_unreadable_photos_says_what_it_holds(tmp_path):

@@ -19,7 +19,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..text import plural
+from ..text import plural, printable
 from .decode import is_image_file
 
 OS_FILES = frozenset({"thumbs.db", "ehthumbs.db", "desktop.ini", "icon\r"})  # lower case; written by the OS itself
@@ -73,8 +73,9 @@ class LeftOut:
         examples = ", ".join(self.examples[e] for e in ranked[:3])
         advice = ("sidecars (notes, labels) beside the images, fine if meant" if self.sidecars_only else
                   "convert photos (.heic, .jp2, .jfif) to .jpg or .png to use them")  # fmt: skip
-        return (f"{self.where}: left out {self.files:,} of {plural(self.files + self.kept, 'file')}, not image file "
+        line = (f"{self.where}: left out {self.files:,} of {plural(self.files + self.kept, 'file')}, not image file "
                 f"names: {shown}{more}, e.g. {examples}; {advice}")  # fmt: skip
+        return printable(line)  # file names may hold escape sequences or line breaks: every caller prints this line
 
     def as_json(self) -> dict:
         """For data check's report: the folder, the counts (commonest first), the sidecars among them, examples."""
