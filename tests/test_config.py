@@ -95,7 +95,9 @@ def test_help_shows_each_default_once_without_markup(capsys):
     # --lr: fast (chosen from the data), then where recipes differ
     flat = " ".join(text.split())  # argparse wraps lines
     assert (
-        flat.count("(default: auto: 0.01, x sqrt(batch/32) below 32, x batch/128 above 128; paper, torchvision: 0.01)")
+        flat.count(
+            "(default: auto: 0.01, x sqrt(batch/32) below 32, x sqrt(batch/64) above 64; paper, torchvision: 0.01)"
+        )
         == 1
     )
     assert "--finetune-from" in text and "--channels-last on|off" in text

@@ -104,11 +104,11 @@ class TrainConfig:
                                       "it", metavar="DURATION", none_text="off; e.g. 300s, 5m, 1h30m",
                                       on_resume="fixed")  # fmt: skip
     batch_size: int | None = setting(None, "images per step, summed over all processes", low=1, high=65536, auto=True,
-                                     none_text="auto: the largest of 256 (crops <= 64 px)/128/64/32/16 "
-                                     "giving 50 steps per epoch, at most the training images",
+                                     none_text="auto: the largest of 128/64/32/16 giving 50 steps per epoch, "
+                                     "at most the training images",
                                      on_resume="fixed")  # fmt: skip
     lr: float | None = setting(None, "peak learning rate for --batch-size images per step", low=0, low_open=True,
-                               auto=True, none_text="auto: 0.01, x sqrt(batch/32) below 32, x batch/128 above 128",
+                               auto=True, none_text="auto: 0.01, x sqrt(batch/32) below 32, x sqrt(batch/64) above 64",
                                on_resume="fixed")  # fmt: skip
     momentum: float = setting(0.9, "SGD momentum", low=0, high=1, high_open=True, on_resume="fixed")
     nesterov: bool = setting(True, "Nesterov momentum", on_resume="fixed")
