@@ -397,6 +397,20 @@ def test_the_cpu_path_is_cached_per_machine_size_and_batch_not_per_data_set(tmp_
                     "--channels-last override)"], said  # fmt: skip
 
 
+def test_bf16_is_taken_unless_fp32_measures_more_than_a_tenth_faster():
+    """By hand, the measurement that trained a 5-minute run in fp32 on an AVX-512 BF16 CPU (fp32 455, bf16 449 img/s,
+    both slowed; quiet, one path per process: 680 and 953): bf16 is taken. fp32 must beat it by more than 10%, and
+    without bf16 units the faster fp32 layout wins outright."""
+    from alexnet.training.cpu_path import BF16_EDGE, pick
+
+    assert pick({("fp32", False): 455, ("bf16", True): 449}) == ("bf16", True)
+    assert pick({("fp32", False): 449 * BF16_EDGE - 1, ("bf16", True): 449}) == ("bf16", True)
+    assert pick({("fp32", False): 449 * BF16_EDGE + 1, ("bf16", True): 449}) == ("fp32", False)
+    assert pick({("fp32", False): 680, ("bf16", True): 953}) == ("bf16", True)
+    assert pick({("fp32", False): 310, ("fp32", True): 300}) == ("fp32", False)
+    assert pick({("fp32", False): 300, ("fp32", True): 310}) == ("fp32", True)
+
+
 def test_the_cpu_path_measurement_is_projected_from_a_steady_step_not_the_first():
     """By hand: a first candidate built and stepped twice in 1.9 s (a 1.3 s first step, then 0.4 s) projects
     1.9 + 0.4 x (2 x 3 + 3 x 3) = 7.9 s for three candidates: within 5% of a 5-minute budget (15 s). The first step
