@@ -57,8 +57,12 @@ def main(argv: list[str]) -> int:
     args = p.parse_args(argv)
     torch.manual_seed(0)
     load = os.getloadavg()[0]
+    from alexnet.device import keep_freed_memory
+
+    kept = keep_freed_memory()  # as training does
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.image_size} px, load {load:.1f} at start"
+        f"{', freed memory kept' if kept else ''}"
     )
     from alexnet.training.cpu_path import cpu_has_bf16
 

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from .bench_config import BenchConfig
-from .device import resolve_device, resolve_precision, synchronize
+from .device import keep_freed_memory, resolve_device, resolve_precision, synchronize
 from .errors import UserError
 from .preprocess import IMAGENET, Preprocess, default_resize
 from .progress import progress
@@ -281,6 +281,8 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = _say) -> dict:
     cfg.validate()
     device = resolve_device(cfg.device)
     dtype = resolve_precision(cfg.precision, device)
+    if device.type == "cpu":
+        keep_freed_memory()  # as training does
     results: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(prefix="alexnet-bench-") as tmp:
         t0 = time.perf_counter()

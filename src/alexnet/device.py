@@ -94,3 +94,28 @@ def describe(device: torch.device, dtype: torch.dtype) -> str:
         where = device.type
     names = {torch.float32: "fp32", torch.bfloat16: "bf16 autocast", torch.float16: "fp16 autocast + GradScaler"}
     return f"device: {where}, precision: {names[dtype]}, torch {torch.__version__}"
+
+
+M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4  # glibc's mallopt parameters (malloc.h)
+KEEP_FREED_BYTES = 2**31 - 1  # the most M_TRIM_THRESHOLD takes (an int): freed memory stays with the process
+
+
+def keep_freed_memory() -> bool:
+    """Let glibc's malloc keep the memory a training step frees, for the next step, instead of handing it back to
+    the kernel (PyTorch has no caching allocator on the CPU): no ``mmap`` for large blocks (glibc maps every block
+    over 32 MiB, e.g. fc7's 67 MB gradient, and unmaps it when freed) and no trimming of the heap. Each step then
+    faults in and zeroes ~100 MB of fresh pages less: AlexNet at 64 px on an AVX-512 BF16 CPU (2 cores, one path per
+    process, median img/s of 6 windows of 10 steps) bf16 1,004 -> 1,410 at batch 128 (1.40x), 401 -> 801 at batch 32
+    (2.0x), fp32 1.1-1.34x, for 2-7% more peak memory (1,011 -> 1,073 MiB). What ``MALLOC_MMAP_MAX_=0
+    MALLOC_TRIM_THRESHOLD_=...`` or a preloaded jemalloc / tcmalloc do for PyTorch on CPUs, set from inside the
+    process. For processes that train: a server's memory should shrink back after a burst. Returns whether it was
+    set (False off glibc)."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # not glibc (macOS, musl without mallopt, Windows)
+        return False
+    return bool(mallopt(M_MMAP_MAX, 0)) and bool(mallopt(M_TRIM_THRESHOLD, KEEP_FREED_BYTES))

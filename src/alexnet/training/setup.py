@@ -20,7 +20,7 @@ from ..config import PATH_SETTINGS, TrainConfig, parse_duration
 from ..data.channels import choose_in_channels
 from ..data.holdout import is_held_out, read_split, run_dir_of, write_split
 from ..data.wide_gray import sampled_advice
-from ..device import describe, resolve_device, resolve_precision
+from ..device import describe, keep_freed_memory, resolve_device, resolve_precision
 from ..distributed import Dist, on_main
 from ..errors import UserError
 from ..imbalance import balanced_weights, class_counts, describe_weights
@@ -132,7 +132,8 @@ def absolute_data_paths(cfg: TrainConfig) -> TrainConfig:
 
 
 def _device(cfg: TrainConfig, dist_info: Dist) -> torch.device:
-    """The run's device (this rank's GPU under DDP), with cuDNN autotuning and TF32 on for CUDA."""
+    """The run's device (this rank's GPU under DDP), with cuDNN autotuning and TF32 on for CUDA; on a CPU, the memory
+    a step frees kept for the next (``keep_freed_memory``)."""
     device = resolve_device(cfg.device)
     if device.type == "cuda" and dist_info.enabled:
         device = torch.device("cuda", dist_info.local_rank)
@@ -140,6 +141,8 @@ def _device(cfg: TrainConfig, dist_info: Dist) -> torch.device:
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
+    else:
+        keep_freed_memory()  # 1.4-1.9x the steps per second of AlexNet on a CPU (alexnet.device)
     return device
 
 
