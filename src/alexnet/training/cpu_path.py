@@ -103,9 +103,9 @@ def choose_cpu_path(
         )
         return default
     best, shown, seconds = measured
+    rule = f" (bf16 unless fp32 is over {BF16_EDGE - 1:.0%} faster)" if any(p == "bf16" for p, _ in candidates) else ""
     log(f"fastest CPU path measured in {seconds:.1f} s (img/s, the fastest of 3 interleaved steps): "
-        f"{shown} -> {best[0]}{' + channels-last' if best[1] else ''}"
-        f"{' (bf16 unless fp32 is over 10% faster)' if any(p == 'bf16' for p, _ in candidates) else ''} "
+        f"{shown} -> {best[0]}{' + channels-last' if best[1] else ''}{rule} "
         f"(cached in {path}; --precision and --channels-last override)")  # fmt: skip
     known[key] = list(best)
     with contextlib.suppress(UserError):  # a read-only cache: measure again next time
@@ -174,10 +174,9 @@ def _measure_cpu_paths(arch: str, image_size: int, batch_size: int, candidates: 
             rates[c].append(batch_size / (time.perf_counter() - t))
     # the fastest step of each: another process only ever slows a step down (a median of 3 took the wrong winner
     # when 2 of bf16's 3 steps were hit: 565 against fp32's 575 img/s, where bf16 runs 1.4x faster)
-    best = pick({c: max(rates[c]) for c in candidates})
-    shown = ", ".join(f"{p}{' + channels-last' if cl else ''} {max(rates[(p, cl)]):.0f}"
-                      for p, cl in candidates)  # fmt: skip
-    return best, shown, time.perf_counter() - t0
+    fastest = {c: max(rates[c]) for c in candidates}
+    shown = ", ".join(f"{p}{' + channels-last' if cl else ''} {fastest[(p, cl)]:.0f}" for p, cl in candidates)
+    return pick(fastest), shown, time.perf_counter() - t0
 
 
 def pick(fastest: dict) -> tuple[str, bool]:
